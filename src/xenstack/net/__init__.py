@@ -1,0 +1,1 @@
+"""xenstack.net"""
