@@ -1,0 +1,142 @@
+"""Policy for every call: find the message, check arity, session, role and types, run it.
+
+This is the layer XAPI calls message forwarding. It turns ``(method, params)`` into a call of
+the server function for the message (an impl function, or a generic accessor derived from the
+declaration), wraps ``Async.*`` calls in tasks, and answers only once writes are durable.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ApiError, not_implemented
+from ..idl.model import CLASSES, MessageDef, ParamDef
+from ..idl.types import Type, parse_type
+from ..impl.registry import HANDLERS
+from ..rpc.http import Origin
+from .accessors import accessor
+from .context import Context
+from .validate import coerce
+
+if TYPE_CHECKING:
+    from ..toolstack import Toolstack
+
+NO_SESSION = frozenset(
+    {
+        "session.login_with_password",
+        "session.slave_login",
+        "session.slave_local_login",
+        "session.slave_local_login_with_password",
+        "session.login_with_password_v2",
+    }
+)
+EXTRA_READS = ("get_all_records_where", "get_all_where")
+
+
+class Entry:
+    """One callable wire method: its declaration and its server function."""
+
+    __slots__ = ("fn", "msg", "readonly")
+
+    def __init__(self, msg: MessageDef, fn: Callable[..., Any] | None) -> None:
+        self.msg = msg
+        self.fn = fn
+        self.readonly = "read-only" in msg.roles
+
+
+def _extras(cls: str) -> list[MessageDef]:
+    """``get_all_records_where`` and ``get_all_where``: used by clients, absent from the file."""
+    cdef = CLASSES[cls]
+    base = cdef.messages.get("get_all_records")
+    if base is None:
+        return []
+    params = (base.params[0], ParamDef("expr", parse_type("string")))
+    return [
+        MessageDef(cls, "get_all_records_where", True, base.result, params, (), base.roles),
+        MessageDef(
+            cls,
+            "get_all_where",
+            True,
+            Type("set", of=Type("ref", name=cls)),
+            params,
+            (),
+            base.roles,
+        ),
+    ]
+
+
+def build_table() -> dict[str, Entry]:
+    """Every wire method: explicit messages, accessors and extras, keyed by wire name."""
+    table: dict[str, Entry] = {}
+    for cdef in CLASSES.values():
+        for msg in [*cdef.messages.values(), *_extras(cdef.name)]:
+            fn = HANDLERS.get(msg.wire_name)
+            if fn is None and msg.implicit:
+                fn = accessor(cdef, msg)
+            table[msg.wire_name] = Entry(msg, fn)
+    return table
+
+
+class Dispatcher:
+    """Callable by the RPC layer: ``await dispatcher(method, params, origin)``."""
+
+    def __init__(self, toolstack: Toolstack) -> None:
+        self.toolstack = toolstack
+        self.table = build_table()
+        self.method_names = sorted(
+            [*self.table, *(f"Async.{n}" for n, e in self.table.items() if e.msg.has_async)]
+        )
+
+    async def __call__(self, method: str, params: list[Any], origin: Origin) -> Any:
+        if method.startswith("system."):
+            return self._system(method)
+        is_async = method.startswith("Async.")
+        name = method[6:] if is_async else method
+        entry = self.table.get(name)
+        if entry is None or (is_async and not entry.msg.has_async):
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
+        msg = entry.msg
+        if len(params) != len(msg.params):
+            raise ApiError(
+                "MESSAGE_PARAMETER_COUNT_MISMATCH", [method, len(msg.params), len(params)]
+            )
+        ctx = Context(self.toolstack, "", method=name)
+        args = params
+        if msg.takes_session and name not in NO_SESSION:
+            ctx.session = params[0]
+            info = self.toolstack.auth.check(params[0])
+            if msg.roles and info.role not in msg.roles:
+                raise _denied(name)
+            args = params[1:]
+            decl = msg.params[1:]
+        else:
+            decl = msg.params
+        values = [coerce(p.type, v, p.name) for p, v in zip(decl, args, strict=True)]
+        if name in NO_SESSION:
+            values.append(origin)
+        if entry.fn is None:
+            raise not_implemented(name)
+        if is_async:
+            return self.toolstack.tasks.spawn(ctx, entry.fn, values)
+        result = entry.fn(ctx, *values)
+        if inspect.isawaitable(result):
+            result = await result
+        if not entry.readonly:
+            await ctx.db.durable()  # answer a write only once it is on disk
+        return result
+
+    def _system(self, method: str) -> Any:
+        if method == "system.listMethods":
+            return self.method_names
+        if method == "system.methodSignature" or method == "system.methodHelp":
+            return []
+        raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
+
+
+def _denied(name: str) -> ApiError:
+    return ApiError(
+        "RBAC_PERMISSION_DENIED",
+        [name.lower(), "The role of this session does not allow this operation."],
+    )

@@ -1,0 +1,127 @@
+"""``xenstack``: create a host's state and serve it.
+
+xenstack init  --state-dir DIR [--password-file FILE]
+xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH] [--https-port N]
+xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from ..idl.model import ROLES
+from ..rpc.http import HttpConfig
+from ..toolstack import Toolstack, write_secret
+
+
+def _read_password(path: str) -> str:
+    text = Path(path).read_text().strip()
+    if not text:
+        raise SystemExit(f"xenstack: {path} holds no password")
+    return text
+
+
+def init_state(state_dir: Path, password_file: str | None) -> Toolstack:
+    """Initialise DIR if it is not yet; return the toolstack over it."""
+    toolstack = Toolstack(state_dir)
+    if toolstack.initialised:
+        return toolstack
+    password = toolstack.initialise(_read_password(password_file) if password_file else None)
+    if not password_file:
+        write_secret(state_dir / "root-password", password)
+    return toolstack
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    toolstack = Toolstack(state_dir)
+    if toolstack.initialised:
+        toolstack.persistence.close()
+        print(f"xenstack: {state_dir} is initialised already", file=sys.stderr)
+        return 1
+    toolstack.persistence.close()
+    init_state(state_dir, args.password_file).persistence.close()
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    toolstack = Toolstack(Path(args.state_dir))
+    toolstack.auth.set_user(args.name, _read_password(args.password_file), args.role)
+    toolstack.persistence.close()
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    state_dir = Path(args.state_dir)
+    toolstack = init_state(state_dir, args.password_file)
+    config = HttpConfig(
+        listen=args.listen,
+        port=args.port,
+        socket_path=Path(args.socket) if args.socket else None,
+        idle_timeout=args.idle_timeout,
+    )
+    if args.https_port is not None:
+        from ..rpc.tls import ensure_certificate
+
+        config.tls_cert, config.tls_key = ensure_certificate(state_dir / "tls")
+        config.tls_port = args.https_port
+    await toolstack.start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ports = toolstack.server.ports if toolstack.server else {}
+    logging.getLogger("xenstack").info("serving on %s %s", args.listen, ports)
+    print(f"xenstack: serving {state_dir} on {args.listen} {ports}", flush=True)
+    await stop.wait()
+    await toolstack.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(_serve(args))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="xenstack", description="A XenServer-compatible toolstack")
+    sub = ap.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create the state of a host")
+    init.add_argument("--state-dir", required=True)
+    init.add_argument("--password-file")
+    init.set_defaults(func=cmd_init)
+    serve = sub.add_parser("serve", help="serve the XenAPI until SIGTERM")
+    serve.add_argument("--state-dir", required=True)
+    serve.add_argument("--password-file")
+    serve.add_argument("--listen", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--socket")
+    serve.add_argument("--https-port", type=int)
+    serve.add_argument("--idle-timeout", type=float, default=60.0)
+    serve.set_defaults(func=cmd_serve)
+    user = sub.add_parser("user-add", help="add a local user with a role")
+    user.add_argument("--state-dir", required=True)
+    user.add_argument("name")
+    user.add_argument("--role", choices=ROLES, default="read-only")
+    user.add_argument("--password-file", required=True)
+    user.set_defaults(func=cmd_user_add)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Where committed rows go: an interface, an in-memory stand-in and SQLite (WAL, group commit).
+
+The store hands each commit's changed rows to :meth:`Persistence.submit` and awaits
+:meth:`Persistence.durable` before the client is answered, so an acknowledged write has reached
+the disk. The SQLite writer runs in its own thread and commits every change waiting for it in
+one transaction, so many clients share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from ..idl.model import CLASSES
+
+Change = tuple[str, str, dict[str, Any] | None]  # class, ref, row (None: deleted)
+
+
+class Persistence(Protocol):
+    """The contract a store backend keeps (SQLite here; a distributed store for pools)."""
+
+    def load(self) -> Iterator[tuple[str, str, dict[str, Any]]]: ...
+
+    def generation(self) -> int: ...
+
+    def submit(self, generation: int, changes: list[Change]) -> None: ...
+
+    async def durable(self, generation: int) -> None: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryPersistence:
+    """Keeps nothing: for tests and throwaway simulated pools."""
+
+    def __init__(self) -> None:
+        self.meta: dict[str, str] = {}
+
+    def load(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        return iter(())
+
+    def generation(self) -> int:
+        return 0
+
+    def submit(self, generation: int, changes: list[Change]) -> None:
+        pass
+
+    async def durable(self, generation: int) -> None:
+        pass
+
+    def get_meta(self, key: str) -> str | None:
+        return self.meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.meta[key] = value
+
+    def close(self) -> None:
+        pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    ref TEXT PRIMARY KEY, class TEXT NOT NULL, record BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+def _datetime_fields() -> dict[str, tuple[str, ...]]:
+    return {
+        name: tuple(f.name for f in c.fields.values() if f.type.kind == "datetime")
+        for name, c in CLASSES.items()
+    }
+
+
+class SqlitePersistence:
+    """SQLite in WAL mode with synchronous=FULL; one writer thread does group commits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = self._connect()
+        self._cond = threading.Condition()
+        self._io = threading.Lock()  # one user of the connection at a time
+        self._queue: list[tuple[int, list[Change]]] = []
+        self._durable_gen = 0
+        self._submitted_gen = 0
+        self._waiters: list[tuple[int, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def load(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        from ..idl.types import DateTime
+
+        dt_fields = _datetime_fields()
+        for ref, cls, blob in self._conn.execute("SELECT ref, class, record FROM objects"):
+            row = orjson.loads(blob)
+            for name in dt_fields.get(cls, ()):
+                if name in row:
+                    row[name] = DateTime(row[name])
+            yield cls, ref, row
+
+    def generation(self) -> int:
+        value = self.get_meta("generation")
+        return int(value) if value else 0
+
+    def submit(self, generation: int, changes: list[Change]) -> None:
+        encoded = [
+            (cls, ref, None if row is None else orjson.dumps(row)) for cls, ref, row in changes
+        ]
+        with self._cond:
+            self._submitted_gen = generation
+            self._queue.append((generation, encoded))  # type: ignore[arg-type]
+            self._cond.notify()
+
+    async def durable(self, generation: int) -> None:
+        if self._error is not None:
+            raise RuntimeError("the database writer failed") from self._error
+        with self._cond:
+            generation = min(generation, self._submitted_gen)
+            if generation <= self._durable_gen:
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((generation, fut, asyncio.get_running_loop()))
+        await fut
+
+    def _writer(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                batch, self._queue = self._queue, []
+                if not batch and self._closing:
+                    return
+            try:
+                with self._io:
+                    self._write(batch)
+            except BaseException as exc:  # the server must learn the disk failed
+                self._error = exc
+            self._release(batch[-1][0])
+
+    def _write(self, batch: list[tuple[int, list[Any]]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN")
+        for _, changes in batch:
+            for cls, ref, blob in changes:
+                if blob is None:
+                    conn.execute("DELETE FROM objects WHERE ref = ?", (ref,))
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (ref, cls, blob)
+                    )
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(batch[-1][0]),))
+        conn.execute("COMMIT")
+
+    def _release(self, generation: int) -> None:
+        with self._cond:
+            self._durable_gen = max(self._durable_gen, generation)
+            ready = [w for w in self._waiters if w[0] <= self._durable_gen]
+            self._waiters = [w for w in self._waiters if w[0] > self._durable_gen]
+        for _, fut, loop in ready:
+            loop.call_soon_threadsafe(_resolve, fut, self._error)
+
+    def get_meta(self, key: str) -> str | None:
+        with self._io:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._io:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+        self._conn.close()
+
+
+def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(RuntimeError(f"the database writer failed: {error}"))
+    else:
+        fut.set_result(None)

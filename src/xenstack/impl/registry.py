@@ -1,0 +1,28 @@
+"""The table of server functions for explicit XenAPI messages.
+
+Each impl module registers its functions with :func:`implements`; the dispatcher looks them up
+by wire name. A message with no function answers NOT_IMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..idl.model import message
+
+F = TypeVar("F", bound=Callable[..., Any])
+HANDLERS: dict[str, Callable[..., Any]] = {}
+
+
+def implements(*wire_names: str) -> Callable[[F], F]:
+    """Register a function as the implementation of the named messages (``Class.message``)."""
+
+    def register(fn: F) -> F:
+        for name in wire_names:
+            if message(name) is None:
+                raise ValueError(f"{name} is not a XenAPI message")
+            HANDLERS[name] = fn
+        return fn
+
+    return register

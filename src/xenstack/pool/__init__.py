@@ -1,0 +1,1 @@
+"""xenstack.pool: the pool's objects, its master and its members."""

@@ -1,0 +1,73 @@
+"""JSON-RPC 1.0 and 2.0 as XAPI speaks them on ``/jsonrpc``: representation only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..errors import ProtocolError
+from ..idl.types import DateTime
+
+MAX_BODY_DEPTH = 64
+
+
+class Request:
+    """One decoded JSON-RPC request."""
+
+    __slots__ = ("id", "method", "params", "version")
+
+    def __init__(self, method: str, params: list[Any], id_: Any, version: str) -> None:
+        self.method = method
+        self.params = params
+        self.id = id_
+        self.version = version
+
+
+def decode_call(body: bytes) -> Request:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"malformed JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolError("a JSON-RPC request must be an object")
+    method, params = doc.get("method"), doc.get("params", [])
+    if not isinstance(method, str) or not method:
+        raise ProtocolError("JSON-RPC request has no method")
+    if isinstance(params, dict):
+        params = list(params.values())
+    if not isinstance(params, list):
+        raise ProtocolError("JSON-RPC params must be an array")
+    version = "2.0" if doc.get("jsonrpc") == "2.0" else "1.0"
+    return Request(method, params, doc.get("id"), version)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError
+
+
+def encode_success(req: Request | None, value: Any) -> bytes:
+    rid = None if req is None else req.id
+    if req is not None and req.version == "2.0":
+        doc: dict[str, Any] = {"jsonrpc": "2.0", "result": value, "id": rid}
+    else:
+        doc = {"result": value, "error": None, "id": rid}
+    return orjson.dumps(doc, default=_default)
+
+
+def encode_failure(req: Request | None, description: list[str]) -> bytes:
+    rid = None if req is None else req.id
+    if req is None or req.version == "2.0":
+        error = {"code": 1, "message": description[0], "data": description[1:]}
+        return orjson.dumps({"jsonrpc": "2.0", "error": error, "id": rid})
+    return orjson.dumps({"result": None, "error": description, "id": rid})
+
+
+def encode_protocol_error(message: str) -> bytes:
+    error = {"code": -32700, "message": "PARSE_ERROR", "data": [message]}
+    return orjson.dumps({"jsonrpc": "2.0", "error": error, "id": None})
+
+
+__all__ = ["DateTime", "Request", "decode_call", "encode_failure", "encode_success"]

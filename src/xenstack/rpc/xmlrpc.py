@@ -1,0 +1,155 @@
+"""XML-RPC as XAPI speaks it: a representation layer, no policy.
+
+Responses are wrapped in XAPI's envelope ``{Status: Success, Value: v}`` or
+``{Status: Failure, ErrorDescription: [code, ...]}``. Ints go out as decimal strings, strings as
+bare ``<value>text</value>``, datetimes as ``dateTime.iso8601``, ``None`` as ``""``.
+"""
+
+from __future__ import annotations
+
+import xmlrpc.client
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+from ..errors import ProtocolError
+from ..idl.types import DateTime
+
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_FORBIDDEN = (b"<!DOCTYPE", b"<!doctype", b"<!ENTITY", b"<!entity")
+
+
+def decode_call(body: bytes) -> tuple[str, list[Any]]:
+    """Parse a methodCall into (method name, params); raise ProtocolError if malformed."""
+    if any(marker in body for marker in _FORBIDDEN):
+        raise ProtocolError("document type declarations are not accepted")
+    try:
+        params, method = xmlrpc.client.loads(body, use_builtin_types=False)
+    except (ExpatError, ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+        raise ProtocolError(f"malformed XML-RPC request: {exc}") from exc
+    except xmlrpc.client.ResponseError as exc:
+        raise ProtocolError(f"malformed XML-RPC request: {exc}") from exc
+    if not isinstance(method, str) or not method:
+        raise ProtocolError("XML-RPC request has no method name")
+    return method, [_normalise(p, 0) for p in params]
+
+
+def _normalise(value: Any, depth: int) -> Any:
+    """Turn xmlrpc.client's wrapper types into plain values; bound the nesting depth."""
+    if depth > 64:
+        raise ProtocolError("XML-RPC value nested too deeply")
+    if isinstance(value, xmlrpc.client.DateTime):
+        return DateTime(_datetime_text(value.value))
+    if isinstance(value, xmlrpc.client.Binary):
+        return value.data.decode("latin-1")
+    if isinstance(value, list):
+        return [_normalise(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalise(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _datetime_text(text: str) -> str:
+    """XAPI's form is 20240101T00:00:00Z; clients send it with or without the Z."""
+    return text if text.endswith("Z") else text + "Z"
+
+
+def encode_value(value: Any, out: list[str]) -> None:
+    """Append the XML-RPC ``<value>`` of a plain Python value to ``out``."""
+    t = type(value)
+    if t is str:
+        out.append("<value>")
+        out.append(value.translate(_ESCAPES) if _needs_escape(value) else value)
+        out.append("</value>")
+    elif t is dict:
+        out.append("<value><struct>")
+        for k, v in value.items():
+            if type(k) is not str:
+                k = str(k).lower() if type(k) is bool else str(k)
+            out.append("<member><name>")
+            out.append(k.translate(_ESCAPES) if _needs_escape(k) else k)
+            out.append("</name>")
+            encode_value(v, out)
+            out.append("</member>")
+        out.append("</struct></value>")
+    elif t is list or t is tuple:
+        out.append("<value><array><data>")
+        for v in value:
+            encode_value(v, out)
+        out.append("</data></array></value>")
+    elif t is bool:
+        out.append(
+            "<value><boolean>1</boolean></value>"
+            if value
+            else "<value><boolean>0</boolean></value>"
+        )
+    elif t is int:
+        out.append(f"<value>{value}</value>")
+    elif t is float:
+        out.append(f"<value><double>{value!r}</double></value>")
+    elif t is DateTime:
+        out.append(f"<value><dateTime.iso8601>{value}</dateTime.iso8601></value>")
+    elif value is None:
+        out.append("<value></value>")
+    else:
+        encode_value(_fallback(value), out)
+
+
+def _needs_escape(text: str) -> bool:
+    return "&" in text or "<" in text or ">" in text or "\r" in text
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as XML-RPC")
+
+
+_HEAD = "<?xml version='1.0'?>\n<methodResponse><params><param>"
+_TAIL = "</param></params></methodResponse>\n"
+_SUCCESS = "<value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>"
+_FAILURE = (
+    "<value><struct><member><name>Status</name><value>Failure</value></member>"
+    "<member><name>ErrorDescription</name>"
+)
+
+
+def encode_success(value: Any) -> bytes:
+    out = [_HEAD, _SUCCESS]
+    encode_value(value, out)
+    out.append("</member></struct></value>")
+    out.append(_TAIL)
+    return "".join(out).encode()
+
+
+def encode_failure(description: list[str]) -> bytes:
+    out = [_HEAD, _FAILURE]
+    encode_value(description, out)
+    out.append("</member></struct></value>")
+    out.append(_TAIL)
+    return "".join(out).encode()
+
+
+def encode_bare(value: Any) -> bytes:
+    """A response without the envelope (``system.listMethods`` answers this way)."""
+    out = [_HEAD]
+    encode_value(value, out)
+    out.append(_TAIL)
+    return "".join(out).encode()
+
+
+def encode_fault(code: int, message: str) -> bytes:
+    """An XML-RPC fault: only for requests that never became a call."""
+    return xmlrpc.client.dumps(xmlrpc.client.Fault(code, message), methodresponse=True).encode()
+
+
+def value_text(value: Any) -> str:
+    """A value as the ``<value>`` string XAPI puts in ``task.result``."""
+    out: list[str] = []
+    encode_value(value, out)
+    return "".join(out)

@@ -1,0 +1,157 @@
+"""Start a simulated pool in a background thread, or ``xenstack serve`` as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..rpc.http import HttpConfig
+from ..toolstack import Toolstack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningPool:
+    """What a test needs to reach a running toolstack."""
+
+    url: str
+    password: str
+    state_dir: Path | None
+    port: int
+    socket_path: Path | None = None
+    toolstack: Toolstack | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def jsonrpc_url(self) -> str:
+        return self.url.rstrip("/") + "/jsonrpc"
+
+    def call(self, fn: Any) -> Any:
+        """Run ``fn(toolstack)`` on the server's event loop and return its result."""
+        assert self.loop is not None and self.toolstack is not None
+        ts = self.toolstack
+
+        async def run() -> Any:
+            return fn(ts)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+
+@contextmanager
+def simulated_pool(
+    state_dir: Path | None = None, *, password: str = "xenstack", **config: Any
+) -> Iterator[RunningPool]:
+    """A toolstack serving on 127.0.0.1 on a free port, in a thread of this process."""
+    port = free_port()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+    http = HttpConfig(port=port, **config)
+
+    async def main() -> None:
+        toolstack = Toolstack(state_dir)
+        if not toolstack.initialised:
+            toolstack.initialise(password)
+        await toolstack.start(http)
+        stop = asyncio.Event()
+        box.update(toolstack=toolstack, loop=asyncio.get_running_loop(), stop=stop)
+        started.set()
+        await stop.wait()
+        await toolstack.stop()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced to the caller below
+            box["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=run, name="xenstack-pool", daemon=True)
+    thread.start()
+    started.wait(30)
+    if "error" in box:
+        raise RuntimeError("the simulated pool failed to start") from box["error"]
+    pool = RunningPool(
+        f"http://127.0.0.1:{port}/", password, state_dir, port, http.socket_path,
+        box["toolstack"], box["loop"],
+    )
+    try:
+        yield pool
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(30)
+
+
+class ServerProcess:
+    """``xenstack serve`` as a child process, to be stopped or killed by a test."""
+
+    def __init__(self, state_dir: Path, port: int, extra_args: list[str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def password(self) -> str:
+        return (self.state_dir / "root-password").read_text().strip()
+
+    def start(self, timeout: float = 30.0) -> None:
+        cmd = [sys.executable, "-m", "xenstack.cli.main", "serve", "--state-dir",
+               str(self.state_dir), "--port", str(self.port), *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"xenstack serve exited: {err}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("xenstack serve did not start listening")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@contextmanager
+def server_process(state_dir: Path | None = None, extra_args: list[str] | None = None) -> Iterator[ServerProcess]:
+    """A started ``xenstack serve`` child; stopped with SIGTERM at the end."""
+    with tempfile.TemporaryDirectory(prefix="xenstack-") as tmp:
+        server = ServerProcess(state_dir or Path(tmp) / "state", free_port(), extra_args)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()

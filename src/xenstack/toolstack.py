@@ -1,0 +1,108 @@
+"""One host's toolstack: the database, sessions, tasks, the dispatcher and the HTTP server.
+
+``Toolstack.initialise(state_dir)`` creates the state (``xenstack init``); ``start`` serves it.
+Everything lives under the state directory: ``xapi.db`` (SQLite), ``root-password``, ``tls/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from . import impl  # noqa: F401  (registers the server functions)
+from .api.auth import Authenticator
+from .api.dispatch import Dispatcher
+from .api.tasks import TaskManager
+from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
+from .db.store import Database
+from .pool.bootstrap import create_pool
+from .rpc.http import HttpConfig, RpcServer
+
+log = logging.getLogger(__name__)
+
+SESSION_IDLE_TIMEOUT = 24 * 3600.0
+REAP_INTERVAL = 30.0
+
+
+def open_persistence(state_dir: Path | None) -> Persistence:
+    if state_dir is None:
+        return MemoryPersistence()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return SqlitePersistence(state_dir / "xapi.db")
+
+
+class Toolstack:
+    """The running toolstack of one host (or of a whole simulated pool)."""
+
+    def __init__(
+        self,
+        state_dir: Path | None,
+        *,
+        persistence: Persistence | None = None,
+        session_timeout: float = SESSION_IDLE_TIMEOUT,
+    ) -> None:
+        self.state_dir = state_dir
+        self.persistence = persistence or open_persistence(state_dir)
+        self.db = Database(self.persistence)
+        self.db.load()
+        self.auth = Authenticator(self.persistence, session_timeout)
+        self.tasks = TaskManager(self)
+        self.this_host = self.persistence.get_meta("this_host") or ""
+        self.dispatcher = Dispatcher(self)
+        self.server: RpcServer | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def initialised(self) -> bool:
+        return bool(self.this_host)
+
+    def initialise(self, password: str | None = None) -> str:
+        """Create the pool, this host and the root user; return the root password."""
+        if self.initialised:
+            raise RuntimeError("the state is initialised already")
+        password = password or secrets.token_urlsafe(18)
+        self.auth.set_user("root", password, "pool-admin")
+        self.this_host = create_pool(self.db)
+        self.persistence.set_meta("this_host", self.this_host)
+        return password
+
+    async def start(self, config: HttpConfig) -> None:
+        self.server = RpcServer(self.dispatcher, config)
+        await self.server.start()
+        self._reaper = asyncio.create_task(self._reap_sessions())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self.server is not None:
+            await self.server.stop()
+        for job in list(self.tasks.running.values()):
+            job.cancel()
+        await self.db.durable()
+        self.persistence.close()
+
+    async def _reap_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(min(REAP_INTERVAL, self.auth.idle_timeout))
+            expired = self.auth.expired()
+            for ref in expired:
+                self.auth.close(ref)
+            live = [r for r in expired if self.db.exists("session", r)]
+            if live:
+                with self.db.transaction() as db:
+                    for ref in live:
+                        db.destroy("session", ref)
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    os.chmod(path, 0o600)
