@@ -33,6 +33,7 @@ NO_SESSION = frozenset(
     }
 )
 EXTRA_READS = ("get_all_records_where", "get_all_where")
+_STRINGS = frozenset({"string", "ref"})  # already right when they arrive as str
 
 
 class Entry:
@@ -113,7 +114,10 @@ class Dispatcher:
             decl = msg.params[1:]
         else:
             decl = msg.params
-        values = [coerce(p.type, v, p.name) for p, v in zip(decl, args, strict=True)]
+        values = [
+            v if type(v) is str and p.type.kind in _STRINGS else coerce(p.type, v, p.name)
+            for p, v in zip(decl, args, strict=True)
+        ]
         if name in NO_SESSION:
             values.append(origin)
         if entry.fn is None:

@@ -12,13 +12,14 @@ change replaces the value, so a record handed to an encoder stays coherent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ApiError, handle_invalid
 from ..idl.model import CLASSES, ClassDef
-from ..idl.types import NULL_REF
+from ..idl.types import NULL_REF, Record
 from .persistence import Change, Persistence
 
 #: XAPI keeps these in memory only: they do not survive a restart.
@@ -33,7 +34,7 @@ class Table:
 
     def __init__(self, cdef: ClassDef) -> None:
         self.cdef = cdef
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, Record] = {}
         self.by_uuid: dict[str, str] = {}
         self.by_name: dict[str, set[str]] = {}
 
@@ -62,7 +63,7 @@ class _Txn:
     def __init__(self) -> None:
         self.changed: dict[tuple[str, str], bool] = {}  # (cls, ref) -> created here
         self.deleted: dict[tuple[str, str], dict[str, Any]] = {}
-        self.undo: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.undo: list[tuple[str, str, Record | None]] = []
 
 
 class Database:
@@ -88,7 +89,7 @@ class Database:
             table = self.tables.get(cls)
             if table is None:
                 continue
-            full = table.cdef.defaults()
+            full = Record(table.cdef.defaults())
             full.update((k, v) for k, v in row.items() if k in full)
             table.rows[ref] = full
             table.index(ref, full)
@@ -103,7 +104,7 @@ class Database:
     def table(self, cls: str) -> Table:
         return self.tables[cls]
 
-    def get(self, cls: str, ref: str) -> dict[str, Any]:
+    def get(self, cls: str, ref: str) -> Record:
         """The live record; raise HANDLE_INVALID if there is none."""
         row = self.tables[cls].rows.get(ref)
         if row is None:
@@ -166,13 +167,15 @@ class Database:
         key = (cls, ref)
         if key not in txn.changed:
             txn.changed[key] = False
-            txn.undo.append((cls, ref, dict(self.tables[cls].rows[ref])))
+            row = self.tables[cls].rows[ref]
+            txn.undo.append((cls, ref, Record(row)))
+            row.wire = None
 
     def create(self, cls: str, ref: str, record: dict[str, Any]) -> str:
         """Insert a row (defaults filled in) and link it into related rows."""
         txn = self._active()
         table = self.tables[cls]
-        row = table.cdef.defaults()
+        row = Record(table.cdef.defaults())
         row.update(record)
         for name in table.cdef.derived:
             row[name] = []
@@ -215,7 +218,7 @@ class Database:
         for name, (many_cls, many_field) in table.cdef.relations.items():
             self._link(many_cls, many_field, row.get(name, NULL_REF), ref, add=False)
         if (cls, ref) not in txn.changed:
-            txn.undo.append((cls, ref, dict(row)))
+            txn.undo.append((cls, ref, Record(row)))
         created_here = txn.changed.pop((cls, ref), False)
         table.unindex(ref, row)
         del table.rows[ref]
@@ -291,10 +294,8 @@ class Database:
         """Return when the next commit happens, or after ``timeout`` seconds."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
 
     async def durable(self) -> None:
         """Return once everything committed so far is on disk."""

@@ -23,6 +23,18 @@ class DateTime(str):
 
 EPOCH = DateTime("19700101T00:00:00Z")
 
+
+class Record(dict[str, Any]):
+    """A stored object's fields. The store clears ``wire`` whenever the record changes, so
+    encoders may keep the record's encoded form there (one slot per protocol)."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wire: dict[str, bytes | str] | None = None
+
+
 PRIMITIVES = frozenset({"string", "int", "float", "bool", "datetime", "void"})
 
 

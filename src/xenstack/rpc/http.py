@@ -1,11 +1,14 @@
 """The HTTP server: XML-RPC on ``/``, JSON-RPC on ``/jsonrpc``, over TCP, TLS and a Unix socket.
 
 Wire only. A request becomes ``dispatch(method, params, origin)``; what comes back (a value or an
-:class:`ApiError`) is encoded in the caller's protocol. Nothing here knows what a VM is.
+:class:`ApiError`) is encoded in the caller's protocol. Nothing here knows what a VM is. API
+calls are served by :mod:`.protocol`; every other path (streaming endpoints) by an aiohttp
+application that takes over the connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,10 +20,13 @@ from aiohttp import web
 
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
+from .protocol import Endpoint, RpcProtocol
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
+XML = "text/xml"
+JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,102 +55,110 @@ class HttpConfig:
     extra_routes: list[Route] = field(default_factory=list)
 
 
-def _origin(request: web.Request, protocol: str) -> Origin:
-    transport = request.transport
-    sockname = transport.get_extra_info("sockname") if transport else None
-    if isinstance(sockname, str) or sockname is None:
-        return Origin("unix", "unix", protocol)
-    peer = request.remote or ""
-    return Origin(peer, "tls" if request.secure else "tcp", protocol)
-
-
 def _internal(exc: BaseException) -> ApiError:
     log.exception("internal error while serving a call", exc_info=exc)
     return ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"])
 
 
 class RpcServer:
-    """Holds the aiohttp application and its listening sites."""
+    """The listening sockets, the call path and the aiohttp application behind them."""
 
     def __init__(self, dispatch: Dispatch, config: HttpConfig) -> None:
         self.dispatch = dispatch
         self.config = config
         self.app = web.Application(client_max_size=config.max_body)
-        self.app.router.add_post("/", self._xmlrpc)
-        self.app.router.add_post("/RPC2", self._xmlrpc)
-        self.app.router.add_post("/jsonrpc", self._jsonrpc)
         for method, path, handler in config.extra_routes:
             self.app.router.add_route(method, path, handler)
         self.runner: web.AppRunner | None = None
+        self.servers: list[asyncio.Server] = []
+        self.endpoints: list[Endpoint] = []
         self.ports: dict[str, int] = {}
 
-    async def _xmlrpc(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    async def handle(
+        self, protocol: str, body: bytes, peer: str, conn: RpcProtocol
+    ) -> tuple[bytes, str]:
+        """Decode, dispatch and encode one call; never raises."""
+        kind = conn.endpoint.transport_kind
+        if protocol == "jsonrpc":
+            return await self._jsonrpc(body, Origin(peer, kind, protocol)), JSON
+        return await self._xmlrpc(body, Origin(peer, kind, protocol)), XML
+
+    async def _xmlrpc(self, body: bytes, origin: Origin) -> bytes:
         try:
             method, params = xmlrpc.decode_call(body)
         except ProtocolError as exc:
-            return _xml(xmlrpc.encode_fault(-32700, str(exc)))
+            return xmlrpc.encode_fault(-32700, str(exc))
         try:
-            value = await self.dispatch(method, params, _origin(request, "xmlrpc"))
+            value = await self.dispatch(method, params, origin)
         except ApiError as err:
-            return _xml(xmlrpc.encode_failure(err.description))
+            return xmlrpc.encode_failure(err.description)
         except Exception as exc:
-            return _xml(xmlrpc.encode_failure(_internal(exc).description))
+            return xmlrpc.encode_failure(_internal(exc).description)
         if method.startswith("system."):
-            return _xml(xmlrpc.encode_bare(value))
-        return _xml(xmlrpc.encode_success(value))
+            return xmlrpc.encode_bare(value)
+        return xmlrpc.encode_success(value)
 
-    async def _jsonrpc(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    async def _jsonrpc(self, body: bytes, origin: Origin) -> bytes:
         try:
             req = jsonrpc.decode_call(body)
         except ProtocolError as exc:
-            return _json(jsonrpc.encode_protocol_error(str(exc)))
+            return jsonrpc.encode_protocol_error(str(exc))
         try:
-            value = await self.dispatch(req.method, req.params, _origin(request, "jsonrpc"))
+            value = await self.dispatch(req.method, req.params, origin)
         except ApiError as err:
-            return _json(jsonrpc.encode_failure(req, err.description))
+            return jsonrpc.encode_failure(req, err.description)
         except Exception as exc:
-            return _json(jsonrpc.encode_failure(req, _internal(exc).description))
-        return _json(jsonrpc.encode_success(req, value))
+            return jsonrpc.encode_failure(req, _internal(exc).description)
+        return jsonrpc.encode_success(req, value)
+
+    def _endpoint(self, kind: str) -> Endpoint:
+        assert self.runner is not None and self.runner.server is not None
+        endpoint = Endpoint(
+            self.handle,
+            self.runner.server,
+            max_body=self.config.max_body,
+            idle_timeout=self.config.idle_timeout,
+            transport_kind=kind,
+        )
+        self.endpoints.append(endpoint)
+        return endpoint
 
     async def start(self) -> None:
         cfg = self.config
+        loop = asyncio.get_running_loop()
         self.runner = web.AppRunner(
             self.app, access_log=None, keepalive_timeout=cfg.idle_timeout, handle_signals=False
         )
         await self.runner.setup()
         if cfg.port is not None:
-            site = web.TCPSite(self.runner, cfg.listen, cfg.port, reuse_address=True)
-            await site.start()
-            self.ports["http"] = _bound_port(site)
+            server = await loop.create_server(
+                self._endpoint("tcp"), cfg.listen, cfg.port, reuse_address=True
+            )
+            self._add(server, "http")
         if cfg.tls_cert and cfg.tls_key:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-            tls = web.TCPSite(self.runner, cfg.listen, cfg.tls_port or 0, ssl_context=ctx)
-            await tls.start()
-            self.ports["https"] = _bound_port(tls)
+            server = await loop.create_server(
+                self._endpoint("tls"), cfg.listen, cfg.tls_port or 0, ssl=ctx
+            )
+            self._add(server, "https")
         if cfg.socket_path is not None:
             cfg.socket_path.unlink(missing_ok=True)
-            await web.UnixSite(self.runner, str(cfg.socket_path)).start()
+            server = await loop.create_unix_server(self._endpoint("unix"), str(cfg.socket_path))
+            self.servers.append(server)
+
+    def _add(self, server: asyncio.Server, name: str) -> None:
+        self.servers.append(server)
+        self.ports[name] = int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for endpoint in self.endpoints:
+            for conn in list(endpoint.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+        for server in self.servers:
+            await server.wait_closed()
         if self.runner is not None:
             await self.runner.cleanup()
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here
-    assert server is not None
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else 0
-
-
-def _xml(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="text/xml", charset="utf-8")
-
-
-def _json(body: bytes) -> web.Response:
-    resp = web.Response(body=body)
-    resp.headers["Content-Type"] = "application/json"
-    return resp

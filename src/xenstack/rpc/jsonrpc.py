@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
-from ..idl.types import DateTime
+from ..idl.types import DateTime, Record
 
 MAX_BODY_DEPTH = 64
 
@@ -42,8 +42,24 @@ def decode_call(body: bytes) -> Request:
     return Request(method, params, doc.get("id"), version)
 
 
+_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _default(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
+    """Encode what orjson leaves to us: records (cached per version), datetimes, sets."""
+    if type(value) is Record:
+        wire = value.wire
+        if wire is None:
+            wire = value.wire = {}
+        cached = wire.get("json")
+        if cached is None:
+            cached = wire["json"] = orjson.dumps(dict(value), default=_default, option=_OPTIONS)
+        return orjson.Fragment(cached)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (set, frozenset, tuple, list)):
         return list(value)
     raise TypeError
 
@@ -54,7 +70,7 @@ def encode_success(req: Request | None, value: Any) -> bytes:
         doc: dict[str, Any] = {"jsonrpc": "2.0", "result": value, "id": rid}
     else:
         doc = {"result": value, "error": None, "id": rid}
-    return orjson.dumps(doc, default=_default)
+    return orjson.dumps(doc, default=_default, option=_OPTIONS)
 
 
 def encode_failure(req: Request | None, description: list[str]) -> bytes:

@@ -7,19 +7,42 @@ bare ``<value>text</value>``, datetimes as ``dateTime.iso8601``, ``None`` as ``"
 
 from __future__ import annotations
 
+import re
 import xmlrpc.client
 from typing import Any
 from xml.parsers.expat import ExpatError
 
 from ..errors import ProtocolError
-from ..idl.types import DateTime
+from ..idl.types import DateTime, Record
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _FORBIDDEN = (b"<!DOCTYPE", b"<!doctype", b"<!ENTITY", b"<!entity")
 
 
+# The common call: a method name and string parameters free of markup. Matched whole, it is
+# decoded without building a parser; anything else goes through the full parser below.
+_SIMPLE_CALL = re.compile(
+    rb"\s*(?:<\?xml[^>]*\?>)?\s*<methodCall>\s*<methodName>([A-Za-z0-9_.]+)</methodName>\s*"
+    rb"(?:<params>((?:\s*<param>\s*<value>(?:<string>[^<&]*</string>|[^<&]*)</value>\s*</param>)*)"
+    rb"\s*</params>\s*)?</methodCall>\s*"
+)
+_SIMPLE_PARAM = re.compile(rb"<value>(?:<string>([^<&]*)</string>|([^<&]*))</value>")
+
+
 def decode_call(body: bytes) -> tuple[str, list[Any]]:
     """Parse a methodCall into (method name, params); raise ProtocolError if malformed."""
+    simple = _SIMPLE_CALL.fullmatch(body)
+    if simple is not None:
+        params = simple.group(2) or b""
+        try:
+            values = [(a or b).decode() for a, b in _SIMPLE_PARAM.findall(params)]
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("XML-RPC request is not UTF-8") from exc
+        return simple.group(1).decode(), values
+    return _decode_full(body)
+
+
+def _decode_full(body: bytes) -> tuple[str, list[Any]]:
     if any(marker in body for marker in _FORBIDDEN):
         raise ProtocolError("document type declarations are not accepted")
     try:
@@ -56,7 +79,17 @@ def _datetime_text(text: str) -> str:
 def encode_value(value: Any, out: list[str]) -> None:
     """Append the XML-RPC ``<value>`` of a plain Python value to ``out``."""
     t = type(value)
-    if t is str:
+    if t is Record:
+        wire = value.wire
+        if wire is None:
+            wire = value.wire = {}
+        cached = wire.get("xml")
+        if cached is None:
+            parts: list[str] = []
+            encode_value(dict(value), parts)
+            cached = wire["xml"] = "".join(parts)
+        out.append(cached)
+    elif t is str:
         out.append("<value>")
         out.append(value.translate(_ESCAPES) if _needs_escape(value) else value)
         out.append("</value>")
@@ -112,7 +145,10 @@ def _fallback(value: Any) -> Any:
 
 _HEAD = "<?xml version='1.0'?>\n<methodResponse><params><param>"
 _TAIL = "</param></params></methodResponse>\n"
-_SUCCESS = "<value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>"
+_SUCCESS = (
+    "<value><struct><member><name>Status</name><value>Success</value></member>"
+    "<member><name>Value</name>"
+)
 _FAILURE = (
     "<value><struct><member><name>Status</name><value>Failure</value></member>"
     "<member><name>ErrorDescription</name>"

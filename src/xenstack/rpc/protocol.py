@@ -1,0 +1,256 @@
+"""The HTTP/1.1 front door: XML-RPC and JSON-RPC calls served straight off the socket.
+
+API calls are small and frequent, so they skip the general web framework: an asyncio protocol
+parses requests with ``httptools`` (the parser behind uvicorn), keeps connections alive, and
+runs each call eagerly: a call that completes without waiting is answered in the same turn
+of the event loop, with no task created. Any other request (disk import/export and the other
+streaming endpoints) is handed, connection and all, to the aiohttp application.
+
+Limits: bodies over ``max_body`` get 413; a connection idle for ``idle_timeout`` is closed.
+Pipelined requests are answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import httptools
+
+RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
+
+Respond = Callable[[bytes, str], None]
+Handler = Callable[[str, bytes, str, "RpcProtocol"], Coroutine[Any, Any, tuple[bytes, str]]]
+
+
+def _status_line(code: int, reason: str) -> bytes:
+    return f"HTTP/1.1 {code} {reason}\r\n".encode()
+
+
+class Endpoint:
+    """What every connection shares: the call handler, limits and the fallback application."""
+
+    def __init__(
+        self,
+        handle: Handler,
+        fallback: Callable[[], asyncio.Protocol] | None,
+        *,
+        max_body: int,
+        idle_timeout: float,
+        transport_kind: str,
+    ) -> None:
+        self.handle = handle
+        self.fallback = fallback
+        self.max_body = max_body
+        self.idle_timeout = idle_timeout
+        self.transport_kind = transport_kind
+        self.connections: set[RpcProtocol] = set()
+
+    def __call__(self) -> RpcProtocol:
+        return RpcProtocol(self)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Carry on driving a coroutine that was started eagerly and has just yielded."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await _resume(coro, yielded)
+
+
+class RpcProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.raw = bytearray()  # bytes of the request in progress, for a hand-over
+        self.in_message = False
+        self.too_large = False
+        self.handing_over = False
+        self.queue: list[tuple[str, bytes, bool]] = []
+        self.busy = False
+        self.closed = False
+        self.peer = ""
+        self.idle: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+        self.last_active = self.loop.time()
+
+    # ---- connection ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else "unix"
+        self.endpoint.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.endpoint.connections.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+
+    def _arm_idle(self) -> None:
+        """Note activity; the idle timer re-arms itself lazily rather than per request."""
+        self.last_active = self.loop.time()
+        if self.idle is None:
+            self.idle = self.loop.call_later(self.endpoint.idle_timeout, self._idle_out)
+
+    def _idle_out(self) -> None:
+        self.idle = None
+        quiet = self.loop.time() - self.last_active
+        if quiet >= self.endpoint.idle_timeout and not self.busy and not self.queue:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        wait = max(0.01, self.endpoint.idle_timeout - quiet)
+        self.idle = self.loop.call_later(wait, self._idle_out)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_message:
+            self.raw = bytearray(data)
+        else:
+            self.raw += data
+        self._arm_idle()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.handing_over = True
+        except httptools.HttpParserError:
+            if not self.handing_over:
+                self._reply_and_close(400, "Bad Request", b"malformed HTTP request\n")
+                return
+        if self.handing_over:
+            self._hand_over()
+
+    # ---- parser callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self.url = b""
+        self.body = []
+        self.body_size = 0
+        self.too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_headers_complete(self) -> None:
+        path = self.url.split(b"?", 1)[0]
+        if self.parser.get_method() != b"POST" or path not in RPC_PATHS:
+            self.handing_over = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.handing_over:
+            return
+        self.body_size += len(body)
+        if self.body_size > self.endpoint.max_body:
+            self.too_large = True
+            self.body = []
+        elif not self.too_large:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        if self.handing_over:
+            return
+        if self.too_large:
+            self._reply_and_close(413, "Request Entity Too Large", b"request body too large\n")
+            return
+        path = self.url.split(b"?", 1)[0]
+        body = b"".join(self.body)
+        self.body = []
+        self.queue.append((RPC_PATHS[path], body, self.parser.should_keep_alive()))
+        if not self.busy:
+            self._next()
+
+    # ---- calls -----------------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self.queue and not self.closed:
+            protocol, body, keep_alive = self.queue.pop(0)
+            coro = self.endpoint.handle(protocol, body, self.peer, self)
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                self._respond(stop.value, keep_alive)
+                continue
+            self.busy = True
+            task: asyncio.Task[tuple[bytes, str]] = self.loop.create_task(_finish(coro, yielded))
+            task.add_done_callback(functools.partial(self._done, keep_alive=keep_alive))
+            return
+
+    def _done(self, task: asyncio.Task[tuple[bytes, str]], *, keep_alive: bool) -> None:
+        self.busy = False
+        if task.cancelled() or task.exception() is not None:
+            self._reply_and_close(500, "Internal Server Error", b"internal error\n")
+            return
+        self._respond(task.result(), keep_alive)
+        self._next()
+
+    def _respond(self, result: tuple[bytes, str], keep_alive: bool) -> None:
+        if self.transport is None or self.closed:
+            return
+        body, content_type = result
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+        ).encode()
+        self.transport.write(head + body)
+        if not keep_alive:
+            self.transport.close()
+        self._arm_idle()
+
+    def _reply_and_close(self, code: int, reason: str, body: bytes) -> None:
+        if self.transport is None or self.closed:
+            return
+        head = (
+            _status_line(code, reason)
+            + (
+                "Content-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+        )
+        self.transport.write(head + body)
+        self.transport.close()
+        self.closed = True
+
+    # ---- hand-over to the web application -------------------------------------------
+
+    def _hand_over(self) -> None:
+        """Give this connection to the aiohttp application (non-RPC requests)."""
+        if self.endpoint.fallback is None or self.transport is None or self.busy or self.queue:
+            self._reply_and_close(404, "Not Found", b"no such endpoint\n")
+            return
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        self.endpoint.connections.discard(self)
+        protocol = self.endpoint.fallback()
+        self.closed = True
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(bytes(self.raw))
