@@ -1,0 +1,109 @@
+"""Helpers shared by the operation commands: per-object loops and task waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from .client import XenApiError
+from .context import Ctx
+from .output import CliError, MultipleFailure
+from .select import one_or_many, select, select_vms
+
+TYPE_CHECKING = False  # typing is not imported at run time: start-up speed matters
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from .select import Row
+
+    Op = Callable[[Row], Any]
+
+
+def do_multiple(ctx: Ctx, op: Op, rows: list[Row]) -> list[Any]:
+    """Run ``op`` on each row; failures are reported together, as ``--multiple`` does."""
+    if len(rows) == 1:
+        return [op(rows[0])]
+    results, failures = [], []
+    for row in rows:
+        try:
+            results.append(op(row))
+        except XenApiError as err:
+            from .report import server_error
+
+            text = server_error(ctx.client, err).rstrip("\n")
+            failures.append((str(row[1].get("uuid")), text))
+        except CliError as err:
+            failures.append((str(row[1].get("uuid")), str(err)))
+    if failures:
+        raise MultipleFailure(failures)
+    return results
+
+
+def vm_op(
+    ctx: Ctx,
+    op: Op,
+    ignore: Iterable[str] = (),
+    multiple: bool = True,
+    control: bool = False,
+    templates: bool = False,
+) -> list[Any]:
+    rows = select_vms(ctx, ignore, templates=templates, control=control)
+    return do_multiple(ctx, op, one_or_many(ctx, rows, "VMs", multiple))
+
+
+def host_op(ctx: Ctx, op: Op, ignore: Iterable[str] = (), multiple: bool = True) -> list[Any]:
+    rows = select(ctx, "host", "host", ignore)
+    return do_multiple(ctx, op, one_or_many(ctx, rows, "hosts", multiple))
+
+
+def sr_op(ctx: Ctx, op: Op, ignore: Iterable[str] = (), multiple: bool = True) -> list[Any]:
+    rows = select(ctx, "SR", "sr", ignore)
+    return do_multiple(ctx, op, one_or_many(ctx, rows, "SRs", multiple))
+
+
+def wait_task(ctx: Ctx, task: str, timeout: float = 3600.0) -> Any:
+    """Wait for an ``Async.`` task; raise its error; return its result (a ref or value)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        rec = ctx.call("task.get_record", task)
+        status = rec.get("status")
+        if status not in ("pending", "cancelling"):
+            break
+        if time.monotonic() > deadline:
+            raise CliError("timed out waiting for the task")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    with contextlib.suppress(XenApiError):
+        ctx.call("task.destroy", task)
+    if status == "success":
+        return _task_result(str(rec.get("result", "")))
+    if status == "cancelled":
+        raise XenApiError("TASK_CANCELLED", [task])
+    info = [str(x) for x in rec.get("error_info") or ["INTERNAL_ERROR", "task failed"]]
+    raise XenApiError(info[0], info[1:])
+
+
+def _task_result(text: str) -> str:
+    if text.startswith("<value>") and text.endswith("</value>"):
+        return text[7:-8]
+    return text
+
+
+def host_by_name_or_id(ctx: Ctx, name: str) -> str:
+    for ref, rec in ctx.call("host.get_all_records").items():
+        if name in (rec.get("uuid"), rec.get("name_label"), rec.get("hostname")):
+            return str(ref)
+    raise CliError(f"Host {name} not found")
+
+
+def pool_ref(ctx: Ctx) -> str:
+    pools = ctx.call("pool.get_all")
+    if not pools:
+        raise CliError("No pool found")
+    return str(pools[0])
+
+
+def print_uuid(ctx: Ctx, cls: str, ref: str) -> None:
+    ctx.printer.lines([ctx.uuid_of(cls, ref)])

@@ -1,0 +1,155 @@
+"""Admin shell snippets from real XenServer deployments, run unchanged with xe on PATH.
+
+The snippets run under bash with the venv's bin directory first on PATH; xe finds the test
+server through ``XE_EXTRA_ARGS`` (as it would on a XenServer host through its defaults).
+Steps that need server functions not written yet are reported as expected failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import XenAPI
+from test_xe_golden import vm_record
+
+from xenstack.testing import RunningPool, simulated_pool
+
+BIN = Path(sys.executable).parent
+NOT_YET = "does not implement the requested function"
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
+    with simulated_pool(tmp_path_factory.mktemp("xe-snippets") / "state") as running:
+        yield running
+
+
+def bash(pool: RunningPool, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}", **env)
+    full_env["XE_EXTRA_ARGS"] = f"server=127.0.0.1,port={pool.port},password={pool.password}"
+    return subprocess.run(["bash", "-c", script], env=full_env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def session(pool: RunningPool) -> Any:
+    s = XenAPI.Session(pool.url)
+    s.xenapi.login_with_password("root", pool.password, "1.0", "xe-snippets")
+    return s
+
+
+def test_network_create_and_bridge(pool: RunningPool) -> None:
+    script = """
+xe network-create name-label=openstack-int-network
+xe network-list name-label=openstack-int-network params=bridge
+"""
+    res = bash(pool, script)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines[0]) == 36  # the new network's uuid
+    assert lines[1].startswith("bridge ( RO)    : ") and lines[1].split(": ")[1]
+
+
+def test_local_sr(pool: RunningPool) -> None:
+    res = bash(
+        pool, 'LOCAL_SR=$(xe sr-list name-label="Local storage" --minimal)\necho "$LOCAL_SR"'
+    )
+    assert res.returncode == 0, res.stderr
+    sr_uuid = res.stdout.strip()
+    s = session(pool)
+    try:
+        sr = s.xenapi.SR.get_by_uuid(sr_uuid)
+        assert s.xenapi.SR.get_name_label(sr) == "Local storage"
+    finally:
+        s.xenapi.session.logout()
+
+
+def test_vm_vif_create_and_plug(pool: RunningPool) -> None:
+    s = session(pool)
+    try:
+        vm = s.xenapi.VM.create(vm_record("CentOS_RDO"))
+        with contextlib.suppress(XenAPI.Failure):  # the snippet's result tells
+            s.xenapi.VM.start(vm, False, True)
+    finally:
+        s.xenapi.session.logout()
+    script = """
+vm_net_uuid=$(xe network-create name-label=rdo-net)
+vm_uuid=$(xe vm-list name-label=CentOS_RDO minimal=true)
+next_device=$(xe vm-param-get uuid=$vm_uuid param-name=allowed-VIF-devices | cut -d';' -f1)
+vm_vif_uuid=$(xe vif-create device=$next_device network-uuid=$vm_net_uuid vm-uuid=$vm_uuid)
+xe vif-plug uuid=$vm_vif_uuid
+echo "device=$next_device vif=$vm_vif_uuid"
+"""
+    res = bash(pool, script)
+    if NOT_YET in res.stderr:
+        pytest.xfail(f"server functions missing: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    assert "device=0 " in res.stdout
+    vif_uuid = res.stdout.split("vif=")[1].strip()
+    s = session(pool)
+    try:
+        vif = s.xenapi.VIF.get_by_uuid(vif_uuid)
+        assert s.xenapi.VIF.get_currently_attached(vif) is True
+    finally:
+        s.xenapi.session.logout()
+
+
+def test_pool_maintenance_line(pool: RunningPool) -> None:
+    res = bash(
+        pool,
+        "xe pool-ha-disable; echo ha=$?; xe pool-sync-database; echo sync=$?; "
+        "xe pool-recover-slaves; echo recover=$?",
+    )
+    out = res.stdout
+    # HA does not exist yet: xe must say so clearly and fail; the line goes on.
+    assert "ha=1" in out or "ha=0" in out
+    if "ha=1" in out:
+        assert res.stderr.splitlines()[0].strip()
+    if NOT_YET in res.stderr and "sync=1" in out:
+        pytest.xfail("pool.sync_database is not written yet")
+    assert "sync=0" in out
+    if "recover=1" in out and NOT_YET in res.stderr:
+        pytest.xfail("pool.recover_slaves is not written yet")
+    assert "recover=0" in out
+
+
+def test_vm_cd_eject_multiple(pool: RunningPool) -> None:
+    s = session(pool)
+    try:
+        uuids = []
+        for name in ("cd-vm-1", "cd-vm-2"):
+            vm = s.xenapi.VM.create(vm_record(name))
+            cd = {
+                "VM": vm,
+                "VDI": "OpaqueRef:NULL",
+                "userdevice": "3",
+                "bootable": False,
+                "mode": "RO",
+                "type": "CD",
+                "unpluggable": True,
+                "empty": True,
+                "other_config": {},
+                "qos_algorithm_type": "",
+                "qos_algorithm_params": {},
+            }
+            s.xenapi.VBD.create(cd)
+            uuids.append(s.xenapi.VM.get_uuid(vm))
+    finally:
+        s.xenapi.session.logout()
+    res = bash(
+        pool,
+        "xe vm-cd-eject --multiple vm-list-marker=ignored 2>&1 >/dev/null; "
+        "xe vm-cd-eject --multiple name-label=cd-vm-1; echo one=$?; "
+        "xe vm-cd-eject --multiple",
+    )
+    # every selected VM is tried; per-VM failures are reported as xe does
+    for uuid in uuids:
+        assert uuid in res.stdout or res.returncode == 0, res.stdout + res.stderr
+    if NOT_YET in res.stdout + res.stderr:
+        pytest.xfail("VBD.eject is not written yet")
