@@ -60,13 +60,15 @@ class Toolstack:
     def initialised(self) -> bool:
         return bool(self.this_host)
 
-    def initialise(self, password: str | None = None) -> str:
-        """Create the pool, this host and the root user; return the root password."""
+    def initialise(
+        self, password: str | None = None, hosts: int = 1, *, shared_sr: bool = False
+    ) -> str:
+        """Create the pool (``hosts`` hosts) and the root user; return the root password."""
         if self.initialised:
             raise RuntimeError("the state is initialised already")
         password = password or secrets.token_urlsafe(18)
         self.auth.set_user("root", password, "pool-admin")
-        self.this_host = create_pool(self.db)
+        self.this_host = create_pool(self.db, hosts=hosts, shared_sr=shared_sr)
         self.persistence.set_meta("this_host", self.this_host)
         return password
 

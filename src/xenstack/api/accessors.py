@@ -36,6 +36,10 @@ def accessor(cdef: ClassDef, msg: MessageDef) -> Handler | None:
     for prefix, make in _BY_FIELD:
         if name.startswith(prefix) and name[len(prefix) :] in cdef.fields:
             return make(cdef, name[len(prefix) :])
+    for prefix, make in _BY_SET_FIELD:  # sets: add_tags, remove_tags
+        field = cdef.fields.get(name[len(prefix) :]) if name.startswith(prefix) else None
+        if field is not None and field.type.kind == "set":
+            return make(cdef, field.name)
     return None
 
 
@@ -171,4 +175,8 @@ _BY_FIELD: tuple[tuple[str, Callable[[ClassDef, str], Handler]], ...] = (
     ("set_", _setter),
     ("add_to_", _add_to),
     ("remove_from_", _remove_from),
+)
+_BY_SET_FIELD: tuple[tuple[str, Callable[[ClassDef, str], Handler]], ...] = (
+    ("add_", _add_to),
+    ("remove_", _remove_from),
 )

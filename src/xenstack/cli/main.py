@@ -1,7 +1,8 @@
 """``xenstack``: create a host's state and serve it.
 
-xenstack init  --state-dir DIR [--password-file FILE]
+xenstack init  --state-dir DIR [--password-file FILE] [--hosts N] [--sim-storage]
 xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH] [--https-port N]
+               [--hosts N] [--sim-storage]   (these two apply when serve initialises DIR)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 """
 
@@ -27,12 +28,16 @@ def _read_password(path: str) -> str:
     return text
 
 
-def init_state(state_dir: Path, password_file: str | None) -> Toolstack:
-    """Initialise DIR if it is not yet; return the toolstack over it."""
+def init_state(
+    state_dir: Path, password_file: str | None, hosts: int = 1, sim_storage: bool = False
+) -> Toolstack:
+    """Initialise DIR (a pool of ``hosts`` hosts) if it is not yet; return the toolstack."""
     toolstack = Toolstack(state_dir)
     if toolstack.initialised:
         return toolstack
-    password = toolstack.initialise(_read_password(password_file) if password_file else None)
+    password = toolstack.initialise(
+        _read_password(password_file) if password_file else None, hosts, shared_sr=sim_storage
+    )
     if not password_file:
         write_secret(state_dir / "root-password", password)
     return toolstack
@@ -46,7 +51,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"xenstack: {state_dir} is initialised already", file=sys.stderr)
         return 1
     toolstack.persistence.close()
-    init_state(state_dir, args.password_file).persistence.close()
+    init_state(state_dir, args.password_file, args.hosts, args.sim_storage).persistence.close()
     return 0
 
 
@@ -59,7 +64,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace) -> None:
     state_dir = Path(args.state_dir)
-    toolstack = init_state(state_dir, args.password_file)
+    toolstack = init_state(state_dir, args.password_file, args.hosts, args.sim_storage)
     config = HttpConfig(
         listen=args.listen,
         port=args.port,
@@ -92,12 +97,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a pool has at least one host")
+    return value
+
+
+def _add_pool_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--hosts", type=_positive, default=1, help="hosts in a fresh pool")
+    sub.add_argument(
+        "--sim-storage",
+        action="store_true",
+        help="simulated storage only: add a shared (simulated NFS) SR every host sees",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="xenstack", description="A XenServer-compatible toolstack")
     sub = ap.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create the state of a host")
     init.add_argument("--state-dir", required=True)
     init.add_argument("--password-file")
+    _add_pool_options(init)
     init.set_defaults(func=cmd_init)
     serve = sub.add_parser("serve", help="serve the XenAPI until SIGTERM")
     serve.add_argument("--state-dir", required=True)
@@ -107,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket")
     serve.add_argument("--https-port", type=int)
     serve.add_argument("--idle-timeout", type=float, default=60.0)
+    _add_pool_options(serve)
     serve.set_defaults(func=cmd_serve)
     user = sub.add_parser("user-add", help="add a local user with a role")
     user.add_argument("--state-dir", required=True)

@@ -57,9 +57,20 @@ class RunningPool:
 
 @contextmanager
 def simulated_pool(
-    state_dir: Path | None = None, *, password: str = "xenstack", **config: Any
+    state_dir: Path | None = None,
+    *,
+    password: str = "xenstack",
+    session_timeout: float | None = None,
+    hosts: int = 1,
+    sim_storage: bool = False,
+    **config: Any,
 ) -> Iterator[RunningPool]:
-    """A toolstack serving on 127.0.0.1 on a free port, in a thread of this process."""
+    """A toolstack serving on 127.0.0.1 on a free port, in a thread of this process.
+
+    ``session_timeout`` (seconds) overrides how long an idle session lives; ``config`` goes to
+    :class:`HttpConfig` (``socket_path``, ``idle_timeout``, ``max_body``...). A fresh state
+    holds a pool of ``hosts`` hosts; ``sim_storage`` adds a shared (simulated NFS) SR.
+    """
     port = free_port()
     started = threading.Event()
     box: dict[str, Any] = {}
@@ -67,8 +78,10 @@ def simulated_pool(
 
     async def main() -> None:
         toolstack = Toolstack(state_dir)
+        if session_timeout is not None:
+            toolstack.auth.idle_timeout = session_timeout
         if not toolstack.initialised:
-            toolstack.initialise(password)
+            toolstack.initialise(password, hosts, shared_sr=sim_storage)
         await toolstack.start(http)
         stop = asyncio.Event()
         box.update(toolstack=toolstack, loop=asyncio.get_running_loop(), stop=stop)
@@ -89,8 +102,13 @@ def simulated_pool(
     if "error" in box:
         raise RuntimeError("the simulated pool failed to start") from box["error"]
     pool = RunningPool(
-        f"http://127.0.0.1:{port}/", password, state_dir, port, http.socket_path,
-        box["toolstack"], box["loop"],
+        f"http://127.0.0.1:{port}/",
+        password,
+        state_dir,
+        port,
+        http.socket_path,
+        box["toolstack"],
+        box["loop"],
     )
     try:
         yield pool
@@ -117,8 +135,17 @@ class ServerProcess:
         return (self.state_dir / "root-password").read_text().strip()
 
     def start(self, timeout: float = 30.0) -> None:
-        cmd = [sys.executable, "-m", "xenstack.cli.main", "serve", "--state-dir",
-               str(self.state_dir), "--port", str(self.port), *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "xenstack.cli.main",
+            "serve",
+            "--state-dir",
+            str(self.state_dir),
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -146,7 +173,9 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(state_dir: Path | None = None, extra_args: list[str] | None = None) -> Iterator[ServerProcess]:
+def server_process(
+    state_dir: Path | None = None, extra_args: list[str] | None = None
+) -> Iterator[ServerProcess]:
     """A started ``xenstack serve`` child; stopped with SIGTERM at the end."""
     with tempfile.TemporaryDirectory(prefix="xenstack-") as tmp:
         server = ServerProcess(state_dir or Path(tmp) / "state", free_port(), extra_args)

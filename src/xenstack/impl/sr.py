@@ -1,0 +1,272 @@
+"""Storage repositories of the simulated pool: records, accounting and the SR messages.
+
+SRs here live in the database: an SR's ``physical_utilisation`` is the sum of its VDIs'
+physical usage and ``virtual_allocation`` the sum of their virtual sizes, kept current by
+:func:`refresh_usage` after every VDI change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from xml.sax.saxutils import escape
+
+from ..api.accessors import new_ref, new_uuid
+from ..api.context import Context
+from ..db.store import Database
+from ..errors import ApiError
+from . import sm
+from .registry import implements
+
+GiB = 1 << 30
+DEFAULT_SIZE = {"nfs": 2048 * GiB, "iso": 0, "udev": 0}
+SIMULATED_SIZE = 100 * GiB
+
+
+def new_sr(db: Database, **fields: Any) -> str:
+    """Create an SR row (no PBDs); ``allowed_operations`` follow its driver."""
+    ref = new_ref()
+    record = {
+        "uuid": new_uuid(),
+        "allowed_operations": sm.sr_allowed_operations(fields["type"]),
+        **fields,
+    }
+    if record.get("is_tools_sr"):
+        banned = ("vdi_create", "vdi_destroy")
+        record["allowed_operations"] = [o for o in record["allowed_operations"] if o not in banned]
+    db.create("SR", ref, record)
+    return ref
+
+
+def new_pbd(db: Database, host: str, sr: str, device_config: dict[str, str]) -> str:
+    """An attached PBD linking ``sr`` to ``host``."""
+    ref = new_ref()
+    db.create(
+        "PBD",
+        ref,
+        {
+            "uuid": new_uuid(),
+            "host": host,
+            "SR": sr,
+            "device_config": dict(device_config),
+            "currently_attached": True,
+        },
+    )
+    return ref
+
+
+def refresh_usage(db: Database, sr: str) -> None:
+    """Recompute an SR's usage from its VDIs."""
+    vdis = [db.get("VDI", v) for v in db.get("SR", sr)["VDIs"]]
+    db.update(
+        "SR",
+        sr,
+        physical_utilisation=sum(v["physical_utilisation"] for v in vdis),
+        virtual_allocation=sum(v["virtual_size"] for v in vdis),
+    )
+
+
+def free_space(db: Database, sr: str) -> int:
+    row = db.get("SR", sr)
+    return int(row["physical_size"]) - int(row["physical_utilisation"])
+
+
+def assert_space(db: Database, sr: str, needed: int) -> None:
+    """Raise SR_FULL [requested, maximum] unless ``needed`` bytes fit in the SR."""
+    free = free_space(db, sr)
+    if needed > free:
+        raise ApiError("SR_FULL", [needed, max(free, 0)])
+
+
+def assert_plugged(db: Database, sr: str) -> None:
+    """SMAPI calls need the SR attached somewhere: SR_HAS_NO_PBDS / SR_NOT_ATTACHED."""
+    pbds = db.get("SR", sr)["PBDs"]
+    if not pbds:
+        raise ApiError("SR_HAS_NO_PBDS", [sr])
+    if not any(db.get("PBD", p)["currently_attached"] for p in pbds):
+        raise ApiError("SR_NOT_ATTACHED", [sr])
+
+
+@implements("SR.create")
+def create(
+    ctx: Context,
+    host: str,
+    device_config: dict[str, str],
+    physical_size: int,
+    name_label: str,
+    name_description: str,
+    sr_type: str,
+    content_type: str,
+    shared: bool,
+    sm_config: dict[str, str],
+) -> str:
+    db = ctx.db
+    db.get("host", host)
+    sm.driver(sr_type)
+    size = physical_size or DEFAULT_SIZE.get(sr_type, SIMULATED_SIZE)
+    hosts = db.refs("host") if shared else [host]
+    with db.transaction():
+        sr = new_sr(
+            db,
+            name_label=name_label,
+            name_description=name_description,
+            type=sr_type,
+            content_type=content_type,
+            shared=shared,
+            physical_size=size,
+            sm_config=dict(sm_config),
+        )
+        for member in hosts:
+            new_pbd(db, member, sr, device_config)
+    return sr
+
+
+@implements("SR.make")
+def make(ctx: Context, *args: Any) -> str:
+    raise ApiError("MESSAGE_DEPRECATED", [])
+
+
+@implements("SR.introduce")
+def introduce(
+    ctx: Context,
+    uuid: str,
+    name_label: str,
+    name_description: str,
+    sr_type: str,
+    content_type: str,
+    shared: bool,
+    sm_config: dict[str, str],
+) -> str:
+    sr_type = sr_type.lower()
+    if uuid and uuid in ctx.db.table("SR").by_uuid:
+        raise ApiError("SR_UUID_EXISTS", [uuid])
+    with ctx.db.transaction() as db:
+        return new_sr(
+            db,
+            uuid=uuid or new_uuid(),
+            name_label=name_label,
+            name_description=name_description,
+            type=sr_type,
+            content_type=content_type,
+            shared=shared,
+            physical_size=DEFAULT_SIZE.get(sr_type, SIMULATED_SIZE),
+            sm_config=dict(sm_config),
+        )
+
+
+def _assert_all_pbds_unplugged(db: Database, sr: str) -> None:
+    if any(db.get("PBD", p)["currently_attached"] for p in db.get("SR", sr)["PBDs"]):
+        raise ApiError("SR_HAS_PBD", [sr])
+
+
+def _really_forget(db: Database, sr: str) -> None:
+    with db.transaction():
+        for pbd in db.get("SR", sr)["PBDs"]:
+            db.destroy("PBD", pbd)
+        for vdi in db.get("SR", sr)["VDIs"]:
+            db.destroy("VDI", vdi)
+        db.destroy("SR", sr)
+
+
+@implements("SR.forget")
+def forget(ctx: Context, sr: str) -> None:
+    _assert_all_pbds_unplugged(ctx.db, sr)
+    _really_forget(ctx.db, sr)
+
+
+@implements("SR.destroy")
+def destroy(ctx: Context, sr: str) -> None:
+    db = ctx.db
+    row = db.get("SR", sr)
+    if not row["PBDs"]:
+        raise ApiError("SR_HAS_NO_PBDS", [sr])
+    _assert_all_pbds_unplugged(db, sr)
+    if row["other_config"].get("indestructible") == "true":
+        raise ApiError("SR_INDESTRUCTIBLE", [sr])
+    if any(db.get("VDI", v)["managed"] for v in row["VDIs"]):
+        raise ApiError("SR_NOT_EMPTY", [])
+    _really_forget(db, sr)
+
+
+@implements("SR.scan", "SR.update")
+def scan(ctx: Context, sr: str) -> None:
+    assert_plugged(ctx.db, sr)
+    with ctx.db.transaction() as db:
+        refresh_usage(db, sr)
+
+
+@implements("SR.get_supported_types")
+def get_supported_types(ctx: Context) -> list[str]:
+    return sorted(sm.DRIVERS)
+
+
+def _matching_srs(db: Database, sr_type: str, device_config: dict[str, str]) -> list[str]:
+    found = []
+    for ref, row in db.table("SR").rows.items():
+        if row["type"] != sr_type:
+            continue
+        for pbd in row["PBDs"]:
+            config = db.get("PBD", pbd)["device_config"]
+            if all(config.get(k) == v for k, v in device_config.items()):
+                found.append(ref)
+                break
+    return found
+
+
+@implements("SR.probe")
+def probe(
+    ctx: Context, host: str, device_config: dict[str, str], sr_type: str, sm_config: Any
+) -> str:
+    """The SRs of this type found behind ``device_config``, as XAPI's SRlist XML."""
+    ctx.db.get("host", host)
+    sm.driver(sr_type)
+    items = "".join(
+        f"<SR><UUID>{escape(ctx.db.get('SR', sr)['uuid'])}</UUID></SR>"
+        for sr in _matching_srs(ctx.db, sr_type, device_config)
+    )
+    return f'<?xml version="1.0" ?><SRlist>{items}</SRlist>'
+
+
+@implements("SR.probe_ext")
+def probe_ext(
+    ctx: Context, host: str, device_config: dict[str, str], sr_type: str, sm_config: Any
+) -> list[dict[str, Any]]:
+    ctx.db.get("host", host)
+    sm.driver(sr_type)
+    results: list[dict[str, Any]] = []
+    for sr in _matching_srs(ctx.db, sr_type, device_config):
+        row = ctx.db.get("SR", sr)
+        results.append(
+            {
+                "configuration": dict(device_config),
+                "complete": True,
+                "sr": _sr_stat(row),
+                "extra_info": {},
+            }
+        )
+    return results
+
+
+def _sr_stat(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "uuid": row["uuid"],
+        "name_label": row["name_label"],
+        "name_description": row["name_description"],
+        "free_space": int(row["physical_size"]) - int(row["physical_utilisation"]),
+        "total_space": row["physical_size"],
+        "clustered": row["clustered"],
+        "health": "healthy",
+    }
+
+
+def _setter(field: str) -> Any:
+    def set_field(ctx: Context, sr: str, value: Any) -> None:
+        with ctx.db.transaction() as db:
+            db.set("SR", sr, field, value)
+
+    return set_field
+
+
+implements("SR.set_name_label")(_setter("name_label"))
+implements("SR.set_name_description")(_setter("name_description"))
+implements("SR.set_shared")(_setter("shared"))
+implements("SR.set_physical_size")(_setter("physical_size"))

@@ -1,0 +1,214 @@
+"""VBDs: a VM's virtual block devices — create, hotplug, and CD insert/eject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.accessors import new_ref, new_uuid
+from ..api.context import Context
+from ..db.store import Database
+from ..errors import ApiError
+from ..idl.types import NULL_REF
+from . import devices
+from .registry import implements
+from .vdi import refresh_allowed as refresh_vdi
+
+ATTACHABLE_VDI_TYPES = frozenset(
+    {"system", "user", "ephemeral", "suspend", "crashdump", "metadata", "rrd", "pvs_cache"}
+)
+REMOVABLE = frozenset({"CD", "Floppy"})
+
+
+def allowed_operations(db: Database, vbd: str) -> list[str]:
+    row = db.get("VBD", vbd)
+    vm = db.get("VM", row["VM"])
+    ops = ["attach"] if vm["power_state"] != "Suspended" else []
+    if vm["power_state"] == "Running":
+        if row["currently_attached"]:
+            ops += ["unplug", "unplug_force"] if row["unpluggable"] else []
+        else:
+            ops.append("plug")
+    if row["type"] in REMOVABLE and vm["power_state"] != "Suspended":
+        ops.append("insert" if row["empty"] else "eject")
+    return ops
+
+
+def refresh(db: Database, vbd: str) -> None:
+    """Recompute the VBD's and its VDI's allowed operations."""
+    db.set("VBD", vbd, "allowed_operations", allowed_operations(db, vbd))
+    vdi = db.get("VBD", vbd)["VDI"]
+    if vdi != NULL_REF:
+        refresh_vdi(db, vdi)
+
+
+def _check_vdi(db: Database, rec: dict[str, Any]) -> None:
+    empty, vdi, mode = rec["empty"], rec["VDI"], rec["mode"]
+    if not empty:
+        vdi_row = db.get("VDI", vdi)
+        if vdi_row["type"] not in ATTACHABLE_VDI_TYPES:
+            raise ApiError("VDI_INCOMPATIBLE_TYPE", [vdi, vdi_row["type"]])
+    if rec["type"] == "CD" and mode != "RO":
+        raise ApiError("VBD_CDS_MUST_BE_READONLY", [])
+    if rec["type"] != "CD" and empty:
+        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", ["in constructor"])
+    if not empty and mode == "RW" and db.get("VDI", vdi)["read_only"]:
+        raise ApiError("VDI_READONLY", [vdi])
+
+
+def _resolve_userdevice(db: Database, vm: str, userdevice: str) -> str:
+    if userdevice != "autodetect" and devices.disk_number(userdevice) is None:
+        raise ApiError("INVALID_DEVICE", [userdevice])
+    if userdevice == "autodetect":
+        free = devices.free_vbd_devices(db, vm)
+        if not free:
+            raise ApiError("INVALID_DEVICE", [userdevice])
+        return free[0]
+    if devices.disk_number(userdevice) in devices.used_disks(db, vm):
+        raise ApiError("DEVICE_ALREADY_EXISTS", [userdevice])
+    return userdevice
+
+
+_DEFAULTS: dict[str, Any] = {
+    "VDI": NULL_REF,
+    "userdevice": "autodetect",
+    "bootable": False,
+    "mode": "RW",
+    "type": "Disk",
+    "unpluggable": True,
+    "empty": False,
+    "other_config": {},
+    "qos_algorithm_type": "",
+    "qos_algorithm_params": {},
+}
+
+
+@implements("VBD.create")
+def create(ctx: Context, record: dict[str, Any]) -> str:
+    db = ctx.db
+    rec = {**_DEFAULTS, **{k: v for k, v in record.items() if k in _DEFAULTS}}
+    vm = record.get("VM", NULL_REF)
+    db.get("VM", vm)
+    _check_vdi(db, rec)
+    rec["userdevice"] = _resolve_userdevice(db, vm, rec["userdevice"])
+    suspended = db.get("VM", vm)["power_state"] == "Suspended"
+    ref = new_ref()
+    with db.transaction():
+        db.create(
+            "VBD",
+            ref,
+            {
+                **rec,
+                "uuid": new_uuid(),
+                "VM": vm,
+                "device": "",
+                "currently_attached": bool(suspended and record.get("currently_attached")),
+                "metrics": devices.new_metrics(db, "VBD_metrics"),
+            },
+        )
+        refresh(db, ref)
+    return ref
+
+
+@implements("VBD.destroy")
+def destroy(ctx: Context, self_: str) -> None:
+    db = ctx.db
+    row = db.get("VBD", self_)
+    if row["currently_attached"]:
+        vm_uuid = db.get("VM", row["VM"])["uuid"]
+        raise ApiError(
+            "OPERATION_NOT_ALLOWED", [f"VBD '{row['uuid']}' still attached to '{vm_uuid}'"]
+        )
+    with db.transaction():
+        devices.drop_metrics(db, "VBD_metrics", row["metrics"])
+        db.destroy("VBD", self_)
+        if row["VDI"] != NULL_REF and db.exists("VDI", row["VDI"]):
+            refresh_vdi(db, row["VDI"])
+
+
+def set_attached(db: Database, vbd: str, attached: bool) -> None:
+    """Record a (simulated) hotplug: device name, currently_attached, metrics."""
+    row = db.get("VBD", vbd)
+    number = devices.disk_number(row["userdevice"])
+    device = devices.disk_name(number) if number is not None else row["userdevice"]
+    with db.transaction():
+        db.update("VBD", vbd, currently_attached=attached, device=device)
+        devices.touch_metrics(db, "VBD_metrics", row["metrics"])
+        refresh(db, vbd)
+
+
+@implements("VBD.plug")
+def plug(ctx: Context, self_: str) -> None:
+    db = ctx.db
+    row = db.get("VBD", self_)
+    devices.assert_running(db, row["VM"])
+    if row["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_ATTACHED", [self_])
+    set_attached(db, self_, True)
+
+
+@implements("VBD.unplug", "VBD.unplug_force")
+def unplug(ctx: Context, self_: str) -> None:
+    db = ctx.db
+    row = db.get("VBD", self_)
+    devices.assert_running(db, row["VM"])
+    if not row["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_DETACHED", [self_])
+    if not row["unpluggable"]:
+        raise ApiError("VBD_NOT_UNPLUGGABLE", [self_])
+    set_attached(db, self_, False)
+
+
+def _assert_removable(db: Database, vbd: str) -> dict[str, Any]:
+    row = db.get("VBD", vbd)
+    if row["type"] not in REMOVABLE:
+        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", [vbd])
+    return row
+
+
+@implements("VBD.insert")
+def insert(ctx: Context, vbd: str, vdi: str) -> None:
+    db = ctx.db
+    row = db.get("VBD", vbd)
+    db.get("VDI", vdi)
+    devices.assert_not_suspended(db, row["VM"])
+    _assert_removable(db, vbd)
+    if not row["empty"]:
+        raise ApiError("VBD_NOT_EMPTY", [vbd])
+    if not db.get("VDI", vdi)["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", [vdi])
+    with db.transaction():
+        db.update("VBD", vbd, VDI=vdi, empty=False)
+        refresh(db, vbd)
+
+
+@implements("VBD.eject")
+def eject(ctx: Context, vbd: str) -> None:
+    db = ctx.db
+    row = _assert_removable(db, vbd)
+    if row["empty"]:
+        raise ApiError("VBD_IS_EMPTY", [vbd])
+    devices.assert_not_suspended(db, row["VM"])
+    old = row["VDI"]
+    with db.transaction():
+        db.update("VBD", vbd, VDI=NULL_REF, empty=True)
+        refresh(db, vbd)
+        if db.exists("VDI", old):
+            refresh_vdi(db, old)
+
+
+@implements("VBD.set_mode")
+def set_mode(ctx: Context, self_: str, value: str) -> None:
+    row = ctx.db.get("VBD", self_)
+    if row["type"] == "CD" and value != "RO":
+        raise ApiError("VBD_CDS_MUST_BE_READONLY", [])
+    with ctx.db.transaction() as db:
+        db.set("VBD", self_, "mode", value)
+
+
+@implements("VBD.assert_attachable")
+def assert_attachable(ctx: Context, self_: str) -> None:
+    row = ctx.db.get("VBD", self_)
+    if row["VDI"] != NULL_REF:
+        vdi = ctx.db.get("VDI", row["VDI"])
+        if vdi["missing"]:
+            raise ApiError("VDI_MISSING", [vdi["SR"], row["VDI"]])

@@ -1,0 +1,165 @@
+"""Host plug-ins: find an executable by name and run it with XAPI's argument protocol.
+
+The plug-in gets one argument, the XML-RPC ``methodCall`` of ``fn(session_ref, args)``, and
+answers on stdout with an XML-RPC response (see :mod:`xenstack.plugins.XenAPIPlugin`). Errors
+are XAPI's: ``XENAPI_MISSING_PLUGIN [name]`` and ``XENAPI_PLUGIN_FAILURE [status, stdout,
+stderr]``; a ``Failure`` answer becomes that XenAPI error as is.
+
+Plug-ins are looked up, in order, in the directories of ``$XENSTACK_PLUGIN_DIR`` (a
+``os.pathsep``-separated list), ``<state_dir>/plugins`` and the bundled directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import xmlrpc.client
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+from ..errors import ApiError
+
+HERE = Path(__file__).resolve().parent
+BUNDLED_DIR = HERE / "bundled"
+HELPER_DIR = HERE  # where XenAPIPlugin.py lives, put on the plug-ins' PYTHONPATH
+DEFAULT_TIMEOUT = 300.0
+
+
+def plugin_dirs(state_dir: Path | None, env_var: str = "XENSTACK_PLUGIN_DIR") -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p]
+    if state_dir is not None:
+        dirs.append(state_dir / "plugins")
+    dirs.append(BUNDLED_DIR)
+    return dirs
+
+
+def valid_name(name: str) -> bool:
+    """A plain file name: no separators, no ``..``, nothing hidden."""
+    if not name or name.startswith(".") or ".." in name or "\0" in name:
+        return False
+    return not any(sep and sep in name for sep in ("/", "\\", os.sep, os.altsep))
+
+
+def find(name: str, dirs: Iterable[Path], missing: ApiError) -> Path:
+    """The plug-in's path; raise ``missing`` when there is no such plug-in."""
+    if not valid_name(name):
+        raise missing
+    for directory in dirs:
+        path = directory / name
+        if path.is_file():
+            return path
+    raise missing
+
+
+def encode_call(fn: str, session_ref: str, args: dict[str, str]) -> str:
+    return xmlrpc.client.dumps((session_ref, args), methodname=fn, allow_none=False)
+
+
+def _failure(*params: object) -> ApiError:
+    return ApiError("XENAPI_PLUGIN_FAILURE", params)
+
+
+def decode_response(output: str) -> str:
+    """The result string of a plug-in's answer, or the XenAPI error it carries."""
+    try:
+        params, _ = xmlrpc.client.loads(output)
+    except xmlrpc.client.Fault as fault:
+        raise _failure("fault", fault.faultCode, fault.faultString) from None
+    except (ExpatError, ValueError, TypeError, IndexError) as exc:
+        raise _failure("failed to parse plugin output", output, str(exc)) from None
+    if len(params) != 1:
+        raise _failure("unexpected XMLRPC result", output)
+    value = params[0]
+    if isinstance(value, dict) and "Status" in value:
+        return _from_status(value, output)
+    if isinstance(value, str):
+        return value
+    raise _failure("unexpected XMLRPC result", output)
+
+
+def _from_status(value: dict[str, Any], output: str) -> str:
+    if value["Status"] == "Success" and isinstance(value.get("Value"), str):
+        return str(value["Value"])
+    description = value.get("ErrorDescription")
+    if value["Status"] == "Failure" and isinstance(description, list) and description:
+        raise ApiError(str(description[0]), [str(p) for p in description[1:]])
+    raise _failure("unexpected XMLRPC result", output)
+
+
+@dataclass
+class Outcome:
+    """How a plug-in process ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> None:
+        """Raise XAPI's error for a process that did not exit with status 0."""
+        if self.returncode > 0:
+            raise _failure("non-zero exit", self.stdout, self.stderr)
+        if self.returncode < 0:
+            name = signal.Signals(-self.returncode).name
+            raise _failure(f"signal: {name}", self.stdout, self.stderr)
+
+
+def child_env(url: str) -> dict[str, str]:
+    """The plug-in's environment: ``XenAPIPlugin`` importable, our Python first on PATH."""
+    env = dict(os.environ)
+    paths = [str(HELPER_DIR), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["XENSTACK_URL"] = url
+    return env
+
+
+async def execute(
+    path: Path, argv: list[str], env: dict[str, str], timeout: float, stdin: bytes | None = None
+) -> Outcome:
+    """Run the executable without blocking the event loop; kill its process group on timeout."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(path),
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise _failure("non-zero exit", "", str(exc)) from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise _failure("timeout", "", f"the plug-in did not answer within {timeout:g}s") from None
+    assert proc.returncode is not None
+    return Outcome(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+async def call_plugin(
+    dirs: list[Path],
+    name: str,
+    fn: str,
+    session_ref: str,
+    args: dict[str, str],
+    *,
+    url: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str:
+    """``host.call_plugin``: run plug-in ``name``'s function ``fn``; return its result."""
+    path = find(name, dirs, ApiError("XENAPI_MISSING_PLUGIN", [name]))
+    outcome = await execute(path, [encode_call(fn, session_ref, args)], child_env(url), timeout)
+    outcome.check()
+    return decode_response(outcome.stdout)
