@@ -123,7 +123,7 @@ class SqlitePersistence:
 
     def submit(self, generation: int, changes: list[Change]) -> None:
         encoded = [
-            (cls, ref, None if row is None else orjson.dumps(row)) for cls, ref, row in changes
+            (cls, ref, None if row is None else _dump(row)) for cls, ref, row in changes
         ]
         with self._cond:
             self._submitted_gen = generation
@@ -193,6 +193,11 @@ class SqlitePersistence:
             self._cond.notify()
         self._thread.join(timeout=10)
         self._conn.close()
+
+
+def _dump(row: dict[str, Any]) -> bytes:
+    """A record as JSON; int-keyed maps (``(int -> float) map``) get string keys."""
+    return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:

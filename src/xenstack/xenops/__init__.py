@@ -1,1 +1,6 @@
-"""xenstack.xenops"""
+"""The hypervisor interface (:mod:`.interface`) and its backends.
+
+:mod:`.simulator` keeps domains in memory (the embedded default, and a whole pool in one
+process); :mod:`.skeleton` implements nothing and documents the contract. Backends never import
+the database or the API layer.
+"""

@@ -1,0 +1,251 @@
+"""The hypervisor interface: what the toolstack asks of a backend, and nothing more.
+
+A backend manages *domains* (running or paused guests) on the hosts it is given, and the saved
+images of suspended guests. It knows nothing of the database, sessions or XenAPI objects: the
+orchestration (which host, which checks, what the database records) lives above it, in
+:mod:`xenstack.impl`. Identifiers are opaque strings chosen by the caller (the toolstack uses
+host and VM refs).
+
+What a backend can do is declared as data in :class:`Capabilities`, so callers decide before
+they ask instead of catching failures afterwards.
+
+Failures are :class:`XenopsError` subclasses; the impl layer turns them into XenAPI errors.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import XenstackError
+
+DomainState = Literal["running", "paused"]
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+class XenopsError(XenstackError):
+    """Root of the backend errors."""
+
+
+class Unimplemented(XenopsError):
+    """The backend does not implement this operation (see :mod:`.skeleton`)."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(operation)
+        self.operation = operation
+
+
+class UnknownHost(XenopsError):
+    """The host was never added to this backend."""
+
+
+class NoSuchDomain(XenopsError):
+    """No domain (or saved image) exists for this VM."""
+
+
+class DomainExists(XenopsError):
+    """The VM already has a domain or a saved image."""
+
+
+class BadDomainState(XenopsError):
+    """The domain is not in a state that allows the operation (e.g. unpause a running one)."""
+
+
+class OutOfMemory(XenopsError):
+    """The host cannot give the domain the memory it needs."""
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(needed, available)
+        self.needed = needed
+        self.available = available
+
+
+class DeviceError(XenopsError):
+    """A device is already plugged, or is not plugged, or is not known."""
+
+
+# ---- data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend offers; the toolstack consults this before asking."""
+
+    name: str
+    live_migration: bool
+    suspend: bool
+    pause: bool
+    vcpu_hotplug: bool
+    memory_ballooning: bool
+    device_hotplug: bool
+    max_vcpus: int
+    domain_types: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    """A host as the backend sees it: memory it may hand out and CPUs it has."""
+
+    host_id: str
+    memory_total: int
+    memory_reserved: int  # held by the control domain and the hypervisor itself
+    cpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """Everything a backend needs to build a domain for a VM."""
+
+    vm_id: str
+    name: str
+    domain_type: str  # "pv", "hvm", "pvh" or "pv_in_pvh"
+    memory_static_max: int
+    memory_dynamic_min: int
+    memory_dynamic_max: int
+    memory_overhead: int
+    vcpus_max: int
+    vcpus: int
+    vbds: tuple[str, ...] = ()  # userdevice numbers of the disks to attach
+    vifs: tuple[str, ...] = ()  # device numbers of the network interfaces
+    platform: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class DomainInfo:
+    """A domain as the backend reports it. A snapshot: later changes need a new query."""
+
+    vm_id: str
+    host_id: str
+    domid: int
+    state: DomainState
+    domain_type: str
+    memory_actual: int
+    memory_overhead: int
+    vcpus: int
+    start_time: float  # seconds since the epoch
+    vbds: tuple[str, ...] = ()
+    vifs: tuple[str, ...] = ()
+    platform: dict[str, str] = field(default_factory=dict)
+
+
+# ---- the contract -----------------------------------------------------------------------
+
+
+class Backend(abc.ABC):
+    """The narrow interface every hypervisor backend implements.
+
+    Host calls are synchronous and cheap. VM and device calls are coroutines: a real backend
+    waits for the hypervisor, the simulator may wait a configured time. Every call either does
+    all of its work or raises a :class:`XenopsError` having changed nothing.
+    """
+
+    capabilities: Capabilities
+
+    # HOST ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def host_add(self, spec: HostSpec) -> None:
+        """Make a host known; adding a known host again replaces its spec."""
+
+    @abc.abstractmethod
+    def host_remove(self, host_id: str) -> None:
+        """Forget a host that has no domains left."""
+
+    @abc.abstractmethod
+    def host_ids(self) -> list[str]:
+        """The known hosts."""
+
+    @abc.abstractmethod
+    def host_memory_free(self, host_id: str) -> int:
+        """Bytes a new domain could still get on the host."""
+
+    @abc.abstractmethod
+    def host_domains(self, host_id: str) -> list[DomainInfo]:
+        """The domains the host runs."""
+
+    # VM -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def vm_info(self, vm_id: str) -> DomainInfo | None:
+        """The VM's domain, or None if it has none (halted or suspended)."""
+
+    @abc.abstractmethod
+    def vm_has_image(self, vm_id: str) -> bool:
+        """Whether a suspended image of the VM is kept."""
+
+    @abc.abstractmethod
+    async def vm_start(self, host_id: str, spec: DomainSpec, paused: bool) -> DomainInfo:
+        """Build and boot a domain on the host; raise OutOfMemory if it does not fit."""
+
+    @abc.abstractmethod
+    async def vm_shutdown(self, vm_id: str, clean: bool) -> None:
+        """Destroy the domain; ``clean`` asks the guest first."""
+
+    @abc.abstractmethod
+    async def vm_reboot(self, vm_id: str, clean: bool, spec: DomainSpec) -> DomainInfo:
+        """Restart the guest in a fresh domain on the same host, with ``spec`` applied."""
+
+    @abc.abstractmethod
+    async def vm_pause(self, vm_id: str) -> DomainInfo:
+        """Stop scheduling the domain's VCPUs."""
+
+    @abc.abstractmethod
+    async def vm_unpause(self, vm_id: str) -> DomainInfo:
+        """Schedule a paused domain again."""
+
+    @abc.abstractmethod
+    async def vm_suspend(self, vm_id: str) -> int:
+        """Save the domain's memory to an image, destroy the domain; return the image size."""
+
+    @abc.abstractmethod
+    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
+        """Rebuild the domain from its image on the host; the image is consumed."""
+
+    @abc.abstractmethod
+    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+        """Save a copy of a live domain's memory as ``image_id``; the domain runs on."""
+
+    @abc.abstractmethod
+    def vm_copy_image(self, image_id: str, vm_id: str) -> None:
+        """Make a copy of image ``image_id`` the saved image of ``vm_id`` (revert)."""
+
+    @abc.abstractmethod
+    def vm_discard_image(self, vm_id: str) -> None:
+        """Drop a suspended image (hard shutdown of a suspended VM); no error if none."""
+
+    @abc.abstractmethod
+    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+        """Move a running or paused domain to another host, keeping its state."""
+
+    @abc.abstractmethod
+    async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
+        """Hot-plug or unplug VCPUs (up to the domain's maximum)."""
+
+    @abc.abstractmethod
+    async def vm_set_memory_dynamic_range(self, vm_id: str, low: int, high: int) -> DomainInfo:
+        """Balloon the domain within [low, high], as far as the host allows."""
+
+    @abc.abstractmethod
+    def vm_reset(self, vm_id: str) -> None:
+        """Forget the VM's domain and image without asking anything (power_state_reset)."""
+
+    # VBD / VIF ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def vbd_plug(self, vm_id: str, device: str) -> None:
+        """Attach a disk to a running domain."""
+
+    @abc.abstractmethod
+    async def vbd_unplug(self, vm_id: str, device: str) -> None:
+        """Detach a disk from a running domain."""
+
+    @abc.abstractmethod
+    async def vif_plug(self, vm_id: str, device: str) -> None:
+        """Attach a network interface to a running domain."""
+
+    @abc.abstractmethod
+    async def vif_unplug(self, vm_id: str, device: str) -> None:
+        """Detach a network interface from a running domain."""

@@ -1,0 +1,309 @@
+"""The simulator backend: domains are records in memory, on as many hosts as you like.
+
+It keeps per-host domains and memory the way a hypervisor would: a domain takes its dynamic
+maximum if the host has it, at least its dynamic minimum, plus its overhead; suspending keeps
+an image (on "shared storage": any host can resume it) and frees the memory; migration moves
+a domain between hosts. ``delays`` makes chosen operations take time (seconds, by operation
+name such as ``"start"``), so that callers can observe operations in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+
+from .interface import (
+    Backend,
+    BadDomainState,
+    Capabilities,
+    DeviceError,
+    DomainExists,
+    DomainInfo,
+    DomainSpec,
+    HostSpec,
+    NoSuchDomain,
+    OutOfMemory,
+    UnknownHost,
+)
+
+SIMULATOR_CAPABILITIES = Capabilities(
+    name="simulator",
+    live_migration=True,
+    suspend=True,
+    pause=True,
+    vcpu_hotplug=True,
+    memory_ballooning=True,
+    device_hotplug=True,
+    max_vcpus=64,
+    domain_types=("pv", "hvm", "pvh", "pv_in_pvh"),
+)
+
+
+@dataclass(slots=True)
+class _Host:
+    spec: HostSpec
+    used: int = 0  # memory held by domains, overhead included
+
+    @property
+    def free(self) -> int:
+        return self.spec.memory_total - self.spec.memory_reserved - self.used
+
+
+class SimulatorBackend(Backend):
+    """In-memory domains on in-memory hosts."""
+
+    capabilities = SIMULATOR_CAPABILITIES
+
+    def __init__(self, delays: dict[str, float] | None = None) -> None:
+        self.delays: dict[str, float] = dict(delays or {})
+        self.hosts: dict[str, _Host] = {}
+        self.domains: dict[str, DomainInfo] = {}
+        self.images: dict[str, DomainInfo] = {}  # suspended domains, by VM
+        self._next_domid = 1
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    async def _wait(self, operation: str) -> None:
+        delay = self.delays.get(operation, 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _host(self, host_id: str) -> _Host:
+        host = self.hosts.get(host_id)
+        if host is None:
+            raise UnknownHost(host_id)
+        return host
+
+    def _domain(self, vm_id: str) -> DomainInfo:
+        dom = self.domains.get(vm_id)
+        if dom is None:
+            raise NoSuchDomain(vm_id)
+        return dom
+
+    def _domid(self) -> int:
+        domid, self._next_domid = self._next_domid, self._next_domid + 1
+        return domid
+
+    @staticmethod
+    def _footprint(dom: DomainInfo) -> int:
+        return dom.memory_actual + dom.memory_overhead
+
+    def _place(self, host: _Host, dom: DomainInfo, low: int, high: int) -> DomainInfo:
+        """Give ``dom`` as much of [low, high] as ``host`` has; raise OutOfMemory if < low."""
+        needed = low + dom.memory_overhead
+        if host.free < needed:
+            raise OutOfMemory(needed, max(0, host.free))
+        dom.memory_actual = max(low, min(high, host.free - dom.memory_overhead))
+        host.used += self._footprint(dom)
+        dom.host_id = host.spec.host_id
+        self.domains[dom.vm_id] = dom
+        return replace(dom)
+
+    def _release(self, dom: DomainInfo) -> None:
+        self.hosts[dom.host_id].used -= self._footprint(dom)
+        del self.domains[dom.vm_id]
+
+    def restore(self, info: DomainInfo) -> None:
+        """Adopt a domain that outlived a toolstack restart (the database says it runs)."""
+        if info.vm_id in self.domains:
+            return
+        host = self._host(info.host_id)
+        host.used += self._footprint(info)
+        self.domains[info.vm_id] = info
+        self._next_domid = max(self._next_domid, info.domid + 1)
+
+    def restore_image(self, info: DomainInfo) -> None:
+        """Adopt the saved image of a VM the database says is suspended."""
+        self.images.setdefault(info.vm_id, info)
+
+    # ---- HOST ----------------------------------------------------------------------------
+
+    def host_add(self, spec: HostSpec) -> None:
+        current = self.hosts.get(spec.host_id)
+        self.hosts[spec.host_id] = _Host(spec, current.used if current else 0)
+
+    def host_remove(self, host_id: str) -> None:
+        if self.host_domains(host_id):
+            raise BadDomainState(f"host {host_id} still runs domains")
+        self.hosts.pop(host_id, None)
+
+    def host_ids(self) -> list[str]:
+        return list(self.hosts)
+
+    def host_memory_free(self, host_id: str) -> int:
+        return self._host(host_id).free
+
+    def host_domains(self, host_id: str) -> list[DomainInfo]:
+        self._host(host_id)
+        return [replace(d) for d in self.domains.values() if d.host_id == host_id]
+
+    # ---- VM ------------------------------------------------------------------------------
+
+    def vm_info(self, vm_id: str) -> DomainInfo | None:
+        dom = self.domains.get(vm_id)
+        return replace(dom) if dom is not None else None
+
+    def vm_has_image(self, vm_id: str) -> bool:
+        return vm_id in self.images
+
+    async def vm_start(self, host_id: str, spec: DomainSpec, paused: bool) -> DomainInfo:
+        host = self._host(host_id)
+        if spec.vm_id in self.domains or spec.vm_id in self.images:
+            raise DomainExists(spec.vm_id)
+        await self._wait("start")
+        dom = _new_domain(spec, host_id, 0, "paused" if paused else "running")
+        info = self._place(host, dom, spec.memory_dynamic_min, spec.memory_dynamic_max)
+        dom.domid = info.domid = self._domid()
+        return info
+
+    async def vm_shutdown(self, vm_id: str, clean: bool) -> None:
+        self._domain(vm_id)
+        await self._wait("clean_shutdown" if clean else "hard_shutdown")
+        self._release(self._domain(vm_id))
+
+    async def vm_reboot(self, vm_id: str, clean: bool, spec: DomainSpec) -> DomainInfo:
+        old = self._domain(vm_id)
+        await self._wait("clean_reboot" if clean else "hard_reboot")
+        self._release(old)
+        host = self.hosts[old.host_id]
+        dom = _new_domain(spec, old.host_id, self._domid(), "running")
+        try:
+            return self._place(host, dom, spec.memory_dynamic_min, spec.memory_dynamic_max)
+        except OutOfMemory:
+            self._place(host, old, old.memory_actual, old.memory_actual)  # undo
+            raise
+
+    async def vm_pause(self, vm_id: str) -> DomainInfo:
+        return await self._set_state(vm_id, "running", "paused", "pause")
+
+    async def vm_unpause(self, vm_id: str) -> DomainInfo:
+        return await self._set_state(vm_id, "paused", "running", "unpause")
+
+    async def _set_state(self, vm_id: str, before: str, after: str, op: str) -> DomainInfo:
+        dom = self._domain(vm_id)
+        if dom.state != before:
+            raise BadDomainState(f"{vm_id} is {dom.state}")
+        await self._wait(op)
+        dom.state = "paused" if after == "paused" else "running"
+        return replace(dom)
+
+    async def vm_suspend(self, vm_id: str) -> int:
+        self._domain(vm_id)
+        await self._wait("suspend")
+        dom = self._domain(vm_id)
+        self._release(dom)
+        self.images[vm_id] = dom
+        return dom.memory_actual
+
+    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
+        host = self._host(host_id)
+        image = self.images.get(vm_id)
+        if image is None:
+            raise NoSuchDomain(vm_id)
+        await self._wait("resume")
+        dom = replace(image, domid=self._domid(), state="paused" if paused else "running")
+        info = self._place(host, dom, image.memory_actual, image.memory_actual)
+        del self.images[vm_id]
+        return info
+
+    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+        self._domain(vm_id)
+        await self._wait("checkpoint")
+        dom = self._domain(vm_id)
+        self.images[image_id] = replace(dom, vm_id=image_id, vbds=dom.vbds, vifs=dom.vifs)
+        return dom.memory_actual
+
+    def vm_copy_image(self, image_id: str, vm_id: str) -> None:
+        image = self.images.get(image_id)
+        if image is None:
+            raise NoSuchDomain(image_id)
+        if vm_id in self.domains:
+            raise DomainExists(vm_id)
+        self.images[vm_id] = replace(image, vm_id=vm_id)
+
+    def vm_discard_image(self, vm_id: str) -> None:
+        self.images.pop(vm_id, None)
+
+    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+        target = self._host(host_id)
+        self._domain(vm_id)
+        await self._wait("pool_migrate")
+        dom = self._domain(vm_id)
+        if dom.host_id == host_id:
+            return replace(dom)
+        source = dom.host_id
+        self._release(dom)
+        moved = replace(dom, domid=self._domid())
+        try:
+            return self._place(target, moved, dom.memory_actual, dom.memory_actual)
+        except OutOfMemory:
+            self._place(self.hosts[source], dom, dom.memory_actual, dom.memory_actual)
+            raise
+
+    async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
+        dom = self._domain(vm_id)
+        await self._wait("set_vcpus")
+        dom.vcpus = vcpus
+        return replace(dom)
+
+    async def vm_set_memory_dynamic_range(self, vm_id: str, low: int, high: int) -> DomainInfo:
+        dom = self._domain(vm_id)
+        await self._wait("set_memory")
+        host = self.hosts[dom.host_id]
+        spare = host.free + dom.memory_actual
+        if spare < low:
+            raise OutOfMemory(low + dom.memory_overhead, spare + dom.memory_overhead)
+        host.used -= dom.memory_actual
+        dom.memory_actual = max(low, min(high, spare))
+        host.used += dom.memory_actual
+        return replace(dom)
+
+    def vm_reset(self, vm_id: str) -> None:
+        dom = self.domains.get(vm_id)
+        if dom is not None:
+            self._release(dom)
+        self.images.pop(vm_id, None)
+
+    # ---- VBD / VIF -----------------------------------------------------------------------
+
+    async def vbd_plug(self, vm_id: str, device: str) -> None:
+        dom = self._domain(vm_id)
+        if device in dom.vbds:
+            raise DeviceError(f"disk {device} is plugged already")
+        dom.vbds = (*dom.vbds, device)
+
+    async def vbd_unplug(self, vm_id: str, device: str) -> None:
+        dom = self._domain(vm_id)
+        if device not in dom.vbds:
+            raise DeviceError(f"disk {device} is not plugged")
+        dom.vbds = tuple(d for d in dom.vbds if d != device)
+
+    async def vif_plug(self, vm_id: str, device: str) -> None:
+        dom = self._domain(vm_id)
+        if device in dom.vifs:
+            raise DeviceError(f"interface {device} is plugged already")
+        dom.vifs = (*dom.vifs, device)
+
+    async def vif_unplug(self, vm_id: str, device: str) -> None:
+        dom = self._domain(vm_id)
+        if device not in dom.vifs:
+            raise DeviceError(f"interface {device} is not plugged")
+        dom.vifs = tuple(d for d in dom.vifs if d != device)
+
+
+def _new_domain(spec: DomainSpec, host_id: str, domid: int, state: str) -> DomainInfo:
+    return DomainInfo(
+        vm_id=spec.vm_id,
+        host_id=host_id,
+        domid=domid,
+        state="paused" if state == "paused" else "running",
+        domain_type=spec.domain_type,
+        memory_actual=0,
+        memory_overhead=spec.memory_overhead,
+        vcpus=spec.vcpus,
+        start_time=time.time(),
+        vbds=spec.vbds,
+        vifs=spec.vifs,
+        platform=dict(spec.platform),
+    )
