@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -73,6 +74,9 @@ class Toolstack:
         return password
 
     async def start(self, config: HttpConfig) -> None:
+        # The loaded database is long-lived: keep the cyclic collector from walking it.
+        gc.collect()
+        gc.freeze()
         self.server = RpcServer(self.dispatcher, config)
         await self.server.start()
         self._reaper = asyncio.create_task(self._reap_sessions())

@@ -58,12 +58,13 @@ class Table:
 class _Txn:
     """What one transaction touched, and how to undo it."""
 
-    __slots__ = ("changed", "deleted", "undo")
+    __slots__ = ("changed", "deleted", "owned", "undo")
 
     def __init__(self) -> None:
         self.changed: dict[tuple[str, str], bool] = {}  # (cls, ref) -> created here
         self.deleted: dict[tuple[str, str], dict[str, Any]] = {}
         self.undo: list[tuple[str, str, Record | None]] = []
+        self.owned: set[tuple[str, str, str]] = set()  # many-side lists copied already
 
 
 class Database:
@@ -184,7 +185,7 @@ class Database:
         txn.changed[(cls, ref)] = True
         txn.undo.append((cls, ref, None))
         for name, (many_cls, many_field) in table.cdef.relations.items():
-            self._link(many_cls, many_field, row.get(name, NULL_REF), ref, add=True)
+            self._link(many_cls, many_field, row.get(name, NULL_REF), ref, add=True, new=True)
         return ref
 
     def set(self, cls: str, ref: str, name: str, value: Any) -> None:
@@ -225,19 +226,38 @@ class Database:
         if not created_here:
             txn.deleted[(cls, ref)] = row
 
-    def _link(self, cls: str, field: str, target: Any, ref: str, *, add: bool) -> None:
+    def _link(
+        self, cls: str, field: str, target: Any, ref: str, *, add: bool, new: bool = False
+    ) -> None:
+        """Add ``ref`` to (or remove it from) ``field`` of the target rows; ``new`` says ``ref``
+        was just created, so it cannot be listed yet."""
         targets = target if isinstance(target, list) else [target]
         for other in targets:
             row = self.tables[cls].rows.get(other) if other != NULL_REF else None
             if row is None:
                 continue
-            members = row[field]
-            if add and ref not in members:
-                self._touch(cls, other)
-                row[field] = [*members, ref]
-            elif not add and ref in members:
-                self._touch(cls, other)
-                row[field] = [m for m in members if m != ref]
+            if add and not new and ref in row[field]:
+                continue
+            if not add and ref not in row[field]:
+                continue
+            self._touch(cls, other)
+            members = self._own_list(cls, other, field, row)
+            if add:
+                members.append(ref)
+            else:
+                members.remove(ref)
+
+    def _own_list(self, cls: str, ref: str, field: str, row: Record) -> list[str]:
+        """The row's list for ``field``, copied once per transaction so the undo log (and any
+        record handed out before) keeps the old one; later changes in the same transaction
+        append in place, which keeps bulk inserts linear."""
+        txn = self._active()
+        key = (cls, ref, field)
+        if key not in txn.owned:
+            txn.owned.add(key)
+            row[field] = list(row[field])
+        members: list[str] = row[field]
+        return members
 
     def touch(self, cls: str, ref: str) -> None:
         """Mark a row modified without changing it (``event.inject``)."""

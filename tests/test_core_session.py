@@ -1,0 +1,143 @@
+"""Sessions over the wire: login, logout, expiry, throttling, stored passwords, the session gate."""
+
+from __future__ import annotations
+
+import http.client
+import sqlite3
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import XenAPI
+
+from xenstack.api.dispatch import build_table
+from xenstack.testing import RunningPool, simulated_pool
+
+
+def raw_call(url: str, method: str, *params: Any) -> Any:
+    """One XML-RPC call without the SDK (which logs in again on SESSION_INVALID)."""
+    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
+    try:
+        return getattr(proxy, method)(*params)
+    finally:
+        proxy("close")()
+
+
+def login(pool: RunningPool, user: str = "root", password: str | None = None) -> Any:
+    s = XenAPI.Session(pool.url)
+    s.xenapi.login_with_password(user, password or pool.password, "1.0", "test_core_session")
+    return s
+
+
+def test_login_get_this_host_and_logout(xenstack_pool: RunningPool) -> None:
+    s = login(xenstack_pool)
+    ref = s.handle
+    assert ref.startswith("OpaqueRef:")
+    host = s.xenapi.session.get_this_host(ref)
+    (pool_ref,) = s.xenapi.pool.get_all()
+    assert host == s.xenapi.pool.get_master(pool_ref)
+    record = s.xenapi.session.get_record(ref)
+    assert record["auth_user_name"] == "root"
+    assert record["originator"] == "test_core_session"
+    assert record["is_local_superuser"] is True
+    s.xenapi.session.logout()
+    answer = raw_call(xenstack_pool.url, "session.get_this_host", ref, ref)
+    assert answer == {"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", ref]}
+
+
+def test_slave_local_login_with_password(xenstack_pool: RunningPool) -> None:
+    s = XenAPI.Session(xenstack_pool.url)
+    s.slave_local_login_with_password("root", xenstack_pool.password)
+    ref = s.handle
+    assert s.xenapi.session.get_this_host(ref).startswith("OpaqueRef:")
+    s.xenapi.session.logout()  # the SDK sends session.local_logout for this kind of login
+    answer = raw_call(xenstack_pool.url, "pool.get_all", ref)
+    assert answer["ErrorDescription"] == ["SESSION_INVALID", ref]
+
+
+def test_idle_session_expires() -> None:
+    with simulated_pool(None, session_timeout=0.4) as pool:
+        ref = raw_call(pool.url, "session.login_with_password", "root", pool.password, "1.0", "t")
+        ref = ref["Value"]
+        for _ in range(4):  # activity keeps it alive past the timeout
+            time.sleep(0.2)
+            assert raw_call(pool.url, "pool.get_all", ref)["Status"] == "Success"
+        time.sleep(0.6)
+        answer = raw_call(pool.url, "pool.get_all", ref)
+        assert answer["ErrorDescription"] == ["SESSION_INVALID", ref]
+
+
+def test_failed_logins_are_throttled(xenstack_pool: RunningPool) -> None:
+    url = xenstack_pool.url
+    for _ in range(5):
+        answer = raw_call(url, "session.login_with_password", "root", "wrong", "1.0", "t")
+        assert answer["ErrorDescription"][:2] == ["SESSION_AUTHENTICATION_FAILED", "root"]
+    start = time.monotonic()
+    right = xenstack_pool.password
+    answer = raw_call(url, "session.login_with_password", "root", right, "1.0", "t")
+    assert answer["ErrorDescription"][:2] == ["SESSION_AUTHENTICATION_FAILED", "root"]
+    assert time.monotonic() - start >= 0.4  # refusals are slow while throttled
+    xenstack_pool.call(lambda ts: ts.auth.set_user("other", "other-pw", "read-only"))
+    other = raw_call(url, "session.login_with_password", "other", "other-pw", "1.0", "t")
+    assert other["Status"] == "Success"  # the limit is per user, not global
+
+
+def test_passwords_are_stored_hashed(tmp_path: Path) -> None:
+    secret = "correct-horse-battery-staple-4711"
+    state = tmp_path / "state"
+    with simulated_pool(state, password=secret) as pool:
+        pool.call(lambda ts: ts.auth.set_user("reader", secret + "-r", "read-only"))
+        login(pool).xenapi.session.logout()
+    with sqlite3.connect(state / "xapi.db") as conn:
+        (users,) = conn.execute("SELECT value FROM meta WHERE key = 'users'").fetchone()
+    doc = orjson.loads(users)
+    assert set(doc) == {"root", "reader"}
+    for user in doc.values():
+        assert user["password_hash"].startswith("pbkdf2-sha256$")
+        assert secret not in user["password_hash"]
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def _dummy(type_kind: str) -> Any:
+    return {"int": "0", "bool": False, "float": 0.0, "set": [], "map": {}, "record": {}}.get(
+        type_kind, ""
+    )
+
+
+def test_every_call_but_login_needs_a_valid_session(xenstack_pool: RunningPool) -> None:
+    """Every method taking a session answers SESSION_INVALID [ref] to a bogus one."""
+    table = build_table()
+    bogus = "OpaqueRef:00000000-dead-beef-0000-000000000000"
+    conn = http.client.HTTPConnection("127.0.0.1", xenstack_pool.port, timeout=30)
+    checked = 0
+    try:
+        for name, entry in sorted(table.items()):
+            if not entry.msg.takes_session:
+                continue
+            params = [bogus, *(_dummy(p.type.kind) for p in entry.msg.params[1:])]
+            for method in (name, f"Async.{name}") if entry.msg.has_async else (name,):
+                body = orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
+                conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
+                doc = orjson.loads(conn.getresponse().read())
+                assert doc["error"]["message"] == "SESSION_INVALID", (method, doc)
+                assert doc["error"]["data"] == [bogus], method
+                checked += 1
+    finally:
+        conn.close()
+    assert checked > 1500
+    # login itself needs none
+    answer = raw_call(
+        xenstack_pool.url, "session.login_with_password", "root", xenstack_pool.password, "1", "t"
+    )
+    assert answer["Status"] == "Success"
+
+
+@pytest.mark.parametrize("session", ["", 42, "OpaqueRef:NULL"])
+def test_malformed_sessions_are_invalid(xenstack_pool: RunningPool, session: Any) -> None:
+    answer = raw_call(xenstack_pool.url, "VM.get_all", session)
+    assert answer["ErrorDescription"] == ["SESSION_INVALID", str(session)]

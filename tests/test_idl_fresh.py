@@ -1,0 +1,78 @@
+"""The generated declaration is fresh and untouched, and the dispatcher derives every accessor."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from xenstack.api.dispatch import build_table
+from xenstack.idl import declaration
+from xenstack.idl import errors as idl_errors
+from xenstack.idl.model import CLASSES
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference" / "xenapi.json"
+DIGEST_LINE = re.compile(r'\nDIGEST = "([0-9a-f]{64})"\n\Z')
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="no reference file beside the checkout")
+def test_declaration_matches_the_reference() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_idl.py"), "--check"], timeout=120
+    )
+    assert done.returncode == 0, "declaration.py is stale: run tools/gen_idl.py"
+
+
+def _generator(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rendered(module: ModuleType) -> str:
+    """What the generator writes for the data the module holds now."""
+    if module is declaration:
+        return str(_generator("gen_idl").render(list(declaration.ROLE_SETS), declaration.CLASSES))
+    return str(_generator("gen_errors").render(idl_errors.ERROR_PARAMS))
+
+
+@pytest.mark.parametrize("module", [declaration, idl_errors], ids=["declaration", "errors"])
+def test_digest_matches_content(module: ModuleType) -> None:
+    """The digest covers the generated data: a hand edit of any entry breaks it."""
+    digest = module.DIGEST
+    match = DIGEST_LINE.search(_rendered(module))
+    assert match is not None
+    assert match.group(1) == digest
+    body = _rendered(module)[: match.start()]
+    assert hashlib.sha256(body.encode()).hexdigest() == digest
+
+
+def test_declaration_text_is_untouched() -> None:
+    """declaration.py is excluded from formatting, so even its text is the generator's."""
+    text = Path(str(declaration.__file__)).read_text()
+    assert text == _rendered(declaration)
+
+
+def test_every_implicit_message_is_derived() -> None:
+    table = build_table()
+    implicit = [m for c in CLASSES.values() for m in c.messages.values() if m.implicit]
+    assert len(implicit) > 1000
+    missing = [m.wire_name for m in implicit if table[m.wire_name].fn is None]
+    assert missing == []
+
+
+def test_every_declared_message_is_on_the_wire() -> None:
+    table = build_table()
+    declared = {m.wire_name for c in CLASSES.values() for m in c.messages.values()}
+    assert declared <= set(table)
+    extras = set(table) - declared
+    assert {n.rsplit(".", 1)[1] for n in extras} <= {"get_all_records_where", "get_all_where"}
