@@ -122,9 +122,7 @@ class SqlitePersistence:
         return int(value) if value else 0
 
     def submit(self, generation: int, changes: list[Change]) -> None:
-        encoded = [
-            (cls, ref, None if row is None else _dump(row)) for cls, ref, row in changes
-        ]
+        encoded = [(cls, ref, None if row is None else _dump(row)) for cls, ref, row in changes]
         with self._cond:
             self._submitted_gen = generation
             self._queue.append((generation, encoded))  # type: ignore[arg-type]
