@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -29,8 +29,7 @@ XML = "text/xml"
 JSON = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """Where a call came from."""
 
     peer: str
@@ -78,10 +77,12 @@ class RpcServer:
         self, protocol: str, body: bytes, peer: str, conn: RpcProtocol
     ) -> tuple[bytes, str]:
         """Decode, dispatch and encode one call; never raises."""
-        kind = conn.endpoint.transport_kind
+        origin = conn.origins.get(protocol)
+        if origin is None:
+            origin = conn.origins[protocol] = Origin(peer, conn.endpoint.transport_kind, protocol)
         if protocol == "jsonrpc":
-            return await self._jsonrpc(body, Origin(peer, kind, protocol)), JSON
-        return await self._xmlrpc(body, Origin(peer, kind, protocol)), XML
+            return await self._jsonrpc(body, origin), JSON
+        return await self._xmlrpc(body, origin), XML
 
     async def _xmlrpc(self, body: bytes, origin: Origin) -> bytes:
         try:

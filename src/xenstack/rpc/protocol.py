@@ -93,6 +93,7 @@ class RpcProtocol(asyncio.Protocol):
         self.busy = False
         self.closed = False
         self.peer = ""
+        self.origins: dict[str, Any] = {}  # per protocol, made once per connection
         self.idle: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
