@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import XenAPI
 
+from xenstack.impl.hypervisor import hypervisor
 from xenstack.testing import RunningPool
 
 GiB = 1 << 30
@@ -30,18 +32,14 @@ def new_vm(session: Any, label: str = "vm") -> str:
 
 
 def running_vm(session: Any, pool: RunningPool, label: str = "vm") -> str:
-    """A running VM: started through the API, or marked running when start is unavailable."""
+    """A running VM whose (simulated) guest agent has reported PV drivers, so it hotplugs."""
     vm = new_vm(session, label)
-    try:
-        session.xenapi.VM.start(vm, False, True)
-    except XenAPI.Failure:
-        host = pool_master(session)
-
-        def mark(ts: Any) -> None:
-            with ts.db.transaction() as db:
-                db.update("VM", vm, power_state="Running", resident_on=host)
-
-        pool.call(mark)
+    pool.call(lambda ts: setattr(hypervisor(ts), "guest_agent_delay", 0.02))
+    session.xenapi.VM.start(vm, False, True)
+    deadline = time.monotonic() + 5
+    while session.xenapi.VM.get_guest_metrics(vm) == "OpaqueRef:NULL":
+        assert time.monotonic() < deadline, "the guest agent never reported"
+        time.sleep(0.01)
     return vm
 
 

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import XenAPI
-from vmkit import GIB, failure, new_vm
+from vmkit import GIB, disk_record, failure, local_sr, login, new_vm
 
 from xenstack.testing import RunningPool, simulated_pool
 
@@ -25,39 +24,12 @@ def pool() -> Iterator[RunningPool]:
 
 @pytest.fixture
 def x(pool: RunningPool) -> Iterator[Any]:
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password("root", pool.password, "1.0", "vm-tests")
-    yield s.xenapi
-    s.xenapi.session.logout()
-
-
-def local_sr(x: Any) -> str:
-    return str(
-        next(
-            r
-            for r, rec in x.SR.get_all_records().items()
-            if rec["type"] != "iso" and rec["content_type"] != "iso" and rec["type"] != "udev"
-        )
-    )
+    yield from login(pool, "vm-tests")
 
 
 def vm_with_disk_and_vif(x: Any, name: str = "vm") -> tuple[str, str]:
     vm = new_vm(x, name=name)
-    vdi = x.VDI.create(
-        {
-            "name_label": f"{name} disk",
-            "name_description": "",
-            "SR": local_sr(x),
-            "virtual_size": str(GIB),
-            "type": "user",
-            "sharable": False,
-            "read_only": False,
-            "other_config": {},
-            "xenstore_data": {},
-            "sm_config": {},
-            "tags": [],
-        }
-    )
+    vdi = x.VDI.create(disk_record(local_sr(x), f"{name} disk"))
     x.VBD.create(
         {
             "VM": vm,

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import XenAPI
-from vmkit import GIB, MIB, failure, new_vm, set_delays, wait_for
+from vmkit import GIB, MIB, failure, login, new_vm, set_delays, vif_record, wait_for
 
 from xenstack.testing import RunningPool, simulated_pool
 
@@ -27,10 +26,7 @@ def pool() -> Iterator[RunningPool]:
 
 @pytest.fixture
 def x(pool: RunningPool) -> Iterator[Any]:
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password("root", pool.password, "1.0", "vm-tests")
-    yield s.xenapi
-    s.xenapi.session.logout()
+    yield from login(pool, "vm-tests")
 
 
 def master(x: Any) -> str:
@@ -220,36 +216,14 @@ def test_allowed_devices(x: Any) -> None:
     vbds = x.VM.get_allowed_VBD_devices(vm)
     assert vbds[:3] == ["0", "1", "2"] and len(vbds) == 255
     net = x.network.get_all()[0]
-    x.VIF.create(
-        {
-            "device": "0",
-            "network": net,
-            "VM": vm,
-            "MAC": "",
-            "MTU": "1500",
-            "other_config": {},
-            "qos_algorithm_type": "",
-            "qos_algorithm_params": {},
-        }
-    )
+    x.VIF.create(vif_record(vm, net))
     assert x.VM.get_allowed_VIF_devices(vm)[0] == "1"
 
 
 def test_guest_agent_reports_ip_per_vif(x: Any) -> None:
     vm = new_vm(x)
     net = x.network.get_all()[0]
-    x.VIF.create(
-        {
-            "device": "0",
-            "network": net,
-            "VM": vm,
-            "MAC": "",
-            "MTU": "1500",
-            "other_config": {},
-            "qos_algorithm_type": "",
-            "qos_algorithm_params": {},
-        }
-    )
+    x.VIF.create(vif_record(vm, net))
     x.VM.start(vm, False, False)
     gm = wait_for(
         lambda: x.VM.get_guest_metrics(vm) != "OpaqueRef:NULL" and x.VM.get_guest_metrics(vm)

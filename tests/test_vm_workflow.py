@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import XenAPI
-from vmkit import add_hosts, failure, wait_for
+from vmkit import add_hosts, failure, login, vif_record, wait_for
 
 from xenstack.testing import RunningPool, simulated_pool
 
@@ -23,10 +22,7 @@ def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningPool]:
 
 @pytest.fixture
 def x(pool: RunningPool) -> Iterator[Any]:
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password("root", pool.password, "1.0", "workflow")
-    yield s.xenapi
-    s.xenapi.session.logout()
+    yield from login(pool, "workflow")
 
 
 def shared_sr(x: Any) -> str:
@@ -62,18 +58,7 @@ def test_a_vms_life(x: Any) -> None:
     vm = install(x, "Debian Bookworm 12", "web01", sr)
     assert x.VM.get_is_a_template(vm) is False
     net = x.network.get_all()[0]
-    x.VIF.create(
-        {
-            "device": "0",
-            "network": net,
-            "VM": vm,
-            "MAC": "",
-            "MTU": "1500",
-            "other_config": {},
-            "qos_algorithm_type": "",
-            "qos_algorithm_params": {},
-        }
-    )
+    x.VIF.create(vif_record(vm, net))
     x.VM.start(vm, False, False)
     assert failure(x.VM.clean_shutdown, vm) == ["VM_LACKS_FEATURE", vm]  # HVM, no agent yet
 

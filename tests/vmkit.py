@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -98,3 +98,68 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def login(pool: RunningPool, label: str) -> Iterator[Any]:
+    """A logged-in SDK ``xenapi`` proxy for a fixture to yield; logs out afterwards."""
+    s = XenAPI.Session(pool.url)
+    s.xenapi.login_with_password("root", pool.password, "1.0", label)
+    yield s.xenapi
+    s.xenapi.session.logout()
+
+
+def vif_record(vm: str, network: str, device: str = "0") -> dict[str, Any]:
+    """The VIF.create record a client sends (MAC chosen by the server)."""
+    return {
+        "device": device,
+        "network": network,
+        "VM": vm,
+        "MAC": "",
+        "MTU": "1500",
+        "other_config": {},
+        "qos_algorithm_type": "",
+        "qos_algorithm_params": {},
+    }
+
+
+def local_sr(x: Any) -> str:
+    """The first SR that can hold disks (not an ISO library or removable media)."""
+    return str(
+        next(
+            r
+            for r, rec in x.SR.get_all_records().items()
+            if rec["type"] != "iso" and rec["content_type"] != "iso" and rec["type"] != "udev"
+        )
+    )
+
+
+def disk_record(sr: str, name: str = "disk", size: int = GIB) -> dict[str, Any]:
+    return {
+        "name_label": name,
+        "name_description": "",
+        "SR": sr,
+        "virtual_size": str(size),
+        "type": "user",
+        "sharable": False,
+        "read_only": False,
+        "other_config": {},
+        "xenstore_data": {},
+        "sm_config": {},
+        "tags": [],
+    }
+
+
+def vbd_record(vm: str, vdi: str, userdevice: str = "autodetect") -> dict[str, Any]:
+    return {
+        "VM": vm,
+        "VDI": vdi,
+        "userdevice": userdevice,
+        "bootable": False,
+        "mode": "RW",
+        "type": "Disk",
+        "unpluggable": True,
+        "empty": False,
+        "other_config": {},
+        "qos_algorithm_type": "",
+        "qos_algorithm_params": {},
+    }

@@ -1,13 +1,19 @@
-"""What VBDs and VIFs share: device numbers, power-state checks, metrics rows."""
+"""What VBDs and VIFs share: device numbers, metrics rows, operation marks, hotplug."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from ..api.accessors import new_ref, new_uuid
+from ..api.context import Context
 from ..api.tasks import now
 from ..db.store import Database
-from ..errors import ApiError
+from ..xenops.interface import DomainInfo
+from . import device_lifecycle
+from .hypervisor import Hypervisor, backend_errors, hypervisor
 
 _NAMED = re.compile(r"^(xvd|hd|sd)([a-z]+)(\d*)$")
 MAX_VBD_DEVICE = 254
@@ -59,18 +65,6 @@ def free_vif_devices(db: Database, vm: str) -> list[str]:
     return [str(n) for n in range(MAX_VIF_DEVICE + 1) if str(n) not in used]
 
 
-def assert_running(db: Database, vm: str) -> None:
-    """Hotplug needs a running VM: VM_BAD_POWER_STATE [vm, running, actual]."""
-    state = db.get("VM", vm)["power_state"]
-    if state != "Running":
-        raise ApiError("VM_BAD_POWER_STATE", [vm, "running", state.lower()])
-
-
-def assert_not_suspended(db: Database, vm: str) -> None:
-    if db.get("VM", vm)["power_state"] == "Suspended":
-        raise ApiError("VM_BAD_POWER_STATE", [vm, "halted, running", "suspended"])
-
-
 def new_metrics(db: Database, cls: str) -> str:
     """A VBD_metrics or VIF_metrics row with zero I/O."""
     ref = new_ref()
@@ -86,3 +80,80 @@ def touch_metrics(db: Database, cls: str, ref: str) -> None:
 def drop_metrics(db: Database, cls: str, ref: str) -> None:
     if db.exists(cls, ref):
         db.destroy(cls, ref)
+
+
+# ---- hotplug: what VBD.plug/unplug and VIF.plug/unplug share -----------------------------
+
+
+def backend_device(cls: str, row: dict[str, Any]) -> str:
+    """The name the backend knows a device by (as in :func:`hypervisor.domain_spec`)."""
+    return str(row["userdevice"] if cls == "VBD" else row["device"])
+
+
+def set_attached(db: Database, cls: str, ref: str, attached: bool) -> None:
+    """Record that the device is (or is no longer) attached to its VM's domain."""
+    row = db.get(cls, ref)
+    fields: dict[str, Any] = {"currently_attached": attached}
+    if cls == "VBD":
+        number = disk_number(row["userdevice"])
+        fields["device"] = disk_name(number) if number is not None else row["userdevice"]
+    with db.transaction():
+        db.update(cls, ref, **fields)
+        touch_metrics(db, f"{cls}_metrics", row["metrics"])
+        device_lifecycle.refresh(db, cls, ref)
+
+
+@contextmanager
+def device_operation(db: Database, cls: str, ref: str, op: str, task: str) -> Iterator[None]:
+    """Check ``op`` against the device's table, mark it in current_operations while it runs."""
+    with db.transaction():
+        device_lifecycle.assert_operation_valid(db, cls, ref, op)
+        current = db.get(cls, ref)["current_operations"]
+        db.set(cls, ref, "current_operations", {**current, task: op})
+        device_lifecycle.refresh(db, cls, ref)
+    try:
+        yield
+    finally:
+        if db.exists(cls, ref):
+            with db.transaction():
+                current = db.get(cls, ref)["current_operations"]
+                db.set(
+                    cls, ref, "current_operations", {t: o for t, o in current.items() if t != task}
+                )
+                device_lifecycle.refresh(db, cls, ref)
+
+
+async def hotplug(ctx: Context, cls: str, ref: str, op: str) -> None:
+    """Plug or unplug a device of a running VM through the backend, then record it."""
+    db = ctx.db
+    db.get(cls, ref)
+    attach = op == "plug"
+    with device_operation(db, cls, ref, op, ctx.task or new_ref()):
+        row = db.get(cls, ref)
+        hv = hypervisor(ctx)
+        action = f"{cls.lower()}_{'plug' if attach else 'unplug'}"
+        with backend_errors():
+            await getattr(hv.backend, action)(row["VM"], backend_device(cls, row))
+        set_attached(db, cls, ref, attach)
+
+
+async def sync_hotplug(hv: Hypervisor, db: Database, vm_ref: str, info: DomainInfo) -> None:
+    """Make a resumed domain's devices those the database says are attached.
+
+    A device created with ``currently_attached`` while the VM was suspended is plugged; one
+    unplugged or destroyed meanwhile is unplugged.
+    """
+    vm = db.get("VM", vm_ref)
+    for cls, refs, present in (("VBD", vm["VBDs"], info.vbds), ("VIF", vm["VIFs"], info.vifs)):
+        rows = [db.get(cls, r) for r in refs if db.exists(cls, r)]
+        wanted = {backend_device(cls, r) for r in rows if r["currently_attached"]}
+        backend = hv.backend
+        plug, unplug = (
+            getattr(backend, f"{cls.lower()}_plug"),
+            getattr(backend, f"{cls.lower()}_unplug"),
+        )
+        with backend_errors():
+            for device in sorted(wanted - set(present)):
+                await plug(vm_ref, device)
+            for device in sorted(set(present) - wanted):
+                await unplug(vm_ref, device)

@@ -7,13 +7,14 @@ the VMs without one are the ones that prevent evacuation, each with its reason.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from ..api.context import Context
 from ..api.tasks import now
 from ..db.store import Database
 from ..errors import ApiError
-from ..idl.types import DateTime
+from ..idl.types import NULL_REF, DateTime
 from .hypervisor import Hypervisor, hypervisor
 from .registry import implements
 from .vm_lifecycle import operation_error, vm_operation
@@ -97,17 +98,65 @@ def assert_can_evacuate(ctx: Context, host: str) -> None:
         raise ApiError("CANNOT_EVACUATE_HOST", [text])
 
 
+DEFAULT_EVACUATION_BATCH = 10  # XAPI's evacuation_batch_size default
+
+
+def assert_migration_network(db: Database, network: str, hosts: set[str]) -> None:
+    """Each destination needs a plugged PIF with an IP address on the migration network."""
+    for host in sorted(hosts):
+        pifs = [
+            (ref, pif)
+            for ref, pif in db.table("PIF").rows.items()
+            if pif["network"] == network and pif["host"] == host
+        ]
+        if not pifs:
+            raise ApiError("PIF_NOT_PRESENT", [host, network])
+        ref, pif = pifs[0]
+        if not pif["currently_attached"]:
+            raise ApiError("REQUIRED_PIF_IS_UNPLUGGED", [ref])
+        if not pif["IP"] and not pif["IPv6"]:
+            raise ApiError("INTERFACE_HAS_NO_IP", [ref])
+
+
 @implements("host.evacuate")
 async def evacuate(ctx: Context, host: str, network: str, evacuate_batch_size: int) -> None:
-    """Migrate every user VM off the host, as planned; fail first if any cannot go."""
+    """Migrate every user VM off the host, as planned; fail first if any cannot go.
+
+    ``network`` (unless null) carries the migrations, so every destination must have an IP
+    on it; at most ``evacuate_batch_size`` migrations run at once (XAPI's default if <= 0).
+    A VM that stopped meanwhile (VM_BAD_POWER_STATE) is not an error.
+    """
+    db = ctx.db
+    db.get("host", host)
+    if network != NULL_REF:
+        db.get("network", network)
     assert_can_evacuate(ctx, host)
-    hv, db = hypervisor(ctx), ctx.db
+    hv = hypervisor(ctx)
     plan = evacuation_plan(hv, db, host)
-    for n, (vm, target) in enumerate(plan.items()):
-        assert isinstance(target, str)
-        with vm_operation(db, vm, "pool_migrate", task_of(ctx)):
-            await move(ctx, hv, db, vm, target)
-        ctx.toolstack.tasks.progress(ctx.task, (n + 1) / len(plan))
+    if network != NULL_REF:
+        assert_migration_network(db, network, {str(t) for t in plan.values()})
+    batch = evacuate_batch_size if evacuate_batch_size > 0 else DEFAULT_EVACUATION_BATCH
+    limit = asyncio.Semaphore(batch)
+    done = 0
+
+    async def migrate(vm: str, target: str) -> None:
+        nonlocal done
+        async with limit:
+            try:
+                with vm_operation(db, vm, "pool_migrate", task_of(ctx)):
+                    await move(ctx, hv, db, vm, target)
+            except ApiError as err:
+                if err.code != "VM_BAD_POWER_STATE":
+                    raise
+            done += 1
+            ctx.toolstack.tasks.progress(ctx.task, done / len(plan))
+
+    results = await asyncio.gather(
+        *(migrate(vm, str(t)) for vm, t in plan.items()), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 @implements("host.compute_free_memory")

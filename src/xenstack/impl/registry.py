@@ -6,10 +6,14 @@ by wire name. A message with no function answers NOT_IMPLEMENTED.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..idl.model import message
+
+if TYPE_CHECKING:
+    from ..api.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 HANDLERS: dict[str, Callable[..., Any]] = {}
@@ -26,3 +30,9 @@ def implements(*wire_names: str) -> Callable[[F], F]:
         return fn
 
     return register
+
+
+async def call(ctx: Context, name: str, *args: Any) -> Any:
+    """Call another class's server function as the API would, awaiting it if needed."""
+    result = HANDLERS[name](ctx, *args)
+    return await result if inspect.isawaitable(result) else result

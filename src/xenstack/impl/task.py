@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from ..api.accessors import new_ref, new_uuid
 from ..api.context import Context
-from ..api.tasks import now
 from .registry import implements
 
 
@@ -16,22 +14,7 @@ def cancel(ctx: Context, task: str) -> None:
 
 @implements("task.create")
 def create(ctx: Context, label: str, description: str) -> str:
-    ref = new_ref()
-    with ctx.db.transaction() as db:
-        db.create(
-            "task",
-            ref,
-            {
-                "uuid": new_uuid(),
-                "name_label": label,
-                "name_description": description,
-                "status": "pending",
-                "created": now(),
-                "resident_on": ctx.this_host,
-                "session": ctx.session,
-            },
-        )
-    return ref
+    return ctx.toolstack.tasks.create(ctx, label, description)
 
 
 @implements("task.destroy")

@@ -9,35 +9,24 @@ from ..api.context import Context
 from ..db.store import Database
 from ..errors import ApiError
 from ..idl.types import NULL_REF
-from . import devices
+from . import device_lifecycle, devices
 from .registry import implements
 from .vdi import refresh_allowed as refresh_vdi
 
 ATTACHABLE_VDI_TYPES = frozenset(
     {"system", "user", "ephemeral", "suspend", "crashdump", "metadata", "rrd", "pvs_cache"}
 )
-REMOVABLE = frozenset({"CD", "Floppy"})
 
 
 def allowed_operations(db: Database, vbd: str) -> list[str]:
-    row = db.get("VBD", vbd)
-    vm = db.get("VM", row["VM"])
-    ops = ["attach"] if vm["power_state"] != "Suspended" else []
-    if vm["power_state"] == "Running":
-        if row["currently_attached"]:
-            ops += ["unplug", "unplug_force"] if row["unpluggable"] else []
-        else:
-            ops.append("plug")
-    if row["type"] in REMOVABLE and vm["power_state"] != "Suspended":
-        ops.append("insert" if row["empty"] else "eject")
-    return ops
+    return device_lifecycle.allowed_operations(db, "VBD", vbd)
 
 
 def refresh(db: Database, vbd: str) -> None:
     """Recompute the VBD's and its VDI's allowed operations."""
-    db.set("VBD", vbd, "allowed_operations", allowed_operations(db, vbd))
+    device_lifecycle.refresh(db, "VBD", vbd)
     vdi = db.get("VBD", vbd)["VDI"]
-    if vdi != NULL_REF:
+    if vdi != NULL_REF and db.exists("VDI", vdi):
         refresh_vdi(db, vdi)
 
 
@@ -125,55 +114,27 @@ def destroy(ctx: Context, self_: str) -> None:
             refresh_vdi(db, row["VDI"])
 
 
-def set_attached(db: Database, vbd: str, attached: bool) -> None:
-    """Record a (simulated) hotplug: device name, currently_attached, metrics."""
-    row = db.get("VBD", vbd)
-    number = devices.disk_number(row["userdevice"])
-    device = devices.disk_name(number) if number is not None else row["userdevice"]
-    with db.transaction():
-        db.update("VBD", vbd, currently_attached=attached, device=device)
-        devices.touch_metrics(db, "VBD_metrics", row["metrics"])
-        refresh(db, vbd)
-
-
 @implements("VBD.plug")
-def plug(ctx: Context, self_: str) -> None:
-    db = ctx.db
-    row = db.get("VBD", self_)
-    devices.assert_running(db, row["VM"])
-    if row["currently_attached"]:
-        raise ApiError("DEVICE_ALREADY_ATTACHED", [self_])
-    set_attached(db, self_, True)
+async def plug(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VBD", self_, "plug")
 
 
-@implements("VBD.unplug", "VBD.unplug_force")
-def unplug(ctx: Context, self_: str) -> None:
-    db = ctx.db
-    row = db.get("VBD", self_)
-    devices.assert_running(db, row["VM"])
-    if not row["currently_attached"]:
-        raise ApiError("DEVICE_ALREADY_DETACHED", [self_])
-    if not row["unpluggable"]:
-        raise ApiError("VBD_NOT_UNPLUGGABLE", [self_])
-    set_attached(db, self_, False)
+@implements("VBD.unplug")
+async def unplug(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VBD", self_, "unplug")
 
 
-def _assert_removable(db: Database, vbd: str) -> dict[str, Any]:
-    row = db.get("VBD", vbd)
-    if row["type"] not in REMOVABLE:
-        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", [vbd])
-    return row
+@implements("VBD.unplug_force")
+async def unplug_force(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VBD", self_, "unplug_force")
 
 
 @implements("VBD.insert")
 def insert(ctx: Context, vbd: str, vdi: str) -> None:
     db = ctx.db
-    row = db.get("VBD", vbd)
+    db.get("VBD", vbd)
     db.get("VDI", vdi)
-    devices.assert_not_suspended(db, row["VM"])
-    _assert_removable(db, vbd)
-    if not row["empty"]:
-        raise ApiError("VBD_NOT_EMPTY", [vbd])
+    device_lifecycle.assert_operation_valid(db, "VBD", vbd, "insert")
     if not db.get("VDI", vdi)["managed"]:
         raise ApiError("VDI_NOT_MANAGED", [vdi])
     with db.transaction():
@@ -184,10 +145,8 @@ def insert(ctx: Context, vbd: str, vdi: str) -> None:
 @implements("VBD.eject")
 def eject(ctx: Context, vbd: str) -> None:
     db = ctx.db
-    row = _assert_removable(db, vbd)
-    if row["empty"]:
-        raise ApiError("VBD_IS_EMPTY", [vbd])
-    devices.assert_not_suspended(db, row["VM"])
+    row = db.get("VBD", vbd)
+    device_lifecycle.assert_operation_valid(db, "VBD", vbd, "eject")
     old = row["VDI"]
     with db.transaction():
         db.update("VBD", vbd, VDI=NULL_REF, empty=True)

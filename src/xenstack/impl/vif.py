@@ -12,7 +12,7 @@ from ..api.context import Context
 from ..db.store import Database
 from ..errors import ApiError
 from ..idl.types import NULL_REF
-from . import devices
+from . import device_lifecycle, devices
 from .registry import implements
 
 MAC_SEED_KEY = "mac_seed"
@@ -38,18 +38,8 @@ def random_mac() -> str:
     return _local_unicast(list(secrets.token_bytes(6)))
 
 
-def allowed_operations(db: Database, vif: str) -> list[str]:
-    row = db.get("VIF", vif)
-    vm = db.get("VM", row["VM"])
-    if vm["power_state"] != "Running":
-        return ["attach"]
-    if row["currently_attached"]:
-        return ["attach", "unplug"]
-    return ["attach"] if vm["is_control_domain"] else ["attach", "plug"]
-
-
 def _refresh(db: Database, vif: str) -> None:
-    db.set("VIF", vif, "allowed_operations", allowed_operations(db, vif))
+    device_lifecycle.refresh(db, "VIF", vif)
 
 
 def _choose_mac(db: Database, vm: str, device: str, mac: str) -> tuple[str, bool]:
@@ -117,35 +107,14 @@ def destroy(ctx: Context, self_: str) -> None:
         db.destroy("VIF", self_)
 
 
-def set_attached(db: Database, vif: str, attached: bool) -> None:
-    """Record a (simulated) hotplug of the VIF."""
-    row = db.get("VIF", vif)
-    with db.transaction():
-        db.update("VIF", vif, currently_attached=attached)
-        devices.touch_metrics(db, "VIF_metrics", row["metrics"])
-        _refresh(db, vif)
-
-
 @implements("VIF.plug")
-def plug(ctx: Context, self_: str) -> None:
-    db = ctx.db
-    row = db.get("VIF", self_)
-    if db.get("VM", row["VM"])["is_control_domain"]:
-        raise ApiError("OPERATION_NOT_ALLOWED", ["Control domain does not support hotplug"])
-    devices.assert_running(db, row["VM"])
-    if row["currently_attached"]:
-        raise ApiError("DEVICE_ALREADY_ATTACHED", [self_])
-    set_attached(db, self_, True)
+async def plug(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VIF", self_, "plug")
 
 
 @implements("VIF.unplug", "VIF.unplug_force")
-def unplug(ctx: Context, self_: str) -> None:
-    db = ctx.db
-    row = db.get("VIF", self_)
-    devices.assert_running(db, row["VM"])
-    if not row["currently_attached"]:
-        raise ApiError("DEVICE_ALREADY_DETACHED", [self_])
-    set_attached(db, self_, False)
+async def unplug(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VIF", self_, "unplug")
 
 
 @implements("VIF.move")

@@ -8,7 +8,6 @@ removes whatever was made, so a failed clone leaves nothing behind.
 
 from __future__ import annotations
 
-import inspect
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +19,9 @@ from ..api.tasks import now
 from ..db.store import Database
 from ..errors import ApiError
 from ..idl.types import NULL_REF
+from . import vm_suspend_image as suspend_image
 from .hypervisor import backend_errors, hypervisor
-from .registry import HANDLERS, implements
+from .registry import HANDLERS, call, implements
 from .vm_lifecycle import update_allowed_operations, vm_operation
 from .vm_metrics import record_halted, record_suspended
 from .vm_power import task_of
@@ -67,12 +67,6 @@ DEVICE_RUNTIME = frozenset(
         "metrics",
     }
 )
-
-
-async def call(ctx: Context, name: str, *args: Any) -> Any:
-    """Call another class's server function as the API would, awaiting it if needed."""
-    result = HANDLERS[name](ctx, *args)
-    return await result if inspect.isawaitable(result) else result
 
 
 class Undo:
@@ -288,15 +282,19 @@ async def checkpoint(ctx: Context, vm: str, new_name: str) -> str:
     with vm_operation(db, vm, "checkpoint", task_of(ctx)):
         live = db.get("VM", vm)["power_state"] in ("Running", "Paused")
         snap = await make_copy(ctx, vm, new_name, "snapshot", **_snapshot_fields(db, vm))
+        image = NULL_REF
         try:
             if live:
+                image = await suspend_image.create(ctx, vm, db.get("VM", vm)["resident_on"])
                 await save_memory(ctx, vm, snap)
         except BaseException:
+            await suspend_image.destroy(ctx, image)
             await discard_vm(ctx, snap)
             raise
         with db.transaction():
             db.set("VM", vm, "parent", snap)
             db.set("VM", snap, "power_state", "Suspended" if live else "Halted")
+            db.set("VM", snap, "suspend_VDI", image)
             update_allowed_operations(db, snap)
         return snap
 
@@ -324,6 +322,7 @@ async def _revert(ctx: Context, snapshot: str, vm: str) -> None:
             await hv.backend.vm_shutdown(vm, clean=False)
         hv.backend.vm_discard_image(vm)
     old_vdis = [db.get("VBD", v)["VDI"] for v in row["VBDs"] if db.exists("VBD", v)]
+    await suspend_image.drop(ctx, vm)
     with db.transaction():
         record_halted(db, vm)
         hv.sync_memory(db, row["resident_on"])
@@ -342,6 +341,7 @@ async def _revert(ctx: Context, snapshot: str, vm: str) -> None:
     if snap["power_state"] == "Suspended":
         with backend_errors():
             hv.backend.vm_copy_image(snapshot, vm)
+        await suspend_image.copy_to(ctx, snapshot, vm)
         with db.transaction():
             record_suspended(db, vm)
 

@@ -239,9 +239,12 @@ def allowed_operations(db: Database, vm_ref: str) -> list[str]:
 
 
 def update_allowed_operations(db: Database, vm_ref: str) -> None:
-    """Recompute the VM's ``allowed_operations`` (inside the caller's transaction)."""
+    """Recompute the VM's and its devices' ``allowed_operations`` (in the caller's transaction)."""
+    from .device_lifecycle import refresh_vm_devices
+
     with db.transaction():
         db.set("VM", vm_ref, "allowed_operations", allowed_operations(db, vm_ref))
+        refresh_vm_devices(db, vm_ref)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from ..api.tasks import now
 from ..db.store import Database
 from ..idl.types import NULL_REF, DateTime
 from ..xenops.interface import DomainInfo
+from .devices import disk_name, disk_number
 
 
 def ensure_metrics(db: Database, vm_ref: str) -> str:
@@ -61,14 +62,14 @@ def record_domain(db: Database, vm_ref: str, info: DomainInfo, *, started: bool)
         fields["start_time"] = _time(info.start_time)
     db.update("VM_metrics", metrics, **fields)
     if started:
-        _set_attached(db, vm, True)
+        _set_attached(db, vm, info)
 
 
 def record_halted(db: Database, vm_ref: str) -> None:
     """The VM has no domain any more and no saved image."""
     vm = db.get("VM", vm_ref)
     db.update("VM", vm_ref, power_state="Halted", requires_reboot=False)
-    _set_attached(db, vm, False)
+    _set_attached(db, vm, None)
     _clear_residence(db, vm_ref)
     drop_guest_metrics(db, vm_ref)
 
@@ -103,11 +104,20 @@ def drop_guest_metrics(db: Database, vm_ref: str) -> None:
             db.destroy("VM_guest_metrics", guest)
 
 
-def _set_attached(db: Database, vm: dict[str, Any], attached: bool) -> None:
-    for cls, refs in (("VBD", vm["VBDs"]), ("VIF", vm["VIFs"])):
+def _set_attached(db: Database, vm: dict[str, Any], info: DomainInfo | None) -> None:
+    """Devices are attached exactly when the domain (if any) has them."""
+    for cls, refs, present in (
+        ("VBD", vm["VBDs"], info.vbds if info else ()),
+        ("VIF", vm["VIFs"], info.vifs if info else ()),
+    ):
         for ref in refs:
             if db.exists(cls, ref):
-                db.set(cls, ref, "currently_attached", attached)
+                row = db.get(cls, ref)
+                name = row["userdevice"] if cls == "VBD" else row["device"]
+                db.set(cls, ref, "currently_attached", name in present)
+                number = disk_number(name) if cls == "VBD" and name in present else None
+                if number is not None:
+                    db.set(cls, ref, "device", disk_name(number))
 
 
 def _flag(value: str | None) -> bool:

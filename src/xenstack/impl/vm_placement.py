@@ -1,9 +1,10 @@
 """Where a VM may run: the checks of ``assert_can_boot_here`` and the choice of a host.
 
 A host qualifies when it is live and enabled, sees every SR the VM's disks are on (a plugged
-PBD), has a PIF on every external network the VM's VIFs use, has enough CPUs and enough free
-memory for the VM's dynamic minimum plus overhead. Among qualifying hosts ``choose_host``
-prefers the VM's affinity, then the host with the most free memory.
+PBD), has a PIF on every external network the VM's VIFs use, has enough CPUs and enough memory
+for the VM's dynamic minimum plus overhead: free memory plus what ballooning the other guests
+down to their dynamic minimum would reclaim (see :mod:`.vm_squeeze`). Among qualifying hosts
+``choose_host`` prefers the VM's affinity, then the host with the most free memory.
 """
 
 from __future__ import annotations
@@ -63,6 +64,22 @@ def srs_on_host(db: Database, host_ref: str) -> set[str]:
     }
 
 
+def reclaimable_memory(hv: Hypervisor, db: Database, host_ref: str) -> int:
+    """Bytes ballooning every guest on the host down to its dynamic minimum would free."""
+    vms = db.table("VM").rows
+    total = 0
+    for dom in hv.backend.host_domains(hv.host(db, host_ref)):
+        vm = vms.get(dom.vm_id)
+        if vm is not None and not vm["is_control_domain"]:
+            total += max(0, dom.memory_actual - int(vm["memory_dynamic_min"]))
+    return total
+
+
+def memory_available(hv: Hypervisor, db: Database, host_ref: str) -> int:
+    """Free memory with every guest squeezed to its dynamic minimum (XAPI's compression)."""
+    return hv.memory_free(db, host_ref) + reclaimable_memory(hv, db, host_ref)
+
+
 def assert_can_see_networks(db: Database, vm_ref: str, vm: dict[str, Any], host_ref: str) -> None:
     vifs, networks, pifs = db.table("VIF").rows, db.table("network").rows, db.table("PIF").rows
     for vif in vm["VIFs"]:
@@ -95,7 +112,7 @@ def assert_can_boot_here(
             raise ApiError("VM_REQUIRES_SR", [vm_ref, sr])
     assert_can_see_networks(db, vm_ref, vm, host_ref)
     if check_memory and not local:
-        needed, available = start_memory(vm), hv.memory_free(db, host_ref)
+        needed, available = start_memory(vm), memory_available(hv, db, host_ref)
         if available < needed:
             raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", [needed, available])
     pcpus = int(host["cpu_info"].get("cpu_count", "0") or "0")

@@ -7,15 +7,20 @@ operation mark is removed, so the VM is left as it was.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from ..api.accessors import new_ref
 from ..api.context import Context
 from ..errors import ApiError
 from . import guest_agent
+from . import vm_suspend_image as suspend_image
+from .devices import sync_hotplug
 from .hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
 from .registry import implements
 from .vm_lifecycle import update_allowed_operations, vm_operation
 from .vm_metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
-from .vm_placement import assert_can_boot_here, choose_host, host_is_live
+from .vm_placement import assert_can_boot_here, choose_host, host_is_live, start_memory
+from .vm_squeeze import making_room
 
 
 def task_of(ctx: Context) -> str:
@@ -27,8 +32,9 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     """Start the VM's domain on ``host`` and record it (the operation is already marked)."""
     db = ctx.db
     assert_can_boot_here(hv, db, vm, host)
-    with backend_errors():
-        info = await hv.backend.vm_start(hv.host(db, host), domain_spec(db, vm), paused)
+    async with making_room(hv, db, host, start_memory(db.get("VM", vm))):
+        with backend_errors():
+            info = await hv.backend.vm_start(hv.host(db, host), domain_spec(db, vm), paused)
     with db.transaction():
         record_domain(db, vm, info, started=True)
         hv.sync_memory(db, host)
@@ -65,16 +71,7 @@ async def halt(ctx: Context, vm: str, op: str, clean: bool) -> None:
         with db.transaction():
             record_halted(db, vm)
             hv.sync_memory(db, host)
-
-
-@implements("VM.clean_shutdown")
-async def clean_shutdown(ctx: Context, vm: str) -> None:
-    await halt(ctx, vm, "clean_shutdown", clean=True)
-
-
-@implements("VM.hard_shutdown")
-async def hard_shutdown(ctx: Context, vm: str) -> None:
-    await halt(ctx, vm, "hard_shutdown", clean=False)
+        await suspend_image.drop(ctx, vm)
 
 
 @implements("VM.shutdown")
@@ -100,51 +97,55 @@ async def reboot(ctx: Context, vm: str, op: str, clean: bool) -> None:
         guest_agent.schedule(hv, vm, info.domid)
 
 
-@implements("VM.clean_reboot")
-async def clean_reboot(ctx: Context, vm: str) -> None:
-    await reboot(ctx, vm, "clean_reboot", clean=True)
+def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
+    async def run(ctx: Context, vm: str) -> None:
+        await body(ctx, vm, op, clean)
+
+    implements(f"VM.{op}")(run)
 
 
-@implements("VM.hard_reboot")
-async def hard_reboot(ctx: Context, vm: str) -> None:
-    await reboot(ctx, vm, "hard_reboot", clean=False)
+for _verb, _body in (("shutdown", halt), ("reboot", reboot)):
+    _clean_or_hard(_body, f"clean_{_verb}", True)
+    _clean_or_hard(_body, f"hard_{_verb}", False)
 
 
-@implements("VM.pause")
-async def pause(ctx: Context, vm: str) -> None:
-    ctx.db.get("VM", vm)
-    hv = hypervisor(ctx)
-    with vm_operation(ctx.db, vm, "pause", task_of(ctx)):
-        with backend_errors():
-            info = await hv.backend.vm_pause(vm)
-        with ctx.db.transaction():
-            record_domain(ctx.db, vm, info, started=False)
+def _pause_or_unpause(op: str) -> None:
+    async def run(ctx: Context, vm: str) -> None:
+        ctx.db.get("VM", vm)
+        hv = hypervisor(ctx)
+        with vm_operation(ctx.db, vm, op, task_of(ctx)):
+            with backend_errors():
+                info = await getattr(hv.backend, f"vm_{op}")(vm)
+            with ctx.db.transaction():
+                record_domain(ctx.db, vm, info, started=False)
+
+    implements(f"VM.{op}")(run)
 
 
-@implements("VM.unpause")
-async def unpause(ctx: Context, vm: str) -> None:
-    ctx.db.get("VM", vm)
-    hv = hypervisor(ctx)
-    with vm_operation(ctx.db, vm, "unpause", task_of(ctx)):
-        with backend_errors():
-            info = await hv.backend.vm_unpause(vm)
-        with ctx.db.transaction():
-            record_domain(ctx.db, vm, info, started=False)
+_pause_or_unpause("pause")
+_pause_or_unpause("unpause")
 
 
 @implements("VM.suspend")
 async def suspend(ctx: Context, vm: str) -> None:
+    """Save the memory into a new suspend VDI; on failure the VDI is destroyed again."""
     db = ctx.db
     db.get("VM", vm)
     hv = hypervisor(ctx)
     with vm_operation(db, vm, "suspend", task_of(ctx)):
         host = db.get("VM", vm)["resident_on"]
+        image = await suspend_image.create(ctx, vm, host)
+        try:
+            with backend_errors():
+                await hv.backend.vm_suspend(vm)
+        except BaseException:
+            await suspend_image.destroy(ctx, image)
+            raise
         guest_agent.cancel(hv, vm)
-        with backend_errors():
-            await hv.backend.vm_suspend(vm)
         with db.transaction():
             drop_guest_metrics(db, vm)
             record_suspended(db, vm)
+            db.set("VM", vm, "suspend_VDI", image)
             hv.sync_memory(db, host)
 
 
@@ -157,11 +158,15 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool, op: str) -
     with vm_operation(db, vm, op, task_of(ctx)):
         target = host if host is not None else choose_host(hv, db, vm)
         assert_can_boot_here(hv, db, vm, target)
-        with backend_errors():
-            info = await hv.backend.vm_resume(hv.host(db, target), vm, paused)
+        async with making_room(hv, db, target, start_memory(db.get("VM", vm))):
+            with backend_errors():
+                info = await hv.backend.vm_resume(hv.host(db, target), vm, paused)
+        await sync_hotplug(hv, db, vm, info)
+        info = hv.backend.vm_info(vm) or info
         with db.transaction():
             record_domain(db, vm, info, started=True)
             hv.sync_memory(db, target)
+        await suspend_image.drop(ctx, vm)
         guest_agent.schedule(hv, vm, info.domid)
 
 
@@ -176,7 +181,7 @@ async def resume_on(ctx: Context, vm: str, host: str, start_paused: bool, force:
 
 
 @implements("VM.power_state_reset")
-def power_state_reset(ctx: Context, vm: str) -> None:
+async def power_state_reset(ctx: Context, vm: str) -> None:
     """Force the VM's record to Halted, forgetting any domain whose host is gone."""
     db = ctx.db
     row = db.get("VM", vm)
@@ -196,3 +201,4 @@ def power_state_reset(ctx: Context, vm: str) -> None:
         record_halted(db, vm)
         hv.sync_memory(db, host)
         update_allowed_operations(db, vm)
+    await suspend_image.drop(ctx, vm)

@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from ..api.context import Context
 from ..db.store import Database
 from ..errors import ApiError
-from .registry import HANDLERS, implements
-from .vm_clone import Undo, call, new_device
+from .registry import HANDLERS, call, implements
+from .vm_clone import Undo, new_device
 from .vm_lifecycle import vm_operation
 from .vm_power import task_of
 

@@ -131,11 +131,6 @@ class RpcServer:
             self.app, access_log=None, keepalive_timeout=cfg.idle_timeout, handle_signals=False
         )
         await self.runner.setup()
-        if cfg.port is not None:
-            server = await loop.create_server(
-                self._endpoint("tcp"), cfg.listen, cfg.port, reuse_address=True
-            )
-            self._add(server, "http")
         if cfg.tls_cert and cfg.tls_key:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
@@ -147,6 +142,12 @@ class RpcServer:
             cfg.socket_path.unlink(missing_ok=True)
             server = await loop.create_unix_server(self._endpoint("unix"), str(cfg.socket_path))
             self.servers.append(server)
+        # The plain HTTP port opens last: once it answers, every other listener is up.
+        if cfg.port is not None:
+            server = await loop.create_server(
+                self._endpoint("tcp"), cfg.listen, cfg.port, reuse_address=True
+            )
+            self._add(server, "http")
 
     def _add(self, server: asyncio.Server, name: str) -> None:
         self.servers.append(server)

@@ -108,10 +108,9 @@ def _lookup(name: str, params: list[tuple[str, str]]):  # type: ignore[no-untype
                 raise UsageError("Required parameter not found", req)
         handler = generic.HANDLERS[op]
         return lambda ctx: handler(ctx, kind)
-    from . import ops_infra, ops_pool, ops_vm  # noqa: F401  (register the commands)
-    from .registry import COMMANDS
+    from .registry import load_commands
 
-    cmd = COMMANDS.get(name)
+    cmd = load_commands().get(name)
     if cmd is None:
         raise UsageError("Unknown command", name)
     for req in cmd.reqd:

@@ -147,7 +147,12 @@ def _method(s: str | None) -> str:
 
 
 # fields computed from more than one object: (class, CLI name) -> (kind, path)
-OVERRIDES = {("SR", "host"): ("srhost", "PBDs")}
+OVERRIDES = {
+    ("SR", "host"): ("srhost", "PBDs"),
+    ("VBD", "vdi-name-label"): ("emptyname:VDI", "VDI"),  # "<EMPTY>" for an empty drive
+    ("PIF", "speed"): ("mbits", "metrics@PIF_metrics.speed"),  # "1000 Mbit/s"
+    ("PIF", "duplex"): ("duplex", "metrics@PIF_metrics.duplex"),  # full, half or unknown
+}
 
 
 def _fallback(name: str, kind: str, g: str, call: list[Any], cdef: Any) -> tuple[str, str]:
@@ -196,15 +201,31 @@ def _kind_of_type(ty: Any) -> str:
     )
 
 
+HELPERS = ("get_uuid_map_from_ref_map", "get_uuids_from_refs", "get_uuid_from_ref",
+           "get_name_from_ref")  # fmt: skip
+
+
+def _helper_arg(g: str, kind: str) -> str:
+    """The part of a getter a reference helper reads (``if x.empty then ... else helper x.f``)."""
+    if kind.split(":")[0] not in ("uuid", "name", "uuids", "uuidmap"):
+        return g
+    at = max(g.find(h) for h in HELPERS)
+    return g[at:] if at >= 0 else g
+
+
 def _field(chunk: str, main: str, classes: dict[str, Any], pre: Any) -> tuple[Any, ...] | None:
     lab = _labels(chunk)
     if "name" not in lab:
         return None
     name = lab["name"].strip('"')
     g = lab.get("get", "")
-    src, api = _api_field(g, classes, pre)
-    path = api
     kind = _get_kind(g)
+    src, api = _api_field(_helper_arg(g, kind), classes, pre)
+    if not src:
+        src, api = _api_field(g, classes, pre)
+    if "query_data_source" in g:  # a live data source, not a field of the record
+        src, api = "", ""
+    path = api
     if src and kind.split(":")[0] in ("uuid", "name", "uuids", "uuidmap"):
         kind = f"{kind}:{_ref_class(classes[src].fields[api].type)}"
     if src and src != main:

@@ -51,6 +51,22 @@ MESSAGES = {
     "JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS": "A host with shared SRs cannot join a pool.",
     "CANNOT_CONTACT_HOST": "The host cannot be contacted.",
     "VALUE_NOT_SUPPORTED": "The value is not supported here.",
+    "VM_LACKS_FEATURE": "The VM's guest does not support this operation (no PV drivers or "
+    "feature flag).",
+    "VM_REVERT_FAILED": "The VM could not be reverted to the snapshot.",
+    "VM_MIGRATE_FAILED": "The VM could not be migrated.",
+    "VM_NOT_RESIDENT_HERE": "The VM is not running on this host.",
+    "VBD_NOT_UNPLUGGABLE": "The drive is marked as not unpluggable.",
+    "SR_HAS_PBD": "The SR is still attached to a host; unplug and destroy its PBDs first.",
+    "SR_NOT_EMPTY": "The SR still holds disks.",
+    "SR_OPERATION_NOT_SUPPORTED": "The SR's driver does not support this operation.",
+    "VDI_MISSING": "The SR has no disk with this location.",
+    "PIF_BOND_NEEDS_MORE_MEMBERS": "A bond needs at least two interfaces.",
+    "PIF_ALREADY_BONDED": "The interface is already a member of a bond.",
+    "PIF_VLAN_EXISTS": "The interface already carries a VLAN with this tag.",
+    "HOST_CANNOT_ATTACH_NETWORK": "The host cannot attach to this network.",
+    "XENAPI_MISSING_PLUGIN": "The host has no plug-in with this name.",
+    "XENAPI_PLUGIN_FAILURE": "The plug-in failed.",
     "MEMORY_CONSTRAINT_VIOLATION": "The memory limits do not satisfy static-min <= dynamic-min "
     "<= dynamic-max <= static-max.",
 }

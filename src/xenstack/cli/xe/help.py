@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .output import Printer
-from .registry import COMMANDS, Command
+from .registry import Command, load_commands
 
 SELECTOR_NOTE = {
     "vm": " Pick VMs with field=value filters over 'xe vm-list params=all' fields; 'vm=' "
@@ -34,7 +34,7 @@ def all_commands() -> dict[str, Command]:
     from .fields_table import LISTS
     from .records import record_kind
 
-    table = dict(COMMANDS)
+    table = dict(load_commands())
     for xe_name in LISTS:
         kind = record_kind(xe_name)
         assert kind is not None

@@ -107,3 +107,25 @@ def pool_ref(ctx: Ctx) -> str:
 
 def print_uuid(ctx: Ctx, cls: str, ref: str) -> None:
     ctx.printer.lines([ctx.uuid_of(cls, ref)])
+
+
+def snapshot_ref(ctx: Ctx) -> str:
+    """The snapshot ``snapshot-uuid=`` (or ``uuid=``) names; other VMs are refused."""
+    uuid = ctx.get("snapshot-uuid") or ctx.get("uuid")
+    if uuid is None:
+        raise CliError("Required parameter not found: snapshot-uuid or uuid.")
+    return _vm_kind(ctx, uuid, "is_a_snapshot", "snapshot")
+
+
+def template_ref(ctx: Ctx) -> str:
+    """The template ``template-uuid=`` names; other VMs are refused."""
+    return _vm_kind(ctx, ctx.req("template-uuid"), "is_a_template", "template")
+
+
+def _vm_kind(ctx: Ctx, uuid: str, flag: str, what: str) -> str:
+    ref = ctx.ref_by_uuid("VM", uuid)
+    if not ctx.call(f"VM.get_{flag}", ref):
+        raise CliError(
+            f"This operation can only be performed on a VM {what}. {uuid} is not a VM {what}."
+        )
+    return ref

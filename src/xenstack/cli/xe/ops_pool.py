@@ -6,7 +6,7 @@ import time
 
 from .client import XenApiError
 from .context import STDPARAMS, Ctx
-from .ops_common import host_op, print_uuid
+from .ops_common import host_op
 from .output import CliError
 from .records import kind_for_class, render
 from .registry import command
@@ -189,7 +189,7 @@ def event_wait(ctx: Ctx) -> None:
     name = ctx.req("class")
     api_class = EVENT_CLASSES.get(name)
     if api_class is None:
-        raise CliError(f"Waiting for objects of class '{name}' is not supported")
+        raise CliError(f"Cli listening for class '{name}' not currently implemented")
     conds = [(k, v) for k, v in ctx.params if k not in STDPARAMS and k not in ("class", "timeout")]
     timeout = float(ctx.get("timeout") or "0") or None
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -210,7 +210,7 @@ def _any_matches(ctx: Ctx, api_class: str, conds: list[tuple[str, str]]) -> bool
     fields = [kind.field(k) for k, _ in conds]
     for (k, _), f in zip(conds, fields, strict=True):
         if f is None:
-            raise CliError(f"Unknown field '{k}'")
+            raise CliError(f"key missing: {k}")
     ctx.res.cache.clear()
     ctx.res.whole.clear()
     ctx.res.refs_needed([f for f in fields if f], (r for _, r in rows))
@@ -232,22 +232,13 @@ def _any_matches(ctx: Ctx, api_class: str, conds: list[tuple[str, str]]) -> bool
     help="Create a message about an object.",
 )
 def message_create(ctx: Ctx) -> None:
-    targets = [
-        (cls, ctx.get(key))
-        for key, cls in (
-            ("vm-uuid", "VM"),
-            ("host-uuid", "Host"),
-            ("sr-uuid", "SR"),
-            ("pool-uuid", "Pool"),
-        )
-        if ctx.get(key) is not None
-    ]
+    keys = (("vm-uuid", "VM"), ("pool-uuid", "Pool"), ("sr-uuid", "SR"), ("host-uuid", "Host"))
+    targets = [(cls, ctx.get(key)) for key, cls in keys if ctx.get(key) is not None]
     if not targets:
-        raise CliError("Give one of vm-uuid, host-uuid, sr-uuid or pool-uuid")
+        raise CliError("Need one of: vm-uuid, host-uuid, sr-uuid or pool-uuid")
     cls, uuid = targets[0]
     try:
         priority = int(ctx.req("priority"))
     except ValueError:
-        raise CliError("Failed to parse parameter 'priority': expecting an integer") from None
-    ref = ctx.call("message.create", ctx.req("name"), priority, cls, uuid, ctx.req("body"))
-    print_uuid(ctx, "message", ref)
+        raise CliError("Priority field should be an integer") from None
+    ctx.call("message.create", ctx.req("name"), priority, cls, uuid, ctx.req("body"))

@@ -175,7 +175,7 @@ class Resolver:
         wanted = {}
         for f in fields:
             base, _, cls = f.kind.partition(":")
-            if base not in ("uuid", "name", "uuids", "uuidmap") or not f.path:
+            if base not in ("uuid", "name", "emptyname", "uuids", "uuidmap") or not f.path:
                 continue
             for r in recs:
                 value = raw_value(self, f, r)
@@ -188,11 +188,12 @@ class Resolver:
             self.prefetch(cls, refs)
 
 
-def raw_value(res: Resolver, f: Field, rec: dict[str, Any]) -> Any:
+def raw_value(res: Resolver, f: Field, rec: dict[str, Any], path: str = "") -> Any:
     """The XenAPI value a field shows (following a link to a metrics record if needed)."""
-    if "@" not in f.path:
-        return rec.get(f.path)
-    link, _, rest = f.path.partition("@")
+    path = path or f.path
+    if "@" not in path:
+        return rec.get(path)
+    link, _, rest = path.partition("@")
     cls, _, name = rest.partition(".")
     linked = res.record(cls, rec.get(link, NULL_REF))
     return None if linked is None else linked.get(name)
@@ -222,9 +223,14 @@ def render(res: Resolver, f: Field, ref: str, rec: dict[str, Any]) -> str:
         return "<unknown>"
     if base == "srhost":
         return _sr_host(res, rec.get("PBDs") or [])
+    if base == "emptyname":
+        return "<EMPTY>" if rec.get("empty") else res.name(arg, rec.get(f.path) or NULL_REF)
     value = raw_value(res, f, rec)
     if value is None:
         return NID
+    if base == "duplex":
+        carrier = f.path.replace(".duplex", ".carrier")
+        return "full" if value else "half" if raw_value(res, f, rec, carrier) else "unknown"
     return format_value(res, base, arg, value)
 
 
@@ -250,6 +256,8 @@ def format_value(res: Resolver, base: str, arg: str, value: Any) -> str:
         return "; ".join(enum_text(arg, v) for v in value.values())
     if base == "enum":
         return enum_text(arg, value)
+    if base == "mbits":
+        return f"{value} Mbit/s"
     return str(value)
 
 

@@ -29,6 +29,30 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+_loaded = False
+
+
+def load_commands() -> dict[str, Command]:
+    """The operation commands: every ``ops_*`` module of this package registers its own.
+
+    The modules are found by name, so a new family needs no edit here; they are imported
+    only when a command is not a generic param command (start-up speed).
+    """
+    global _loaded
+    if not _loaded:
+        import importlib
+        import os
+
+        here = os.path.dirname(__file__)
+        names = sorted(
+            n[:-3] if n.endswith(".py") else n
+            for n in os.listdir(here)
+            if n.startswith("ops_") and (n.endswith(".py") or os.path.isdir(os.path.join(here, n)))
+        )
+        for name in names:
+            importlib.import_module(f"{__package__}.{name}")
+        _loaded = True
+    return COMMANDS
 
 
 def command(

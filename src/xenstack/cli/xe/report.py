@@ -25,14 +25,22 @@ def server_error(client: Client, err: XenApiError) -> str:
     return "\n".join(lines) + "\n"
 
 
+# where to look for a reference whose parameter name does not tell its class
+GUESSES = ("VM", "VBD", "VIF", "VDI", "SR", "PIF", "network", "host", "PBD", "task", "pool")
+
+
 def _ref_text(client: Client, name: str, value: str) -> str:
     """A reference shown as ``uuid (name-label)`` where the object can be found."""
+    if not value.startswith("OpaqueRef:") or value == "OpaqueRef:NULL" or not client.session:
+        return value
     cls = PARAM_CLASSES.get(name.lower())
-    if not value.startswith("OpaqueRef:") or cls is None or not client.session:
-        return value
-    try:
-        rec = client.call(f"{cls}.get_record", value)
-    except (XenApiError, ConnectError):
-        return value
-    label = rec.get("name_label")
-    return f"{rec.get('uuid')} ({label})" if label is not None else str(rec.get("uuid"))
+    for guess in (cls,) if cls else GUESSES:
+        try:
+            rec = client.call(f"{guess}.get_record", value)
+        except XenApiError:
+            continue
+        except ConnectError:
+            return value
+        label = rec.get("name_label")
+        return f"{rec.get('uuid')} ({label})" if label is not None else str(rec.get("uuid"))
+    return value
