@@ -46,6 +46,7 @@ _FOOTER_CHECKSUM_AT = 64
 _HEADER = struct.Struct(">8sQQIIII16sII512s")
 _HEADER_CHECKSUM_AT = 36
 _LOCATOR = struct.Struct(">IIIIQ")
+NIL_UUID = uuid.UUID(int=0)
 
 
 class DiskType(enum.IntEnum):
@@ -161,17 +162,17 @@ class Footer:
             raise VhdError(f"unknown VHD feature bits {f[1]:#x}")
         if f[13] not in DiskType._value2member_map_:
             raise VhdError(f"unsupported VHD disk type {f[13]}")
-        if f[15] > 1:
-            raise VhdError(f"bad saved-state flag {f[15]}")
+        if f[16] > 1:
+            raise VhdError(f"bad saved-state flag {f[16]}")
         check_virtual_size(f[9])
         disk_type = DiskType(f[13])
         if disk_type is DiskType.FIXED and f[3] != NO_OFFSET:
             raise VhdError(f"fixed disk with data offset {f[3]:#x}")
         return cls(
-            disk_type=disk_type, current_size=f[9], uuid=uuid.UUID(bytes=f[16]),
+            disk_type=disk_type, current_size=f[9], uuid=uuid.UUID(bytes=f[15]),
             data_offset=f[3], original_size=f[8], timestamp=f[4],
             geometry=Geometry(f[10], f[11], f[12]), features=f[1], creator_app=f[5],
-            creator_version=f[6], creator_os=f[7], saved_state=bool(f[15]),
+            creator_version=f[6], creator_os=f[7], saved_state=bool(f[16]),
         )  # fmt: skip
 
 
@@ -224,7 +225,7 @@ class DynamicHeader:
     table_offset: int
     max_table_entries: int
     block_size: int = DEFAULT_BLOCK_SIZE
-    parent_uuid: uuid.UUID = uuid.UUID(int=0)
+    parent_uuid: uuid.UUID = NIL_UUID
     parent_timestamp: int = 0
     parent_name: str = ""
     locators: tuple[ParentLocator, ...] = (ParentLocator(),) * LOCATOR_COUNT

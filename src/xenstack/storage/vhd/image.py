@@ -3,18 +3,19 @@
 ``VhdImage.open(path)`` opens the file and all its ancestors. Reads go through the chain
 (sectors held nowhere read as zeros); writes go into the leaf only, allocating blocks as
 needed. A write that covers part of a sector first reads that sector through the chain.
-Every method is synchronous and blocking; an image is not thread-safe.
+Every method is synchronous and blocking; an image is not thread-safe. One writer at a time
+(a writable open locks the leaf); a reader sees the metadata as it was when it opened.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from types import TracebackType
 
+from xenstack.storage.buffers import aligned_buffer
 from xenstack.storage.vhd import bitmap as bm
-from xenstack.storage.vhd import chain
-from xenstack.storage.vhd.format import SECTOR, DiskType
+from xenstack.storage.vhd import chain, ops
+from xenstack.storage.vhd.format import SECTOR
 from xenstack.storage.vhd.layer import VhdLayer
 
 
@@ -47,6 +48,7 @@ class VhdImage:
 
     @property
     def path(self) -> str:
+        """The leaf file's path."""
         return self.leaf.path
 
     @property
@@ -57,10 +59,11 @@ class VhdImage:
     @property
     def physical_utilisation(self) -> int:
         """Bytes the leaf file takes (its size), as XenServer reports for a VHD VDI."""
-        return os.fstat(self.leaf._fd).st_size
+        return self.leaf.stat_size()
 
     @property
     def block_size(self) -> int:
+        """The chain's block size in bytes (2 MiB unless created otherwise)."""
         return self.leaf.block_size
 
     @property
@@ -70,16 +73,16 @@ class VhdImage:
 
     def read(self, offset: int, length: int) -> bytearray:
         """``length`` bytes at ``offset``; ValueError if the range is outside the disk."""
+        return bytearray(self.read_view(offset, length))
+
+    def read_view(self, offset: int, length: int) -> memoryview:
+        """Like :meth:`read`, without a copy: a fresh view into a page-aligned buffer."""
         self._check_range(offset, length)
-        head = offset % SECTOR
-        if head == 0 and length % SECTOR == 0:
-            out = bytearray(length)
-            chain.read_sectors(self.layers, offset // SECTOR, memoryview(out), zeroed=True)
-            return out
         first = offset // SECTOR
         last = -(-(offset + length) // SECTOR)
-        buf = bytearray((last - first) * SECTOR)
-        chain.read_sectors(self.layers, first, memoryview(buf), zeroed=True)
+        buf = aligned_buffer((last - first) * SECTOR)
+        chain.read_sectors(self.layers, first, buf, zeroed=True)
+        head = offset % SECTOR
         return buf[head : head + length]
 
     def readinto(self, offset: int, out: memoryview) -> None:
@@ -103,6 +106,10 @@ class VhdImage:
             self._write_sectors(offset // SECTOR, view[:whole])
         if whole < len(view):
             self._patch_sector(offset + whole, 0, view[whole:])
+
+    def resize(self, new_size: int) -> None:
+        """Grow the disk (its leaf) to ``new_size`` bytes; ValueError to shrink."""
+        ops.grow_layer(self.leaf, new_size)
 
     def flush(self) -> None:
         """Make the leaf's writes durable (fsync)."""
@@ -146,9 +153,7 @@ class VhdImage:
         if self._closed:
             raise ValueError("I/O on a closed VhdImage")
         if offset < 0 or length < 0 or offset + length > self.virtual_size:
-            raise ValueError(
-                f"range {offset}+{length} outside a disk of {self.virtual_size} bytes"
-            )
+            raise ValueError(f"range {offset}+{length} outside a disk of {self.virtual_size} bytes")
 
     def _patch_sector(self, sector_offset: int, at: int, data: memoryview) -> None:
         sector = self.read(sector_offset, SECTOR)
@@ -163,8 +168,3 @@ class VhdImage:
             count = min(per_block - lo, total - done)
             self.leaf.write_run(block, lo, data[done * SECTOR : (done + count) * SECTOR])
             done += count
-
-
-def is_differencing(image: VhdImage) -> bool:
-    """Whether the leaf has a parent."""
-    return image.leaf.disk_type is DiskType.DIFFERENCING

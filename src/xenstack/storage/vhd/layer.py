@@ -12,8 +12,9 @@ bitmap, and only then the BAT entry that makes it visible. Until then it is unus
 
 from __future__ import annotations
 
+import fcntl
 import os
-import uuid
+import uuid as uuidlib
 from array import array
 from bisect import insort
 
@@ -23,6 +24,7 @@ from xenstack.storage.vhd import layout
 from xenstack.storage.vhd.format import (
     DEFAULT_BLOCK_SIZE,
     FOOTER_SIZE,
+    HEADER_SIZE,
     SECTOR,
     UNALLOCATED,
     DiskType,
@@ -52,9 +54,15 @@ class VhdLayer:
 
     @classmethod
     def open(cls, path: str, *, writable: bool = False) -> VhdLayer:
-        """Open and validate ``path``; VhdError if it is not a valid VHD file."""
+        """Open and validate ``path``; VhdError if it is not a valid VHD file.
+
+        A writable open takes an exclusive advisory lock (``flock``) for as long as the
+        layer stays open: a second writer gets VhdError instead of corrupting the file.
+        """
         fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
         try:
+            if writable:
+                _lock(fd, path)
             return cls(path, fd, layout.load(fd), writable)
         except BaseException:
             os.close(fd)
@@ -65,6 +73,16 @@ class VhdLayer:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __enter__(self) -> VhdLayer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def stat_size(self) -> int:
+        """The file's current size on disk, as ``fstat`` reports it."""
+        return os.fstat(self._fd).st_size
 
     def fsync(self) -> None:
         """Make everything written so far durable."""
@@ -79,16 +97,18 @@ class VhdLayer:
         self.bitmap_size = bm.bitmap_bytes(self.block_sectors)
         self._full = (1 << self.block_sectors) - 1
         sectors = self.footer.current_size // SECTOR
-        self._last_block, tail = divmod(sectors, self.block_sectors)
-        self._last_mask = bm.span(0, tail)
+        self.block_count = -(-sectors // self.block_sectors)
+        tail = sectors % self.block_sectors
+        self._last_mask = bm.span(0, tail) if tail else self._full
 
     @property
-    def uuid(self) -> uuid.UUID:
+    def uuid(self) -> uuidlib.UUID:
         """The disk's identity (footer UUID)."""
         return self.footer.uuid
 
     @property
     def disk_type(self) -> DiskType:
+        """Fixed, dynamic or differencing."""
         return self.footer.disk_type
 
     @property
@@ -97,7 +117,7 @@ class VhdLayer:
         return self.footer.current_size
 
     @property
-    def parent_uuid(self) -> uuid.UUID | None:
+    def parent_uuid(self) -> uuidlib.UUID | None:
         """The parent's UUID for a differencing disk, else None."""
         if self.header is None or self.disk_type is not DiskType.DIFFERENCING:
             return None
@@ -106,12 +126,12 @@ class VhdLayer:
     def allocated_blocks(self) -> list[int]:
         """Indices of blocks present in this file, ascending (every block when fixed)."""
         if self.header is None:
-            return list(range(self._last_block + (1 if self._last_mask else 0)))
+            return list(range(self.block_count))
         return list(self._allocated)
 
     def block_mask(self, block: int) -> int:
         """The sectors of ``block`` this file holds, as a bitmap mask (see bitmap.py)."""
-        if block > self._last_block:
+        if block >= self.block_count:
             return 0
         if self.header is None:
             mask = self._full
@@ -121,7 +141,7 @@ class VhdLayer:
                 if self.bat[block] == UNALLOCATED:
                     return 0
                 mask = self._load_bitmap(block)
-        return mask if block < self._last_block else mask & self._last_mask
+        return mask if block < self.block_count - 1 else mask & self._last_mask
 
     def read_run(self, block: int, start: int, out: memoryview) -> None:
         """Fill ``out`` from the sectors of ``block`` from ``start``; they must be present."""
@@ -131,8 +151,6 @@ class VhdLayer:
 
     def write_run(self, block: int, start: int, data: memoryview) -> None:
         """Write whole sectors into ``block`` from sector ``start``, allocating if needed."""
-        if not self.writable:
-            raise VhdError(f"{self.path} is open read-only")
         if self.header is None:
             self._pwrite(data, self._data_pos(block, start))
             return
@@ -234,6 +252,8 @@ class VhdLayer:
         self._pwritev([data], pos)
 
     def _pwritev(self, buffers: list[bytes | memoryview], pos: int) -> None:
+        if not self.writable:
+            raise VhdError(f"{self.path} is open read-only")
         total = sum(len(b) for b in buffers)
         done = os.pwritev(self._fd, buffers, pos)
         if done != total:  # a short write: finish it piecewise
@@ -242,13 +262,31 @@ class VhdLayer:
                 done += os.pwrite(self._fd, joined[done:], pos + done)
 
 
+def _lock(fd: int, path: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise VhdError(f"{path} is already open for writing") from None
+
+
 def read_footer(path: str) -> Footer:
     """Only the footer of ``path`` (cheap: for snapshots of huge disks); VhdError if bad."""
+    return read_metadata(path)[0]
+
+
+def read_metadata(path: str) -> tuple[Footer, DynamicHeader | None]:
+    """The footer and dynamic header of ``path``, without the BAT; VhdError if bad."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
         if size < FOOTER_SIZE:
             raise VhdError(f"{path}: too short to be a VHD ({size} bytes)")
-        return Footer.decode(os.pread(fd, FOOTER_SIZE, size - FOOTER_SIZE))
+        footer = Footer.decode(os.pread(fd, FOOTER_SIZE, size - FOOTER_SIZE))
+        if footer.disk_type is DiskType.FIXED:
+            return footer, None
+        if footer.data_offset + HEADER_SIZE > size:
+            raise VhdError(f"{path}: dynamic header offset outside the file")
+        raw = os.pread(fd, HEADER_SIZE, footer.data_offset)
+        return footer, DynamicHeader.decode(raw)
     finally:
         os.close(fd)

@@ -1,0 +1,380 @@
+"""An asyncio NBD server exporting VHD chains or raw files (newstyle fixed handshake).
+
+Options: EXPORT_NAME, ABORT, LIST, INFO, GO (anything else is refused with ERR_UNSUP, so
+clients fall back to simple replies). Commands: READ, WRITE, FLUSH, TRIM (a no-op, as the
+protocol allows), WRITE_ZEROES, DISC. Each export's disk I/O runs on its own single worker
+thread, so the event loop never blocks and an image is never used by two threads at once;
+connections to one export share it (CAN_MULTI_CONN holds: FLUSH flushes everything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Protocol
+
+from xenstack.storage import nbd_protocol as p
+from xenstack.storage.buffers import aligned_buffer
+from xenstack.storage.errors import StorageError
+from xenstack.storage.vhd.image import VhdImage
+
+log = logging.getLogger(__name__)
+_ZERO_CHUNK = 4 * 1024 * 1024
+
+
+class NbdBackend(Protocol):
+    """What an export serves. Calls come from one worker thread at a time.
+
+    The server checks ranges against ``size`` and refuses writes when ``read_only``
+    before calling. ValueError becomes EINVAL, OSError EIO (or ENOSPC), StorageError EIO.
+    """
+
+    @property
+    def size(self) -> int:
+        """Bytes in the export (fixed while served)."""
+        ...
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (EPERM)."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes | bytearray | memoryview:
+        """Exactly ``length`` bytes at ``offset``."""
+        ...
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` at ``offset``."""
+        ...
+
+    def flush(self) -> None:
+        """Make every completed write durable."""
+        ...
+
+
+class VhdBackend:
+    """Serves a :class:`VhdImage` chain; writes go into its leaf."""
+
+    def __init__(self, image: VhdImage, *, read_only: bool = False) -> None:
+        self.image = image
+        self.read_only = read_only or not image.leaf.writable
+
+    @property
+    def size(self) -> int:
+        return self.image.virtual_size
+
+    def read(self, offset: int, length: int) -> memoryview:
+        return self.image.read_view(offset, length)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.image.write(offset, data)
+
+    def flush(self) -> None:
+        self.image.flush()
+
+
+class RawFileBackend:
+    """Serves a raw image file. Call :meth:`close` when done."""
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self._fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+        self.size = os.fstat(self._fd).st_size
+
+    def read(self, offset: int, length: int) -> memoryview:
+        buf = aligned_buffer(length)
+        done = os.preadv(self._fd, [buf], offset)
+        if done != length:
+            raise OSError(5, f"short read at {offset}")
+        return buf
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def flush(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _Export:
+    def __init__(self, name: str, backend: NbdBackend) -> None:
+        self.name = name
+        self.backend = backend
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nbd-{name}")
+
+    @property
+    def flags(self) -> int:
+        flags = p.TFLAG_HAS_FLAGS | p.TFLAG_SEND_FLUSH | p.TFLAG_SEND_FUA | p.TFLAG_CAN_MULTI_CONN
+        flags |= p.TFLAG_SEND_TRIM | p.TFLAG_SEND_WRITE_ZEROES
+        return flags | (p.TFLAG_READ_ONLY if self.backend.read_only else 0)
+
+
+class _Close(Exception):
+    """The connection must end (protocol violation, abort or disconnect)."""
+
+
+class NbdServer:
+    """A running server; ``await close()`` (or use ``async with``) to stop it."""
+
+    def __init__(self, exports: Mapping[str, NbdBackend]) -> None:
+        self._exports = {name: _Export(name, backend) for name, backend in exports.items()}
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._unix_path: str | None = None
+
+    async def start(self, host: str, port: int | None, unix_path: str | None) -> None:
+        """Listen on ``unix_path`` if given, else on TCP ``host:port``."""
+        self._unix_path = unix_path
+        if unix_path is not None:
+            self._server = await asyncio.start_unix_server(self._serve, path=unix_path)
+        else:
+            self._server = await asyncio.start_server(self._serve, host=host, port=port or 0)
+
+    @property
+    def port(self) -> int:
+        """The TCP port listened on (for ``port=0``)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop listening, drop every connection, stop the I/O threads, remove the socket."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        for export in self._exports.values():
+            await asyncio.get_running_loop().run_in_executor(None, export.worker.shutdown)
+        if self._unix_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._unix_path)
+
+    async def __aenter__(self) -> NbdServer:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            export = await _Handshake(self._exports, reader, writer).run()
+            await _Transmission(export, reader, writer).run()
+        except (_Close, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("NBD connection failed")
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def serve_nbd(
+    exports: Mapping[str, NbdBackend],
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    unix_path: str | None = None,
+) -> NbdServer:
+    """Start serving ``exports`` (name -> backend) on ``unix_path`` or TCP ``host:port``.
+
+    ``port=0`` picks a free port (see :attr:`NbdServer.port`). Returns once listening.
+    """
+    if (unix_path is None) == (port is None):
+        raise ValueError("give exactly one of unix_path and port")
+    server = NbdServer(exports)
+    await server.start(host, port, unix_path)
+    return server
+
+
+class _Handshake:
+    """Option haggling up to the export a client chooses (or the end of the connection)."""
+
+    def __init__(
+        self, exports: Mapping[str, _Export], r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        self.exports, self.r, self.w = exports, r, w
+        self.no_zeroes = False
+
+    async def run(self) -> _Export:
+        self.w.write(p.HELLO.pack(p.NBDMAGIC, p.IHAVEOPT, p.FLAG_FIXED_NEWSTYLE | p.FLAG_NO_ZEROES))
+        (client_flags,) = struct.unpack(">I", await self.r.readexactly(4))
+        if client_flags & ~(p.FLAG_C_FIXED_NEWSTYLE | p.FLAG_C_NO_ZEROES):
+            raise _Close
+        self.no_zeroes = bool(client_flags & p.FLAG_C_NO_ZEROES)
+        while True:
+            magic, option, length = p.OPTION.unpack(await self.r.readexactly(p.OPTION.size))
+            if magic != p.IHAVEOPT or length > p.MAX_OPTION:
+                raise _Close
+            data = await self.r.readexactly(length)
+            export = await self._option(option, data)
+            if export is not None:
+                return export
+
+    async def _option(self, option: int, data: bytes) -> _Export | None:
+        if option == p.OPT_EXPORT_NAME:
+            export = self._lookup(data.decode("utf-8", "replace"))
+            if export is None:
+                raise _Close
+            tail = b"" if self.no_zeroes else bytes(124)
+            self.w.write(struct.pack(">QH", export.backend.size, export.flags) + tail)
+            return export
+        if option == p.OPT_ABORT:
+            await self._reply(option, p.REP_ACK)
+            raise _Close
+        if option == p.OPT_LIST:
+            await self._list(data)
+        elif option in (p.OPT_INFO, p.OPT_GO):
+            return await self._info(option, data)
+        else:
+            await self._reply(option, p.REP_ERR_UNSUP)
+        return None
+
+    async def _list(self, data: bytes) -> None:
+        if data:
+            await self._reply(p.OPT_LIST, p.REP_ERR_INVALID)
+            return
+        for name in self.exports:
+            raw = name.encode()
+            await self._reply(p.OPT_LIST, p.REP_SERVER, struct.pack(">I", len(raw)) + raw)
+        await self._reply(p.OPT_LIST, p.REP_ACK)
+
+    async def _info(self, option: int, data: bytes) -> _Export | None:
+        parsed = _parse_info_request(data)
+        if parsed is None:
+            await self._reply(option, p.REP_ERR_INVALID)
+            return None
+        name, requests = parsed
+        export = self._lookup(name)
+        if export is None:
+            await self._reply(option, p.REP_ERR_UNKNOWN)
+            return None
+        size = export.backend.size
+        await self._reply(option, p.REP_INFO, p.EXPORT_INFO.pack(p.INFO_EXPORT, size, export.flags))
+        if p.INFO_NAME in requests:
+            await self._reply(option, p.REP_INFO, struct.pack(">H", p.INFO_NAME) + name.encode())
+        if p.INFO_BLOCK_SIZE in requests:
+            sizes = p.BLOCK_SIZE_INFO.pack(p.INFO_BLOCK_SIZE, 1, 4096, p.MAX_REQUEST)
+            await self._reply(option, p.REP_INFO, sizes)
+        await self._reply(option, p.REP_ACK)
+        return export if option == p.OPT_GO else None
+
+    def _lookup(self, name: str) -> _Export | None:
+        if name == "" and "" not in self.exports and len(self.exports) == 1:
+            return next(iter(self.exports.values()))  # the default export
+        return self.exports.get(name)
+
+    async def _reply(self, option: int, kind: int, data: bytes = b"") -> None:
+        self.w.write(p.OPTION_REPLY.pack(p.REPLY_MAGIC, option, kind, len(data)) + data)
+        await self.w.drain()
+
+
+def _parse_info_request(data: bytes) -> tuple[str, set[int]] | None:
+    if len(data) < 6:
+        return None
+    (name_len,) = struct.unpack_from(">I", data)
+    if len(data) < 4 + name_len + 2:
+        return None
+    try:
+        name = data[4 : 4 + name_len].decode()
+    except UnicodeDecodeError:
+        return None
+    (count,) = struct.unpack_from(">H", data, 4 + name_len)
+    rest = data[6 + name_len :]
+    if len(rest) != 2 * count:
+        return None
+    return name, set(struct.unpack(f">{count}H", rest))
+
+
+class _Transmission:
+    """The command phase: one request at a time, I/O on the export's worker thread."""
+
+    def __init__(self, export: _Export, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.export, self.r, self.w = export, r, w
+        self.backend = export.backend
+
+    async def run(self) -> None:
+        while True:
+            raw = await self.r.readexactly(p.REQUEST.size)
+            magic, flags, kind, cookie, offset, length = p.REQUEST.unpack(raw)
+            if magic != p.REQUEST_MAGIC:
+                raise _Close
+            if kind == p.CMD_DISC:
+                return
+            payload = b""
+            if kind == p.CMD_WRITE:
+                if length > p.MAX_REQUEST:
+                    raise _Close  # cannot skip that much safely: end the connection
+                payload = await self.r.readexactly(length)
+            error, data = await self._execute(kind, flags, offset, length, payload)
+            self.w.write(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, error, cookie))
+            if not error and data is not None:
+                self.w.write(data)
+            await self.w.drain()
+
+    async def _execute(
+        self, kind: int, flags: int, offset: int, length: int, payload: bytes
+    ) -> tuple[int, bytes | bytearray | memoryview | None]:
+        work = self._work(kind, flags, offset, length, payload)
+        if isinstance(work, int):
+            return work, None
+        loop = asyncio.get_running_loop()
+        try:
+            return 0, await loop.run_in_executor(self.export.worker, work)
+        except ValueError:
+            return p.EINVAL, None
+        except OSError as exc:
+            return (p.ENOSPC if exc.errno == p.ENOSPC else p.EIO), None
+        except StorageError:
+            log.exception("NBD export %s: I/O failed", self.export.name)
+            return p.EIO, None
+
+    def _work(
+        self, kind: int, flags: int, offset: int, length: int, payload: bytes
+    ) -> int | Callable[[], bytes | bytearray | memoryview | None]:
+        """The job for a request, or the error to answer without doing anything."""
+        b = self.backend
+        writes = kind in (p.CMD_WRITE, p.CMD_WRITE_ZEROES, p.CMD_TRIM)
+        if kind not in (p.CMD_READ, p.CMD_FLUSH) and not writes:
+            return p.EINVAL
+        if writes and b.read_only:
+            return p.EPERM
+        if kind in (p.CMD_READ, p.CMD_WRITE) and length > p.MAX_REQUEST:
+            return p.EOVERFLOW
+        if kind != p.CMD_FLUSH and offset + length > b.size:
+            return p.EINVAL
+        fua = bool(flags & p.CMD_FLAG_FUA)
+        if kind == p.CMD_READ:
+            return lambda: b.read(offset, length)
+        if kind == p.CMD_FLUSH:
+            return lambda: b.flush()
+        if kind == p.CMD_TRIM:
+            return lambda: None
+        return lambda: _write(b, offset, length, payload if kind == p.CMD_WRITE else None, fua)
+
+
+def _write(b: NbdBackend, offset: int, length: int, payload: bytes | None, fua: bool) -> None:
+    if payload is not None:
+        b.write(offset, payload)
+    else:
+        zeros = bytes(min(length, _ZERO_CHUNK))
+        for at in range(offset, offset + length, _ZERO_CHUNK):
+            b.write(at, zeros[: min(_ZERO_CHUNK, offset + length - at)])
+    if fua:
+        b.flush()
