@@ -80,15 +80,7 @@ def encode_value(value: Any, out: list[str]) -> None:
     """Append the XML-RPC ``<value>`` of a plain Python value to ``out``."""
     t = type(value)
     if t is Record:
-        wire = value.wire
-        if wire is None:
-            wire = value.wire = {}
-        cached = wire.get("xml")
-        if cached is None:
-            parts: list[str] = []
-            encode_value(dict(value), parts)
-            cached = wire["xml"] = "".join(parts)
-        out.append(cached)
+        out.append(_record_xml(value))
     elif t is str:
         out.append("<value>")
         out.append(value.translate(_ESCAPES) if _needs_escape(value) else value)
@@ -125,6 +117,19 @@ def encode_value(value: Any, out: list[str]) -> None:
         out.append("<value></value>")
     else:
         encode_value(_fallback(value), out)
+
+
+def _record_xml(record: Record) -> str:
+    """A stored record's ``<value>``, encoded once per version of the record."""
+    wire = record.wire
+    if wire is None:
+        wire = record.wire = {}
+    cached = wire.get("xml")
+    if not isinstance(cached, str):
+        parts: list[str] = []
+        encode_value(dict(record), parts)
+        cached = wire["xml"] = "".join(parts)
+    return cached
 
 
 def _needs_escape(text: str) -> bool:
