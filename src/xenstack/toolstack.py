@@ -20,8 +20,15 @@ from .api.dispatch import Dispatcher
 from .api.tasks import TaskManager
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
+from .impl.storage_service import StorageService
+from .impl.vdi_transfer import open_transfer
+from .impl.vm_export import open_export
+from .impl.vm_import import open_import
 from .pool.bootstrap import create_pool
+from .pool.fresh_storage import use_real_local_storage
+from .rpc.disk_http import disk_routes
 from .rpc.http import HttpConfig, RpcServer
+from .rpc.vm_http import vm_routes
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class Toolstack:
         self.tasks = TaskManager(self)
         self.this_host = self.persistence.get_meta("this_host") or ""
         self.dispatcher = Dispatcher(self)
+        self.storage = StorageService(self)
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -64,12 +72,21 @@ class Toolstack:
     def initialise(
         self, password: str | None = None, hosts: int = 1, *, shared_sr: bool = False
     ) -> str:
-        """Create the pool (``hosts`` hosts) and the root user; return the root password."""
+        """Create the pool (``hosts`` hosts) and the root user; return the root password.
+
+        ``shared_sr`` (``--sim-storage``) keeps every SR simulated (sizes only) and adds a
+        shared one; otherwise, with a state directory, Local storage keeps real VHD files.
+        """
         if self.initialised:
             raise RuntimeError("the state is initialised already")
         password = password or secrets.token_urlsafe(18)
         self.auth.set_user("root", password, "pool-admin")
+        file_storage = self.state_dir is not None and not shared_sr
+        self.persistence.set_meta("storage", "file" if file_storage else "simulated")
         self.this_host = create_pool(self.db, hosts=hosts, shared_sr=shared_sr)
+        if file_storage:
+            with self.db.transaction():
+                use_real_local_storage(self.db, str(self.state_dir))
         self.persistence.set_meta("this_host", self.this_host)
         return password
 
@@ -77,8 +94,12 @@ class Toolstack:
         # The loaded database is long-lived: keep the cyclic collector from walking it.
         gc.collect()
         gc.freeze()
+        routes = disk_routes(lambda query, writing: open_transfer(self, query, writing))
+        routes += vm_routes(lambda q: open_export(self, q), lambda q: open_import(self, q))
+        config.extra_routes = [*config.extra_routes, *routes]
         self.server = RpcServer(self.dispatcher, config)
         await self.server.start()
+        await self.storage.start()
         self._reaper = asyncio.create_task(self._reap_sessions())
 
     async def stop(self) -> None:
@@ -86,6 +107,7 @@ class Toolstack:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.storage.stop()
         if self.server is not None:
             await self.server.stop()
         for job in list(self.tasks.running.values()):

@@ -109,7 +109,11 @@ def _add_pool_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--sim-storage",
         action="store_true",
-        help="simulated storage only: add a shared (simulated NFS) SR every host sees",
+        help=(
+            "simulated storage only (sizes, no files; for big simulated pools), plus a shared"
+            " simulated NFS SR every host sees; without it Local storage keeps real VHD files"
+            " under DIR/sr/"
+        ),
     )
 
 

@@ -7,6 +7,7 @@ physical usage and ``virtual_allocation`` the sum of their virtual sizes, kept c
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -16,6 +17,7 @@ from ..db.store import Database
 from ..errors import ApiError
 from . import sm
 from .registry import implements
+from .sr_backend import backend_error, choose, driver_of, probe_directories, storage_root
 
 GiB = 1 << 30
 DEFAULT_SIZE = {"nfs": 2048 * GiB, "iso": 0, "udev": 0}
@@ -55,13 +57,23 @@ def new_pbd(db: Database, host: str, sr: str, device_config: dict[str, str]) -> 
 
 
 def refresh_usage(db: Database, sr: str) -> None:
-    """Recompute an SR's usage from its VDIs."""
+    """Recompute an SR's usage from its VDIs (and, for a file SR, from its files)."""
     vdis = [db.get("VDI", v) for v in db.get("SR", sr)["VDIs"]]
+    virtual = sum(v["virtual_size"] for v in vdis)
+    drv = driver_of(db.get("SR", sr))
+    if drv is not None:
+        try:
+            used, total = drv.usage()
+        except OSError:
+            return  # the directory is gone (forgotten, unreachable): keep the last figures
+        db.update("SR", sr, physical_utilisation=used, physical_size=total)
+        db.update("SR", sr, virtual_allocation=virtual)
+        return
     db.update(
         "SR",
         sr,
         physical_utilisation=sum(v["physical_utilisation"] for v in vdis),
-        virtual_allocation=sum(v["virtual_size"] for v in vdis),
+        virtual_allocation=virtual,
     )
 
 
@@ -104,20 +116,37 @@ def create(
     sm.driver(sr_type)
     size = physical_size or DEFAULT_SIZE.get(sr_type, SIMULATED_SIZE)
     hosts = db.refs("host") if shared else [host]
+    sr_uuid = new_uuid()
+    backend = choose(storage_root(ctx.toolstack), sr_type, sr_uuid, device_config)
+    drv = driver_of({"sm_config": backend})
+    if drv is not None:
+        try:
+            drv.attach()
+        except Exception as exc:
+            raise backend_error(exc) from None
     with db.transaction():
         sr = new_sr(
             db,
+            uuid=sr_uuid,
             name_label=name_label,
             name_description=name_description,
             type=sr_type,
             content_type=content_type,
             shared=shared,
             physical_size=size,
-            sm_config=dict(sm_config),
+            sm_config=dict(sm_config) | backend,
         )
         for member in hosts:
             new_pbd(db, member, sr, device_config)
+        if drv is not None:
+            _scan_files(db, sr)
     return sr
+
+
+def _scan_files(db: Database, sr: str) -> None:
+    from .vdi_files import scan_files  # vdi_files builds on this module
+
+    scan_files(db, sr)
 
 
 @implements("SR.make")
@@ -139,17 +168,21 @@ def introduce(
     sr_type = sr_type.lower()
     if uuid and uuid in ctx.db.table("SR").by_uuid:
         raise ApiError("SR_UUID_EXISTS", [uuid])
+    uuid = uuid or new_uuid()
+    backend = choose(storage_root(ctx.toolstack), sr_type, uuid, {})
+    if backend and not os.path.isdir(backend["xenstack_path"]):
+        backend = {}  # nothing of it on disk: a record-only SR, as before
     with ctx.db.transaction() as db:
         return new_sr(
             db,
-            uuid=uuid or new_uuid(),
+            uuid=uuid,
             name_label=name_label,
             name_description=name_description,
             type=sr_type,
             content_type=content_type,
             shared=shared,
             physical_size=DEFAULT_SIZE.get(sr_type, SIMULATED_SIZE),
-            sm_config=dict(sm_config),
+            sm_config=dict(sm_config) | backend,
         )
 
 
@@ -184,13 +217,18 @@ def destroy(ctx: Context, sr: str) -> None:
         raise ApiError("SR_INDESTRUCTIBLE", [sr])
     if any(db.get("VDI", v)["managed"] for v in row["VDIs"]):
         raise ApiError("SR_NOT_EMPTY", [])
+    drv = driver_of(row)
     _really_forget(db, sr)
+    if drv is not None:
+        drv.detach_and_destroy()
 
 
 @implements("SR.scan", "SR.update")
 def scan(ctx: Context, sr: str) -> None:
     assert_plugged(ctx.db, sr)
     with ctx.db.transaction() as db:
+        if driver_of(db.get("SR", sr)) is not None:
+            _scan_files(db, sr)
         refresh_usage(db, sr)
 
 
@@ -219,10 +257,10 @@ def probe(
     """The SRs of this type found behind ``device_config``, as XAPI's SRlist XML."""
     ctx.db.get("host", host)
     sm.driver(sr_type)
-    items = "".join(
-        f"<SR><UUID>{escape(ctx.db.get('SR', sr)['uuid'])}</UUID></SR>"
-        for sr in _matching_srs(ctx.db, sr_type, device_config)
-    )
+    uuids = [ctx.db.get("SR", sr)["uuid"] for sr in _matching_srs(ctx.db, sr_type, device_config)]
+    root = storage_root(ctx.toolstack)
+    uuids += [u for u in probe_directories(sr_type, device_config, root) if u not in uuids]
+    items = "".join(f"<SR><UUID>{escape(u)}</UUID></SR>" for u in uuids)
     return f'<?xml version="1.0" ?><SRlist>{items}</SRlist>'
 
 

@@ -7,7 +7,7 @@ recomputes the SR's ``physical_utilisation`` and ``virtual_allocation``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.accessors import new_ref, new_uuid
 from ..api.context import Context
@@ -19,6 +19,18 @@ from ..idl.types import NULL_REF
 from . import sm
 from .registry import implements
 from .sr import assert_plugged, assert_space, refresh_usage
+from .sr_backend import backend_error, file_sr, sr_driver
+from .storage_service import exclusive
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _files() -> ModuleType:
+    from . import vdi_files  # builds on this module
+
+    return vdi_files
+
 
 MiB = 1 << 20
 VHD_BLOCK = 2 * MiB
@@ -108,14 +120,22 @@ def _invalid_size() -> ApiError:
     return ApiError("SR_BACKEND_FAILURE_79", ["", "VDI Invalid size", ""])
 
 
-def make_vdi(db: Database, sr: str, fields: dict[str, Any], *, usage: int | None = None) -> str:
+def make_vdi(
+    db: Database,
+    sr: str,
+    fields: dict[str, Any],
+    *,
+    usage: int | None = None,
+    check_space: bool = True,
+) -> str:
     """Insert a VDI on ``sr`` after checking space; update the SR's accounting."""
     sr_type = db.get("SR", sr)["type"]
     size = round_size(sr_type, int(fields.get("virtual_size", 0)))
     if size < 0:
         raise _invalid_size()
     physical = initial_usage(sr_type, size) if usage is None else usage
-    assert_space(db, sr, physical)
+    if check_space:
+        assert_space(db, sr, physical)
     ref = new_ref()
     record = {
         "uuid": new_uuid(),
@@ -151,6 +171,9 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     assert_plugged(db, sr)
     fields = _constructor_fields(record)
     fields.pop("uuid", None)
+    drv = sr_driver(db, sr)
+    if drv is not None:
+        return str(_files().create(db, sr, drv, fields))
     return make_vdi(db, sr, fields)
 
 
@@ -169,7 +192,7 @@ def _destroy_row(db: Database, vdi: str) -> None:
 
 
 @implements("VDI.destroy")
-def destroy(ctx: Context, self_: str) -> None:
+async def destroy(ctx: Context, self_: str) -> None:
     db = ctx.db
     row = db.get("VDI", self_)
     assert_plugged(db, row["SR"])
@@ -178,6 +201,12 @@ def destroy(ctx: Context, self_: str) -> None:
     if attached_vbds(db, self_):
         raise ApiError("VDI_IN_USE", [self_, "destroy"])
     assert_op(db, self_, "destroy")
+    if sr_driver(db, row["SR"]) is not None:
+        async with exclusive(ctx, self_):
+            _files().delete_file(db, self_)
+            _destroy_row(db, self_)
+        ctx.toolstack.storage.kick_gc()
+        return
     _destroy_row(db, self_)
 
 
@@ -201,25 +230,31 @@ def _new_leaf(db: Database, vdi: str, sr: str, extra: dict[str, Any]) -> str:
 
 
 @implements("VDI.clone")
-def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
+async def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     db = ctx.db
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
     assert_op(db, vdi, "clone")
+    if file_sr(db, row["SR"]) is not None:
+        async with exclusive(ctx, vdi):
+            return str(_files().snapshot(db, vdi, {}))
     return _new_leaf(db, vdi, row["SR"], {})
 
 
 @implements("VDI.snapshot")
-def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
+async def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     db = ctx.db
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
     assert_op(db, vdi, "snapshot")
     extra = {"is_a_snapshot": True, "snapshot_of": vdi, "snapshot_time": now()}
+    if file_sr(db, row["SR"]) is not None:
+        async with exclusive(ctx, vdi):
+            return str(_files().snapshot(db, vdi, extra))
     return _new_leaf(db, vdi, row["SR"], extra)
 
 
-def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
+async def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
     db = ctx.db
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
@@ -232,6 +267,10 @@ def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
         raise ApiError(
             "SR_BACKEND_FAILURE_79", ["", "VDI Invalid size [shrinking not allowed]", ""]
         )
+    if sr_driver(db, row["SR"]) is not None:
+        async with exclusive(ctx, vdi):
+            _files().resize(db, vdi, new_size)
+        return
     grown = new_size - row["virtual_size"]
     extra = (
         grown
@@ -250,17 +289,17 @@ def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
 
 
 @implements("VDI.resize")
-def resize(ctx: Context, vdi: str, size: int) -> None:
-    _resize(ctx, vdi, size, "resize")
+async def resize(ctx: Context, vdi: str, size: int) -> None:
+    await _resize(ctx, vdi, size, "resize")
 
 
 @implements("VDI.resize_online")
-def resize_online(ctx: Context, vdi: str, size: int) -> None:
-    _resize(ctx, vdi, size, "resize_online")
+async def resize_online(ctx: Context, vdi: str, size: int) -> None:
+    await _resize(ctx, vdi, size, "resize_online")
 
 
 @implements("VDI.copy")
-def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) -> str:
+async def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) -> str:
     """Copy a VDI's contents to a new VDI on ``sr``, or into an existing one."""
     db = ctx.db
     row = db.get("VDI", vdi)
@@ -275,6 +314,8 @@ def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) -> str:
     db.get("SR", sr)
     sm.assert_supports(db, sr, "vdi_create")
     assert_plugged(db, sr)
+    if file_sr(db, sr) is not None:
+        return str(await _files().copy(ctx, vdi, sr))
     written = row["physical_utilisation"]
     usage = max(written, initial_usage(db.get("SR", sr)["type"], row["virtual_size"]))
     fields = _derived_fields(row) | {"virtual_size": row["virtual_size"]}
@@ -324,6 +365,14 @@ def introduce(
         "snapshot_time": snapshot_time,
         "snapshot_of": snapshot_of,
     }
+    drv = sr_driver(db, sr)
+    if drv is not None:
+        try:
+            info = drv.info(location)
+        except Exception as exc:
+            raise backend_error(exc) from None
+        fields["virtual_size"] = info.virtual_size
+        return make_vdi(db, sr, fields, usage=info.physical_utilisation)
     return make_vdi(db, sr, fields, usage=physical_utilisation)
 
 
@@ -359,6 +408,9 @@ def set_cbt(ctx: Context, vdi: str) -> None:
 
 
 @implements("VDI.get_nbd_info")
-def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
+async def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
+    """Where the NBD server exporting this VDI listens (none for simulated VDIs)."""
     ctx.db.get("VDI", vdi)
-    return []
+    if file_sr(ctx.db, ctx.db.get("VDI", vdi)["SR"]) is None:
+        return []
+    return [await ctx.toolstack.storage.nbd_info(vdi)]

@@ -2,15 +2,20 @@
 
 Pool-wide: the "XenServer Tools" ISO SR (with ``guest-tools.iso``) and, when asked, a shared
 NFS SR. Per host: "Local storage" (ext, the pool's default SR on the master) and "DVD drives"
-(udev). Shared SRs get one attached PBD per host.
+(udev). Shared SRs get one attached PBD per host. With a state directory (and without
+``--sim-storage``) :func:`use_real_local_storage` turns every Local storage into a file SR
+keeping one VHD per VDI in ``<state_dir>/sr/<sr-uuid>/``.
 """
 
 from __future__ import annotations
+
+import os
 
 from ..api.accessors import new_ref, new_uuid
 from ..db.store import Database
 from ..impl import sm
 from ..impl.sr import new_pbd, new_sr, refresh_usage
+from ..impl.sr_backend import choose, driver_of
 
 GiB = 1 << 30
 LOCAL_SR_SIZE = 500 * GiB
@@ -120,3 +125,15 @@ def _shared_device_config(sr_type: str) -> dict[str, str]:
     if sr_type == "iso":
         return {"location": "/opt/xensource/packages/iso", "legacy_mode": "true"}
     return {}
+
+
+def use_real_local_storage(db: Database, state_dir: str) -> None:
+    """Make every "Local storage" SR a file SR under ``state_dir`` (in a transaction)."""
+    for sr, row in list(db.table("SR").rows.items()):
+        if row["type"] != "ext" or row["shared"] or row["sm_config"].get("xenstack_driver"):
+            continue
+        backend = choose(state_dir, "ext", row["uuid"], {})
+        os.makedirs(backend["xenstack_path"], exist_ok=True)
+        db.set("SR", sr, "sm_config", row["sm_config"] | backend)
+        assert driver_of(db.get("SR", sr)) is not None
+        refresh_usage(db, sr)

@@ -1,0 +1,225 @@
+"""A toolstack's storage services: VDI claims, the background GC and the NBD exports.
+
+``claims`` keeps the VDIs (by file uuid) that long work is using: disk transfers, copies
+and the GC's merges. Operations that change a VDI's chain refuse a claimed VDI, and the GC
+leaves a tree alone while any of its VDIs is claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from ..api.context import Context
+from ..errors import ApiError
+from ..storage.nbd import NbdServer, VhdBackend, serve_nbd
+from ..storage.sr import FileSr
+from ..storage.sr.gc import GcResult, collect
+from ..storage.vhd import VhdImage
+from .sr import refresh_usage
+from .sr_backend import driver_of
+
+log = logging.getLogger(__name__)
+
+GC_INTERVAL = 60.0
+
+
+class Claims:
+    """A thread-safe multiset of claimed VDI file uuids; the GC's claims are told apart."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+        self._gc: set[str] = set()
+
+    def held_by_gc_only(self, uuid: str) -> bool:
+        with self.lock:
+            return uuid in self._gc and self._held[uuid] == 1
+
+    def __contains__(self, uuid: object) -> bool:
+        with self.lock:
+            return self._held[str(uuid)] > 0
+
+    def try_claim(self, uuids: list[str]) -> bool:
+        with self.lock:
+            if any(self._held[u] for u in uuids):
+                return False
+            self._held.update(uuids)
+            return True
+
+    def add(self, uuid: str) -> None:
+        with self.lock:
+            self._held[uuid] += 1
+
+    def discard(self, uuid: str) -> None:
+        with self.lock:
+            self._held[uuid] -= 1
+            if self._held[uuid] <= 0:
+                del self._held[uuid]
+
+    def gc_claim(self, uuids: list[str]) -> bool:
+        """The GC's claim: like try_claim, but others may wait for it to end."""
+        with self.lock:
+            if any(self._held[u] for u in uuids):
+                return False
+            self._held.update(uuids)
+            self._gc.update(uuids)
+            return True
+
+    def gc_release(self, uuid: str) -> None:
+        with self.lock:
+            self._gc.discard(uuid)
+        self.discard(uuid)
+
+    async def claim_waiting_for_gc(self, uuid: str, timeout: float = 60.0) -> bool:
+        """Claim ``uuid``, waiting while only the GC holds it; False if another user does."""
+        deadline = time.monotonic() + timeout
+        while not self.try_claim([uuid]):
+            if not self.held_by_gc_only(uuid) or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    @contextlib.contextmanager
+    def holding(self, uuid: str) -> Iterator[None]:
+        self.add(uuid)
+        try:
+            yield
+        finally:
+            self.discard(uuid)
+
+
+class StorageService:
+    """Per toolstack: claims, the GC task, and NBD exports (one server per exported VDI)."""
+
+    def __init__(self, toolstack: Any) -> None:
+        self.toolstack = toolstack
+        self.busy = Claims()
+        self._wake: asyncio.Event | None = None
+        self._gc_task: asyncio.Task[None] | None = None
+        self._gc_lock: asyncio.Lock | None = None
+        self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int]] = {}
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._gc_lock = asyncio.Lock()
+        self._gc_task = asyncio.create_task(self._gc_loop())
+        self.kick_gc()  # a first pass at once: finishes coalesces a crash interrupted
+
+    async def stop(self) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
+        for vdi_uuid in list(self._nbd):
+            await self.stop_nbd(vdi_uuid)
+
+    def kick_gc(self) -> None:
+        """Ask the background GC for a pass soon (after a VDI was destroyed)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _gc_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), GC_INTERVAL)
+            self._wake.clear()
+            try:
+                await self.run_gc()
+            except Exception:
+                log.exception("storage GC pass failed")
+
+    async def run_gc(self) -> dict[str, GcResult]:
+        """One full GC over every local file SR, now; returns what was done, per SR ref."""
+        assert self._gc_lock is not None, "the storage service is not started"
+        db = self.toolstack.db
+        done: dict[str, GcResult] = {}
+        async with self._gc_lock:
+            for sr, row in list(db.table("SR").rows.items()):
+                drv = driver_of(row)
+                if not isinstance(drv, FileSr) or not os.path.isdir(drv.directory):
+                    continue
+                done[sr] = await asyncio.to_thread(collect, drv, self.busy)
+                if db.exists("SR", sr):
+                    with db.transaction():
+                        refresh_usage(db, sr)
+        return done
+
+    def nbd_socket(self, vdi_uuid: str) -> str:
+        """The Unix socket of a VDI's NBD export: ``<state>/nbd/<uuid>.sock``, or with the
+        uuid cut to its first group when the full path would pass the 107-byte limit."""
+        assert self.toolstack.state_dir is not None
+        path = os.path.join(str(self.toolstack.state_dir), "nbd", vdi_uuid + ".sock")
+        if len(path.encode()) > 107:
+            path = os.path.join(os.path.dirname(path), vdi_uuid.split("-")[0] + ".sock")
+        return path
+
+    async def nbd_info(self, vdi: str) -> dict[str, Any]:
+        """The vdi_nbd_server_info of ``vdi``, starting its (read-only) export if needed."""
+        row = self.toolstack.db.get("VDI", vdi)
+        drv = driver_of(self.toolstack.db.get("SR", row["SR"]))
+        assert isinstance(drv, FileSr)
+        if row["uuid"] not in self._nbd:
+            await self._start_nbd(row["uuid"], drv.path(row["location"]))
+        port = self._nbd[row["uuid"]][2]
+        return {
+            "exportname": row["uuid"],
+            "address": "127.0.0.1",
+            "port": port,
+            "cert": "",
+            "subject": "",
+        }
+
+    async def _start_nbd(self, vdi_uuid: str, path: str) -> None:
+        try:
+            image = await asyncio.to_thread(VhdImage.open, path, writable=False)
+        except Exception as exc:
+            raise ApiError("VDI_MISSING", ["", vdi_uuid]) from exc
+        exports = {vdi_uuid: VhdBackend(image, read_only=True)}
+        tcp = await serve_nbd(exports, port=0)
+        servers = [tcp]
+        sock = self.nbd_socket(vdi_uuid) if self.toolstack.state_dir is not None else ""
+        if sock and len(sock.encode()) <= 107:
+            os.makedirs(os.path.dirname(sock), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock)
+            servers.append(await serve_nbd(exports, unix_path=sock))
+        self._nbd[vdi_uuid] = (servers, image, tcp.port)
+
+    async def stop_nbd(self, vdi_uuid: str) -> None:
+        entry = self._nbd.pop(vdi_uuid, None)
+        if entry is None:
+            return
+        for server in entry[0]:
+            await server.close()
+        entry[1].close()
+
+    def forget_nbd(self, vdi_uuid: str) -> None:
+        """Stop a VDI's export soon (its chain changed); the next get_nbd_info starts anew."""
+        if vdi_uuid in self._nbd:
+            asyncio.get_running_loop().create_task(self.stop_nbd(vdi_uuid))
+
+
+@contextlib.asynccontextmanager
+async def exclusive(ctx: Context, vdi: str) -> AsyncIterator[None]:
+    """Hold ``vdi``'s file alone while its chain changes; OTHER_OPERATION_IN_PROGRESS if used.
+
+    Its NBD export (read-only, of the old chain) is stopped: the next get_nbd_info restarts it.
+    """
+    row = ctx.db.get("VDI", vdi)
+    storage = ctx.toolstack.storage
+    if not await storage.busy.claim_waiting_for_gc(row["location"]):
+        raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi])
+    try:
+        storage.forget_nbd(row["uuid"])
+        yield
+    finally:
+        storage.busy.discard(row["location"])

@@ -1,0 +1,190 @@
+"""Disk transfers of VHD-backed VDIs (the local work behind ``/import_raw_vdi`` and
+``/export_raw_vdi``): who may, which file, the task's progress and outcome.
+
+:func:`open_transfer` checks the session and the VDI and claims the VDI; the returned
+:class:`DiskTransfer` copies a byte stream in or out (blocking: run it in a thread) and
+records progress and the result on the task given by ``task_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..api.tasks import now
+from ..errors import ApiError
+from ..storage.vhd import (
+    ByteSource,
+    VhdImage,
+    export_raw_chunks,
+    export_vhd_stream,
+    import_raw,
+    import_vhd,
+)
+from .sr_backend import file_sr
+
+FORMATS = ("raw", "vhd")
+Chunk = bytes | bytearray | memoryview
+CHUNK = 4 * 1024 * 1024
+PROGRESS_EVERY = 0.25  # seconds between task progress updates
+
+
+def _vdi_ref(toolstack: Any, value: str) -> str:
+    db = toolstack.db
+    if db.exists("VDI", value):
+        return value
+    ref = db.table("VDI").by_uuid.get(value)
+    if ref is None:
+        raise ApiError("HANDLE_INVALID", ["VDI", value])
+    return str(ref)
+
+
+async def open_transfer(toolstack: Any, query: Mapping[str, str], writing: bool) -> DiskTransfer:
+    """Check and claim; ApiError SESSION_INVALID, HANDLE_INVALID, VDI_IN_USE, FORMAT..."""
+    toolstack.auth.check(query.get("session_id", ""))
+    fmt = query.get("format", "raw")
+    if fmt not in FORMATS:
+        raise ApiError("FIELD_TYPE_ERROR", ["format"])
+    vdi = _vdi_ref(toolstack, query.get("vdi", ""))
+    task = query.get("task_id") or None
+    if task is not None and not toolstack.db.exists("task", task):
+        raise ApiError("HANDLE_INVALID", ["task", task])
+    row = toolstack.db.get("VDI", vdi)
+    drv = file_sr(toolstack.db, row["SR"])
+    if drv is None:
+        raise ApiError("SR_OPERATION_NOT_SUPPORTED", [row["SR"]])
+    if writing and row["read_only"]:
+        raise ApiError("VDI_READONLY", [vdi])
+    transfer = DiskTransfer(toolstack, vdi, drv.path(row["location"]), fmt, task)
+    if writing:
+        if not toolstack.storage.busy.try_claim([row["location"]]):
+            raise ApiError("VDI_IN_USE", [vdi, "import"])
+    else:
+        toolstack.storage.busy.add(row["location"])
+    transfer.claimed = row["location"]
+    return transfer
+
+
+class DiskTransfer:
+    """One claimed transfer; ``close`` (always) releases the VDI and settles the task."""
+
+    def __init__(self, toolstack: Any, vdi: str, path: str, fmt: str, task: str | None) -> None:
+        self.toolstack = toolstack
+        self.vdi, self.path, self.format, self.task = vdi, path, fmt, task
+        self.loop = asyncio.get_running_loop()
+        self.claimed = ""
+        self.expected = 0  # bytes the stream should carry (0: unknown)
+        self._done = 0
+        self._last = 0.0
+
+    # ---- progress, called from the worker thread ---------------------------------------
+
+    def advance(self, nbytes: int) -> None:
+        self._done += nbytes
+        t = time.monotonic()
+        if self.task is None or self.expected <= 0 or t - self._last < PROGRESS_EVERY:
+            return
+        self._last = t
+        fraction = min(0.99, self._done / self.expected)
+        self.loop.call_soon_threadsafe(self.toolstack.tasks.progress, self.task, fraction)
+
+    # ---- the copies (blocking) ---------------------------------------------------------
+
+    def import_from(self, source: ByteSource) -> int:
+        with VhdImage.open(self.path) as image:
+            self.expected = self.expected or image.virtual_size
+            counted = _Counting(source, self)
+            n = import_vhd(counted, image) if self.format == "vhd" else import_raw(counted, image)
+            image.flush()
+        return n
+
+    def export_size(self) -> tuple[int, Iterator[Chunk]]:
+        """(Content-Length, chunks) of the export; the image stays open until exhausted."""
+        image = VhdImage.open(self.path, writable=False)
+        if self.format == "vhd":
+            stream = export_vhd_stream(image)
+            size, chunks = stream.size, stream.chunks
+        else:
+            size, chunks = image.virtual_size, _raw_with_holes(image)
+        self.expected = size
+        return size, self._closing(image, chunks)
+
+    def _closing(self, image: VhdImage, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        try:
+            for chunk in chunks:
+                self.advance(len(chunk))
+                yield chunk
+        finally:
+            image.close()
+
+    # ---- the end ----------------------------------------------------------------------
+
+    def close(self, error: ApiError | None) -> None:
+        """Release the VDI, refresh its sizes after an import, settle the task."""
+        db = self.toolstack.db
+        if self.claimed:
+            self.toolstack.storage.busy.discard(self.claimed)
+            self.claimed = ""
+        if db.exists("VDI", self.vdi):
+            from .vdi_files import _refresh_row  # the row follows its file
+
+            drv = file_sr(db, db.get("VDI", self.vdi)["SR"])
+            if drv is not None:
+                with contextlib.suppress(ApiError):  # the file went away (VDI.forget + rm)
+                    _refresh_row(db, self.vdi, drv)
+        if self.task is not None and db.exists("task", self.task):
+            status = "success" if error is None else "failure"
+            with db.transaction():
+                db.update(
+                    "task",
+                    self.task,
+                    status=status,
+                    progress=1.0,
+                    finished=now(),
+                    error_info=[] if error is None else error.description,
+                    allowed_operations=[],
+                )
+
+
+def _raw_with_holes(image: VhdImage) -> Iterator[Chunk]:
+    """The whole disk as raw bytes; holes come from one shared zero buffer, never read."""
+    zeros = memoryview(bytes(CHUNK))
+    pos = 0
+    for offset, data in export_raw_chunks(image, CHUNK):
+        yield from _zero_run(zeros, offset - pos)
+        yield data
+        pos = offset + len(data)
+    yield from _zero_run(zeros, image.virtual_size - pos)
+
+
+def _zero_run(zeros: memoryview, length: int) -> Iterator[Chunk]:
+    while length > 0:
+        n = min(length, len(zeros))
+        yield zeros[:n]
+        length -= n
+
+
+class _Counting:
+    """A ByteSource that reports what went through it."""
+
+    def __init__(self, source: ByteSource, transfer: DiskTransfer) -> None:
+        self.source, self.transfer = source, transfer
+
+    def read(self, size: int, /) -> bytes:
+        data = self.source.read(size)
+        self.transfer.advance(len(data))
+        return data
+
+    def readinto(self, out: memoryview) -> int:
+        readinto = getattr(self.source, "readinto", None)
+        if readinto is None:
+            data = self.source.read(len(out))
+            out[: len(data)] = data
+            n = len(data)
+        else:
+            n = int(readinto(out))
+        self.transfer.advance(n)
+        return n

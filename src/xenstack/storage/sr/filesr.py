@@ -1,0 +1,140 @@
+"""Local file SRs (``ext``, ``file``): one dynamic ``<vdi-uuid>.vhd`` per VDI in one directory.
+
+Snapshots and clones are differencing children, as XenServer makes them: the VDI's current
+file becomes a hidden, read-only base (a new uuid, marked by an empty ``.<uuid>.hidden``
+file), the VDI gets a new empty leaf over it and the new VDI another one. Both steps are a
+rename and two small file creations, whatever the disk's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid as uuidlib
+
+from xenstack.storage.errors import VhdError
+from xenstack.storage.sr.driver import SrDriverError, VdiInfo
+from xenstack.storage.vhd import VhdImage, create_dynamic, export_raw_chunks, read_footer
+from xenstack.storage.vhd import resize as vhd_resize
+from xenstack.storage.vhd.ops import fsync_dir
+
+SUFFIX = ".vhd"
+ERR_NO_VDI = 46  # SM: "The VDI is not available"
+ERR_SIZE = 79  # SM: "VDI Invalid size"
+ERR_READ_ONLY = 116  # SM: "The SR is read-only"
+
+
+def hidden_marker(directory: str, node_uuid: str) -> str:
+    return os.path.join(directory, f".{node_uuid}.hidden")
+
+
+class FileSr:
+    """A directory of VHD files (see the module docstring)."""
+
+    read_only = False
+
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.abspath(directory)
+
+    def attach(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+
+    def detach_and_destroy(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def path(self, vdi_uuid: str) -> str:
+        return os.path.join(self.directory, vdi_uuid + SUFFIX)
+
+    def is_hidden(self, node_uuid: str) -> bool:
+        return os.path.exists(hidden_marker(self.directory, node_uuid))
+
+    def nodes(self) -> list[str]:
+        """Every VHD node's uuid in the SR, hidden ones included."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX))
+
+    def scan(self) -> list[VdiInfo]:
+        found = []
+        for node in self.nodes():
+            if self.is_hidden(node):
+                continue
+            try:
+                found.append(self.info(node))
+            except (SrDriverError, VhdError):
+                continue  # not a VHD we can read: XenServer skips it too
+        return found
+
+    def usage(self) -> tuple[int, int]:
+        used = 0
+        for node in self.nodes():
+            try:
+                used += os.stat(self.path(node)).st_size
+            except FileNotFoundError:
+                continue
+        st = os.statvfs(self.directory)
+        return used, st.f_blocks * st.f_frsize
+
+    def info(self, vdi_uuid: str) -> VdiInfo:
+        path = self.path(vdi_uuid)
+        try:
+            size = read_footer(path).current_size
+            physical = os.stat(path).st_size
+        except FileNotFoundError:
+            raise SrDriverError(ERR_NO_VDI, f"VDI {vdi_uuid} has no file") from None
+        return VdiInfo(vdi_uuid, vdi_uuid, size, physical)
+
+    def create(self, vdi_uuid: str, size: int) -> VdiInfo:
+        try:
+            create_dynamic(self.path(vdi_uuid), size)
+        except ValueError as exc:
+            raise SrDriverError(ERR_SIZE, f"VDI Invalid size: {exc}") from None
+        return self.info(vdi_uuid)
+
+    def delete(self, vdi_uuid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(vdi_uuid))
+
+    def snapshot(self, vdi_uuid: str, new_uuid: str) -> VdiInfo:
+        leaf = self.path(vdi_uuid)
+        if not os.path.exists(leaf):
+            raise SrDriverError(ERR_NO_VDI, f"VDI {vdi_uuid} has no file")
+        base_uuid = str(uuidlib.uuid4())
+        base = self.path(base_uuid)
+        open(hidden_marker(self.directory, base_uuid), "wb").close()
+        os.rename(leaf, base)
+        try:
+            create_dynamic(leaf, parent=base)
+        except BaseException:
+            os.rename(base, leaf)
+            os.unlink(hidden_marker(self.directory, base_uuid))
+            raise
+        create_dynamic(self.path(new_uuid), parent=base)
+        fsync_dir(self.directory)
+        return self.info(new_uuid)
+
+    def resize(self, vdi_uuid: str, size: int) -> VdiInfo:
+        try:
+            vhd_resize(self.path(vdi_uuid), size)
+        except ValueError as exc:
+            raise SrDriverError(ERR_SIZE, f"VDI Invalid size: {exc}") from None
+        return self.info(vdi_uuid)
+
+    def copy_from(self, source_path: str, vdi_uuid: str) -> VdiInfo:
+        """A new VDI holding the flattened contents of the chain at ``source_path``."""
+        with VhdImage.open(source_path, writable=False) as src:
+            dest_path = self.path(vdi_uuid)
+            create_dynamic(dest_path, src.virtual_size)
+            try:
+                with VhdImage.open(dest_path) as dest:
+                    for offset, data in export_raw_chunks(src):
+                        if any(data):
+                            dest.write(offset, data)
+                    dest.flush()
+            except BaseException:
+                os.unlink(dest_path)
+                raise
+        return self.info(vdi_uuid)

@@ -1,0 +1,115 @@
+"""The garbage collector of a file SR's hidden VHD nodes.
+
+Hidden nodes are the read-only bases snapshots and clones leave behind. One pass:
+
+* a hidden node nobody depends on (no children) is deleted;
+* a hidden node that is the only child of its parent is merged into that parent with the
+  VHD library's journaled coalesce, its own children re-pointed at the parent.
+
+Visible VDIs (leaves) are never touched, nor any tree holding a ``busy`` VDI (being
+imported, exported or served). Interrupted coalesces are finished first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from xenstack.storage.errors import VhdError
+from xenstack.storage.sr.filesr import SUFFIX, FileSr, hidden_marker
+from xenstack.storage.vhd import VhdLayer, coalesce, recover
+from xenstack.storage.vhd.chain import parent_path
+
+log = logging.getLogger(__name__)
+
+
+class ClaimSet(Protocol):
+    """VDIs in use elsewhere: the GC claims a whole tree before merging in it."""
+
+    def gc_claim(self, uuids: list[str]) -> bool: ...
+
+    def gc_release(self, uuid: str) -> None: ...
+
+
+@dataclass
+class GcResult:
+    deleted: list[str] = field(default_factory=list)
+    coalesced: list[str] = field(default_factory=list)
+
+
+def _parents(sr: FileSr) -> dict[str, str | None]:
+    """node uuid -> parent node uuid (None for a base disk)."""
+    parents: dict[str, str | None] = {}
+    for node in sr.nodes():
+        try:
+            with VhdLayer.open(sr.path(node)) as layer:
+                if layer.parent_uuid is None:
+                    parents[node] = None
+                else:
+                    parents[node] = os.path.basename(parent_path(layer))[: -len(SUFFIX)]
+        except (VhdError, FileNotFoundError):
+            continue
+    return parents
+
+
+def _subtree(node: str, children: dict[str, list[str]]) -> list[str]:
+    out, todo = [], [node]
+    while todo:
+        n = todo.pop()
+        out.append(n)
+        todo.extend(children.get(n, []))
+    return out
+
+
+def _unhide(sr: FileSr, node: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(hidden_marker(sr.directory, node))
+
+
+def collect_once(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
+    """One GC pass over ``sr``; see the module docstring."""
+    result = GcResult()
+    recover(sr.directory)
+    parents = _parents(sr)
+    children: dict[str, list[str]] = {}
+    for node, parent in parents.items():
+        if parent is not None:
+            children.setdefault(parent, []).append(node)
+    for node in parents:
+        if not sr.is_hidden(node) or children.get(node):
+            continue
+        os.unlink(sr.path(node))
+        _unhide(sr, node)
+        result.deleted.append(node)
+    if result.deleted:
+        return result  # parents may have lost their last child: look again next pass
+    for node, parent in parents.items():
+        if parent is None or not sr.is_hidden(node) or len(children.get(parent, [])) != 1:
+            continue
+        subtree = _subtree(node, children)
+        if busy is not None and not busy.gc_claim(subtree):
+            continue
+        try:
+            coalesce(sr.path(node), reparent=[sr.path(k) for k in children.get(node, [])])
+            _unhide(sr, node)
+        finally:
+            for n in subtree:
+                if busy is not None:
+                    busy.gc_release(n)
+        result.coalesced.append(node)
+        break  # the tree changed: recompute before the next merge
+    return result
+
+
+def collect(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
+    """Run passes until nothing is left to do; return everything done."""
+    total = GcResult()
+    while True:
+        step = collect_once(sr, busy)
+        if not step.deleted and not step.coalesced:
+            return total
+        total.deleted += step.deleted
+        total.coalesced += step.coalesced

@@ -1,0 +1,256 @@
+"""The XVA format (XenServer's VM export): a plain tar stream, read and written in one pass.
+
+Layout: ``ova.xml`` first (the metadata, produced by the caller), then for each disk, in the
+order the caller gives, its data cut into 1 MiB chunks named ``<prefix>/<8-digit number>``,
+each followed by ``<prefix>/<number>.checksum`` (the SHA-1 of the chunk, lowercase hex). Chunks
+that read as zeros are left out, except the first and the last, whose presence tells the reader
+where a disk starts and ends. Then the tar end-of-archive marker.
+
+Representation and byte pumping only: nothing here knows about VMs or the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from xenstack.storage.buffers import is_zero
+from xenstack.storage.errors import StreamError
+from xenstack.storage.vhd import ByteSource, VhdImage
+from xenstack.storage.vhd.importer import read_into
+
+CHUNK = 1024 * 1024
+BLOCK = 512
+OVA_XML = "ova.xml"
+MAX_METADATA = 64 * 1024 * 1024
+CHECKSUM_SUFFIX = ".checksum"
+END_OF_ARCHIVE = bytes(2 * BLOCK)
+Chunk = bytes | bytearray | memoryview
+
+
+class XvaError(StreamError):
+    """The stream is not a valid XVA; ``str()`` is the reason."""
+
+
+class PrematureEof(XvaError):
+    """The stream ended before the archive did."""
+
+
+class ChunkReader(Protocol):
+    """A disk's contents by offset (a VHD image, or nothing for a disk without a file)."""
+
+    virtual_size: int
+
+    def chunk_numbers(self) -> list[int]: ...
+    def read_chunk(self, offset: int, length: int) -> Chunk: ...
+
+
+# ---- writing -----------------------------------------------------------------------------
+
+
+def _padding(size: int) -> bytes:
+    return bytes(-size % BLOCK)
+
+
+def member(name: str, data: Chunk, mtime: int | None = None) -> list[Chunk]:
+    """One tar member: header, data and padding."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time()) if mtime is None else mtime
+    info.mode = 0o644
+    header = info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
+    return [header, data, _padding(len(data))]
+
+
+def chunk_name(prefix: str, number: int) -> str:
+    return f"{prefix}/{number:08d}"
+
+
+class ImageChunks:
+    """A VHD image seen as XVA chunks: the ones some layer of the chain holds, plus the ends."""
+
+    def __init__(self, image: VhdImage) -> None:
+        self.image = image
+        self.virtual_size = image.virtual_size
+
+    def chunk_numbers(self) -> list[int]:
+        numbers = {0, max(0, -(-self.virtual_size // CHUNK) - 1)}
+        for offset, length in self.image.allocated_ranges():
+            numbers.update(range(offset // CHUNK, -(-(offset + length) // CHUNK)))
+        return sorted(numbers)
+
+    def read_chunk(self, offset: int, length: int) -> Chunk:
+        return self.image.read_view(offset, length)
+
+
+@dataclass
+class EmptyDisk:
+    """A disk with no data to send (one without a file): zeros throughout."""
+
+    virtual_size: int
+
+    def chunk_numbers(self) -> list[int]:
+        return sorted({0, max(0, -(-self.virtual_size // CHUNK) - 1)})
+
+    def read_chunk(self, offset: int, length: int) -> Chunk:
+        return bytes(length)
+
+
+def disk_members(prefix: str, disk: ChunkReader, advance: Callable[[int], None]) -> Iterator[Chunk]:
+    """The tar members of one disk; ``advance(n)`` is told of every ``n`` bytes covered."""
+    numbers = disk.chunk_numbers()
+    size = disk.virtual_size
+    covered = 0
+    for number in numbers:
+        offset = number * CHUNK
+        if offset >= size:
+            break
+        length = min(CHUNK, size - offset)
+        data = disk.read_chunk(offset, length)
+        ends = number == 0 or offset + length == size
+        if ends or not is_zero(data):
+            name = chunk_name(prefix, number)
+            yield from member(name, data)
+            digest = hashlib.sha1(data).hexdigest().encode()
+            yield from member(name + CHECKSUM_SUFFIX, digest)
+        advance(offset + length - covered)
+        covered = offset + length
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+
+class TarReader:
+    """Forward-only tar member reader over a blocking byte source."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+        self.position = 0
+
+    def _exact(self, out: memoryview) -> None:
+        n = read_into(self.source, out)
+        self.position += n
+        if n != len(out):
+            raise PrematureEof(f"the stream ends at byte {self.position}, inside the archive")
+
+    def next_header(self) -> tarfile.TarInfo | None:
+        """The next member's header, or None at the end-of-archive marker."""
+        buf = bytearray(BLOCK)
+        self._exact(memoryview(buf))
+        if not any(buf):
+            return None
+        try:
+            info = tarfile.TarInfo.frombuf(bytes(buf), "utf-8", "strict")
+        except tarfile.HeaderError as exc:
+            raise XvaError(f"bad tar header at byte {self.position - BLOCK}: {exc}") from None
+        if not info.isreg():
+            raise XvaError(f"unexpected tar member type for {info.name}")
+        return info
+
+    def read_data(self, info: tarfile.TarInfo, out: memoryview) -> memoryview:
+        """The member's data (into ``out``, at least ``info.size`` long), padding skipped."""
+        view = out[: info.size]
+        self._exact(view)
+        pad = -info.size % BLOCK
+        if pad:
+            self._exact(memoryview(bytearray(pad)))
+        return view
+
+    def drain(self) -> None:
+        """Read the source to its end (the end-of-archive marker and record padding)."""
+        while self.source.read(CHUNK):
+            pass
+
+
+def read_metadata(reader: TarReader) -> bytes:
+    """The ``ova.xml`` text that must open the stream."""
+    info = reader.next_header()
+    if info is None or info.name != OVA_XML:
+        raise UnexpectedFile(OVA_XML, "" if info is None else info.name)
+    if info.size > MAX_METADATA:
+        raise XvaError(f"{OVA_XML} is larger than {MAX_METADATA} bytes")
+    return bytes(reader.read_data(info, memoryview(bytearray(info.size))))
+
+
+class UnexpectedFile(XvaError):
+    def __init__(self, expected: str, found: str) -> None:
+        super().__init__(f"expected {expected}, found {found!r}")
+        self.expected, self.found = expected, found
+
+
+class ChecksumMismatch(XvaError):
+    pass
+
+
+ChunkSink = Callable[[int, memoryview], None]
+
+
+def receive_disk(
+    reader: TarReader,
+    prefix: str,
+    size: int,
+    write: ChunkSink,
+    advance: Callable[[int], None],
+    *,
+    force: bool = False,
+) -> None:
+    """Read one disk's chunks, checking names, order and checksums; ``write(offset, data)``.
+
+    The disk is complete when a chunk reaches ``size``. A wrong checksum raises
+    ChecksumMismatch unless ``force``.
+    """
+    buf = memoryview(bytearray(CHUNK))
+    last, offset = -1, 0
+    while offset < size:
+        number, info = _next_chunk(reader, prefix, last)
+        at = number * CHUNK
+        if info.size > CHUNK or at + info.size > size:
+            raise XvaError(f"chunk {info.name} lies outside the disk of {size} bytes")
+        data = reader.read_data(info, buf)
+        _check_sum(reader, info.name, data, force)
+        write(at, data)
+        advance(at + info.size - offset)
+        last, offset = number, at + info.size
+
+
+def _next_chunk(reader: TarReader, prefix: str, last: int) -> tuple[int, tarfile.TarInfo]:
+    info = reader.next_header()
+    if info is None:
+        raise PrematureEof(f"the archive ends inside disk {prefix}")
+    head, _, suffix = info.name.rpartition("/")
+    if head != prefix or len(suffix) != 8 or not suffix.isdigit():
+        raise UnexpectedFile(f"{prefix}/<chunk>", info.name)
+    number = int(suffix)
+    if number <= last:
+        raise XvaError(f"chunk {info.name} comes after chunk {last}")
+    return number, info
+
+
+def _check_sum(reader: TarReader, name: str, data: memoryview, force: bool) -> None:
+    info = reader.next_header()
+    if info is None:
+        raise PrematureEof(f"the archive ends before the checksum of {name}")
+    if info.name != name + CHECKSUM_SUFFIX:
+        raise UnexpectedFile(name + CHECKSUM_SUFFIX, info.name)
+    if info.size > 128:
+        raise XvaError(f"checksum file {info.name} is too large")
+    got = bytes(reader.read_data(info, memoryview(bytearray(info.size)))).decode("latin-1")
+    want = hashlib.sha1(data).hexdigest()
+    if got.strip().lower() != want and not force:
+        raise ChecksumMismatch(
+            f"Block {name} checksum failed: original = {got}; recomputed = {want}"
+        )
+
+
+def image_writer(image: VhdImage) -> ChunkSink:
+    """Write chunks onto a fresh image, leaving all-zero chunks unallocated."""
+
+    def write(offset: int, data: memoryview) -> None:
+        if not is_zero(data):
+            image.write(offset, data)
+
+    return write

@@ -1,0 +1,107 @@
+"""Disk transfer over HTTP (/import_raw_vdi, /export_raw_vdi) and NBD exports of VDIs."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+import XenAPI
+from sr_helpers import MIB, get_file, new_vdi, put_file, qemu, require_qemu_img, write_pattern
+
+from xenstack.storage.vhd import VhdImage
+from xenstack.testing import RunningPool
+
+pytestmark = pytest.mark.qemu
+
+
+def _status(pool: RunningPool, method: str, query: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", pool.port, timeout=30)
+    conn.request(method, "/import_raw_vdi?" + urllib.parse.urlencode(query), body=b"x" * 512)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_raw_import_then_vhd_and_raw_exports(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    require_qemu_img()
+    source = tmp_path / "source.raw"
+    write_pattern(source, 64 * MIB)
+    vdi = new_vdi(session, 64 * MIB)
+    task = session.xenapi.task.create("import", "")
+    assert put_file(xenstack_pool, session, vdi, source, "raw", task) == 200
+    assert session.xenapi.task.get_status(task) == "success"
+    assert float(session.xenapi.task.get_progress(task)) == 1.0
+    assert int(session.xenapi.VDI.get_physical_utilisation(vdi)) > 5 * MIB
+    as_vhd, as_raw = tmp_path / "out.vhd", tmp_path / "out.raw"
+    assert get_file(xenstack_pool, session, vdi, as_vhd, "vhd") == 200
+    assert get_file(xenstack_pool, session, vdi, as_raw, "raw") == 200
+    assert as_vhd.stat().st_size < 40 * MIB  # only allocated blocks travel
+    qemu("compare", "-f", "vpc", "-F", "raw", str(as_vhd), str(source))
+    qemu("compare", "-f", "raw", "-F", "raw", str(as_raw), str(source))
+
+
+def test_qemu_dynamic_vhd_imports_byte_exact(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    require_qemu_img()
+    source = tmp_path / "source.raw"
+    write_pattern(source, 32 * MIB, seed=7)
+    made = tmp_path / "qemu.vhd"
+    qemu("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", str(source), str(made))
+    vdi = new_vdi(session, 64 * MIB)
+    assert put_file(xenstack_pool, session, vdi, made, "vhd") == 200
+    back = tmp_path / "back.raw"
+    assert get_file(xenstack_pool, session, vdi, back, "raw") == 200
+    size = source.stat().st_size
+    assert back.read_bytes()[:size] == source.read_bytes()
+    assert back.read_bytes()[size:].count(0) == back.stat().st_size - size
+
+
+def test_transfer_refusals(session: Any, xenstack_pool: RunningPool, tmp_path: Path) -> None:
+    vdi = new_vdi(session, 8 * MIB)
+    good = {"session_id": session._session, "vdi": vdi, "format": "raw"}
+    assert _status(xenstack_pool, "PUT", good | {"session_id": "OpaqueRef:bad"}) == 403
+    assert _status(xenstack_pool, "PUT", good | {"vdi": "OpaqueRef:nothing"}) == 404
+    assert _status(xenstack_pool, "PUT", good | {"format": "qcow2"}) == 400
+    source = tmp_path / "big.raw"
+    write_pattern(source, 16 * MIB)
+    task = session.xenapi.task.create("too big", "")
+    assert put_file(xenstack_pool, session, vdi, source, "raw", task) == 500
+    assert session.xenapi.task.get_status(task) == "failure"
+    assert session.xenapi.task.get_error_info(task) == ["VDI_IO_ERROR"]
+    # the VDI is free again afterwards
+    session.xenapi.VDI.snapshot(vdi, {})
+
+
+def test_nbd_serves_a_snapshot_chain(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    require_qemu_img()
+    from sr_helpers import vdi_file
+
+    vdi = new_vdi(session, 16 * MIB)
+    for i in range(3):
+        with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi))) as image:
+            image.write(i * 3 * MIB + 4096, bytes([0x41 + i]) * (2 * MIB))
+        session.xenapi.VDI.snapshot(vdi, {})
+    with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi)), writable=False) as image:
+        assert image.depth == 4
+    flat = tmp_path / "flat.raw"
+    assert get_file(xenstack_pool, session, vdi, flat, "raw") == 200
+    infos = session.xenapi.VDI.get_nbd_info(vdi)
+    assert len(infos) == 1
+    info = infos[0]
+    uuid = session.xenapi.VDI.get_uuid(vdi)
+    assert info["exportname"] == uuid and info["address"] == "127.0.0.1"
+    assert xenstack_pool.toolstack is not None
+    socket = xenstack_pool.toolstack.storage.nbd_socket(uuid)
+    qemu("compare", "-F", "raw", f"nbd+unix:///{uuid}?socket={socket}", str(flat))
+    qemu("compare", "-F", "raw", f"nbd://127.0.0.1:{info['port']}/{uuid}", str(flat))
+    with pytest.raises(XenAPI.Failure) as err:
+        session.xenapi.VDI.get_nbd_info("OpaqueRef:nothing")
+    assert err.value.details[0] == "HANDLE_INVALID"
