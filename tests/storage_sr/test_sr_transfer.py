@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import shutil
+import subprocess
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,33 @@ def test_nbd_serves_a_snapshot_chain(
     with pytest.raises(XenAPI.Failure) as err:
         session.xenapi.VDI.get_nbd_info("OpaqueRef:nothing")
     assert err.value.details[0] == "HANDLE_INVALID"
+
+
+def _qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["qemu-io", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_nbd_export_writes_into_the_leaf(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    require_qemu_img()
+    if shutil.which("qemu-io") is None:
+        pytest.skip("qemu-io is not installed")
+    vdi = new_vdi(session, 8 * MIB)
+    session.xenapi.VDI.snapshot(vdi, {})  # the leaf is a differencing child: a chain
+    info = session.xenapi.VDI.get_nbd_info(vdi)[0]
+    url = f"nbd://127.0.0.1:{info['port']}/{info['exportname']}"
+    done = _qemu_io("-f", "raw", "-c", "write -P 0x5a 1M 3M", "-c", "flush", url)
+    assert done.returncode == 0 and "wrote" in done.stdout, done.stderr
+    back = tmp_path / "back.raw"
+    assert get_file(xenstack_pool, session, vdi, back, "raw") == 200
+    data = back.read_bytes()
+    assert data[MIB : 4 * MIB] == b"\x5a" * (3 * MIB)
+    assert data[:MIB] == bytes(MIB) and data[4 * MIB :] == bytes(4 * MIB)
+    snap = session.xenapi.VDI.snapshot(vdi, {})  # ends the writable export first
+    snap_info = session.xenapi.VDI.get_nbd_info(snap)[0]
+    snap_url = f"nbd://127.0.0.1:{snap_info['port']}/{snap_info['exportname']}"
+    refused = _qemu_io("-f", "raw", "-c", "write -P 0x11 0 64k", snap_url)
+    assert "wrote" not in refused.stdout
+    assert get_file(xenstack_pool, session, snap, back, "raw") == 200
+    assert back.read_bytes() == data

@@ -105,7 +105,7 @@ class StorageService:
         self._wake: asyncio.Event | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_lock: asyncio.Lock | None = None
-        self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int]] = {}
+        self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int, str]] = {}
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -163,12 +163,17 @@ class StorageService:
         return path
 
     async def nbd_info(self, vdi: str) -> dict[str, Any]:
-        """The vdi_nbd_server_info of ``vdi``, starting its (read-only) export if needed."""
+        """The vdi_nbd_server_info of ``vdi``, starting its export if needed.
+
+        The export writes into the VDI's leaf unless the VDI is read-only or a snapshot;
+        a writable export claims the VDI (no import or GC merge meanwhile) until stopped.
+        """
         row = self.toolstack.db.get("VDI", vdi)
         drv = driver_of(self.toolstack.db.get("SR", row["SR"]))
         assert isinstance(drv, FileSr)
         if row["uuid"] not in self._nbd:
-            await self._start_nbd(row["uuid"], drv.path(row["location"]))
+            writable = not (row["read_only"] or row["is_a_snapshot"] or drv.read_only)
+            await self._start_nbd(row["uuid"], drv.path(row["location"]), row["location"], writable)
         port = self._nbd[row["uuid"]][2]
         return {
             "exportname": row["uuid"],
@@ -178,12 +183,16 @@ class StorageService:
             "subject": "",
         }
 
-    async def _start_nbd(self, vdi_uuid: str, path: str) -> None:
+    async def _start_nbd(self, vdi_uuid: str, path: str, location: str, writable: bool) -> None:
+        if writable and not self.busy.try_claim([location]):
+            raise ApiError("VDI_IN_USE", ["", "nbd"])
         try:
-            image = await asyncio.to_thread(VhdImage.open, path, writable=False)
+            image = await asyncio.to_thread(VhdImage.open, path, writable=writable)
         except Exception as exc:
+            if writable:
+                self.busy.discard(location)
             raise ApiError("VDI_MISSING", ["", vdi_uuid]) from exc
-        exports = {vdi_uuid: VhdBackend(image, read_only=True)}
+        exports = {vdi_uuid: VhdBackend(image, read_only=not writable)}
         tcp = await serve_nbd(exports, port=0)
         servers = [tcp]
         sock = self.nbd_socket(vdi_uuid) if self.toolstack.state_dir is not None else ""
@@ -192,7 +201,7 @@ class StorageService:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock)
             servers.append(await serve_nbd(exports, unix_path=sock))
-        self._nbd[vdi_uuid] = (servers, image, tcp.port)
+        self._nbd[vdi_uuid] = (servers, image, tcp.port, location if writable else "")
 
     async def stop_nbd(self, vdi_uuid: str) -> None:
         entry = self._nbd.pop(vdi_uuid, None)
@@ -200,7 +209,11 @@ class StorageService:
             return
         for server in entry[0]:
             await server.close()
+        if entry[3]:  # writable: make the writes durable, then release the claim
+            await asyncio.to_thread(entry[1].flush)
         entry[1].close()
+        if entry[3]:
+            self.busy.discard(entry[3])
 
     def forget_nbd(self, vdi_uuid: str) -> None:
         """Stop a VDI's export soon (its chain changed); the next get_nbd_info starts anew."""
@@ -212,14 +225,14 @@ class StorageService:
 async def exclusive(ctx: Context, vdi: str) -> AsyncIterator[None]:
     """Hold ``vdi``'s file alone while its chain changes; OTHER_OPERATION_IN_PROGRESS if used.
 
-    Its NBD export (read-only, of the old chain) is stopped: the next get_nbd_info restarts it.
+    Its NBD export (of the old chain) is stopped: the next get_nbd_info restarts it.
     """
     row = ctx.db.get("VDI", vdi)
     storage = ctx.toolstack.storage
+    await storage.stop_nbd(row["uuid"])  # a writable export holds a claim: end it first
     if not await storage.busy.claim_waiting_for_gc(row["location"]):
         raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi])
     try:
-        storage.forget_nbd(row["uuid"])
         yield
     finally:
         storage.busy.discard(row["location"])

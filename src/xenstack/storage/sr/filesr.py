@@ -3,7 +3,8 @@
 Snapshots and clones are differencing children, as XenServer makes them: the VDI's current
 file becomes a hidden, read-only base (a new uuid, marked by an empty ``.<uuid>.hidden``
 file), the VDI gets a new empty leaf over it and the new VDI another one. Both steps are a
-rename and two small file creations, whatever the disk's size.
+link, renames and two small file creations, whatever the disk's size, and a crash at any
+point leaves every VDI readable with its data (:meth:`FileSr.repair` tidies up).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from xenstack.storage.vhd import resize as vhd_resize
 from xenstack.storage.vhd.ops import fsync_dir
 
 SUFFIX = ".vhd"
+TMP_SUFFIX = ".new"  # a child being made: not a node until renamed
 ERR_NO_VDI = 46  # SM: "The VDI is not available"
 ERR_SIZE = 79  # SM: "VDI Invalid size"
 ERR_READ_ONLY = 116  # SM: "The SR is read-only"
@@ -99,22 +101,74 @@ class FileSr:
             os.unlink(self.path(vdi_uuid))
 
     def snapshot(self, vdi_uuid: str, new_uuid: str) -> VdiInfo:
+        """Crash-safe at every step (see :meth:`repair`): the VDI's file gains a second
+        name as the hidden base (a hard link), a child over it is made under a temporary
+        name, and one rename swaps it in as the VDI's leaf; then the new VDI's leaf."""
         leaf = self.path(vdi_uuid)
         if not os.path.exists(leaf):
             raise SrDriverError(ERR_NO_VDI, f"VDI {vdi_uuid} has no file")
         base_uuid = str(uuidlib.uuid4())
-        base = self.path(base_uuid)
-        open(hidden_marker(self.directory, base_uuid), "wb").close()
-        os.rename(leaf, base)
+        base, marker = self.path(base_uuid), hidden_marker(self.directory, base_uuid)
+        open(marker, "wb").close()
         try:
-            create_dynamic(leaf, parent=base)
+            os.link(leaf, base)
+            self._create_child(leaf, base)
         except BaseException:
-            os.rename(base, leaf)
-            os.unlink(hidden_marker(self.directory, base_uuid))
+            for leftover in (base, marker):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
             raise
-        create_dynamic(self.path(new_uuid), parent=base)
+        self._create_child(self.path(new_uuid), base)
         fsync_dir(self.directory)
         return self.info(new_uuid)
+
+    def _create_child(self, path: str, parent: str) -> None:
+        """A differencing child of ``parent`` at ``path`` (replacing it), made whole first."""
+        tmp = path + TMP_SUFFIX
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            create_dynamic(tmp, parent=parent)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def repair(self) -> list[str]:
+        """Undo what an interrupted snapshot left; return the hidden nodes removed.
+
+        Temporary children are deleted; a hidden base still sharing its file with a VDI
+        (the swap never happened) loses that second name; markers without file go.
+        """
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if name.endswith(SUFFIX + TMP_SUFFIX):
+                os.unlink(os.path.join(self.directory, name))
+        inodes: dict[tuple[int, int], list[str]] = {}
+        for node in self.nodes():
+            st = os.stat(self.path(node))
+            inodes.setdefault((st.st_dev, st.st_ino), []).append(node)
+        removed = []
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".hidden")):
+                continue
+            node = name[1 : -len(".hidden")]
+            try:
+                st = os.stat(self.path(node))
+            except FileNotFoundError:
+                os.unlink(os.path.join(self.directory, name))
+                continue
+            if len(inodes.get((st.st_dev, st.st_ino), [])) > 1:
+                os.unlink(self.path(node))
+                os.unlink(os.path.join(self.directory, name))
+                removed.append(node)
+        if removed:
+            fsync_dir(self.directory)
+        return removed
 
     def resize(self, vdi_uuid: str, size: int) -> VdiInfo:
         try:

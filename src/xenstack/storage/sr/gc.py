@@ -72,6 +72,7 @@ def _unhide(sr: FileSr, node: str) -> None:
 def collect_once(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
     """One GC pass over ``sr``; see the module docstring."""
     result = GcResult()
+    sr.repair()
     recover(sr.directory)
     parents = _parents(sr)
     children: dict[str, list[str]] = {}

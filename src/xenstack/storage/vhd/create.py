@@ -4,7 +4,8 @@ A new dynamic file is laid out like XenServer's and QEMU's: footer copy at 0, dy
 at 512, BAT at 1536 (all entries 0xFFFFFFFF), parent locator data, footer. The whole file is
 written with one ``pwritev`` into a file created with ``O_EXCL`` (never clobbering), and
 removed again if anything fails. Creating a child costs O(BAT size) bytes written: about
-4 MiB for a 2 TiB parent.
+4 MiB for a 2 TiB parent, from one shared buffer of 0xFF entries (a BAT cannot be a hole:
+unallocated entries must read 0xFFFFFFFF).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from xenstack.storage.vhd.format import (
     DEFAULT_BLOCK_SIZE,
     FOOTER_SIZE,
     HEADER_SIZE,
+    MAX_VIRTUAL_SIZE,
     SECTOR,
     DiskType,
     DynamicHeader,
@@ -104,12 +106,22 @@ def create_dynamic(
     return footer.uuid
 
 
+_UNALLOCATED_TABLE = b"\xff" * bat_size(-(-MAX_VIRTUAL_SIZE // DEFAULT_BLOCK_SIZE))
+
+
+def _empty_table(nbytes: int) -> bytes | memoryview:
+    """``nbytes`` of 0xFF BAT entries: a view of one shared buffer when big enough."""
+    if nbytes <= len(_UNALLOCATED_TABLE):
+        return memoryview(_UNALLOCATED_TABLE)[:nbytes]
+    return b"\xff" * nbytes
+
+
 def dynamic_metadata(
     entries: int, block_size: int, link: ParentLink | None
-) -> tuple[DynamicHeader, list[bytes]]:
+) -> tuple[DynamicHeader, list[bytes | memoryview]]:
     """The header for a fresh layout, and the bytes from TABLE_OFFSET to the footer."""
     table = bat_size(entries)
-    chunks = [b"\xff" * table]
+    chunks: list[bytes | memoryview] = [_empty_table(table)]
     pos = TABLE_OFFSET + table
     locators: list[ParentLocator] = []
     for code, data in link.locators if link else ():
@@ -145,7 +157,7 @@ def create_fixed(path: str, size: int, *, disk_uuid: uuidlib.UUID | None = None)
     return footer.uuid
 
 
-def write_new_file(path: str, chunks: list[bytes]) -> None:
+def write_new_file(path: str, chunks: list[bytes | memoryview]) -> None:
     """Create ``path`` exclusively holding ``chunks`` back to back; remove it on failure."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
@@ -165,11 +177,11 @@ def _check_new_size(size: int, block_size: int) -> None:
         raise ValueError(str(exc)) from None
 
 
-def _pwrite_all(fd: int, chunks: list[bytes], pos: int) -> None:
+def _pwrite_all(fd: int, chunks: list[bytes | memoryview], pos: int) -> None:
     total = sum(len(c) for c in chunks)
     done = os.pwritev(fd, chunks, pos)
     if done < total:
-        rest = b"".join(chunks)[done:]
+        rest = b"".join(bytes(c) for c in chunks)[done:]
         while rest:
             n = os.pwrite(fd, rest, pos + done)
             rest, done = rest[n:], done + n
