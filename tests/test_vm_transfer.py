@@ -3,6 +3,7 @@ and ``xe vm-export``/``vm-import``."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import io
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 from sim_helpers import default_sr, error_of, new_disk, new_vm, vbd_record, vif_record
 
+from xenstack.storage.xva import PrematureEof, XvaError, open_stream
 from xenstack.testing import RunningPool
 
 MIB = 1 << 20
@@ -101,13 +104,13 @@ def test_export_is_an_xva_tar(session: Any, xenstack_pool: RunningPool) -> None:
         names = [m.name for m in members[1:]]
         prefix = names[0].split("/")[0]
         assert prefix.startswith("Ref:")
-        chunks = [n for n in names if not n.endswith(".checksum")]
+        chunks = [n for n in names if not n.endswith(".xxhash")]
         # chunk 0 and 5 hold data, 7 is the last; the all-zero chunks are left out
         assert chunks == [f"{prefix}/{n:08d}" for n in (0, 5, 7)]
         for name in chunks:
             data = tar.extractfile(name).read()  # type: ignore[union-attr]
-            digest = tar.extractfile(name + ".checksum").read()  # type: ignore[union-attr]
-            assert digest.decode() == hashlib.sha1(data).hexdigest()
+            digest = tar.extractfile(name + ".xxhash").read()  # type: ignore[union-attr]
+            assert digest.decode() == f"{xxhash.xxh64_intdigest(data):016X}"  # as XAPI writes
             number = int(name.split("/")[1])
             assert data == raw[number * MIB : (number + 1) * MIB]
 
@@ -161,9 +164,9 @@ def test_corrupt_or_truncated_stream_leaves_nothing(
     xva = bytearray(good)
     before = _counts(session)
     with tarfile.open(fileobj=io.BytesIO(bytes(xva))) as tar:
-        checksum = next(m for m in tar.getmembers() if m.name.endswith(".checksum"))
+        checksum = next(m for m in tar.getmembers() if m.name.endswith(".xxhash"))
     at = checksum.offset_data  # spoil the first chunk's checksum
-    xva[at : at + 2] = b"00" if xva[at : at + 2] != b"00" else b"11"
+    xva[at : at + 2] = b"AB" if xva[at : at + 2] != b"AB" else b"CD"
     response = _import(xenstack_pool, session, bytes(xva))
     assert response.status == 400
     error = session.xenapi.task.get_error_info(response.task)  # type: ignore[attr-defined]
@@ -245,3 +248,113 @@ def test_restore_keeps_uuids(session: Any, xenstack_pool: RunningPool, preserve:
     new = _new_vm_of(session, forced.task)  # type: ignore[attr-defined]
     assert x.VM.get_uuid(new) == uuid and new != vm
     assert error_of(x.VM.get_record, vm)[0] == "HANDLE_INVALID"
+
+
+def _rewrite_checksums(xva: bytes, suffix: str, digest: Any) -> bytes:
+    """The archive with every ``.xxhash`` file replaced by one named ``suffix`` of ``digest``."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(xva)) as src,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as dst,
+    ):
+        last = b""
+        for info in src.getmembers():
+            data = src.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name.endswith(".xxhash"):
+                info = tarfile.TarInfo(info.name[: -len(".xxhash")] + suffix)
+                data = digest(last).encode()
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+            last = data
+    return out.getvalue()
+
+
+def test_import_accepts_sha1_checksums_of_older_xapi(
+    session: Any, xenstack_pool: RunningPool
+) -> None:
+    vm, _, raw = _vm_with_data(xenstack_pool, session)
+    xva = _export(xenstack_pool, session, vm)
+    sha1 = _rewrite_checksums(xva, ".checksum", lambda d: hashlib.sha1(d).hexdigest())
+    response = _import(xenstack_pool, session, sha1)
+    new = _new_vm_of(session, response.task)  # type: ignore[attr-defined]
+    disk = session.xenapi.VBD.get_VDI(session.xenapi.VM.get_VBDs(new)[0])
+    assert _disk_bytes(xenstack_pool, session, disk) == raw
+    before = _counts(session)
+    bad = _rewrite_checksums(xva, ".checksum", lambda d: hashlib.sha1(d + b"x").hexdigest())
+    error = session.xenapi.task.get_error_info(_import(xenstack_pool, session, bad).task)
+    assert error[0] == "IMPORT_ERROR" and "checksum failed" in error[1]
+    md5 = _rewrite_checksums(xva, ".md5", lambda d: hashlib.md5(d).hexdigest())
+    error = session.xenapi.task.get_error_info(_import(xenstack_pool, session, md5).task)
+    assert error[0] == "IMPORT_ERROR" and "unsupported checksum file" in error[1]
+    assert _counts(session) == before
+
+
+def test_gzip_export_and_import(session: Any, xenstack_pool: RunningPool, tmp_path: Path) -> None:
+    x = session.xenapi
+    vm, _, raw = _vm_with_data(xenstack_pool, session)
+    plain = _export(xenstack_pool, session, vm)
+    packed = _export(xenstack_pool, session, vm, use_compression="true")
+    assert packed[:2] == b"\x1f\x8b" and len(packed) < len(plain)
+    assert gzip.decompress(packed)[:512] == plain[:512]
+    for body in (packed, gzip.compress(plain[:1000]) + gzip.compress(plain[1000:]) + bytes(512)):
+        response = _import(xenstack_pool, session, body)
+        new = _new_vm_of(session, response.task)  # type: ignore[attr-defined]
+        assert _disk_bytes(xenstack_pool, session, x.VBD.get_VDI(x.VM.get_VBDs(new)[0])) == raw
+    url = (
+        f"http://127.0.0.1:{xenstack_pool.port}/export?session_id={session._session}"
+        f"&ref={vm}&use_compression=gzip"
+    )
+    (new,) = _call_import(session, url)
+    assert _disk_bytes(xenstack_pool, session, x.VBD.get_VDI(x.VM.get_VBDs(new)[0])) == raw
+    before = _counts(session)
+    cut = _import(xenstack_pool, session, packed[: len(packed) // 2])
+    assert x.task.get_error_info(cut.task)[0].startswith("IMPORT_ERROR")  # type: ignore[attr-defined]
+    zstd = _import(xenstack_pool, session, b"\x28\xb5\x2f\xfd" + bytes(2000))
+    error = x.task.get_error_info(zstd.task)  # type: ignore[attr-defined]
+    assert error[0] == "IMPORT_ERROR" and "zstd" in error[1]
+    assert _counts(session) == before
+    task = x.task.create("export", "")
+    query = {"session_id": session._session, "ref": vm, "use_compression": "zstd", "task_id": task}
+    assert _request(xenstack_pool, "GET", "/export", query).status != 200
+    assert x.task.get_error_info(task)[0] == "NOT_IMPLEMENTED"
+    assert x.VM.get_current_operations(vm) == {}
+
+
+def test_xe_vm_export_compressed(session: Any, xenstack_pool: RunningPool, tmp_path: Path) -> None:
+    x = session.xenapi
+    vm, _, raw = _vm_with_data(xenstack_pool, session)
+    path = tmp_path / "vm.xva.gz"
+    done = xe(xenstack_pool, "vm-export", f"vm={x.VM.get_uuid(vm)}", f"filename={path}",
+              "compress=true")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    with tarfile.open(path) as tar:  # tarfile sees through the gzip
+        assert tar.getnames()[0] == "ova.xml"
+    done = xe(xenstack_pool, "vm-import", f"filename={path}")
+    assert done.returncode == 0, done.stderr
+    new = x.VM.get_by_uuid(done.stdout.strip())
+    assert _disk_bytes(xenstack_pool, session, x.VBD.get_VDI(x.VM.get_VBDs(new)[0])) == raw
+    refused = xe(xenstack_pool, "vm-export", f"vm={x.VM.get_uuid(vm)}", f"filename={path}",
+                 "compress=zstd")  # fmt: skip
+    assert refused.returncode == 1 and "zstd compression" in refused.stderr
+    assert x.task.get_all() == []
+
+
+def _read_all(source: Any, size: int) -> bytes:
+    out = bytearray()
+    while piece := source.read(size):
+        out += piece
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [1, 512, 3 * MIB])
+def test_gzip_source_reads_members_and_detects_truncation(size: int) -> None:
+    data = random.Random(3).randbytes(300_000) + bytes(2 * MIB)
+    members = gzip.compress(data[:5]) + gzip.compress(data[5:]) + bytes(1024)
+    assert _read_all(open_stream(io.BytesIO(members)), size) == data
+    assert _read_all(open_stream(io.BytesIO(data)), size) == data  # plain passes through
+    assert _read_all(open_stream(io.BytesIO(b"")), size) == b""
+    with pytest.raises(PrematureEof):
+        _read_all(open_stream(io.BytesIO(gzip.compress(data)[:-20])), size)
+    with pytest.raises(XvaError):
+        _read_all(open_stream(io.BytesIO(b"\x1f\x8b" + bytes(100))), size)

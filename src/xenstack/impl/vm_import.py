@@ -26,6 +26,7 @@ from ..storage.xva import (
     UnexpectedFile,
     XvaError,
     image_writer,
+    open_stream,
     read_metadata,
     receive_disk,
 )
@@ -65,8 +66,9 @@ async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 async def import_xva(
     ctx: Context, source: ByteSource, sr: str, full_restore: bool, force: bool
 ) -> list[str]:
-    """Import the XVA read from ``source`` onto ``sr``; return the new VMs."""
-    reader = TarReader(source)
+    """Import the XVA (plain or gzip-compressed) read from ``source`` onto ``sr``; return the
+    new VMs."""
+    reader = TarReader(await _in_thread(open_stream, source))
     text = await _in_thread(read_metadata, reader)
     header = xva_metadata.decode(text)
     undo = Undo(ctx)

@@ -2,9 +2,12 @@
 
 Layout: ``ova.xml`` first (the metadata, produced by the caller), then for each disk, in the
 order the caller gives, its data cut into 1 MiB chunks named ``<prefix>/<8-digit number>``,
-each followed by ``<prefix>/<number>.checksum`` (the SHA-1 of the chunk, lowercase hex). Chunks
-that read as zeros are left out, except the first and the last, whose presence tells the reader
-where a disk starts and ends. Then the tar end-of-archive marker.
+each followed by its checksum file: ``<prefix>/<number>.xxhash`` (XXH64 of the chunk, 16
+uppercase hex digits; what current XAPI writes) or ``<prefix>/<number>.checksum`` (SHA-1,
+lowercase hex; older XAPI). The reader accepts both. Chunks that read as zeros are left out,
+except the first and the last, whose presence tells the reader where a disk starts and ends.
+Then the tar end-of-archive marker. The whole stream may be gzip-compressed: the reader
+recognises the gzip magic and the writer compresses on request.
 
 Representation and byte pumping only: nothing here knows about VMs or the database.
 """
@@ -14,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+import xxhash
 
 from xenstack.storage.buffers import is_zero
 from xenstack.storage.errors import StreamError
@@ -27,7 +33,11 @@ CHUNK = 1024 * 1024
 BLOCK = 512
 OVA_XML = "ova.xml"
 MAX_METADATA = 64 * 1024 * 1024
-CHECKSUM_SUFFIX = ".checksum"
+XXHASH = ".xxhash"
+SHA1 = ".checksum"
+CHECKSUM_SUFFIXES = (XXHASH, SHA1)
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 Chunk = bytes | bytearray | memoryview
 
@@ -100,8 +110,20 @@ class EmptyDisk:
         return bytes(length)
 
 
-def disk_members(prefix: str, disk: ChunkReader, advance: Callable[[int], None]) -> Iterator[Chunk]:
-    """The tar members of one disk; ``advance(n)`` is told of every ``n`` bytes covered."""
+def checksum(suffix: str, data: Chunk) -> str:
+    """The text of a chunk's checksum file of kind ``suffix`` (XXHASH or SHA1)."""
+    if suffix == XXHASH:
+        return f"{xxhash.xxh64_intdigest(data):016X}"
+    return hashlib.sha1(data).hexdigest()
+
+
+def disk_members(
+    prefix: str, disk: ChunkReader, advance: Callable[[int], None], suffix: str = XXHASH
+) -> Iterator[Chunk]:
+    """The tar members of one disk; ``advance(n)`` is told of every ``n`` bytes covered.
+
+    Each chunk's checksum file is of kind ``suffix``: XXHASH (as current XAPI) or SHA1.
+    """
     numbers = disk.chunk_numbers()
     size = disk.virtual_size
     covered = 0
@@ -115,8 +137,7 @@ def disk_members(prefix: str, disk: ChunkReader, advance: Callable[[int], None])
         if ends or not is_zero(data):
             name = chunk_name(prefix, number)
             yield from member(name, data)
-            digest = hashlib.sha1(data).hexdigest().encode()
-            yield from member(name + CHECKSUM_SUFFIX, digest)
+            yield from member(name + suffix, checksum(suffix, data).encode())
         advance(offset + length - covered)
         covered = offset + length
 
@@ -234,13 +255,16 @@ def _check_sum(reader: TarReader, name: str, data: memoryview, force: bool) -> N
     info = reader.next_header()
     if info is None:
         raise PrematureEof(f"the archive ends before the checksum of {name}")
-    if info.name != name + CHECKSUM_SUFFIX:
-        raise UnexpectedFile(name + CHECKSUM_SUFFIX, info.name)
+    suffix = info.name[len(name) :] if info.name.startswith(name + ".") else ""
+    if not suffix:
+        raise UnexpectedFile(name + XXHASH, info.name)
+    if suffix not in CHECKSUM_SUFFIXES:
+        raise XvaError(f"Found unsupported checksum file: {info.name}")
     if info.size > 128:
         raise XvaError(f"checksum file {info.name} is too large")
     got = bytes(reader.read_data(info, memoryview(bytearray(info.size)))).decode("latin-1")
-    want = hashlib.sha1(data).hexdigest()
-    if got.strip().lower() != want and not force:
+    want = checksum(suffix, data)
+    if got.strip().lower() != want.lower() and not force:
         raise ChecksumMismatch(
             f"Block {name} checksum failed: original = {got}; recomputed = {want}"
         )
@@ -254,3 +278,85 @@ def image_writer(image: VhdImage) -> ChunkSink:
             image.write(offset, data)
 
     return write
+
+
+# ---- compression -------------------------------------------------------------------------
+
+
+def gzip_chunks(chunks: Iterator[Chunk], level: int = 6) -> Iterator[bytes]:
+    """The stream ``chunks`` make, gzip-compressed (one gzip member), in pieces."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    for chunk in chunks:
+        out = packer.compress(chunk)
+        if out:
+            yield out
+    yield packer.flush()
+
+
+class _Prefixed:
+    """A source with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, source: ByteSource) -> None:
+        self.head, self.source = head, source
+
+    def read(self, size: int, /) -> bytes:
+        if self.head:
+            out, self.head = self.head[:size], self.head[size:]
+            return out
+        return self.source.read(size)
+
+
+class GzipSource:
+    """The decompressed bytes of a gzip stream (several concatenated members allowed)."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+        self.unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.started = False  # the current member has had input: its end must come
+        self.pending, self.at = b"", 0
+        self.carry = b""  # input read past the end of the last member
+        self.eof = False
+
+    def read(self, size: int, /) -> bytes:
+        while self.at >= len(self.pending) and not self.eof:
+            self.pending, self.at = self._inflate(max(size, CHUNK)), 0
+        out = self.pending[self.at : self.at + size]
+        self.at += len(out)
+        return out
+
+    def _inflate(self, want: int) -> bytes:
+        data = self.unpacker.unconsumed_tail or self.carry or self.source.read(CHUNK)
+        self.carry = b""
+        if not data:
+            if self.started and not self.unpacker.eof:
+                raise PrematureEof("the compressed stream ends inside a gzip member")
+            self.eof = True
+            return b""
+        if not self.started and not any(data):
+            return b""  # zero padding after the last member (as tape-style writers add)
+        self.started = True
+        try:
+            out = self.unpacker.decompress(data, want)
+            if self.unpacker.eof:  # a member ends: another may follow
+                self.carry = self.unpacker.unused_data
+                self.unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.started = False
+        except zlib.error as exc:
+            raise XvaError(f"bad gzip data: {exc}") from None
+        return out
+
+
+def open_stream(source: ByteSource) -> ByteSource:
+    """``source`` as a plain tar stream: a gzip-compressed one is decompressed on the fly.
+
+    XvaError for a zstd-compressed stream (not supported here).
+    """
+    head = bytearray(len(ZSTD_MAGIC))
+    n = read_into(source, memoryview(head))
+    head_bytes = bytes(head[:n])
+    rest = _Prefixed(head_bytes, source)
+    if head_bytes.startswith(GZIP_MAGIC):
+        return GzipSource(rest)
+    if head_bytes == ZSTD_MAGIC:
+        raise XvaError("zstd-compressed XVA streams are not supported; decompress it first")
+    return rest

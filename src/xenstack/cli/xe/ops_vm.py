@@ -97,7 +97,13 @@ def vm_create(ctx: Ctx) -> None:
     print_uuid(ctx, "VM", ctx.call("VM.create", rec))
 
 
-@command("vm-vif-list", flags=S, help="List the virtual network interfaces of the selected VMs.")
+@command(
+    "vm-vif-list",
+    optn="params",
+    flags=S,
+    help="List the virtual network interfaces of the selected VMs (params= picks the fields, "
+    "'all' for every one).",
+)
 def vm_vif_list(ctx: Ctx) -> None:
     kind = kind_for_class("VIF")
     wanted = ctx.get("params")

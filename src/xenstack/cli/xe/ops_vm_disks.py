@@ -1,4 +1,4 @@
-"""VM disk and CD commands: vm-disk-add/-remove, vm-cd-insert/-eject."""
+"""VM disk and CD commands: vm-disk-add/-remove, vm-cd-add/-remove/-insert/-eject."""
 
 from __future__ import annotations
 
@@ -76,6 +76,59 @@ def vm_cd_insert(ctx: Ctx) -> None:
         ctx.call("VBD.insert", cds[0], vdis[0])
 
     vm_op(ctx, op, ["cd-name"])
+
+
+@command(
+    "vm-cd-add",
+    reqd="cd-name device",
+    flags=S,
+    help="Add a CD drive holding the named ISO to the selected VMs, at a device position "
+    "taken from the VM's allowed-VBD-devices.",
+)
+def vm_cd_add(ctx: Ctx) -> None:
+    name, device = ctx.req("cd-name"), ctx.req("device")
+    vdis = _iso_vdis(ctx, name)
+    if not vdis:
+        raise CliError(f"CD {name} not found!")
+
+    def op(row: Row) -> None:
+        vbd = ctx.call("VBD.create", vbd_record(row[0], vdis[0], device, "RO", "CD"))
+        try_plug(ctx, vbd)
+
+    vm_op(ctx, op, ["cd-name", "device", "cd-location"])
+
+
+@command(
+    "vm-cd-remove",
+    reqd="cd-name",
+    flags=S,
+    help="Remove the CD drive holding the named ISO from the selected VMs "
+    "(cd-name=<EMPTY> for an empty drive); the ISO itself stays.",
+)
+def vm_cd_remove(ctx: Ctx) -> None:
+    name = ctx.req("cd-name")
+
+    def op(row: Row) -> None:
+        for vbd in row[1].get("VBDs") or []:
+            if _holds_cd(ctx, str(vbd), name):
+                ctx.call("VBD.destroy", vbd)
+                return
+        raise CliError("Disk not found")
+
+    vm_op(ctx, op, ["cd-name"])
+
+
+def _holds_cd(ctx: Ctx, vbd: str, name: str) -> bool:
+    """Whether ``vbd`` holds the ISO called ``name`` (an empty drive is ``<EMPTY>``)."""
+    try:
+        vdi = ctx.call("VBD.get_VDI", vbd)
+        sr = ctx.call("VDI.get_SR", vdi)
+        return bool(
+            ctx.call("SR.get_content_type", sr) == "iso"
+            and ctx.call("VDI.get_name_label", vdi) == name
+        )
+    except XenApiError:
+        return name == "<EMPTY>"
 
 
 @command(
