@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -106,3 +108,34 @@ def test_jsonrpc_reads_the_install(xenstack_pool: Any) -> None:
     assert "ext" in types
     pifs = rpc("PIF.get_all_records", [session])
     assert {p["device"] for p in pifs.values()} == {"eth0", "eth1"}
+
+
+def test_init_options_shared_sr_and_storage_kind(tmp_path: Path) -> None:
+    """``--shared-sr`` adds a shared SR every host sees; files unless ``--sim-storage``."""
+    for extra, files in (([], True), (["--sim-storage"], False)):
+        state = tmp_path / ("sim" if extra else "files")
+        cmd = [sys.executable, "-m", "xenstack.cli.main", "init", "--state-dir", str(state)]
+        subprocess.run([*cmd, "--hosts", "2", "--shared-sr", *extra], check=True)
+        with simulated_pool(state) as pool:
+            s = XenAPI.Session(pool.url)
+            s.xenapi.login_with_password(
+                "root", (state / "root-password").read_text().strip(), "1.0", "t"
+            )
+            (nfs,) = s.xenapi.SR.get_by_name_label("NFS storage")
+            rec = s.xenapi.SR.get_record(nfs)
+            assert rec["shared"] is True and len(rec["PBDs"]) == 2
+            assert ("xenstack_path" in rec["sm_config"]) is files
+            vdi = s.xenapi.VDI.create(
+                {
+                    "SR": nfs,
+                    "virtual_size": str(1 << 20),
+                    "type": "user",
+                    "name_label": "d",
+                    "sharable": False,
+                    "read_only": False,
+                    "other_config": {},
+                }
+            )
+            on_disk = list(state.rglob(s.xenapi.VDI.get_uuid(vdi) + ".vhd"))
+            assert bool(on_disk) is files
+            s.xenapi.session.logout()

@@ -70,18 +70,24 @@ class Toolstack:
         return bool(self.this_host)
 
     def initialise(
-        self, password: str | None = None, hosts: int = 1, *, shared_sr: bool = False
+        self,
+        password: str | None = None,
+        hosts: int = 1,
+        *,
+        shared_sr: bool = False,
+        sim_storage: bool = False,
     ) -> str:
         """Create the pool (``hosts`` hosts) and the root user; return the root password.
 
-        ``shared_sr`` (``--sim-storage``) keeps every SR simulated (sizes only) and adds a
-        shared one; otherwise, with a state directory, Local storage keeps real VHD files.
+        With a state directory, SRs keep real VHD files (Local storage per host and, with
+        ``shared_sr``, a shared NFS-like directory SR); ``sim_storage`` (``--sim-storage``)
+        keeps every SR sizes-only instead, for very large simulated pools.
         """
         if self.initialised:
             raise RuntimeError("the state is initialised already")
         password = password or secrets.token_urlsafe(18)
         self.auth.set_user("root", password, "pool-admin")
-        file_storage = self.state_dir is not None and not shared_sr
+        file_storage = self.state_dir is not None and not sim_storage
         self.persistence.set_meta("storage", "file" if file_storage else "simulated")
         self.this_host = create_pool(self.db, hosts=hosts, shared_sr=shared_sr)
         if file_storage:

@@ -1,8 +1,8 @@
 """``xenstack``: create a host's state and serve it.
 
-xenstack init  --state-dir DIR [--password-file FILE] [--hosts N] [--sim-storage]
+xenstack init  --state-dir DIR [--password-file FILE] [--hosts N] [--shared-sr] [--sim-storage]
 xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH] [--https-port N]
-               [--hosts N] [--sim-storage]   (these two apply when serve initialises DIR)
+               [--hosts N] [--shared-sr] [--sim-storage]   (these apply when serve initialises DIR)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 """
 
@@ -28,15 +28,17 @@ def _read_password(path: str) -> str:
     return text
 
 
-def init_state(
-    state_dir: Path, password_file: str | None, hosts: int = 1, sim_storage: bool = False
-) -> Toolstack:
-    """Initialise DIR (a pool of ``hosts`` hosts) if it is not yet; return the toolstack."""
+def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
+    """Initialise DIR as the options say, if it is not yet; return the toolstack."""
     toolstack = Toolstack(state_dir)
     if toolstack.initialised:
         return toolstack
+    password_file = args.password_file
     password = toolstack.initialise(
-        _read_password(password_file) if password_file else None, hosts, shared_sr=sim_storage
+        _read_password(password_file) if password_file else None,
+        args.hosts,
+        shared_sr=args.shared_sr,
+        sim_storage=args.sim_storage,
     )
     if not password_file:
         write_secret(state_dir / "root-password", password)
@@ -51,7 +53,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"xenstack: {state_dir} is initialised already", file=sys.stderr)
         return 1
     toolstack.persistence.close()
-    init_state(state_dir, args.password_file, args.hosts, args.sim_storage).persistence.close()
+    init_state(state_dir, args).persistence.close()
     return 0
 
 
@@ -64,7 +66,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace) -> None:
     state_dir = Path(args.state_dir)
-    toolstack = init_state(state_dir, args.password_file, args.hosts, args.sim_storage)
+    toolstack = init_state(state_dir, args)
     config = HttpConfig(
         listen=args.listen,
         port=args.port,
@@ -110,10 +112,14 @@ def _add_pool_options(sub: argparse.ArgumentParser) -> None:
         "--sim-storage",
         action="store_true",
         help=(
-            "simulated storage only (sizes, no files; for big simulated pools), plus a shared"
-            " simulated NFS SR every host sees; without it Local storage keeps real VHD files"
-            " under DIR/sr/"
+            "sizes-only simulated storage (no files; for very large simulated pools); without"
+            " it SRs keep real VHD files under DIR/sr/"
         ),
+    )
+    sub.add_argument(
+        "--shared-sr",
+        action="store_true",
+        help="add a shared NFS-like SR that every host of the pool sees",
     )
 
 

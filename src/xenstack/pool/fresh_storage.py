@@ -71,7 +71,7 @@ def create_pool_storage(db: Database, *, shared_sr: bool) -> None:
         new_sr(
             db,
             name_label="NFS storage",
-            name_description="Shared NFS storage (simulated)",
+            name_description="Shared NFS storage",
             type="nfs",
             content_type="user",
             shared=True,
@@ -128,11 +128,17 @@ def _shared_device_config(sr_type: str) -> dict[str, str]:
 
 
 def use_real_local_storage(db: Database, state_dir: str) -> None:
-    """Make every "Local storage" SR a file SR under ``state_dir`` (in a transaction)."""
+    """Make every "Local storage" SR a file SR, and the shared NFS SR a shared directory,
+    under ``state_dir`` (in a transaction)."""
     for sr, row in list(db.table("SR").rows.items()):
-        if row["type"] != "ext" or row["shared"] or row["sm_config"].get("xenstack_driver"):
+        if row["sm_config"].get("xenstack_driver"):
             continue
-        backend = choose(state_dir, "ext", row["uuid"], {})
+        if row["type"] == "ext" and not row["shared"]:
+            backend = choose(state_dir, "ext", row["uuid"], {})
+        elif row["type"] == "nfs" and row["shared"]:
+            backend = choose(state_dir, "nfs", row["uuid"], _shared_device_config("nfs"))
+        else:
+            continue
         os.makedirs(backend["xenstack_path"], exist_ok=True)
         db.set("SR", sr, "sm_config", row["sm_config"] | backend)
         assert driver_of(db.get("SR", sr)) is not None

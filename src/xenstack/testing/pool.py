@@ -63,13 +63,15 @@ def simulated_pool(
     session_timeout: float | None = None,
     hosts: int = 1,
     sim_storage: bool = False,
+    shared_sr: bool | None = None,
     **config: Any,
 ) -> Iterator[RunningPool]:
     """A toolstack serving on 127.0.0.1 on a free port, in a thread of this process.
 
     ``session_timeout`` (seconds) overrides how long an idle session lives; ``config`` goes to
     :class:`HttpConfig` (``socket_path``, ``idle_timeout``, ``max_body``...). A fresh state
-    holds a pool of ``hosts`` hosts; ``sim_storage`` adds a shared (simulated NFS) SR.
+    holds a pool of ``hosts`` hosts; ``sim_storage`` keeps storage sizes-only, and
+    ``shared_sr`` (by default: as ``sim_storage``) adds a shared NFS-like SR.
     """
     port = free_port()
     started = threading.Event()
@@ -81,7 +83,8 @@ def simulated_pool(
         if session_timeout is not None:
             toolstack.auth.idle_timeout = session_timeout
         if not toolstack.initialised:
-            toolstack.initialise(password, hosts, shared_sr=sim_storage)
+            shared = sim_storage if shared_sr is None else shared_sr
+            toolstack.initialise(password, hosts, shared_sr=shared, sim_storage=sim_storage)
         await toolstack.start(http)
         stop = asyncio.Event()
         box.update(toolstack=toolstack, loop=asyncio.get_running_loop(), stop=stop)
