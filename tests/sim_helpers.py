@@ -1,21 +1,23 @@
-"""Helpers shared by the simulated-pool tests (devices, storage, networks)."""
+"""Helpers for the simulated-pool tests that work on a whole SDK ``session`` (devices, storage,
+networks); the records and the polling they share with the VM tests come from :mod:`vmkit`."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import XenAPI
+from vmkit import disk_record, failure, master, vbd_record, vif_record, wait_for
 
 from xenstack.impl.hypervisor import hypervisor
 from xenstack.testing import RunningPool
 
 GiB = 1 << 30
 
+__all__ = ["GiB", "default_sr", "failure", "new_disk", "new_vm", "pool_master", "running_vm"]
+__all__ += ["vbd_record", "vif_record"]
+
 
 def pool_master(session: Any) -> str:
-    (pool,) = session.xenapi.pool.get_all_records().values()
-    return str(pool["master"])
+    return master(session.xenapi)
 
 
 def default_sr(session: Any) -> str:
@@ -36,68 +38,11 @@ def running_vm(session: Any, pool: RunningPool, label: str = "vm") -> str:
     vm = new_vm(session, label)
     pool.call(lambda ts: setattr(hypervisor(ts), "guest_agent_delay", 0.02))
     session.xenapi.VM.start(vm, False, True)
-    deadline = time.monotonic() + 5
-    while session.xenapi.VM.get_guest_metrics(vm) == "OpaqueRef:NULL":
-        assert time.monotonic() < deadline, "the guest agent never reported"
-        time.sleep(0.01)
+    wait_for(lambda: session.xenapi.VM.get_guest_metrics(vm) != "OpaqueRef:NULL")
     return vm
 
 
 def new_disk(session: Any, size: int = GiB, sr: str | None = None, label: str = "disk") -> str:
-    record = {
-        "name_label": label,
-        "name_description": "",
-        "SR": sr or default_sr(session),
-        "virtual_size": str(size),
-        "type": "user",
-        "sharable": False,
-        "read_only": False,
-        "other_config": {},
-        "xenstore_data": {},
-        "sm_config": {},
-        "tags": [],
-    }
+    """A new user disk of ``size`` bytes, on the pool's default SR unless ``sr`` is given."""
+    record = disk_record(sr or default_sr(session), label, size)
     return str(session.xenapi.VDI.create(record))
-
-
-def vbd_record(vm: str, vdi: str, userdevice: str = "autodetect", **extra: Any) -> dict[str, Any]:
-    record = {
-        "VM": vm,
-        "VDI": vdi,
-        "userdevice": userdevice,
-        "bootable": False,
-        "mode": "RW",
-        "type": "Disk",
-        "unpluggable": True,
-        "empty": False,
-        "other_config": {},
-        "qos_algorithm_type": "",
-        "qos_algorithm_params": {},
-    }
-    record.update(extra)
-    return record
-
-
-def vif_record(vm: str, network: str, device: str, mac: str = "") -> dict[str, Any]:
-    return {
-        "device": device,
-        "network": network,
-        "VM": vm,
-        "MAC": mac,
-        "MTU": "1500",
-        "other_config": {},
-        "qos_algorithm_type": "",
-        "qos_algorithm_params": {},
-        "locking_mode": "network_default",
-        "ipv4_allowed": [],
-        "ipv6_allowed": [],
-    }
-
-
-def error_of(call: Any, *args: Any) -> list[str]:
-    """The ErrorDescription of a call that must fail."""
-    try:
-        call(*args)
-    except XenAPI.Failure as failure:
-        return list(failure.details)
-    raise AssertionError("the call succeeded")

@@ -6,14 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, add_hosts, failure, login, new_vm
+from vmkit import GIB, add_hosts, failure, master, new_vm
 
 from xenstack.testing import RunningPool, simulated_pool
 
-
-@pytest.fixture(autouse=True)
-def fast_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "0.05")
+GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
 
 
 @pytest.fixture
@@ -23,14 +20,10 @@ def pool() -> Iterator[RunningPool]:
         yield running
 
 
-@pytest.fixture
-def x(pool: RunningPool) -> Iterator[Any]:
-    yield from login(pool, "host-tests")
-
-
 def hosts(x: Any) -> list[str]:
-    master = next(iter(x.pool.get_all_records().values()))["master"]
-    return [master, *sorted(h for h in x.host.get_all() if h != master)]
+    """The master first, then the other hosts in ref order."""
+    first = master(x)
+    return [first, *sorted(h for h in x.host.get_all() if h != first)]
 
 
 def test_pool_migrate_moves_domain_and_memory(x: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import XenAPI
-from sim_helpers import error_of, pool_master
+from sim_helpers import failure, pool_master
 
 from xenstack.testing import simulated_pool
 
@@ -33,20 +33,20 @@ def test_echo_round_trip(session: Any) -> None:
 def test_plugin_failures(session: Any) -> None:
     host = pool_master(session)
     call = session.xenapi.host.call_plugin
-    assert error_of(call, host, "nosuch", "echo", {}) == ["XENAPI_MISSING_PLUGIN", "nosuch"]
-    err = error_of(call, host, "echo", "fail", {"code": "MY_ERROR", "param1": "x"})
+    assert failure(call, host, "nosuch", "echo", {}) == ["XENAPI_MISSING_PLUGIN", "nosuch"]
+    err = failure(call, host, "echo", "fail", {"code": "MY_ERROR", "param1": "x"})
     assert err == ["MY_ERROR", "x"]
-    err = error_of(call, host, "echo", "crash", {"message": "boom"})
+    err = failure(call, host, "echo", "crash", {"message": "boom"})
     assert err == ["XENAPI_PLUGIN_FAILURE", "crash", "PluginError", "boom"]
-    err = error_of(call, host, "echo", "nosuchfn", {})
+    err = failure(call, host, "echo", "nosuchfn", {})
     assert err == ["UNKNOWN_XENAPI_PLUGIN_FUNCTION", "nosuchfn"]
-    err = error_of(call, host, "echo", "exit", {"status": "3"})
+    err = failure(call, host, "echo", "exit", {"status": "3"})
     assert err == ["XENAPI_PLUGIN_FAILURE", "non-zero exit", "", "exiting on request\n"]
 
 
 @pytest.mark.parametrize("name", ["../echo", "bundled/echo", "..", "/bin/true", ".hidden"])
 def test_path_names_refused(session: Any, name: str) -> None:
-    err = error_of(session.xenapi.host.call_plugin, pool_master(session), name, "echo", {})
+    err = failure(session.xenapi.host.call_plugin, pool_master(session), name, "echo", {})
     assert err == ["XENAPI_MISSING_PLUGIN", name]
 
 
@@ -66,9 +66,9 @@ def test_state_dir_plugins_and_bad_output(tmp_path: Path, monkeypatch: Any) -> N
         s.xenapi.login_with_password("root", pool.password, "1.0", "t")
         host = pool_master(s)
         assert s.xenapi.host.call_plugin(host, "raw", "f", {}) == "raw"
-        err = error_of(s.xenapi.host.call_plugin, host, "garbage", "f", {})
+        err = failure(s.xenapi.host.call_plugin, host, "garbage", "f", {})
         assert err[:3] == ["XENAPI_PLUGIN_FAILURE", "failed to parse plugin output", "not xml\n"]
-        err = error_of(s.xenapi.host.call_plugin, host, "slow", "f", {})
+        err = failure(s.xenapi.host.call_plugin, host, "slow", "f", {})
         assert err[:2] == ["XENAPI_PLUGIN_FAILURE", "timeout"]
         assert s.xenapi.session.get_uuid(s._session)  # the server loop kept serving
         s.xenapi.session.logout()

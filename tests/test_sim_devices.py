@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sim_helpers import (
-    error_of,
+    failure,
     new_disk,
     new_vm,
     running_vm,
@@ -31,9 +31,9 @@ def test_vbd_autodetect_and_duplicate_device(session: Any) -> None:
     second = session.xenapi.VBD.create(vbd_record(vm, other, "autodetect"))
     assert session.xenapi.VBD.get_userdevice(second) != taken
     third = new_disk(session)
-    err = error_of(session.xenapi.VBD.create, vbd_record(vm, third, taken))
+    err = failure(session.xenapi.VBD.create, vbd_record(vm, third, taken))
     assert err == ["DEVICE_ALREADY_EXISTS", taken]
-    err = error_of(session.xenapi.VBD.create, vbd_record(vm, third, "not-a-device"))
+    err = failure(session.xenapi.VBD.create, vbd_record(vm, third, "not-a-device"))
     assert err == ["INVALID_DEVICE", "not-a-device"]
     metrics = session.xenapi.VBD.get_metrics(first)
     assert session.xenapi.VBD_metrics.get_io_read_kbs(metrics) == 0.0
@@ -42,19 +42,19 @@ def test_vbd_autodetect_and_duplicate_device(session: Any) -> None:
 def test_vbd_plug_needs_a_running_vm(session: Any, xenstack_pool: Any) -> None:
     halted = new_vm(session, "halted")
     vbd = session.xenapi.VBD.create(vbd_record(halted, new_disk(session), "1"))
-    err = error_of(session.xenapi.VBD.plug, vbd)
+    err = failure(session.xenapi.VBD.plug, vbd)
     assert err == ["VM_BAD_POWER_STATE", halted, "running", "halted"]
     vm = running_vm(session, xenstack_pool)
     hot = session.xenapi.VBD.create(vbd_record(vm, new_disk(session), "3"))
     assert session.xenapi.VBD.get_currently_attached(hot) is False
     session.xenapi.VBD.plug(hot)
     assert session.xenapi.VBD.get_currently_attached(hot) is True
-    assert error_of(session.xenapi.VBD.plug, hot) == ["DEVICE_ALREADY_ATTACHED", hot]
+    assert failure(session.xenapi.VBD.plug, hot) == ["DEVICE_ALREADY_ATTACHED", hot]
     assert "unplug" in session.xenapi.VBD.get_allowed_operations(hot)
-    err = error_of(session.xenapi.VBD.destroy, hot)
+    err = failure(session.xenapi.VBD.destroy, hot)
     assert err[0] == "OPERATION_NOT_ALLOWED"
     session.xenapi.VBD.unplug(hot)
-    assert error_of(session.xenapi.VBD.unplug, hot) == ["DEVICE_ALREADY_DETACHED", hot]
+    assert failure(session.xenapi.VBD.unplug, hot) == ["DEVICE_ALREADY_DETACHED", hot]
     session.xenapi.VBD.destroy(hot)
 
 
@@ -64,17 +64,17 @@ def test_cd_insert_and_eject(session: Any) -> None:
     (iso,) = session.xenapi.SR.get_VDIs(tools_sr)
     cd = session.xenapi.VBD.create(vbd_record(vm, NULL, "3", type="CD", mode="RO", empty=True))
     assert session.xenapi.VBD.get_empty(cd) is True
-    assert error_of(session.xenapi.VBD.eject, cd) == ["VBD_IS_EMPTY", cd]
+    assert failure(session.xenapi.VBD.eject, cd) == ["VBD_IS_EMPTY", cd]
     session.xenapi.VBD.insert(cd, iso)
     assert session.xenapi.VBD.get_VDI(cd) == iso
-    assert error_of(session.xenapi.VBD.insert, cd, iso) == ["VBD_NOT_EMPTY", cd]
+    assert failure(session.xenapi.VBD.insert, cd, iso) == ["VBD_NOT_EMPTY", cd]
     session.xenapi.VBD.eject(cd)
     assert session.xenapi.VBD.get_VDI(cd) == NULL
     disk = session.xenapi.VBD.create(vbd_record(vm, new_disk(session), "0"))
-    assert error_of(session.xenapi.VBD.eject, disk) == ["VBD_NOT_REMOVABLE_MEDIA", disk]
-    err = error_of(session.xenapi.VBD.create, vbd_record(vm, NULL, "5", empty=True))
+    assert failure(session.xenapi.VBD.eject, disk) == ["VBD_NOT_REMOVABLE_MEDIA", disk]
+    err = failure(session.xenapi.VBD.create, vbd_record(vm, NULL, "5", empty=True))
     assert err == ["VBD_NOT_REMOVABLE_MEDIA", "in constructor"]
-    err = error_of(session.xenapi.VBD.create, vbd_record(vm, iso, "6", type="CD", mode="RW"))
+    err = failure(session.xenapi.VBD.create, vbd_record(vm, iso, "6", type="CD", mode="RW"))
     assert err == ["VBD_CDS_MUST_BE_READONLY"]
 
 
@@ -89,13 +89,13 @@ def test_vif_create_mac_mtu_and_duplicates(session: Any) -> None:
     assert record["MTU"] == session.xenapi.network.get_MTU(net)
     assert record["locking_mode"] == "network_default"
     assert session.xenapi.VIF_metrics.get_record(record["metrics"])["io_read_kbs"] == 0.0
-    assert error_of(session.xenapi.VIF.create, vif_record(vm, net, "0")) == [
+    assert failure(session.xenapi.VIF.create, vif_record(vm, net, "0")) == [
         "DEVICE_ALREADY_EXISTS",
         "0",
     ]
     fixed = session.xenapi.VIF.create(vif_record(vm, net, "1", mac="AA:00:00:00:00:01"))
     assert session.xenapi.VIF.get_MAC(fixed) == "aa:00:00:00:00:01"
-    err = error_of(session.xenapi.VIF.create, vif_record(vm, net, "2", mac="nonsense"))
+    err = failure(session.xenapi.VIF.create, vif_record(vm, net, "2", mac="nonsense"))
     assert err == ["MAC_INVALID", "nonsense"]
 
 
@@ -105,14 +105,14 @@ def test_vif_plug_unplug_move(session: Any, xenstack_pool: Any) -> None:
     vif = session.xenapi.VIF.create(vif_record(vm, _xenbr(session, 0), devices[0]))
     session.xenapi.VIF.plug(vif)
     assert session.xenapi.VIF.get_currently_attached(vif) is True
-    assert error_of(session.xenapi.VIF.plug, vif) == ["DEVICE_ALREADY_ATTACHED", vif]
+    assert failure(session.xenapi.VIF.plug, vif) == ["DEVICE_ALREADY_ATTACHED", vif]
     other = _xenbr(session, 1)
     session.xenapi.VIF.move(vif, other)
     assert session.xenapi.VIF.get_network(vif) == other
     assert vif in session.xenapi.network.get_VIFs(other)
-    err = error_of(session.xenapi.VIF.destroy, vif)
+    err = failure(session.xenapi.VIF.destroy, vif)
     assert err == ["OPERATION_NOT_ALLOWED", "VIF currently attached to a running VM"]
     session.xenapi.VIF.unplug(vif)
-    assert error_of(session.xenapi.VIF.unplug, vif) == ["DEVICE_ALREADY_DETACHED", vif]
+    assert failure(session.xenapi.VIF.unplug, vif) == ["DEVICE_ALREADY_DETACHED", vif]
     session.xenapi.VIF.destroy(vif)
     assert vif not in session.xenapi.VM.get_VIFs(vm)

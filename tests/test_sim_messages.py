@@ -6,7 +6,7 @@ import xmlrpc.client
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sim_helpers import error_of, pool_master
+from sim_helpers import failure, pool_master
 
 
 def test_message_lifecycle(session: Any) -> None:
@@ -29,15 +29,15 @@ def test_message_lifecycle(session: Any) -> None:
     assert list(where) == [ref]
     session.xenapi.message.destroy(ref)
     assert session.xenapi.message.get_all() == []
-    assert error_of(session.xenapi.message.get_record, ref)[0] == "HANDLE_INVALID"
+    assert failure(session.xenapi.message.get_record, ref)[0] == "HANDLE_INVALID"
 
 
 def test_message_errors(session: Any) -> None:
-    err = error_of(session.xenapi.message.create, "X", "1", "VM", "no-such-uuid", "")
+    err = failure(session.xenapi.message.create, "X", "1", "VM", "no-such-uuid", "")
     assert err == ["UUID_INVALID", "VM", "no-such-uuid"]
-    err = error_of(session.xenapi.message.create, "X", "1", "Nonsense", "x", "")
+    err = failure(session.xenapi.message.create, "X", "1", "Nonsense", "x", "")
     assert err[0] == "FIELD_TYPE_ERROR"
-    assert error_of(session.xenapi.message.get_by_uuid, "nope") == [
+    assert failure(session.xenapi.message.get_by_uuid, "nope") == [
         "UUID_INVALID",
         "message",
         "nope",

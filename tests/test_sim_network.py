@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim_helpers import error_of, pool_master, running_vm, vif_record
+from sim_helpers import failure, pool_master, running_vm, vif_record
 
 
 def _net(session: Any, label: str, bridge: str = "") -> str:
@@ -42,23 +42,23 @@ def test_networking_setup_like_a_cloud_driver(session: Any, xenstack_pool: Any) 
     devices = sorted(session.xenapi.VIF.get_device(v) for v in session.xenapi.VM.get_VIFs(vm))
     assert len(devices) == 3 and len(set(devices)) == 3
     vif = session.xenapi.network.get_VIFs(nets[0])[0]
-    assert error_of(session.xenapi.network.destroy, nets[0]) == ["NETWORK_CONTAINS_VIF", vif]
+    assert failure(session.xenapi.network.destroy, nets[0]) == ["NETWORK_CONTAINS_VIF", vif]
     session.xenapi.VIF.unplug(vif)
     session.xenapi.network.destroy(nets[0])
-    assert error_of(session.xenapi.VIF.get_record, vif)[0] == "HANDLE_INVALID"
+    assert failure(session.xenapi.VIF.get_record, vif)[0] == "HANDLE_INVALID"
 
 
 def test_system_networks_cannot_go(session: Any) -> None:
     nets = {r["bridge"]: ref for ref, r in session.xenapi.network.get_all_records().items()}
-    err = error_of(session.xenapi.network.destroy, nets["xenbr0"])
+    err = failure(session.xenapi.network.destroy, nets["xenbr0"])
     assert err[0] == "NETWORK_CONTAINS_PIF"
-    assert error_of(session.xenapi.network.destroy, nets["xenapi"]) == [
+    assert failure(session.xenapi.network.destroy, nets["xenapi"]) == [
         "CANNOT_DESTROY_SYSTEM_NETWORK",
         nets["xenapi"],
     ]
-    assert error_of(_net, session, "dup", "xapi-mine")[0] == "INVALID_VALUE"
+    assert failure(_net, session, "dup", "xapi-mine")[0] == "INVALID_VALUE"
     _net(session, "mine", "br-mine")
-    assert error_of(_net, session, "dup", "br-mine") == ["BRIDGE_NAME_EXISTS", "br-mine"]
+    assert failure(_net, session, "dup", "br-mine") == ["BRIDGE_NAME_EXISTS", "br-mine"]
 
 
 def test_vlans(session: Any) -> None:
@@ -71,14 +71,14 @@ def test_vlans(session: Any) -> None:
     assert session.xenapi.VLAN.get_tagged_PIF(vlan) == _pif(session, "eth1")
     assert session.xenapi.VLAN.get_tag(vlan) == "100"
     other = _net(session, "other")
-    err = error_of(session.xenapi.VLAN.create, _pif(session, "eth1"), "100", other)
+    err = failure(session.xenapi.VLAN.create, _pif(session, "eth1"), "100", other)
     assert err == ["PIF_VLAN_EXISTS", "eth1"]
-    assert error_of(session.xenapi.VLAN.create, _pif(session, "eth1"), "4095", other) == [
+    assert failure(session.xenapi.VLAN.create, _pif(session, "eth1"), "4095", other) == [
         "VLAN_TAG_INVALID",
         "4095",
     ]
-    assert error_of(session.xenapi.VLAN.create, pifs[0], "7", other) == ["PIF_IS_VLAN", pifs[0]]
-    err = error_of(session.xenapi.VLAN.create, _pif(session, "eth0"), "5", net)
+    assert failure(session.xenapi.VLAN.create, pifs[0], "7", other) == ["PIF_IS_VLAN", pifs[0]]
+    err = failure(session.xenapi.VLAN.create, _pif(session, "eth0"), "5", net)
     assert err == ["NETWORK_ALREADY_CONNECTED", net, pifs[0]]
     session.xenapi.VLAN.destroy(vlan)
     assert session.xenapi.network.get_PIFs(net) == []
@@ -88,7 +88,7 @@ def test_bond_moves_management(session: Any) -> None:
     eth0, eth1 = _pif(session, "eth0"), _pif(session, "eth1")
     ip = session.xenapi.PIF.get_IP(eth0)
     net = _net(session, "bond network")
-    assert error_of(session.xenapi.Bond.create, net, [eth0], "", "active-backup", {}) == [
+    assert failure(session.xenapi.Bond.create, net, [eth0], "", "active-backup", {}) == [
         "PIF_BOND_NEEDS_MORE_MEMBERS"
     ]
     bond = session.xenapi.Bond.create(net, [eth0, eth1], "", "active-backup", {})
@@ -97,7 +97,7 @@ def test_bond_moves_management(session: Any) -> None:
     assert record["device"] == "bond0" and record["management"] and record["IP"] == ip
     assert sorted(session.xenapi.Bond.get_slaves(bond)) == sorted([eth0, eth1])
     assert session.xenapi.PIF.get_bond_slave_of(eth0) == bond
-    assert error_of(session.xenapi.PIF.plug, eth1) == ["CANNOT_PLUG_BOND_SLAVE", eth1]
+    assert failure(session.xenapi.PIF.plug, eth1) == ["CANNOT_PLUG_BOND_SLAVE", eth1]
     session.xenapi.Bond.destroy(bond)
     assert session.xenapi.PIF.get_management(eth0) is True
     assert session.xenapi.PIF.get_IP(eth0) == ip
@@ -106,23 +106,23 @@ def test_bond_moves_management(session: Any) -> None:
 def test_tunnel_and_pif_configuration(session: Any) -> None:
     eth0, eth1 = _pif(session, "eth0"), _pif(session, "eth1")
     net = _net(session, "overlay")
-    err = error_of(session.xenapi.tunnel.create, eth1, net, "gre")
+    err = failure(session.xenapi.tunnel.create, eth1, net, "gre")
     assert err == ["TRANSPORT_PIF_NOT_CONFIGURED", eth1]
     tunnel = session.xenapi.tunnel.create(eth0, net, "vxlan")
     access = session.xenapi.tunnel.get_access_PIF(tunnel)
     assert session.xenapi.PIF.get_device(access).startswith("tunnel")
     session.xenapi.tunnel.destroy(tunnel)
-    err = error_of(session.xenapi.PIF.reconfigure_ip, eth1, "Static", "10.1.0.300", "", "", "")
+    err = failure(session.xenapi.PIF.reconfigure_ip, eth1, "Static", "10.1.0.300", "", "", "")
     assert err == ["INVALID_IP_ADDRESS_SPECIFIED", "IP"]
     session.xenapi.PIF.reconfigure_ip(eth1, "Static", "10.1.0.5", "255.255.0.0", "", "")
     assert session.xenapi.PIF.get_IP(eth1) == "10.1.0.5"
     session.xenapi.PIF.reconfigure_ip(eth1, "DHCP", "", "", "", "")
     assert session.xenapi.PIF.get_IP(eth1)
-    assert error_of(session.xenapi.PIF.reconfigure_ip, eth0, "None", "", "", "", "") == [
+    assert failure(session.xenapi.PIF.reconfigure_ip, eth0, "None", "", "", "", "") == [
         "PIF_IS_MANAGEMENT_INTERFACE",
         eth0,
     ]
-    assert error_of(session.xenapi.PIF.unplug, eth0) == ["PIF_IS_MANAGEMENT_INTERFACE", eth0]
+    assert failure(session.xenapi.PIF.unplug, eth0) == ["PIF_IS_MANAGEMENT_INTERFACE", eth0]
     session.xenapi.PIF.unplug(eth1)
     assert session.xenapi.PIF.get_currently_attached(eth1) is False
     session.xenapi.PIF.plug(eth1)

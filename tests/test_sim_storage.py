@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim_helpers import GiB, default_sr, error_of, new_disk, pool_master, running_vm, vbd_record
+from sim_helpers import GiB, default_sr, failure, new_disk, pool_master, running_vm, vbd_record
 
 NULL = "OpaqueRef:NULL"
 
@@ -43,9 +43,9 @@ def test_thick_sr_fills_up(session: Any) -> None:
     vdi = new_disk(session, 2 * GiB, sr=sr)
     phys, _ = _usage(session, sr)
     assert phys >= 2 * GiB
-    err = error_of(new_disk, session, 3 * GiB, sr)
+    err = failure(new_disk, session, 3 * GiB, sr)
     assert err[0] == "SR_FULL" and int(err[1]) > int(err[2])
-    err = error_of(session.xenapi.VDI.resize, vdi, str(5 * GiB))
+    err = failure(session.xenapi.VDI.resize, vdi, str(5 * GiB))
     assert err[0] == "SR_FULL"
     session.xenapi.VDI.resize(vdi, str(3 * GiB))
     assert int(session.xenapi.VDI.get_virtual_size(vdi)) == 3 * GiB
@@ -74,12 +74,12 @@ def test_vdi_in_use_and_shrink_refused(session: Any, xenstack_pool: Any) -> None
     vdi = new_disk(session, GiB)
     vbd = session.xenapi.VBD.create(vbd_record(vm, vdi, "4"))
     session.xenapi.VBD.plug(vbd)
-    assert error_of(session.xenapi.VDI.destroy, vdi) == ["VDI_IN_USE", vdi, "destroy"]
-    assert error_of(session.xenapi.VDI.resize, vdi, str(2 * GiB)) == ["VDI_IN_USE", vdi, "resize"]
+    assert failure(session.xenapi.VDI.destroy, vdi) == ["VDI_IN_USE", vdi, "destroy"]
+    assert failure(session.xenapi.VDI.resize, vdi, str(2 * GiB)) == ["VDI_IN_USE", vdi, "resize"]
     assert "destroy" not in session.xenapi.VDI.get_allowed_operations(vdi)
     session.xenapi.VBD.unplug(vbd)
     assert "destroy" in session.xenapi.VDI.get_allowed_operations(vdi)
-    assert error_of(session.xenapi.VDI.resize, vdi, str(GiB // 2))[0].startswith("SR_BACKEND")
+    assert failure(session.xenapi.VDI.resize, vdi, str(GiB // 2))[0].startswith("SR_BACKEND")
     session.xenapi.VDI.destroy(vdi)
     assert session.xenapi.VM.get_VBDs(vm).count(vbd) == 0
 
@@ -88,36 +88,34 @@ def test_sr_lifecycle(session: Any) -> None:
     sr = _lvm_sr(session, 4 * GiB)
     new_disk(session, GiB, sr=sr)
     (pbd,) = session.xenapi.SR.get_PBDs(sr)
-    assert error_of(session.xenapi.SR.destroy, sr) == ["SR_HAS_PBD", sr]
+    assert failure(session.xenapi.SR.destroy, sr) == ["SR_HAS_PBD", sr]
     session.xenapi.PBD.unplug(pbd)
-    assert error_of(session.xenapi.SR.destroy, sr) == ["SR_NOT_EMPTY"]
-    assert error_of(session.xenapi.SR.scan, sr) == ["SR_NOT_ATTACHED", sr]
+    assert failure(session.xenapi.SR.destroy, sr) == ["SR_NOT_EMPTY"]
+    assert failure(session.xenapi.SR.scan, sr) == ["SR_NOT_ATTACHED", sr]
     session.xenapi.PBD.plug(pbd)
     session.xenapi.SR.scan(sr)
     host = pool_master(session)
-    err = error_of(
+    err = failure(
         session.xenapi.PBD.create, {"host": host, "SR": sr, "device_config": {}, "other_config": {}}
     )
     assert err == ["PBD_EXISTS", sr, host, pbd]
     session.xenapi.PBD.unplug(pbd)
     session.xenapi.SR.forget(sr)
-    assert error_of(session.xenapi.SR.get_record, sr)[0] == "HANDLE_INVALID"
+    assert failure(session.xenapi.SR.get_record, sr)[0] == "HANDLE_INVALID"
 
 
 def test_sr_introduce_probe_and_unknown_driver(session: Any) -> None:
     host = pool_master(session)
-    err = error_of(
-        session.xenapi.SR.create, host, {}, "0", "x", "", "nosuchtype", "user", False, {}
-    )
+    err = failure(session.xenapi.SR.create, host, {}, "0", "x", "", "nosuchtype", "user", False, {})
     assert err == ["SR_UNKNOWN_DRIVER", "nosuchtype"]
     sr = session.xenapi.SR.introduce("", "intro", "", "nfs", "user", True, {})
     assert session.xenapi.SR.get_PBDs(sr) == []
     uuid = session.xenapi.SR.get_uuid(sr)
-    err = error_of(session.xenapi.SR.introduce, uuid, "again", "", "nfs", "user", True, {})
+    err = failure(session.xenapi.SR.introduce, uuid, "again", "", "nfs", "user", True, {})
     assert err == ["SR_UUID_EXISTS", uuid]
     probe = session.xenapi.SR.probe(host, {"device": "/dev/sda3"}, "ext", {})
     local = session.xenapi.SR.get_uuid(default_sr(session))
     assert f"<UUID>{local}</UUID>" in probe
     (dvd,) = session.xenapi.SR.get_by_name_label("DVD drives")
-    err = error_of(new_disk, session, GiB, dvd)
+    err = failure(new_disk, session, GiB, dvd)
     assert err == ["SR_OPERATION_NOT_SUPPORTED", dvd]

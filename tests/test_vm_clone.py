@@ -6,14 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, disk_record, failure, local_sr, login, new_vm
+from vmkit import GIB, disk_record, failure, local_sr, new_vm, vbd_record, vif_record
 
 from xenstack.testing import RunningPool, simulated_pool
 
-
-@pytest.fixture(autouse=True)
-def fast_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "0.05")
+GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -22,41 +19,11 @@ def pool() -> Iterator[RunningPool]:
         yield running
 
 
-@pytest.fixture
-def x(pool: RunningPool) -> Iterator[Any]:
-    yield from login(pool, "vm-tests")
-
-
 def vm_with_disk_and_vif(x: Any, name: str = "vm") -> tuple[str, str]:
     vm = new_vm(x, name=name)
     vdi = x.VDI.create(disk_record(local_sr(x), f"{name} disk"))
-    x.VBD.create(
-        {
-            "VM": vm,
-            "VDI": vdi,
-            "userdevice": "0",
-            "bootable": True,
-            "mode": "RW",
-            "type": "Disk",
-            "empty": False,
-            "unpluggable": False,
-            "other_config": {},
-            "qos_algorithm_type": "",
-            "qos_algorithm_params": {},
-        }
-    )
-    x.VIF.create(
-        {
-            "device": "0",
-            "network": x.network.get_all()[0],
-            "VM": vm,
-            "MAC": "",
-            "MTU": "1500",
-            "other_config": {},
-            "qos_algorithm_type": "",
-            "qos_algorithm_params": {},
-        }
-    )
+    x.VBD.create(vbd_record(vm, vdi, "0", bootable=True, unpluggable=False))
+    x.VIF.create(vif_record(vm, x.network.get_all()[0]))
     return vm, vdi
 
 

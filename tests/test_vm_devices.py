@@ -15,7 +15,6 @@ from vmkit import (
     disk_record,
     failure,
     local_sr,
-    login,
     new_vm,
     simulator,
     vbd_record,
@@ -27,9 +26,7 @@ from xenstack.testing import RunningPool, simulated_pool
 NULL = "OpaqueRef:NULL"
 
 
-@pytest.fixture(autouse=True)
-def fast_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "0.02")
+GUEST_AGENT_DELAY = 0.02  # seconds; see conftest.py
 
 
 @pytest.fixture
@@ -37,11 +34,6 @@ def pool() -> Iterator[RunningPool]:
     with simulated_pool() as running:
         add_hosts(running, 1, memory=8 * GIB)
         yield running
-
-
-@pytest.fixture
-def x(pool: RunningPool) -> Iterator[Any]:
-    yield from login(pool, "device-tests")
 
 
 def vm_with_devices(x: Any) -> tuple[str, str, str]:

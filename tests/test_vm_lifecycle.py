@@ -8,29 +8,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, MIB, failure, login, new_vm, set_delays, vif_record, wait_for
+from vmkit import GIB, MIB, failure, master, new_vm, set_delays, vif_record, wait_for
 
 from xenstack.testing import RunningPool, simulated_pool
 
-
-@pytest.fixture(autouse=True)
-def fast_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "0.05")
+GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[RunningPool]:
     with simulated_pool() as running:
         yield running
-
-
-@pytest.fixture
-def x(pool: RunningPool) -> Iterator[Any]:
-    yield from login(pool, "vm-tests")
-
-
-def master(x: Any) -> str:
-    return str(next(iter(x.pool.get_all_records().values()))["master"])
 
 
 def test_create_gives_a_halted_vm_with_metrics(x: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import xxhash
-from sim_helpers import default_sr, error_of, new_disk, new_vm, vbd_record, vif_record
+from sim_helpers import default_sr, failure, new_disk, new_vm, vbd_record, vif_record
 
 from xenstack.storage.xva import PrematureEof, XvaError, open_stream
 from xenstack.testing import RunningPool
@@ -147,7 +147,7 @@ def test_vm_import_message_from_a_url_and_a_file(
     path.write_bytes(_export(xenstack_pool, session, vm))
     (again,) = _call_import(session, str(path))
     assert again != new and x.VM.get_power_state(again) == "Halted"
-    assert error_of(_call_import, session, "http://example.com/x.xva")[0] == "IMPORT_ERROR"
+    assert failure(_call_import, session, "http://example.com/x.xva")[0] == "IMPORT_ERROR"
 
 
 def _call_import(session: Any, url: str) -> list[str]:
@@ -247,7 +247,7 @@ def test_restore_keeps_uuids(session: Any, xenstack_pool: RunningPool, preserve:
     forced = _import(xenstack_pool, session, xva, restore="true", force="true")
     new = _new_vm_of(session, forced.task)  # type: ignore[attr-defined]
     assert x.VM.get_uuid(new) == uuid and new != vm
-    assert error_of(x.VM.get_record, vm)[0] == "HANDLE_INVALID"
+    assert failure(x.VM.get_record, vm)[0] == "HANDLE_INVALID"
 
 
 def _rewrite_checksums(xva: bytes, suffix: str, digest: Any) -> bytes:

@@ -7,22 +7,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import add_hosts, failure, login, vif_record, wait_for
+from vmkit import add_hosts, failure, vif_record, wait_for
 
 from xenstack.testing import RunningPool, simulated_pool
 
+GUEST_AGENT_DELAY = 0.1  # seconds; see conftest.py
+
 
 @pytest.fixture
-def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningPool]:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "0.1")
+def pool() -> Iterator[RunningPool]:
     with simulated_pool() as running:
         add_hosts(running, 1)
         yield running
-
-
-@pytest.fixture
-def x(pool: RunningPool) -> Iterator[Any]:
-    yield from login(pool, "workflow")
 
 
 def shared_sr(x: Any) -> str:

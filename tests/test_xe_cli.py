@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_xe_golden import check_golden, transcript
+from xekit import check_golden, transcript
 
 from xenstack.testing import RunningPool, simulated_pool
 

@@ -6,90 +6,18 @@ uuids, references and timestamps are normalised. Regenerate the files with
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import XenAPI
+from xekit import api, check_golden, transcript, vm_record, xe
 
-from xenstack.cli.xe import main
 from xenstack.testing import RunningPool, simulated_pool
-
-GOLDEN = Path(__file__).parent / "golden" / "xe"
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-REF = re.compile(r"OpaqueRef:[0-9a-zA-Z-]+")
-DATE = re.compile(r"\d{8}T\d\d:\d\d:\d\dZ")
-
-
-def normalise(text: str) -> str:
-    return DATE.sub("<date>", REF.sub("<ref>", UUID.sub("<uuid>", text)))
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
     with simulated_pool(tmp_path_factory.mktemp("xe") / "state") as running:
         yield running
-
-
-def xe(pool: RunningPool, *args: str) -> tuple[int, str, str]:
-    """Run xe in-process against ``pool``; return (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    extra = f"server=127.0.0.1,port={pool.port},username=root,password={pool.password}"
-    old = os.environ.get("XE_EXTRA_ARGS")
-    os.environ["XE_EXTRA_ARGS"] = extra
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(list(args))
-    finally:
-        if old is None:
-            del os.environ["XE_EXTRA_ARGS"]
-        else:
-            os.environ["XE_EXTRA_ARGS"] = old
-    return rc, out.getvalue(), err.getvalue()
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / f"{name}.txt"
-    text = normalise(text)
-    if os.environ.get("XE_UPDATE_GOLDEN") or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"golden {path.name} differs"
-
-
-def transcript(pool: RunningPool, *commands: list[str]) -> str:
-    """Each command, its exit status, stdout and stderr, as one text."""
-    parts = []
-    for cmd in commands:
-        rc, out, err = xe(pool, *cmd)
-        parts.append(
-            f"$ xe {' '.join(cmd)}\n[exit {rc}]\n{out}" + (f"[stderr]\n{err}" if err else "")
-        )
-    return "\n".join(parts)
-
-
-def vm_record(name: str) -> dict[str, Any]:
-    """A complete VM.create record (the constructor wants every field)."""
-    gib = str(1 << 30)
-    return {"name_label": name, "name_description": "", "user_version": "1",
-            "is_a_template": False, "memory_static_max": gib, "memory_dynamic_max": gib,
-            "memory_dynamic_min": gib, "memory_static_min": gib, "VCPUs_max": "1",
-            "VCPUs_at_startup": "1", "VCPUs_params": {}, "actions_after_shutdown": "destroy",
-            "actions_after_reboot": "restart", "actions_after_crash": "restart",
-            "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
-            "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "",
-            "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
-            "recommendations": "", "affinity": "OpaqueRef:NULL"}  # fmt: skip
-
-
-def api(pool: RunningPool) -> Any:
-    session = XenAPI.Session(pool.url)
-    session.xenapi.login_with_password("root", pool.password, "1.0", "xe-tests")
-    return session
 
 
 def test_vm_family(pool: RunningPool) -> None:

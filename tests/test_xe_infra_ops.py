@@ -10,22 +10,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_xe_golden import api, check_golden, transcript, vm_record, xe
+from xekit import api, check_golden, one, transcript, two_host_pool, vm_record, xe
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
-    state = tmp_path_factory.mktemp("xe-infra") / "state"
-    with simulated_pool(state, hosts=2, sim_storage=True) as running:
+    with two_host_pool(tmp_path_factory.mktemp("xe-infra") / "state") as running:
         yield running
-
-
-def one(pool: RunningPool, *args: str) -> str:
-    rc, out, err = xe(pool, *args)
-    assert rc == 0, (args, err)
-    return out.strip()
 
 
 def uuid_of(pool: RunningPool, cls: str, *filters: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import XenAPI
-from test_xe_golden import vm_record
+from xekit import vm_record
 
 from xenstack.testing import RunningPool, simulated_pool
 

@@ -9,26 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_xe_golden import check_golden, transcript, xe
+from xekit import check_golden, one, transcript, two_host_pool, xe
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool
 
 MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XENSTACK_GUEST_AGENT_DELAY", "0")  # PV drivers at once: VCPU hot-plug
-        state = tmp_path_factory.mktemp("xe-extra") / "state"
-        with simulated_pool(state, hosts=2, sim_storage=True) as running:
-            yield running
-
-
-def one(pool: RunningPool, *args: str) -> str:
-    rc, out, err = xe(pool, *args)
-    assert rc == 0, (args, err)
-    return out.strip()
+    state = tmp_path_factory.mktemp("xe-extra") / "state"
+    with two_host_pool(state, instant_agent=True) as running:  # for VCPU hot-plug
+        yield running
 
 
 def install(pool: RunningPool, name: str) -> str:

@@ -15,27 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_xe_golden import api, check_golden, transcript, vm_record, xe
+from xekit import api, check_golden, one, transcript, two_host_pool, vm_record, xe
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XENSTACK_GUEST_AGENT_DELAY", "0")  # PV drivers at once: live migration
-        state = tmp_path_factory.mktemp("xe-vm") / "state"
-        with simulated_pool(state, hosts=2, sim_storage=True) as running:
-            yield running
-
-
-def one(pool: RunningPool, *args: str) -> str:
-    """Run a command that must succeed; its stdout, stripped."""
-    rc, out, err = xe(pool, *args)
-    assert rc == 0, (args, err)
-    return out.strip()
+    state = tmp_path_factory.mktemp("xe-vm") / "state"
+    with two_host_pool(state, instant_agent=True) as running:  # for live migration
+        yield running
 
 
 def shared_sr(pool: RunningPool) -> str:

@@ -73,6 +73,12 @@ def add_hosts(pool: RunningPool, count: int, memory: int = 64 * GIB) -> list[str
     return list(pool.call(add))
 
 
+def master(x: Any) -> str:
+    """The pool master's host ref."""
+    (pool,) = x.pool.get_all_records().values()
+    return str(pool["master"])
+
+
 def simulator(pool: RunningPool) -> SimulatorBackend:
     sim = pool.call(lambda ts: hypervisor(ts).simulator)
     assert isinstance(sim, SimulatorBackend)
@@ -108,13 +114,13 @@ def login(pool: RunningPool, label: str) -> Iterator[Any]:
     s.xenapi.session.logout()
 
 
-def vif_record(vm: str, network: str, device: str = "0") -> dict[str, Any]:
-    """The VIF.create record a client sends (MAC chosen by the server)."""
+def vif_record(vm: str, network: str, device: str = "0", mac: str = "") -> dict[str, Any]:
+    """The VIF.create record a client sends (an empty ``mac``: the server chooses one)."""
     return {
         "device": device,
         "network": network,
         "VM": vm,
-        "MAC": "",
+        "MAC": mac,
         "MTU": "1500",
         "other_config": {},
         "qos_algorithm_type": "",
@@ -134,6 +140,7 @@ def local_sr(x: Any) -> str:
 
 
 def disk_record(sr: str, name: str = "disk", size: int = GIB) -> dict[str, Any]:
+    """The VDI.create record of a user disk of ``size`` bytes on ``sr``."""
     return {
         "name_label": name,
         "name_description": "",
@@ -149,8 +156,9 @@ def disk_record(sr: str, name: str = "disk", size: int = GIB) -> dict[str, Any]:
     }
 
 
-def vbd_record(vm: str, vdi: str, userdevice: str = "autodetect") -> dict[str, Any]:
-    return {
+def vbd_record(vm: str, vdi: str, userdevice: str = "autodetect", **extra: Any) -> dict[str, Any]:
+    """The VBD.create record of a read-write disk; ``extra`` replaces fields."""
+    record = {
         "VM": vm,
         "VDI": vdi,
         "userdevice": userdevice,
@@ -163,3 +171,5 @@ def vbd_record(vm: str, vdi: str, userdevice: str = "autodetect") -> dict[str, A
         "qos_algorithm_type": "",
         "qos_algorithm_params": {},
     }
+    record.update(extra)
+    return record

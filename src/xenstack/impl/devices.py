@@ -72,6 +72,22 @@ def new_metrics(db: Database, cls: str) -> str:
     return ref
 
 
+def server_fields(db: Database, cls: str, vm: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields the server sets on a new VBD or VIF (``cls``) of ``vm``.
+
+    A new uuid, the VM, a new metrics row, and ``currently_attached`` as ``record`` asks only
+    when the VM is suspended (its saved domain holds the device). Call inside the transaction
+    that creates the device row.
+    """
+    suspended = db.get("VM", vm)["power_state"] == "Suspended"
+    return {
+        "uuid": new_uuid(),
+        "VM": vm,
+        "currently_attached": bool(suspended and record.get("currently_attached")),
+        "metrics": new_metrics(db, f"{cls}_metrics"),
+    }
+
+
 def touch_metrics(db: Database, cls: str, ref: str) -> None:
     if db.exists(cls, ref):
         db.update(cls, ref, io_read_kbs=0.0, io_write_kbs=0.0, last_updated=now())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..api.context import Context
 from .registry import implements
 
@@ -23,25 +26,15 @@ def destroy(ctx: Context, self_: str) -> None:
         db.destroy("task", self_)
 
 
-@implements("task.set_status")
-def set_status(ctx: Context, self_: str, value: str) -> None:
-    with ctx.db.transaction() as db:
-        db.set("task", self_, "status", value)
+def _setter(field: str) -> Callable[[Context, str, Any], None]:
+    """The server function of ``task.set_<field>``: replace the field (the IDL types ``value``)."""
+
+    def set_field(ctx: Context, self_: str, value: Any) -> None:
+        with ctx.db.transaction() as db:
+            db.set("task", self_, field, value)
+
+    return set_field
 
 
-@implements("task.set_progress")
-def set_progress(ctx: Context, self_: str, value: float) -> None:
-    with ctx.db.transaction() as db:
-        db.set("task", self_, "progress", value)
-
-
-@implements("task.set_result")
-def set_result(ctx: Context, self_: str, value: str) -> None:
-    with ctx.db.transaction() as db:
-        db.set("task", self_, "result", value)
-
-
-@implements("task.set_error_info")
-def set_error_info(ctx: Context, self_: str, value: list[str]) -> None:
-    with ctx.db.transaction() as db:
-        db.set("task", self_, "error_info", value)
+for _field in ("status", "progress", "result", "error_info"):
+    implements(f"task.set_{_field}")(_setter(_field))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.accessors import new_ref, new_uuid
+from ..api.accessors import new_ref
 from ..api.context import Context
 from ..db.store import Database
 from ..errors import ApiError
@@ -79,21 +79,10 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     db.get("VM", vm)
     _check_vdi(db, rec)
     rec["userdevice"] = _resolve_userdevice(db, vm, rec["userdevice"])
-    suspended = db.get("VM", vm)["power_state"] == "Suspended"
     ref = new_ref()
     with db.transaction():
-        db.create(
-            "VBD",
-            ref,
-            {
-                **rec,
-                "uuid": new_uuid(),
-                "VM": vm,
-                "device": "",
-                "currently_attached": bool(suspended and record.get("currently_attached")),
-                "metrics": devices.new_metrics(db, "VBD_metrics"),
-            },
-        )
+        fields = devices.server_fields(db, "VBD", vm, record)
+        db.create("VBD", ref, {**rec, "device": "", **fields})
         refresh(db, ref)
     return ref
 

@@ -72,17 +72,20 @@ class DeviceError(XenopsError):
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a backend offers; the toolstack consults this before asking."""
+    """What a backend offers; the toolstack consults this before asking.
+
+    Every capability defaults to "not offered", so a backend names only what it can do.
+    """
 
     name: str
-    live_migration: bool
-    suspend: bool
-    pause: bool
-    vcpu_hotplug: bool
-    memory_ballooning: bool
-    device_hotplug: bool
-    max_vcpus: int
-    domain_types: tuple[str, ...]
+    live_migration: bool = False
+    suspend: bool = False
+    pause: bool = False
+    vcpu_hotplug: bool = False
+    memory_ballooning: bool = False
+    device_hotplug: bool = False
+    max_vcpus: int = 0
+    domain_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

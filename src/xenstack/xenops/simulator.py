@@ -269,27 +269,33 @@ class SimulatorBackend(Backend):
 
     async def vbd_plug(self, vm_id: str, device: str) -> None:
         dom = self._domain(vm_id)
-        if device in dom.vbds:
-            raise DeviceError(f"disk {device} is plugged already")
-        dom.vbds = (*dom.vbds, device)
+        dom.vbds = _plugged(dom.vbds, device, "disk")
 
     async def vbd_unplug(self, vm_id: str, device: str) -> None:
         dom = self._domain(vm_id)
-        if device not in dom.vbds:
-            raise DeviceError(f"disk {device} is not plugged")
-        dom.vbds = tuple(d for d in dom.vbds if d != device)
+        dom.vbds = _unplugged(dom.vbds, device, "disk")
 
     async def vif_plug(self, vm_id: str, device: str) -> None:
         dom = self._domain(vm_id)
-        if device in dom.vifs:
-            raise DeviceError(f"interface {device} is plugged already")
-        dom.vifs = (*dom.vifs, device)
+        dom.vifs = _plugged(dom.vifs, device, "interface")
 
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         dom = self._domain(vm_id)
-        if device not in dom.vifs:
-            raise DeviceError(f"interface {device} is not plugged")
-        dom.vifs = tuple(d for d in dom.vifs if d != device)
+        dom.vifs = _unplugged(dom.vifs, device, "interface")
+
+
+def _plugged(devices: tuple[str, ...], device: str, kind: str) -> tuple[str, ...]:
+    """``devices`` with ``device`` added; DeviceError if it is there already."""
+    if device in devices:
+        raise DeviceError(f"{kind} {device} is plugged already")
+    return (*devices, device)
+
+
+def _unplugged(devices: tuple[str, ...], device: str, kind: str) -> tuple[str, ...]:
+    """``devices`` without ``device``; DeviceError if it is not there."""
+    if device not in devices:
+        raise DeviceError(f"{kind} {device} is not plugged")
+    return tuple(d for d in devices if d != device)
 
 
 def _new_domain(spec: DomainSpec, host_id: str, domid: int, state: str) -> DomainInfo:

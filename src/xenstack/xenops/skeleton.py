@@ -17,17 +17,7 @@ from .interface import (
     UnknownHost,
 )
 
-SKELETON_CAPABILITIES = Capabilities(
-    name="skeleton",
-    live_migration=False,
-    suspend=False,
-    pause=False,
-    vcpu_hotplug=False,
-    memory_ballooning=False,
-    device_hotplug=False,
-    max_vcpus=0,
-    domain_types=(),
-)
+SKELETON_CAPABILITIES = Capabilities(name="skeleton")  # offers nothing
 
 
 class SkeletonBackend(Backend):

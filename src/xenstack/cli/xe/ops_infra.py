@@ -12,12 +12,45 @@ from .registry import command
 NULL = "OpaqueRef:NULL"
 
 
-def _by_uuid(name: str, cls: str, method: str, help: str, optn: str = "") -> None:
-    """A command that takes ``uuid=`` and calls ``method`` on that object."""
+#: The commands that take ``uuid=`` and call one message on that object:
+#: command -> (class, message, help).
+_ON_ONE_OBJECT: dict[str, tuple[str, str, str]] = {
+    "vif-plug": ("VIF", "VIF.plug", "Attach a VIF to its running VM."),
+    "vif-destroy": ("VIF", "VIF.destroy", "Destroy a VIF."),
+    "vbd-destroy": ("VBD", "VBD.destroy", "Destroy a VBD."),
+    "vbd-plug": ("VBD", "VBD.plug", "Attach a VBD to its running VM."),
+    "vbd-eject": ("VBD", "VBD.eject", "Eject the media from a removable VBD."),
+    "vdi-destroy": ("VDI", "VDI.destroy", "Destroy a VDI and its data."),
+    "sr-scan": ("SR", "SR.scan", "Refresh the list of VDIs an SR holds."),
+    "sr-forget": ("SR", "SR.forget", "Forget an SR (its data stays on the storage)."),
+    "sr-destroy": ("SR", "SR.destroy", "Destroy an SR and all its data."),
+    "pbd-plug": ("PBD", "PBD.plug", "Attach an SR to a host through this PBD."),
+    "pbd-unplug": ("PBD", "PBD.unplug", "Detach an SR from a host through this PBD."),
+    "pbd-destroy": ("PBD", "PBD.destroy", "Destroy a PBD."),
+    "network-destroy": ("network", "network.destroy", "Destroy a network."),
+    "pif-plug": ("PIF", "PIF.plug", "Bring a physical interface up."),
+    "pif-unplug": ("PIF", "PIF.unplug", "Bring a physical interface down."),
+    "pif-forget": ("PIF", "PIF.forget", "Forget a PIF."),
+    "vlan-destroy": ("VLAN", "VLAN.destroy", "Destroy a VLAN and its PIF."),
+    "bond-destroy": ("Bond", "Bond.destroy", "Destroy a bond."),
+}
 
-    @command(name, reqd="uuid", optn=optn, help=help)
+
+def _by_uuid(name: str, cls: str, method: str, help: str) -> None:
+    """Register ``name``: it takes ``uuid=`` and calls ``method`` on that ``cls`` object."""
+
+    @command(name, reqd="uuid", help=help)
     def run(ctx: Ctx) -> None:
         ctx.call(method, ctx.ref_by_uuid(cls, ctx.req("uuid")))
+
+
+for _name, (_cls, _method, _help) in _ON_ONE_OBJECT.items():
+    _by_uuid(_name, _cls, _method, _help)
+
+
+def _optional_ref(ctx: Ctx, cls: str, key: str) -> str:
+    """The ref of the ``cls`` object whose uuid parameter ``key`` names, or NULL if absent."""
+    return ctx.ref_by_uuid(cls, ctx.req(key)) if ctx.get(key) else NULL
 
 
 @command(
@@ -43,10 +76,6 @@ def vif_create(ctx: Ctx) -> None:
     print_uuid(ctx, "VIF", vif)
 
 
-_by_uuid("vif-plug", "VIF", "VIF.plug", "Attach a VIF to its running VM.")
-_by_uuid("vif-destroy", "VIF", "VIF.destroy", "Destroy a VIF.")
-
-
 @command("vif-unplug", reqd="uuid", optn="force", help="Detach a VIF from its running VM.")
 def vif_unplug(ctx: Ctx) -> None:
     method = "VIF.unplug_force" if ctx.flag("force") else "VIF.unplug"
@@ -61,7 +90,7 @@ def vif_unplug(ctx: Ctx) -> None:
 )
 def vbd_create(ctx: Ctx) -> None:
     vm = ctx.ref_by_uuid("VM", ctx.req("vm-uuid"))
-    vdi = ctx.ref_by_uuid("VDI", ctx.req("vdi-uuid")) if ctx.get("vdi-uuid") else NULL
+    vdi = _optional_ref(ctx, "VDI", "vdi-uuid")
     mode = (ctx.get("mode") or "rw").lower()
     if mode not in ("ro", "rw"):
         raise CliError(f'Unknown mode: {mode} (should be "ro" or "rw")')
@@ -78,11 +107,6 @@ def vbd_create(ctx: Ctx) -> None:
         "qos_algorithm_type": "", "qos_algorithm_params": {}, "other_config": {},
         "currently_attached": False})  # fmt: skip
     print_uuid(ctx, "VBD", vbd)
-
-
-_by_uuid("vbd-destroy", "VBD", "VBD.destroy", "Destroy a VBD.")
-_by_uuid("vbd-plug", "VBD", "VBD.plug", "Attach a VBD to its running VM.")
-_by_uuid("vbd-eject", "VBD", "VBD.eject", "Eject the media from a removable VBD.")
 
 
 @command("vbd-unplug", reqd="uuid", optn="timeout force", help="Detach a VBD from its VM.")
@@ -121,9 +145,6 @@ def vdi_create(ctx: Ctx) -> None:
         "xenstore_data": {}, "other_config": {}, "sm_config": ctx.map_param("sm-config"),
         "tags": list(ctx.map_param("tags"))})  # fmt: skip
     print_uuid(ctx, "VDI", vdi)
-
-
-_by_uuid("vdi-destroy", "VDI", "VDI.destroy", "Destroy a VDI and its data.")
 
 
 @command(
@@ -172,9 +193,9 @@ def vdi_resize(ctx: Ctx) -> None:
 )
 def vdi_copy(ctx: Ctx) -> None:
     vdi = ctx.ref_by_uuid("VDI", ctx.req("uuid"))
-    sr = ctx.ref_by_uuid("SR", ctx.req("sr-uuid")) if ctx.get("sr-uuid") else NULL
-    base = ctx.ref_by_uuid("VDI", ctx.req("base-vdi-uuid")) if ctx.get("base-vdi-uuid") else NULL
-    into = ctx.ref_by_uuid("VDI", ctx.req("into-vdi-uuid")) if ctx.get("into-vdi-uuid") else NULL
+    sr = _optional_ref(ctx, "SR", "sr-uuid")
+    base = _optional_ref(ctx, "VDI", "base-vdi-uuid")
+    into = _optional_ref(ctx, "VDI", "into-vdi-uuid")
     if sr == NULL and into == NULL:
         raise CliError("Give sr-uuid or into-vdi-uuid")
     print_uuid(ctx, "VDI", ctx.call("VDI.copy", vdi, sr, base, into))
@@ -207,14 +228,6 @@ def sr_create(ctx: Ctx) -> None:
     print_uuid(ctx, "SR", sr)
 
 
-_by_uuid("sr-scan", "SR", "SR.scan", "Refresh the list of VDIs an SR holds.")
-_by_uuid("sr-forget", "SR", "SR.forget", "Forget an SR (its data stays on the storage).")
-_by_uuid("sr-destroy", "SR", "SR.destroy", "Destroy an SR and all its data.")
-_by_uuid("pbd-plug", "PBD", "PBD.plug", "Attach an SR to a host through this PBD.")
-_by_uuid("pbd-unplug", "PBD", "PBD.unplug", "Detach an SR from a host through this PBD.")
-_by_uuid("pbd-destroy", "PBD", "PBD.destroy", "Destroy a PBD.")
-
-
 @command(
     "pbd-create",
     reqd="host-uuid sr-uuid",
@@ -245,14 +258,6 @@ def network_create(ctx: Ctx) -> None:
         "MTU": mtu, "other_config": {}, "bridge": ctx.get("bridge") or "",
         "managed": ctx.flag("managed", True), "tags": []})  # fmt: skip
     print_uuid(ctx, "network", net)
-
-
-_by_uuid("network-destroy", "network", "network.destroy", "Destroy a network.")
-_by_uuid("pif-plug", "PIF", "PIF.plug", "Bring a physical interface up.")
-_by_uuid("pif-unplug", "PIF", "PIF.unplug", "Bring a physical interface down.")
-_by_uuid("pif-forget", "PIF", "PIF.forget", "Forget a PIF.")
-_by_uuid("vlan-destroy", "VLAN", "VLAN.destroy", "Destroy a VLAN and its PIF.")
-_by_uuid("bond-destroy", "Bond", "Bond.destroy", "Destroy a bond.")
 
 
 @command(
