@@ -11,7 +11,7 @@ from ..db.store import Database
 from ..errors import ApiError
 from ..idl.types import NULL_REF
 from ..pool import fresh_network
-from .registry import implements
+from .registry import field_setter, implements
 
 SUPPORTED_PROPERTIES = {"gro": ("on", "off")}
 
@@ -149,10 +149,7 @@ def unplug(ctx: Context, self_: str) -> None:
         db.set("PIF", self_, "currently_attached", False)
 
 
-@implements("PIF.set_disallow_unplug")
-def set_disallow_unplug(ctx: Context, self_: str, value: bool) -> None:
-    with ctx.db.transaction() as db:
-        db.set("PIF", self_, "disallow_unplug", value)
+implements("PIF.set_disallow_unplug")(field_setter("PIF", "disallow_unplug"))
 
 
 @implements("PIF.set_primary_address_type")

@@ -36,3 +36,15 @@ async def call(ctx: Context, name: str, *args: Any) -> Any:
     """Call another class's server function as the API would, awaiting it if needed."""
     result = HANDLERS[name](ctx, *args)
     return await result if inspect.isawaitable(result) else result
+
+
+def field_setter(cls: str, field: str) -> Callable[..., None]:
+    """A server function that sets one field and nothing else (for explicit messages such as
+    ``task.set_status`` whose only work is the write; the value is already type-checked)."""
+
+    def set_field(ctx: Any, self_: str, value: Any) -> None:
+        with ctx.db.transaction() as db:
+            db.set(cls, self_, field, value)
+
+    set_field.__name__ = f"set_{field}"
+    return set_field

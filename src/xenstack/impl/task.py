@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from ..api.context import Context
-from .registry import implements
+from .registry import field_setter, implements
 
 
 @implements("task.cancel")
@@ -26,15 +23,5 @@ def destroy(ctx: Context, self_: str) -> None:
         db.destroy("task", self_)
 
 
-def _setter(field: str) -> Callable[[Context, str, Any], None]:
-    """The server function of ``task.set_<field>``: replace the field (the IDL types ``value``)."""
-
-    def set_field(ctx: Context, self_: str, value: Any) -> None:
-        with ctx.db.transaction() as db:
-            db.set("task", self_, field, value)
-
-    return set_field
-
-
 for _field in ("status", "progress", "result", "error_info"):
-    implements(f"task.set_{_field}")(_setter(_field))
+    implements(f"task.set_{_field}")(field_setter("task", _field))

@@ -13,7 +13,7 @@ from ..db.store import Database
 from ..errors import ApiError
 from ..idl.types import NULL_REF
 from . import device_lifecycle, devices
-from .registry import implements
+from .registry import field_setter, implements
 
 MAC_SEED_KEY = "mac_seed"
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
@@ -122,17 +122,9 @@ def move(ctx: Context, self_: str, network: str) -> None:
         db.update("VIF", self_, network=network, MTU=net["MTU"])
 
 
-def _setter(field: str) -> Any:
-    def set_field(ctx: Context, self_: str, value: Any) -> None:
-        with ctx.db.transaction() as db:
-            db.set("VIF", self_, field, value)
-
-    return set_field
-
-
-implements("VIF.set_locking_mode")(_setter("locking_mode"))
-implements("VIF.set_ipv4_allowed")(_setter("ipv4_allowed"))
-implements("VIF.set_ipv6_allowed")(_setter("ipv6_allowed"))
+implements("VIF.set_locking_mode")(field_setter("VIF", "locking_mode"))
+implements("VIF.set_ipv4_allowed")(field_setter("VIF", "ipv4_allowed"))
+implements("VIF.set_ipv6_allowed")(field_setter("VIF", "ipv6_allowed"))
 
 
 def _list_editor(field: str, add: bool) -> Any:
