@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
 import subprocess
 import urllib.parse
@@ -137,3 +138,27 @@ def test_nbd_export_writes_into_the_leaf(
     assert "wrote" not in refused.stdout
     assert get_file(xenstack_pool, session, snap, back, "raw") == 200
     assert back.read_bytes() == data
+
+
+def test_random_upload_byte_exact_plain_and_chunked(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    """64 MiB of random data (past the body queue's bound), by length and chunked."""
+    data = os.urandom(64 * MIB)
+    source = tmp_path / "random.raw"
+    source.write_bytes(data)
+    for chunked in (False, True):
+        vdi = new_vdi(session, 64 * MIB)
+        if chunked:
+            query = {"session_id": session._session, "vdi": vdi, "format": "raw"}
+            conn = http.client.HTTPConnection("127.0.0.1", xenstack_pool.port, timeout=120)
+            pieces = (data[i : i + 3 * MIB + 17] for i in range(0, len(data), 3 * MIB + 17))
+            conn.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(query), body=pieces,
+                         encode_chunked=True)  # fmt: skip
+            assert conn.getresponse().status == 200
+            conn.close()
+        else:
+            assert put_file(xenstack_pool, session, vdi, source, "raw") == 200
+        back = tmp_path / "back.raw"
+        assert get_file(xenstack_pool, session, vdi, back, "raw") == 200
+        assert back.read_bytes() == data

@@ -8,6 +8,9 @@ from ..api.accessors import new_ref, new_uuid
 from ..api.context import Context
 from ..errors import ApiError
 from .registry import implements
+from .sr import refresh_usage
+from .sr_backend import backend_error, driver_of, plug_backend, storage_root
+from .vdi_files import scan_files
 
 
 @implements("PBD.create")
@@ -46,7 +49,26 @@ def destroy(ctx: Context, self_: str) -> None:
 
 @implements("PBD.plug")
 def plug(ctx: Context, self_: str) -> None:
-    with ctx.db.transaction() as db:
+    """Attach the SR on the PBD's host: its driver (from the PBD's device_config when that
+    names the storage), then a scan so the VDIs found there get rows."""
+    db = ctx.db
+    row = db.get("PBD", self_)
+    if row["currently_attached"]:
+        return
+    sr_row = db.get("SR", row["SR"])
+    backend = plug_backend(storage_root(ctx.toolstack), sr_row, row["device_config"])
+    drv = driver_of({"sm_config": backend}) if backend else driver_of(sr_row)
+    if drv is not None:
+        try:
+            drv.attach()
+        except Exception as exc:
+            raise backend_error(exc) from None
+    with db.transaction():
+        if backend:
+            db.set("SR", row["SR"], "sm_config", sr_row["sm_config"] | backend)
+        if drv is not None:
+            scan_files(db, row["SR"])
+        refresh_usage(db, row["SR"])
         db.set("PBD", self_, "currently_attached", True)
 
 
@@ -66,13 +88,18 @@ def _vdis_in_use_on(ctx: Context, pbd: str) -> list[str]:
 
 
 @implements("PBD.unplug")
-def unplug(ctx: Context, self_: str) -> None:
+async def unplug(ctx: Context, self_: str) -> None:
     if not ctx.db.get("PBD", self_)["currently_attached"]:
         return
     in_use = _vdis_in_use_on(ctx, self_)
     if in_use:
         raise ApiError("VDI_IN_USE", in_use)
-    with ctx.db.transaction() as db:
+    db = ctx.db
+    sr = db.get("PBD", self_)["SR"]
+    if driver_of(db.get("SR", sr)) is not None:  # exports of its disks end with it
+        for vdi in db.get("SR", sr)["VDIs"]:
+            await ctx.toolstack.storage.stop_nbd(db.get("VDI", vdi)["uuid"])
+    with db.transaction():
         db.set("PBD", self_, "currently_attached", False)
 
 

@@ -47,6 +47,26 @@ def choose(
     return {}
 
 
+def plug_backend(
+    root: str | None, sr_row: dict[str, Any], device_config: dict[str, str]
+) -> dict[str, str]:
+    """The ``sm_config`` entries a PBD's ``device_config`` gives its SR when plugged.
+
+    A file SR names its directory as ``location``; a shared-directory SR as ``path`` or
+    ``server`` + ``serverpath``; an ISO SR as ``location``. {} when the device_config
+    names no storage: the SR keeps the driver it has (or stays simulated).
+    """
+    sr_type, sr_uuid = sr_row["type"], sr_row["uuid"]
+    location = device_config.get("location", "")
+    if sr_type in FILE_TYPES and location.startswith("/"):
+        return {DRIVER_KEY: "file", PATH_KEY: os.path.abspath(location)}
+    if sr_type == "nfs" and shared_directory(device_config, "") is not None:
+        return choose(root, sr_type, sr_uuid, device_config)
+    if sr_type == "iso":
+        return choose(root, sr_type, sr_uuid, device_config)
+    return {}
+
+
 def driver_of(row: dict[str, Any]) -> SrDriver | None:
     """The driver of an SR row, or None for a simulated SR."""
     kind = row["sm_config"].get(DRIVER_KEY)

@@ -310,6 +310,9 @@ async def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) ->
         target = db.get("VDI", into_vdi)
         if target["virtual_size"] < row["virtual_size"]:
             raise ApiError("VDI_TOO_SMALL", [into_vdi, row["virtual_size"]])
+        if into_vdi == vdi:
+            return into_vdi
+        await _files().copy_into(ctx, vdi, into_vdi)
         return into_vdi
     db.get("SR", sr)
     sm.assert_supports(db, sr, "vdi_create")

@@ -8,6 +8,7 @@ failure to record leaves no file behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from ..api.accessors import new_uuid
@@ -16,6 +17,8 @@ from ..api.tasks import now
 from ..db.store import Database
 from ..errors import ApiError
 from ..storage.sr import FileSr, SrDriver, VdiInfo
+from ..storage.vhd import VhdImage
+from ..storage.vhd.importer import copy_image
 from .sr import refresh_usage
 from .sr_backend import UUID_RE, backend_error, file_sr, sr_driver
 from .vdi import _derived_fields, make_vdi, round_size
@@ -152,6 +155,43 @@ async def copy(ctx: Context, vdi: str, sr: str) -> str:
             ctx.toolstack.storage.busy.discard(row["location"])
     fields = _derived_fields(row) | {"uuid": new}
     return _record(db, sr, dest, fields, info)
+
+
+async def copy_into(ctx: Context, vdi: str, into_vdi: str) -> None:
+    """Make the file-backed ``into_vdi`` read like ``vdi`` (VDI_IN_USE while it is busy).
+
+    Either side may be a simulated VDI: its contents are zeros then.
+    """
+    db = ctx.db
+    src_row, dest_row = db.get("VDI", vdi), db.get("VDI", into_vdi)
+    dest = file_sr(db, dest_row["SR"])
+    if dest is None:
+        return  # a simulated VDI holds no data to overwrite
+    busy = ctx.toolstack.storage.busy
+    if not busy.try_claim([dest_row["location"]]):
+        raise ApiError("VDI_IN_USE", [into_vdi, "copy"])
+    try:
+        src = file_sr(db, src_row["SR"])
+        with busy.holding(src_row["location"]) if src is not None else contextlib.nullcontext():
+            source = src.path(src_row["location"]) if src is not None else None
+            await asyncio.to_thread(_call, _copy_file, source, dest.path(dest_row["location"]))
+    finally:
+        busy.discard(dest_row["location"])
+    _refresh_row(db, into_vdi, dest)
+
+
+def _copy_file(source: str | None, dest: str) -> None:
+    """Copy the chain at ``source`` into the leaf at ``dest`` (None: all zeros)."""
+    with VhdImage.open(dest) as dest_image:
+        if source is None:
+            size, block_size = dest_image.virtual_size, dest_image.block_size
+            for block in dest_image.allocated_blocks():
+                offset = block * block_size
+                dest_image.write(offset, bytes(min(block_size, size - offset)))
+        else:
+            with VhdImage.open(source, writable=False) as src_image:
+                copy_image(src_image, dest_image)
+        dest_image.flush()
 
 
 def snapshot_fields(vdi: str) -> dict[str, Any]:

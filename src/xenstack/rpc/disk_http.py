@@ -10,9 +10,10 @@ is the ``opener``'s business (see ``impl/vdi_transfer.py``).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ class Transfer(Protocol):
 
 
 Opener = Callable[[Mapping[str, str], bool], Awaitable[Transfer]]
+_EOF = EOFError("end of the body")  # the marker of a complete body
 _STATUS = {"SESSION_INVALID": 403, "HANDLE_INVALID": 404, "VDI_IN_USE": 409}
 
 
@@ -45,77 +47,73 @@ def _query(request: web.Request) -> dict[str, str]:
     return query
 
 
-class _SocketSource:
-    """A blocking ``read(n)``/``readinto(buf)`` over the request body, for the worker thread.
+class _BodyPipe:
+    """The request body as a blocking ``read``/``readinto`` source for one worker thread.
 
-    The body is fetched by the event loop in large chunks (lists of the pieces the socket
-    gave), one chunk ahead of the reader, so the network and the disk writes overlap, and
-    ``readinto`` copies each byte once.
+    The event loop pumps the body (:meth:`pump`) into a queue of the chunks aiohttp hands
+    over, as they come, while the worker copies them out: the network and the disk writes
+    overlap, each byte is copied once, and the loop wakes the worker only when the queue
+    was empty. The queue is bounded (``LIMIT`` bytes): past it the pump waits, aiohttp
+    stops reading the socket and TCP slows the client. The end of the body is EOF only if
+    it is complete; a lost connection or a stopped pump is an error the worker sees.
     """
 
-    CHUNK = 4 * 1024 * 1024
+    LIMIT = 32 * 1024 * 1024
 
-    def __init__(self, request: web.Request, loop: asyncio.AbstractEventLoop) -> None:
-        self.content = request.content
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._pending: concurrent.futures.Future[list[bytes]] | None = None
-        self._parts: list[memoryview] = []
-        self._eof = False
-        self._task: asyncio.Task[list[bytes]] | None = None
+        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._filled = threading.Condition(self._lock)
+        self._end: BaseException | None = None  # _EOF when the body is complete
+        self._room = asyncio.Event()
+        self._want_room = False
 
-    async def _read(self, size: int) -> list[bytes]:
-        parts: list[bytes] = []
-        while size > 0:
-            chunk = await self.content.read(size)
-            if not chunk:
-                break
-            parts.append(chunk)
-            size -= len(chunk)
-        return parts
-
-    def _fetch(self) -> concurrent.futures.Future[list[bytes]]:
-        """Start reading the next chunk on the loop (called from the worker thread)."""
-        result: concurrent.futures.Future[list[bytes]] = concurrent.futures.Future()
-
-        def done(task: asyncio.Task[list[bytes]]) -> None:
-            if task.cancelled():
-                result.cancel()
-            elif task.exception() is not None:
-                result.set_exception(task.exception())
-            else:
-                result.set_result(task.result())
-
-        def spawn() -> None:
-            self._task = self.loop.create_task(self._read(self.CHUNK))
-            self._task.add_done_callback(done)
-
-        self.loop.call_soon_threadsafe(spawn)
-        return result
-
-    async def stop(self) -> None:
-        """Stop a read-ahead still waiting for data (the worker is done with the body)."""
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def pump(self, content: Any) -> None:
+        """Move the body into the queue (on the loop) until its end, an error or cancel."""
+        end: BaseException = _EOF
+        try:
+            async for chunk, _ in content.iter_chunks():  # as received: never joined
+                if not chunk:
+                    continue
+                with self._lock:
+                    self._chunks.append(memoryview(chunk))
+                    self._queued += len(chunk)
+                    self._filled.notify()
+                    full = self._queued > self.LIMIT
+                    if full:
+                        self._want_room = True
+                        self._room.clear()
+                if full:
+                    await self._room.wait()
+        except BaseException as exc:
+            end = exc if isinstance(exc, Exception) else ConnectionAbortedError("body abandoned")
+            raise
+        finally:
+            with self._lock:
+                self._end = end
+                self._filled.notify()
 
     def _take(self, size: int) -> memoryview:
         """Up to ``size`` bytes of the body (empty at its end), waiting for them if needed."""
-        if not self._parts:
-            if self._eof:
-                return memoryview(b"")
-            parts = (self._pending or self._fetch()).result()
-            self._pending = self._fetch() if parts else None
-            if not parts:
-                self._eof = True
-                return memoryview(b"")
-            self._parts = [memoryview(p) for p in parts]
-        head = self._parts[0]
-        if len(head) <= size:
-            return self._parts.pop(0)
-        self._parts[0] = head[size:]
-        return head[:size]
+        with self._lock:
+            while not self._chunks:
+                if self._end is _EOF:
+                    return memoryview(b"")
+                if self._end is not None:
+                    raise self._end
+                self._filled.wait()
+            head = self._chunks[0]
+            if len(head) <= size:
+                self._chunks.popleft()
+            else:
+                self._chunks[0], head = head[size:], head[:size]
+            self._queued -= len(head)
+            if self._want_room and self._queued <= self.LIMIT // 2:
+                self._want_room = False
+                self.loop.call_soon_threadsafe(self._room.set)
+            return head
 
     def read(self, size: int, /) -> bytes:
         return bytes(self._take(size))
@@ -126,6 +124,17 @@ class _SocketSource:
         return len(view)
 
 
+class _SocketSource(_BodyPipe):
+    """A :class:`_BodyPipe` already pumping ``request``'s body; ``stop`` ends the pump."""
+
+    def __init__(self, request: web.Request, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._pump = loop.create_task(self.pump(request.content))
+
+    async def stop(self) -> None:
+        await _stop(self._pump)
+
+
 def disk_routes(opener: Opener) -> list[tuple[str, str, Any]]:
     """The aiohttp routes of the two endpoints, bound to ``opener``."""
 
@@ -134,19 +143,17 @@ def disk_routes(opener: Opener) -> list[tuple[str, str, Any]]:
             transfer = await opener(_query(request), True)
         except ApiError as err:
             return _http_error(err)
-        source = _SocketSource(request, asyncio.get_running_loop())
+        body = _BodyPipe(asyncio.get_running_loop())
+        pump = asyncio.ensure_future(body.pump(request.content))
         try:
-            await asyncio.to_thread(transfer.import_from, source)
+            await _in_worker(transfer, body, pump)
         except ApiError as err:
-            await source.stop()
             transfer.close(err)
             return _http_error(err)
         except Exception as exc:
-            await source.stop()
             log.warning("disk import failed: %s", exc)
             transfer.close(ApiError("VDI_IO_ERROR", []))
             return web.Response(status=500, text=f"{exc}\n")
-        await source.stop()
         transfer.close(None)
         return web.Response(status=200)
 
@@ -162,7 +169,7 @@ def disk_routes(opener: Opener) -> list[tuple[str, str, Any]]:
             response.content_type = "application/octet-stream"
             response.content_length = size
             await response.prepare(request)
-            await _pump(chunks, response)
+            await _pump(chunks, response, size)
             await response.write_eof()
             return response
         except Exception:
@@ -175,19 +182,54 @@ def disk_routes(opener: Opener) -> list[tuple[str, str, Any]]:
 
 
 async def _pump(
-    chunks: Iterator[bytes | bytearray | memoryview], response: web.StreamResponse
+    chunks: Iterator[bytes | bytearray | memoryview],
+    response: web.StreamResponse,
+    size: int | None = None,
 ) -> None:
-    """Write chunks as a worker thread produces them, reading one ahead."""
+    """Write chunks as a worker thread produces them, reading one ahead.
+
+    Before the last bytes go out the producer is run to its end (it closes the disk and
+    releases the VDI), so a client that has the whole body finds the VDI free.
+    """
     pending = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+    sent = 0
     try:
         while True:
             chunk = await pending
             if chunk is None:
                 return
             pending = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+            sent += len(chunk)
+            if size is not None and sent >= size:
+                await asyncio.shield(pending)
             await response.write(chunk)
     finally:
         if not pending.done():
             pending.cancel()
         else:
             pending.exception() if not pending.cancelled() else None
+
+
+async def _stop(task: asyncio.Future[None]) -> None:
+    """Cancel the body pump if it still runs (the worker is done with the body)."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _in_worker(transfer: Transfer, body: _BodyPipe, pump: asyncio.Future[None]) -> None:
+    """Run the import in a thread while ``pump`` feeds it; the pump ends with it.
+
+    If the handler is cancelled, the worker (which cannot be) sees the body end in an
+    error, and the transfer is closed as failed once the worker returns.
+    """
+    worker = asyncio.ensure_future(asyncio.to_thread(transfer.import_from, body))
+    try:
+        await asyncio.shield(worker)
+    except asyncio.CancelledError:
+        pump.cancel()
+        worker.add_done_callback(lambda _: transfer.close(ApiError("VDI_IO_ERROR", [])))
+        raise
+    finally:
+        await _stop(pump)

@@ -82,6 +82,29 @@ def import_raw_file(image: VhdImage, src_path: str) -> None:
         os.close(fd)
 
 
+def copy_image(source: VhdImage, dest: VhdImage) -> None:
+    """Make ``dest`` read exactly like ``source`` over ``source``'s length.
+
+    Only blocks holding data in either chain are visited. ValueError if ``source`` is the
+    larger disk.
+    """
+    size = source.virtual_size
+    if size > dest.virtual_size:
+        raise ValueError(f"a disk of {size} bytes does not fit in {dest.virtual_size}")
+    block_size = dest.block_size
+    wanted = {b for b in dest.allocated_blocks() if b * block_size < size}
+    for offset, length in source.allocated_ranges():
+        wanted.update(range(offset // block_size, -(-(offset + length) // block_size)))
+    buf = aligned_buffer(block_size)
+    for block in sorted(wanted):
+        offset = block * block_size
+        n = min(block_size, size - offset)
+        data = buf[:n] if n % SECTOR == 0 else source.read_view(offset, n)
+        if n % SECTOR == 0:
+            source.readinto(offset, data)
+        _write_block(dest, offset, data)
+
+
 def _write_block(image: VhdImage, offset: int, data: memoryview) -> None:
     if is_zero(data) and not image.block_present(offset // image.block_size):
         return
