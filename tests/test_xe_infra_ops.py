@@ -6,6 +6,7 @@ Run on a two-host simulated pool with a shared SR; goldens where the output matt
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 
@@ -135,12 +136,13 @@ def test_pif_vlan_bond_family(pool: RunningPool) -> None:
     check_golden("pif_vlan_bond", text)
 
 
-def test_pool_join_and_eject_errors(pool: RunningPool) -> None:
+def test_pool_join_and_eject_errors(pool: RunningPool, monkeypatch: pytest.MonkeyPatch) -> None:
     host2 = uuid_of(pool, "host", "name-label=host2")
+    monkeypatch.setattr("sys.stdin", io.StringIO("no\n"))  # pool-eject asks first
     text = transcript(
         pool,
         ["pool-join", "master-address=127.0.0.1", "master-username=root"],
-        ["pool-join", "master-address=127.0.0.1", "master-username=root",
+        ["pool-join", "master-address=127.0.0.1:1", "master-username=root",
          "master-password=wrong"],
         ["pool-eject", f"host-uuid={host2}"],
         ["pool-eject", "host-uuid=not-a-host"],

@@ -60,6 +60,9 @@ class Toolstack:
         self.auth = Authenticator(self.persistence, session_timeout)
         self.tasks = TaskManager(self)
         self.this_host = self.persistence.get_meta("this_host") or ""
+        # Set while this host is a pool member (a slave): the master's address.
+        slave = self.persistence.get_meta("pool_role") == "slave"
+        self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
         self.server: RpcServer | None = None

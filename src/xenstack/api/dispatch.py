@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ApiError, not_implemented
 from ..idl.model import CLASSES, MessageDef, ParamDef
 from ..idl.types import Type, parse_type
-from ..impl.registry import HANDLERS
+from ..impl.registry import HANDLERS, INTERNAL
 from ..rpc.http import Origin
 from .accessors import accessor
 from .context import Context
@@ -31,6 +31,10 @@ NO_SESSION = frozenset(
         "session.slave_local_login_with_password",
         "session.login_with_password_v2",
     }
+)
+# What a pool member (a slave) still answers itself; everything else goes to the master.
+SLAVE_ANSWERS = frozenset(
+    {"session.logout", "session.local_logout", "session.slave_local_login_with_password"}
 )
 EXTRA_READS = ("get_all_records_where", "get_all_where")
 _STRINGS = frozenset({"string", "ref"})  # already right when they arrive as str
@@ -89,13 +93,18 @@ class Dispatcher:
         self.method_names = sorted(
             [*self.table, *(f"Async.{n}" for n, e in self.table.items() if e.msg.has_async)]
         )
+        # Hidden methods between pool members: callable, never listed, never Async.
+        self.internal = {name: Entry(msg, fn) for name, (msg, fn) in INTERNAL.items()}
 
     async def __call__(self, method: str, params: list[Any], origin: Origin) -> Any:
         if method.startswith("system."):
             return self._system(method)
+        master = self.toolstack.master_address
+        if master and method not in SLAVE_ANSWERS and method not in self.internal:
+            raise ApiError("HOST_IS_SLAVE", [master])
         is_async = method.startswith("Async.")
         name = method[6:] if is_async else method
-        entry = self.table.get(name)
+        entry = self.table.get(name) or (None if is_async else self.internal.get(name))
         if entry is None or (is_async and not entry.msg.has_async):
             raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
         msg = entry.msg

@@ -84,7 +84,7 @@ def pool_join(ctx: Ctx) -> None:
             ctx.req("master-password"),
         )
     except XenApiError as err:
-        if err.code != "POOL_JOINING_HOST_CONNECTION_FAILED":
+        if err.code != "JOINING_HOST_CONNECTION_FAILED":
             raise
         ctx.printer.lines(
             [
@@ -104,8 +104,34 @@ def pool_join(ctx: Ctx) -> None:
 )
 def pool_eject(ctx: Ctx) -> None:
     host = ctx.ref_by_uuid("host", ctx.req("host-uuid"))
+    if not ctx.flag("force") and not _eject_confirmed(ctx, host):
+        return
     ctx.call("pool.eject", host)
     ctx.printer.lines(["The host was ejected; it will restart as a pool of its own."])
+
+
+def _eject_confirmed(ctx: Ctx, host: str) -> bool:
+    """Warn that the host's local SRs are reset, list the disks that go, and ask."""
+    from .ops_vm_install import user_says_yes
+
+    doomed = []
+    for pbd in ctx.call("host.get_PBDs", host):
+        sr = ctx.call("PBD.get_SR", pbd)
+        seen_by = {ctx.call("PBD.get_host", p) for p in ctx.call("SR.get_PBDs", sr)}
+        if seen_by <= {host}:
+            doomed += [
+                f"VDI: {ctx.call('VDI.get_uuid', v)} ({ctx.call('VDI.get_name_label', v)})"
+                for v in ctx.call("SR.get_VDIs", sr)
+            ]
+    ctx.printer.lines(
+        [
+            "WARNING: the host's local SRs are reset when it leaves the pool:",
+            "the data on them is lost.",
+        ]
+    )
+    if doomed:
+        ctx.printer.lines(["These VDIs will be destroyed:", *doomed])
+    return user_says_yes(ctx)
 
 
 @command(
