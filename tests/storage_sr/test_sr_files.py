@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any
 
 import pytest
 import XenAPI
-from sr_helpers import GIB, MIB, default_sr, new_vdi, run_gc, sr_dir, vdi_file
+from sr_helpers import GIB, MIB, default_sr, get_file, new_vdi, run_gc, sr_dir, vdi_file
 
 from xenstack.rpc.http import Origin
+from xenstack.storage.sr import filesr
+from xenstack.storage.sr.filesr import FileSr
+from xenstack.storage.sr.gc import collect
 from xenstack.storage.vhd import VhdImage
 from xenstack.testing import RunningPool, simulated_pool
 
@@ -119,12 +123,93 @@ def test_gc_coalesces_hidden_intermediates(session: Any, xenstack_pool: RunningP
         session.xenapi.VDI.destroy(snap)
     run_gc(xenstack_pool)  # the background GC may have done it already: same outcome
     with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi)), writable=False) as image:
-        assert image.depth == 2
+        assert image.depth == 1  # bases merged, then the leaf folded into the last one
         for i in range(3):
             assert image.read(i * MIB, MIB) == bytes([65 + i]) * MIB
     sr = session.xenapi.SR.get_record(default_sr(session))
     files = sr_dir(xenstack_pool, session, default_sr(session)).glob("*.vhd")
     assert int(sr["physical_utilisation"]) == sum(p.stat().st_size for p in files)
+
+
+def test_gc_folds_a_lone_leaf_into_its_base(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    vdi = new_vdi(session, 16 * MIB)
+    with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi))) as image:
+        image.write(0, b"A" * MIB)
+    snap = session.xenapi.VDI.snapshot(vdi, {})
+    with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi))) as image:
+        image.write(MIB // 2, b"B" * MIB)
+    assert get_file(xenstack_pool, session, vdi, tmp_path / "before.raw", "raw") == 200
+    session.xenapi.VDI.destroy(snap)
+    run_gc(xenstack_pool)
+    directory = sr_dir(xenstack_pool, session, default_sr(session))
+    uuid = session.xenapi.VDI.get_uuid(vdi)
+    assert sorted(os.listdir(directory)) == [uuid + ".vhd"]
+    with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi)), writable=False) as image:
+        assert image.depth == 1
+    assert get_file(xenstack_pool, session, vdi, tmp_path / "after.raw", "raw") == 200
+    before = (tmp_path / "before.raw").read_bytes()
+    assert before[: 2 * MIB] == b"A" * (MIB // 2) + b"B" * MIB + bytes(MIB // 2)
+    assert (tmp_path / "after.raw").read_bytes() == before
+
+
+class _Crash(Exception):
+    pass
+
+
+def _fold_a_leaf(sr: FileSr) -> None:
+    """Data in a base and in its leaf, the snapshot gone; then a GC pass folds the leaf."""
+    sr.attach()
+    sr.create("vdi", 4 * MIB)
+    with VhdImage.open(sr.path("vdi")) as image:
+        image.write(0, b"A" * MIB)
+    sr.snapshot("vdi", "snap")
+    with VhdImage.open(sr.path("vdi")) as image:
+        image.write(MIB, b"B" * MIB)
+    sr.delete("snap")
+    collect(sr)
+
+
+@pytest.mark.parametrize("step", ["record", "coalesce", "coalesce-copied", "replace"])
+def test_fold_survives_a_crash_at_each_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A fold cut short at any step is finished (or undone) by the next pass, data intact."""
+    vhd_coalesce = importlib.import_module("xenstack.storage.vhd.coalesce")
+    real_replace, real_advance = os.replace, vhd_coalesce._advance
+
+    def replace(src: str, dst: str) -> None:
+        if step == "record" and dst.endswith(".fold"):
+            raise _Crash
+        if step == "replace" and src.endswith(".vhd") and dst.endswith(".vhd"):
+            raise _Crash
+        real_replace(src, dst)
+
+    def coalesce_crashing(*args: Any, **kwargs: Any) -> None:
+        raise _Crash
+
+    def advance(journal: str, record: dict[str, Any], to: str) -> None:
+        real_advance(journal, record, to)
+        if to == "relink":
+            raise _Crash  # the data is in the base; the alias is still there
+
+    monkeypatch.setattr(os, "replace", replace)
+    if step == "coalesce":
+        monkeypatch.setattr(filesr, "coalesce", coalesce_crashing)
+    if step == "coalesce-copied":
+        monkeypatch.setattr(vhd_coalesce, "_advance", advance)
+    sr = FileSr(str(tmp_path / "sr"))
+    with pytest.raises(_Crash):
+        _fold_a_leaf(sr)
+    monkeypatch.undo()
+    with VhdImage.open(sr.path("vdi"), writable=False) as image:  # readable meanwhile
+        assert image.read(0, 2 * MIB) == b"A" * MIB + b"B" * MIB
+    collect(sr)
+    assert sorted(os.listdir(sr.directory)) == ["vdi.vhd"]
+    with VhdImage.open(sr.path("vdi"), writable=False) as image:
+        assert image.depth == 1
+        assert image.read(0, 4 * MIB) == b"A" * MIB + b"B" * MIB + bytes(2 * MIB)
 
 
 def test_copy_resize_forget_and_scan(session: Any, xenstack_pool: RunningPool) -> None:

@@ -10,18 +10,28 @@ point leaves every VDI readable with its data (:meth:`FileSr.repair` tidies up).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid as uuidlib
 
 from xenstack.storage.errors import VhdError
 from xenstack.storage.sr.driver import SrDriverError, VdiInfo
-from xenstack.storage.vhd import VhdImage, create_dynamic, export_raw_chunks, read_footer
+from xenstack.storage.vhd import (
+    VhdImage,
+    coalesce,
+    create_dynamic,
+    export_raw_chunks,
+    read_footer,
+    recover,
+)
 from xenstack.storage.vhd import resize as vhd_resize
+from xenstack.storage.vhd.coalesce import journal_path
 from xenstack.storage.vhd.ops import fsync_dir
 
 SUFFIX = ".vhd"
 TMP_SUFFIX = ".new"  # a child being made: not a node until renamed
+FOLD_SUFFIX = ".fold"  # the record of a leaf being folded into its base (see fold_into_base)
 ERR_NO_VDI = 46  # SM: "The VDI is not available"
 ERR_SIZE = 79  # SM: "VDI Invalid size"
 ERR_READ_ONLY = 116  # SM: "The SR is read-only"
@@ -29,6 +39,10 @@ ERR_READ_ONLY = 116  # SM: "The SR is read-only"
 
 def hidden_marker(directory: str, node_uuid: str) -> str:
     return os.path.join(directory, f".{node_uuid}.hidden")
+
+
+def fold_record(directory: str, vdi_uuid: str) -> str:
+    return os.path.join(directory, f".{vdi_uuid}{FOLD_SUFFIX}")
 
 
 class FileSr:
@@ -135,18 +149,67 @@ class FileSr:
                 os.unlink(tmp)
             raise
 
+    def fold_into_base(self, vdi_uuid: str, base_uuid: str) -> None:
+        """Merge the VDI's leaf into its hidden base, which then becomes the VDI's file.
+
+        Contract: the base's only child is the leaf, the leaf has none, nothing else uses
+        either. The VDI's file stays readable with its data at every step: the leaf gains a
+        hidden second name (the alias), the alias is coalesced into the base with the VHD
+        library's journaled coalesce (which drops only that name), and one rename puts the
+        base in place of the leaf. A record of the fold is written once the alias exists;
+        :meth:`repair` finishes or undoes a fold a crash interrupted.
+        """
+        alias = str(uuidlib.uuid4())
+        open(hidden_marker(self.directory, alias), "wb").close()
+        os.link(self.path(vdi_uuid), self.path(alias))
+        fsync_dir(self.directory)
+        record = fold_record(self.directory, vdi_uuid)
+        with open(record + TMP_SUFFIX, "w", encoding="utf-8") as f:
+            json.dump({"alias": alias, "base": base_uuid}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(record + TMP_SUFFIX, record)
+        fsync_dir(self.directory)
+        coalesce(self.path(alias))
+        self._finish_fold(vdi_uuid)
+
+    def _finish_fold(self, vdi_uuid: str) -> None:
+        """Complete the recorded fold of ``vdi_uuid`` (idempotent), or undo one not begun."""
+        record = fold_record(self.directory, vdi_uuid)
+        with open(record, encoding="utf-8") as f:
+            fold = json.load(f)
+        alias, base = str(fold["alias"]), str(fold["base"])
+        if os.path.exists(journal_path(self.path(alias))):
+            recover(self.directory)  # the coalesce was under way: the library finishes it
+        if os.path.exists(self.path(alias)):
+            os.unlink(self.path(alias))  # the coalesce never began: the leaf is untouched
+        elif os.path.exists(self.path(base)):
+            os.replace(self.path(base), self.path(vdi_uuid))  # the base now holds it all
+        for node in (alias, base):
+            if not os.path.exists(self.path(node)):  # an undone fold keeps its base hidden
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(hidden_marker(self.directory, node))
+        fsync_dir(self.directory)
+        os.unlink(record)
+        fsync_dir(self.directory)
+
     def repair(self) -> list[str]:
         """Undo what an interrupted snapshot left; return the hidden nodes removed.
 
-        Temporary children are deleted; a hidden base still sharing its file with a VDI
-        (the swap never happened) loses that second name; markers without file go.
+        Interrupted folds are finished first (see :meth:`fold_into_base`). Temporary files
+        are deleted; a hidden base still sharing its file with a VDI (the swap never
+        happened) loses that second name; markers without file go.
         """
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
         for name in names:
-            if name.endswith(SUFFIX + TMP_SUFFIX):
+            if name.endswith(FOLD_SUFFIX) and name.startswith("."):
+                self._finish_fold(name[1 : -len(FOLD_SUFFIX)])
+        names = os.listdir(self.directory)
+        for name in names:
+            if name.endswith((SUFFIX + TMP_SUFFIX, FOLD_SUFFIX + TMP_SUFFIX)):
                 os.unlink(os.path.join(self.directory, name))
         inodes: dict[tuple[int, int], list[str]] = {}
         for node in self.nodes():

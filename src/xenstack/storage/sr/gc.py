@@ -4,10 +4,13 @@ Hidden nodes are the read-only bases snapshots and clones leave behind. One pass
 
 * a hidden node nobody depends on (no children) is deleted;
 * a hidden node that is the only child of its parent is merged into that parent with the
-  VHD library's journaled coalesce, its own children re-pointed at the parent.
+  VHD library's journaled coalesce, its own children re-pointed at the parent;
+* a VDI's leaf that is the only child of its hidden base is folded into it, the base
+  becoming the VDI's file (:meth:`FileSr.fold_into_base`), so a VDI whose snapshots are
+  all gone is one file again.
 
-Visible VDIs (leaves) are never touched, nor any tree holding a ``busy`` VDI (being
-imported, exported or served). Interrupted coalesces are finished first.
+No tree holding a ``busy`` VDI (being imported, exported or served) is touched.
+Interrupted coalesces and folds are finished first.
 """
 
 from __future__ import annotations
@@ -87,22 +90,39 @@ def collect_once(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
         result.deleted.append(node)
     if result.deleted:
         return result  # parents may have lost their last child: look again next pass
+    merged = _merge_one(sr, parents, children, busy)
+    result.coalesced += [merged] if merged is not None else []
+    return result
+
+
+def _merge_one(
+    sr: FileSr,
+    parents: dict[str, str | None],
+    children: dict[str, list[str]],
+    busy: ClaimSet | None,
+) -> str | None:
+    """Do one merge (the tree changes: the caller looks again); the node merged, if any."""
     for node, parent in parents.items():
-        if parent is None or not sr.is_hidden(node) or len(children.get(parent, [])) != 1:
+        if parent is None or len(children.get(parent, [])) != 1:
             continue
-        subtree = _subtree(node, children)
+        hidden = sr.is_hidden(node)
+        if not hidden and (children.get(node) or not sr.is_hidden(parent)):
+            continue
+        subtree = _subtree(node, children) + ([] if hidden else [parent])
         if busy is not None and not busy.gc_claim(subtree):
             continue
         try:
-            coalesce(sr.path(node), reparent=[sr.path(k) for k in children.get(node, [])])
-            _unhide(sr, node)
+            if hidden:
+                coalesce(sr.path(node), reparent=[sr.path(k) for k in children.get(node, [])])
+                _unhide(sr, node)
+            else:
+                sr.fold_into_base(node, parent)
         finally:
             for n in subtree:
                 if busy is not None:
                     busy.gc_release(n)
-        result.coalesced.append(node)
-        break  # the tree changed: recompute before the next merge
-    return result
+        return node if hidden else parent
+    return None
 
 
 def collect(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
