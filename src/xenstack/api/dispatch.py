@@ -36,7 +36,6 @@ NO_SESSION = frozenset(
 SLAVE_ANSWERS = frozenset(
     {"session.logout", "session.local_logout", "session.slave_local_login_with_password"}
 )
-EXTRA_READS = ("get_all_records_where", "get_all_where")
 _STRINGS = frozenset({"string", "ref"})  # already right when they arrive as str
 
 

@@ -79,7 +79,6 @@ class Database:
         self.deleted: dict[tuple[str, str], tuple[int, int]] = {}  # -> (created, deleted)
         self.oldest_deletion_kept = 0
         self._txn: _Txn | None = None
-        self._changed = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
 
     # ---- loading -------------------------------------------------------------------

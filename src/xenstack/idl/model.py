@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import declaration
-from .errors import ERROR_PARAMS
 from .relations import RELATIONS
 from .types import Type, parse_default, parse_type
 
@@ -133,11 +132,6 @@ def _message(cls: str, m: tuple[Any, ...]) -> MessageDef:
 
 CLASSES, ENUMS = _load()
 CLASS_BY_LOWER = {name.lower(): name for name in CLASSES}
-
-
-def error_params(code: str) -> tuple[str, ...]:
-    """The parameter names XAPI gives for an error code (empty when it has none)."""
-    return ERROR_PARAMS.get(code, ())
 
 
 def message(wire_name: str) -> MessageDef | None:

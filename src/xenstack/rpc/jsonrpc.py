@@ -9,8 +9,6 @@ import orjson
 from ..errors import ProtocolError
 from ..idl.types import DateTime, Record
 
-MAX_BODY_DEPTH = 64
-
 
 class Request:
     """One decoded JSON-RPC request."""

@@ -22,7 +22,6 @@ import httptools
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
 
-Respond = Callable[[bytes, str], None]
 Handler = Callable[[str, bytes, str, "RpcProtocol"], Coroutine[Any, Any, tuple[bytes, str]]]
 
 

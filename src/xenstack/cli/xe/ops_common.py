@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-
 from .client import XenApiError
 from .context import Ctx
 from .output import CliError, MultipleFailure
@@ -55,40 +52,6 @@ def vm_op(
 def host_op(ctx: Ctx, op: Op, ignore: Iterable[str] = (), multiple: bool = True) -> list[Any]:
     rows = select(ctx, "host", "host", ignore)
     return do_multiple(ctx, op, one_or_many(ctx, rows, "hosts", multiple))
-
-
-def sr_op(ctx: Ctx, op: Op, ignore: Iterable[str] = (), multiple: bool = True) -> list[Any]:
-    rows = select(ctx, "SR", "sr", ignore)
-    return do_multiple(ctx, op, one_or_many(ctx, rows, "SRs", multiple))
-
-
-def wait_task(ctx: Ctx, task: str, timeout: float = 3600.0) -> Any:
-    """Wait for an ``Async.`` task; raise its error; return its result (a ref or value)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        rec = ctx.call("task.get_record", task)
-        status = rec.get("status")
-        if status not in ("pending", "cancelling"):
-            break
-        if time.monotonic() > deadline:
-            raise CliError("timed out waiting for the task")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    with contextlib.suppress(XenApiError):
-        ctx.call("task.destroy", task)
-    if status == "success":
-        return _task_result(str(rec.get("result", "")))
-    if status == "cancelled":
-        raise XenApiError("TASK_CANCELLED", [task])
-    info = [str(x) for x in rec.get("error_info") or ["INTERNAL_ERROR", "task failed"]]
-    raise XenApiError(info[0], info[1:])
-
-
-def _task_result(text: str) -> str:
-    if text.startswith("<value>") and text.endswith("</value>"):
-        return text[7:-8]
-    return text
 
 
 def host_by_name_or_id(ctx: Ctx, name: str) -> str:
