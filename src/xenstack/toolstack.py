@@ -106,7 +106,7 @@ class Toolstack:
         routes = disk_routes(lambda query, writing: open_transfer(self, query, writing))
         routes += vm_routes(lambda q: open_export(self, q), lambda q: open_import(self, q))
         config.extra_routes = [*config.extra_routes, *routes]
-        self.server = RpcServer(self.dispatcher, config)
+        self.server = RpcServer(self.dispatcher.call, config)
         await self.server.start()
         await self.storage.start()
         self._reaper = asyncio.create_task(self._reap_sessions())

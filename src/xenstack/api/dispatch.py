@@ -8,14 +8,14 @@ declaration), wraps ``Async.*`` calls in tasks, and answers only once writes are
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiError, not_implemented
 from ..idl.model import CLASSES, MessageDef, ParamDef
-from ..idl.types import Type, parse_type
+from ..idl.types import Record, Type, parse_type
 from ..impl.registry import HANDLERS, INTERNAL
-from ..rpc.http import Origin
+from ..rpc.http import Origin, Pending
 from .accessors import accessor
 from .context import Context
 from .validate import coerce
@@ -37,17 +37,26 @@ SLAVE_ANSWERS = frozenset(
     {"session.logout", "session.local_logout", "session.slave_local_login_with_password"}
 )
 _STRINGS = frozenset({"string", "ref"})  # already right when they arrive as str
+# Results that are plainly not awaitable: checked by type before the slower protocol check.
+_PLAIN = frozenset({Record, str, list, dict, int, bool, float, type(None)})
 
 
 class Entry:
-    """One callable wire method: its declaration and its server function."""
+    """One callable wire method: its declaration and its server function.
 
-    __slots__ = ("fn", "msg", "readonly")
+    What the call path asks of every call is worked out here once: whether the function
+    must be awaited, whether its parameters are all strings (which arrive right as they are),
+    and whether it only reads.
+    """
+
+    __slots__ = ("fn", "msg", "readonly", "strings", "waits")
 
     def __init__(self, msg: MessageDef, fn: Callable[..., Any] | None) -> None:
         self.msg = msg
         self.fn = fn
         self.readonly = "read-only" in msg.roles
+        self.waits = inspect.iscoroutinefunction(fn)
+        self.strings = all(p.type.kind in _STRINGS for p in msg.params)
 
 
 def _extras(cls: str) -> list[MessageDef]:
@@ -96,6 +105,17 @@ class Dispatcher:
         self.internal = {name: Entry(msg, fn) for name, (msg, fn) in INTERNAL.items()}
 
     async def __call__(self, method: str, params: list[Any], origin: Origin) -> Any:
+        result = self.call(method, params, origin)
+        if type(result) is Pending:
+            return await result.wait
+        return result
+
+    def call(self, method: str, params: list[Any], origin: Origin) -> Any:
+        """Run a call as far as it goes without waiting.
+
+        The answer is the call's result, or a :class:`Pending` when the call must wait (for
+        I/O, or for its writes to reach the disk). Errors are raised as :class:`ApiError`.
+        """
         if method.startswith("system."):
             return self._system(method)
         master = self.toolstack.master_address
@@ -106,14 +126,32 @@ class Dispatcher:
         entry = self.table.get(name) or (None if is_async else self.internal.get(name))
         if entry is None or (is_async and not entry.msg.has_async):
             raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
+        ctx, values = self._arguments(entry, method, name, params, origin)
+        if entry.fn is None:
+            raise not_implemented(name)
+        if is_async:
+            return self.toolstack.tasks.spawn(ctx, entry.fn, values)
+        if entry.waits:
+            return Pending(self._finish(entry, ctx, entry.fn(ctx, *values)))
+        result = entry.fn(ctx, *values)
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
+            return Pending(self._finish(entry, ctx, result))
+        if not entry.readonly:
+            return Pending(self._durable(ctx, result))
+        return result
+
+    def _arguments(
+        self, entry: Entry, method: str, name: str, params: list[Any], origin: Origin
+    ) -> tuple[Context, list[Any]]:
+        """Check arity, session and role; coerce the parameters to their declared types."""
         msg = entry.msg
         if len(params) != len(msg.params):
             raise ApiError(
                 "MESSAGE_PARAMETER_COUNT_MISMATCH", [method, len(msg.params), len(params)]
             )
         ctx = Context(self.toolstack, "", method=name)
-        args = params
-        if msg.takes_session and name not in NO_SESSION:
+        no_session = name in NO_SESSION
+        if msg.takes_session and not no_session:
             ctx.session = params[0]
             info = self.toolstack.auth.check(params[0])
             if msg.roles and info.role not in msg.roles:
@@ -121,22 +159,29 @@ class Dispatcher:
             args = params[1:]
             decl = msg.params[1:]
         else:
+            args = params
             decl = msg.params
-        values = [
-            v if type(v) is str and p.type.kind in _STRINGS else coerce(p.type, v, p.name)
-            for p, v in zip(decl, args, strict=True)
-        ]
-        if name in NO_SESSION:
+        if entry.strings and all(type(v) is str for v in args):
+            values = args if args is not params else list(args)
+        else:
+            values = [
+                v if type(v) is str and p.type.kind in _STRINGS else coerce(p.type, v, p.name)
+                for p, v in zip(decl, args, strict=True)
+            ]
+        if no_session:
             values.append(origin)
-        if entry.fn is None:
-            raise not_implemented(name)
-        if is_async:
-            return self.toolstack.tasks.spawn(ctx, entry.fn, values)
-        result = entry.fn(ctx, *values)
-        if inspect.isawaitable(result):
-            result = await result
+        return ctx, values
+
+    @staticmethod
+    async def _finish(entry: Entry, ctx: Context, result: Awaitable[Any]) -> Any:
+        value = await result
         if not entry.readonly:
             await ctx.db.durable()  # answer a write only once it is on disk
+        return value
+
+    @staticmethod
+    async def _durable(ctx: Context, result: Any) -> Any:
+        await ctx.db.durable()
         return result
 
     def _system(self, method: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,7 +37,18 @@ class Origin(NamedTuple):
     protocol: str  # "xmlrpc" or "jsonrpc"
 
 
-Dispatch = Callable[[str, list[Any], Origin], Awaitable[Any]]
+class Pending:
+    """A call that has to wait (for I/O, or for its writes to be durable) before it answers."""
+
+    __slots__ = ("wait",)
+
+    def __init__(self, wait: Awaitable[Any]) -> None:
+        self.wait = wait
+
+
+# ``call(method, params, origin)``: the call's result, or a Pending; errors raised as ApiError.
+Call = Callable[[str, list[Any], Origin], Any]
+Reply = tuple[bytes, str]  # the body and its content type
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 
@@ -54,6 +65,12 @@ class HttpConfig:
     extra_routes: list[Route] = field(default_factory=list)
 
 
+def _xml_reply(method: str, value: Any) -> Reply:
+    if method.startswith("system."):
+        return xmlrpc.encode_bare(value), XML
+    return xmlrpc.encode_success(value), XML
+
+
 def _internal(exc: BaseException) -> ApiError:
     log.exception("internal error while serving a call", exc_info=exc)
     return ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"])
@@ -62,8 +79,8 @@ def _internal(exc: BaseException) -> ApiError:
 class RpcServer:
     """The listening sockets, the call path and the aiohttp application behind them."""
 
-    def __init__(self, dispatch: Dispatch, config: HttpConfig) -> None:
-        self.dispatch = dispatch
+    def __init__(self, call: Call, config: HttpConfig) -> None:
+        self.call = call
         self.config = config
         self.app = web.Application(client_max_size=config.max_body)
         for method, path, handler in config.extra_routes:
@@ -73,44 +90,67 @@ class RpcServer:
         self.endpoints: list[Endpoint] = []
         self.ports: dict[str, int] = {}
 
-    async def handle(
+    def handle(
         self, protocol: str, body: bytes, peer: str, conn: RpcProtocol
-    ) -> tuple[bytes, str]:
-        """Decode, dispatch and encode one call; never raises."""
+    ) -> Reply | Coroutine[Any, Any, Reply]:
+        """Decode, dispatch and encode one call; never raises.
+
+        A call that needs no wait is answered at once; otherwise the answer is a coroutine.
+        """
         origin = conn.origins.get(protocol)
         if origin is None:
             origin = conn.origins[protocol] = Origin(peer, conn.endpoint.transport_kind, protocol)
         if protocol == "jsonrpc":
-            return await self._jsonrpc(body, origin), JSON
-        return await self._xmlrpc(body, origin), XML
+            return self._jsonrpc(body, origin)
+        return self._xmlrpc(body, origin)
 
-    async def _xmlrpc(self, body: bytes, origin: Origin) -> bytes:
+    def _xmlrpc(self, body: bytes, origin: Origin) -> Reply | Coroutine[Any, Any, Reply]:
         try:
             method, params = xmlrpc.decode_call(body)
         except ProtocolError as exc:
-            return xmlrpc.encode_fault(-32700, str(exc))
+            return xmlrpc.encode_fault(-32700, str(exc)), XML
         try:
-            value = await self.dispatch(method, params, origin)
+            value = self.call(method, params, origin)
         except ApiError as err:
-            return xmlrpc.encode_failure(err.description)
+            return xmlrpc.encode_failure(err.description), XML
         except Exception as exc:
-            return xmlrpc.encode_failure(_internal(exc).description)
-        if method.startswith("system."):
-            return xmlrpc.encode_bare(value)
-        return xmlrpc.encode_success(value)
+            return xmlrpc.encode_failure(_internal(exc).description), XML
+        if type(value) is Pending:
+            return self._xmlrpc_later(method, value)
+        return _xml_reply(method, value)
 
-    async def _jsonrpc(self, body: bytes, origin: Origin) -> bytes:
+    async def _xmlrpc_later(self, method: str, pending: Pending) -> Reply:
+        try:
+            value = await pending.wait
+        except ApiError as err:
+            return xmlrpc.encode_failure(err.description), XML
+        except Exception as exc:
+            return xmlrpc.encode_failure(_internal(exc).description), XML
+        return _xml_reply(method, value)
+
+    def _jsonrpc(self, body: bytes, origin: Origin) -> Reply | Coroutine[Any, Any, Reply]:
         try:
             req = jsonrpc.decode_call(body)
         except ProtocolError as exc:
-            return jsonrpc.encode_protocol_error(str(exc))
+            return jsonrpc.encode_protocol_error(str(exc)), JSON
         try:
-            value = await self.dispatch(req.method, req.params, origin)
+            value = self.call(req.method, req.params, origin)
         except ApiError as err:
-            return jsonrpc.encode_failure(req, err.description)
+            return jsonrpc.encode_failure(req, err.description), JSON
         except Exception as exc:
-            return jsonrpc.encode_failure(req, _internal(exc).description)
-        return jsonrpc.encode_success(req, value)
+            return jsonrpc.encode_failure(req, _internal(exc).description), JSON
+        if type(value) is Pending:
+            return self._jsonrpc_later(req, value)
+        return jsonrpc.encode_success(req, value), JSON
+
+    async def _jsonrpc_later(self, req: jsonrpc.Request, pending: Pending) -> Reply:
+        try:
+            value = await pending.wait
+        except ApiError as err:
+            return jsonrpc.encode_failure(req, err.description), JSON
+        except Exception as exc:
+            return jsonrpc.encode_failure(req, _internal(exc).description), JSON
+        return jsonrpc.encode_success(req, value), JSON
 
     def _endpoint(self, kind: str) -> Endpoint:
         assert self.runner is not None and self.runner.server is not None

@@ -14,15 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httptools
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
 
-Handler = Callable[[str, bytes, str, "RpcProtocol"], Coroutine[Any, Any, tuple[bytes, str]]]
+Reply = tuple[bytes, str]  # the body and its content type
+# handle(protocol, body, peer, connection): the reply, or a coroutine that will produce it.
+Handler = Callable[[str, bytes, str, "RpcProtocol"], Reply | Coroutine[Any, Any, Reply]]
+
+
+def _head(content_type: str, connection: str) -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: %d\r\n"
+        f"Connection: {connection}\r\n\r\n"
+    ).encode()
+
+
+_HEADS = {t: _head(t, "keep-alive") for t in ("text/xml", "application/json")}
+_HEADS_CLOSE = {t: _head(t, "close") for t in ("text/xml", "application/json")}
 
 
 def _status_line(code: int, reason: str) -> bytes:
@@ -52,28 +64,6 @@ class Endpoint:
         return RpcProtocol(self)
 
 
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Carry on driving a coroutine that was started eagerly and has just yielded."""
-    while True:
-        try:
-            sent = yield yielded
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _resume(coro, yielded)
-
-
 class RpcProtocol(asyncio.Protocol):
     """One client connection."""
 
@@ -84,7 +74,7 @@ class RpcProtocol(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.body_size = 0
-        self.raw = bytearray()  # bytes of the request in progress, for a hand-over
+        self.raw: list[bytes] = []  # the chunks of the request in progress, for a hand-over
         self.in_message = False
         self.too_large = False
         self.handing_over = False
@@ -130,9 +120,9 @@ class RpcProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.in_message:
-            self.raw = bytearray(data)
+            self.raw = [data]
         else:
-            self.raw += data
+            self.raw.append(data)
         self._arm_idle()
         try:
             self.parser.feed_data(data)
@@ -180,29 +170,33 @@ class RpcProtocol(asyncio.Protocol):
             self._reply_and_close(413, "Request Entity Too Large", b"request body too large\n")
             return
         path = self.url.split(b"?", 1)[0]
-        body = b"".join(self.body)
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
-        self.queue.append((RPC_PATHS[path], body, self.parser.should_keep_alive()))
-        if not self.busy:
-            self._next()
+        call = (RPC_PATHS[path], body, self.parser.should_keep_alive())
+        if self.busy or self.queue:
+            self.queue.append(call)
+        else:
+            self._run(*call)
 
     # ---- calls -----------------------------------------------------------------------
 
+    def _run(self, protocol: str, body: bytes, keep_alive: bool) -> bool:
+        """Start one call; answer it now if it needs no wait. True if it is still running."""
+        reply = self.endpoint.handle(protocol, body, self.peer, self)
+        if type(reply) is tuple:
+            self._respond(reply, keep_alive)
+            return False
+        self.busy = True
+        task = self.loop.create_task(reply)  # type: ignore[arg-type]
+        task.add_done_callback(functools.partial(self._done, keep_alive=keep_alive))
+        return True
+
     def _next(self) -> None:
         while self.queue and not self.closed:
-            protocol, body, keep_alive = self.queue.pop(0)
-            coro = self.endpoint.handle(protocol, body, self.peer, self)
-            try:
-                yielded = coro.send(None)
-            except StopIteration as stop:
-                self._respond(stop.value, keep_alive)
-                continue
-            self.busy = True
-            task: asyncio.Task[tuple[bytes, str]] = self.loop.create_task(_finish(coro, yielded))
-            task.add_done_callback(functools.partial(self._done, keep_alive=keep_alive))
-            return
+            if self._run(*self.queue.pop(0)):
+                return
 
-    def _done(self, task: asyncio.Task[tuple[bytes, str]], *, keep_alive: bool) -> None:
+    def _done(self, task: asyncio.Task[Reply], *, keep_alive: bool) -> None:
         self.busy = False
         if task.cancelled() or task.exception() is not None:
             self._reply_and_close(500, "Internal Server Error", b"internal error\n")
@@ -210,19 +204,16 @@ class RpcProtocol(asyncio.Protocol):
         self._respond(task.result(), keep_alive)
         self._next()
 
-    def _respond(self, result: tuple[bytes, str], keep_alive: bool) -> None:
+    def _respond(self, reply: Reply, keep_alive: bool) -> None:
         if self.transport is None or self.closed:
             return
-        body, content_type = result
-        head = (
-            f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-        ).encode()
-        self.transport.write(head + body)
-        if not keep_alive:
+        body, content_type = reply
+        if keep_alive:
+            self.transport.write(_HEADS[content_type] % len(body) + body)
+            self._arm_idle()
+        else:
+            self.transport.write(_HEADS_CLOSE[content_type] % len(body) + body)
             self.transport.close()
-        self._arm_idle()
 
     def _reply_and_close(self, code: int, reason: str, body: bytes) -> None:
         if self.transport is None or self.closed:
@@ -253,4 +244,4 @@ class RpcProtocol(asyncio.Protocol):
         self.closed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
-        protocol.data_received(bytes(self.raw))
+        protocol.data_received(b"".join(self.raw))
