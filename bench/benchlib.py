@@ -3,12 +3,14 @@
 Run as a script for the parts that must live in their own process:
 
     python bench/benchlib.py baseline PORT RECORD_XML   # SimpleXMLRPCServer: VM.get_record
+    python bench/benchlib.py floor PORT RESPONSE_BODY   # an asyncio server doing no work at all
     python bench/benchlib.py memory VMS                 # fill a toolstack, print RSS in MiB
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -106,11 +108,15 @@ end
 """
 
 
-def wrk(url: str, script: str, connections: int, threads: int, seconds: float) -> dict[str, Any]:
-    """Run wrk with a lua script; return requests/s, latency figures and error counts."""
+def wrk(
+    url: str, script: str, connections: int, threads: int, seconds: float, cpu: int | None = None
+) -> dict[str, Any]:
+    """Run wrk with a lua script (on CPU ``cpu`` if given); return requests/s, latency figures
+    and error counts."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     cmd = [
+        *(["taskset", "-c", str(cpu)] if cpu is not None else []),
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
@@ -183,6 +189,42 @@ def serve_baseline(port: int, record: dict[str, Any]) -> None:
     server.serve_forever()
 
 
+def serve_floor(port: int, body: bytes) -> None:
+    """The least any asyncio server can do: answer every request with fixed bytes, unparsed.
+
+    It shows the machine's own limit: the rate a server reaches when its work costs nothing.
+    """
+    import asyncio
+
+    import uvloop
+
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
+        b"Connection: keep-alive\r\n\r\n" % len(body)
+    ) + body
+
+    class Floor(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+
+        def data_received(self, data: bytes) -> None:
+            # wrk sends whole requests and never pipelines: one answer per header block
+            self.transport.write(response * data.count(b"\r\n\r\n"))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_server(Floor, "127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    uvloop.run(run())
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Set the CPUs of every thread of a process (threads it makes later inherit them)."""
+    for tid in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(tid.name), cpus)
+
+
 # ---- memory ----------------------------------------------------------------------------------
 
 
@@ -211,6 +253,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["baseline"]:
         (record,), _ = xmlrpc.client.loads(Path(argv[2]).read_text())
         serve_baseline(int(argv[1]), record)
+        return 0
+    if argv[:1] == ["floor"]:
+        serve_floor(int(argv[1]), Path(argv[2]).read_bytes())
         return 0
     if argv[:1] == ["memory"]:
         print(json.dumps(measure_memory(int(argv[1]))))

@@ -72,6 +72,7 @@ class RpcProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
+        self.kind = ""  # "xmlrpc" or "jsonrpc", once the headers are in
         self.body: list[bytes] = []
         self.body_size = 0
         self.raw: list[bytes] = []  # the chunks of the request in progress, for a hand-over
@@ -148,9 +149,11 @@ class RpcProtocol(asyncio.Protocol):
         self.url += url
 
     def on_headers_complete(self) -> None:
-        path = self.url.split(b"?", 1)[0]
-        if self.parser.get_method() != b"POST" or path not in RPC_PATHS:
+        kind = RPC_PATHS.get(self.url.split(b"?", 1)[0])
+        if kind is None or self.parser.get_method() != b"POST":
             self.handing_over = True
+        else:
+            self.kind = kind
 
     def on_body(self, body: bytes) -> None:
         if self.handing_over:
@@ -169,10 +172,9 @@ class RpcProtocol(asyncio.Protocol):
         if self.too_large:
             self._reply_and_close(413, "Request Entity Too Large", b"request body too large\n")
             return
-        path = self.url.split(b"?", 1)[0]
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
-        call = (RPC_PATHS[path], body, self.parser.should_keep_alive())
+        call = (self.kind, body, self.parser.should_keep_alive())
         if self.busy or self.queue:
             self.queue.append(call)
         else:
@@ -201,6 +203,7 @@ class RpcProtocol(asyncio.Protocol):
         if task.cancelled() or task.exception() is not None:
             self._reply_and_close(500, "Internal Server Error", b"internal error\n")
             return
+        self._arm_idle()  # the call may have run for long: the connection was not idle
         self._respond(task.result(), keep_alive)
         self._next()
 
@@ -210,7 +213,6 @@ class RpcProtocol(asyncio.Protocol):
         body, content_type = reply
         if keep_alive:
             self.transport.write(_HEADS[content_type] % len(body) + body)
-            self._arm_idle()
         else:
             self.transport.write(_HEADS_CLOSE[content_type] % len(body) + body)
             self.transport.close()

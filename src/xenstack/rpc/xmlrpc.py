@@ -22,23 +22,24 @@ _FORBIDDEN = (b"<!DOCTYPE", b"<!doctype", b"<!ENTITY", b"<!entity")
 # The common call: a method name and string parameters free of markup. Matched whole, it is
 # decoded without building a parser; anything else goes through the full parser below.
 _SIMPLE_CALL = re.compile(
-    rb"\s*(?:<\?xml[^>]*\?>)?\s*<methodCall>\s*<methodName>([A-Za-z0-9_.]+)</methodName>\s*"
-    rb"(?:<params>((?:\s*<param>\s*<value>(?:<string>[^<&]*</string>|[^<&]*)</value>\s*</param>)*)"
-    rb"\s*</params>\s*)?</methodCall>\s*"
+    r"\s*(?:<\?xml[^>]*\?>)?\s*<methodCall>\s*<methodName>([A-Za-z0-9_.]+)</methodName>\s*"
+    r"(?:<params>((?:\s*<param>\s*<value>(?:<string>[^<&]*</string>|[^<&]*)</value>\s*</param>)*)"
+    r"\s*</params>\s*)?</methodCall>\s*"
 )
-_SIMPLE_PARAM = re.compile(rb"<value>(?:<string>([^<&]*)</string>|([^<&]*))</value>")
+# Within a matched call, each parameter's text (the structure is already checked).
+_SIMPLE_PARAM = re.compile(r"<value>(?:<string>)?([^<&]*)<")
 
 
 def decode_call(body: bytes) -> tuple[str, list[Any]]:
     """Parse a methodCall into (method name, params); raise ProtocolError if malformed."""
-    simple = _SIMPLE_CALL.fullmatch(body)
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return _decode_full(body)  # another declared encoding, or not text at all
+    simple = _SIMPLE_CALL.fullmatch(text)
     if simple is not None:
-        params = simple.group(2) or b""
-        try:
-            values = [(a or b).decode() for a, b in _SIMPLE_PARAM.findall(params)]
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("XML-RPC request is not UTF-8") from exc
-        return simple.group(1).decode(), values
+        params = simple.group(2)
+        return simple.group(1), _SIMPLE_PARAM.findall(params) if params else []
     return _decode_full(body)
 
 
