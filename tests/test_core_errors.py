@@ -12,6 +12,7 @@ import orjson
 import pytest
 import XenAPI
 from test_core_support import failure, login, raw
+from vmkit import vm_record
 
 from xenstack.api.dispatch import build_table
 from xenstack.idl.model import ENUMS
@@ -28,24 +29,52 @@ def a_vm(pool: RunningPool, session: str) -> str:
 
 
 def test_parameter_count_mismatch(xenstack_pool: RunningPool) -> None:
+    """As XAPI counts: without the session, and without parameters that have defaults."""
     url, s = xenstack_pool.url, login(xenstack_pool)
     vm = a_vm(xenstack_pool, s)
     assert failure(url, "VM.get_record", s, vm, "extra") == [
         "MESSAGE_PARAMETER_COUNT_MISMATCH",
         "VM.get_record",
+        "1",
         "2",
-        "3",
     ]
     assert failure(url, "VM.get_all", s, 1, 2) == [
         "MESSAGE_PARAMETER_COUNT_MISMATCH",
         "VM.get_all",
-        "1",
-        "3",
+        "0",
+        "2",
     ]
     assert failure(url, "session.login_with_password", "root") == [
         "MESSAGE_PARAMETER_COUNT_MISMATCH",
         "session.login_with_password",
-        "4",
+        "2",
+        "1",
+    ]
+    too_many = ["root", xenstack_pool.password, "1.0", "tests", "extra"]
+    assert failure(url, "session.login_with_password", *too_many) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH",
+        "session.login_with_password",
+        "2",
+        "5",
+    ]
+
+
+def test_trailing_parameters_with_defaults_may_be_left_out(xenstack_pool: RunningPool) -> None:
+    """Old clients (Xen Orchestra's among them) log in with just a name and a password."""
+    url = xenstack_pool.url
+    for params in (["root", xenstack_pool.password], ["root", xenstack_pool.password, "1.0"]):
+        answer = raw(url, "session.login_with_password", *params)
+        assert answer["Status"] == "Success", answer
+        assert answer["Value"].startswith("OpaqueRef:")
+    s = login(xenstack_pool)
+    vm = raw(url, "VM.create", s, vm_record("defaults"))["Value"]
+    snap = raw(url, "VM.snapshot", s, vm, "without ignore_vdis")  # ignore_vdis added later
+    assert snap["Status"] == "Success", snap
+    assert raw(url, "VM.get_snapshot_of", s, snap["Value"])["Value"] == vm
+    assert failure(url, "VM.snapshot", s, vm) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH",
+        "VM.snapshot",
+        "2",
         "1",
     ]
 

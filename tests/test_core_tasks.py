@@ -100,7 +100,7 @@ def test_async_checks_arguments_before_making_a_task(session: Any) -> None:
     with pytest.raises(XenAPI.Failure) as err:
         x.Async.task.create("only one argument")
     assert err.value.details == [
-        "MESSAGE_PARAMETER_COUNT_MISMATCH", "Async.task.create", "3", "2"
+        "MESSAGE_PARAMETER_COUNT_MISMATCH", "Async.task.create", "2", "1"
     ]  # fmt: skip
     with pytest.raises(XenAPI.Failure) as err:
         x.Async.task.create(["not", "a", "string"], "")

@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from xenstack.api.dispatch import build_table
-from xenstack.idl import declaration
+from xenstack.idl import declaration, defaults
 from xenstack.idl import errors as idl_errors
 from xenstack.idl.model import CLASSES
 
@@ -42,10 +42,14 @@ def _rendered(module: ModuleType) -> str:
     """What the generator writes for the data the module holds now."""
     if module is declaration:
         return str(_generator("gen_idl").render(list(declaration.ROLE_SETS), declaration.CLASSES))
+    if module is defaults:
+        return str(_generator("gen_defaults").render(defaults.PARAM_DEFAULTS))
     return str(_generator("gen_errors").render(idl_errors.ERROR_PARAMS))
 
 
-@pytest.mark.parametrize("module", [declaration, idl_errors], ids=["declaration", "errors"])
+@pytest.mark.parametrize(
+    "module", [declaration, idl_errors, defaults], ids=["declaration", "errors", "defaults"]
+)
 def test_digest_matches_content(module: ModuleType) -> None:
     """The digest covers the generated data: a hand edit of any entry breaks it."""
     digest = module.DIGEST
@@ -76,3 +80,10 @@ def test_every_declared_message_is_on_the_wire() -> None:
     assert declared <= set(table)
     extras = set(table) - declared
     assert {n.rsplit(".", 1)[1] for n in extras} <= {"get_all_records_where", "get_all_where"}
+
+
+def test_defaults_are_trailing_parameters_of_declared_messages() -> None:
+    for wire_name, params in defaults.PARAM_DEFAULTS.items():
+        cls, _, name = wire_name.partition(".")
+        declared = [p.name for p in CLASSES[cls].messages[name].params]
+        assert declared[len(declared) - len(params) :] == [n for n, _ in params], wire_name

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiError, not_implemented
+from ..idl.defaults import PARAM_DEFAULTS
 from ..idl.model import CLASSES, MessageDef, ParamDef
 from ..idl.types import Record, Type, parse_type
 from ..impl.registry import HANDLERS, INTERNAL
@@ -49,7 +50,7 @@ class Entry:
     and whether it only reads.
     """
 
-    __slots__ = ("fn", "msg", "readonly", "strings", "waits")
+    __slots__ = ("defaults", "fn", "msg", "readonly", "required", "strings", "waits")
 
     def __init__(self, msg: MessageDef, fn: Callable[..., Any] | None) -> None:
         self.msg = msg
@@ -57,6 +58,24 @@ class Entry:
         self.readonly = "read-only" in msg.roles
         self.waits = inspect.iscoroutinefunction(fn)
         self.strings = all(p.type.kind in _STRINGS for p in msg.params)
+        # trailing parameters a caller may leave out (added to the message in later releases)
+        self.defaults = tuple(value for _, value in PARAM_DEFAULTS.get(msg.wire_name, ()))
+        self.required = len(msg.params) - len(self.defaults)
+
+    def complete(self, method: str, params: list[Any]) -> list[Any]:
+        """The parameters with left-out defaults filled in; or MESSAGE_PARAMETER_COUNT_MISMATCH.
+
+        As XAPI counts: neither number includes the session, and the expected count leaves
+        out the parameters that have defaults.
+        """
+        given = len(params)
+        if self.required <= given < len(self.msg.params):
+            missing = self.defaults[given - self.required :]
+            return [*params, *(type(v)(v) if type(v) in (dict, list) else v for v in missing)]
+        session = 1 if self.msg.takes_session else 0
+        raise ApiError(
+            "MESSAGE_PARAMETER_COUNT_MISMATCH", [method, self.required - session, given - session]
+        )
 
 
 def _extras(cls: str) -> list[MessageDef]:
@@ -146,9 +165,7 @@ class Dispatcher:
         """Check arity, session and role; coerce the parameters to their declared types."""
         msg = entry.msg
         if len(params) != len(msg.params):
-            raise ApiError(
-                "MESSAGE_PARAMETER_COUNT_MISMATCH", [method, len(msg.params), len(params)]
-            )
+            params = entry.complete(method, params)
         ctx = Context(self.toolstack, "", method=name)
         no_session = name in NO_SESSION
         if msg.takes_session and not no_session:

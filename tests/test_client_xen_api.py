@@ -1,0 +1,62 @@
+"""Xen Orchestra's connector (the npm package ``xen-api``), unmodified, against xenstack.
+
+It logs in as XO does (a name and a password, nothing more), discovers the classes through
+``system.listMethods``, fills its object cache with every class's ``get_all_records`` and keeps
+it current with ``event.from`` from a token made by ``event.inject``, runs ``Async`` calls by
+watching their task objects (parsing the XML-RPC ``result``), and wraps XAPI errors. The script
+``clients/xen-api/session.mjs`` checks each of these; see its findings in the output.
+
+Needs node and npm (the package is installed from the npm registry, pinned by the lock file);
+without them the test is skipped, except under CI where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xenstack.testing import simulated_pool
+
+CLIENT = Path(__file__).resolve().parent / "clients" / "xen-api"
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is required under CI (.ci/run installs it)")
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    node, npm = _require("node"), _require("npm")
+    lock = CLIENT / "package-lock.json"
+    stamp = CLIENT / "node_modules" / ".xenstack-installed"
+    if not stamp.exists() or stamp.read_text() != lock.read_text():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=CLIENT, check=True, timeout=600,
+        )  # fmt: skip
+        stamp.write_text(lock.read_text())
+    return node
+
+
+def test_xen_orchestra_connector_session(node: str) -> None:
+    with simulated_pool() as pool:
+        done = subprocess.run(
+            [node, "session.mjs", pool.url, pool.password],
+            cwd=CLIENT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no findings; stderr:\n{done.stderr}"
+    findings = json.loads(lines[-1])
+    failed = {name: result for name, result in findings.items() if result is not True}
+    assert done.returncode == 0 and not failed, f"{failed}\n{done.stderr}"
+    assert len(findings) == 14  # every check ran
