@@ -110,6 +110,49 @@ def test_keep_alive(xenstack_pool: RunningPool, conn: Any) -> None:
     resp.read()
 
 
+def _read_responses(sock: Any, count: int) -> list[bytes]:
+    """Read ``count`` HTTP responses (Content-Length framed) off a raw socket, in order."""
+    data, bodies = b"", []
+    while len(bodies) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = int(re.findall(rb"Content-Length: (\d+)", data[:head_end])[0])
+            end = head_end + 4 + length
+            if len(data) >= end:
+                bodies.append(data[head_end + 4 : end])
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed early"
+        data += chunk
+    return bodies
+
+
+def test_pipelined_calls_answer_in_order(xenstack_pool: RunningPool, conn: Any) -> None:
+    """Calls that wait (a durable write, event.from) hold back the ones behind them."""
+    s = login(xenstack_pool)
+    vm = dom0_of(conn, s)
+    token = xmlrpc.client.loads(post_xml(conn, "event.inject", s, "VM", vm))[0][0]["Value"]
+    calls = [
+        ("VM.set_name_description", s, vm, "first"),
+        ("VM.get_name_description", s, vm),
+        ("event.from", s, ["VM"], token, 0.2),
+        ("VM.set_name_description", s, vm, "second"),
+        ("VM.get_name_description", s, vm),
+    ]
+    wire = b""
+    for method, *params in calls:
+        body = xmlrpc.client.dumps(tuple(params), method, allow_none=True).encode()
+        wire += b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+        wire += b"Content-Length: %d\r\n\r\n" % len(body) + body
+    conn.connect()
+    conn.sock.sendall(wire)  # all five in one write
+    values = [xmlrpc.client.loads(b)[0][0] for b in _read_responses(conn.sock, len(calls))]
+    assert all(v["Status"] == "Success" for v in values), values
+    assert [values[1]["Value"], values[4]["Value"]] == ["first", "second"]
+    assert any(e["ref"] == vm for e in values[2]["Value"]["events"])
+
+
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
 def test_jsonrpc(xenstack_pool: RunningPool, version: str) -> None:
     rpc = JsonRpc(xenstack_pool.port, version)
