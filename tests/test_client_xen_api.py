@@ -3,8 +3,10 @@
 It logs in as XO does (a name and a password, nothing more), discovers the classes through
 ``system.listMethods``, fills its object cache with every class's ``get_all_records`` and keeps
 it current with ``event.from`` from a token made by ``event.inject``, runs ``Async`` calls by
-watching their task objects (parsing the XML-RPC ``result``), and wraps XAPI errors. The script
-``clients/xen-api/session.mjs`` checks each of these; see its findings in the output.
+watching their task objects (parsing the XML-RPC ``result``), wraps XAPI errors, and moves
+disks and VMs as its backups do (a probe before each streamed upload, answers before the body,
+streams of unknown length). The script ``clients/xen-api/session.mjs`` checks each of these;
+see its findings in the output.
 
 Needs node and npm (the package is installed from the npm registry, pinned by the lock file);
 without them the test is skipped, except under CI where it fails.
@@ -48,8 +50,8 @@ def node() -> str:
     return node
 
 
-def test_xen_orchestra_connector_session(node: str) -> None:
-    with simulated_pool() as pool:
+def test_xen_orchestra_connector_session(node: str, tmp_path: Path) -> None:
+    with simulated_pool(tmp_path / "state") as pool:  # a state dir: real VHD storage
         done = subprocess.run(
             [node, "session.mjs", pool.url, pool.password],
             cwd=CLIENT, capture_output=True, text=True, timeout=120,
@@ -59,4 +61,4 @@ def test_xen_orchestra_connector_session(node: str) -> None:
     findings = json.loads(lines[-1])
     failed = {name: result for name, result in findings.items() if result is not True}
     assert done.returncode == 0 and not failed, f"{failed}\n{done.stderr}"
-    assert len(findings) == 14  # every check ran
+    assert len(findings) == 21  # every check ran

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -26,9 +27,9 @@ from .impl.vm_export import open_export
 from .impl.vm_import import open_import
 from .pool.bootstrap import create_pool
 from .pool.fresh_storage import use_real_local_storage
-from .rpc.disk_http import disk_routes
+from .rpc.disk_http import disk_routes, disk_upload
 from .rpc.http import HttpConfig, RpcServer
-from .rpc.vm_http import vm_routes
+from .rpc.vm_http import vm_routes, vm_upload
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,13 @@ class Toolstack:
         # The loaded database is long-lived: keep the cyclic collector from walking it.
         gc.collect()
         gc.freeze()
-        routes = disk_routes(lambda query, writing: open_transfer(self, query, writing))
-        routes += vm_routes(lambda q: open_export(self, q), lambda q: open_import(self, q))
+        disks = functools.partial(open_transfer, self)
+        routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
         config.extra_routes = [*config.extra_routes, *routes]
+        config.uploads = {
+            b"/import_raw_vdi": disk_upload(disks),
+            b"/import": vm_upload(functools.partial(open_import, self)),
+        }
         self.server = RpcServer(self.dispatcher.call, config)
         await self.server.start()
         await self.storage.start()

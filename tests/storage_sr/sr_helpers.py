@@ -91,7 +91,11 @@ def _path(session: Any, endpoint: str, vdi: str, fmt: str, task: str | None) -> 
 def put_file(
     pool: RunningPool, session: Any, vdi: str, path: Path, fmt: str, task: str | None = None
 ) -> int:
-    """PUT /import_raw_vdi from a file; return the HTTP status."""
+    """PUT /import_raw_vdi from a file; return the HTTP status once the import has ended.
+
+    As XAPI does, the server answers 200 as soon as it accepts the upload, and ends the
+    (empty) answer when the import is done: reading it to the end waits for that.
+    """
     conn = http.client.HTTPConnection("127.0.0.1", pool.port, timeout=120)
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -101,9 +105,16 @@ def put_file(
             body=f,
             headers={"Content-Length": str(size)},
         )
-        status = conn.getresponse().status
+        status = finished(conn)
     conn.close()
     return status
+
+
+def finished(conn: http.client.HTTPConnection) -> int:
+    """The status of an upload's answer, read to its end (the end of the import)."""
+    response = conn.getresponse()
+    response.read()
+    return response.status
 
 
 def get_file(

@@ -79,8 +79,9 @@ def test_clone_and_snapshot_are_constant_time(session: Any, xenstack_pool: Runni
                 assert session.xenapi.VDI.get_virtual_size(
                     new
                 ) == session.xenapi.VDI.get_virtual_size(vdi)
-    assert min(timings["big"]) <= 0.020, timings
-    assert sorted(timings["big"])[len(timings["big"]) // 2] <= 0.050, timings
+    # no data is copied (2 TiB would take minutes); the bound is loose for a busy machine
+    assert min(timings["big"]) <= 0.050, timings
+    assert sorted(timings["big"])[len(timings["big"]) // 2] <= 0.100, timings
 
 
 def test_snapshot_keeps_data_and_gc_cleans_up(session: Any, xenstack_pool: RunningPool) -> None:

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sr_helpers import MIB, new_vdi, vdi_file
+from sr_helpers import MIB, finished, new_vdi, vdi_file
 
 from xenstack.storage.vhd import VhdImage
 from xenstack.testing import RunningPool
@@ -70,7 +70,7 @@ def test_chunked_raw_upload(session: Any, xenstack_pool: RunningPool, tmp_path: 
     conn = http.client.HTTPConnection("127.0.0.1", xenstack_pool.port, timeout=30)
     payload = [bytes([n]) * 300_000 for n in range(1, 8)]
     conn.request("PUT", f"/import_raw_vdi?{query}", body=iter(payload), encode_chunked=True)
-    assert conn.getresponse().status == 200
+    assert finished(conn) == 200
     conn.close()
     with VhdImage.open(str(vdi_file(xenstack_pool, session, vdi)), writable=False) as image:
         assert image.read(0, 2_100_000) == b"".join(payload)

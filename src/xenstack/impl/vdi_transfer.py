@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..api.tasks import now
 from ..errors import ApiError
+from ..rpc.xmlrpc import value_text
 from ..storage.vhd import (
     ByteSource,
     VhdImage,
@@ -28,6 +28,7 @@ from ..storage.vhd import (
     import_vhd,
 )
 from .sr_backend import file_sr
+from .vm_export import request_task, settle_task
 
 FORMATS = ("raw", "vhd")
 Chunk = bytes | bytearray | memoryview
@@ -61,13 +62,15 @@ async def open_transfer(toolstack: Any, query: Mapping[str, str], writing: bool)
         raise ApiError("SR_OPERATION_NOT_SUPPORTED", [row["SR"]])
     if writing and row["read_only"]:
         raise ApiError("VDI_READONLY", [vdi])
+    own_task = writing and task is None
+    if own_task:  # as XAPI: an import without a task runs under one of its own, for its time
+        task = request_task(toolstack, query, query.get("session_id", ""), "VDI.import")
     transfer = DiskTransfer(toolstack, vdi, drv.path(row["location"]), fmt, task)
-    if writing:
-        if not toolstack.storage.busy.try_claim([row["location"]]):
-            raise ApiError("VDI_IN_USE", [vdi, "import"])
-    else:
+    transfer.writing, transfer.own_task = writing, own_task
+    transfer.location = row["location"]
+    if not writing:
         toolstack.storage.busy.add(row["location"])
-    transfer.claimed = row["location"]
+        transfer.claimed = row["location"]
     return transfer
 
 
@@ -79,10 +82,19 @@ class DiskTransfer:
         self.vdi, self.path, self.format, self.task = vdi, path, fmt, task
         self.loop = asyncio.get_running_loop()
         self.claimed = ""
+        self.location = ""
+        self.writing = False
+        self.own_task = False  # made for this request (none came with it): forgotten at the end
         self.expected = 0  # bytes the stream should carry (0: unknown)
         self._done = 0
         self._last = 0.0
         self._lock = threading.Lock()
+
+    def claim(self) -> None:
+        """Take the VDI for an import (once its body starts); VDI_IN_USE if it is busy."""
+        if not self.toolstack.storage.busy.try_claim([self.location]):
+            raise ApiError("VDI_IN_USE", [self.vdi, "import"])
+        self.claimed = self.location
 
     # ---- progress, called from the worker thread ---------------------------------------
 
@@ -144,18 +156,9 @@ class DiskTransfer:
             if drv is not None:
                 with contextlib.suppress(ApiError):  # the file went away (VDI.forget + rm)
                     _refresh_row(db, self.vdi, drv)
-        if self.task is not None and db.exists("task", self.task):
-            status = "success" if error is None else "failure"
-            with db.transaction():
-                db.update(
-                    "task",
-                    self.task,
-                    status=status,
-                    progress=1.0,
-                    finished=now(),
-                    error_info=[] if error is None else error.description,
-                    allowed_operations=[],
-                )
+        if self.task is not None:
+            result = value_text(self.vdi) if self.writing else ""  # XAPI's: the VDI imported
+            settle_task(db, self.task, error, result, forget=self.own_task)
 
 
 def _raw_with_holes(image: VhdImage) -> Iterator[Chunk]:

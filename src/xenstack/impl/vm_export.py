@@ -59,10 +59,17 @@ def request_task(toolstack: Any, query: Mapping[str, str], session: str, label: 
     return str(toolstack.tasks.create(Context(toolstack, session), label))
 
 
-def settle_task(db: Database, task: str, error: ApiError | None, result: str = "") -> None:
+def settle_task(
+    db: Database, task: str, error: ApiError | None, result: str = "", *, forget: bool = False
+) -> None:
+    """Record the outcome; ``forget`` a task the request did not bring (XAPI's own task for
+    an HTTP handler lasts as long as the handler)."""
     if not db.exists("task", task) or db.get("task", task)["status"] != "pending":
         return
     with db.transaction():
+        if forget:
+            db.destroy("task", task)
+            return
         db.update(
             "task",
             task,
@@ -127,6 +134,7 @@ async def open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
     vm = object_ref(db, "VM", query)
     task = request_task(toolstack, query, session, "VM.export")
     export = VmExport(toolstack, vm, task)
+    export.own_task = not query.get("task_id")
     try:
         export.gzip = compression(query)
         export.locks.enter_context(vm_operation(db, vm, "export", task))
@@ -152,6 +160,7 @@ class VmExport:
     def __init__(self, toolstack: Any, vm: str, task: str, gzip: bool = False) -> None:
         # gzip: compress the whole stream (``use_compression=true``)
         self.toolstack, self.vm, self.task, self.gzip = toolstack, vm, task, gzip
+        self.own_task = False  # made for this request (none came with it): forgotten at the end
         self.locks = contextlib.ExitStack()
         self.metadata = b""
         self.disks: list[tuple[str, str | None, int]] = []
@@ -181,4 +190,4 @@ class VmExport:
 
     def close(self, error: ApiError | None) -> None:
         self.locks.close()
-        settle_task(self.toolstack.db, self.task, error)
+        settle_task(self.toolstack.db, self.task, error, forget=self.own_task)

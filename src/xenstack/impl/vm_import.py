@@ -165,7 +165,9 @@ async def open_import(toolstack: Any, query: Mapping[str, str]) -> VmImport:
     task = request_task(toolstack, query, session, "VM.import")
     ctx = Context(toolstack, session, task, method="VM.import")
     restore, force = query.get("restore") == "true", query.get("force") == "true"
-    return VmImport(ctx, sr, restore, force)
+    transfer = VmImport(ctx, sr, restore, force)
+    transfer.own_task = not query.get("task_id")
+    return transfer
 
 
 class VmImport:
@@ -174,6 +176,7 @@ class VmImport:
     def __init__(self, ctx: Context, sr: str, restore: bool, force: bool) -> None:
         self.ctx, self.sr, self.restore, self.force = ctx, sr, restore, force
         self.vms: list[str] = []
+        self.own_task = False  # made for this request (none came with it): forgotten at the end
 
     @property
     def headers(self) -> dict[str, str]:
@@ -184,7 +187,7 @@ class VmImport:
 
     def close(self, error: ApiError | None) -> None:
         assert self.ctx.task is not None
-        settle_task(self.ctx.db, self.ctx.task, error, value_text(self.vms))
+        settle_task(self.ctx.db, self.ctx.task, error, value_text(self.vms), forget=self.own_task)
 
 
 # ---- VM.import ---------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
-from .protocol import Endpoint, RpcProtocol
+from .protocol import RPC_PATHS, Endpoint, RpcProtocol
+from .upload import UploadOpener
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class HttpConfig:
     idle_timeout: float = 60.0
     max_body: int = MAX_BODY
     extra_routes: list[Route] = field(default_factory=list)
+    uploads: dict[bytes, UploadOpener] = field(default_factory=dict)  # PUT path -> opener
 
 
 def _xml_reply(method: str, value: Any) -> Reply:
@@ -83,8 +85,12 @@ class RpcServer:
         self.call = call
         self.config = config
         self.app = web.Application(client_max_size=config.max_body)
+        for rpc_path in RPC_PATHS:
+            self.app.router.add_route("POST", rpc_path.decode(), self._call_in_app)
         for method, path, handler in config.extra_routes:
             self.app.router.add_route(method, path, handler)
+            if not path.endswith("/"):  # XAPI answers "/import/" as "/import" (XO uses both)
+                self.app.router.add_route(method, path + "/", handler)
         self.runner: web.AppRunner | None = None
         self.servers: list[asyncio.Server] = []
         self.endpoints: list[Endpoint] = []
@@ -100,9 +106,28 @@ class RpcServer:
         origin = conn.origins.get(protocol)
         if origin is None:
             origin = conn.origins[protocol] = Origin(peer, conn.endpoint.transport_kind, protocol)
-        if protocol == "jsonrpc":
+        return self.answer(body, origin)
+
+    def answer(self, body: bytes, origin: Origin) -> Reply | Coroutine[Any, Any, Reply]:
+        if origin.protocol == "jsonrpc":
             return self._jsonrpc(body, origin)
         return self._xmlrpc(body, origin)
+
+    async def _call_in_app(self, request: web.Request) -> web.Response:
+        """An API call on a connection the web application took over (after a download, say):
+        keep-alive clients send their next calls down the same connection."""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if transport is not None and transport.get_extra_info("sslcontext") is not None:
+            kind = "tls"
+        else:
+            kind = "tcp" if isinstance(peer, tuple) else "unix"
+        origin = Origin(
+            peer[0] if isinstance(peer, tuple) else "unix", kind, RPC_PATHS[request.path.encode()]
+        )
+        reply = self.answer(await request.read(), origin)
+        body, content_type = reply if isinstance(reply, tuple) else await reply
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     def _xmlrpc(self, body: bytes, origin: Origin) -> Reply | Coroutine[Any, Any, Reply]:
         try:
@@ -160,6 +185,7 @@ class RpcServer:
             max_body=self.config.max_body,
             idle_timeout=self.config.idle_timeout,
             transport_kind=kind,
+            uploads=self.config.uploads,
         )
         self.endpoints.append(endpoint)
         return endpoint

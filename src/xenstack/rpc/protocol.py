@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import httptools
+
+from .upload import UploadOpener, UploadRequest, upload_query
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
 
@@ -52,9 +54,11 @@ class Endpoint:
         max_body: int,
         idle_timeout: float,
         transport_kind: str,
+        uploads: Mapping[bytes, UploadOpener] | None = None,
     ) -> None:
         self.handle = handle
         self.fallback = fallback
+        self.uploads = uploads or {}  # PUT paths served here, as uploads
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.transport_kind = transport_kind
@@ -77,8 +81,10 @@ class RpcProtocol(asyncio.Protocol):
         self.body_size = 0
         self.raw: list[bytes] = []  # the chunks of the request in progress, for a hand-over
         self.in_message = False
+        self.head_done = False
         self.too_large = False
         self.handing_over = False
+        self.upload: UploadRequest | None = None
         self.queue: list[tuple[str, bytes, bool]] = []
         self.busy = False
         self.closed = False
@@ -99,6 +105,8 @@ class RpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.upload is not None:
+            self.upload.lost()
         self.endpoint.connections.discard(self)
         if self.idle is not None:
             self.idle.cancel()
@@ -120,9 +128,11 @@ class RpcProtocol(asyncio.Protocol):
         self.idle = self.loop.call_later(wait, self._idle_out)
 
     def data_received(self, data: bytes) -> None:
+        if self.upload is not None and not self.in_message:
+            return  # the upload ends the connection: nothing after it is read
         if not self.in_message:
             self.raw = [data]
-        else:
+        elif not self.head_done:  # kept for a hand-over, decided once the head is in
             self.raw.append(data)
         self._arm_idle()
         try:
@@ -140,6 +150,7 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_message = True
+        self.head_done = False
         self.url = b""
         self.body = []
         self.body_size = 0
@@ -149,13 +160,26 @@ class RpcProtocol(asyncio.Protocol):
         self.url += url
 
     def on_headers_complete(self) -> None:
-        kind = RPC_PATHS.get(self.url.split(b"?", 1)[0])
-        if kind is None or self.parser.get_method() != b"POST":
-            self.handing_over = True
-        else:
+        self.head_done = True
+        path = self.url.split(b"?", 1)[0]
+        kind = RPC_PATHS.get(path)
+        method = self.parser.get_method()
+        if kind is not None and method == b"POST":
             self.kind = kind
+            return
+        opener = self.endpoint.uploads.get(path.rstrip(b"/"))
+        if opener is not None and method == b"PUT" and not self.busy and not self.queue:
+            head = b"".join(self.raw).split(b"\r\n\r\n", 1)[0]
+            query, expect = upload_query(self.url, head)
+            self.busy = True  # till the connection closes: no idle timeout, no more calls
+            self.upload = UploadRequest(self, opener, query, expect)
+            return
+        self.handing_over = True
 
     def on_body(self, body: bytes) -> None:
+        if self.upload is not None:
+            self.upload.feed(body)
+            return
         if self.handing_over:
             return
         self.body_size += len(body)
@@ -167,6 +191,9 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        if self.upload is not None:
+            self.upload.finish()
+            return
         if self.handing_over:
             return
         if self.too_large:

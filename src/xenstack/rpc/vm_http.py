@@ -2,13 +2,13 @@
 
 Wire only, like :mod:`.disk_http` (whose body reader, pump and status mapping are reused):
 the ``opener`` checks the request and returns the transfer; errors before any byte is sent
-become the status XAPI uses (403 bad session, 404 unknown object, 400 otherwise). A failure
-in the middle of an export can only cut the stream: the task records the error.
+become the status XAPI uses (403 bad session, 404 unknown object, 400 otherwise). An accepted
+import is answered ``200`` (with its ``task-id``) before its body is read, as XAPI does; a
+failure afterwards, like one in the middle of an export, is recorded by the task.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..errors import ApiError
-from .disk_http import _http_error, _pump, _query, _SocketSource
+from .disk_http import _http_error, _pump, _query
+from .upload import Body, Upload, UploadOpener
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ ExportOpener = Callable[[Mapping[str, str]], Awaitable[Export]]
 ImportOpener = Callable[[Mapping[str, str]], Awaitable[Import]]
 
 
-def vm_routes(export: ExportOpener, import_: ImportOpener) -> list[tuple[str, str, Any]]:
-    """The aiohttp routes of the two endpoints."""
+def vm_routes(export: ExportOpener) -> list[tuple[str, str, Any]]:
+    """The aiohttp route of ``GET /export``."""
 
     async def get_export(request: web.Request) -> web.StreamResponse:
         try:
@@ -53,6 +54,7 @@ def vm_routes(export: ExportOpener, import_: ImportOpener) -> list[tuple[str, st
         try:
             response = web.StreamResponse(status=200, headers=transfer.headers)
             response.content_type = "application/octet-stream"
+            response.force_close()  # as XAPI: the connection ends with the transfer
             await response.prepare(request)
             await _pump(transfer.chunks(), response)
             await response.write_eof()
@@ -64,28 +66,42 @@ def vm_routes(export: ExportOpener, import_: ImportOpener) -> list[tuple[str, st
         finally:
             transfer.close(error)
 
-    async def put_import(request: web.Request) -> web.StreamResponse:
+    return [("GET", "/export", get_export)]
+
+
+class VmUpload:
+    """``PUT /import`` as an :class:`~.upload.Upload`."""
+
+    def __init__(self, transfer: Import) -> None:
+        self.transfer = transfer
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.transfer.headers
+
+    def claim(self) -> None:
+        pass  # the import makes new objects: nothing to take first
+
+    async def receive(self, body: Body) -> None:
         try:
-            transfer = await import_(_query(request))
-        except ApiError as err:
-            return _refusal(err)
-        source = _SocketSource(request, asyncio.get_running_loop())
-        error: ApiError | None = None
-        try:
-            await transfer.run(source)
-        except ApiError as err:
-            error = err
+            await self.transfer.run(body)
+        except ApiError:
+            raise
         except Exception as exc:
             log.warning("VM import failed: %s", exc)
-            error = ApiError("IMPORT_ERROR", [f"{type(exc).__name__}: {exc}"])
-        finally:
-            await source.stop()
-            transfer.close(error)
-        response = _http_error(error) if error is not None else web.Response(status=200)
-        response.headers.update(transfer.headers)
-        return response
+            raise ApiError("IMPORT_ERROR", [f"{type(exc).__name__}: {exc}"]) from exc
 
-    return [("GET", "/export", get_export), ("PUT", "/import", put_import)]
+    def close(self, error: ApiError | None) -> None:
+        self.transfer.close(error)
+
+
+def vm_upload(opener: ImportOpener) -> UploadOpener:
+    """The opener of ``PUT /import`` uploads."""
+
+    async def open_upload(query: Mapping[str, str]) -> Upload:
+        return VmUpload(await opener(query))
+
+    return open_upload
 
 
 def _refusal(err: ApiError) -> web.Response:

@@ -1,8 +1,12 @@
 // A Xen Orchestra-style session against xenstack, with the unmodified `xen-api` connector:
 // connect, the object cache fed by event.from, Async calls watched through task objects,
-// field setters and XAPI errors. Prints one JSON line of findings; exits 1 on a failed check.
+// field setters, XAPI errors, and disk and VM transfers as XO's backups make them
+// (getResource/putResource: a probe before each streamed upload, task results, and streams of
+// unknown length sent under a huge Content-Length). Prints one JSON line of findings; exits 1
+// on a failed check.
 //
 //   node session.mjs URL PASSWORD
+import { Readable } from 'node:stream'
 import { createClient } from 'xen-api'
 
 const [url, password] = process.argv.slice(2)
@@ -50,6 +54,79 @@ function waitGone(xapi, ref) {
     xapi.objects.on('remove', look)
     look()
   })
+}
+
+async function bytesOf(response) {
+  const chunks = []
+  for await (const chunk of response.body) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+// A stream in small pieces, as XO streams a backup; with `length` unless `unknown`.
+function streamOf(buffer, unknown = false) {
+  const pieces = []
+  for (let at = 0; at < buffer.length; at += 65536) pieces.push(buffer.subarray(at, at + 65536))
+  const stream = Readable.from(pieces)
+  if (!unknown) stream.length = buffer.length
+  return stream
+}
+
+async function newDisk(xapi, sr, name, size) {
+  return xapi.call('VDI.create', {
+    name_label: name, name_description: '', SR: sr, virtual_size: String(size), type: 'user',
+    sharable: false, read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
+  })
+}
+
+async function transfers(xapi, byType) {
+  const sr = byType('SR').find(sr => sr.name_label === 'Local storage').$ref
+  const size = 8 * MIB
+  const raw = Buffer.alloc(size)
+  for (let at = 0; at < size; at += 4096) raw[at] = (at / 4096) % 251  // a byte in each sector
+  const disk = await newDisk(xapi, sr, 'xo-disk', size)
+  const imported = await xapi.putResource(raw, '/import_raw_vdi/', { query: { vdi: disk, format: 'raw' } })
+  check('raw import answers with the VDI', imported === disk, imported)
+
+  const exported = await xapi.getResource('/export_raw_vdi/', { query: { vdi: disk, format: 'vhd' } })
+  const vhd = await bytesOf(exported)
+  await exported.task
+  check('VHD export', vhd.subarray(0, 8).toString() === 'conectix', vhd.subarray(0, 8).toString())
+
+  // a stream of known length: XO probes first (an empty request it hangs up on), then sends
+  const copy = await newDisk(xapi, sr, 'xo-copy', size)
+  await xapi.putResource(streamOf(vhd), '/import_raw_vdi/', { query: { vdi: copy, format: 'vhd' } })
+  const back = await bytesOf(await xapi.getResource('/export_raw_vdi/', { query: { vdi: copy, format: 'raw' } }))
+  check('VHD import after a probe is byte-exact', back.equals(raw), back.length)
+
+  // unknown length: a huge Content-Length, and XO waits for the answer before sending
+  const third = await newDisk(xapi, sr, 'xo-third', size)
+  let outcome
+  try {
+    outcome = await xapi.putResource(streamOf(vhd, true), '/import_raw_vdi/', { query: { vdi: third, format: 'vhd' } })
+  } catch (error) {
+    outcome = error.code
+  }
+  // XO itself cuts the connection once it has handed the stream over, which may lose a tail;
+  // what matters is that the upload was answered and settled, not left hanging
+  check('a stream of unknown length is answered', outcome === third || outcome === undefined, outcome)
+
+  // a VM, exported as XVA and imported back
+  const vm = await xapi.call('VM.create', vmRecord('xo-export'))
+  await xapi.call('VBD.create', {
+    VM: vm, VDI: disk, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false,
+    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {}, device: '', unpluggable: true,
+  })
+  const xva = await bytesOf(await xapi.getResource('/export/', { query: { ref: vm, use_compression: 'false' } }))
+  check('XVA export', xva.subarray(0, 7).toString() === 'ova.xml', xva.subarray(0, 7).toString())
+  const result = await xapi.putResource(streamOf(xva), '/import/', { query: { sr_id: sr } })
+  const [imported_vm] = Array.isArray(result) ? result : [result]
+  check('XVA import answers with the new VM', typeof imported_vm === 'string' && imported_vm.startsWith('OpaqueRef:'), result)
+  const name = await xapi.call('VM.get_name_label', imported_vm)
+  check('imported VM', name === 'xo-export', name)
+  const vbds = await xapi.call('VM.get_VBDs', imported_vm)
+  const copies = await Promise.all(vbds.map(vbd => xapi.call('VBD.get_VDI', vbd)))
+  for (const ref of [imported_vm, vm]) await xapi.call('VM.destroy', ref)
+  for (const ref of [...copies, disk, copy, third]) await xapi.call('VDI.destroy', ref)
 }
 
 function vmRecord(name) {
@@ -113,6 +190,8 @@ try {
   } catch (error) {
     check('error from a task', error.code === 'VM_BAD_POWER_STATE' && error.task?.status === 'failure', error)
   }
+
+  await transfers(xapi, byType)
 
   await xapi.callAsync('VM.hard_shutdown', ref)
   await waitFor(xapi, o => o.$ref === ref && o.power_state === 'Halted', 'Halted')

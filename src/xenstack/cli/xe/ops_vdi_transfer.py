@@ -107,7 +107,9 @@ def _send(conn: http.client.HTTPConnection, source: BinaryIO, progress: Progress
     except OSError:
         pass  # the server stopped reading: its answer (or the task) says why
     try:
-        return conn.getresponse().status
+        response = conn.getresponse()  # answered at once; the answer ends with the import
+        response.read()
+        return response.status
     except OSError:
         return 0
 

@@ -202,11 +202,36 @@ def import_vhd(source: ByteSource, image: VhdImage) -> int:
         mask = bm.decode_bitmap(bytes(buf[:bitmap_size]), block_size // SECTOR)
         _import_block(image, footer.current_size, block * block_size, mask, buf[bitmap_size:])
         seen.add(block)
-    end = Footer.decode(reader.tail(FOOTER_SIZE))
-    if end.uuid != footer.uuid or end.current_size != footer.current_size:
-        raise VhdError("the VHD stream's final footer does not match its first")
+    _final_footer(reader, footer)
     _zero_unseen(image, footer.current_size, block_size, seen)
     return footer.current_size
+
+
+def _final_footer(reader: _Reader, first: Footer) -> None:
+    """Check the stream's closing footer against its first copy.
+
+    The footer normally follows the last block, and then the import ends with it instead of
+    waiting for EOF: a client that streams without knowing the length declares a huge
+    Content-Length and waits for the answer once it has sent the VHD (Xen Orchestra does).
+    Anything else between the last block and the footer is read through to EOF.
+    """
+    buf = bytearray(FOOTER_SIZE)
+    n = read_into(reader.source, memoryview(buf))
+    reader.pos += n
+    if n == FOOTER_SIZE and _same_disk(bytes(buf), first):
+        return
+    rest = reader.tail(FOOTER_SIZE)
+    last = (bytes(buf[:n]) + rest)[-FOOTER_SIZE:]
+    if len(last) < FOOTER_SIZE or not _same_disk(last, first):
+        raise VhdError("the VHD stream's final footer does not match its first")
+
+
+def _same_disk(raw: bytes, first: Footer) -> bool:
+    try:
+        end = Footer.decode(raw)
+    except VhdError:
+        return False
+    return end.uuid == first.uuid and end.current_size == first.current_size
 
 
 def _stream_footer(raw: bytes) -> Footer:

@@ -1,0 +1,275 @@
+"""Uploads (``PUT /import_raw_vdi``, ``PUT /import``) served straight off the connection.
+
+As XAPI serves them: once the request is accepted (session, object, format), the answer
+``200`` with the ``task-id`` goes out before the body is read; the body then streams into the
+import, and the connection closes when the import ends. The task holds the outcome. Clients
+rely on this: Xen Orchestra probes with a request whose body never comes, and sends streams
+of unknown length under a huge Content-Length, waiting for the answer before it has sent
+them. (A client that asks ``Expect: 100-continue`` gets ``100 Continue`` instead, and the
+``200`` at the end, as HTTP wants.)
+
+The body goes from the HTTP parser to the worker that writes the disk: no framework buffer
+in between, one copy, and nothing received is lost when the client hangs up after sending.
+A refused upload is answered with XAPI's status (403 bad session, 404 unknown object, 400
+otherwise) and its body is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import ApiError
+
+if TYPE_CHECKING:
+    from .protocol import RpcProtocol
+
+log = logging.getLogger(__name__)
+
+_STATUS = {"SESSION_INVALID": 403, "HANDLE_INVALID": 404, "UUID_INVALID": 404, "VDI_IN_USE": 409}
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+DRAIN_SECONDS = 10.0  # how long the rest of a body is read and dropped after its upload ends
+
+
+def refusal_status(err: ApiError) -> int:
+    """The HTTP status XAPI answers a refused transfer with."""
+    return _STATUS.get(err.code, 400)
+
+
+class Upload(Protocol):
+    """One accepted upload, as an opener returns it."""
+
+    @property
+    def headers(self) -> dict[str, str]: ...  # of the answer: ``task-id``
+
+    def claim(self) -> None: ...  # take what the body goes into, once it starts; ApiError
+    async def receive(self, body: Body) -> None: ...  # the import; errors as ApiError
+    def close(self, error: ApiError | None) -> None: ...  # always: settles the task
+
+
+UploadOpener = Callable[[Mapping[str, str]], Awaitable[Upload]]
+
+
+class Body:
+    """A request body as a blocking ``read``/``readinto`` source for one worker thread.
+
+    The connection feeds the chunks the HTTP parser hands over (on the event loop); the
+    worker copies them out. Past ``LIMIT`` queued bytes the connection stops reading the
+    socket, and TCP slows the client. The end is EOF only if the body is complete; a lost
+    connection is an error the worker sees once it has had every byte that did arrive.
+    """
+
+    LIMIT = 32 * 1024 * 1024
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, pause: Callable[[], None], resume: Callable[[], None]
+    ) -> None:
+        self.loop, self._pause, self._resume = loop, pause, resume
+        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._queued = 0
+        self._paused = False
+        self._filled = threading.Condition(threading.Lock())
+        self._end: BaseException | None = None  # EOFError when complete
+        self.started = asyncio.Event()  # the first bytes, the end, or a failure
+
+    @property
+    def complete(self) -> bool:
+        return isinstance(self._end, EOFError)
+
+    # ---- the loop's side ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if not data or self._end is not None:
+            return
+        with self._filled:
+            self._chunks.append(memoryview(data))
+            self._queued += len(data)
+            self._filled.notify()
+            pause = self._queued > self.LIMIT and not self._paused
+            self._paused = self._paused or pause
+        if pause:
+            self._pause()
+        self.started.set()
+
+    def finish(self) -> None:
+        self._stop(EOFError("end of the body"))
+
+    def fail(self, exc: BaseException) -> None:
+        self._stop(exc)
+
+    def drop(self) -> None:
+        """Nobody reads on: forget what is queued, take no more, and let the socket flow."""
+        with self._filled:
+            self._chunks.clear()
+            self._queued = 0
+            if self._end is None:
+                self._end = ConnectionAbortedError("the upload ended")
+            self._filled.notify()
+            resume, self._paused = self._paused, False
+        if resume:
+            self._resume()
+        self.started.set()
+
+    def _stop(self, end: BaseException) -> None:
+        with self._filled:
+            if self._end is None:
+                self._end = end
+            self._filled.notify()
+        self.started.set()
+
+    # ---- the worker's side -------------------------------------------------------------
+
+    def _take(self, size: int) -> memoryview:
+        """Up to ``size`` bytes (empty at the end of a complete body), waiting for them."""
+        with self._filled:
+            while not self._chunks:
+                if isinstance(self._end, EOFError):
+                    return memoryview(b"")
+                if self._end is not None:
+                    raise self._end
+                self._filled.wait()
+            head = self._chunks[0]
+            if len(head) <= size:
+                self._chunks.popleft()
+            else:
+                self._chunks[0], head = head[size:], head[:size]
+            self._queued -= len(head)
+            resume = self._paused and self._queued <= self.LIMIT // 2
+            if resume:
+                self._paused = False
+        if resume:
+            self.loop.call_soon_threadsafe(self._resume)
+        return head
+
+    def read(self, size: int, /) -> bytes:
+        return bytes(self._take(size))
+
+    def readinto(self, out: memoryview) -> int:
+        view = self._take(len(out))
+        out[: len(view)] = view
+        return len(view)
+
+
+class UploadRequest:
+    """One upload on a connection: open, answer, feed the import, close."""
+
+    def __init__(
+        self, conn: RpcProtocol, opener: UploadOpener, query: dict[str, str], expect: bool
+    ) -> None:
+        transport = conn.transport
+        assert transport is not None
+        self.conn, self.transport, self.expect = conn, transport, expect
+        self.body = Body(conn.loop, transport.pause_reading, transport.resume_reading)
+        self.refused = False
+        self.draining = False
+        self.lost_connection = False
+        self.task = conn.loop.create_task(self._run(opener, query))
+
+    async def _run(self, opener: UploadOpener, query: dict[str, str]) -> None:
+        try:
+            upload = await opener(query)
+        except ApiError as err:
+            self._refuse(err)
+            return
+        except Exception as exc:
+            log.exception("upload not opened")
+            self._refuse(ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"]))
+            return
+        error: ApiError | None = ApiError("VDI_IO_ERROR", ["the upload was abandoned"])
+        try:
+            self._answer(upload.headers, early=True)
+            await self.body.started.wait()
+            upload.claim()
+            await upload.receive(self.body)
+            error = None
+        except ApiError as err:
+            error = err
+        except Exception as exc:
+            log.exception("upload failed")
+            error = ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"])
+        finally:
+            self.body.drop()  # a worker still reading stops; what still comes is dropped
+            upload.close(error)
+            self._answer(upload.headers, early=False)
+            self._end_connection()
+
+    def _end_connection(self) -> None:
+        """Close now if the client has sent its whole body (or left); otherwise read and drop
+        the rest for a while first, so that it can finish sending and read the answer."""
+        if self.body.complete or self.lost_connection:
+            self.transport.close()
+        else:
+            self.draining = True
+            self.conn.loop.call_later(DRAIN_SECONDS, self.transport.close)
+
+    def _answer(self, headers: dict[str, str], *, early: bool) -> None:
+        """XAPI's early ``200``; or, for ``Expect: 100-continue``, 100 now and 200 at the end."""
+        if early and self.expect:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        if early == self.expect:
+            return
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.transport.write(
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nCache-Control: no-cache, no-store\r\n"
+                f"Content-Type: application/octet-stream\r\n{fields}\r\n"
+            ).encode()
+        )
+
+    def _refuse(self, err: ApiError) -> None:
+        """Answer the refusal; the body that still comes is read and dropped."""
+        self.refused = True
+        status = refusal_status(err)
+        text = (" ".join(err.description) + "\n").encode()
+        self.transport.write(
+            (
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: {len(text)}\r\n\r\n"
+            ).encode()
+            + text
+        )
+        self.body.drop()
+        if self.body.complete or self.expect:
+            self.transport.close()
+        else:
+            self.draining = True
+            self.conn.loop.call_later(DRAIN_SECONDS, self.transport.close)
+
+    # ---- from the connection -----------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if not self.draining:
+            self.body.feed(data)
+
+    def finish(self) -> None:
+        self.body.finish()
+        if self.draining:
+            self.transport.close()
+
+    def lost(self) -> None:
+        self.lost_connection = True
+        self.body.fail(ConnectionResetError("the client hung up"))
+
+
+def upload_query(url: bytes, head: bytes) -> tuple[dict[str, str], bool]:
+    """The query of an upload (the session may come as a cookie) and whether it expects
+    ``100 Continue``."""
+    query = dict(urllib.parse.parse_qsl(url.partition(b"?")[2].decode("latin-1")))
+    expect = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"expect":
+            expect = value.strip().lower() == b"100-continue"
+        elif name == b"cookie" and "session_id" not in query:
+            for part in value.decode("latin-1").split(";"):
+                key, _, val = part.strip().partition("=")
+                if key == "session_id":
+                    query["session_id"] = val
+    return query, expect
