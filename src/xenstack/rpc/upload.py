@@ -72,6 +72,7 @@ class Body:
         self.loop, self._pause, self._resume = loop, pause, resume
         self._chunks: collections.deque[memoryview] = collections.deque()
         self._queued = 0
+        self._received = 0
         self._paused = False
         self._filled = threading.Condition(threading.Lock())
         self._end: BaseException | None = None  # EOFError when complete
@@ -81,6 +82,11 @@ class Body:
     def complete(self) -> bool:
         return isinstance(self._end, EOFError)
 
+    @property
+    def abandoned(self) -> bool:
+        """Failed before a single byte came."""
+        return self._end is not None and not self.complete and not self._received
+
     # ---- the loop's side ---------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -89,6 +95,7 @@ class Body:
         with self._filled:
             self._chunks.append(memoryview(data))
             self._queued += len(data)
+            self._received += len(data)
             self._filled.notify()
             pause = self._queued > self.LIMIT and not self._paused
             self._paused = self._paused or pause
@@ -184,6 +191,8 @@ class UploadRequest:
         try:
             self._answer(upload.headers, early=True)
             await self.body.started.wait()
+            if self.body.abandoned:  # a probe, or a client gone: take nothing
+                raise ApiError("VDI_IO_ERROR", [])
             upload.claim()
             await upload.receive(self.body)
             error = None
