@@ -153,6 +153,29 @@ def test_pipelined_calls_answer_in_order(xenstack_pool: RunningPool, conn: Any) 
     assert any(e["ref"] == vm for e in values[2]["Value"]["events"])
 
 
+def test_calls_after_another_request_on_the_connection(xenstack_pool: RunningPool) -> None:
+    """A connection that served a non-API request (here a 404) still takes API calls."""
+    conn = http.client.HTTPConnection("127.0.0.1", xenstack_pool.port, timeout=30)
+    conn.request("GET", "/no-such-thing")
+    missing = conn.getresponse()
+    missing.read()
+    assert missing.status == 404
+    sock = conn.sock
+    body = orjson.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "session.login_with_password",
+         "params": ["root", xenstack_pool.password]}
+    )  # fmt: skip
+    conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    assert conn.sock is sock  # the same connection
+    assert answer.getheader("Content-Type") == "application/json"  # exactly: XO checks
+    assert orjson.loads(answer.read())["result"].startswith("OpaqueRef:")
+    conn.request("POST", "/", xmlrpc.client.dumps((), "system.listMethods").encode())
+    listed = xmlrpc.client.loads(conn.getresponse().read())[0][0]
+    assert "VM.get_record" in listed
+    conn.close()
+
+
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
 def test_jsonrpc(xenstack_pool: RunningPool, version: str) -> None:
     rpc = JsonRpc(xenstack_pool.port, version)
