@@ -12,13 +12,15 @@ matched with the reference's messages. Only values are carried over, no prose.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # genlib, beside this script
+from genlib import arguments, sealed, write_or_check
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "xenstack" / "idl" / "defaults.py"
 HEADER = '''"""Defaults of the trailing parameters a caller may leave out, by wire method name.
@@ -104,18 +106,12 @@ def extract(checkout: Path, reference: Path) -> dict[str, tuple[tuple[str, Any],
 
 def render(defaults: dict[str, tuple[tuple[str, Any], ...]]) -> str:
     body = "".join(f"    {name!r}: {params!r},\n" for name, params in defaults.items())
-    text = HEADER + body + "}\n"
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return text + f'\nDIGEST = "{digest}"\n'
+    return sealed(HEADER + body + "}\n")
 
 
 def main() -> int:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    text = render(extract(Path(args[0]), Path(args[1])))
-    if "--check" in sys.argv:
-        return 0 if OUT.read_text() == text else 1
-    OUT.write_text(text)
-    return 0
+    args = arguments()
+    return write_or_check(OUT, render(extract(Path(args[0]), Path(args[1]))))
 
 
 if __name__ == "__main__":

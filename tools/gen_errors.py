@@ -10,10 +10,12 @@ ocaml/idl/datamodel_errors.ml for the parameter names). No prose is carried over
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # genlib, beside this script
+from genlib import arguments, sealed, write_or_check
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "xenstack" / "idl" / "errors.py"
 HEADER = '''"""XenAPI error codes and the names of their parameters.
@@ -40,18 +42,12 @@ def extract(checkout: Path) -> dict[str, tuple[str, ...]]:
 
 def render(errors: dict[str, tuple[str, ...]]) -> str:
     body = "".join(f"    {code!r}: {params!r},\n" for code, params in errors.items())
-    text = HEADER + body + "}\n"
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return text + f'\nDIGEST = "{digest}"\n'
+    return sealed(HEADER + body + "}\n")
 
 
 def main() -> int:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    text = render(extract(Path(args[0])))
-    if "--check" in sys.argv:
-        return 0 if OUT.read_text() == text else 1
-    OUT.write_text(text)
-    return 0
+    args = arguments()
+    return write_or_check(OUT, render(extract(Path(args[0]))))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ qualifiers, defaults and roles. Descriptions are dropped; xenstack documents its
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # genlib, beside this script
+from genlib import arguments, sealed, write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "xenstack" / "idl" / "declaration.py"
@@ -79,7 +81,7 @@ def render(role_sets: list[tuple[str, ...]], classes: dict[str, Any]) -> str:
         out.append(f"        ),\n        {enums!r},\n    ),\n")
     out.append("}\n# fmt: on\n")
     text = "".join(out)
-    return text + f'\nDIGEST = "{hashlib.sha256(text.encode()).hexdigest()}"\n'
+    return sealed(text)
 
 
 def generate(reference_path: Path) -> str:
@@ -87,12 +89,8 @@ def generate(reference_path: Path) -> str:
 
 
 def main() -> int:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    text = generate(Path(args[0]) if args else DEFAULT_REFERENCE)
-    if "--check" in sys.argv:
-        return 0 if OUT.read_text() == text else 1
-    OUT.write_text(text)
-    return 0
+    args = arguments()
+    return write_or_check(OUT, generate(Path(args[0]) if args else DEFAULT_REFERENCE))
 
 
 if __name__ == "__main__":
