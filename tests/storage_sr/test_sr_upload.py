@@ -146,3 +146,26 @@ def test_a_failed_import_still_reads_the_body(session: Any, xenstack_pool: Runni
     sock.sendall(b"\x01" * (8 * MIB))  # the disk is 1 MiB: the import fails, the send does not
     assert _rest(sock).startswith(b"HTTP/1.1 200 OK")
     assert session.xenapi.task.get_error_info(task) == ["VDI_IO_ERROR"]
+
+
+def test_an_import_into_an_sr_makes_the_vdi(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Any
+) -> None:
+    """Without ``vdi`` but with ``sr_id``, a raw upload goes into a new VDI of its length."""
+    x = session.xenapi
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    data = bytes(range(256)) * (2 * MIB // 256)
+    task = x.task.create("upload", "")
+    query = {"session_id": session._session, "sr_id": sr, "format": "raw", "task_id": task}
+    sock = _connect(xenstack_pool, "import_raw_vdi", query, len(data))
+    sock.sendall(data)
+    assert _rest(sock).startswith(b"HTTP/1.1 200 OK")
+    vdi = x.task.get_result(task).removeprefix("<value>").removesuffix("</value>")
+    assert x.VDI.get_name_label(vdi) == "Imported VDI"
+    assert x.VDI.get_SR(vdi) == sr and int(x.VDI.get_virtual_size(vdi)) == len(data)
+    back = tmp_path / "back.raw"
+    assert get_file(xenstack_pool, session, vdi, back, "raw") == 200
+    assert back.read_bytes() == data
+    vhd = _connect(xenstack_pool, "import_raw_vdi", query | {"format": "vhd"}, 1024)
+    vhd.sendall(bytes(1024))
+    assert _rest(vhd).startswith(b"HTTP/1.1 400 ")

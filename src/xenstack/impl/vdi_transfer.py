@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..api.context import Context
 from ..errors import ApiError
 from ..rpc.xmlrpc import value_text
 from ..storage.vhd import (
@@ -27,6 +28,7 @@ from ..storage.vhd import (
     import_raw,
     import_vhd,
 )
+from . import vdi as vdi_impl
 from .sr_backend import file_sr
 from .vm_export import request_task, settle_task
 
@@ -46,13 +48,42 @@ def _vdi_ref(toolstack: Any, value: str) -> str:
     return str(ref)
 
 
-async def open_transfer(toolstack: Any, query: Mapping[str, str], writing: bool) -> DiskTransfer:
-    """Check and claim; ApiError SESSION_INVALID, HANDLE_INVALID, VDI_IN_USE, FORMAT..."""
-    toolstack.auth.check(query.get("session_id", ""))
+def _new_vdi(
+    toolstack: Any, session: str, query: Mapping[str, str], fmt: str, length: int | None
+) -> str:
+    """The VDI an import without one goes into (XAPI's "Imported VDI")."""
+    db = toolstack.db
+    sr = query.get("sr_id") or db.table("SR").by_uuid.get(query.get("sr_uuid", ""))
+    if fmt != "raw":
+        raise ApiError("INTERNAL_ERROR", ["Importing a VHD directly into an SR not yet supported"])
+    if not sr or length is None:
+        raise ApiError("INTERNAL_ERROR", ["Not enough info supplied to import"])
+    db.get("SR", str(sr))  # HANDLE_INVALID for an unknown SR
+    record = {
+        "name_label": "Imported VDI", "name_description": "", "SR": str(sr),
+        "virtual_size": length, "type": "user", "sharable": False, "read_only": False,
+        "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": [],
+    }  # fmt: skip
+    return str(vdi_impl.create(Context(toolstack, session), record))
+
+
+async def open_transfer(
+    toolstack: Any, query: Mapping[str, str], writing: bool, length: int | None = None
+) -> DiskTransfer:
+    """Check (and, for an export, claim); ApiError SESSION_INVALID, HANDLE_INVALID, FORMAT...
+
+    An import with no ``vdi`` but an ``sr_id`` (or ``sr_uuid``) goes into a new VDI of the
+    body's length, as XAPI's does; raw only.
+    """
+    session = query.get("session_id", "")
+    toolstack.auth.check(session)
     fmt = query.get("format", "raw")
     if fmt not in FORMATS:
         raise ApiError("FIELD_TYPE_ERROR", ["format"])
-    vdi = _vdi_ref(toolstack, query.get("vdi", ""))
+    if writing and not query.get("vdi"):
+        vdi = _new_vdi(toolstack, session, query, fmt, length)
+    else:
+        vdi = _vdi_ref(toolstack, query.get("vdi", ""))
     task = query.get("task_id") or None
     if task is not None and not toolstack.db.exists("task", task):
         raise ApiError("HANDLE_INVALID", ["task", task])

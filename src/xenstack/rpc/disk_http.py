@@ -33,7 +33,8 @@ class Transfer(Protocol):
     def close(self, error: ApiError | None) -> None: ...
 
 
-Opener = Callable[[Mapping[str, str], bool], Awaitable[Transfer]]
+# opener(query, writing, declared length of an upload or None)
+Opener = Callable[[Mapping[str, str], bool, int | None], Awaitable[Transfer]]
 
 
 def _http_error(err: ApiError) -> web.Response:
@@ -82,8 +83,8 @@ class DiskUpload:
 def disk_upload(opener: Opener) -> UploadOpener:
     """The opener of ``PUT /import_raw_vdi`` uploads."""
 
-    async def open_upload(query: Mapping[str, str]) -> Upload:
-        return DiskUpload(await opener(query, True))
+    async def open_upload(query: Mapping[str, str], length: int | None) -> Upload:
+        return DiskUpload(await opener(query, True, length))
 
     return open_upload
 
@@ -93,7 +94,7 @@ def disk_routes(opener: Opener) -> list[tuple[str, str, Any]]:
 
     async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
         try:
-            transfer = await opener(_query(request), False)
+            transfer = await opener(_query(request), False, None)
         except ApiError as err:
             return _http_error(err)
         error: ApiError | None = None

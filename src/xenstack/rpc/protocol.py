@@ -170,9 +170,9 @@ class RpcProtocol(asyncio.Protocol):
         opener = self.endpoint.uploads.get(path.rstrip(b"/"))
         if opener is not None and method == b"PUT" and not self.busy and not self.queue:
             head = b"".join(self.raw).split(b"\r\n\r\n", 1)[0]
-            query, expect = upload_query(self.url, head)
+            query, length, expect = upload_query(self.url, head)
             self.busy = True  # till the connection closes: no idle timeout, no more calls
-            self.upload = UploadRequest(self, opener, query, expect)
+            self.upload = UploadRequest(self, opener, query, length, expect)
             return
         self.handing_over = True
 

@@ -52,7 +52,8 @@ class Upload(Protocol):
     def close(self, error: ApiError | None) -> None: ...  # always: settles the task
 
 
-UploadOpener = Callable[[Mapping[str, str]], Awaitable[Upload]]
+# opener(query, declared body length or None): the accepted upload, or ApiError
+UploadOpener = Callable[[Mapping[str, str], int | None], Awaitable[Upload]]
 
 
 class Body:
@@ -166,7 +167,12 @@ class UploadRequest:
     """One upload on a connection: open, answer, feed the import, close."""
 
     def __init__(
-        self, conn: RpcProtocol, opener: UploadOpener, query: dict[str, str], expect: bool
+        self,
+        conn: RpcProtocol,
+        opener: UploadOpener,
+        query: dict[str, str],
+        length: int | None,
+        expect: bool,
     ) -> None:
         transport = conn.transport
         assert transport is not None
@@ -175,11 +181,11 @@ class UploadRequest:
         self.refused = False
         self.draining = False
         self.lost_connection = False
-        self.task = conn.loop.create_task(self._run(opener, query))
+        self.task = conn.loop.create_task(self._run(opener, query, length))
 
-    async def _run(self, opener: UploadOpener, query: dict[str, str]) -> None:
+    async def _run(self, opener: UploadOpener, query: dict[str, str], length: int | None) -> None:
         try:
-            upload = await opener(query)
+            upload = await opener(query, length)
         except ApiError as err:
             self._refuse(err)
             return
@@ -266,19 +272,21 @@ class UploadRequest:
         self.body.fail(ConnectionResetError("the client hung up"))
 
 
-def upload_query(url: bytes, head: bytes) -> tuple[dict[str, str], bool]:
-    """The query of an upload (the session may come as a cookie) and whether it expects
-    ``100 Continue``."""
+def upload_query(url: bytes, head: bytes) -> tuple[dict[str, str], int | None, bool]:
+    """The query of an upload (the session may come as a cookie), its Content-Length (None
+    when chunked) and whether it expects ``100 Continue``."""
     query = dict(urllib.parse.parse_qsl(url.partition(b"?")[2].decode("latin-1")))
-    expect = False
+    expect, length = False, None
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
-        if name == b"expect":
+        if name == b"content-length" and value.strip().isdigit():
+            length = int(value.strip())
+        elif name == b"expect":
             expect = value.strip().lower() == b"100-continue"
         elif name == b"cookie" and "session_id" not in query:
             for part in value.decode("latin-1").split(";"):
                 key, _, val = part.strip().partition("=")
                 if key == "session_id":
                     query["session_id"] = val
-    return query, expect
+    return query, length, expect

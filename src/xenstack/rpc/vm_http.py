@@ -98,7 +98,7 @@ class VmUpload:
 def vm_upload(opener: ImportOpener) -> UploadOpener:
     """The opener of ``PUT /import`` uploads."""
 
-    async def open_upload(query: Mapping[str, str]) -> Upload:
+    async def open_upload(query: Mapping[str, str], length: int | None) -> Upload:
         return VmUpload(await opener(query))
 
     return open_upload
