@@ -178,7 +178,6 @@ class UploadRequest:
         assert transport is not None
         self.conn, self.transport, self.expect = conn, transport, expect
         self.body = Body(conn.loop, transport.pause_reading, transport.resume_reading)
-        self.refused = False
         self.draining = False
         self.lost_connection = False
         self.task = conn.loop.create_task(self._run(opener, query, length))
@@ -193,9 +192,12 @@ class UploadRequest:
             log.exception("upload not opened")
             self._refuse(ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"]))
             return
-        error: ApiError | None = ApiError("VDI_IO_ERROR", ["the upload was abandoned"])
+        error: ApiError | None = ApiError("INTERNAL_ERROR", ["the upload was abandoned"])
         try:
-            self._answer(upload.headers, early=True)
+            if self.expect:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the 200 comes last
+            else:
+                self._accepted(upload.headers)  # as XAPI: before the body
             await self.body.started.wait()
             if self.body.abandoned:  # a probe, or a client gone: take nothing
                 raise ApiError("VDI_IO_ERROR", [])
@@ -210,25 +212,11 @@ class UploadRequest:
         finally:
             self.body.drop()  # a worker still reading stops; what still comes is dropped
             upload.close(error)
-            self._answer(upload.headers, early=False)
-            self._end_connection()
+            if self.expect:
+                self._accepted(upload.headers)
+            self._end_connection(waiting_for_body=False)
 
-    def _end_connection(self) -> None:
-        """Close now if the client has sent its whole body (or left); otherwise read and drop
-        the rest for a while first, so that it can finish sending and read the answer."""
-        if self.body.complete or self.lost_connection:
-            self.transport.close()
-        else:
-            self.draining = True
-            self.conn.loop.call_later(DRAIN_SECONDS, self.transport.close)
-
-    def _answer(self, headers: dict[str, str], *, early: bool) -> None:
-        """XAPI's early ``200``; or, for ``Expect: 100-continue``, 100 now and 200 at the end."""
-        if early and self.expect:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            return
-        if early == self.expect:
-            return
+    def _accepted(self, headers: dict[str, str]) -> None:
         fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.transport.write(
             (
@@ -239,7 +227,6 @@ class UploadRequest:
 
     def _refuse(self, err: ApiError) -> None:
         """Answer the refusal; the body that still comes is read and dropped."""
-        self.refused = True
         status = refusal_status(err)
         text = (" ".join(err.description) + "\n").encode()
         self.transport.write(
@@ -250,7 +237,13 @@ class UploadRequest:
             + text
         )
         self.body.drop()
-        if self.body.complete or self.expect:
+        self._end_connection(waiting_for_body=self.expect)
+
+    def _end_connection(self, *, waiting_for_body: bool) -> None:
+        """Close now if the client has sent its whole body, left, or waits to be told to send
+        it; otherwise read and drop the rest for a while first, so that it can finish sending
+        and read the answer."""
+        if self.body.complete or self.lost_connection or waiting_for_body:
             self.transport.close()
         else:
             self.draining = True
