@@ -184,6 +184,7 @@ class VmImport:
 
     async def run(self, source: ByteSource) -> None:
         self.vms = await import_xva(self.ctx, source, self.sr, self.restore, self.force)
+        await self.ctx.db.durable()  # the task says success only once the new VMs are on disk
 
     def close(self, error: ApiError | None) -> None:
         assert self.ctx.task is not None
