@@ -61,4 +61,4 @@ def test_xen_orchestra_connector_session(node: str, tmp_path: Path) -> None:
     findings = json.loads(lines[-1])
     failed = {name: result for name, result in findings.items() if result is not True}
     assert done.returncode == 0 and not failed, f"{failed}\n{done.stderr}"
-    assert len(findings) == 21  # every check ran
+    assert len(findings) == 23  # every check ran

@@ -29,6 +29,7 @@ from ..storage.xva import (
     disk_members,
     gzip_chunks,
     member,
+    zstd_chunks,
 )
 from . import xva_metadata
 from .vdi_files import vdi_path
@@ -101,15 +102,13 @@ class Progress:
         self.loop.call_soon_threadsafe(self.toolstack.tasks.progress, self.task, fraction)
 
 
-def compression(query: Mapping[str, str]) -> bool:
-    """Whether ``use_compression=`` asks for gzip; NOT_IMPLEMENTED for zstd.
-
-    Other values mean no compression, as XAPI reads them.
-    """
+def compression(query: Mapping[str, str]) -> str | None:
+    """What ``use_compression=`` asks for: "gzip" (``true`` or ``gzip``), "zstd", or None
+    (any other value, as XAPI reads them)."""
     value = query.get("use_compression", "")
-    if value == "zstd":
-        raise ApiError("NOT_IMPLEMENTED", ["VM export with zstd compression"])
-    return value in ("true", "gzip")
+    if value in ("true", "gzip"):
+        return "gzip"
+    return "zstd" if value == "zstd" else None
 
 
 def _disks(db: Database, chosen: xva_metadata.Selection) -> list[tuple[str, str]]:
@@ -136,7 +135,7 @@ async def open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
     export = VmExport(toolstack, vm, task)
     export.own_task = not query.get("task_id")
     try:
-        export.gzip = compression(query)
+        export.compression = compression(query)
         export.locks.enter_context(vm_operation(db, vm, "export", task))
         chosen = xva_metadata.select_vm(db, vm)
         export.metadata = xva_metadata.encode(db, chosen, toolstack.this_host)
@@ -157,9 +156,9 @@ async def open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
 class VmExport:
     """One export in progress; ``close`` (always) releases the VM and settles the task."""
 
-    def __init__(self, toolstack: Any, vm: str, task: str, gzip: bool = False) -> None:
-        # gzip: compress the whole stream (``use_compression=true``)
-        self.toolstack, self.vm, self.task, self.gzip = toolstack, vm, task, gzip
+    def __init__(self, toolstack: Any, vm: str, task: str) -> None:
+        self.toolstack, self.vm, self.task = toolstack, vm, task
+        self.compression: str | None = None  # "gzip" or "zstd": the whole stream
         self.own_task = False  # made for this request (none came with it): forgotten at the end
         self.locks = contextlib.ExitStack()
         self.metadata = b""
@@ -175,7 +174,11 @@ class VmExport:
 
     def chunks(self) -> Iterator[Chunk]:
         """The XVA as a stream of byte chunks (blocking; nothing holds a whole disk)."""
-        return gzip_chunks(self._tar()) if self.gzip else self._tar()
+        if self.compression == "gzip":
+            return gzip_chunks(self._tar())
+        if self.compression == "zstd":
+            return zstd_chunks(self._tar())
+        return self._tar()
 
     def _tar(self) -> Iterator[Chunk]:
         assert self.progress is not None

@@ -66,7 +66,7 @@ async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 async def import_xva(
     ctx: Context, source: ByteSource, sr: str, full_restore: bool, force: bool
 ) -> list[str]:
-    """Import the XVA (plain or gzip-compressed) read from ``source`` onto ``sr``; return the
+    """Import the XVA (plain, gzip- or zstd-compressed) read from ``source`` onto ``sr``; return the
     new VMs."""
     reader = TarReader(await _in_thread(open_stream, source))
     text = await _in_thread(read_metadata, reader)

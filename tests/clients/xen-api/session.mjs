@@ -123,9 +123,15 @@ async function transfers(xapi, byType) {
   check('XVA import answers with the new VM', typeof imported_vm === 'string' && imported_vm.startsWith('OpaqueRef:'), result)
   const name = await xapi.call('VM.get_name_label', imported_vm)
   check('imported VM', name === 'xo-export', name)
-  const vbds = await xapi.call('VM.get_VBDs', imported_vm)
+  // zstd, as XO's full backups export
+  const zst = await bytesOf(await xapi.getResource('/export/', { query: { ref: vm, use_compression: 'zstd' } }))
+  check('XVA export with zstd', zst.readUInt32LE(0) === 0xfd2fb528, zst.subarray(0, 4))
+  const [from_zstd] = [await xapi.putResource(streamOf(zst), '/import/', { query: { sr_id: sr } })].flat()
+  check('zstd XVA import', typeof from_zstd === 'string' && from_zstd.startsWith('OpaqueRef:'), from_zstd)
+
+  const vbds = [...await xapi.call('VM.get_VBDs', imported_vm), ...await xapi.call('VM.get_VBDs', from_zstd)]
   const copies = await Promise.all(vbds.map(vbd => xapi.call('VBD.get_VDI', vbd)))
-  for (const ref of [imported_vm, vm]) await xapi.call('VM.destroy', ref)
+  for (const ref of [imported_vm, from_zstd, vm]) await xapi.call('VM.destroy', ref)
   for (const ref of [...copies, disk, copy, third]) await xapi.call('VDI.destroy', ref)
 }
 

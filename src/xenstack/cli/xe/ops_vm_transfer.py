@@ -73,7 +73,8 @@ def _compression(ctx: Ctx) -> str | None:
     optn="vm compress preserve-power-state",
     flags="standard vm",
     help="Export a halted VM (its configuration and disks) to an XVA file; compress=true "
-    "(or gzip) compresses it with gzip. vm-import reads plain and compressed files alike.",
+    "(or gzip) compresses it with gzip, compress=zstd with zstd. vm-import reads plain and "
+    "compressed files alike.",
 )
 def vm_export(ctx: Ctx) -> None:
     filename = ctx.req("filename")
@@ -90,8 +91,8 @@ def vm_export(ctx: Ctx) -> None:
     "vm-import",
     reqd="filename",
     optn="sr-uuid preserve force",
-    help="Import a VM from an XVA file (plain or gzip-compressed) onto sr-uuid= or the pool's "
-    "default SR; preserve=true keeps MAC addresses and other identities, force=true "
+    help="Import a VM from an XVA file (plain, gzip- or zstd-compressed) onto sr-uuid= or the "
+    "pool's default SR; preserve=true keeps MAC addresses and other identities, force=true "
     "accepts bad checksums. Prints the new VM's uuid.",
 )
 def vm_import(ctx: Ctx) -> None:
