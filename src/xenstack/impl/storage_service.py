@@ -11,14 +11,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from ..api.context import Context
 from ..errors import ApiError
+from ..rpc.tls import ensure_certificate
 from ..storage.nbd import NbdServer, VhdBackend, serve_nbd
 from ..storage.sr import FileSr
 from ..storage.sr.gc import GcResult, collect
@@ -106,6 +112,7 @@ class StorageService:
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_lock: asyncio.Lock | None = None
         self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int, str]] = {}
+        self._tls: tuple[ssl.SSLContext, str, str] | None = None  # context, cert PEM, subject
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -175,13 +182,33 @@ class StorageService:
             writable = not (row["read_only"] or row["is_a_snapshot"] or drv.read_only)
             await self._start_nbd(row["uuid"], drv.path(row["location"]), row["location"], writable)
         port = self._nbd[row["uuid"]][2]
+        tls = self._nbd_tls()
         return {
             "exportname": row["uuid"],
             "address": "127.0.0.1",
             "port": port,
-            "cert": "",
-            "subject": "",
+            "cert": tls[1] if tls else "",
+            "subject": tls[2] if tls else "",
         }
+
+    def _nbd_tls(self) -> tuple[ssl.SSLContext, str, str] | None:
+        """NBD's TLS: the host's certificate (HTTPS's), its PEM and its subject's name."""
+        state = self.toolstack.state_dir
+        if self._tls is None and state is not None:
+            cert, key = ensure_certificate(Path(state) / "tls")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            pem = cert.read_text()
+            names = x509.load_pem_x509_certificate(pem.encode()).subject
+            subject = str(names.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+            self._tls = (context, pem, subject)
+        return self._tls
+
+    def _nbd_tls_required(self) -> bool:
+        """As XAPI: an ``nbd`` network wants TLS; an ``insecure_nbd`` one allows plain NBD."""
+        purposes = {p for net in self.toolstack.db.table("network").rows.values()
+                    for p in net["purpose"]}  # fmt: skip
+        return "nbd" in purposes and "insecure_nbd" not in purposes
 
     async def _start_nbd(self, vdi_uuid: str, path: str, location: str, writable: bool) -> None:
         if writable and not self.busy.try_claim([location]):
@@ -193,7 +220,13 @@ class StorageService:
                 self.busy.discard(location)
             raise ApiError("VDI_MISSING", ["", vdi_uuid]) from exc
         exports = {vdi_uuid: VhdBackend(image, read_only=not writable)}
-        tcp = await serve_nbd(exports, port=0)
+        tls = self._nbd_tls()
+        tcp = await serve_nbd(
+            exports,
+            port=0,
+            tls=tls[0] if tls else None,
+            tls_required=self._nbd_tls_required(),
+        )
         servers = [tcp]
         sock = self.nbd_socket(vdi_uuid) if self.toolstack.state_dir is not None else ""
         if sock and len(sock.encode()) <= 107:

@@ -1,4 +1,4 @@
-"""A self-signed certificate for HTTPS, made once per state directory."""
+"""A self-signed certificate for HTTPS and NBD's TLS, made once per state directory."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
             ),
             critical=False,
         )
+        # its own CA, so that clients can trust it alone (qemu's NBD client insists)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())
     )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -1,10 +1,12 @@
 """An asyncio NBD server exporting VHD chains or raw files (newstyle fixed handshake).
 
-Options: EXPORT_NAME, ABORT, LIST, INFO, GO (anything else is refused with ERR_UNSUP, so
-clients fall back to simple replies). Commands: READ, WRITE, FLUSH, TRIM (a no-op, as the
-protocol allows), WRITE_ZEROES, DISC. Each export's disk I/O runs on its own single worker
-thread, so the event loop never blocks and an image is never used by two threads at once;
-connections to one export share it (CAN_MULTI_CONN holds: FLUSH flushes everything).
+Options: EXPORT_NAME, ABORT, LIST, INFO, GO, and STARTTLS when the server has a certificate
+(it may then require TLS before any export is named, as XAPI's does on networks whose purpose
+is ``nbd``); anything else is refused with ERR_UNSUP, so clients fall back to simple replies.
+Commands: READ, WRITE, FLUSH, TRIM (a no-op, as the protocol allows), WRITE_ZEROES, DISC.
+Each export's disk I/O runs on its own single worker thread, so the event loop never blocks
+and an image is never used by two threads at once; connections to one export share it
+(CAN_MULTI_CONN holds: FLUSH flushes everything).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import struct
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -127,8 +130,14 @@ class _Close(Exception):
 class NbdServer:
     """A running server; ``await close()`` (or use ``async with``) to stop it."""
 
-    def __init__(self, exports: Mapping[str, NbdBackend]) -> None:
+    def __init__(
+        self,
+        exports: Mapping[str, NbdBackend],
+        tls: ssl.SSLContext | None = None,
+        tls_required: bool = False,
+    ) -> None:
         self._exports = {name: _Export(name, backend) for name, backend in exports.items()}
+        self._tls, self._tls_required = tls, tls_required and tls is not None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._unix_path: str | None = None
@@ -172,7 +181,8 @@ class NbdServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            export = await _Handshake(self._exports, reader, writer).run()
+            handshake = _Handshake(self._exports, reader, writer, self._tls, self._tls_required)
+            export = await handshake.run()
             await _Transmission(export, reader, writer).run()
         except (_Close, asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -191,14 +201,18 @@ async def serve_nbd(
     host: str = "127.0.0.1",
     port: int | None = None,
     unix_path: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    tls_required: bool = False,
 ) -> NbdServer:
     """Start serving ``exports`` (name -> backend) on ``unix_path`` or TCP ``host:port``.
 
-    ``port=0`` picks a free port (see :attr:`NbdServer.port`). Returns once listening.
+    ``port=0`` picks a free port (see :attr:`NbdServer.port`). With ``tls`` (a server
+    context) clients may upgrade with STARTTLS; ``tls_required`` makes them. Returns once
+    listening.
     """
     if (unix_path is None) == (port is None):
         raise ValueError("give exactly one of unix_path and port")
-    server = NbdServer(exports)
+    server = NbdServer(exports, tls, tls_required)
     await server.start(host, port, unix_path)
     return server
 
@@ -207,9 +221,16 @@ class _Handshake:
     """Option haggling up to the export a client chooses (or the end of the connection)."""
 
     def __init__(
-        self, exports: Mapping[str, _Export], r: asyncio.StreamReader, w: asyncio.StreamWriter
+        self,
+        exports: Mapping[str, _Export],
+        r: asyncio.StreamReader,
+        w: asyncio.StreamWriter,
+        tls: ssl.SSLContext | None,
+        tls_required: bool,
     ) -> None:
         self.exports, self.r, self.w = exports, r, w
+        self.tls, self.tls_required = tls, tls_required
+        self.secure = False  # upgraded by STARTTLS
         self.no_zeroes = False
 
     async def run(self) -> _Export:
@@ -228,6 +249,14 @@ class _Handshake:
                 return export
 
     async def _option(self, option: int, data: bytes) -> _Export | None:
+        if option == p.OPT_STARTTLS:
+            await self._starttls(data)
+            return None
+        if self.tls_required and not self.secure and option != p.OPT_ABORT:
+            if option == p.OPT_EXPORT_NAME:
+                raise _Close  # no way to refuse it: the connection ends
+            await self._reply(option, p.REP_ERR_TLS_REQD)
+            return None
         if option == p.OPT_EXPORT_NAME:
             export = self._lookup(data.decode("utf-8", "replace"))
             if export is None:
@@ -245,6 +274,16 @@ class _Handshake:
         else:
             await self._reply(option, p.REP_ERR_UNSUP)
         return None
+
+    async def _starttls(self, data: bytes) -> None:
+        if self.tls is None:
+            await self._reply(p.OPT_STARTTLS, p.REP_ERR_UNSUP)
+        elif data or self.secure:
+            await self._reply(p.OPT_STARTTLS, p.REP_ERR_INVALID)
+        else:
+            await self._reply(p.OPT_STARTTLS, p.REP_ACK)
+            await self.w.start_tls(self.tls)  # the handshake goes on inside TLS
+            self.secure = True
 
     async def _list(self, data: bytes) -> None:
         if data:

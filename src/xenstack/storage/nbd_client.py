@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 
 from xenstack.storage import nbd_protocol as p
@@ -34,11 +35,15 @@ class NbdClient:
     def connect(
         cls, export: str, *, unix_path: str | None = None, port: int | None = None,
         host: str = "127.0.0.1", use_export_name: bool = False,
+        tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
     ) -> NbdClient:  # fmt: skip
-        """Connect and select ``export`` with OPT_GO (or the older OPT_EXPORT_NAME)."""
+        """Connect and select ``export`` with OPT_GO (or the older OPT_EXPORT_NAME); with
+        ``tls`` (a client context) the connection is upgraded by STARTTLS first."""
         client = cls(_open_socket(unix_path, host, port))
         try:
             client._hello()
+            if tls is not None:
+                client._starttls(tls, server_hostname or host)
             if use_export_name:
                 client._export_name(export)
             else:
@@ -111,6 +116,13 @@ class NbdClient:
         self._no_zeroes = bool(flags & p.FLAG_NO_ZEROES)
         mine = p.FLAG_C_FIXED_NEWSTYLE | (p.FLAG_C_NO_ZEROES if self._no_zeroes else 0)
         self._sock.sendall(struct.pack(">I", mine))
+
+    def _starttls(self, tls: ssl.SSLContext, server_hostname: str) -> None:
+        self._option(p.OPT_STARTTLS, b"")
+        kind, _ = self._option_reply(p.OPT_STARTTLS)
+        if kind != p.REP_ACK:
+            raise NbdClientError(f"STARTTLS refused (reply {kind:#x})")
+        self._sock = tls.wrap_socket(self._sock, server_hostname=server_hostname)
 
     def _go(self, export: str) -> None:
         name = export.encode()

@@ -36,6 +36,7 @@ REP_INFO = 3
 REP_ERR_UNSUP = (1 << 31) + 1
 REP_ERR_POLICY = (1 << 31) + 2
 REP_ERR_INVALID = (1 << 31) + 3
+REP_ERR_TLS_REQD = (1 << 31) + 5
 REP_ERR_UNKNOWN = (1 << 31) + 6
 
 # information types in REP_INFO

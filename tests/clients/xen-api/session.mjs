@@ -41,11 +41,13 @@ function waitFor(xapi, predicate, what) {
   })
 }
 
-function waitGone(xapi, ref) {
+// Resolves once the object cache holds no object satisfying `predicate`.
+function waitNone(xapi, predicate, what) {
+  const found = () => Object.values(xapi.objects.all).some(predicate)
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${ref} to go`)), 10000)
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what} to go`)), 10000)
     const look = () => {
-      if (xapi.getObjectByRef(ref, undefined) === undefined) {
+      if (!found()) {
         clearTimeout(timer)
         xapi.objects.removeListener('remove', look)
         resolve()
@@ -203,8 +205,10 @@ try {
   await waitFor(xapi, o => o.$ref === ref && o.power_state === 'Halted', 'Halted')
   await xapi.call('VM.destroy', ref)
   await xapi.call('VM.destroy', clone)
-  await waitGone(xapi, ref)
+  await waitNone(xapi, o => o.$ref === ref, 'the destroyed VM')
   check('destroyed VM leaves the cache', xapi.getObjectByRef(ref, undefined) === undefined, ref)
+  // XO destroys each task once it has its result, without waiting: the removals follow
+  await waitNone(xapi, o => o.$type === 'task', 'the finished tasks')
   check('finished tasks were destroyed',
     Object.values(xapi.objects.all).filter(o => o.$type === 'task').length === 0, 'tasks left')
 } finally {
