@@ -23,6 +23,7 @@ from ..rpc.xmlrpc import value_text
 from ..storage.vhd import (
     ByteSource,
     VhdImage,
+    changed_blocks,
     export_raw_chunks,
     export_vhd_stream,
     import_raw,
@@ -100,6 +101,14 @@ async def open_transfer(
     transfer.writing, transfer.own_task = writing, own_task
     transfer.location = row["location"]
     if not writing:
+        if query.get("base"):  # a delta since this older snapshot (XAPI's relative_to)
+            base = toolstack.db.get("VDI", _vdi_ref(toolstack, query["base"]))
+            base_sr = file_sr(toolstack.db, base["SR"])
+            if base_sr is None:
+                raise ApiError("SR_OPERATION_NOT_SUPPORTED", [base["SR"]])
+            transfer.base_path = base_sr.path(base["location"])
+            transfer.claimed_base = base["location"]
+            toolstack.storage.busy.add(base["location"])  # the GC leaves its chain alone
         toolstack.storage.busy.add(row["location"])
         transfer.claimed = row["location"]
     return transfer
@@ -114,6 +123,8 @@ class DiskTransfer:
         self.loop = asyncio.get_running_loop()
         self.claimed = ""
         self.location = ""
+        self.base_path = ""  # an export relative to this older snapshot: only the changes
+        self.claimed_base = ""
         self.writing = False
         self.own_task = False  # made for this request (none came with it): forgotten at the end
         self.expected = 0  # bytes the stream should carry (0: unknown)
@@ -144,35 +155,46 @@ class DiskTransfer:
         with VhdImage.open(self.path) as image, _Writeback(self.path) as writeback:
             self.expected = self.expected or image.virtual_size
             counted = _Counting(source, self, writeback)
-            n = import_vhd(counted, image) if self.format == "vhd" else import_raw(counted, image)
+            if self.format == "vhd":  # as XAPI on file SRs: what the stream leaves out stays
+                n = import_vhd(counted, image, prezeroed=True)
+            else:
+                n = import_raw(counted, image)
             image.flush()
         return n
 
     def export_size(self) -> tuple[int, Iterator[Chunk]]:
-        """(Content-Length, chunks) of the export; the image stays open until exhausted."""
-        image = VhdImage.open(self.path, writable=False)
+        """(Content-Length, chunks) of the export; the images stay open until exhausted."""
+        images = [VhdImage.open(self.path, writable=False)]
+        if self.base_path:
+            images.append(VhdImage.open(self.base_path, writable=False))
+        image, base = images[0], images[1] if self.base_path else None
         if self.format == "vhd":
-            stream = export_vhd_stream(image)
+            stream = export_vhd_stream(image, base=base)
             size, chunks = stream.size, stream.chunks
+        elif base is not None:
+            size, chunks = image.virtual_size, _raw_blocks(image, changed_blocks(image, base))
         else:
             size, chunks = image.virtual_size, _raw_with_holes(image)
         self.expected = size
-        return size, self._closing(image, chunks)
+        return size, self._closing(images, chunks)
 
-    def _closing(self, image: VhdImage, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    def _closing(self, images: list[VhdImage], chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         try:
             for chunk in chunks:
                 self.advance(len(chunk))
                 yield chunk
         finally:
-            image.close()
+            for image in images:
+                image.close()
             self._release()  # before the last bytes reach the client: see disk_http._pump
 
     def _release(self) -> None:
         with self._lock:
             claimed, self.claimed = self.claimed, ""
-        if claimed:
-            self.toolstack.storage.busy.discard(claimed)
+            base, self.claimed_base = self.claimed_base, ""
+        for location in (claimed, base):
+            if location:
+                self.toolstack.storage.busy.discard(location)
 
     # ---- the end ----------------------------------------------------------------------
 
@@ -201,6 +223,19 @@ def _raw_with_holes(image: VhdImage) -> Iterator[Chunk]:
         yield data
         pos = offset + len(data)
     yield from _zero_run(zeros, image.virtual_size - pos)
+
+
+def _raw_blocks(image: VhdImage, blocks: list[int]) -> Iterator[Chunk]:
+    """The whole disk as raw bytes where only ``blocks`` are read; zeros elsewhere."""
+    zeros = memoryview(bytes(CHUNK))
+    pos, size = 0, image.virtual_size
+    for block in blocks:
+        start = block * image.block_size
+        end = min(start + image.block_size, size)
+        yield from _zero_run(zeros, start - pos)
+        yield image.read_view(start, end - start)
+        pos = end
+    yield from _zero_run(zeros, size - pos)
 
 
 def _zero_run(zeros: memoryview, length: int) -> Iterator[Chunk]:

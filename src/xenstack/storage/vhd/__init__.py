@@ -11,6 +11,7 @@ from xenstack.storage.vhd.coalesce import coalesce, recover
 from xenstack.storage.vhd.create import create_dynamic, create_fixed
 from xenstack.storage.vhd.export import (
     ExportStream,
+    changed_blocks,
     export_raw_chunks,
     export_raw_file,
     export_vhd_file,
@@ -34,6 +35,7 @@ __all__ = [
     "VhdError",
     "VhdImage",
     "VhdLayer",
+    "changed_blocks",
     "coalesce",
     "compact",
     "create_dynamic",

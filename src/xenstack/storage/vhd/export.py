@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import uuid as uuidlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from xenstack.storage.buffers import aligned_buffer, is_zero
+from xenstack.storage.errors import VhdError
 from xenstack.storage.vhd import bitmap as bm
 from xenstack.storage.vhd.create import TABLE_OFFSET, dynamic_metadata
 from xenstack.storage.vhd.format import (
@@ -71,13 +72,46 @@ def export_raw_file(image: VhdImage, dest_path: str) -> None:
         os.close(fd)
 
 
-def export_vhd_stream(image: VhdImage, *, disk_uuid: uuidlib.UUID | None = None) -> ExportStream:
+def changed_blocks(image: VhdImage, base: VhdImage) -> list[int]:
+    """The blocks whose content may differ between two chains of one family (a disk and an
+    older snapshot of it): those held by a layer that is in one chain and not the other."""
+    if image.block_size != base.block_size:
+        raise VhdError("a delta needs chains of one block size")
+    mine = {os.path.realpath(layer.path) for layer in image.layers}
+    theirs = {os.path.realpath(layer.path) for layer in base.layers}
+    found: set[int] = set()
+    for layer in image.layers:
+        if os.path.realpath(layer.path) not in theirs:
+            found.update(layer.allocated_blocks())
+    for layer in base.layers:
+        if os.path.realpath(layer.path) not in mine:
+            found.update(layer.allocated_blocks())
+    count = -(-image.virtual_size // image.block_size)
+    return sorted(b for b in found if b < count)
+
+
+def export_vhd_stream(
+    image: VhdImage, *, disk_uuid: uuidlib.UUID | None = None, base: VhdImage | None = None
+) -> ExportStream:
     """The chain flattened into one dynamic VHD, as a stream (layout computed up front).
 
     Blocks come in ascending order right after the BAT; only blocks holding data appear.
+    With ``base`` (an older snapshot of the disk) the stream is a delta, as XAPI's
+    ``relative_to``: only the blocks that changed since, each whole (every sector present),
+    so that importing it over a copy of ``base`` gives the disk.
     """
-    size, block_size = image.virtual_size, image.block_size
+    if base is not None:
+        delta = changed_blocks(image, base)
+        full = bm.span(0, image.block_size // SECTOR)
+        return _stream(image, delta, lambda _: full, disk_uuid)
     blocks = [b for b in image.allocated_blocks() if image.block_mask(b)]
+    return _stream(image, blocks, image.block_mask, disk_uuid)
+
+
+def _stream(
+    image: VhdImage, blocks: list[int], mask: Callable[[int], int], disk_uuid: uuidlib.UUID | None
+) -> ExportStream:
+    size, block_size = image.virtual_size, image.block_size
     entries = -(-size // block_size)
     footer = Footer(DiskType.DYNAMIC, size, disk_uuid or uuidlib.uuid4(), data_offset=FOOTER_SIZE)
     header, chunks = dynamic_metadata(entries, block_size, None)
@@ -88,7 +122,7 @@ def export_vhd_stream(image: VhdImage, *, disk_uuid: uuidlib.UUID | None = None)
     table = encode_bat_entries(bat).ljust(len(chunks[0]), b"\xff")
     prefix = [footer.encode(), header.encode(), table]
     total = data_start + len(blocks) * span + FOOTER_SIZE
-    return ExportStream(total, _vhd_chunks(image, prefix, blocks, bitmap_size, footer))
+    return ExportStream(total, _vhd_chunks(image, prefix, blocks, mask, bitmap_size, footer))
 
 
 def _bat_for(entries: int, blocks: list[int], data_start: int, span: int) -> array[int]:
@@ -99,12 +133,17 @@ def _bat_for(entries: int, blocks: list[int], data_start: int, span: int) -> arr
 
 
 def _vhd_chunks(
-    image: VhdImage, prefix: list[bytes], blocks: list[int], bitmap_size: int, footer: Footer
+    image: VhdImage,
+    prefix: list[bytes],
+    blocks: list[int],
+    mask: Callable[[int], int],
+    bitmap_size: int,
+    footer: Footer,
 ) -> Iterator[bytes | bytearray | memoryview]:
     yield from prefix
     block_size = image.block_size
     for block in blocks:
-        yield bm.encode_bitmap(image.block_mask(block), bitmap_size)
+        yield bm.encode_bitmap(mask(block), bitmap_size)
         data = aligned_buffer(block_size)
         start = block * block_size
         valid = min(block_size, image.virtual_size - start)

@@ -179,8 +179,13 @@ class _Reader:
         return kept
 
 
-def import_vhd(source: ByteSource, image: VhdImage) -> int:
+def import_vhd(source: ByteSource, image: VhdImage, *, prezeroed: bool = False) -> int:
     """Copy a dynamic VHD stream (as ``export_vhd_stream`` makes) onto ``image``.
+
+    By default the disk ends up exactly as the stream (what the stream leaves out reads as
+    zeros). ``prezeroed`` is XAPI's mode on file-based SRs: only the sectors the stream holds
+    are written and the rest of the disk is left as it is, which is how a delta (exported
+    relative to a base) lands on a copy of its base.
 
     Returns the stream's virtual size. VhdError if the stream is not a valid dynamic VHD
     whose header, BAT and blocks come in file order (fixed and differencing streams are
@@ -200,10 +205,12 @@ def import_vhd(source: ByteSource, image: VhdImage) -> int:
         reader.skip_to(pos, f"block {block}")
         reader.exact_into(buf, f"block {block}")
         mask = bm.decode_bitmap(bytes(buf[:bitmap_size]), block_size // SECTOR)
-        _import_block(image, footer.current_size, block * block_size, mask, buf[bitmap_size:])
+        data = buf[bitmap_size:]
+        _import_block(image, footer.current_size, block * block_size, mask, data, prezeroed)
         seen.add(block)
     _final_footer(reader, footer)
-    _zero_unseen(image, footer.current_size, block_size, seen)
+    if not prezeroed:
+        _zero_unseen(image, footer.current_size, block_size, seen)
     return footer.current_size
 
 
@@ -262,13 +269,19 @@ def _stream_blocks(reader: _Reader, footer: Footer, header: DynamicHeader) -> li
     return blocks
 
 
-def _import_block(image: VhdImage, src_size: int, start: int, mask: int, data: memoryview) -> None:
+def _import_block(
+    image: VhdImage, src_size: int, start: int, mask: int, data: memoryview, prezeroed: bool
+) -> None:
     """Write one stream block (``mask``: its bitmap) at byte ``start`` of ``image``."""
     if start >= src_size:
         return
     valid = min(len(data), src_size - start) // SECTOR
     mask &= bm.span(0, valid)
     if _dest_has_data(image, start, valid * SECTOR):
+        if prezeroed:  # the sectors the stream holds, zeros included; the rest stays
+            for a, z in bm.runs(mask):
+                image.write(start + a * SECTOR, data[a * SECTOR : z * SECTOR])
+            return
         for a, z in bm.runs(~mask & bm.span(0, valid)):
             data[a * SECTOR : z * SECTOR] = bytes((z - a) * SECTOR)
         image.write(start, data[: valid * SECTOR])
