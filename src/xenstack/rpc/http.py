@@ -1,9 +1,9 @@
 """The HTTP server: XML-RPC on ``/``, JSON-RPC on ``/jsonrpc``, over TCP, TLS and a Unix socket.
 
-Wire only. A request becomes ``dispatch(method, params, origin)``; what comes back (a value or an
-:class:`ApiError`) is encoded in the caller's protocol. Nothing here knows what a VM is. API
-calls are served by :mod:`.protocol`; every other path (streaming endpoints) by an aiohttp
-application that takes over the connection.
+Wire only. A request becomes ``call(method, params, origin)``; what comes back (a value, a
+:class:`Pending` to await, or an :class:`ApiError`) is encoded in the caller's protocol. Nothing
+here knows what a VM is. API calls and uploads are served by :mod:`.protocol`; every other
+path (downloads) by an aiohttp application that takes over the connection.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 API calls are small and frequent, so they skip the general web framework: an asyncio protocol
 parses requests with ``httptools`` (the parser behind uvicorn), keeps connections alive, and
 runs each call eagerly: a call that completes without waiting is answered in the same turn
-of the event loop, with no task created. Any other request (disk import/export and the other
-streaming endpoints) is handed, connection and all, to the aiohttp application.
+of the event loop, with no task created. Uploads (``PUT`` of disks and VMs) are served here
+too, by :mod:`.upload`, their bodies going from the parser to the import. Any other request
+(downloads and the other streaming endpoints) is handed, connection and all, to the aiohttp
+application, which also answers API calls that come after it on that connection.
 
 Limits: bodies over ``max_body`` get 413; a connection idle for ``idle_timeout`` is closed.
 Pipelined requests are answered in order.
