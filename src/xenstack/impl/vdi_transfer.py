@@ -162,6 +162,10 @@ class DiskTransfer:
             image.flush()
         return n
 
+    async def durable(self) -> None:
+        """Wait until the database holds this transfer's rows on disk (a new VDI's)."""
+        await self.toolstack.db.durable()
+
     def export_size(self) -> tuple[int, Iterator[Chunk]]:
         """(Content-Length, chunks) of the export; the images stay open until exhausted."""
         images = [VhdImage.open(self.path, writable=False)]
