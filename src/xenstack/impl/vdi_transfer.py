@@ -19,6 +19,7 @@ from typing import Any
 
 from ..api.context import Context
 from ..errors import ApiError
+from ..idl.types import Record
 from ..rpc.xmlrpc import value_text
 from ..storage.vhd import (
     ByteSource,
@@ -49,9 +50,7 @@ def _vdi_ref(toolstack: Any, value: str) -> str:
     return str(ref)
 
 
-def _new_vdi(
-    toolstack: Any, session: str, query: Mapping[str, str], fmt: str, length: int | None
-) -> str:
+def _new_vdi(toolstack: Any, query: Mapping[str, str], fmt: str, length: int | None) -> str:
     """The VDI an import without one goes into (XAPI's "Imported VDI")."""
     db = toolstack.db
     sr = query.get("sr_id") or db.table("SR").by_uuid.get(query.get("sr_uuid", ""))
@@ -65,7 +64,7 @@ def _new_vdi(
         "virtual_size": length, "type": "user", "sharable": False, "read_only": False,
         "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": [],
     }  # fmt: skip
-    return str(vdi_impl.create(Context(toolstack, session), record))
+    return str(vdi_impl.create(Context(toolstack, query.get("session_id", "")), record))
 
 
 async def open_transfer(
@@ -81,43 +80,61 @@ async def open_transfer(
     fmt = query.get("format", "raw")
     if fmt not in FORMATS:
         raise ApiError("FIELD_TYPE_ERROR", ["format"])
+    base = None
+    if not writing and query.get("base"):  # a delta since this older snapshot (relative_to)
+        base = toolstack.db.get("VDI", _vdi_ref(toolstack, query["base"]))
+    label = "VDI.import" if writing else "VDI.export"
+    task, own_task = request_task(toolstack, query, session, label)
+    try:
+        transfer = _transfer(toolstack, query, writing, length, task, base)
+    except ApiError:
+        if own_task:
+            settle_task(toolstack.db, task, None, forget=True)
+        raise
+    transfer.own_task = own_task
+    return transfer
+
+
+def _transfer(
+    toolstack: Any,
+    query: Mapping[str, str],
+    writing: bool,
+    length: int | None,
+    task: str,
+    base: Record | None,
+) -> DiskTransfer:
+    """The checked transfer of an accepted request (its task made)."""
+    fmt = query.get("format", "raw")
     if writing and not query.get("vdi"):
-        vdi = _new_vdi(toolstack, session, query, fmt, length)
+        vdi = _new_vdi(toolstack, query, fmt, length)
     else:
         vdi = _vdi_ref(toolstack, query.get("vdi", ""))
-    task = query.get("task_id") or None
-    if task is not None and not toolstack.db.exists("task", task):
-        raise ApiError("HANDLE_INVALID", ["task", task])
     row = toolstack.db.get("VDI", vdi)
     drv = file_sr(toolstack.db, row["SR"])
     if drv is None:
         raise ApiError("SR_OPERATION_NOT_SUPPORTED", [row["SR"]])
     if writing and row["read_only"]:
         raise ApiError("VDI_READONLY", [vdi])
-    own_task = writing and task is None
-    if own_task:  # as XAPI: an import without a task runs under one of its own, for its time
-        task = request_task(toolstack, query, query.get("session_id", ""), "VDI.import")
     transfer = DiskTransfer(toolstack, vdi, drv.path(row["location"]), fmt, task)
-    transfer.writing, transfer.own_task = writing, own_task
-    transfer.location = row["location"]
-    if not writing:
-        if query.get("base"):  # a delta since this older snapshot (XAPI's relative_to)
-            base = toolstack.db.get("VDI", _vdi_ref(toolstack, query["base"]))
-            base_sr = file_sr(toolstack.db, base["SR"])
-            if base_sr is None:
-                raise ApiError("SR_OPERATION_NOT_SUPPORTED", [base["SR"]])
-            transfer.base_path = base_sr.path(base["location"])
-            transfer.claimed_base = base["location"]
-            toolstack.storage.busy.add(base["location"])  # the GC leaves its chain alone
-        toolstack.storage.busy.add(row["location"])
-        transfer.claimed = row["location"]
+    transfer.writing, transfer.location = writing, row["location"]
+    if writing:
+        return transfer  # the import claims the VDI once its body starts
+    if base is not None:
+        base_sr = file_sr(toolstack.db, base["SR"])
+        if base_sr is None:
+            raise ApiError("SR_OPERATION_NOT_SUPPORTED", [base["SR"]])
+        transfer.base_path = base_sr.path(base["location"])
+        transfer.claimed_base = base["location"]
+        toolstack.storage.busy.add(base["location"])  # the GC leaves its chain alone
+    toolstack.storage.busy.add(row["location"])
+    transfer.claimed = row["location"]
     return transfer
 
 
 class DiskTransfer:
     """One claimed transfer; ``close`` (always) releases the VDI and settles the task."""
 
-    def __init__(self, toolstack: Any, vdi: str, path: str, fmt: str, task: str | None) -> None:
+    def __init__(self, toolstack: Any, vdi: str, path: str, fmt: str, task: str) -> None:
         self.toolstack = toolstack
         self.vdi, self.path, self.format, self.task = vdi, path, fmt, task
         self.loop = asyncio.get_running_loop()
@@ -143,7 +160,7 @@ class DiskTransfer:
     def advance(self, nbytes: int) -> None:
         self._done += nbytes
         t = time.monotonic()
-        if self.task is None or self.expected <= 0 or t - self._last < PROGRESS_EVERY:
+        if self.expected <= 0 or t - self._last < PROGRESS_EVERY:
             return
         self._last = t
         fraction = min(0.99, self._done / self.expected)
@@ -213,32 +230,30 @@ class DiskTransfer:
             if drv is not None:
                 with contextlib.suppress(ApiError):  # the file went away (VDI.forget + rm)
                     _refresh_row(db, self.vdi, drv)
-        if self.task is not None:
-            result = value_text(self.vdi) if self.writing else ""  # XAPI's: the VDI imported
-            settle_task(db, self.task, error, result, forget=self.own_task)
+        result = value_text(self.vdi) if self.writing else ""  # XAPI's: the VDI imported
+        settle_task(db, self.task, error, result, forget=self.own_task)
 
 
 def _raw_with_holes(image: VhdImage) -> Iterator[Chunk]:
     """The whole disk as raw bytes; holes come from one shared zero buffer, never read."""
-    zeros = memoryview(bytes(CHUNK))
-    pos = 0
-    for offset, data in export_raw_chunks(image, CHUNK):
-        yield from _zero_run(zeros, offset - pos)
-        yield data
-        pos = offset + len(data)
-    yield from _zero_run(zeros, image.virtual_size - pos)
+    return _raw(image.virtual_size, export_raw_chunks(image, CHUNK))
 
 
 def _raw_blocks(image: VhdImage, blocks: list[int]) -> Iterator[Chunk]:
     """The whole disk as raw bytes where only ``blocks`` are read; zeros elsewhere."""
+    size, block_size = image.virtual_size, image.block_size
+    starts = (b * block_size for b in blocks)
+    return _raw(size, ((a, image.read_view(a, min(block_size, size - a))) for a in starts))
+
+
+def _raw(size: int, pieces: Iterator[tuple[int, Chunk]]) -> Iterator[Chunk]:
+    """``size`` bytes: the ``(offset, data)`` pieces, ascending, and zeros between them."""
     zeros = memoryview(bytes(CHUNK))
-    pos, size = 0, image.virtual_size
-    for block in blocks:
-        start = block * image.block_size
-        end = min(start + image.block_size, size)
-        yield from _zero_run(zeros, start - pos)
-        yield image.read_view(start, end - start)
-        pos = end
+    pos = 0
+    for offset, data in pieces:
+        yield from _zero_run(zeros, offset - pos)
+        yield data
+        pos = offset + len(data)
     yield from _zero_run(zeros, size - pos)
 
 

@@ -51,13 +51,16 @@ def object_ref(db: Database, cls: str, query: Mapping[str, str]) -> str:
     return str(found)
 
 
-def request_task(toolstack: Any, query: Mapping[str, str], session: str, label: str) -> str:
-    """The request's ``task_id`` (checked), or a new task for it."""
+def request_task(
+    toolstack: Any, query: Mapping[str, str], session: str, label: str
+) -> tuple[str, bool]:
+    """The request's ``task_id`` (checked), or a new task of its own (True), which is
+    forgotten once the request is over (see :func:`settle_task`), as XAPI's handler tasks."""
     task = query.get("task_id")
     if task:
         toolstack.db.get("task", task)
-        return task
-    return str(toolstack.tasks.create(Context(toolstack, session), label))
+        return task, False
+    return str(toolstack.tasks.create(Context(toolstack, session), label)), True
 
 
 def settle_task(
@@ -131,9 +134,9 @@ async def open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
     toolstack.auth.check(session)
     db = toolstack.db
     vm = object_ref(db, "VM", query)
-    task = request_task(toolstack, query, session, "VM.export")
+    task, own = request_task(toolstack, query, session, "VM.export")
     export = VmExport(toolstack, vm, task)
-    export.own_task = not query.get("task_id")
+    export.own_task = own
     try:
         export.compression = compression(query)
         export.locks.enter_context(vm_operation(db, vm, "export", task))

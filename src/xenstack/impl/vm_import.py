@@ -162,11 +162,11 @@ async def open_import(toolstack: Any, query: Mapping[str, str]) -> VmImport:
             ["vm.import", "The role of this session does not allow this operation."],
         )
     sr = _target_sr(toolstack.db, query)
-    task = request_task(toolstack, query, session, "VM.import")
+    task, own = request_task(toolstack, query, session, "VM.import")
     ctx = Context(toolstack, session, task, method="VM.import")
     restore, force = query.get("restore") == "true", query.get("force") == "true"
     transfer = VmImport(ctx, sr, restore, force)
-    transfer.own_task = not query.get("task_id")
+    transfer.own_task = own
     return transfer
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Transfer(Protocol):
-    task: str | None
+    task: str
 
     def claim(self) -> None: ...
     def import_from(self, source: Any) -> int: ...

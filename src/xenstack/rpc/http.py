@@ -9,6 +9,7 @@ path (downloads) by an aiohttp application that takes over the connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
-from .protocol import RPC_PATHS, Endpoint, RpcProtocol
+from .protocol import RPC_PATHS, Endpoint, Reply, RpcProtocol
 from .upload import UploadOpener
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ class Pending:
 
 # ``call(method, params, origin)``: the call's result, or a Pending; errors raised as ApiError.
 Call = Callable[[str, list[Any], Origin], Any]
-Reply = tuple[bytes, str]  # the body and its content type
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 
@@ -73,9 +73,35 @@ def _xml_reply(method: str, value: Any) -> Reply:
     return xmlrpc.encode_success(value), XML
 
 
-def _internal(exc: BaseException) -> ApiError:
+def _xml_failure(description: list[str]) -> Reply:
+    return xmlrpc.encode_failure(description), XML
+
+
+def _json_reply(req: jsonrpc.Request, value: Any) -> Reply:
+    return jsonrpc.encode_success(req, value), JSON
+
+
+def _json_failure(req: jsonrpc.Request, description: list[str]) -> Reply:
+    return jsonrpc.encode_failure(req, description), JSON
+
+
+def _description(exc: Exception) -> list[str]:
+    """The error a failed call answers with: its own, or INTERNAL_ERROR for a crash."""
+    if isinstance(exc, ApiError):
+        return exc.description
     log.exception("internal error while serving a call", exc_info=exc)
-    return ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"])
+    return ApiError("INTERNAL_ERROR", [f"{type(exc).__name__}: {exc}"]).description
+
+
+async def _later(
+    pending: Pending, reply: Callable[[Any], Reply], failure: Callable[[list[str]], Reply]
+) -> Reply:
+    """The answer of a call that had to wait."""
+    try:
+        value = await pending.wait
+    except Exception as exc:
+        return failure(_description(exc))
+    return reply(value)
 
 
 class RpcServer:
@@ -136,21 +162,10 @@ class RpcServer:
             return xmlrpc.encode_fault(-32700, str(exc)), XML
         try:
             value = self.call(method, params, origin)
-        except ApiError as err:
-            return xmlrpc.encode_failure(err.description), XML
         except Exception as exc:
-            return xmlrpc.encode_failure(_internal(exc).description), XML
+            return _xml_failure(_description(exc))
         if type(value) is Pending:
-            return self._xmlrpc_later(method, value)
-        return _xml_reply(method, value)
-
-    async def _xmlrpc_later(self, method: str, pending: Pending) -> Reply:
-        try:
-            value = await pending.wait
-        except ApiError as err:
-            return xmlrpc.encode_failure(err.description), XML
-        except Exception as exc:
-            return xmlrpc.encode_failure(_internal(exc).description), XML
+            return _later(value, functools.partial(_xml_reply, method), _xml_failure)
         return _xml_reply(method, value)
 
     def _jsonrpc(self, body: bytes, origin: Origin) -> Reply | Coroutine[Any, Any, Reply]:
@@ -160,22 +175,12 @@ class RpcServer:
             return jsonrpc.encode_protocol_error(str(exc)), JSON
         try:
             value = self.call(req.method, req.params, origin)
-        except ApiError as err:
-            return jsonrpc.encode_failure(req, err.description), JSON
         except Exception as exc:
-            return jsonrpc.encode_failure(req, _internal(exc).description), JSON
+            return _json_failure(req, _description(exc))
         if type(value) is Pending:
-            return self._jsonrpc_later(req, value)
-        return jsonrpc.encode_success(req, value), JSON
-
-    async def _jsonrpc_later(self, req: jsonrpc.Request, pending: Pending) -> Reply:
-        try:
-            value = await pending.wait
-        except ApiError as err:
-            return jsonrpc.encode_failure(req, err.description), JSON
-        except Exception as exc:
-            return jsonrpc.encode_failure(req, _internal(exc).description), JSON
-        return jsonrpc.encode_success(req, value), JSON
+            reply = functools.partial(_json_reply, req)
+            return _later(value, reply, functools.partial(_json_failure, req))
+        return _json_reply(req, value)
 
     def _endpoint(self, kind: str) -> Endpoint:
         assert self.runner is not None and self.runner.server is not None

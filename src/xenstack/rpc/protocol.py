@@ -21,7 +21,7 @@ from typing import Any
 
 import httptools
 
-from .upload import UploadOpener, UploadRequest, upload_query
+from .upload import UploadOpener, UploadRequest, plain_response, upload_query
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
 
@@ -39,10 +39,6 @@ def _head(content_type: str, connection: str) -> bytes:
 
 _HEADS = {t: _head(t, "keep-alive") for t in ("text/xml", "application/json")}
 _HEADS_CLOSE = {t: _head(t, "close") for t in ("text/xml", "application/json")}
-
-
-def _status_line(code: int, reason: str) -> bytes:
-    return f"HTTP/1.1 {code} {reason}\r\n".encode()
 
 
 class Endpoint:
@@ -249,14 +245,7 @@ class RpcProtocol(asyncio.Protocol):
     def _reply_and_close(self, code: int, reason: str, body: bytes) -> None:
         if self.transport is None or self.closed:
             return
-        head = (
-            _status_line(code, reason)
-            + (
-                "Content-Type: text/plain\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-        )
-        self.transport.write(head + body)
+        self.transport.write(plain_response(code, reason, body))
         self.transport.close()
         self.closed = True
 

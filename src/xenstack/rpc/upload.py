@@ -36,6 +36,15 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Confli
 DRAIN_SECONDS = 10.0  # how long the rest of a body is read and dropped after its upload ends
 
 
+def plain_response(status: int, reason: str, body: bytes) -> bytes:
+    """A complete ``text/plain`` answer that ends the connection."""
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 def refusal_status(err: ApiError) -> int:
     """The HTTP status XAPI answers a refused transfer with."""
     return _STATUS.get(err.code, 400)
@@ -229,13 +238,7 @@ class UploadRequest:
         """Answer the refusal; the body that still comes is read and dropped."""
         status = refusal_status(err)
         text = (" ".join(err.description) + "\n").encode()
-        self.transport.write(
-            (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
-                f"Content-Type: text/plain\r\nContent-Length: {len(text)}\r\n\r\n"
-            ).encode()
-            + text
-        )
+        self.transport.write(plain_response(status, _REASONS.get(status, "Error"), text))
         self.body.drop()
         self._end_connection(waiting_for_body=self.expect)
 

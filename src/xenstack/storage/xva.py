@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import xxhash
 import zstandard
@@ -317,16 +317,25 @@ class _Prefixed:
         return self.source.read(size)
 
 
-class GzipSource:
-    """The decompressed bytes of a gzip stream (several concatenated members allowed)."""
+class _Decompressed:
+    """The decompressed bytes of a compressed stream of one or more concatenated frames
+    (gzip members, zstd frames); each frame that has begun must end."""
+
+    KIND = ""
 
     def __init__(self, source: ByteSource) -> None:
         self.source = source
-        self.unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.started = False  # the current member has had input: its end must come
+        self.unpacker = self._unpacker()
+        self.started = False  # the current frame has had input: its end must come
         self.pending, self.at = b"", 0
-        self.carry = b""  # input read past the end of the last member
+        self.carry = b""  # input read past the end of the last frame
         self.eof = False
+
+    def _unpacker(self) -> Any:
+        raise NotImplementedError
+
+    def _decompress(self, data: bytes, want: int) -> bytes:
+        raise NotImplementedError
 
     def read(self, size: int, /) -> bytes:
         while self.at >= len(self.pending) and not self.eof:
@@ -336,63 +345,53 @@ class GzipSource:
         return out
 
     def _inflate(self, want: int) -> bytes:
-        data = self.unpacker.unconsumed_tail or self.carry or self.source.read(CHUNK)
+        data = getattr(self.unpacker, "unconsumed_tail", b"") or self.carry
+        data = data or self.source.read(CHUNK)
         self.carry = b""
         if not data:
             if self.started and not self.unpacker.eof:
-                raise PrematureEof("the compressed stream ends inside a gzip member")
+                raise PrematureEof(f"the compressed stream ends inside a {self.KIND}")
             self.eof = True
             return b""
         if not self.started and not any(data):
-            return b""  # zero padding after the last member (as tape-style writers add)
+            return b""  # zero padding after the last frame (as tape-style writers add)
         self.started = True
+        out = self._decompress(data, want)
+        if self.unpacker.eof:  # a frame ends: another may follow
+            self.carry = self.unpacker.unused_data
+            self.unpacker = self._unpacker()
+            self.started = False
+        return out
+
+
+class GzipSource(_Decompressed):
+    """The decompressed bytes of a gzip stream (several concatenated members allowed)."""
+
+    KIND = "gzip member"
+
+    def _unpacker(self) -> Any:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _decompress(self, data: bytes, want: int) -> bytes:
         try:
-            out = self.unpacker.decompress(data, want)
-            if self.unpacker.eof:  # a member ends: another may follow
-                self.carry = self.unpacker.unused_data
-                self.unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self.started = False
+            return self.unpacker.decompress(data, want)  # type: ignore[no-any-return]
         except zlib.error as exc:
             raise XvaError(f"bad gzip data: {exc}") from None
-        return out
 
 
-class ZstdSource:
+class ZstdSource(_Decompressed):
     """The decompressed bytes of a zstd stream (several concatenated frames allowed)."""
 
-    def __init__(self, source: ByteSource) -> None:
-        self.source = source
-        self.unpacker = zstandard.ZstdDecompressor().decompressobj()
-        self.started = False  # the current frame has had input: its end must come
-        self.pending, self.at = b"", 0
-        self.carry = b""  # input read past the end of the last frame
-        self.eof = False
+    KIND = "zstd frame"
 
-    def read(self, size: int, /) -> bytes:
-        while self.at >= len(self.pending) and not self.eof:
-            self.pending, self.at = self._inflate(), 0
-        out = self.pending[self.at : self.at + size]
-        self.at += len(out)
-        return out
+    def _unpacker(self) -> Any:
+        return zstandard.ZstdDecompressor().decompressobj()
 
-    def _inflate(self) -> bytes:
-        data = self.carry or self.source.read(CHUNK)
-        self.carry = b""
-        if not data:
-            if self.started and not self.unpacker.eof:
-                raise PrematureEof("the compressed stream ends inside a zstd frame")
-            self.eof = True
-            return b""
-        self.started = True
+    def _decompress(self, data: bytes, want: int) -> bytes:
         try:
-            out = self.unpacker.decompress(data)
-            if self.unpacker.eof:  # a frame ends: another may follow
-                self.carry = self.unpacker.unused_data
-                self.unpacker = zstandard.ZstdDecompressor().decompressobj()
-                self.started = False
+            return bytes(self.unpacker.decompress(data))
         except zstandard.ZstdError as exc:
             raise XvaError(f"bad zstd data: {exc}") from None
-        return bytes(out)
 
 
 def open_stream(source: ByteSource) -> ByteSource:
