@@ -149,7 +149,7 @@ def test_running_vms_and_force(tmp_path: Path) -> None:
 
         b.call(other_xapi)
         assert failure(xb.pool.join, address(a), "root", a.password) == [
-            "POOL_HOSTS_NOT_HOMOGENEOUS",
+            "HOSTS_NOT_HOMOGENEOUS",
             "Software version differs",
         ]
         xb.pool.join_force(address(a), "root", a.password)  # the soft check is skipped

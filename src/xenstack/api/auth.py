@@ -90,6 +90,7 @@ class Authenticator:
         recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW]
         if len(recent) >= FAILURES_ALLOWED:
             await asyncio.sleep(0.5)
+            # xapi: ocaml/xapi/xapi_session.ml passes 2
             raise ApiError("SESSION_AUTHENTICATION_FAILED", [username, "too many failed logins"])
         user = self.users().get(username)
         if user is not None and await self._password_ok(user, password):
@@ -98,6 +99,7 @@ class Authenticator:
         recent.append(now)
         self._failures[key] = recent
         await asyncio.sleep(0.05 * len(recent))
+        # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", [username, "Authentication failure"])
 
     async def _password_ok(self, user: User, password: str) -> bool:

@@ -82,16 +82,19 @@ async def call_extension(ctx: Context, host: str, call: str) -> str:
         path, ["--xmlrpc"], runner.child_env(toolstack_url(ctx)), _timeout(ctx), request.encode()
     )
     if outcome.returncode != 0:
+        # xapi: ocaml/xapi/xapi_extensions.ml passes 4
         raise ApiError("INTERNAL_ERROR", [path, "non-zero exit", outcome.stdout, outcome.stderr])
     try:
         (value,), _ = xmlrpc.client.loads(outcome.stdout)
     except (ExpatError, ValueError, xmlrpc.client.Fault) as exc:
+        # xapi: ocaml/xapi/xapi_extensions.ml passes 4
         raise ApiError(
             "INTERNAL_ERROR", [path, "failed to parse extension output", outcome.stdout, exc]
         ) from None
     if isinstance(value, dict) and value.get("Status") == "Failure":
         description = [str(x) for x in value.get("ErrorDescription", [])]
         if not description:
+            # xapi: ocaml/xapi/xapi_host.ml passes 1
             raise ApiError("EXTENSION_PROTOCOL_FAILURE", [json.dumps(value)])
         raise ApiError(description[0], description[1:])
     result = value.get("Value", "") if isinstance(value, dict) else value

@@ -88,6 +88,7 @@ def get_since(ctx: Context, since: DateTime) -> dict[str, dict[str, Any]]:
 @implements("message.get")
 def get(ctx: Context, cls: str, obj_uuid: str, since: DateTime) -> dict[str, dict[str, Any]]:
     if not _object_exists(ctx.db, cls, obj_uuid):
+        # xapi: ocaml/xapi/xapi_message.ml passes 0
         raise ApiError("UUID_INVALID", [])
     return {
         ref: row

@@ -79,6 +79,7 @@ async def leave(ctx: Context, pool_secret: str) -> None:
     if not ts.master_address:
         return  # in no pool: nothing to leave
     if not membership.secret_matches(ts.persistence, pool_secret):
+        # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
     await reset_standalone(ts)
 

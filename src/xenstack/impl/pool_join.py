@@ -108,13 +108,13 @@ def _check_versions(me: Any, master: Any, pool: Any, *, force: bool) -> None:
     """Same platform (always); same software and CPU vendor (unless forced)."""
     mine, theirs = me["software_version"], master["software_version"]
     if _platform(mine) != _platform(theirs):
-        raise ApiError("POOL_HOSTS_NOT_COMPATIBLE", [])
+        raise ApiError("HOSTS_NOT_COMPATIBLE", [])
     if force:
         return
     if _software(mine) != _software(theirs):
-        raise ApiError("POOL_HOSTS_NOT_HOMOGENEOUS", ["Software version differs"])
+        raise ApiError("HOSTS_NOT_HOMOGENEOUS", ["Software version differs"])
     if me["cpu_info"].get("vendor") != pool["cpu_info"].get("vendor"):
-        raise ApiError("POOL_HOSTS_NOT_HOMOGENEOUS", ["CPUs differ"])
+        raise ApiError("HOSTS_NOT_HOMOGENEOUS", ["CPUs differ"])
 
 
 def _brand(sw: dict[str, str]) -> str:

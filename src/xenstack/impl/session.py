@@ -84,6 +84,7 @@ def change_password(ctx: Context, old_pwd: str, new_pwd: str) -> None:
     info = ctx.toolstack.auth.check(ctx.session)
     user = ctx.toolstack.auth.users().get(info.user)
     if user is None or not check_password(old_pwd, user.password_hash):
+        # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", [info.user, "old password is wrong"])
     ctx.toolstack.auth.set_user(info.user, new_pwd, user.role)
 

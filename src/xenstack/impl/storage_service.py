@@ -264,6 +264,7 @@ async def exclusive(ctx: Context, vdi: str) -> AsyncIterator[None]:
     storage = ctx.toolstack.storage
     await storage.stop_nbd(row["uuid"])  # a writable export holds a claim: end it first
     if not await storage.busy.claim_waiting_for_gc(row["location"]):
+        # xapi: ocaml/xapi/message_forwarding.ml passes 2
         raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi])
     try:
         yield

@@ -186,6 +186,7 @@ def set_is_a_template(ctx: Context, self_: str, value: bool) -> None:
     if value and not vm["is_a_template"]:
         check_op(db, self_, "make_into_template")
     if not value and vm["is_default_template"]:
+        # xapi: ocaml/xapi/xapi_vm_lifecycle.ml passes 2
         raise ApiError("VM_IS_TEMPLATE", [self_, "make_into_template"])
     with db.transaction():
         db.set("VM", self_, "is_a_template", value)

@@ -113,11 +113,13 @@ def _template(f: Facts, op: str, strict: bool) -> ApiError | None:
     default = vm["is_default_template"] or is_true(vm["other_config"].get("default_template"))
     if op in ("destroy", "migrate_send") and not default:
         return None
+    # xapi: ocaml/xapi/xapi_vm_lifecycle.ml passes 2
     return ApiError("VM_IS_TEMPLATE", [f.ref, op_name(op)])
 
 
 def _snapshot(f: Facts, op: str, strict: bool) -> ApiError | None:
     if f.vm["is_a_snapshot"] and op not in SNAPSHOT_OPS:
+        # xapi: ocaml/xapi/xapi_vm_lifecycle.ml passes 2
         return ApiError("VM_IS_SNAPSHOT", [f.ref, op_name(op)])
     return None
 
@@ -184,6 +186,7 @@ def _feature(f: Facts, op: str, strict: bool) -> ApiError | None:
 def _devices(f: Facts, op: str, strict: bool) -> ApiError | None:
     vm = f.vm
     if op == "snapshot_with_quiesce":
+        # xapi: ocaml/xapi/xapi_vm_lifecycle.ml passes 1
         return ApiError("VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED", [f.ref])
     if op in ("checkpoint", "snapshot", "suspend") and any(r for r, _ in f.vdi_modes):
         return ApiError("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION", [])

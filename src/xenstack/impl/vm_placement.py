@@ -37,6 +37,7 @@ def validate_basic_parameters(vm_ref: str, vm: dict[str, Any]) -> None:
         vm["memory_static_min"] > vm["memory_static_max"]
         or vm["memory_dynamic_min"] > vm["memory_dynamic_max"]
     ):
+        # xapi: ocaml/xapi/xapi_vm_helpers.ml passes 0
         raise ApiError("MEMORY_CONSTRAINT_VIOLATION", [])
     if vm["HVM_shadow_multiplier"] < 1.0:
         raise ApiError("INVALID_VALUE", ["HVM_shadow_multiplier", vm["HVM_shadow_multiplier"]])

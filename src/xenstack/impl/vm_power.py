@@ -192,6 +192,7 @@ async def power_state_reset(ctx: Context, vm: str) -> None:
     host = row["resident_on"]
     live_host = db.exists("host", host) and host_is_live(db, host)
     if info is not None and info.state == "running" and live_host:
+        # xapi: ocaml/xapi/xapi_vm.ml passes 1
         raise ApiError("DOMAIN_EXISTS", [vm])
     guest_agent.cancel(hv, vm)
     with backend_errors():

@@ -1,0 +1,283 @@
+"""The layers import downwards only, and no modules import each other (tools/layers.py).
+
+The real tree is checked against the violations it has today, listed here; the list can only
+shrink: a violation not in it fails, and so does an entry that no longer occurs (delete it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _layers() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("layers", ROOT / "tools" / "layers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("layers", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+layers = _layers()
+
+# (importer, imported) under xenstack: today's imports of a higher layer
+UPWARD = {
+    ("api.context", "toolstack"),
+    ("api.dispatch", "rpc.http"),
+    ("api.dispatch", "toolstack"),
+    ("api.tasks", "rpc.xmlrpc"),
+    ("api.tasks", "toolstack"),
+    ("impl.bond", "api.accessors"),
+    ("impl.bond", "api.context"),
+    ("impl.devices", "api.accessors"),
+    ("impl.devices", "api.context"),
+    ("impl.devices", "api.tasks"),
+    ("impl.event", "api.context"),
+    ("impl.guest_agent", "api.accessors"),
+    ("impl.guest_agent", "api.tasks"),
+    ("impl.host", "api.context"),
+    ("impl.host", "api.tasks"),
+    ("impl.host_plugins", "api.context"),
+    ("impl.hypervisor", "api.context"),
+    ("impl.hypervisor", "toolstack"),
+    ("impl.message", "api.accessors"),
+    ("impl.message", "api.context"),
+    ("impl.message", "api.tasks"),
+    ("impl.message", "api.where"),
+    ("impl.network", "api.accessors"),
+    ("impl.network", "api.context"),
+    ("impl.pbd", "api.accessors"),
+    ("impl.pbd", "api.context"),
+    ("impl.pif", "api.accessors"),
+    ("impl.pif", "api.context"),
+    ("impl.pif_lifecycle", "api.accessors"),
+    ("impl.pif_lifecycle", "api.context"),
+    ("impl.pool", "api.context"),
+    ("impl.pool_eject", "api.context"),
+    ("impl.pool_eject", "toolstack"),
+    ("impl.pool_join", "api.context"),
+    ("impl.registry", "api.context"),
+    ("impl.session", "api.accessors"),
+    ("impl.session", "api.auth"),
+    ("impl.session", "api.context"),
+    ("impl.session", "api.tasks"),
+    ("impl.session", "rpc.http"),
+    ("impl.sm", "api.accessors"),
+    ("impl.sr", "api.accessors"),
+    ("impl.sr", "api.context"),
+    ("impl.storage_service", "api.context"),
+    ("impl.storage_service", "rpc.tls"),
+    ("impl.task", "api.context"),
+    ("impl.tunnel", "api.accessors"),
+    ("impl.tunnel", "api.context"),
+    ("impl.vbd", "api.accessors"),
+    ("impl.vbd", "api.context"),
+    ("impl.vdi", "api.accessors"),
+    ("impl.vdi", "api.context"),
+    ("impl.vdi", "api.tasks"),
+    ("impl.vdi_files", "api.accessors"),
+    ("impl.vdi_files", "api.context"),
+    ("impl.vdi_files", "api.tasks"),
+    ("impl.vdi_transfer", "api.context"),
+    ("impl.vdi_transfer", "rpc.xmlrpc"),
+    ("impl.vif", "api.accessors"),
+    ("impl.vif", "api.context"),
+    ("impl.vlan", "api.accessors"),
+    ("impl.vlan", "api.context"),
+    ("impl.vm", "api.accessors"),
+    ("impl.vm", "api.context"),
+    ("impl.vm", "api.tasks"),
+    ("impl.vm_clone", "api.accessors"),
+    ("impl.vm_clone", "api.context"),
+    ("impl.vm_clone", "api.tasks"),
+    ("impl.vm_export", "api.context"),
+    ("impl.vm_export", "api.tasks"),
+    ("impl.vm_import", "api.context"),
+    ("impl.vm_import", "rpc.xmlrpc"),
+    ("impl.vm_import_objects", "api.accessors"),
+    ("impl.vm_import_objects", "api.context"),
+    ("impl.vm_import_objects", "api.tasks"),
+    ("impl.vm_memory", "api.context"),
+    ("impl.vm_metrics", "api.accessors"),
+    ("impl.vm_metrics", "api.tasks"),
+    ("impl.vm_migrate", "api.context"),
+    ("impl.vm_power", "api.accessors"),
+    ("impl.vm_power", "api.context"),
+    ("impl.vm_provision", "api.context"),
+    ("impl.vm_suspend_image", "api.context"),
+    ("impl.xva_metadata", "api.validate"),
+    ("impl.xva_metadata", "rpc.xmlrpc"),
+    ("pool.bootstrap", "api.accessors"),
+    ("pool.bootstrap", "api.tasks"),
+    ("pool.fresh_network", "api.accessors"),
+    ("pool.fresh_network", "api.tasks"),
+    ("pool.fresh_storage", "api.accessors"),
+    ("pool.fresh_storage", "impl.sm"),
+    ("pool.fresh_storage", "impl.sr"),
+    ("pool.fresh_storage", "impl.sr_backend"),
+    ("pool.templates", "api.accessors"),
+    ("pool.templates", "api.tasks"),
+}
+
+# today's strongly connected components: modules that import each other
+CYCLES = {
+    (  # api <-> toolstack <-> impl <-> pool, through TYPE_CHECKING and function-local imports
+        "api.accessors",
+        "api.context",
+        "api.dispatch",
+        "api.tasks",
+        "impl",
+        "impl.bond",
+        "impl.device_lifecycle",
+        "impl.devices",
+        "impl.event",
+        "impl.guest_agent",
+        "impl.host",
+        "impl.host_plugins",
+        "impl.hypervisor",
+        "impl.message",
+        "impl.network",
+        "impl.pbd",
+        "impl.pif",
+        "impl.pif_lifecycle",
+        "impl.pool",
+        "impl.pool_eject",
+        "impl.pool_join",
+        "impl.registry",
+        "impl.session",
+        "impl.sm",
+        "impl.sr",
+        "impl.storage_service",
+        "impl.task",
+        "impl.tunnel",
+        "impl.vbd",
+        "impl.vdi",
+        "impl.vdi_files",
+        "impl.vdi_transfer",
+        "impl.vif",
+        "impl.vlan",
+        "impl.vm",
+        "impl.vm_checks",
+        "impl.vm_clone",
+        "impl.vm_export",
+        "impl.vm_import",
+        "impl.vm_import_objects",
+        "impl.vm_lifecycle",
+        "impl.vm_memory",
+        "impl.vm_metrics",
+        "impl.vm_migrate",
+        "impl.vm_placement",
+        "impl.vm_power",
+        "impl.vm_provision",
+        "impl.vm_squeeze",
+        "impl.vm_suspend_image",
+        "pool.bootstrap",
+        "pool.fresh_network",
+        "pool.fresh_storage",
+        "pool.templates",
+        "toolstack",
+    ),
+    ("rpc.protocol", "rpc.upload"),
+}
+
+
+def _write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "pkg"
+
+
+SYNTHETIC_LAYERS = (("api",), ("impl",), ("db", "storage"), ("", "core"))
+
+CLEAN = {
+    "pkg/__init__.py": "",
+    "pkg/api/__init__.py": "from ..impl import vm\n",
+    "pkg/impl/__init__.py": "",
+    "pkg/impl/vm.py": "from ..db import store\nimport pkg.storage.vhd\n",
+    "pkg/db/__init__.py": "",
+    "pkg/db/store.py": "from .. import core\n",
+    "pkg/storage/__init__.py": "",
+    "pkg/storage/vhd.py": "from pkg.core import thing\n",
+    "pkg/core.py": "thing = 1\n",
+}
+
+
+def test_a_downward_package_passes(tmp_path: Path) -> None:
+    root = _write(tmp_path, CLEAN)
+    graph = layers.build(root)
+    assert set(graph.edges["pkg.impl.vm"]) == {"pkg.db.store", "pkg.storage.vhd"}
+    assert set(graph.edges["pkg.db.store"]) == {"pkg.core"}
+    assert layers.check(root, SYNTHETIC_LAYERS, {}) == []
+
+
+@pytest.mark.parametrize("where", ["top", "type_checking", "function"])
+def test_an_upward_import_fails_naming_file_and_line(tmp_path: Path, where: str) -> None:
+    statement = "from ..api import context"
+    text = {
+        "top": f"{statement}\n",
+        "type_checking": f"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    {statement}\n",
+        "function": f"def f() -> None:\n    {statement}\n",
+    }[where]
+    line = len(text.splitlines())  # the import is the last line
+    files = dict(CLEAN, **{"pkg/api/context.py": "", "pkg/db/bad.py": text})
+    found = layers.check(_write(tmp_path, files), SYNTHETIC_LAYERS, {})
+    assert [(v.kind, v.key) for v in found] == [("upward", ("pkg.db.bad", "pkg.api.context"))]
+    assert [str(s) for s in found[0].sites] == [f"pkg/db/bad.py:{line}"]
+
+
+def test_a_peer_a_layer_kept_apart_and_an_unplaced_package_fail(tmp_path: Path) -> None:
+    files = dict(CLEAN, **{"pkg/db/peer.py": "from ..storage import vhd\n", "pkg/odd.py": ""})
+    files["pkg/core.py"] = "from . import odd\n"
+    files["pkg/api/__init__.py"] += "from ..db import store\n"
+    found = layers.check(_write(tmp_path, files), SYNTHETIC_LAYERS, {"api": ("db",)})
+    assert [(v.kind, v.key) for v in found] == [
+        ("apart", ("pkg.api", "pkg.db.store")),
+        ("unplaced", ("pkg.core", "pkg.odd")),
+        ("sideways", ("pkg.db.peer", "pkg.storage.vhd")),
+    ]
+
+
+def test_a_cycle_fails_naming_every_import_in_it(tmp_path: Path) -> None:
+    files = dict(CLEAN)
+    files["pkg/impl/a.py"] = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import b\n"
+    )
+    files["pkg/impl/b.py"] = "def f() -> None:\n    from .c import g\n"
+    files["pkg/impl/c.py"] = "import pkg.impl.a\ng = 1\n"
+    found = layers.check(_write(tmp_path, files), SYNTHETIC_LAYERS, {})
+    assert [(v.kind, v.key) for v in found] == [
+        ("cycle", ("pkg.impl.a", "pkg.impl.b", "pkg.impl.c"))
+    ]
+    sites = [str(s) for s in found[0].sites]
+    assert sites == ["pkg/impl/a.py:3", "pkg/impl/b.py:2", "pkg/impl/c.py:1"]
+    assert "pkg/impl/b.py:2" in str(found[0])
+
+
+def _full(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(f"xenstack.{n}" for n in names))
+
+
+def test_the_tree_has_no_new_violation_and_no_stale_entry() -> None:
+    found = layers.check(ROOT / "src" / "xenstack")
+    assert not [str(v) for v in found if v.kind in ("apart", "sideways", "unplaced")]
+    upward = {v.key: v for v in found if v.kind == "upward"}
+    allowed = {(f"xenstack.{a}", f"xenstack.{b}") for a, b in UPWARD}
+    new = [str(upward[k]) for k in sorted(set(upward) - allowed)]
+    assert not new, "imports of a higher layer:\n" + "\n".join(new)
+    stale = sorted(allowed - set(upward))
+    assert not stale, f"no longer imported: delete from UPWARD: {stale}"
+    cycles = {v.key: v for v in found if v.kind == "cycle"}
+    allowed_cycles = {_full(c) for c in CYCLES}
+    new = [str(cycles[k]) for k in sorted(set(cycles) - allowed_cycles)]
+    assert not new, "cycles not in CYCLES (replace a shrunk one):\n" + "\n".join(new)
+    stale = sorted(allowed_cycles - set(cycles))
+    assert not stale, f"cycles that are gone: delete or shrink in CYCLES: {stale}"
