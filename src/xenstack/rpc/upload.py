@@ -10,8 +10,12 @@ them. (A client that asks ``Expect: 100-continue`` gets ``100 Continue`` instead
 
 The body goes from the HTTP parser to the worker that writes the disk: no framework buffer
 in between, one copy, and nothing received is lost when the client hangs up after sending.
-A refused upload is answered with XAPI's status (403 bad session, 404 unknown object, 400
-otherwise) and its body is discarded.
+A refused upload is answered with XAPI's status (401 bad session, 403 a role without the
+handler's permission, 404 unknown object, 400 otherwise) and its body is discarded.
+
+Every upload path is served through :func:`guard_uploads`, which checks the session and role
+against the path's declared permission (:mod:`..api.rbac`) before the opener runs: a path
+without a declaration cannot be served.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from ..api.rbac import HttpAction, http_action
 from ..errors import ApiError
 
 if TYPE_CHECKING:
@@ -31,16 +36,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_STATUS = {"SESSION_INVALID": 403, "HANDLE_INVALID": 404, "UUID_INVALID": 404, "VDI_IN_USE": 409}
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+_STATUS = {
+    "SESSION_INVALID": 401,  # XAPI: Unauthorised, with a Basic challenge
+    "RBAC_PERMISSION_DENIED": 403,
+    "HANDLE_INVALID": 404,
+    "UUID_INVALID": 404,
+    "VDI_IN_USE": 409,
+}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorised",  # as XAPI spells it
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+}
 DRAIN_SECONDS = 10.0  # how long the rest of a body is read and dropped after its upload ends
 
 
-def plain_response(status: int, reason: str, body: bytes) -> bytes:
+def plain_response(
+    status: int, reason: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> bytes:
     """A complete ``text/plain`` answer that ends the connection."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -48,6 +68,49 @@ def plain_response(status: int, reason: str, body: bytes) -> bytes:
 def refusal_status(err: ApiError) -> int:
     """The HTTP status XAPI answers a refused transfer with."""
     return _STATUS.get(err.code, 400)
+
+
+def refusal_reason(status: int) -> str:
+    return _REASONS.get(status, "Error")
+
+
+def refusal_headers(err: ApiError, realm: str) -> dict[str, str]:
+    """The headers of a refusal: a bad session is challenged, as XAPI's 401 is."""
+    if refusal_status(err) == 401:
+        return {"WWW-Authenticate": f'Basic realm="{realm}"'}
+    return {}
+
+
+# authorize(declared action, query): None, or ApiError SESSION_INVALID / RBAC_PERMISSION_DENIED
+Authorize = Callable[[HttpAction, Mapping[str, str]], None]
+
+
+def guard_uploads(
+    uploads: Mapping[bytes, UploadOpener], authorize: Authorize
+) -> dict[bytes, UploadOpener]:
+    """Each ``PUT`` path's opener behind the check of its declared permission; LookupError
+    for a path that has none."""
+    return {path: _guarded(http_action("PUT", path.decode()), opener, authorize)
+            for path, opener in uploads.items()}  # fmt: skip
+
+
+def _guarded(action: HttpAction, opener: UploadOpener, authorize: Authorize) -> UploadOpener:
+    async def open_upload(query: Mapping[str, str], length: int | None) -> Upload:
+        try:
+            authorize(action, query)
+        except ApiError as err:
+            raise Refused(err, action.name) from None
+        return await opener(query, length)
+
+    return open_upload
+
+
+class Refused(ApiError):
+    """An upload refused by its permission check (answered with the handler's realm)."""
+
+    def __init__(self, err: ApiError, realm: str) -> None:
+        super().__init__(err.code, err.params)
+        self.realm = realm
 
 
 class Upload(Protocol):
@@ -238,7 +301,9 @@ class UploadRequest:
         """Answer the refusal; the body that still comes is read and dropped."""
         status = refusal_status(err)
         text = (" ".join(err.description) + "\n").encode()
-        self.transport.write(plain_response(status, _REASONS.get(status, "Error"), text))
+        headers = refusal_headers(err, err.realm if isinstance(err, Refused) else "xapi")
+        reason = refusal_reason(status)
+        self.transport.write(plain_response(status, reason, text, headers))
         self.body.drop()
         self._end_connection(waiting_for_body=self.expect)
 
