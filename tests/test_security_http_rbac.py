@@ -122,10 +122,13 @@ def test_every_handler_has_a_declared_permission(pool: RunningPool) -> None:
     names = {declared(method, path).name for method, path in served}
     data = {"put_import", "put_import_raw_vdi", "get_export", "get_export_raw_vdi"}
     assert data <= names
+    from xenstack.api.rbac import http_checker
+
+    checker = http_checker(pool.toolstack)  # type: ignore[arg-type]
     with pytest.raises(LookupError):
-        guard_routes([("GET", "/undeclared", _never)], lambda action, query: None)
+        guard_routes([("GET", "/undeclared", _never)], checker)
     with pytest.raises(LookupError):
-        guard_uploads({b"/undeclared": _never}, lambda action, query: None)
+        guard_uploads({b"/undeclared": _never}, checker)
 
 
 async def _never(*args: Any) -> Any:

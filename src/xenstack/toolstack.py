@@ -18,7 +18,7 @@ from pathlib import Path
 from . import impl  # noqa: F401  (registers the server functions)
 from .api.auth import Authenticator
 from .api.dispatch import Dispatcher
-from .api.rbac import authorize_http
+from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
@@ -108,13 +108,13 @@ class Toolstack:
         gc.freeze()
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
-        authorize = functools.partial(authorize_http, self)  # every handler's RBAC check
-        config.extra_routes = guard_routes([*config.extra_routes, *routes], authorize)
+        checker = http_checker(self)  # every handler's RBAC check, by its declared permission
+        config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
         uploads = {
             b"/import_raw_vdi": disk_upload(disks),
             b"/import": vm_upload(functools.partial(open_import, self)),
         }
-        config.uploads = guard_uploads(uploads, authorize)
+        config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.server.start()
         await self.storage.start()

@@ -14,7 +14,8 @@ another session of the same user) or by a session with ``task.destroy/any``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,6 +142,16 @@ def authorize_http(toolstack: Toolstack, action: HttpAction, query: Mapping[str,
     except ApiError as err:
         fail_named_task(toolstack, query, err)
         raise
+
+
+def http_checker(toolstack: Toolstack) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:
+    """For the HTTP server: ``checker(method, path)`` is the check of that handler's declared
+    permission (LookupError when it has none)."""
+
+    def checker(method: str, path: str) -> Callable[[Mapping[str, str]], None]:
+        return functools.partial(authorize_http, toolstack, http_action(method, path))
+
+    return checker
 
 
 def fail_named_task(toolstack: Toolstack, query: Mapping[str, str], err: ApiError) -> None:

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..api.rbac import HttpAction, http_action
 from ..errors import ApiError
 from .upload import (
-    Authorize,
     Body,
+    Check,
+    Checker,
     Upload,
     UploadOpener,
     refusal_headers,
@@ -52,28 +52,28 @@ Opener = Callable[[Mapping[str, str], bool, int | None], Awaitable[Transfer]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _http_error(err: ApiError, realm: str = "xapi") -> web.Response:
+def _http_error(err: ApiError) -> web.Response:
     status = refusal_status(err)
     return web.Response(
         status=status,
         reason=refusal_reason(status),
         text=" ".join(err.description) + "\n",
-        headers=refusal_headers(err, realm),
+        headers=refusal_headers(err),
     )
 
 
-def guard_routes(routes: list[tuple[str, str, Handler]], authorize: Authorize) -> list[Any]:
+def guard_routes(routes: list[tuple[str, str, Handler]], checker: Checker) -> list[Any]:
     """Each route behind the check of its declared permission; LookupError for a route that
     has none (so none can be served unchecked)."""
-    return [(m, p, _guarded(http_action(m, p), h, authorize)) for m, p, h in routes]
+    return [(m, p, _guarded(checker(m, p), h)) for m, p, h in routes]
 
 
-def _guarded(action: HttpAction, handler: Handler, authorize: Authorize) -> Handler:
+def _guarded(check: Check, handler: Handler) -> Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
         try:
-            authorize(action, _query(request))
+            check(_query(request))
         except ApiError as err:
-            response = _http_error(err, action.name)
+            response = _http_error(err)
             response.force_close()
             return response
         return await handler(request)

@@ -14,8 +14,8 @@ A refused upload is answered with XAPI's status (401 bad session, 403 a role wit
 handler's permission, 404 unknown object, 400 otherwise) and its body is discarded.
 
 Every upload path is served through :func:`guard_uploads`, which checks the session and role
-against the path's declared permission (:mod:`..api.rbac`) before the opener runs: a path
-without a declaration cannot be served.
+against the path's declared permission (the api layer's ``rbac``) before the opener runs: a
+path without a declaration cannot be served.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from ..api.rbac import HttpAction, http_action
 from ..errors import ApiError
 
 if TYPE_CHECKING:
@@ -74,43 +73,11 @@ def refusal_reason(status: int) -> str:
     return _REASONS.get(status, "Error")
 
 
-def refusal_headers(err: ApiError, realm: str) -> dict[str, str]:
+def refusal_headers(err: ApiError) -> dict[str, str]:
     """The headers of a refusal: a bad session is challenged, as XAPI's 401 is."""
     if refusal_status(err) == 401:
-        return {"WWW-Authenticate": f'Basic realm="{realm}"'}
+        return {"WWW-Authenticate": 'Basic realm="xapi"'}
     return {}
-
-
-# authorize(declared action, query): None, or ApiError SESSION_INVALID / RBAC_PERMISSION_DENIED
-Authorize = Callable[[HttpAction, Mapping[str, str]], None]
-
-
-def guard_uploads(
-    uploads: Mapping[bytes, UploadOpener], authorize: Authorize
-) -> dict[bytes, UploadOpener]:
-    """Each ``PUT`` path's opener behind the check of its declared permission; LookupError
-    for a path that has none."""
-    return {path: _guarded(http_action("PUT", path.decode()), opener, authorize)
-            for path, opener in uploads.items()}  # fmt: skip
-
-
-def _guarded(action: HttpAction, opener: UploadOpener, authorize: Authorize) -> UploadOpener:
-    async def open_upload(query: Mapping[str, str], length: int | None) -> Upload:
-        try:
-            authorize(action, query)
-        except ApiError as err:
-            raise Refused(err, action.name) from None
-        return await opener(query, length)
-
-    return open_upload
-
-
-class Refused(ApiError):
-    """An upload refused by its permission check (answered with the handler's realm)."""
-
-    def __init__(self, err: ApiError, realm: str) -> None:
-        super().__init__(err.code, err.params)
-        self.realm = realm
 
 
 class Upload(Protocol):
@@ -126,6 +93,28 @@ class Upload(Protocol):
 
 # opener(query, declared body length or None): the accepted upload, or ApiError
 UploadOpener = Callable[[Mapping[str, str], int | None], Awaitable[Upload]]
+# check(query): None, or ApiError SESSION_INVALID / RBAC_PERMISSION_DENIED
+Check = Callable[[Mapping[str, str]], None]
+# checker(method, path): the check of that handler's declared permission; LookupError when it
+# has none (the policy is the api layer's: see api/rbac.py)
+Checker = Callable[[str, str], Check]
+
+
+def guard_uploads(
+    uploads: Mapping[bytes, UploadOpener], checker: Checker
+) -> dict[bytes, UploadOpener]:
+    """Each ``PUT`` path's opener behind the check of its declared permission; LookupError
+    for a path that has none."""
+    return {path: _guarded(checker("PUT", path.decode()), opener)
+            for path, opener in uploads.items()}  # fmt: skip
+
+
+def _guarded(check: Check, opener: UploadOpener) -> UploadOpener:
+    async def open_upload(query: Mapping[str, str], length: int | None) -> Upload:
+        check(query)
+        return await opener(query, length)
+
+    return open_upload
 
 
 class Body:
@@ -301,7 +290,7 @@ class UploadRequest:
         """Answer the refusal; the body that still comes is read and dropped."""
         status = refusal_status(err)
         text = (" ".join(err.description) + "\n").encode()
-        headers = refusal_headers(err, err.realm if isinstance(err, Refused) else "xapi")
+        headers = refusal_headers(err)
         reason = refusal_reason(status)
         self.transport.write(plain_response(status, reason, text, headers))
         self.body.drop()
