@@ -18,6 +18,7 @@ from pathlib import Path
 from . import impl  # noqa: F401  (registers the server functions)
 from .api.auth import Authenticator
 from .api.dispatch import Dispatcher
+from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
@@ -27,8 +28,9 @@ from .impl.vm_export import open_export
 from .impl.vm_import import open_import
 from .pool.bootstrap import create_pool
 from .pool.fresh_storage import use_real_local_storage
-from .rpc.disk_http import disk_routes, disk_upload
+from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
+from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
 
 log = logging.getLogger(__name__)
@@ -106,11 +108,13 @@ class Toolstack:
         gc.freeze()
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
-        config.extra_routes = [*config.extra_routes, *routes]
-        config.uploads = {
+        checker = http_checker(self)  # every handler's RBAC check, by its declared permission
+        config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
+        uploads = {
             b"/import_raw_vdi": disk_upload(disks),
             b"/import": vm_upload(functools.partial(open_import, self)),
         }
+        config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.server.start()
         await self.storage.start()

@@ -77,7 +77,7 @@ def test_qemu_dynamic_vhd_imports_byte_exact(
 def test_transfer_refusals(session: Any, xenstack_pool: RunningPool, tmp_path: Path) -> None:
     vdi = new_vdi(session, 8 * MIB)
     good = {"session_id": session._session, "vdi": vdi, "format": "raw"}
-    assert _status(xenstack_pool, "PUT", good | {"session_id": "OpaqueRef:bad"}) == 403
+    assert _status(xenstack_pool, "PUT", good | {"session_id": "OpaqueRef:bad"}) == 401
     assert _status(xenstack_pool, "PUT", good | {"vdi": "OpaqueRef:nothing"}) == 404
     assert _status(xenstack_pool, "PUT", good | {"format": "qcow2"}) == 400
     source = tmp_path / "big.raw"

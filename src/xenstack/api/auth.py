@@ -45,6 +45,9 @@ class User:
     role: str = "pool-admin"
 
 
+LOCAL_SUPERUSER = "root"  # the user ``xenstack init`` makes, with the host's own password
+
+
 @dataclass
 class SessionInfo:
     user: str
@@ -52,6 +55,9 @@ class SessionInfo:
     last_active: float = field(default_factory=time.monotonic)
     events_registered: list[str] = field(default_factory=list)
     events_token: int = -1  # legacy event.next position
+    # The host's own root (XAPI's local superuser): may do everything, including what is
+    # declared for the local root only (empty roles).
+    local_superuser: bool = False
 
 
 class Authenticator:
@@ -115,7 +121,8 @@ class Authenticator:
     # ---- sessions --------------------------------------------------------------------
 
     def open(self, ref: str, user: User) -> None:
-        self.sessions[ref] = SessionInfo(user.name, user.role)
+        root = user.name == LOCAL_SUPERUSER and user.role == "pool-admin"
+        self.sessions[ref] = SessionInfo(user.name, user.role, local_superuser=root)
 
     def close(self, ref: str) -> None:
         self.sessions.pop(ref, None)

@@ -17,6 +17,7 @@ from ..idl.model import CLASSES, MessageDef, ParamDef
 from ..idl.types import Record, Type, parse_type
 from ..impl.registry import HANDLERS, INTERNAL
 from ..rpc.http import Origin, Pending
+from . import rbac
 from .accessors import accessor
 from .context import Context
 from .validate import coerce
@@ -171,8 +172,7 @@ class Dispatcher:
         if msg.takes_session and not no_session:
             ctx.session = params[0]
             info = self.toolstack.auth.check(params[0])
-            if msg.roles and info.role not in msg.roles:
-                raise _denied(name)
+            rbac.check(info, name, msg.roles)  # before the arguments, as XAPI
             args = params[1:]
             decl = msg.params[1:]
         else:
@@ -207,10 +207,3 @@ class Dispatcher:
         if method == "system.methodSignature" or method == "system.methodHelp":
             return []
         raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
-
-
-def _denied(name: str) -> ApiError:
-    return ApiError(
-        "RBAC_PERMISSION_DENIED",
-        [name.lower(), "The role of this session does not allow this operation."],
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..api.accessors import new_ref, new_uuid
+from ..api.auth import LOCAL_SUPERUSER
 from ..api.context import Context
 from ..api.tasks import now
 from ..errors import ApiError
@@ -27,7 +28,7 @@ async def _login(ctx: Context, uname: str, pwd: str, originator: str, origin: Or
                 "this_user": NULL_REF,
                 "last_active": now(),
                 "pool": False,
-                "is_local_superuser": user.role == "pool-admin" and uname == "root",
+                "is_local_superuser": user.role == "pool-admin" and uname == LOCAL_SUPERUSER,
                 "validation_time": now(),
                 "auth_user_name": uname,
                 "originator": originator,

@@ -1,7 +1,7 @@
 """Disk transfers of VHD-backed VDIs (the local work behind ``/import_raw_vdi`` and
-``/export_raw_vdi``): who may, which file, the task's progress and outcome.
+``/export_raw_vdi``): which file, the task's progress and outcome.
 
-:func:`open_transfer` checks the session and the VDI and claims the VDI; the returned
+:func:`open_transfer` checks the VDI and claims the VDI; the returned
 :class:`DiskTransfer` copies a byte stream in or out (blocking: run it in a thread) and
 records progress and the result on the task given by ``task_id``.
 """
@@ -32,7 +32,7 @@ from ..storage.vhd import (
 )
 from . import vdi as vdi_impl
 from .sr_backend import file_sr
-from .vm_export import request_task, settle_task
+from .vm_export import refusing, request_task, settle_task
 
 FORMATS = ("raw", "vhd")
 Chunk = bytes | bytearray | memoryview
@@ -70,13 +70,20 @@ def _new_vdi(toolstack: Any, query: Mapping[str, str], fmt: str, length: int | N
 async def open_transfer(
     toolstack: Any, query: Mapping[str, str], writing: bool, length: int | None = None
 ) -> DiskTransfer:
-    """Check (and, for an export, claim); ApiError SESSION_INVALID, HANDLE_INVALID, FORMAT...
+    """Check (and, for an export, claim); ApiError HANDLE_INVALID, FIELD_TYPE_ERROR...
 
-    An import with no ``vdi`` but an ``sr_id`` (or ``sr_uuid``) goes into a new VDI of the
-    body's length, as XAPI's does; raw only.
+    The session and its role were checked by the handler's guard (see ``api/rbac.py``). An
+    import with no ``vdi`` but an ``sr_id`` (or ``sr_uuid``) goes into a new VDI of the
+    body's length, as XAPI's does; raw only. A refusal fails the task the request names.
     """
+    with refusing(toolstack, query):
+        return _open(toolstack, query, writing, length)
+
+
+def _open(
+    toolstack: Any, query: Mapping[str, str], writing: bool, length: int | None
+) -> DiskTransfer:
     session = query.get("session_id", "")
-    toolstack.auth.check(session)
     fmt = query.get("format", "raw")
     if fmt not in FORMATS:
         raise ApiError("FIELD_TYPE_ERROR", ["format"])

@@ -1,6 +1,6 @@
 """VM export (the local work behind ``GET /export``): an XVA of a halted VM and its disks.
 
-:func:`open_export` checks the session and the VM, takes the VM's ``export`` operation and
+:func:`open_export` checks the VM, takes the VM's ``export`` operation and
 builds ``ova.xml`` (on the event loop, where the database lives); :class:`VmExport` then
 produces the tar stream from the disk files (blocking: run it in worker threads) and settles
 the task. Shared by the import: the request's task and its progress reporting.
@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..api import rbac
 from ..api.context import Context
 from ..api.tasks import now
 from ..db.store import Database
@@ -57,10 +58,21 @@ def request_task(
     """The request's ``task_id`` (checked), or a new task of its own (True), which is
     forgotten once the request is over (see :func:`settle_task`), as XAPI's handler tasks."""
     task = query.get("task_id")
-    if task:
-        toolstack.db.get("task", task)
+    if task:  # one the session may modify only, lest a transfer settle another's task
+        rbac.check_task(toolstack, session, task)
         return task, False
     return str(toolstack.tasks.create(Context(toolstack, session), label)), True
+
+
+@contextlib.contextmanager
+def refusing(toolstack: Any, query: Mapping[str, str]) -> Iterator[None]:
+    """While a request is opened: a refusal fails the task the request names (the session's
+    own), so that no task waits forever for a transfer that never starts."""
+    try:
+        yield
+    except ApiError as err:
+        rbac.fail_named_task(toolstack, query, err)
+        raise
 
 
 def settle_task(
@@ -129,9 +141,15 @@ def _disks(db: Database, chosen: xva_metadata.Selection) -> list[tuple[str, str]
 
 
 async def open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
-    """Check, lock and describe; ApiError SESSION_INVALID, HANDLE_INVALID, VM_BAD_POWER_STATE..."""
+    """Check, lock and describe; ApiError HANDLE_INVALID, VM_BAD_POWER_STATE...
+
+    The session and its role were checked by the handler's guard (see ``api/rbac.py``)."""
+    with refusing(toolstack, query):
+        return _open_export(toolstack, query)
+
+
+def _open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
     session = query.get("session_id", "")
-    toolstack.auth.check(session)
     db = toolstack.db
     vm = object_ref(db, "VM", query)
     task, own = request_task(toolstack, query, session, "VM.export")

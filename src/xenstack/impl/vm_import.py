@@ -34,11 +34,9 @@ from . import xva_metadata
 from .registry import implements
 from .vdi_files import _refresh_row, vdi_path
 from .vm_clone import Undo
-from .vm_export import Progress, object_ref, request_task, settle_task
+from .vm_export import Progress, object_ref, refusing, request_task, settle_task
 from .vm_import_objects import Plan, make_objects
 from .vm_lifecycle import update_allowed_operations
-
-IMPORT_ROLES = ("pool-admin", "pool-operator")
 
 
 def stream_error(exc: BaseException) -> ApiError:
@@ -153,16 +151,12 @@ def check_sr(db: Any, sr: str) -> str:
 
 
 async def open_import(toolstack: Any, query: Mapping[str, str]) -> VmImport:
-    """Check the session, its role and the target SR; ApiError otherwise."""
+    """Check the target SR and the task; ApiError otherwise (the session and its role were
+    checked by the handler's guard, see ``api/rbac.py``)."""
     session = query.get("session_id", "")
-    info = toolstack.auth.check(session)
-    if info.role not in IMPORT_ROLES:
-        raise ApiError(
-            "RBAC_PERMISSION_DENIED",
-            ["vm.import", "The role of this session does not allow this operation."],
-        )
-    sr = _target_sr(toolstack.db, query)
-    task, own = request_task(toolstack, query, session, "VM.import")
+    with refusing(toolstack, query):
+        sr = _target_sr(toolstack.db, query)
+        task, own = request_task(toolstack, query, session, "VM.import")
     ctx = Context(toolstack, session, task, method="VM.import")
     restore, force = query.get("restore") == "true", query.get("force") == "true"
     transfer = VmImport(ctx, sr, restore, force)

@@ -1,11 +1,13 @@
 """The disk streaming endpoints: ``PUT /import_raw_vdi`` and ``GET /export_raw_vdi``.
 
-Wire only: the query (``session_id``, ``vdi``, ``format``, ``task_id``; the session may also
-come as a ``session_id`` cookie), status codes as XAPI sends them (403 for a bad session, 404
-for an unknown object, 400 for other refusals), and the byte pumps between the socket and a
-worker thread. Imports are uploads, served off the connection by :mod:`.upload` (answered
-``200`` before the body, as XAPI does); exports are an aiohttp route. What may be transferred
-and how bytes become a VHD is the ``opener``'s business (see ``impl/vdi_transfer.py``).
+Wire only: the query (``session_id``, ``vdi``, ``format``, ``task_id``; the session may also come
+as a ``session_id`` cookie), status codes as XAPI sends them (401 for a bad session, 403 for a role
+without the permission, 404 for an unknown object, 400 for other refusals), and the byte pumps
+between the socket and a worker thread. Every download route is served through
+:func:`guard_routes`, which checks its declared permission first. Imports are uploads, served off
+the connection by :mod:`.upload` (answered ``200`` before the body, as XAPI does); exports are an
+aiohttp route. What may be transferred and how bytes become a VHD is the ``opener``'s business (see
+``impl/vdi_transfer.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..errors import ApiError
-from .upload import Body, Upload, UploadOpener, refusal_status
+from .upload import (
+    Body,
+    Check,
+    Checker,
+    Upload,
+    UploadOpener,
+    refusal_headers,
+    refusal_reason,
+    refusal_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +49,36 @@ class Transfer(Protocol):
 Opener = Callable[[Mapping[str, str], bool, int | None], Awaitable[Transfer]]
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def _http_error(err: ApiError) -> web.Response:
-    return web.Response(status=refusal_status(err), text=" ".join(err.description) + "\n")
+    status = refusal_status(err)
+    return web.Response(
+        status=status,
+        reason=refusal_reason(status),
+        text=" ".join(err.description) + "\n",
+        headers=refusal_headers(err),
+    )
+
+
+def guard_routes(routes: list[tuple[str, str, Handler]], checker: Checker) -> list[Any]:
+    """Each route behind the check of its declared permission; LookupError for a route that
+    has none (so none can be served unchecked)."""
+    return [(m, p, _guarded(checker(m, p), h)) for m, p, h in routes]
+
+
+def _guarded(check: Check, handler: Handler) -> Handler:
+    async def checked(request: web.Request) -> web.StreamResponse:
+        try:
+            check(_query(request))
+        except ApiError as err:
+            response = _http_error(err)
+            response.force_close()
+            return response
+        return await handler(request)
+
+    return checked
 
 
 def _query(request: web.Request) -> dict[str, str]:

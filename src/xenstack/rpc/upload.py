@@ -10,8 +10,12 @@ them. (A client that asks ``Expect: 100-continue`` gets ``100 Continue`` instead
 
 The body goes from the HTTP parser to the worker that writes the disk: no framework buffer
 in between, one copy, and nothing received is lost when the client hangs up after sending.
-A refused upload is answered with XAPI's status (403 bad session, 404 unknown object, 400
-otherwise) and its body is discarded.
+A refused upload is answered with XAPI's status (401 bad session, 403 a role without the
+handler's permission, 404 unknown object, 400 otherwise) and its body is discarded.
+
+Every upload path is served through :func:`guard_uploads`, which checks the session and role
+against the path's declared permission (the api layer's ``rbac``) before the opener runs: a
+path without a declaration cannot be served.
 """
 
 from __future__ import annotations
@@ -31,16 +35,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_STATUS = {"SESSION_INVALID": 403, "HANDLE_INVALID": 404, "UUID_INVALID": 404, "VDI_IN_USE": 409}
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+_STATUS = {
+    "SESSION_INVALID": 401,  # XAPI: Unauthorised, with a Basic challenge
+    "RBAC_PERMISSION_DENIED": 403,
+    "HANDLE_INVALID": 404,
+    "UUID_INVALID": 404,
+    "VDI_IN_USE": 409,
+}
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorised",  # as XAPI spells it
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+}
 DRAIN_SECONDS = 10.0  # how long the rest of a body is read and dropped after its upload ends
 
 
-def plain_response(status: int, reason: str, body: bytes) -> bytes:
+def plain_response(
+    status: int, reason: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> bytes:
     """A complete ``text/plain`` answer that ends the connection."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -48,6 +67,17 @@ def plain_response(status: int, reason: str, body: bytes) -> bytes:
 def refusal_status(err: ApiError) -> int:
     """The HTTP status XAPI answers a refused transfer with."""
     return _STATUS.get(err.code, 400)
+
+
+def refusal_reason(status: int) -> str:
+    return _REASONS.get(status, "Error")
+
+
+def refusal_headers(err: ApiError) -> dict[str, str]:
+    """The headers of a refusal: a bad session is challenged, as XAPI's 401 is."""
+    if refusal_status(err) == 401:
+        return {"WWW-Authenticate": 'Basic realm="xapi"'}
+    return {}
 
 
 class Upload(Protocol):
@@ -63,6 +93,28 @@ class Upload(Protocol):
 
 # opener(query, declared body length or None): the accepted upload, or ApiError
 UploadOpener = Callable[[Mapping[str, str], int | None], Awaitable[Upload]]
+# check(query): None, or ApiError SESSION_INVALID / RBAC_PERMISSION_DENIED
+Check = Callable[[Mapping[str, str]], None]
+# checker(method, path): the check of that handler's declared permission; LookupError when it
+# has none (the policy is the api layer's: see api/rbac.py)
+Checker = Callable[[str, str], Check]
+
+
+def guard_uploads(
+    uploads: Mapping[bytes, UploadOpener], checker: Checker
+) -> dict[bytes, UploadOpener]:
+    """Each ``PUT`` path's opener behind the check of its declared permission; LookupError
+    for a path that has none."""
+    return {path: _guarded(checker("PUT", path.decode()), opener)
+            for path, opener in uploads.items()}  # fmt: skip
+
+
+def _guarded(check: Check, opener: UploadOpener) -> UploadOpener:
+    async def open_upload(query: Mapping[str, str], length: int | None) -> Upload:
+        check(query)
+        return await opener(query, length)
+
+    return open_upload
 
 
 class Body:
@@ -238,7 +290,9 @@ class UploadRequest:
         """Answer the refusal; the body that still comes is read and dropped."""
         status = refusal_status(err)
         text = (" ".join(err.description) + "\n").encode()
-        self.transport.write(plain_response(status, _REASONS.get(status, "Error"), text))
+        headers = refusal_headers(err)
+        reason = refusal_reason(status)
+        self.transport.write(plain_response(status, reason, text, headers))
         self.body.drop()
         self._end_connection(waiting_for_body=self.expect)
 

@@ -1,0 +1,176 @@
+"""Who may do what: the one place that decides, for API messages and for HTTP handlers.
+
+As XAPI's RBAC: a permission is a message's lowercase wire name (``vm.set_name_label``) or
+``http/<action>`` for an HTTP handler; a session may use it when its role is among the
+permission's roles. The local superuser (``root``, whose password is the host's own) may do
+everything. An empty role list (XAPI's ``_R_LOCAL_ROOT_ONLY``) means the local superuser
+only: every other session is refused, pool-admins included.
+
+HTTP handlers declare their permission in :data:`HTTP_ACTIONS` (as XAPI's datamodel
+declares ``http_actions``); a path with no declaration cannot be served (see
+:func:`http_action`). Tasks are modified only by their owner (the session that made them, or
+another session of the same user) or by a session with ``task.destroy/any``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import ApiError
+from ..idl.model import ROLES
+from .tasks import now
+
+if TYPE_CHECKING:
+    from ..toolstack import Toolstack
+    from .auth import SessionInfo
+
+POOL_OP = frozenset({"pool-admin", "pool-operator"})
+VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
+READ_ONLY = frozenset(ROLES)  # every role
+LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
+
+TASK_ANY = "task.destroy/any"  # may modify (set, cancel, destroy) any session's tasks
+HTTP_PREFIX = "http/"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAction:
+    """One HTTP handler's declaration: XAPI's name for it, its method and path, its roles."""
+
+    name: str
+    method: str
+    path: str
+    roles: frozenset[str]
+
+    @property
+    def permission(self) -> str:
+        return HTTP_PREFIX + self.name
+
+
+_DECLARED = (
+    HttpAction("put_import", "PUT", "/import", VM_ADMIN),
+    HttpAction("put_import_raw_vdi", "PUT", "/import_raw_vdi", VM_ADMIN),
+    HttpAction("get_export", "GET", "/export", VM_ADMIN),
+    HttpAction("get_export_raw_vdi", "GET", "/export_raw_vdi", VM_ADMIN),
+    # The API itself: every call is checked against its message's roles by the dispatcher.
+    HttpAction("post_root", "POST", "/", READ_ONLY),
+    HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),
+    HttpAction("post_jsonrpc", "POST", "/jsonrpc", READ_ONLY),
+)
+HTTP_ACTIONS: dict[tuple[str, str], HttpAction] = {(a.method, a.path): a for a in _DECLARED}
+
+
+def http_action(method: str, path: str) -> HttpAction:
+    """The declaration of ``method path`` (a trailing ``/`` ignored); LookupError if none, so
+    that a handler cannot be served without a declared permission."""
+    key = (method.upper(), path.rstrip("/") or "/")
+    action = HTTP_ACTIONS.get(key)
+    if action is None:
+        raise LookupError(f"HTTP handler {method} {path} has no declared permission")
+    return action
+
+
+def allowed(info: SessionInfo, roles: frozenset[str]) -> bool:
+    """May this session use a permission of these roles? Empty roles: local superuser only."""
+    return info.local_superuser or info.role in roles
+
+
+def denied(permission: str, roles: frozenset[str]) -> ApiError:
+    """XAPI's refusal: RBAC_PERMISSION_DENIED with the permission and the roles that have it."""
+    names = ", ".join(r for r in ROLES if r in roles)
+    return ApiError(
+        "RBAC_PERMISSION_DENIED",
+        [permission, f"No permission in user session. (Roles with this permission: {names})"],
+    )
+
+
+def check(info: SessionInfo, permission: str, roles: frozenset[str]) -> None:
+    """Raise RBAC_PERMISSION_DENIED unless the session may use the permission."""
+    if not allowed(info, roles):
+        raise denied(permission.lower(), roles)
+
+
+# ---- tasks -------------------------------------------------------------------------------
+
+
+def owns_task(toolstack: Toolstack, session: str, task: str) -> bool:
+    """Is the task the session's own: made by it, or by another session of the same user?"""
+    owner = toolstack.db.get("task", task)["session"]
+    if owner == session:
+        return True
+    mine = toolstack.auth.sessions.get(session)
+    theirs = toolstack.auth.sessions.get(owner)
+    if mine is None:
+        return False
+    if theirs is not None:
+        return theirs.user == mine.user
+    db = toolstack.db  # the owner's session ended: its row may still name its user
+    return db.exists("session", owner) and db.get("session", owner)["auth_user_name"] == mine.user
+
+
+def may_modify_task(toolstack: Toolstack, session: str, task: str) -> bool:
+    info = toolstack.auth.sessions.get(session)
+    if info is not None and allowed(info, POOL_OP):
+        return True
+    return owns_task(toolstack, session, task)
+
+
+def check_task(toolstack: Toolstack, session: str, task: str) -> None:
+    """RBAC_PERMISSION_DENIED ``task.destroy/any`` unless the session may modify the task
+    (HANDLE_INVALID for an unknown task)."""
+    if not may_modify_task(toolstack, session, task):
+        raise denied(TASK_ANY, POOL_OP)
+
+
+# ---- HTTP handlers -----------------------------------------------------------------------
+
+
+def authorize_http(toolstack: Toolstack, action: HttpAction, query: Mapping[str, str]) -> None:
+    """Check the request's session and role against the handler's declaration.
+
+    SESSION_INVALID for a missing or dead session, RBAC_PERMISSION_DENIED for a role that
+    lacks the permission. A refused request that names a ``task_id`` fails that task with the
+    error (when the request's session may modify it), so that nothing waits on it forever.
+    """
+    session = query.get("session_id", "")
+    try:
+        info = toolstack.auth.check(session)
+        check(info, action.permission, action.roles)
+    except ApiError as err:
+        fail_named_task(toolstack, query, err)
+        raise
+
+
+def http_checker(toolstack: Toolstack) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:
+    """For the HTTP server: ``checker(method, path)`` is the check of that handler's declared
+    permission (LookupError when it has none)."""
+
+    def checker(method: str, path: str) -> Callable[[Mapping[str, str]], None]:
+        return functools.partial(authorize_http, toolstack, http_action(method, path))
+
+    return checker
+
+
+def fail_named_task(toolstack: Toolstack, query: Mapping[str, str], err: ApiError) -> None:
+    """Settle the pending task a refused request named as failed with ``err``; a task the
+    request's session may not modify (or none) is left alone."""
+    task, session = query.get("task_id", ""), query.get("session_id", "")
+    db = toolstack.db
+    if not task or not db.exists("task", task) or db.get("task", task)["status"] != "pending":
+        return
+    if not may_modify_task(toolstack, session, task):
+        return
+    with db.transaction():
+        db.update(
+            "task",
+            task,
+            status="failure",
+            progress=1.0,
+            finished=now(),
+            result="",
+            error_info=err.description,
+            allowed_operations=[],
+        )
