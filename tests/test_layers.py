@@ -30,6 +30,9 @@ layers = _layers()
 # (importer, imported) under xenstack: today's imports of a higher layer
 UPWARD = {
     ("api.context", "toolstack"),
+    ("api.rbac", "toolstack"),
+    ("impl.task", "api.rbac"),
+    ("impl.vm_export", "api.rbac"),
     ("api.dispatch", "rpc.http"),
     ("api.dispatch", "toolstack"),
     ("api.tasks", "rpc.xmlrpc"),
@@ -132,6 +135,7 @@ CYCLES = {
         "api.accessors",
         "api.context",
         "api.dispatch",
+        "api.rbac",
         "api.tasks",
         "impl",
         "impl.bond",
