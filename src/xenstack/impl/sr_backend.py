@@ -18,6 +18,7 @@ from ..storage.sr import FileSr, IsoSr, SharedSr, SrDriver, SrDriverError, share
 
 DRIVER_KEY = "xenstack_driver"
 PATH_KEY = "xenstack_path"
+BACKEND_KEYS = frozenset({DRIVER_KEY, PATH_KEY})  # set by xenstack alone, never by a caller
 FILE_TYPES = {"ext", "file"}
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
