@@ -25,6 +25,7 @@ from sr_helpers import MIB, default_sr, new_vdi, sr_dir, vdi_file
 from xenstack.testing import RunningPool, simulated_pool
 
 FULL = ["INTERNAL_ERROR", "database: no space left on device"]
+NO_SPACE = ["SR_BACKEND_FAILURE_44", "", "There is insufficient space", ""]
 
 
 def _details(fn: Any, *args: Any) -> list[str]:
@@ -146,7 +147,11 @@ def test_full_state_filesystem_refuses_then_recovers(small_state: Path) -> None:
         x = s.xenapi
         keep, doomed = new_vdi(s, 4 * MIB), new_vdi(s, 4 * MIB)
         doomed_file = vdi_file(pool, s, doomed)
+        files = set(os.listdir(doomed_file.parent))
         _fill(small_state / "filler")
+        assert _details(new_vdi, s, 4 * MIB) == NO_SPACE  # the SR's own disk is full
+        assert _details(x.VDI.snapshot, keep, {}) == NO_SPACE
+        assert set(os.listdir(doomed_file.parent)) == files
         failed = None
         for i in range(2000):  # the database's files still have room for a little
             try:

@@ -156,10 +156,15 @@ class FileSr:
         return VdiInfo(vdi_uuid, vdi_uuid, size, physical)
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
+        path = self.path(vdi_uuid)
         try:
-            create_dynamic(self.path(vdi_uuid), size)
+            create_dynamic(path, size)
         except ValueError as exc:
             raise SrDriverError(ERR_SIZE, f"VDI Invalid size: {exc}") from None
+        except BaseException:  # a full disk: leave no partial file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
         return self.info(vdi_uuid)
 
     def delete(self, vdi_uuid: str) -> None:
