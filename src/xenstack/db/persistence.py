@@ -4,11 +4,21 @@ The store hands each commit's changed rows to :meth:`Persistence.submit` and awa
 :meth:`Persistence.durable` before the client is answered, so an acknowledged write has reached
 the disk. The SQLite writer runs in its own thread and commits every change waiting for it in
 one transaction, so many clients share one fsync.
+
+A failed write (a full disk, an I/O error) loses nothing and stops nothing for good: the
+writer keeps the batch and retries it, with everything submitted since, in one transaction
+(after RETRY_FIRST seconds, doubling to RETRY_MAX, or at once when a new write arrives), and
+writes work again as soon as the disk does. Meanwhile :meth:`Persistence.durable` fails with
+INTERNAL_ERROR ``database: <cause>`` (``database: no space left on device`` for a full disk)
+when the attempt that was to write its change fails, and :meth:`Persistence.failure` tells
+so beforehand. A change whose write failed stays queued: it is written once the disk works.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,8 +27,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..errors import ApiError
 from ..idl.model import CLASSES
 
+RETRY_FIRST = 0.05  # seconds before a failed batch is written again; doubles each time...
+RETRY_MAX = 1.0  # ...up to this
 Change = tuple[str, str, dict[str, Any] | None]  # class, ref, row (None: deleted)
 
 
@@ -32,6 +45,9 @@ class Persistence(Protocol):
     def submit(self, generation: int, changes: list[Change]) -> None: ...
 
     async def durable(self, generation: int) -> None: ...
+
+    def failure(self) -> ApiError | None:
+        """The error writes fail with now (the last write failed), or None when all is well."""
 
     def get_meta(self, key: str) -> str | None: ...
 
@@ -57,6 +73,9 @@ class MemoryPersistence:
 
     async def durable(self, generation: int) -> None:
         pass
+
+    def failure(self) -> ApiError | None:
+        return None
 
     def get_meta(self, key: str) -> str | None:
         return self.meta.get(key)
@@ -129,8 +148,6 @@ class SqlitePersistence:
             self._cond.notify()
 
     async def durable(self, generation: int) -> None:
-        if self._error is not None:
-            raise RuntimeError("the database writer failed") from self._error
         with self._cond:
             generation = min(generation, self._submitted_gen)
             if generation <= self._durable_gen:
@@ -139,34 +156,64 @@ class SqlitePersistence:
             self._waiters.append((generation, fut, asyncio.get_running_loop()))
         await fut
 
+    def failure(self) -> ApiError | None:
+        error = self._error
+        return None if error is None else failure_error(error)
+
     def _writer(self) -> None:
+        delay = 0.0  # seconds to wait before retrying a failed batch (0: none failed)
         while True:
             with self._cond:
+                if delay:
+                    self._cond.wait(delay)  # a new write or close() retries sooner
                 while not self._queue and not self._closing:
                     self._cond.wait()
-                batch, self._queue = self._queue, []
+                batch = list(self._queue)  # stays queued until written
                 if not batch and self._closing:
                     return
             try:
                 with self._io:
                     self._write(batch)
-            except BaseException as exc:  # the server must learn the disk failed
-                self._error = exc
+            except Exception as exc:  # the server must learn the disk failed; retry later
+                self._fail(exc)
+                if self._closing:
+                    return  # nothing acknowledged is lost: the batch was never answered
+                delay = min(max(2 * delay, RETRY_FIRST), RETRY_MAX)
+                continue
+            delay = 0.0
+            with self._cond:
+                del self._queue[: len(batch)]
+                self._error = None
             self._release(batch[-1][0])
 
     def _write(self, batch: list[tuple[int, list[Any]]]) -> None:
         conn = self._conn
-        conn.execute("BEGIN")
-        for _, changes in batch:
-            for cls, ref, blob in changes:
-                if blob is None:
-                    conn.execute("DELETE FROM objects WHERE ref = ?", (ref,))
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (ref, cls, blob)
-                    )
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(batch[-1][0]),))
-        conn.execute("COMMIT")
+        try:
+            conn.execute("BEGIN")
+            for _, changes in batch:
+                for cls, ref, blob in changes:
+                    if blob is None:
+                        conn.execute("DELETE FROM objects WHERE ref = ?", (ref,))
+                    else:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?)", (ref, cls, blob)
+                        )
+            generation = str(batch[-1][0])
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        """Remember the failure and answer everyone waiting: their writes are not durable."""
+        with self._cond:
+            self._error = exc
+            waiters, self._waiters = self._waiters, []
+        for _, fut, loop in waiters:
+            loop.call_soon_threadsafe(_resolve, fut, exc)
 
     def _release(self, generation: int) -> None:
         with self._cond:
@@ -174,7 +221,7 @@ class SqlitePersistence:
             ready = [w for w in self._waiters if w[0] <= self._durable_gen]
             self._waiters = [w for w in self._waiters if w[0] > self._durable_gen]
         for _, fut, loop in ready:
-            loop.call_soon_threadsafe(_resolve, fut, self._error)
+            loop.call_soon_threadsafe(_resolve, fut, None)
 
     def get_meta(self, key: str) -> str | None:
         with self._io:
@@ -198,10 +245,26 @@ def _dump(row: dict[str, Any]) -> bytes:
     return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS)
 
 
+def _no_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+            "disk is full" in str(exc)
+        )
+    return False
+
+
+def failure_error(exc: BaseException) -> ApiError:
+    """What a write the disk refused answers: INTERNAL_ERROR ``database: <cause>``."""
+    cause = "no space left on device" if _no_space(exc) else f"{type(exc).__name__}: {exc}"
+    return ApiError("INTERNAL_ERROR", [f"database: {cause}"])
+
+
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
     if fut.done():
         return
     if error is not None:
-        fut.set_exception(RuntimeError(f"the database writer failed: {error}"))
+        fut.set_exception(failure_error(error))
     else:
         fut.set_result(None)

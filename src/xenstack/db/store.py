@@ -258,6 +258,23 @@ class Database:
         members: list[str] = row[field]
         return members
 
+    def revive(self, rows: list[tuple[str, str, Record]]) -> None:
+        """Put back rows a committed transaction destroyed, as they were (same refs and
+        fields): undoes a removal whose write did not become durable, so the records keep
+        agreeing with what was left on storage. ``rows`` come referenced rows first (a VDI
+        before its VBDs): each is linked into the rows its references name."""
+        with self.transaction():
+            for cls, ref, row in rows:
+                derived = self.tables[cls].cdef.derived
+                self.create(cls, ref, {k: v for k, v in row.items() if k not in derived})
+
+    def assert_writable(self) -> None:
+        """Raise the persistence layer's error while its writes fail (a full disk): callers
+        about to act on storage check this first, so nothing is done that cannot be recorded."""
+        error = self.persistence.failure()
+        if error is not None:
+            raise error
+
     def touch(self, cls: str, ref: str) -> None:
         """Mark a row modified without changing it (``event.inject``)."""
         self.get(cls, ref)
@@ -317,5 +334,6 @@ class Database:
             await asyncio.wait_for(fut, timeout)
 
     async def durable(self) -> None:
-        """Return once everything committed so far is on disk."""
+        """Return once everything committed so far is on disk; while the disk refuses it,
+        raise INTERNAL_ERROR ``database: <cause>`` (what is committed is written later)."""
         await self.persistence.durable(self.generation)

@@ -15,9 +15,17 @@ from ..api.accessors import new_ref, new_uuid
 from ..api.context import Context
 from ..db.store import Database
 from ..errors import ApiError
+from ..idl.types import Record
 from . import sm
 from .registry import implements
-from .sr_backend import backend_error, choose, driver_of, probe_directories, storage_root
+from .sr_backend import (
+    BACKEND_KEYS,
+    backend_error,
+    choose,
+    driver_of,
+    probe_directories,
+    storage_root,
+)
 
 GiB = 1 << 30
 DEFAULT_SIZE = {"nfs": 2048 * GiB, "iso": 0, "udev": 0}
@@ -134,7 +142,7 @@ def create(
             content_type=content_type,
             shared=shared,
             physical_size=size,
-            sm_config=dict(sm_config) | backend,
+            sm_config=_users(sm_config) | backend,
         )
         for member in hosts:
             new_pbd(db, member, sr, device_config)
@@ -182,7 +190,7 @@ def introduce(
             content_type=content_type,
             shared=shared,
             physical_size=DEFAULT_SIZE.get(sr_type, SIMULATED_SIZE),
-            sm_config=dict(sm_config) | backend,
+            sm_config=_users(sm_config) | backend,
         )
 
 
@@ -191,13 +199,19 @@ def _assert_all_pbds_unplugged(db: Database, sr: str) -> None:
         raise ApiError("SR_HAS_PBD", [sr])
 
 
-def _really_forget(db: Database, sr: str) -> None:
+def _really_forget(db: Database, sr: str) -> list[tuple[str, str, Record]]:
+    """Remove the SR's rows (PBDs, VDIs, the SR); return them as Database.revive takes them."""
+    row = db.get("SR", sr)
+    removed = [("SR", sr, Record(row))]
+    removed += [("PBD", p, Record(db.get("PBD", p))) for p in row["PBDs"]]
+    removed += [("VDI", v, Record(db.get("VDI", v))) for v in row["VDIs"]]
     with db.transaction():
-        for pbd in db.get("SR", sr)["PBDs"]:
+        for pbd in row["PBDs"]:
             db.destroy("PBD", pbd)
-        for vdi in db.get("SR", sr)["VDIs"]:
+        for vdi in row["VDIs"]:
             db.destroy("VDI", vdi)
         db.destroy("SR", sr)
+    return removed
 
 
 @implements("SR.forget")
@@ -207,7 +221,9 @@ def forget(ctx: Context, sr: str) -> None:
 
 
 @implements("SR.destroy")
-def destroy(ctx: Context, sr: str) -> None:
+async def destroy(ctx: Context, sr: str) -> None:
+    """Forget the SR durably, then remove its own files (never others: see the driver);
+    a failure to record leaves the SR and its files as they were."""
     db = ctx.db
     row = db.get("SR", sr)
     if not row["PBDs"]:
@@ -218,9 +234,16 @@ def destroy(ctx: Context, sr: str) -> None:
     if any(db.get("VDI", v)["managed"] for v in row["VDIs"]):
         raise ApiError("SR_NOT_EMPTY", [])
     drv = driver_of(row)
-    _really_forget(db, sr)
+    locations = [db.get("VDI", v)["location"] for v in row["VDIs"]]
+    db.assert_writable()
+    removed = _really_forget(db, sr)
+    try:
+        await db.durable()
+    except ApiError:
+        db.revive(removed)
+        raise
     if drv is not None:
-        drv.detach_and_destroy()
+        drv.detach_and_destroy(row["uuid"], locations)
 
 
 @implements("SR.scan", "SR.update")
@@ -302,6 +325,40 @@ def _setter(field: str) -> Any:
             db.set("SR", sr, field, value)
 
     return set_field
+
+
+def _users(sm_config: dict[str, str]) -> dict[str, str]:
+    """A caller's sm_config without the keys naming the SR's storage (only xenstack sets
+    those: they say which directory the SR's files are in)."""
+    return {k: v for k, v in sm_config.items() if k not in BACKEND_KEYS}
+
+
+def _backend(db: Database, sr: str) -> dict[str, str]:
+    return {k: v for k, v in db.get("SR", sr)["sm_config"].items() if k in BACKEND_KEYS}
+
+
+@implements("SR.set_sm_config")
+def set_sm_config(ctx: Context, sr: str, value: dict[str, str]) -> None:
+    with ctx.db.transaction() as db:
+        db.set("SR", sr, "sm_config", _users(value) | _backend(db, sr))
+
+
+@implements("SR.add_to_sm_config")
+def add_to_sm_config(ctx: Context, sr: str, key: str, value: str) -> None:
+    current = ctx.db.get("SR", sr)["sm_config"]
+    if key in current:
+        raise ApiError("MAP_DUPLICATE_KEY", ["SR", "sm_config", ctx.db.get("SR", sr)["uuid"], key])
+    if key not in BACKEND_KEYS:
+        with ctx.db.transaction() as db:
+            db.set("SR", sr, "sm_config", {**current, key: value})
+
+
+@implements("SR.remove_from_sm_config")
+def remove_from_sm_config(ctx: Context, sr: str, key: str) -> None:
+    current = ctx.db.get("SR", sr)["sm_config"]
+    if key in current and key not in BACKEND_KEYS:
+        with ctx.db.transaction() as db:
+            db.set("SR", sr, "sm_config", {k: v for k, v in current.items() if k != key})
 
 
 implements("SR.set_name_label")(_setter("name_label"))

@@ -7,6 +7,7 @@ sizes-only simulated kind. The choice is made once, when the SR is created or in
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import Any
@@ -18,6 +19,7 @@ from ..storage.sr import FileSr, IsoSr, SharedSr, SrDriver, SrDriverError, share
 
 DRIVER_KEY = "xenstack_driver"
 PATH_KEY = "xenstack_path"
+BACKEND_KEYS = frozenset({DRIVER_KEY, PATH_KEY})  # set by xenstack alone, never by a caller
 FILE_TYPES = {"ext", "file"}
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -90,9 +92,12 @@ def file_sr(db: Database, sr: str) -> FileSr | None:
 
 
 def backend_error(exc: Exception) -> ApiError:
-    """The XenAPI error for a driver failure: SR_BACKEND_FAILURE_<n> [code, message, ""]."""
+    """The XenAPI error for a driver failure: SR_BACKEND_FAILURE_<n> ["", message, ""]; a
+    full SR filesystem is SM's 44 ("There is insufficient space")."""
     if isinstance(exc, SrDriverError):
         return ApiError(f"SR_BACKEND_FAILURE_{exc.code}", ["", exc.message, ""])
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ApiError("SR_BACKEND_FAILURE_44", ["", "There is insufficient space", ""])
     if isinstance(exc, VhdError):
         return ApiError("SR_BACKEND_FAILURE_1200", ["", f"VHD error: {exc}", ""])
     return ApiError("SR_BACKEND_FAILURE_1", ["", f"{type(exc).__name__}: {exc}", ""])

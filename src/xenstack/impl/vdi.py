@@ -15,7 +15,9 @@ from ..api.tasks import now
 from ..db.store import Database
 from ..errors import ApiError
 from ..idl.model import CLASSES
-from ..idl.types import NULL_REF
+from ..idl.types import NULL_REF, Record
+from ..storage.sr import FileSr, SrDriver, SrDriverError, VdiInfo
+from ..storage.sr.driver import ERR_NO_VDI
 from . import sm
 from .registry import implements
 from .sr import assert_plugged, assert_space, refresh_usage
@@ -160,8 +162,8 @@ def _constructor_fields(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k in fields and fields[k].in_constructor}
 
 
-@implements("VDI.create")
 def create(ctx: Context, record: dict[str, Any]) -> str:
+    """A new VDI (its file made, for a file SR); :func:`create_recorded` is the message."""
     db = ctx.db
     sr = record.get("SR", NULL_REF)
     db.get("SR", sr)
@@ -173,26 +175,53 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     fields.pop("uuid", None)
     drv = sr_driver(db, sr)
     if drv is not None:
+        db.assert_writable()  # a file made now could not be recorded
         return str(_files().create(db, sr, drv, fields))
     return make_vdi(db, sr, fields)
 
 
-def _destroy_row(db: Database, vdi: str) -> None:
-    """Remove a VDI, the VBDs that point at it, and update the SR."""
+@implements("VDI.create")
+async def create_recorded(ctx: Context, record: dict[str, Any]) -> str:
+    """VDI.create: a file-backed VDI is answered once its row is durable, or undone."""
+    ref = create(ctx, record)
+    if sr_driver(ctx.db, ctx.db.get("VDI", ref)["SR"]) is None:
+        return ref
+    return str(await _files().recorded(ctx, ref))
+
+
+def _destroy_row(db: Database, vdi: str) -> list[tuple[str, str, Record]]:
+    """Remove a VDI, the VBDs that point at it, and update the SR; return the rows removed,
+    as :meth:`Database.revive` takes them."""
     sr = db.get("VDI", vdi)["SR"]
+    removed = [("VDI", vdi, Record(db.get("VDI", vdi)))]
     with db.transaction():
         for vbd in db.get("VDI", vdi)["VBDs"]:
+            removed.append(("VBD", vbd, Record(db.get("VBD", vbd))))
             metrics = db.get("VBD", vbd)["metrics"]
             if db.exists("VBD_metrics", metrics):
+                removed.append(("VBD_metrics", metrics, Record(db.get("VBD_metrics", metrics))))
                 db.destroy("VBD_metrics", metrics)
             db.destroy("VBD", vbd)
         db.destroy("VDI", vdi)
         if db.exists("SR", sr):
             refresh_usage(db, sr)
+    return removed
+
+
+async def recorded_removal(db: Database, removed: list[tuple[str, str, Record]]) -> None:
+    """Wait until a removal is durable; if the disk refuses it, put the rows back and raise,
+    so nothing on storage is deleted that the records still hold."""
+    try:
+        await db.durable()
+    except ApiError:
+        db.revive(removed)
+        raise
 
 
 @implements("VDI.destroy")
 async def destroy(ctx: Context, self_: str) -> None:
+    """A file-backed VDI's row goes first, durably; only then its file (see the module doc
+    of vdi_files): a failure to record leaves both."""
     db = ctx.db
     row = db.get("VDI", self_)
     assert_plugged(db, row["SR"])
@@ -201,10 +230,19 @@ async def destroy(ctx: Context, self_: str) -> None:
     if attached_vbds(db, self_):
         raise ApiError("VDI_IN_USE", [self_, "destroy"])
     assert_op(db, self_, "destroy")
-    if sr_driver(db, row["SR"]) is not None:
+    drv = sr_driver(db, row["SR"])
+    if drv is not None:
         async with exclusive(ctx, self_):
-            _files().delete_file(db, self_)
-            _destroy_row(db, self_)
+            db.assert_writable()
+            removed = _destroy_row(db, self_)
+            await recorded_removal(db, removed)
+            try:
+                _files().delete_location(drv, row["location"])
+            except BaseException:
+                db.revive(removed)
+                raise
+            with db.transaction():
+                refresh_usage(db, row["SR"])  # the file is gone only now
         ctx.toolstack.storage.kick_gc()
         return
     _destroy_row(db, self_)
@@ -236,8 +274,10 @@ async def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     assert_plugged(db, row["SR"])
     assert_op(db, vdi, "clone")
     if file_sr(db, row["SR"]) is not None:
+        db.assert_writable()
         async with exclusive(ctx, vdi):
-            return str(_files().snapshot(db, vdi, {}))
+            new = _files().snapshot(db, vdi, {})
+        return str(await _files().recorded(ctx, new))
     return _new_leaf(db, vdi, row["SR"], {})
 
 
@@ -249,8 +289,10 @@ async def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str
     assert_op(db, vdi, "snapshot")
     extra = {"is_a_snapshot": True, "snapshot_of": vdi, "snapshot_time": now()}
     if file_sr(db, row["SR"]) is not None:
+        db.assert_writable()
         async with exclusive(ctx, vdi):
-            return str(_files().snapshot(db, vdi, extra))
+            new = _files().snapshot(db, vdi, extra)
+        return str(await _files().recorded(ctx, new))
     return _new_leaf(db, vdi, row["SR"], extra)
 
 
@@ -368,15 +410,29 @@ def introduce(
         "snapshot_time": snapshot_time,
         "snapshot_of": snapshot_of,
     }
+    for other in db.get("SR", sr)["VDIs"]:  # two records of one file: a destroy kills both
+        if location and db.get("VDI", other)["location"] == location:
+            raise ApiError("LOCATION_NOT_UNIQUE", [sr, location])
     drv = sr_driver(db, sr)
     if drv is not None:
-        try:
-            info = drv.info(location)
-        except Exception as exc:
-            raise backend_error(exc) from None
+        info = _introduced(drv, location)
         fields["virtual_size"] = info.virtual_size
         return make_vdi(db, sr, fields, usage=info.physical_utilisation)
     return make_vdi(db, sr, fields, usage=physical_utilisation)
+
+
+def _introduced(drv: SrDriver, location: str) -> VdiInfo:
+    """The file an introduced VDI names: one of the SR's own visible VDIs, nothing else
+    (SR_BACKEND_FAILURE_46 for a path, ``..``, a symlink out, a hidden base)."""
+    try:
+        info = drv.info(location)
+        if isinstance(drv, FileSr) and drv.is_hidden(location):
+            raise SrDriverError(
+                ERR_NO_VDI, f"The VDI is not available [opterr={location} is hidden]"
+            )
+    except Exception as exc:
+        raise backend_error(exc) from None
+    return info
 
 
 @implements("VDI.update")

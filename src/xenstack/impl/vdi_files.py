@@ -2,7 +2,9 @@
 
 Rows follow files: a VDI's ``location`` is its file's uuid, its sizes are read from the file,
 and the SR's usage from the directory. A failure of the driver leaves no row behind, and a
-failure to record leaves no file behind.
+failure to record leaves no file behind: a new VDI is answered only once its row is durable
+(:func:`recorded`, which undoes it otherwise), and a VDI's file is deleted only once the
+removal of its row is durable (``vdi.destroy``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..storage.vhd import VhdImage
 from ..storage.vhd.importer import copy_image
 from .sr import refresh_usage
 from .sr_backend import UUID_RE, backend_error, file_sr, sr_driver
-from .vdi import _derived_fields, make_vdi, round_size
+from .vdi import _derived_fields, _destroy_row, make_vdi, round_size
 
 
 def _call(fn: Any, *args: Any) -> Any:
@@ -129,11 +131,27 @@ def resize(db: Database, vdi: str, size: int) -> None:
     _refresh_row(db, vdi, drv)
 
 
-def delete_file(db: Database, vdi: str) -> None:
-    row = db.get("VDI", vdi)
-    drv = sr_driver(db, row["SR"])
-    if drv is not None:
-        _call(drv.delete, row["location"])
+def delete_location(drv: SrDriver, location: str) -> None:
+    _call(drv.delete, location)
+
+
+async def recorded(ctx: Context, vdi: str) -> str:
+    """``vdi``, new, once its row is durable; if the disk refuses the row, the VDI (row and
+    file) is undone and the error raised: no file is left that no record names."""
+    db = ctx.db
+    try:
+        await db.durable()
+    except ApiError:
+        if db.exists("VDI", vdi):
+            row = db.get("VDI", vdi)
+            drv = sr_driver(db, row["SR"])
+            _destroy_row(db, vdi)
+            if drv is not None:
+                with contextlib.suppress(Exception):
+                    drv.delete(row["location"])
+            ctx.toolstack.storage.kick_gc()  # a snapshot's new base may now fold back
+        raise
+    return vdi
 
 
 async def copy(ctx: Context, vdi: str, sr: str) -> str:

@@ -7,8 +7,12 @@ is blocking; callers run the slow ones off the event loop. Errors are :class:`Sr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
+
+ERR_NO_VDI = 46  # SM: "The VDI is not available"
+NAME_MAX = 255  # bytes in one file name (Linux)
 
 
 class SrDriverError(Exception):
@@ -18,6 +22,35 @@ class SrDriverError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def inside(directory: str, name: str) -> str:
+    """The path of the file ``name`` in ``directory``: the one check every path an SR
+    derives from a record (a VDI's location) goes through.
+
+    ``name`` must be one plain file name: not empty, no ``/`` or NUL, not starting with a dot
+    (so neither ``.`` nor ``..`` nor the SR's own hidden files), at most NAME_MAX bytes; and
+    the file, symlinks resolved, must be in ``directory`` itself. Anything else is
+    SrDriverError 46 ("The VDI is not available"), what SM answers for a location that is
+    not one of the SR's VDIs.
+    """
+    plain = (
+        bool(name)
+        and "/" not in name
+        and "\0" not in name
+        and not name.startswith(".")
+        and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+    )
+    if not plain:
+        raise SrDriverError(
+            ERR_NO_VDI, f"The VDI is not available [opterr={name!r} is not a VDI of this SR]"
+        )
+    path = os.path.join(directory, name)
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(directory):
+        raise SrDriverError(
+            ERR_NO_VDI, f"The VDI is not available [opterr={name!r} leads out of the SR]"
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -40,8 +73,10 @@ class SrDriver(Protocol):
     def attach(self) -> None:
         """Make the SR usable (create its directory when missing)."""
 
-    def detach_and_destroy(self) -> None:
-        """Remove the SR's directory and everything in it."""
+    def detach_and_destroy(self, sr_uuid: str, locations: list[str]) -> None:
+        """Remove the SR's own files: those of ``locations`` (its VDIs' records) and those
+        named as the SR names its files; nothing else. The directory goes only when it is
+        then empty and the SR's own (named after ``sr_uuid``)."""
 
     def scan(self) -> list[VdiInfo]:
         """The visible VDIs found in the SR (hidden nodes excluded)."""
@@ -50,7 +85,7 @@ class SrDriver(Protocol):
         """(bytes used by the SR's files, bytes the underlying filesystem offers)."""
 
     def path(self, vdi_uuid: str) -> str:
-        """The file of a VDI."""
+        """The file of a VDI, confined to the SR (:func:`inside`)."""
 
     def info(self, vdi_uuid: str) -> VdiInfo:
         """The sizes of one VDI; SrDriverError 46 if its file is missing."""

@@ -5,6 +5,11 @@ file becomes a hidden, read-only base (a new uuid, marked by an empty ``.<uuid>.
 file), the VDI gets a new empty leaf over it and the new VDI another one. Both steps are a
 link, renames and two small file creations, whatever the disk's size, and a crash at any
 point leaves every VDI readable with its data (:meth:`FileSr.repair` tidies up).
+
+Every file name derived from a record goes through :func:`~.driver.inside`: a location is
+one plain name of a file in the SR's directory. A chain is at most MAX_CHAIN files deep, as
+XenServer's SM keeps it: a snapshot or clone of a deeper one is refused (SM's error 109)
+until the GC has coalesced it.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import re
 import uuid as uuidlib
 
 from xenstack.storage.errors import VhdError
-from xenstack.storage.sr.driver import SrDriverError, VdiInfo
+from xenstack.storage.sr.driver import SrDriverError, VdiInfo, inside
 from xenstack.storage.vhd import (
+    DiskType,
     VhdImage,
     coalesce,
     create_dynamic,
@@ -26,7 +32,8 @@ from xenstack.storage.vhd import (
     recover,
 )
 from xenstack.storage.vhd import resize as vhd_resize
-from xenstack.storage.vhd.coalesce import journal_path
+from xenstack.storage.vhd.coalesce import JOURNAL_SUFFIX, journal_path
+from xenstack.storage.vhd.layer import read_metadata
 from xenstack.storage.vhd.ops import fsync_dir
 
 SUFFIX = ".vhd"
@@ -35,6 +42,14 @@ FOLD_SUFFIX = ".fold"  # the record of a leaf being folded into its base (see fo
 ERR_NO_VDI = 46  # SM: "The VDI is not available"
 ERR_SIZE = 79  # SM: "VDI Invalid size"
 ERR_READ_ONLY = 116  # SM: "The SR is read-only"
+ERR_CHAIN = 109  # SM: "The snapshot chain is too long"
+MAX_CHAIN = 30  # SM's MAX_CHAIN_SIZE: files in a chain, the leaf included
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: the names a file SR gives its own files (what SR.destroy may remove)
+OWN_NAME = re.compile(
+    rf"^(?:{_UUID}\.vhd(?:\.new|{re.escape(JOURNAL_SUFFIX)}(?:\.tmp)?|\.compact)?"
+    rf"|\.{_UUID}\.(?:hidden|fold|fold\.new))$"
+)
 
 
 def hidden_marker(directory: str, node_uuid: str) -> str:
@@ -56,11 +71,27 @@ class FileSr:
     def attach(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
 
-    def detach_and_destroy(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+    def detach_and_destroy(self, sr_uuid: str, locations: list[str]) -> None:
+        """As SM's FileSR: remove the SR's own files, never other files or directories."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        doomed = {n for n in names if OWN_NAME.match(n)}
+        for location in locations:
+            with contextlib.suppress(SrDriverError):
+                doomed.add(os.path.basename(self.path(location)))
+        for name in sorted(doomed):
+            path = os.path.join(self.directory, name)
+            if os.path.islink(path) or os.path.isfile(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        if os.path.basename(self.directory) == sr_uuid:
+            with contextlib.suppress(OSError):  # not empty: what is left is not ours
+                os.rmdir(self.directory)
 
     def path(self, vdi_uuid: str) -> str:
-        return os.path.join(self.directory, vdi_uuid + SUFFIX)
+        return inside(self.directory, vdi_uuid + SUFFIX)
 
     def is_hidden(self, node_uuid: str) -> bool:
         return os.path.exists(hidden_marker(self.directory, node_uuid))
@@ -71,7 +102,28 @@ class FileSr:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
-        return sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX))
+        return sorted(n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and self._node(n))
+
+    def _node(self, name: str) -> bool:
+        try:
+            inside(self.directory, name)
+        except SrDriverError:
+            return False  # a hidden file, or a symlink out of the SR: not one of our VDIs
+        return True
+
+    def depth(self, vdi_uuid: str) -> int:
+        """The files in the VDI's chain within this SR, its leaf included (headers only:
+        constant time whatever the disks' sizes); counting stops past MAX_CHAIN."""
+        path, depth = self.path(vdi_uuid), 1
+        while depth <= MAX_CHAIN:
+            footer, header = read_metadata(path)
+            if footer.disk_type is not DiskType.DIFFERENCING or header is None:
+                break
+            parent = os.path.join(self.directory, os.path.basename(header.parent_name))
+            if not os.path.isfile(parent):
+                break
+            path, depth = parent, depth + 1
+        return depth
 
     def scan(self) -> list[VdiInfo]:
         found = []
@@ -104,10 +156,15 @@ class FileSr:
         return VdiInfo(vdi_uuid, vdi_uuid, size, physical)
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
+        path = self.path(vdi_uuid)
         try:
-            create_dynamic(self.path(vdi_uuid), size)
+            create_dynamic(path, size)
         except ValueError as exc:
             raise SrDriverError(ERR_SIZE, f"VDI Invalid size: {exc}") from None
+        except BaseException:  # a full disk: leave no partial file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
         return self.info(vdi_uuid)
 
     def delete(self, vdi_uuid: str) -> None:
@@ -121,6 +178,8 @@ class FileSr:
         leaf = self.path(vdi_uuid)
         if not os.path.exists(leaf):
             raise SrDriverError(ERR_NO_VDI, f"VDI {vdi_uuid} has no file")
+        if self.depth(vdi_uuid) >= MAX_CHAIN:  # one more level would pass SM's limit
+            raise SrDriverError(ERR_CHAIN, "The snapshot chain is too long")
         base_uuid = str(uuidlib.uuid4())
         base, marker = self.path(base_uuid), hidden_marker(self.directory, base_uuid)
         open(marker, "wb").close()

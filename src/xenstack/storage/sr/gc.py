@@ -46,13 +46,17 @@ class GcResult:
 def _parents(sr: FileSr) -> dict[str, str | None]:
     """node uuid -> parent node uuid (None for a base disk)."""
     parents: dict[str, str | None] = {}
+    home = os.path.realpath(sr.directory)
     for node in sr.nodes():
         try:
             with VhdLayer.open(sr.path(node)) as layer:
                 if layer.parent_uuid is None:
                     parents[node] = None
                 else:
-                    parents[node] = os.path.basename(parent_path(layer))[: -len(SUFFIX)]
+                    parent = parent_path(layer)
+                    if os.path.dirname(os.path.realpath(parent)) != home:
+                        continue  # a chain leading out of the SR: never merged into
+                    parents[node] = os.path.basename(parent)[: -len(SUFFIX)]
         except (VhdError, FileNotFoundError):
             continue
     return parents

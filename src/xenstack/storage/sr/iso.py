@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from xenstack.storage.sr.driver import SrDriverError, VdiInfo
+from xenstack.storage.sr.driver import SrDriverError, VdiInfo, inside
 
 ERR_NO_LOCATION = 221  # SM: "ISO library location not found / not a directory"
 ERR_READ_ONLY = 116
@@ -22,13 +22,13 @@ class IsoSr:
         if not os.path.isdir(self.directory):
             raise SrDriverError(ERR_NO_LOCATION, f"{self.directory} is not a directory")
 
-    def detach_and_destroy(self) -> None:
+    def detach_and_destroy(self, sr_uuid: str, locations: list[str]) -> None:
         """An ISO library's files belong to its owner: nothing is removed."""
 
     def scan(self) -> list[VdiInfo]:
         found = []
         for name in sorted(os.listdir(self.directory)):
-            if name.lower().endswith(".iso") and os.path.isfile(self.path(name)):
+            if name.lower().endswith(".iso") and self._file(name):
                 size = os.stat(self.path(name)).st_size
                 found.append(VdiInfo(name, name, size, size, read_only=True))
         return found
@@ -37,8 +37,15 @@ class IsoSr:
         used = sum(v.physical_utilisation for v in self.scan())
         return used, used
 
+    def _file(self, name: str) -> bool:
+        try:
+            return os.path.isfile(self.path(name))
+        except SrDriverError:
+            return False  # hidden, or a symlink out of the library
+
     def path(self, vdi_uuid: str) -> str:
-        return os.path.join(self.directory, os.path.basename(vdi_uuid))
+        """The ISO file named ``vdi_uuid``, confined to the library (:func:`inside`)."""
+        return inside(self.directory, vdi_uuid)
 
     def info(self, vdi_uuid: str) -> VdiInfo:
         try:
