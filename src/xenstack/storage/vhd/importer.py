@@ -260,7 +260,8 @@ def _stream_blocks(reader: _Reader, footer: Footer, header: DynamicHeader) -> Bl
     entries, block_size = header.max_table_entries, header.block_size
     check_bat_entries(entries, footer.current_size, block_size)
     reader.skip_to(header.table_offset, "the BAT")
-    blocks = BlockOrder(decode_bat(reader.exact(4 * entries, "the BAT")))
+    raw = reader.exact(4 * entries, "the BAT")
+    blocks = BlockOrder(raw, decode_bat(raw))
     span = bm.bitmap_bytes(block_size // SECTOR) + block_size
     floor = reader.pos
     for sector, block in blocks:
