@@ -35,7 +35,8 @@ def test_vdi_lifecycle_over_jsonrpc(xenstack_pool: RunningPool) -> None:
     vdi = rpc(xenstack_pool, "VDI.create", session, record)["result"]
     snap = rpc(xenstack_pool, "VDI.snapshot", session, vdi, {})["result"]
     info = rpc(xenstack_pool, "VDI.get_nbd_info", session, snap)["result"]
-    assert info[0]["exportname"] == rpc(xenstack_pool, "VDI.get_uuid", session, snap)["result"]
+    uuid = rpc(xenstack_pool, "VDI.get_uuid", session, snap)["result"]
+    assert info[0]["exportname"] == f"/{uuid}?session_id={session}"
     assert isinstance(info[0]["port"], int) and info[0]["port"] > 0
     assert rpc(xenstack_pool, "VDI.destroy", session, snap)["result"] is None
     bad = rpc(xenstack_pool, "VDI.resize", session, vdi, 2 * MIB)

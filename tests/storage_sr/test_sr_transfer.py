@@ -110,11 +110,13 @@ def test_nbd_serves_a_snapshot_chain(
     assert len(infos) == 1
     info = infos[0]
     uuid = session.xenapi.VDI.get_uuid(vdi)
-    assert info["exportname"] == uuid and info["address"] == "127.0.0.1"
+    assert info["exportname"] == f"/{uuid}?session_id={session._session}"
+    assert info["address"] == "127.0.0.1"
     assert xenstack_pool.toolstack is not None
     socket = xenstack_pool.toolstack.storage.nbd_socket(uuid)
-    qemu("compare", "-F", "raw", f"nbd+unix:///{uuid}?socket={socket}", str(flat))
-    qemu("compare", "-F", "raw", f"nbd://127.0.0.1:{info['port']}/{uuid}", str(flat))
+    name = urllib.parse.quote(info["exportname"], safe="")
+    qemu("compare", "-F", "raw", f"nbd+unix:///{name}?socket={socket}", str(flat))
+    qemu("compare", "-F", "raw", f"nbd://127.0.0.1:{info['port']}/{name}", str(flat))
     with pytest.raises(XenAPI.Failure) as err:
         session.xenapi.VDI.get_nbd_info("OpaqueRef:nothing")
     assert err.value.details[0] == "HANDLE_INVALID"
@@ -133,7 +135,7 @@ def test_nbd_export_writes_into_the_leaf(
     vdi = new_vdi(session, 8 * MIB)
     session.xenapi.VDI.snapshot(vdi, {})  # the leaf is a differencing child: a chain
     info = session.xenapi.VDI.get_nbd_info(vdi)[0]
-    url = f"nbd://127.0.0.1:{info['port']}/{info['exportname']}"
+    url = f"nbd://127.0.0.1:{info['port']}/{urllib.parse.quote(info['exportname'], safe='')}"
     done = _qemu_io("-f", "raw", "-c", "write -P 0x5a 1M 3M", "-c", "flush", url)
     assert done.returncode == 0 and "wrote" in done.stdout, done.stderr
     back = tmp_path / "back.raw"
@@ -143,7 +145,8 @@ def test_nbd_export_writes_into_the_leaf(
     assert data[:MIB] == bytes(MIB) and data[4 * MIB :] == bytes(4 * MIB)
     snap = session.xenapi.VDI.snapshot(vdi, {})  # ends the writable export first
     snap_info = session.xenapi.VDI.get_nbd_info(snap)[0]
-    snap_url = f"nbd://127.0.0.1:{snap_info['port']}/{snap_info['exportname']}"
+    snap_name = urllib.parse.quote(snap_info["exportname"], safe="")
+    snap_url = f"nbd://127.0.0.1:{snap_info['port']}/{snap_name}"
     refused = _qemu_io("-f", "raw", "-c", "write -P 0x11 0 64k", snap_url)
     assert "wrote" not in refused.stdout
     assert get_file(xenstack_pool, session, snap, back, "raw") == 200

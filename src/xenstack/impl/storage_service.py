@@ -3,6 +3,12 @@
 ``claims`` keeps the VDIs (by file uuid) that long work is using: disk transfers, copies
 and the GC's merges. Operations that change a VDI's chain refuse a claimed VDI, and the GC
 leaves a tree alone while any of its VDIs is claimed.
+
+NBD, as XAPI serves it: only VDIs that ``VDI.get_nbd_info`` handed out are exported (one
+server each, on TCP and on a Unix socket), under the export name ``/<vdi-uuid>?session_id=
+<session ref>``. Each connection is authorised when it names the export: the session must be
+live, the VDI the one this server exports, and the session's role decides the access (the
+roles that may call ``VDI.get_nbd_info`` write; any other live session reads only).
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ..api.context import Context
 from ..errors import ApiError
+from ..idl.model import message
 from ..rpc.tls import ensure_certificate
-from ..storage.nbd import NbdServer, VhdBackend, serve_nbd
+from ..storage import nbd_protocol
+from ..storage.nbd import NbdGrant, NbdRefused, NbdServer, VhdBackend, serve_nbd
 from ..storage.sr import FileSr
 from ..storage.sr.gc import GcResult, collect
 from ..storage.vhd import VhdImage
@@ -169,9 +178,10 @@ class StorageService:
             path = os.path.join(os.path.dirname(path), vdi_uuid.split("-")[0] + ".sock")
         return path
 
-    async def nbd_info(self, vdi: str) -> dict[str, Any]:
-        """The vdi_nbd_server_info of ``vdi``, starting its export if needed.
+    async def nbd_info(self, vdi: str, session: str) -> dict[str, Any]:
+        """The vdi_nbd_server_info of ``vdi`` for ``session``, starting its export if needed.
 
+        The export name carries the session (``/<uuid>?session_id=<ref>``, as XAPI's).
         The export writes into the VDI's leaf unless the VDI is read-only or a snapshot;
         a writable export claims the VDI (no import or GC merge meanwhile) until stopped.
         """
@@ -184,7 +194,7 @@ class StorageService:
         port = self._nbd[row["uuid"]][2]
         tls = self._nbd_tls()
         return {
-            "exportname": row["uuid"],
+            "exportname": f"/{row['uuid']}?session_id={session}",
             "address": "127.0.0.1",
             "port": port,
             "cert": tls[1] if tls else "",
@@ -221,11 +231,16 @@ class StorageService:
             raise ApiError("VDI_MISSING", ["", vdi_uuid]) from exc
         exports = {vdi_uuid: VhdBackend(image, read_only=not writable)}
         tls = self._nbd_tls()
+
+        def authorise(name: str) -> NbdGrant:
+            return self._nbd_authorise(vdi_uuid, name)
+
         tcp = await serve_nbd(
             exports,
             port=0,
             tls=tls[0] if tls else None,
             tls_required=self._nbd_tls_required(),
+            authorise=authorise,
         )
         servers = [tcp]
         sock = self.nbd_socket(vdi_uuid) if self.toolstack.state_dir is not None else ""
@@ -233,8 +248,26 @@ class StorageService:
             os.makedirs(os.path.dirname(sock), exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock)
-            servers.append(await serve_nbd(exports, unix_path=sock))
+            servers.append(await serve_nbd(exports, unix_path=sock, authorise=authorise))
         self._nbd[vdi_uuid] = (servers, image, tcp.port, location if writable else "")
+
+    def _nbd_authorise(self, vdi_uuid: str, name: str) -> NbdGrant:
+        """Grant the export of ``vdi_uuid`` to the export name ``name``, or refuse it.
+
+        ERR_UNKNOWN: the name names another VDI (or one that is gone). ERR_POLICY: no
+        session, or one that is not live. A role that may call VDI.get_nbd_info gets what
+        the export allows; any other live session (read-only, vm-operator...) reads only.
+        """
+        named, session = parse_export_name(name)
+        if named != vdi_uuid or named not in self.toolstack.db.table("VDI").by_uuid:
+            raise NbdRefused(nbd_protocol.REP_ERR_UNKNOWN, f"no export for VDI {named!r} here")
+        if session is None:
+            raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: no session_id")
+        try:
+            info = self.toolstack.auth.check(session)
+        except ApiError:
+            raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: invalid session") from None
+        return NbdGrant(vdi_uuid, read_only=info.role not in _NBD_WRITERS)
 
     async def stop_nbd(self, vdi_uuid: str) -> None:
         entry = self._nbd.pop(vdi_uuid, None)
@@ -252,6 +285,22 @@ class StorageService:
         """Stop a VDI's export soon (its chain changed); the next get_nbd_info starts anew."""
         if vdi_uuid in self._nbd:
             asyncio.get_running_loop().create_task(self.stop_nbd(vdi_uuid))
+
+
+_NBD_INFO = message("VDI.get_nbd_info")
+assert _NBD_INFO is not None
+_NBD_WRITERS = _NBD_INFO.roles  # the roles that may write through an export
+
+
+def parse_export_name(name: str) -> tuple[str, str | None]:
+    """``(vdi uuid, session ref or None)`` from an export name ``/<uuid>?session_id=<ref>``.
+
+    The leading ``/`` may be left out; a name with no, or more than one, session_id has
+    no session.
+    """
+    parts = urlsplit(name)
+    sessions = parse_qs(parts.query, keep_blank_values=True).get("session_id", [])
+    return parts.path.removeprefix("/"), sessions[0] if len(sessions) == 1 else None
 
 
 @contextlib.asynccontextmanager

@@ -468,8 +468,9 @@ def set_cbt(ctx: Context, vdi: str) -> None:
 
 @implements("VDI.get_nbd_info")
 async def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
-    """Where the NBD server exporting this VDI listens (none for simulated VDIs)."""
+    """Where the NBD server exporting this VDI listens (none for simulated VDIs), and the
+    export name to ask for: it carries the caller's session, as XAPI's does."""
     ctx.db.get("VDI", vdi)
     if file_sr(ctx.db, ctx.db.get("VDI", vdi)["SR"]) is None:
         return []
-    return [await ctx.toolstack.storage.nbd_info(vdi)]
+    return [await ctx.toolstack.storage.nbd_info(vdi, ctx.session)]

@@ -1,8 +1,14 @@
 """An asyncio NBD server exporting VHD chains or raw files (newstyle fixed handshake).
 
-Options: EXPORT_NAME, ABORT, LIST, INFO, GO, and STARTTLS when the server has a certificate
+Options: EXPORT_NAME, ABORT, INFO, GO, and STARTTLS when the server has a certificate
 (it may then require TLS before any export is named, as XAPI's does on networks whose purpose
-is ``nbd``); anything else is refused with ERR_UNSUP, so clients fall back to simple replies.
+is ``nbd``); LIST is refused (ERR_POLICY: export names are not for anyone to enumerate);
+anything else is refused with ERR_UNSUP, so clients fall back to simple replies.
+
+Every export name a client asks for (EXPORT_NAME, INFO, GO) goes through an authoriser: a
+callback turning the name into an :class:`NbdGrant` (which export, and whether this client may
+write) or raising :class:`NbdRefused`. The toolstack injects one that checks the session the
+name carries; without one, names are looked up in the exports as they are (a library use).
 Commands: READ, WRITE, FLUSH, TRIM (a no-op, as the protocol allows), WRITE_ZEROES, DISC.
 Each export's disk I/O runs on its own single worker thread, so the event loop never blocks
 and an image is never used by two threads at once; connections to one export share it
@@ -19,6 +25,7 @@ import ssl
 import struct
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -110,17 +117,45 @@ class RawFileBackend:
         os.close(self._fd)
 
 
+@dataclass(frozen=True, slots=True)
+class NbdGrant:
+    """What an authorised client gets: the export (a key of the server's exports) and
+    whether its writes are refused (EPERM, and the read-only flag in its handshake)."""
+
+    export: str
+    read_only: bool
+
+
+class NbdRefused(Exception):
+    """An authoriser's refusal; ``reply`` is the option reply to send (an ``REP_ERR_*``)."""
+
+    def __init__(self, reply: int, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+
+Authoriser = Callable[[str], NbdGrant]  # export name -> grant; raises NbdRefused
+
+
 class _Export:
     def __init__(self, name: str, backend: NbdBackend) -> None:
         self.name = name
         self.backend = backend
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nbd-{name}")
 
-    @property
-    def flags(self) -> int:
+    def flags(self, read_only: bool) -> int:
+        """The transmission flags for a client (``read_only``: its grant says so)."""
         flags = p.TFLAG_HAS_FLAGS | p.TFLAG_SEND_FLUSH | p.TFLAG_SEND_FUA | p.TFLAG_CAN_MULTI_CONN
         flags |= p.TFLAG_SEND_TRIM | p.TFLAG_SEND_WRITE_ZEROES
-        return flags | (p.TFLAG_READ_ONLY if self.backend.read_only else 0)
+        return flags | (p.TFLAG_READ_ONLY if read_only else 0)
+
+
+class _Chosen:
+    """The export a client chose, and whether its writes are refused."""
+
+    def __init__(self, export: _Export, read_only: bool) -> None:
+        self.export, self.read_only = export, read_only or export.backend.read_only
+        self.flags = export.flags(self.read_only)
 
 
 class _Close(Exception):
@@ -135,9 +170,11 @@ class NbdServer:
         exports: Mapping[str, NbdBackend],
         tls: ssl.SSLContext | None = None,
         tls_required: bool = False,
+        authorise: Authoriser | None = None,
     ) -> None:
         self._exports = {name: _Export(name, backend) for name, backend in exports.items()}
         self._tls, self._tls_required = tls, tls_required and tls is not None
+        self._authorise = authorise or self._by_name
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._unix_path: str | None = None
@@ -170,6 +207,14 @@ class NbdServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._unix_path)
 
+    def _by_name(self, name: str) -> NbdGrant:
+        """Without an authoriser: the export of that name (or the only one, for "")."""
+        if name == "" and "" not in self._exports and len(self._exports) == 1:
+            return NbdGrant(next(iter(self._exports)), False)  # the default export
+        if name not in self._exports:
+            raise NbdRefused(p.REP_ERR_UNKNOWN, f"no export {name!r}")
+        return NbdGrant(name, False)
+
     async def __aenter__(self) -> NbdServer:
         return self
 
@@ -181,9 +226,9 @@ class NbdServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            handshake = _Handshake(self._exports, reader, writer, self._tls, self._tls_required)
-            export = await handshake.run()
-            await _Transmission(export, reader, writer).run()
+            handshake = _Handshake(self, reader, writer)
+            chosen = await handshake.run()
+            await _Transmission(chosen, reader, writer).run()
         except (_Close, asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
@@ -203,16 +248,18 @@ async def serve_nbd(
     unix_path: str | None = None,
     tls: ssl.SSLContext | None = None,
     tls_required: bool = False,
+    authorise: Authoriser | None = None,
 ) -> NbdServer:
     """Start serving ``exports`` (name -> backend) on ``unix_path`` or TCP ``host:port``.
 
     ``port=0`` picks a free port (see :attr:`NbdServer.port`). With ``tls`` (a server
-    context) clients may upgrade with STARTTLS; ``tls_required`` makes them. Returns once
+    context) clients may upgrade with STARTTLS; ``tls_required`` makes them. ``authorise``
+    decides every export name a client asks for (see the module's docstring). Returns once
     listening.
     """
     if (unix_path is None) == (port is None):
         raise ValueError("give exactly one of unix_path and port")
-    server = NbdServer(exports, tls, tls_required)
+    server = NbdServer(exports, tls, tls_required, authorise)
     await server.start(host, port, unix_path)
     return server
 
@@ -220,20 +267,13 @@ async def serve_nbd(
 class _Handshake:
     """Option haggling up to the export a client chooses (or the end of the connection)."""
 
-    def __init__(
-        self,
-        exports: Mapping[str, _Export],
-        r: asyncio.StreamReader,
-        w: asyncio.StreamWriter,
-        tls: ssl.SSLContext | None,
-        tls_required: bool,
-    ) -> None:
-        self.exports, self.r, self.w = exports, r, w
-        self.tls, self.tls_required = tls, tls_required
+    def __init__(self, server: NbdServer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.server, self.r, self.w = server, r, w
+        self.tls, self.tls_required = server._tls, server._tls_required
         self.secure = False  # upgraded by STARTTLS
         self.no_zeroes = False
 
-    async def run(self) -> _Export:
+    async def run(self) -> _Chosen:
         self.w.write(p.HELLO.pack(p.NBDMAGIC, p.IHAVEOPT, p.FLAG_FIXED_NEWSTYLE | p.FLAG_NO_ZEROES))
         (client_flags,) = struct.unpack(">I", await self.r.readexactly(4))
         if client_flags & ~(p.FLAG_C_FIXED_NEWSTYLE | p.FLAG_C_NO_ZEROES):
@@ -248,7 +288,7 @@ class _Handshake:
             if export is not None:
                 return export
 
-    async def _option(self, option: int, data: bytes) -> _Export | None:
+    async def _option(self, option: int, data: bytes) -> _Chosen | None:
         if option == p.OPT_STARTTLS:
             await self._starttls(data)
             return None
@@ -258,17 +298,17 @@ class _Handshake:
             await self._reply(option, p.REP_ERR_TLS_REQD)
             return None
         if option == p.OPT_EXPORT_NAME:
-            export = self._lookup(data.decode("utf-8", "replace"))
-            if export is None:
-                raise _Close
+            chosen = self._lookup(data.decode("utf-8", "replace"))
+            if isinstance(chosen, int):
+                raise _Close  # the protocol has no refusal here: the connection ends
             tail = b"" if self.no_zeroes else bytes(124)
-            self.w.write(struct.pack(">QH", export.backend.size, export.flags) + tail)
-            return export
+            self.w.write(struct.pack(">QH", chosen.export.backend.size, chosen.flags) + tail)
+            return chosen
         if option == p.OPT_ABORT:
             await self._reply(option, p.REP_ACK)
             raise _Close
         if option == p.OPT_LIST:
-            await self._list(data)
+            await self._reply(option, p.REP_ERR_INVALID if data else p.REP_ERR_POLICY)
         elif option in (p.OPT_INFO, p.OPT_GO):
             return await self._info(option, data)
         else:
@@ -285,39 +325,37 @@ class _Handshake:
             await self.w.start_tls(self.tls)  # the handshake goes on inside TLS
             self.secure = True
 
-    async def _list(self, data: bytes) -> None:
-        if data:
-            await self._reply(p.OPT_LIST, p.REP_ERR_INVALID)
-            return
-        for name in self.exports:
-            raw = name.encode()
-            await self._reply(p.OPT_LIST, p.REP_SERVER, struct.pack(">I", len(raw)) + raw)
-        await self._reply(p.OPT_LIST, p.REP_ACK)
-
-    async def _info(self, option: int, data: bytes) -> _Export | None:
+    async def _info(self, option: int, data: bytes) -> _Chosen | None:
         parsed = _parse_info_request(data)
         if parsed is None:
             await self._reply(option, p.REP_ERR_INVALID)
             return None
         name, requests = parsed
-        export = self._lookup(name)
-        if export is None:
-            await self._reply(option, p.REP_ERR_UNKNOWN)
+        chosen = self._lookup(name)
+        if isinstance(chosen, int):
+            await self._reply(option, chosen)
             return None
-        size = export.backend.size
-        await self._reply(option, p.REP_INFO, p.EXPORT_INFO.pack(p.INFO_EXPORT, size, export.flags))
+        size = chosen.export.backend.size
+        await self._reply(option, p.REP_INFO, p.EXPORT_INFO.pack(p.INFO_EXPORT, size, chosen.flags))
         if p.INFO_NAME in requests:
             await self._reply(option, p.REP_INFO, struct.pack(">H", p.INFO_NAME) + name.encode())
         if p.INFO_BLOCK_SIZE in requests:
             sizes = p.BLOCK_SIZE_INFO.pack(p.INFO_BLOCK_SIZE, 1, 4096, p.MAX_REQUEST)
             await self._reply(option, p.REP_INFO, sizes)
         await self._reply(option, p.REP_ACK)
-        return export if option == p.OPT_GO else None
+        return chosen if option == p.OPT_GO else None
 
-    def _lookup(self, name: str) -> _Export | None:
-        if name == "" and "" not in self.exports and len(self.exports) == 1:
-            return next(iter(self.exports.values()))  # the default export
-        return self.exports.get(name)
+    def _lookup(self, name: str) -> _Chosen | int:
+        """The export ``name`` grants this client, or the option reply refusing it."""
+        try:
+            grant = self.server._authorise(name)
+        except NbdRefused as refused:
+            log.info("NBD export refused: %s", refused)
+            return refused.reply
+        export = self.server._exports.get(grant.export)
+        if export is None:
+            return p.REP_ERR_UNKNOWN
+        return _Chosen(export, grant.read_only)
 
     async def _reply(self, option: int, kind: int, data: bytes = b"") -> None:
         self.w.write(p.OPTION_REPLY.pack(p.REPLY_MAGIC, option, kind, len(data)) + data)
@@ -344,9 +382,10 @@ def _parse_info_request(data: bytes) -> tuple[str, set[int]] | None:
 class _Transmission:
     """The command phase: one request at a time, I/O on the export's worker thread."""
 
-    def __init__(self, export: _Export, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self.export, self.r, self.w = export, r, w
-        self.backend = export.backend
+    def __init__(self, chosen: _Chosen, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.export, self.r, self.w = chosen.export, r, w
+        self.backend = chosen.export.backend
+        self.read_only = chosen.read_only
 
     async def run(self) -> None:
         while True:
@@ -392,7 +431,7 @@ class _Transmission:
         writes = kind in (p.CMD_WRITE, p.CMD_WRITE_ZEROES, p.CMD_TRIM)
         if kind not in (p.CMD_READ, p.CMD_FLUSH) and not writes:
             return p.EINVAL
-        if writes and b.read_only:
+        if writes and self.read_only:
             return p.EPERM
         if kind in (p.CMD_READ, p.CMD_WRITE) and length > p.MAX_REQUEST:
             return p.EOVERFLOW

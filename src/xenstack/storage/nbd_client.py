@@ -15,11 +15,16 @@ from xenstack.storage.buffers import aligned_buffer
 
 
 class NbdClientError(Exception):
-    """The server refused a request or broke the protocol."""
+    """The server refused a request or broke the protocol.
 
-    def __init__(self, message: str, errno: int = 0) -> None:
+    ``errno``: a command's error; ``reply``: the option reply refusing an option (e.g.
+    ``REP_ERR_POLICY``), else 0.
+    """
+
+    def __init__(self, message: str, errno: int = 0, reply: int = 0) -> None:
         super().__init__(message)
         self.errno = errno
+        self.reply = reply
 
 
 class NbdClient:
@@ -67,6 +72,8 @@ class NbdClient:
                 kind, data = client._option_reply(p.OPT_LIST)
                 if kind == p.REP_ACK:
                     break
+                if kind != p.REP_SERVER:
+                    raise NbdClientError(f"listing refused (reply {kind:#x})", reply=kind)
                 (length,) = struct.unpack_from(">I", data)
                 names.append(bytes(data[4 : 4 + length]).decode())
             client._option(p.OPT_ABORT, b"")
@@ -134,10 +141,10 @@ class NbdClient:
             if kind == p.REP_INFO and struct.unpack_from(">H", data)[0] == p.INFO_EXPORT:
                 _, self.size, self.flags = p.EXPORT_INFO.unpack(data)
             elif kind & (1 << 31):
-                raise NbdClientError(f"export {export!r} refused (reply {kind:#x})")
+                raise NbdClientError(f"export {export!r} refused (reply {kind:#x})", reply=kind)
 
     def _export_name(self, export: str) -> None:
-        self._option(p.OPT_EXPORT_NAME, export.encode())
+        self._option(p.OPT_EXPORT_NAME, export.encode())  # a refusal closes the connection
         self.size, self.flags = struct.unpack(">QH", self._recv(10))
         if not self._no_zeroes:
             self._recv(124)

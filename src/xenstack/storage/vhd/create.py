@@ -27,6 +27,7 @@ from xenstack.storage.vhd.format import (
     ParentLocator,
     PlatformCode,
     bat_size,
+    check_bat_entries,
     check_block_size,
     check_virtual_size,
     encode_locator_path,
@@ -173,6 +174,7 @@ def _check_new_size(size: int, block_size: int) -> None:
     try:
         check_virtual_size(size)
         check_block_size(block_size)
+        check_bat_entries(-(-size // block_size), size, block_size)
     except VhdError as exc:
         raise ValueError(str(exc)) from None
 

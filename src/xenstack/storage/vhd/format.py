@@ -28,6 +28,10 @@ DEFAULT_BLOCK_SIZE = 2 * 1024 * 1024
 MIN_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = 256 * 1024 * 1024
 MAX_VIRTUAL_SIZE = 2040 * 1024**3  # the largest disk the specification's tools allow
+# The most BAT entries a file may declare: the BAT of the largest disk at XenServer's 2 MiB
+# block size (4 MiB of BAT). Smaller blocks thus cap the disk (4 KiB blocks: 3.98 GiB), which
+# bounds the memory a parsed image may cost whatever its header claims.
+MAX_BAT_ENTRIES = -(-MAX_VIRTUAL_SIZE // DEFAULT_BLOCK_SIZE)
 NO_OFFSET = 0xFFFF_FFFF_FFFF_FFFF
 UNALLOCATED = 0xFFFF_FFFF  # a BAT entry for a block that is not in the file
 FORMAT_VERSION = 0x0001_0000
@@ -273,6 +277,18 @@ def check_block_size(block_size: int) -> None:
     """Raise VhdError unless ``block_size`` is a power of two in the supported range."""
     if block_size & (block_size - 1) or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE:
         raise VhdError(f"unsupported block size {block_size}")
+
+
+def check_bat_entries(entries: int, virtual_size: int, block_size: int) -> None:
+    """Raise VhdError unless a BAT of ``entries`` covers the disk and stays within bounds.
+
+    At least one entry per block of the disk; at most :data:`MAX_BAT_ENTRIES`, and no more
+    than the largest disk needs at this block size.
+    """
+    needed = -(-virtual_size // block_size)
+    most = min(MAX_BAT_ENTRIES, -(-MAX_VIRTUAL_SIZE // block_size))
+    if not needed <= entries <= most:
+        raise VhdError(f"BAT of {entries} entries for {needed} blocks (at most {most})")
 
 
 def decode_utf16(raw: bytes, encoding: str) -> str:

@@ -19,15 +19,15 @@ from xenstack.storage.vhd import bitmap as bm
 from xenstack.storage.vhd.format import (
     FOOTER_SIZE,
     HEADER_SIZE,
-    MAX_VIRTUAL_SIZE,
     SECTOR,
-    UNALLOCATED,
     DiskType,
     DynamicHeader,
     Footer,
+    check_bat_entries,
     decode_bat,
 )
 from xenstack.storage.vhd.image import VhdImage
+from xenstack.storage.vhd.layout import BlockOrder
 
 _SKIP = 1024 * 1024
 
@@ -200,14 +200,15 @@ def import_vhd(source: ByteSource, image: VhdImage, *, prezeroed: bool = False) 
     block_size = header.block_size
     bitmap_size = bm.bitmap_bytes(block_size // SECTOR)
     buf = aligned_buffer(bitmap_size + block_size)
-    seen: set[int] = set()
-    for pos, block in _stream_blocks(reader, footer, header):
+    seen = bytearray(-(-header.max_table_entries // 8))  # one bit a block: bounded memory
+    for sector, block in _stream_blocks(reader, footer, header):
+        pos = sector * SECTOR
         reader.skip_to(pos, f"block {block}")
         reader.exact_into(buf, f"block {block}")
         mask = bm.decode_bitmap(bytes(buf[:bitmap_size]), block_size // SECTOR)
         data = buf[bitmap_size:]
         _import_block(image, footer.current_size, block * block_size, mask, data, prezeroed)
-        seen.add(block)
+        seen[block >> 3] |= 1 << (block & 7)
     _final_footer(reader, footer)
     if not prezeroed:
         _zero_unseen(image, footer.current_size, block_size, seen)
@@ -251,18 +252,20 @@ def _stream_footer(raw: bytes) -> Footer:
     return footer
 
 
-def _stream_blocks(reader: _Reader, footer: Footer, header: DynamicHeader) -> list[tuple[int, int]]:
-    """``(position, block)`` of the stream's blocks in stream order, checked disjoint."""
+def _stream_blocks(reader: _Reader, footer: Footer, header: DynamicHeader) -> BlockOrder:
+    """``(sector, block)`` of the stream's blocks in stream order, checked disjoint first.
+
+    The BAT is bounded (``check_bat_entries``) and its order kept packed (``BlockOrder``).
+    """
     entries, block_size = header.max_table_entries, header.block_size
-    needed = -(-footer.current_size // block_size)
-    if not needed <= entries <= -(-MAX_VIRTUAL_SIZE // block_size):
-        raise VhdError(f"BAT of {entries} entries for {needed} blocks")
+    check_bat_entries(entries, footer.current_size, block_size)
     reader.skip_to(header.table_offset, "the BAT")
-    bat = decode_bat(reader.exact(4 * entries, "the BAT"))
-    blocks = sorted((pos * SECTOR, i) for i, pos in enumerate(bat) if pos != UNALLOCATED)
+    raw = reader.exact(4 * entries, "the BAT")
+    blocks = BlockOrder(raw, decode_bat(raw))
     span = bm.bitmap_bytes(block_size // SECTOR) + block_size
     floor = reader.pos
-    for pos, block in blocks:
+    for sector, block in blocks:
+        pos = sector * SECTOR
         if pos < floor:
             raise VhdError(f"block {block} at {pos} overlaps earlier data in the stream")
         floor = pos + span
@@ -297,13 +300,13 @@ def _dest_has_data(image: VhdImage, start: int, length: int) -> bool:
     return any(image.block_present(b) for b in range(first, last + 1))
 
 
-def _zero_unseen(image: VhdImage, src_size: int, block_size: int, seen: set[int]) -> None:
+def _zero_unseen(image: VhdImage, src_size: int, block_size: int, seen: bytearray) -> None:
     """Write zeros where the destination holds data that the stream did not cover."""
     for dest_block in image.allocated_blocks():
         lo = dest_block * image.block_size
         hi = min(lo + image.block_size, src_size)
         for block in range(lo // block_size, -(-hi // block_size)):
-            if block not in seen:
+            if not seen[block >> 3] >> (block & 7) & 1:
                 a, z = max(lo, block * block_size), min(hi, (block + 1) * block_size)
                 if a < z:
                     image.write(a, bytes(z - a))

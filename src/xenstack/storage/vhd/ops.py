@@ -32,6 +32,7 @@ from xenstack.storage.vhd.format import (
     ParentLocator,
     PlatformCode,
     bat_size,
+    check_bat_entries,
     check_virtual_size,
     encode_bat_entries,
 )
@@ -50,6 +51,7 @@ def grow_layer(layer: VhdLayer, new_size: int) -> None:
         raise ValueError(f"cannot shrink {layer.path} from {layer.virtual_size} to {new_size}")
     try:
         check_virtual_size(new_size)
+        check_bat_entries(-(-new_size // layer.block_size), new_size, layer.block_size)
     except VhdError as exc:
         raise ValueError(str(exc)) from None
     if new_size == layer.virtual_size:
