@@ -1,13 +1,20 @@
-"""JSON-RPC 1.0 and 2.0 as XAPI speaks them on ``/jsonrpc``: representation only."""
+"""JSON-RPC 1.0 and 2.0 as XAPI speaks them on ``/jsonrpc``: representation only.
+
+JSON can carry strings that XML cannot (``"\\u0000"``): the decoder marks them
+:class:`~xenstack.xmltext.Unstorable` for the type check to refuse, and an answer holding a
+string that is not even UTF-8 (a lone surrogate) is encoded with U+FFFD in its place.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from ..errors import ProtocolError
 from ..idl.types import DateTime, Record
+from ..xmltext import mark, xml_safe
 
 
 class Request:
@@ -37,7 +44,15 @@ def decode_call(body: bytes) -> Request:
     if not isinstance(params, list):
         raise ProtocolError("JSON-RPC params must be an array")
     version = "2.0" if doc.get("jsonrpc") == "2.0" else "1.0"
+    if _MAYBE_UNSTORABLE.search(body) is not None:
+        params = [mark(p) for p in params]
     return Request(method, params, doc.get("id"), version)
+
+
+# Raw control characters are not JSON and orjson refuses lone surrogates, so a string XML
+# cannot carry arrives escaped (\\uXXXX, \\b, \\f) or as raw U+FFFE/U+FFFF: a body with none
+# of these is clean, and the common call skips the walk.
+_MAYBE_UNSTORABLE = re.compile(rb"\\[ubf]|\xef\xbf[\xbe\xbf]")
 
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -68,15 +83,34 @@ def encode_success(req: Request | None, value: Any) -> bytes:
         doc: dict[str, Any] = {"jsonrpc": "2.0", "result": value, "id": rid}
     else:
         doc = {"result": value, "error": None, "id": rid}
-    return orjson.dumps(doc, default=_default, option=_OPTIONS)
+    try:
+        return orjson.dumps(doc, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:  # a stored string that is not UTF-8: never fail the answer
+        return orjson.dumps(_utf8(doc), default=_default, option=_OPTIONS)
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` as plain containers, its strings made encodable (the slow, rare path)."""
+    if isinstance(value, str):
+        return xml_safe(value)
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_utf8(v) for v in value]
+    return value
 
 
 def encode_failure(req: Request | None, description: list[str]) -> bytes:
     rid = None if req is None else req.id
     if req is None or req.version == "2.0":
         error = {"code": 1, "message": description[0], "data": description[1:]}
-        return orjson.dumps({"jsonrpc": "2.0", "error": error, "id": rid})
-    return orjson.dumps({"result": None, "error": description, "id": rid})
+        doc: dict[str, Any] = {"jsonrpc": "2.0", "error": error, "id": rid}
+    else:
+        doc = {"result": None, "error": description, "id": rid}
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:  # an error quoting a string that is not UTF-8
+        return orjson.dumps(_utf8(doc))
 
 
 def encode_protocol_error(message: str) -> bytes:
