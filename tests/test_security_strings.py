@@ -241,7 +241,7 @@ any_text = st.text(st.characters(blacklist_categories=()), max_size=10)  # surro
 with_bad = st.tuples(any_text, st.sampled_from(BAD), any_text).map("".join)
 texts = st.one_of(any_text, with_bad, st.text(max_size=10))
 FUZZ = settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -328,8 +328,16 @@ def test_fuzz_every_string_setter_over_both_protocols(
     protocol: str,
     text: str,
 ) -> None:
-    sdk = held.x
-    cls, kind, field, message, ref = targets[which % len(targets)]
+    target = targets[which % len(targets)]
+    _step(js, held.x, target, protocol, text)
+    _check_class(js, held.x, target[0])
+
+
+def _step(
+    js: Json, sdk: Any, target: tuple[str, str, str, str, str], protocol: str, text: str
+) -> None:
+    """Store ``text`` with the setter over ``protocol``; check the outcome, update the model."""
+    cls, kind, field, message, ref = target
     if protocol == "xml" and not _xml_sendable(text):
         protocol = "json"
     key = (cls, ref, field)
@@ -344,13 +352,21 @@ def test_fuzz_every_string_setter_over_both_protocols(
         EXPECTED[key] = _stored(kind, before, sent)
     else:  # refused: only a type error, a duplicate key, or text XML cannot carry
         assert protocol == "base64" or duplicate or not _carriable(text), (message, text)
-    _check_class(js, sdk, cls)
 
 
-def test_everything_reads_back_over_both_protocols_and_events(
-    pool: RunningPool, js: Json, sdk: Any
+# Every setter gets these too, whatever the fuzzer drew.
+SWEEP = ["tab\tlf\ncr\r<&>\"']]>", "astral \U0001f600 é \u0085", "nul\x00", "\ufffe", "esc\x1b"]
+
+
+def test_every_setter_reads_back_over_both_protocols_and_events(
+    pool: RunningPool, js: Json, sdk: Any, targets: list[tuple[str, str, str, str, str]]
 ) -> None:
-    """After the fuzz: every class's records and a full event.from, over both protocols."""
+    """Each setter with the sweep's texts over both protocols; then every class's records
+    and a full event.from, over both protocols, hold what the model says."""
+    for target in targets:
+        for n, text in enumerate(SWEEP):
+            _step(js, sdk, target, ("json", "xml", "base64")[n % 3], text)
+            _step(js, sdk, target, ("xml", "json")[n % 2], text + "2")
     for cls in sorted({c for c, _, _ in EXPECTED}):
         _check_class(js, sdk, cls)
     over_xml = post_xml(pool, xml_body("event.from", js.sid, ["*"], "", "0"))
