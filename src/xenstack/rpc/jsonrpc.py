@@ -7,7 +7,6 @@ string that is not even UTF-8 (a lone surrogate) is encoded with U+FFFD in its p
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -44,15 +43,11 @@ def decode_call(body: bytes) -> Request:
     if not isinstance(params, list):
         raise ProtocolError("JSON-RPC params must be an array")
     version = "2.0" if doc.get("jsonrpc") == "2.0" else "1.0"
-    if _MAYBE_UNSTORABLE.search(body) is not None:
-        params = [mark(p) for p in params]
+    for p in params:  # the common call, printable strings only, is clean as it is
+        if type(p) is not str or not p.isprintable():
+            params = [mark(p) for p in params]
+            break
     return Request(method, params, doc.get("id"), version)
-
-
-# Raw control characters are not JSON and orjson refuses lone surrogates, so a string XML
-# cannot carry arrives escaped (\\uXXXX, \\b, \\f) or as raw U+FFFE/U+FFFF: a body with none
-# of these is clean, and the common call skips the walk.
-_MAYBE_UNSTORABLE = re.compile(rb"\\[ubf]|\xef\xbf[\xbe\xbf]")
 
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS
