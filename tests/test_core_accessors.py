@@ -202,10 +202,16 @@ def test_where_expressions(session: Any) -> None:
     assert where('field "name__label" <> "x" and field "name__label" = "y"') == {other}
     assert where("false") == set()
     assert len(where("true")) == len(x.VM.get_all())
+    # XAPI's parse errors: INVALID_VALUE [expression, what its parser raised]
     for bad in ['field "name__label" =', 'field "name__label"="x" and', "(true", "nonsense"]:
-        with pytest.raises(XenAPI.Failure) as err:
-            x.VM.get_all_records_where(bad)
-        assert err.value.details[0] == "INTERNAL_ERROR", bad
+        for call in (x.VM.get_all_records_where, x.VM.get_all_where):
+            with pytest.raises(XenAPI.Failure) as err:
+                call(bad)
+            assert err.value.details == ["INVALID_VALUE", bad, "Parsing.Parse_error"], bad
+    with pytest.raises(XenAPI.Failure) as err:
+        x.VM.get_all_where('field "a" = "b" ; true')
+    lexing = ["INVALID_VALUE", 'field "a" = "b" ; true', 'Failure("lexing: empty token")']
+    assert err.value.details == lexing
 
 
 def test_destroy_unknown_ref_is_handle_invalid(session: Any) -> None:

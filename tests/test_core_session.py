@@ -72,14 +72,13 @@ def test_idle_session_expires() -> None:
 
 def test_failed_logins_are_throttled(xenstack_pool: RunningPool) -> None:
     url = xenstack_pool.url
+    xenstack_pool.call(lambda ts: setattr(ts.auth, "refill_interval", 0.5))
     for _ in range(5):
         answer = raw_call(url, "session.login_with_password", "root", "wrong", "1.0", "t")
         assert answer["ErrorDescription"][:2] == ["SESSION_AUTHENTICATION_FAILED", "root"]
-    start = time.monotonic()
     right = xenstack_pool.password
     answer = raw_call(url, "session.login_with_password", "root", right, "1.0", "t")
-    assert answer["ErrorDescription"][:2] == ["SESSION_AUTHENTICATION_FAILED", "root"]
-    assert time.monotonic() - start >= 0.4  # refusals are slow while throttled
+    assert answer["Status"] == "Success"  # slowed down (see test_security_login), not locked out
     xenstack_pool.call(lambda ts: ts.auth.set_user("other", "other-pw", "read-only"))
     other = raw_call(url, "session.login_with_password", "other", "other-pw", "1.0", "t")
     assert other["Status"] == "Success"  # the limit is per user, not global

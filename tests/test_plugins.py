@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import time
@@ -12,6 +13,8 @@ import pytest
 import XenAPI
 from sim_helpers import failure, pool_master
 
+from xenstack.errors import ApiError
+from xenstack.plugins import runner
 from xenstack.testing import simulated_pool
 
 
@@ -44,10 +47,25 @@ def test_plugin_failures(session: Any) -> None:
     assert err == ["XENAPI_PLUGIN_FAILURE", "non-zero exit", "", "exiting on request\n"]
 
 
-@pytest.mark.parametrize("name", ["../echo", "bundled/echo", "..", "/bin/true", ".hidden"])
+@pytest.mark.parametrize(
+    "name", ["../echo", "bundled/echo", "..", "/bin/true", ".hidden", "x" * 5000, "é" * 128]
+)
 def test_path_names_refused(session: Any, name: str) -> None:
     err = failure(session.xenapi.host.call_plugin, pool_master(session), name, "echo", {})
     assert err == ["XENAPI_MISSING_PLUGIN", name]
+    assert session.xenapi.host.has_extension(pool_master(session), name) is False
+
+
+def test_function_names_and_arguments_are_checked_first(session: Any) -> None:
+    host = pool_master(session)
+    err = failure(session.xenapi.host.call_plugin, host, "echo", "f" * 5000, {})
+    assert err == ["UNKNOWN_XENAPI_PLUGIN_FUNCTION", "f" * 5000]
+    # what no argv can carry is refused before anything runs, even past the wire's own check
+    dirs = runner.plugin_dirs(None)
+    for fn, args, where in [("a\0b", {}, "fn"), ("echo", {"text": "a\0b"}, "args")]:
+        with pytest.raises(ApiError) as exc:
+            asyncio.run(runner.call_plugin(dirs, "echo", fn, "OpaqueRef:x", args))
+        assert exc.value.description == ["INVALID_VALUE", where, "a\\x00b"]
 
 
 def test_state_dir_plugins_and_bad_output(tmp_path: Path, monkeypatch: Any) -> None:

@@ -2,6 +2,10 @@
 
 ``Toolstack.initialise(state_dir)`` creates the state (``xenstack init``); ``start`` serves it.
 Everything lives under the state directory: ``xapi.db`` (SQLite), ``root-password``, ``tls/``.
+The directory is its owner's alone (0700) and so is everything in it: ``xapi.db`` (password
+hashes, the pool secret) is created 0600 before SQLite opens it (its -wal and -shm take its
+mode), and a state found with group or other access has it taken away at start. The directory
+is kept as an absolute path, since SR paths under it are stored.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import gc
 import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from . import impl  # noqa: F401  (registers the server functions)
@@ -39,11 +44,32 @@ SESSION_IDLE_TIMEOUT = 24 * 3600.0
 REAP_INTERVAL = 30.0
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
 def open_persistence(state_dir: Path | None) -> Persistence:
     if state_dir is None:
         return MemoryPersistence()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return SqlitePersistence(state_dir / "xapi.db")
+    make_private(state_dir)
+    database = state_dir / "xapi.db"
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))  # before SQLite does
+    return SqlitePersistence(database)
+
+
+def make_private(state_dir: Path) -> None:
+    """Create ``state_dir`` 0700, or take group and other access from it and all it holds.
+
+    Symbolic links are left alone (a link may point out of the state, e.g. to a plug-in).
+    """
+    state_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(state_dir, PRIVATE_DIR)
+    for root, dirs, files in os.walk(state_dir):
+        for name in (*dirs, *files):
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(path, stat.S_IMODE(mode) & ~0o077)
 
 
 class Toolstack:
@@ -56,8 +82,8 @@ class Toolstack:
         persistence: Persistence | None = None,
         session_timeout: float = SESSION_IDLE_TIMEOUT,
     ) -> None:
-        self.state_dir = state_dir
-        self.persistence = persistence or open_persistence(state_dir)
+        self.state_dir = Path(os.path.abspath(state_dir)) if state_dir is not None else None
+        self.persistence = persistence or open_persistence(self.state_dir)
         self.db = Database(self.persistence)
         self.db.load()
         self.auth = Authenticator(self.persistence, session_timeout)

@@ -20,8 +20,11 @@ from ..db.persistence import Persistence
 from ..errors import ApiError
 
 ITERATIONS = 200_000
-FAILURES_ALLOWED = 5  # per user and peer, within FAILURE_WINDOW
-FAILURE_WINDOW = 60.0
+# Login throttling, per (user, peer): a bucket of FAILURES_ALLOWED password checks that fills
+# again at one check per REFILL_INTERVAL, so at most 5 checks at once and 5 a minute after.
+FAILURES_ALLOWED = 5
+REFILL_INTERVAL = 12.0
+MAX_THROTTLED = 10_000  # (user, peer) buckets kept before full ones are forgotten
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -60,6 +63,30 @@ class SessionInfo:
     local_superuser: bool = False
 
 
+@dataclass
+class _Bucket:
+    """The password checks left to one (user, peer): ``tokens`` as of time ``stamp``."""
+
+    tokens: float
+    stamp: float
+    waiting: bool = False
+
+    def level(self, now: float, interval: float) -> float:
+        return min(FAILURES_ALLOWED, self.tokens + (now - self.stamp) / interval)
+
+    def take(self, now: float, interval: float, force: bool = False) -> bool:
+        """Take one check if there is one (or, ``force``, after waiting for it)."""
+        level = self.level(now, interval)
+        if level < 1 and not force:
+            return False
+        self.tokens, self.stamp = max(level - 1, 0.0), now
+        return True
+
+    def wait(self, now: float, interval: float) -> float:
+        """Seconds until the bucket holds one check."""
+        return max(0.0, (1 - self.level(now, interval)) * interval)
+
+
 class Authenticator:
     """Knows the users, checks logins, throttles failures, tracks live sessions."""
 
@@ -67,7 +94,8 @@ class Authenticator:
         self.persistence = persistence
         self.idle_timeout = idle_timeout
         self.sessions: dict[str, SessionInfo] = {}
-        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self.refill_interval = REFILL_INTERVAL
         self._verified: dict[str, bytes] = {}  # user -> keyed digest of a checked password
         self._key = secrets.token_bytes(32)
 
@@ -90,23 +118,43 @@ class Authenticator:
     # ---- login -----------------------------------------------------------------------
 
     async def authenticate(self, username: str, password: str, peer: str) -> User:
-        """Return the user, or raise SESSION_AUTHENTICATION_FAILED (slowly, when repeated)."""
+        """Return the user, or raise SESSION_AUTHENTICATION_FAILED.
+
+        Each attempt takes a check from its (user, peer) bucket before anything is awaited,
+        so parallel guesses cannot exceed the limit; a right password gives its check back.
+        With the bucket empty, one attempt waits for the next check (at most
+        ``refill_interval``) and any other is refused unchecked ("too many failed logins"):
+        failed guesses slow a right password down, they never lock it out for longer.
+        """
         key = (username, peer)
-        now = time.monotonic()
-        recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW]
-        if len(recent) >= FAILURES_ALLOWED:
-            await asyncio.sleep(0.5)
+        bucket = self._bucket(key)
+        if bucket.waiting:  # the next check is promised to the attempt already waiting
             # xapi: ocaml/xapi/xapi_session.ml passes 2
             raise ApiError("SESSION_AUTHENTICATION_FAILED", [username, "too many failed logins"])
+        if not bucket.take(time.monotonic(), self.refill_interval):
+            bucket.waiting = True
+            try:
+                await asyncio.sleep(bucket.wait(time.monotonic(), self.refill_interval))
+            finally:
+                bucket.waiting = False
+            bucket.take(time.monotonic(), self.refill_interval, force=True)
         user = self.users().get(username)
         if user is not None and await self._password_ok(user, password):
-            self._failures.pop(key, None)
+            bucket.tokens = min(FAILURES_ALLOWED, bucket.tokens + 1)
             return user
-        recent.append(now)
-        self._failures[key] = recent
-        await asyncio.sleep(0.05 * len(recent))
         # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", [username, "Authentication failure"])
+
+    def _bucket(self, key: tuple[str, str]) -> _Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= MAX_THROTTLED:  # many users or peers: forget the idle
+                now = time.monotonic()
+                for k, b in list(self._buckets.items()):
+                    if not b.waiting and b.level(now, self.refill_interval) >= FAILURES_ALLOWED:
+                        del self._buckets[k]
+            bucket = self._buckets[key] = _Bucket(FAILURES_ALLOWED, time.monotonic())
+        return bucket
 
     async def _password_ok(self, user: User, password: str) -> bool:
         mac = hmac.digest(self._key, password.encode(), "sha256")

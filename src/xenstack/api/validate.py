@@ -2,7 +2,10 @@
 
 Wire values arrive loosely typed (XAPI's XML-RPC sends ints as strings); this module turns them
 into the server's values or raises ``FIELD_TYPE_ERROR [name]``. Enums are checked against their
-declared values.
+declared values. A string that XML cannot carry, which the decoders mark
+:class:`~xenstack.xmltext.Unstorable` wherever it sits (a parameter, a map's key or value, a
+set's member, a record's field), is refused with ``INVALID_VALUE [name, value]``, the value
+spelled with escapes, so that nothing is stored that an XML-RPC client could not read back.
 """
 
 from __future__ import annotations
@@ -13,14 +16,22 @@ from typing import Any
 from ..errors import ApiError
 from ..idl.model import CLASSES, ENUMS
 from ..idl.types import DateTime, Type
+from ..xmltext import Unstorable, visible
 
 
 def coerce(ty: Type, value: Any, name: str) -> Any:
     """Return ``value`` converted to ``ty``, or raise FIELD_TYPE_ERROR naming ``name``."""
+    if type(value) is Unstorable:
+        raise unstorable(name, value)
     try:
         return _CONVERT[ty.kind](ty, value, name)
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise ApiError("FIELD_TYPE_ERROR", [name]) from None
+
+
+def unstorable(name: str, value: str) -> ApiError:
+    """The refusal of a string XML cannot carry."""
+    return ApiError("INVALID_VALUE", [name, visible(value)])
 
 
 def _string(ty: Type, v: Any, name: str) -> str:
@@ -91,13 +102,24 @@ def _record(ty: Type, v: Any, name: str) -> dict[str, Any]:
         raise TypeError
     cdef = CLASSES.get(ty.name)
     if cdef is None:
-        return dict(v)
+        return {k: _plain(item, k) for k, item in v.items()}
     out: dict[str, Any] = {}
     for key, item in v.items():
         fdef = cdef.fields.get(key)
         if fdef is not None:
             out[key] = coerce(fdef.type, item, key)
     return out
+
+
+def _plain(v: Any, name: str) -> Any:
+    """An undeclared value, refused if it holds a string XML cannot carry."""
+    if type(v) is Unstorable:
+        raise unstorable(name, v)
+    if type(v) is list:
+        return [_plain(item, name) for item in v]
+    if type(v) is dict:
+        return {_plain(k, name): _plain(item, name) for k, item in v.items()}
+    return v
 
 
 def _option(ty: Type, v: Any, name: str) -> Any:

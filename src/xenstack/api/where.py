@@ -4,7 +4,9 @@
 
 Field names use ``__`` where XAPI's database has a namespace separator (``name__label`` is the
 field ``name_label``). Comparisons are of the field's string form. A malformed expression is
-rejected with ``INTERNAL_ERROR`` carrying the reason.
+refused as XAPI refuses it: ``INVALID_VALUE [expression, reason]``, the reason being what
+XAPI's parser raises, ``Failure("lexing: empty token")`` for text that is no token and
+``Parsing.Parse_error`` for tokens in the wrong order.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ _TOKEN = re.compile(r'\s*(?:(\()|(\))|(=)|(<>)|"((?:[^"\\]|\\.)*)"|([A-Za-z_]+))
 def _tokens(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     pos = 0
-    text = text.rstrip()
+    source, text = text, text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise _syntax(text)
+            raise ApiError("INVALID_VALUE", [source, _LEXING])
         lp, rp, eq, ne, string, word = m.groups()
         if string is not None:
             out.append(("str", string.replace('\\"', '"')))
@@ -37,8 +39,11 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
+_LEXING = 'Failure("lexing: empty token")'
+
+
 def _syntax(text: str) -> ApiError:
-    return ApiError("INTERNAL_ERROR", [f"cannot parse query expression: {text!r}"])
+    return ApiError("INVALID_VALUE", [text, "Parsing.Parse_error"])
 
 
 def _text(value: Any) -> str:

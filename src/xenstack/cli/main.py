@@ -4,6 +4,9 @@ xenstack init  --state-dir DIR [--password-file FILE] [--hosts N] [--shared-sr] 
 xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH] [--https-port N]
                [--hosts N] [--shared-sr] [--sim-storage]   (these apply when serve initialises DIR)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+
+DIR is taken as an absolute path (the state stores paths under it). Everything these commands
+create is their owner's alone (umask 077): the state holds password hashes, keys and disks.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -45,8 +49,14 @@ def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
     return toolstack
 
 
+def state_path(text: str) -> Path:
+    """The state directory as an absolute path (not resolving links), so that a state made
+    from one directory is served from any other."""
+    return Path(os.path.abspath(text))
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
+    state_dir = state_path(args.state_dir)
     toolstack = Toolstack(state_dir)
     if toolstack.initialised:
         toolstack.persistence.close()
@@ -58,14 +68,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    toolstack = Toolstack(Path(args.state_dir))
+    toolstack = Toolstack(state_path(args.state_dir))
     toolstack.auth.set_user(args.name, _read_password(args.password_file), args.role)
     toolstack.persistence.close()
     return 0
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    state_dir = Path(args.state_dir)
+    state_dir = state_path(args.state_dir)
     toolstack = init_state(state_dir, args)
     config = HttpConfig(
         listen=args.listen,
@@ -152,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    os.umask(0o077)  # the state's files, certificates and disks are private from the start
     args = parser().parse_args(argv)
     return int(args.func(args))
 

@@ -7,6 +7,12 @@ stderr]``; a ``Failure`` answer becomes that XenAPI error as is.
 
 Plug-ins are looked up, in order, in the directories of ``$XENSTACK_PLUGIN_DIR`` (a
 ``os.pathsep``-separated list), ``<state_dir>/plugins`` and the bundled directory.
+
+Everything is checked before anything runs: a name that cannot be a plain file name (a path,
+hidden, longer than ``NAME_MAX`` bytes, or holding a character XML cannot carry) is an unknown
+plug-in; a function name longer than ``NAME_MAX`` bytes is an unknown function
+(``UNKNOWN_XENAPI_PLUGIN_FUNCTION [fn]``, as the plug-ins' dispatcher answers); a function name
+or argument that XML cannot carry, which no argv can hold either, is ``INVALID_VALUE``.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from typing import Any
 from xml.parsers.expat import ExpatError
 
 from ..errors import ApiError
+from ..xmltext import storable, visible
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_DIR = HERE / "bundled"
 HELPER_DIR = HERE  # where XenAPIPlugin.py lives, put on the plug-ins' PYTHONPATH
 DEFAULT_TIMEOUT = 300.0
+NAME_MAX = 255  # bytes in a file name (Linux); also the longest function name accepted
 
 
 def plugin_dirs(state_dir: Path | None, env_var: str = "XENSTACK_PLUGIN_DIR") -> list[Path]:
@@ -40,8 +48,10 @@ def plugin_dirs(state_dir: Path | None, env_var: str = "XENSTACK_PLUGIN_DIR") ->
 
 
 def valid_name(name: str) -> bool:
-    """A plain file name: no separators, no ``..``, nothing hidden."""
-    if not name or name.startswith(".") or ".." in name or "\0" in name:
+    """A plain file name: no separators, no ``..``, nothing hidden, not too long."""
+    if not name or name.startswith(".") or ".." in name or not storable(name):
+        return False
+    if len(name.encode()) > NAME_MAX:
         return False
     return not any(sep and sep in name for sep in ("/", "\\", os.sep, os.altsep))
 
@@ -52,9 +62,24 @@ def find(name: str, dirs: Iterable[Path], missing: ApiError) -> Path:
         raise missing
     for directory in dirs:
         path = directory / name
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError:  # an unreadable directory on the search path: not there
+            continue
     raise missing
+
+
+def check_call(fn: str, args: dict[str, str]) -> None:
+    """Refuse a function name or arguments that cannot reach a plug-in intact."""
+    if not storable(fn):
+        raise ApiError("INVALID_VALUE", ["fn", visible(fn)])
+    if len(fn.encode()) > NAME_MAX:
+        raise ApiError("UNKNOWN_XENAPI_PLUGIN_FUNCTION", [fn])
+    for key, value in args.items():
+        for text in (key, value):
+            if not storable(text):
+                raise ApiError("INVALID_VALUE", ["args", visible(text)])
 
 
 def encode_call(fn: str, session_ref: str, args: dict[str, str]) -> str:
@@ -160,6 +185,7 @@ async def call_plugin(
 ) -> str:
     """``host.call_plugin``: run plug-in ``name``'s function ``fn``; return its result."""
     path = find(name, dirs, ApiError("XENAPI_MISSING_PLUGIN", [name]))
+    check_call(fn, args)
     outcome = await execute(path, [encode_call(fn, session_ref, args)], child_env(url), timeout)
     outcome.check()
     return decode_response(outcome.stdout)

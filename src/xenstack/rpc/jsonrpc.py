@@ -1,4 +1,9 @@
-"""JSON-RPC 1.0 and 2.0 as XAPI speaks them on ``/jsonrpc``: representation only."""
+"""JSON-RPC 1.0 and 2.0 as XAPI speaks them on ``/jsonrpc``: representation only.
+
+JSON can carry strings that XML cannot (``"\\u0000"``): the decoder marks them
+:class:`~xenstack.xmltext.Unstorable` for the type check to refuse, and an answer holding a
+string that is not even UTF-8 (a lone surrogate) is encoded with U+FFFD in its place.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import orjson
 
 from ..errors import ProtocolError
 from ..idl.types import DateTime, Record
+from ..xmltext import mark, xml_safe
 
 
 class Request:
@@ -37,6 +43,10 @@ def decode_call(body: bytes) -> Request:
     if not isinstance(params, list):
         raise ProtocolError("JSON-RPC params must be an array")
     version = "2.0" if doc.get("jsonrpc") == "2.0" else "1.0"
+    for p in params:  # the common call, printable strings only, is clean as it is
+        if type(p) is not str or not p.isprintable():
+            params = [mark(p) for p in params]
+            break
     return Request(method, params, doc.get("id"), version)
 
 
@@ -68,15 +78,34 @@ def encode_success(req: Request | None, value: Any) -> bytes:
         doc: dict[str, Any] = {"jsonrpc": "2.0", "result": value, "id": rid}
     else:
         doc = {"result": value, "error": None, "id": rid}
-    return orjson.dumps(doc, default=_default, option=_OPTIONS)
+    try:
+        return orjson.dumps(doc, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:  # a stored string that is not UTF-8: never fail the answer
+        return orjson.dumps(_utf8(doc), default=_default, option=_OPTIONS)
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` as plain containers, its strings made encodable (the slow, rare path)."""
+    if isinstance(value, str):
+        return xml_safe(value)
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_utf8(v) for v in value]
+    return value
 
 
 def encode_failure(req: Request | None, description: list[str]) -> bytes:
     rid = None if req is None else req.id
     if req is None or req.version == "2.0":
         error = {"code": 1, "message": description[0], "data": description[1:]}
-        return orjson.dumps({"jsonrpc": "2.0", "error": error, "id": rid})
-    return orjson.dumps({"result": None, "error": description, "id": rid})
+        doc: dict[str, Any] = {"jsonrpc": "2.0", "error": error, "id": rid}
+    else:
+        doc = {"result": None, "error": description, "id": rid}
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:  # an error quoting a string that is not UTF-8
+        return orjson.dumps(_utf8(doc))
 
 
 def encode_protocol_error(message: str) -> bytes:

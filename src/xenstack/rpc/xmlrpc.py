@@ -3,6 +3,10 @@
 Responses are wrapped in XAPI's envelope ``{Status: Success, Value: v}`` or
 ``{Status: Failure, ErrorDescription: [code, ...]}``. Ints go out as decimal strings, strings as
 bare ``<value>text</value>``, datetimes as ``dateTime.iso8601``, ``None`` as ``""``.
+
+No answer is ever ill-formed: a character XML 1.0 cannot carry (see :mod:`xenstack.xmltext`)
+goes out as U+FFFD. A ``<base64>`` argument decodes to ``bytes``, which no declared string
+type accepts (``FIELD_TYPE_ERROR``, as XAPI answers a base64 value where it wants a string).
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ from xml.parsers.expat import ExpatError
 
 from ..errors import ProtocolError
 from ..idl.types import DateTime, Record
+from ..xmltext import xml_safe
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _FORBIDDEN = (b"<!DOCTYPE", b"<!doctype", b"<!ENTITY", b"<!entity")
 
 
 # The common call: a method name and string parameters free of markup. Matched whole, it is
-# decoded without building a parser; anything else goes through the full parser below.
+# decoded without building a parser; anything else goes through the full parser below, which
+# refuses the characters XML cannot carry and turns CR and CRLF into LF, as XML says (so the
+# text here excludes those).
+_TEXT = "[^<&\x00-\x08\x0b-\x1f\ufffe\uffff]*"
 _SIMPLE_CALL = re.compile(
     r"\s*(?:<\?xml[^>]*\?>)?\s*<methodCall>\s*<methodName>([A-Za-z0-9_.]+)</methodName>\s*"
-    r"(?:<params>((?:\s*<param>\s*<value>(?:<string>[^<&]*</string>|[^<&]*)</value>\s*</param>)*)"
+    rf"(?:<params>((?:\s*<param>\s*<value>(?:<string>{_TEXT}</string>|{_TEXT})</value>\s*</param>)*)"
     r"\s*</params>\s*)?</methodCall>\s*"
 )
 # Within a matched call, each parameter's text (the structure is already checked).
@@ -64,7 +72,7 @@ def _normalise(value: Any, depth: int) -> Any:
     if isinstance(value, xmlrpc.client.DateTime):
         return DateTime(_datetime_text(value.value))
     if isinstance(value, xmlrpc.client.Binary):
-        return value.data.decode("latin-1")
+        return bytes(value.data)
     if isinstance(value, list):
         return [_normalise(v, depth + 1) for v in value]
     if isinstance(value, dict):
@@ -84,7 +92,7 @@ def encode_value(value: Any, out: list[str]) -> None:
         out.append(_record_xml(value))
     elif t is str:
         out.append("<value>")
-        out.append(value.translate(_ESCAPES) if _needs_escape(value) else value)
+        out.append(_escape(value) if _needs_escape(value) else value)
         out.append("</value>")
     elif t is dict:
         out.append("<value><struct>")
@@ -92,7 +100,7 @@ def encode_value(value: Any, out: list[str]) -> None:
             if type(k) is not str:
                 k = str(k).lower() if type(k) is bool else str(k)
             out.append("<member><name>")
-            out.append(k.translate(_ESCAPES) if _needs_escape(k) else k)
+            out.append(_escape(k) if _needs_escape(k) else k)
             out.append("</name>")
             encode_value(v, out)
             out.append("</member>")
@@ -134,7 +142,12 @@ def _record_xml(record: Record) -> str:
 
 
 def _needs_escape(text: str) -> bool:
-    return "&" in text or "<" in text or ">" in text or "\r" in text
+    # Printable text holds no control character (CR included) that XML needs spelled out.
+    return not text.isprintable() or "&" in text or "<" in text or ">" in text
+
+
+def _escape(text: str) -> str:
+    return xml_safe(text).translate(_ESCAPES)
 
 
 def _fallback(value: Any) -> Any:
