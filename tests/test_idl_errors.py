@@ -25,6 +25,10 @@ SRC = ROOT / "src" / "xenstack"
 CONSTRUCTORS = {"ApiError": (0, 1), "_ban": (1, 2)}
 FAMILY = re.compile(r"SR_BACKEND_FAILURE_\d+")
 FAMILY_PREFIX = "SR_BACKEND_FAILURE_"
+# Codes of the plug-in protocol, not of XAPI: XenAPIPlugin's dispatcher answers an unknown
+# function so and XAPI relays a plug-in's own failure as it is (the runner answers the same
+# for a function name no plug-in could be given).
+PLUGIN_CODES = {"UNKNOWN_XENAPI_PLUGIN_FUNCTION": ("fn",)}
 XAPI_COMMENT = re.compile(r"#\s*xapi:\s*(ocaml/\S+\.ml)\s+passes\s+(\d+)\b")
 
 
@@ -101,6 +105,8 @@ def scan(root: Path) -> list[Raised]:
 def _declared(code: str) -> tuple[str, ...] | None:
     if code in ERROR_PARAMS:
         return ERROR_PARAMS[code]
+    if code in PLUGIN_CODES:
+        return PLUGIN_CODES[code]
     if FAMILY.fullmatch(code) or code == FAMILY_PREFIX + "{}":
         return ERROR_PARAMS["SR_BACKEND_FAILURE"]
     return None
