@@ -8,15 +8,25 @@ too, by :mod:`.upload`, their bodies going from the parser to the import. Any ot
 (downloads and the other streaming endpoints) is handed, connection and all, to the aiohttp
 application, which also answers API calls that come after it on that connection.
 
-Limits: bodies over ``max_body`` get 413; a connection idle for ``idle_timeout`` is closed.
-Pipelined requests are answered in order.
+Limits (:class:`Limits`, set from the server's configuration), all enforced before any
+authentication: a request head (request line and headers) over ``max_head`` bytes, a line over
+``max_line`` or more than ``max_headers`` headers gets 431; a body over ``max_body`` gets 413; a
+head not complete ``head_timeout`` seconds after its first byte (or, for a connection's first
+request, after the connection opened), or a whole API call not received ``request_timeout``
+seconds after its first byte, gets 408. These deadlines are fixed when the request begins:
+bytes trickling in do not extend them. Upload bodies and downloads are streamed and not under
+the request deadline. A connection idle for ``idle_timeout`` between requests is closed.
+:class:`Admission` caps the connections per peer and in total; one over a cap gets 503 and is
+closed at once. Pipelined requests are answered in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -37,8 +47,74 @@ def _head(content_type: str, connection: str) -> bytes:
     ).encode()
 
 
+LINGER_SECONDS = 2.0  # how long a refused request's remaining bytes are read and dropped
+HEAD_TOO_LARGE = (431, "Request Header Fields Too Large", b"request head too large\n")
 _HEADS = {t: _head(t, "keep-alive") for t in ("text/xml", "application/json")}
 _HEADS_CLOSE = {t: _head(t, "close") for t in ("text/xml", "application/json")}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost before it is refused; the defaults are HttpConfig's."""
+
+    max_body: int = 16 * 1024 * 1024
+    idle_timeout: float = 60.0
+    max_head: int = 64 * 1024  # request line and headers together
+    max_line: int = 16 * 1024  # the request line, or one header line
+    max_headers: int = 128
+    head_timeout: float = 10.0
+    request_timeout: float = 60.0
+
+
+class Admission:
+    """The connection caps every listener shares.
+
+    Network peers (TCP and TLS) are capped per address (an IPv6 peer per /64, what one host is
+    usually given) and together; the Unix socket, local root, is capped on its own, so that a
+    flood from the network never locks out ``xe`` on the host.
+    """
+
+    def __init__(self, max_total: int, max_per_peer: int) -> None:
+        self.max_total = max_total
+        self.max_per_peer = max_per_peer
+        self.total = 0
+        self.unix = 0
+        self.per_peer: dict[str, int] = {}
+
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from ``peer`` (an address, or "unix"); False if over a cap."""
+        if peer == "unix":
+            if self.unix >= self.max_total:
+                return False
+            self.unix += 1
+            return True
+        count = self.per_peer.get(peer, 0)
+        if count >= self.max_per_peer or self.total >= self.max_total:
+            return False
+        self.per_peer[peer] = count + 1
+        self.total += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        if peer == "unix":
+            self.unix -= 1
+            return
+        self.total -= 1
+        count = self.per_peer.pop(peer, 1) - 1
+        if count > 0:
+            self.per_peer[peer] = count
+
+
+def peer_key(address: str) -> str:
+    """The key a peer address is capped under: IPv4 as is, IPv6 by its /64."""
+    if ":" not in address:
+        return address
+    if address.startswith("::ffff:") and "." in address:
+        return address[7:]  # an IPv4 peer on a dual-stack socket
+    try:
+        return str(ipaddress.IPv6Network(f"{address.split('%')[0]}/64", strict=False))
+    except ValueError:
+        return address
 
 
 class Endpoint:
@@ -49,16 +125,18 @@ class Endpoint:
         handle: Handler,
         fallback: Callable[[], asyncio.Protocol] | None,
         *,
-        max_body: int,
-        idle_timeout: float,
+        limits: Limits,
+        admission: Admission,
         transport_kind: str,
         uploads: Mapping[bytes, UploadOpener] | None = None,
     ) -> None:
         self.handle = handle
         self.fallback = fallback
         self.uploads = uploads or {}  # PUT paths served here, as uploads
-        self.max_body = max_body
-        self.idle_timeout = idle_timeout
+        self.limits = limits
+        self.max_body = limits.max_body
+        self.idle_timeout = limits.idle_timeout
+        self.admission = admission
         self.transport_kind = transport_kind
         self.connections: set[RpcProtocol] = set()
 
@@ -71,6 +149,7 @@ class RpcProtocol(asyncio.Protocol):
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self.limits = endpoint.limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -80,6 +159,10 @@ class RpcProtocol(asyncio.Protocol):
         self.raw: list[bytes] = []  # the chunks of the request in progress, for a hand-over
         self.in_message = False
         self.head_done = False
+        self.head_bytes = 0  # read while this head was incomplete, after the read it began in
+        self.headers = 0
+        self.head_size = 0  # of the headers parsed so far
+        self.refusal: tuple[int, str, bytes] | None = None  # set by a parser callback
         self.too_large = False
         self.handing_over = False
         self.upload: UploadRequest | None = None
@@ -87,10 +170,14 @@ class RpcProtocol(asyncio.Protocol):
         self.busy = False
         self.closed = False
         self.peer = ""
+        self.admitted = ""  # the key this connection is counted under, once admitted
         self.origins: dict[str, Any] = {}  # per protocol, made once per connection
         self.idle: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
+        self.started = self.last_active  # when the request in progress began
+        self.requests = 0
 
     # ---- connection ------------------------------------------------------------------
 
@@ -98,16 +185,29 @@ class RpcProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unix"
+        key = peer_key(self.peer)
+        if not self.endpoint.admission.admit(key):
+            self._reply_and_close(
+                503, "Service Unavailable", b"too many connections\n", linger=False
+            )
+            return
+        self.admitted = key
         self.endpoint.connections.add(self)
         self._arm_idle()
+        # the first request's head is due within head_timeout of the connection opening
+        self.deadline = self.loop.call_later(self.limits.head_timeout, self._deadline_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.upload is not None:
             self.upload.lost()
         self.endpoint.connections.discard(self)
+        if self.admitted:
+            self.endpoint.admission.release(self.admitted)
+            self.admitted = ""
         if self.idle is not None:
             self.idle.cancel()
+        self._cancel_deadline()
 
     def _arm_idle(self) -> None:
         """Note activity; the idle timer re-arms itself lazily rather than per request."""
@@ -125,30 +225,72 @@ class RpcProtocol(asyncio.Protocol):
         wait = max(0.01, self.endpoint.idle_timeout - quiet)
         self.idle = self.loop.call_later(wait, self._idle_out)
 
+    def _arm_deadline(self) -> None:
+        """Time out the request in progress: its head, or (API calls) the whole request.
+
+        Measured from the request's first byte, so a trickle of bytes does not extend it; a
+        request read whole in one go never arms a timer.
+        """
+        limit = self.limits.request_timeout if self.head_done else self.limits.head_timeout
+        self.deadline = self.loop.call_at(self.started + limit, self._deadline_out)
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _deadline_out(self) -> None:
+        self.deadline = None
+        if self.closed or self.upload is not None or self.handing_over or self.transport is None:
+            return
+        if not self.in_message and self.requests:
+            return  # between requests: the idle timer's business
+        if self.busy or self.queue:  # an answer is still due: a 408 would come out of order
+            self.transport.close()
+            self.closed = True
+            return
+        self._reply_and_close(408, "Request Timeout", b"request not received in time\n")
+
     def data_received(self, data: bytes) -> None:
         if self.upload is not None and not self.in_message:
             return  # the upload ends the connection: nothing after it is read
+        if self.closed:
+            return
         if not self.in_message:
             self.raw = [data]
         elif not self.head_done:  # kept for a hand-over, decided once the head is in
             self.raw.append(data)
+            self.head_bytes += len(data)
         self._arm_idle()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.handing_over = True
         except httptools.HttpParserError:
+            if self.refusal is not None:
+                self._reply_and_close(*self.refusal)
+                return
             if not self.handing_over:
                 self._reply_and_close(400, "Bad Request", b"malformed HTTP request\n")
                 return
         if self.handing_over:
             self._hand_over()
+        elif self.in_message and self.upload is None:
+            if not self.head_done and self.head_bytes > self.limits.max_head:
+                self._reply_and_close(*HEAD_TOO_LARGE)  # early: the rest is never buffered
+            elif self.deadline is None:
+                self._arm_deadline()
 
     # ---- parser callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.in_message = True
         self.head_done = False
+        self.head_bytes = 0
+        self.head_size = 0
+        self.headers = 0
+        self.requests += 1
+        self.started = self.last_active
         self.url = b""
         self.body = []
         self.body_size = 0
@@ -156,9 +298,28 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.limits.max_line:
+            self._refuse_head()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += 1
+        size = len(name) + len(value)
+        self.head_size += size + 4  # ": " and CRLF
+        limits = self.limits
+        if self.headers > limits.max_headers or size > limits.max_line:
+            self._refuse_head()
+        if self.head_size + len(self.url) > limits.max_head:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Stop the parser from inside a callback: data_received answers the refusal."""
+        self.refusal = HEAD_TOO_LARGE
+        raise ValueError("request head over the limits")
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        if self.deadline is not None:  # data_received re-arms it for a body still to come
+            self._cancel_deadline()
         path = self.url.split(b"?", 1)[0]
         kind = RPC_PATHS.get(path)
         method = self.parser.get_method()
@@ -189,6 +350,8 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        if self.deadline is not None:
+            self._cancel_deadline()
         if self.upload is not None:
             self.upload.finish()
             return
@@ -242,12 +405,19 @@ class RpcProtocol(asyncio.Protocol):
             self.transport.write(_HEADS_CLOSE[content_type] % len(body) + body)
             self.transport.close()
 
-    def _reply_and_close(self, code: int, reason: str, body: bytes) -> None:
+    def _reply_and_close(self, code: int, reason: str, body: bytes, *, linger: bool = True) -> None:
+        """Answer and close. Lingering, what the client still sends is read and dropped for a
+        moment: closing with unread bytes would reset the connection, and the reset can
+        destroy the answer before the client reads it."""
         if self.transport is None or self.closed:
             return
         self.transport.write(plain_response(code, reason, body))
-        self.transport.close()
         self.closed = True
+        if linger and self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
 
     # ---- hand-over to the web application -------------------------------------------
 
@@ -259,9 +429,43 @@ class RpcProtocol(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
             self.idle = None
+        self._cancel_deadline()
         self.endpoint.connections.discard(self)
-        protocol = self.endpoint.fallback()
+        protocol: asyncio.Protocol = self.endpoint.fallback()
+        if self.admitted:  # the connection keeps its place under the caps till it closes
+            release = functools.partial(self.endpoint.admission.release, self.admitted)
+            protocol = _Counted(protocol, release)
+            self.admitted = ""
         self.closed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         protocol.data_received(b"".join(self.raw))
+
+
+class _Counted(asyncio.Protocol):
+    """A handed-over connection's protocol, that frees its place under the caps once closed."""
+
+    def __init__(self, inner: asyncio.Protocol, release: Callable[[], None]) -> None:
+        self.inner = inner
+        self.release: Callable[[], None] | None = release
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.release is not None:
+            self.release()
+            self.release = None
+        self.inner.connection_lost(exc)
