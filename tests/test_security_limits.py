@@ -11,11 +11,13 @@ the faults guarded against (stalls of a second and more, or no answer at all) ex
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import socket
 import statistics
 import threading
 import time
+import urllib.parse
 import xmlrpc.client
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,7 +26,7 @@ from typing import Any
 
 import orjson
 import XenAPI
-from vmkit import wait_for
+from vmkit import disk_record, local_sr, wait_for
 
 from xenstack.testing import RunningPool, simulated_pool
 
@@ -243,9 +245,9 @@ def test_connections_capped_in_total(tmp_path: Path) -> None:
 # ---- requests that never complete -----------------------------------------------------------
 
 
-def test_slow_requests_time_out() -> None:
+def test_slow_requests_time_out(tmp_path: Path) -> None:
     config = {"head_timeout": 1.0, "request_timeout": 2.0, "idle_timeout": 6.0}
-    with limited(**config) as pool:
+    with simulated_pool(tmp_path / "state", **config) as pool:
         keep = sdk(pool)
         keep.xenapi.host.get_all()  # a keep-alive connection, idle while the attack runs
         heads = [connect(pool) for _ in range(100)]
@@ -279,6 +281,38 @@ def test_slow_requests_time_out() -> None:
         keep.xenapi.host.get_all()  # idle past head_timeout, within idle_timeout: still open
         for sock in heads + bodies:
             sock.close()
+        _slow_transfers(pool, keep)
+
+
+def _slow_transfers(pool: RunningPool, session: Any) -> None:
+    """An upload and a download that each take longer than request_timeout (2 s) are served
+    whole: they are streamed, with their own progress, and not under the request deadline."""
+    pace = threading.Event()  # never set: its wait paces the transfers
+    size = 2 * MIB  # a whole number of VHD blocks
+    data = os.urandom(size)
+    x = session.xenapi
+    vdi = x.VDI.create(disk_record(local_sr(x), "slow", size))
+    query = urllib.parse.urlencode({"session_id": session.handle, "vdi": vdi, "format": "raw"})
+    sock = connect(pool, LEGIT)
+    sock.sendall(f"PUT /import_raw_vdi?{query} HTTP/1.1\r\nContent-Length: {size}\r\n\r\n".encode())
+    start = time.monotonic()
+    for offset in range(0, size, size // 16):
+        sock.sendall(data[offset : offset + size // 16])
+        pace.wait(0.2)
+    reply = answer(sock, 30)
+    sock.close()
+    assert time.monotonic() - start > 3 and reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    conn = http.client.HTTPConnection("127.0.0.1", pool.port, timeout=30)
+    conn.request("GET", f"/export_raw_vdi?{query}")
+    response = conn.getresponse()
+    assert response.status == 200
+    got = b""
+    start = time.monotonic()
+    while chunk := response.read(size // 16):
+        got += chunk
+        pace.wait(0.2)
+    conn.close()
+    assert time.monotonic() - start > 3 and got == data
 
 
 # ---- the work of large bodies ---------------------------------------------------------------
