@@ -185,7 +185,6 @@ def test_header_count_and_head_size_refused() -> None:
             "".join(f"X-{i}: v\r\n" for i in range(20000)),  # 20,000 headers
             "".join(f"X-{i}: v\r\n" for i in range(129)),  # one more than the 128 allowed
             "".join(f"X-{i}: {'v' * 1000}\r\n" for i in range(80)),  # 80 KiB of head
-            f"X-Long: {'v' * 17000}\r\n",  # one line over 16 KiB
         ):
             sock = connect(pool)
             with suppress(BrokenPipeError, ConnectionResetError):
@@ -193,7 +192,7 @@ def test_header_count_and_head_size_refused() -> None:
             reply = answer(sock)
             sock.close()
             assert reply.startswith(b"HTTP/1.1 431 "), (len(extra), reply[:100])
-        sock = connect(pool)  # a download path is refused the same way, before the hand-over
+        sock = connect(pool)  # a request line over 16 KiB, on a download path: before the hand-over
         sock.sendall(f"GET /export?{'q' * 20000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert answer(sock).startswith(b"HTTP/1.1 431 ")
         sock.close()

@@ -83,10 +83,10 @@ class HttpConfig:
     tls_port: int | None = None
     idle_timeout: float = 60.0  # a keep-alive connection idle this long between requests closes
     max_body: int = MAX_BODY  # an API call's body; more gets 413 (uploads are streamed, unbounded)
-    # The request head: request line and headers together, one line, and how many headers;
-    # past any of these, 431 (XO's long cookies and query strings fit several times over).
+    # The request head: request line and headers together, the request line alone, and how
+    # many headers; past any of these, 431 (XO's cookies and query strings fit many times).
     max_head: int = 64 * 1024
-    max_header_line: int = 16 * 1024
+    max_request_line: int = 16 * 1024
     max_headers: int = 128
     # Deadlines from a request's first byte (a connection's first request: from its opening),
     # not extended by bytes trickling in: its head within head_timeout, and a whole API call
@@ -193,7 +193,7 @@ class RpcServer:
             max_body=config.max_body,
             idle_timeout=config.idle_timeout,
             max_head=config.max_head,
-            max_line=config.max_header_line,
+            max_line=config.max_request_line,
             max_headers=config.max_headers,
             head_timeout=config.head_timeout,
             request_timeout=config.request_timeout,
@@ -337,8 +337,8 @@ class RpcServer:
             access_log=None,
             keepalive_timeout=cfg.idle_timeout,
             handle_signals=False,
-            max_line_size=cfg.max_header_line,
-            max_field_size=cfg.max_header_line,
+            max_line_size=cfg.max_request_line,
+            max_field_size=cfg.max_head,
             max_headers=cfg.max_headers,
         )
         await self.runner.setup()

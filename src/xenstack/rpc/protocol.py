@@ -9,13 +9,14 @@ too, by :mod:`.upload`, their bodies going from the parser to the import. Any ot
 application, which also answers API calls that come after it on that connection.
 
 Limits (:class:`Limits`, set from the server's configuration), all enforced before any
-authentication: a request head (request line and headers) over ``max_head`` bytes, a line over
-``max_line`` or more than ``max_headers`` headers gets 431; a body over ``max_body`` gets 413; a
-head not complete ``head_timeout`` seconds after its first byte (or, for a connection's first
-request, after the connection opened), or a whole API call not received ``request_timeout``
-seconds after its first byte, gets 408. These deadlines are fixed when the request begins:
-bytes trickling in do not extend them. Upload bodies and downloads are streamed and not under
-the request deadline. A connection idle for ``idle_timeout`` between requests is closed.
+authentication: a request head (request line and headers) over ``max_head`` bytes, a request
+line over ``max_line`` or more than ``max_headers`` headers gets 431; a body over ``max_body``
+gets 413; a head not complete ``head_timeout`` seconds after its first byte (or, for a
+connection's first request, after the connection opened), or a whole API call not received
+``request_timeout`` seconds after its first byte, gets 408. These deadlines are fixed when the
+request begins: bytes trickling in do not extend them. Upload bodies and downloads are
+streamed and not under the request deadline. A connection idle for ``idle_timeout`` between
+requests is closed.
 :class:`Admission` caps the connections per peer and in total; one over a cap gets 503 and is
 closed at once. Pipelined requests are answered in order.
 """
@@ -60,7 +61,7 @@ class Limits:
     max_body: int = 16 * 1024 * 1024
     idle_timeout: float = 60.0
     max_head: int = 64 * 1024  # request line and headers together
-    max_line: int = 16 * 1024  # the request line, or one header line
+    max_line: int = 16 * 1024  # the request line
     max_headers: int = 128
     head_timeout: float = 10.0
     request_timeout: float = 60.0
@@ -150,6 +151,9 @@ class RpcProtocol(asyncio.Protocol):
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.limits = endpoint.limits
+        self.max_head = self.limits.max_head
+        self.max_headers = self.limits.max_headers
+        self.max_line = self.limits.max_line
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -160,8 +164,8 @@ class RpcProtocol(asyncio.Protocol):
         self.in_message = False
         self.head_done = False
         self.head_bytes = 0  # read while this head was incomplete, after the read it began in
-        self.headers = 0
-        self.head_size = 0  # of the headers parsed so far
+        self.fresh = False  # the next message begins at the start of the current read
+        self.at_start = False  # the message in progress began at the start of a read
         self.refusal: tuple[int, str, bytes] | None = None  # set by a parser callback
         self.too_large = False
         self.handing_over = False
@@ -258,6 +262,7 @@ class RpcProtocol(asyncio.Protocol):
             return
         if not self.in_message:
             self.raw = [data]
+            self.fresh = True
         elif not self.head_done:  # kept for a hand-over, decided once the head is in
             self.raw.append(data)
             self.head_bytes += len(data)
@@ -287,8 +292,7 @@ class RpcProtocol(asyncio.Protocol):
         self.in_message = True
         self.head_done = False
         self.head_bytes = 0
-        self.head_size = 0
-        self.headers = 0
+        self.at_start = self.fresh
         self.requests += 1
         self.started = self.last_active
         self.url = b""
@@ -297,18 +301,25 @@ class RpcProtocol(asyncio.Protocol):
         self.too_large = False
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.limits.max_line:
-            self._refuse_head()
+        self.url += url  # its length is checked once the head is in (the cut bounds it till then)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers += 1
-        size = len(name) + len(value)
-        self.head_size += size + 4  # ": " and CRLF
-        limits = self.limits
-        if self.headers > limits.max_headers or size > limits.max_line:
+    def _check_head(self) -> None:
+        """Hold a complete head to max_head and max_headers, scanning its bytes once.
+
+        No per-header callback: httptools would build every name and value as objects, a cost
+        on every call. Only a head that began at the start of a read can be found in the
+        reads; one pipelined behind another inside a read is held to the cut that
+        data_received makes (max_head plus that read), and aiohttp holds a handed-over
+        connection to the same limits.
+        """
+        if len(self.url) > self.max_line:
             self._refuse_head()
-        if self.head_size + len(self.url) > limits.max_head:
+        raw = self.raw
+        head = raw[0] if len(raw) == 1 else b"".join(raw)
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            return  # bare LF line ends: left to the cut
+        if end + 4 > self.max_head or head.count(b"\n", 0, end) > self.max_headers:
             self._refuse_head()
 
     def _refuse_head(self) -> None:
@@ -318,6 +329,19 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        if self.at_start and len(self.raw) == 1:  # the common case, inline: a head in one read
+            head = self.raw[0]
+            end = head.find(b"\r\n\r\n")
+            if end >= 0 and (
+                end + 4 > self.max_head
+                or head.count(b"\n", 0, end) > self.max_headers
+                or len(self.url) > self.max_line
+            ):
+                self._refuse_head()
+        elif self.at_start:
+            self._check_head()
+        elif len(self.url) > self.max_line:
+            self._refuse_head()
         if self.deadline is not None:  # data_received re-arms it for a body still to come
             self._cancel_deadline()
         path = self.url.split(b"?", 1)[0]
@@ -350,6 +374,7 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.fresh = False  # a message that follows in this read begins inside it
         if self.deadline is not None:
             self._cancel_deadline()
         if self.upload is not None:
