@@ -28,7 +28,7 @@ import orjson
 import XenAPI
 from vmkit import disk_record, local_sr, wait_for
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, server_process, simulated_pool
 
 P95_BOUND = 0.1
 MAX_BOUND = 0.5
@@ -237,6 +237,19 @@ def test_connections_capped_in_total(tmp_path: Path) -> None:
         assert all(served(sock) for sock in socks)
         socks.pop().close()
         wait_for(lambda: served(again := connect(pool, "127.0.0.9")) and again, 10)
+        for sock in socks:
+            sock.close()
+
+
+def test_serve_takes_the_limits() -> None:
+    flags = ["--max-connections-per-peer", "2", "--head-timeout", "1"]
+    with server_process(extra_args=flags) as server:
+        socks = [
+            socket.create_connection(("127.0.0.1", server.port), 10, source_address=(ATTACKER, 0))
+            for _ in range(3)
+        ]
+        assert answer(socks[2]).startswith(b"HTTP/1.1 503 ")
+        assert answer(socks[0]).startswith(b"HTTP/1.1 408 ")  # no request within 1 s
         for sock in socks:
             sock.close()
 
