@@ -385,3 +385,21 @@ def test_large_bodies_do_not_stall_others() -> None:
             "pad": "p" * MIB,  # JSON-RPC ignores members it does not know
         }
         assert orjson.loads(_post(pool, "/jsonrpc", orjson.dumps(request)))["result"] == text
+
+
+def test_handed_over_request_pipelined_behind_a_call() -> None:
+    """A call and a download request sent in one segment: the call runs once (the download's
+    hand-over to the web application carries only the bytes from its own request line on)."""
+    with limited() as pool:
+        session = sdk(pool)
+        call = xmlrpc.client.dumps((session.handle, "pipelined", ""), "task.create").encode()
+        sock = connect(pool, LEGIT)
+        sock.sendall(
+            f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(call)}\r\n\r\n".encode()
+            + call
+            + b"GET /no-such-download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        replies = answer(sock)
+        sock.close()
+        assert replies.count(b"HTTP/1.1 200 OK") == 1 and b"HTTP/1.1 404" in replies, replies
+        assert len(session.xenapi.task.get_by_name_label("pipelined")) == 1

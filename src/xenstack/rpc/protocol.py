@@ -464,7 +464,21 @@ class RpcProtocol(asyncio.Protocol):
         self.closed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
-        protocol.data_received(b"".join(self.raw))
+        protocol.data_received(self._from_request_line())
+
+    def _from_request_line(self) -> bytes:
+        """The bytes read from this request's first on, for the application to parse again.
+
+        A request pipelined behind calls already answered, inside the same read, starts
+        within it: the calls before it must not reach the application, which would run them
+        a second time.
+        """
+        data = b"".join(self.raw)
+        if not self.at_start:
+            start = data.find(b"%s %s " % (self.parser.get_method(), self.url))
+            if start > 0:
+                return data[start:]
+        return data
 
 
 class _Counted(asyncio.Protocol):
