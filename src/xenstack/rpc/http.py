@@ -29,7 +29,8 @@ from aiohttp import web
 
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
-from .protocol import RPC_PATHS, Admission, Endpoint, Limits, Reply, RpcProtocol
+from .limits import Admission, Limits
+from .protocol import RPC_PATHS, Endpoint, Reply, RpcProtocol
 from .upload import UploadOpener
 
 log = logging.getLogger(__name__)
