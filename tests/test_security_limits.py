@@ -403,3 +403,46 @@ def test_handed_over_request_pipelined_behind_a_call() -> None:
         sock.close()
         assert replies.count(b"HTTP/1.1 200 OK") == 1 and b"HTTP/1.1 404" in replies, replies
         assert len(session.xenapi.task.get_by_name_label("pipelined")) == 1
+
+
+def test_pipelined_calls_are_not_buffered_without_bound() -> None:
+    """Calls pipelined behind one that waits (event.from) are read only 16 ahead: then the
+    connection is not read until they are answered, in order."""
+    with limited() as pool:
+        session = sdk(pool)
+        x, s = session.xenapi, session.handle
+        token = getattr(x.event, "from")(["task"], "", 0.0)["token"]
+        waiting = xmlrpc.client.dumps((s, ["task"], token, 30.0), "event.from").encode()
+        small = xmlrpc.client.dumps((s,), "host.get_all").encode()
+        padded = small.replace(b"<methodCall>", b"<methodCall>" + b" " * 32768)
+        calls = [waiting] + [padded] * 400  # 12.5 MiB behind the waiting call
+        data = b"".join(
+            f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(c)}\r\n\r\n".encode() + c
+            for c in calls
+        )
+        sock = connect(pool, LEGIT)
+        sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+        sender.start()
+        server = pool.toolstack.server if pool.toolstack else None
+        assert server is not None
+
+        def queued() -> list[Any]:
+            return [c for e in server.endpoints for c in e.connections if c.queue]
+
+        def paused() -> bool:
+            conns = pool.call(lambda _: queued())
+            return bool(conns) and not pool.call(lambda _: conns[0].transport.is_reading())
+
+        wait_for(paused, 10)
+        assert pool.call(lambda _: max(len(c.queue) for c in queued())) <= 16 + 8  # + one read
+        assert sender.is_alive()  # the rest is not read
+        x.task.create("wake", "")  # the waiting call returns; the others follow, in order
+        sender.join(30)
+        got = b""
+        sock.settimeout(30)
+        while got.count(b"HTTP/1.1 200 OK") < len(calls):
+            chunk = sock.recv(1 << 20)
+            assert chunk, got.count(b"HTTP/1.1 200 OK")
+            got += chunk
+        sock.close()
+        assert b"<name>events</name>" in got.split(b"HTTP/1.1 200 OK")[1]

@@ -18,7 +18,8 @@ request begins: bytes trickling in do not extend them. Upload bodies and downloa
 streamed and not under the request deadline. A connection idle for ``idle_timeout`` between
 requests is closed.
 :class:`Admission` caps the connections per peer and in total; one over a cap gets 503 and is
-closed at once. Pipelined requests are answered in order.
+closed at once. Pipelined requests are answered in order; while ``MAX_QUEUED`` wait behind
+one still running, the connection is not read.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _head(content_type: str, connection: str) -> bytes:
     ).encode()
 
 
+MAX_QUEUED = 16  # pipelined calls waiting behind a running one before reading pauses
 LINGER_SECONDS = 2.0  # how long a refused request's remaining bytes are read and dropped
 HEAD_TOO_LARGE = (431, "Request Header Fields Too Large", b"request head too large\n")
 _HEADS = {t: _head(t, "keep-alive") for t in ("text/xml", "application/json")}
@@ -107,6 +109,7 @@ class RpcProtocol(asyncio.Protocol):
         self.upload: UploadRequest | None = None
         self.queue: list[tuple[str, bytes, bool]] = []
         self.busy = False
+        self.paused = False  # reading, while too many pipelined calls wait
         self.closed = False
         self.peer = ""
         self.admitted = ""  # the key this connection is counted under, once admitted
@@ -325,6 +328,8 @@ class RpcProtocol(asyncio.Protocol):
         call = (self.kind, body, self.parser.should_keep_alive())
         if self.busy or self.queue:
             self.queue.append(call)
+            if len(self.queue) >= MAX_QUEUED and not self.paused:
+                self._pause()
         else:
             self._run(*call)
 
@@ -344,7 +349,25 @@ class RpcProtocol(asyncio.Protocol):
     def _next(self) -> None:
         while self.queue and not self.closed:
             if self._run(*self.queue.pop(0)):
-                return
+                break
+        if self.paused and len(self.queue) < MAX_QUEUED and not self.closed:
+            self._resume()
+
+    def _pause(self) -> None:
+        """Stop reading while too many calls wait for one still running (pipelined calls are
+        answered in order): the client cannot make the server buffer them without bound."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+            self._cancel_deadline()  # time spent not reading is not the client's
+
+    def _resume(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self.paused = False
+            if self.in_message and self.upload is None:
+                self.started = self.loop.time()
+                self._arm_deadline()
 
     def _done(self, task: asyncio.Task[Reply], *, keep_alive: bool) -> None:
         self.busy = False
