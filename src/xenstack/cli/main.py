@@ -3,6 +3,8 @@
 xenstack init  --state-dir DIR [--password-file FILE] [--hosts N] [--shared-sr] [--sim-storage]
 xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH] [--https-port N]
                [--hosts N] [--shared-sr] [--sim-storage]   (these apply when serve initialises DIR)
+               [--max-connections N] [--max-connections-per-peer N] [--head-timeout S]
+               [--request-timeout S]                       (the front door's limits)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 
 DIR is taken as an absolute path (the state stores paths under it). Everything these commands
@@ -82,6 +84,10 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         socket_path=Path(args.socket) if args.socket else None,
         idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_peer=args.max_connections_per_peer,
+        head_timeout=args.head_timeout,
+        request_timeout=args.request_timeout,
     )
     if args.https_port is not None:
         from ..rpc.tls import ensure_certificate
@@ -149,6 +155,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket")
     serve.add_argument("--https-port", type=int)
     serve.add_argument("--idle-timeout", type=float, default=60.0)
+    # the front door's limits (docs/security.md); defaults as HttpConfig's
+    serve.add_argument("--max-connections", type=_positive, default=HttpConfig.max_connections)
+    serve.add_argument(
+        "--max-connections-per-peer", type=_positive, default=HttpConfig.max_connections_per_peer
+    )
+    serve.add_argument("--head-timeout", type=float, default=HttpConfig.head_timeout)
+    serve.add_argument("--request-timeout", type=float, default=HttpConfig.request_timeout)
     _add_pool_options(serve)
     serve.set_defaults(func=cmd_serve)
     user = sub.add_parser("user-add", help="add a local user with a role")

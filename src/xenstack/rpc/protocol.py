@@ -8,8 +8,18 @@ too, by :mod:`.upload`, their bodies going from the parser to the import. Any ot
 (downloads and the other streaming endpoints) is handed, connection and all, to the aiohttp
 application, which also answers API calls that come after it on that connection.
 
-Limits: bodies over ``max_body`` get 413; a connection idle for ``idle_timeout`` is closed.
-Pipelined requests are answered in order.
+Limits (:class:`Limits`, set from the server's configuration), all enforced before any
+authentication: a request head (request line and headers) over ``max_head`` bytes, a request
+line over ``max_line`` or more than ``max_headers`` headers gets 431; a body over ``max_body``
+gets 413; a head not complete ``head_timeout`` seconds after its first byte (or, for a
+connection's first request, after the connection opened), or a whole API call not received
+``request_timeout`` seconds after its first byte, gets 408. These deadlines are fixed when the
+request begins: bytes trickling in do not extend them. Upload bodies and downloads are
+streamed and not under the request deadline. A connection idle for ``idle_timeout`` between
+requests is closed.
+:class:`Admission` caps the connections per peer and in total; one over a cap gets 503 and is
+closed at once. Pipelined requests are answered in order; while ``MAX_QUEUED`` wait behind
+one still running, the connection is not read.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Any
 
 import httptools
 
+from .limits import Admission, Counted, Limits, peer_key
 from .upload import UploadOpener, UploadRequest, plain_response, upload_query
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
@@ -37,6 +48,9 @@ def _head(content_type: str, connection: str) -> bytes:
     ).encode()
 
 
+MAX_QUEUED = 16  # pipelined calls waiting behind a running one before reading pauses
+LINGER_SECONDS = 2.0  # how long a refused request's remaining bytes are read and dropped
+HEAD_TOO_LARGE = (431, "Request Header Fields Too Large", b"request head too large\n")
 _HEADS = {t: _head(t, "keep-alive") for t in ("text/xml", "application/json")}
 _HEADS_CLOSE = {t: _head(t, "close") for t in ("text/xml", "application/json")}
 
@@ -49,16 +63,18 @@ class Endpoint:
         handle: Handler,
         fallback: Callable[[], asyncio.Protocol] | None,
         *,
-        max_body: int,
-        idle_timeout: float,
+        limits: Limits,
+        admission: Admission,
         transport_kind: str,
         uploads: Mapping[bytes, UploadOpener] | None = None,
     ) -> None:
         self.handle = handle
         self.fallback = fallback
         self.uploads = uploads or {}  # PUT paths served here, as uploads
-        self.max_body = max_body
-        self.idle_timeout = idle_timeout
+        self.limits = limits
+        self.max_body = limits.max_body
+        self.idle_timeout = limits.idle_timeout
+        self.admission = admission
         self.transport_kind = transport_kind
         self.connections: set[RpcProtocol] = set()
 
@@ -71,6 +87,10 @@ class RpcProtocol(asyncio.Protocol):
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+        self.limits = endpoint.limits
+        self.max_head = self.limits.max_head
+        self.max_headers = self.limits.max_headers
+        self.max_line = self.limits.max_line
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -80,17 +100,26 @@ class RpcProtocol(asyncio.Protocol):
         self.raw: list[bytes] = []  # the chunks of the request in progress, for a hand-over
         self.in_message = False
         self.head_done = False
+        self.head_bytes = 0  # read while this head was incomplete, after the read it began in
+        self.fresh = False  # the next message begins at the start of the current read
+        self.at_start = False  # the message in progress began at the start of a read
+        self.refusal: tuple[int, str, bytes] | None = None  # set by a parser callback
         self.too_large = False
         self.handing_over = False
         self.upload: UploadRequest | None = None
         self.queue: list[tuple[str, bytes, bool]] = []
         self.busy = False
+        self.paused = False  # reading, while too many pipelined calls wait
         self.closed = False
         self.peer = ""
+        self.admitted = ""  # the key this connection is counted under, once admitted
         self.origins: dict[str, Any] = {}  # per protocol, made once per connection
         self.idle: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
+        self.started = self.last_active  # when the request in progress began
+        self.requests = 0
 
     # ---- connection ------------------------------------------------------------------
 
@@ -98,16 +127,29 @@ class RpcProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unix"
+        key = peer_key(self.peer)
+        if not self.endpoint.admission.admit(key):
+            self._reply_and_close(
+                503, "Service Unavailable", b"too many connections\n", linger=False
+            )
+            return
+        self.admitted = key
         self.endpoint.connections.add(self)
         self._arm_idle()
+        # the first request's head is due within head_timeout of the connection opening
+        self.deadline = self.loop.call_later(self.limits.head_timeout, self._deadline_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.upload is not None:
             self.upload.lost()
         self.endpoint.connections.discard(self)
+        if self.admitted:
+            self.endpoint.admission.release(self.admitted)
+            self.admitted = ""
         if self.idle is not None:
             self.idle.cancel()
+        self._cancel_deadline()
 
     def _arm_idle(self) -> None:
         """Note activity; the idle timer re-arms itself lazily rather than per request."""
@@ -125,40 +167,121 @@ class RpcProtocol(asyncio.Protocol):
         wait = max(0.01, self.endpoint.idle_timeout - quiet)
         self.idle = self.loop.call_later(wait, self._idle_out)
 
+    def _arm_deadline(self) -> None:
+        """Time out the request in progress: its head, or (API calls) the whole request.
+
+        Measured from the request's first byte, so a trickle of bytes does not extend it; a
+        request read whole in one go never arms a timer.
+        """
+        limit = self.limits.request_timeout if self.head_done else self.limits.head_timeout
+        self.deadline = self.loop.call_at(self.started + limit, self._deadline_out)
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _deadline_out(self) -> None:
+        self.deadline = None
+        if self.closed or self.upload is not None or self.handing_over or self.transport is None:
+            return
+        if not self.in_message and self.requests:
+            return  # between requests: the idle timer's business
+        if self.busy or self.queue:  # an answer is still due: a 408 would come out of order
+            self.transport.close()
+            self.closed = True
+            return
+        self._reply_and_close(408, "Request Timeout", b"request not received in time\n")
+
     def data_received(self, data: bytes) -> None:
         if self.upload is not None and not self.in_message:
             return  # the upload ends the connection: nothing after it is read
+        if self.closed:
+            return
         if not self.in_message:
             self.raw = [data]
+            self.fresh = True
         elif not self.head_done:  # kept for a hand-over, decided once the head is in
             self.raw.append(data)
+            self.head_bytes += len(data)
         self._arm_idle()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.handing_over = True
         except httptools.HttpParserError:
+            if self.refusal is not None:
+                self._reply_and_close(*self.refusal)
+                return
             if not self.handing_over:
                 self._reply_and_close(400, "Bad Request", b"malformed HTTP request\n")
                 return
         if self.handing_over:
             self._hand_over()
+        elif self.in_message and self.upload is None:
+            if not self.head_done and self.head_bytes > self.limits.max_head:
+                self._reply_and_close(*HEAD_TOO_LARGE)  # early: the rest is never buffered
+            elif self.deadline is None:
+                self._arm_deadline()
 
     # ---- parser callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self.in_message = True
         self.head_done = False
+        self.head_bytes = 0
+        self.at_start = self.fresh
+        self.requests += 1
+        self.started = self.last_active
         self.url = b""
         self.body = []
         self.body_size = 0
         self.too_large = False
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self.url += url  # its length is checked once the head is in (the cut bounds it till then)
+
+    def _check_head(self) -> None:
+        """Hold a complete head to max_head and max_headers, scanning its bytes once.
+
+        No per-header callback: httptools would build every name and value as objects, a cost
+        on every call. Only a head that began at the start of a read can be found in the
+        reads; one pipelined behind another inside a read is held to the cut that
+        data_received makes (max_head plus that read), and aiohttp holds a handed-over
+        connection to the same limits.
+        """
+        if len(self.url) > self.max_line:
+            self._refuse_head()
+        raw = self.raw
+        head = raw[0] if len(raw) == 1 else b"".join(raw)
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            return  # bare LF line ends: left to the cut
+        if end + 4 > self.max_head or head.count(b"\n", 0, end) > self.max_headers:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Stop the parser from inside a callback: data_received answers the refusal."""
+        self.refusal = HEAD_TOO_LARGE
+        raise ValueError("request head over the limits")
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        if self.at_start and len(self.raw) == 1:  # the common case, inline: a head in one read
+            head = self.raw[0]
+            end = head.find(b"\r\n\r\n")
+            if end >= 0 and (
+                end + 4 > self.max_head
+                or head.count(b"\n", 0, end) > self.max_headers
+                or len(self.url) > self.max_line
+            ):
+                self._refuse_head()
+        elif self.at_start:
+            self._check_head()
+        elif len(self.url) > self.max_line:
+            self._refuse_head()
+        if self.deadline is not None:  # data_received re-arms it for a body still to come
+            self._cancel_deadline()
         path = self.url.split(b"?", 1)[0]
         kind = RPC_PATHS.get(path)
         method = self.parser.get_method()
@@ -189,6 +312,9 @@ class RpcProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.fresh = False  # a message that follows in this read begins inside it
+        if self.deadline is not None:
+            self._cancel_deadline()
         if self.upload is not None:
             self.upload.finish()
             return
@@ -202,6 +328,8 @@ class RpcProtocol(asyncio.Protocol):
         call = (self.kind, body, self.parser.should_keep_alive())
         if self.busy or self.queue:
             self.queue.append(call)
+            if len(self.queue) >= MAX_QUEUED and not self.paused:
+                self._pause()
         else:
             self._run(*call)
 
@@ -221,7 +349,25 @@ class RpcProtocol(asyncio.Protocol):
     def _next(self) -> None:
         while self.queue and not self.closed:
             if self._run(*self.queue.pop(0)):
-                return
+                break
+        if self.paused and len(self.queue) < MAX_QUEUED and not self.closed:
+            self._resume()
+
+    def _pause(self) -> None:
+        """Stop reading while too many calls wait for one still running (pipelined calls are
+        answered in order): the client cannot make the server buffer them without bound."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+            self._cancel_deadline()  # time spent not reading is not the client's
+
+    def _resume(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self.paused = False
+            if self.in_message and self.upload is None:
+                self.started = self.loop.time()
+                self._arm_deadline()
 
     def _done(self, task: asyncio.Task[Reply], *, keep_alive: bool) -> None:
         self.busy = False
@@ -242,12 +388,19 @@ class RpcProtocol(asyncio.Protocol):
             self.transport.write(_HEADS_CLOSE[content_type] % len(body) + body)
             self.transport.close()
 
-    def _reply_and_close(self, code: int, reason: str, body: bytes) -> None:
+    def _reply_and_close(self, code: int, reason: str, body: bytes, *, linger: bool = True) -> None:
+        """Answer and close. Lingering, what the client still sends is read and dropped for a
+        moment: closing with unread bytes would reset the connection, and the reset can
+        destroy the answer before the client reads it."""
         if self.transport is None or self.closed:
             return
         self.transport.write(plain_response(code, reason, body))
-        self.transport.close()
         self.closed = True
+        if linger and self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
 
     # ---- hand-over to the web application -------------------------------------------
 
@@ -259,9 +412,28 @@ class RpcProtocol(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
             self.idle = None
+        self._cancel_deadline()
         self.endpoint.connections.discard(self)
-        protocol = self.endpoint.fallback()
+        protocol: asyncio.Protocol = self.endpoint.fallback()
+        if self.admitted:  # the connection keeps its place under the caps till it closes
+            release = functools.partial(self.endpoint.admission.release, self.admitted)
+            protocol = Counted(protocol, release)
+            self.admitted = ""
         self.closed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
-        protocol.data_received(b"".join(self.raw))
+        protocol.data_received(self._from_request_line())
+
+    def _from_request_line(self) -> bytes:
+        """The bytes read from this request's first on, for the application to parse again.
+
+        A request pipelined behind calls already answered, inside the same read, starts
+        within it: the calls before it must not reach the application, which would run them
+        a second time.
+        """
+        data = b"".join(self.raw)
+        if not self.at_start:
+            start = data.find(b"%s %s " % (self.parser.get_method(), self.url))
+            if start > 0:
+                return data[start:]
+        return data
