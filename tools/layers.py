@@ -18,9 +18,12 @@ The layers of xenstack, top to bottom (a module may import its own layer and any
     pool             pool membership and remote calls; today also the fresh-install builders
     xenops storage net xenstore plugins
                      the backends: peers, none of which imports another
+    core             what every layer above shares: ids, the call context and the
+                     ``Services`` protocol it is typed against, call origins, XML-RPC values,
+                     TLS, validation; below the backends, above the store it types against
     db               the object store and its persistence
     idl              the XenAPI declaration
-    core             xenstack/__init__.py and errors.py
+    base             xenstack/__init__.py and errors.py
 
 A few layers must also keep apart from some layer below them (``APART``: the wire imports no
 policy and no store, the IDL nothing of ours, the backends no store).
@@ -51,6 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("impl",),
     ("pool",),
     ("xenops", "storage", "net", "xenstore", "plugins"),
+    ("core",),
     ("db",),
     ("idl",),
     ("", "errors", "xmltext"),  # "" is the package's own __init__.py

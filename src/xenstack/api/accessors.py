@@ -7,24 +7,17 @@ and the ``get_all_records_where``/``get_all_where`` extras need no code of their
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..core.ids import new_ref as new_ref
+from ..core.ids import new_uuid as new_uuid
 from ..errors import ApiError
 from ..idl.model import ClassDef, MessageDef
 from .context import Context
 from .where import compile_where
 
 Handler = Callable[..., Any]
-
-
-def new_ref() -> str:
-    return f"OpaqueRef:{uuid.uuid4()}"
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
 
 
 def accessor(cdef: ClassDef, msg: MessageDef) -> Handler | None:

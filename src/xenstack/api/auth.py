@@ -156,6 +156,10 @@ class Authenticator:
             bucket = self._buckets[key] = _Bucket(FAILURES_ALLOWED, time.monotonic())
         return bucket
 
+    def password_matches(self, user: User, password: str) -> bool:
+        """Whether ``password`` is ``user``'s (no throttling: the caller has a session)."""
+        return check_password(password, user.password_hash)
+
     async def _password_ok(self, user: User, password: str) -> bool:
         mac = hmac.digest(self._key, password.encode(), "sha256")
         cached = self._verified.get(user.name)

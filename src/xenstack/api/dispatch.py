@@ -23,7 +23,7 @@ from .context import Context
 from .validate import coerce
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from .context import Services
 
 NO_SESSION = frozenset(
     {
@@ -115,7 +115,7 @@ def build_table() -> dict[str, Entry]:
 class Dispatcher:
     """Callable by the RPC layer: ``await dispatcher(method, params, origin)``."""
 
-    def __init__(self, toolstack: Toolstack) -> None:
+    def __init__(self, toolstack: Services) -> None:
         self.toolstack = toolstack
         self.table = build_table()
         self.method_names = sorted(

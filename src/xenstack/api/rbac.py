@@ -24,8 +24,8 @@ from ..idl.model import ROLES
 from .tasks import now
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
     from .auth import SessionInfo
+    from .context import Services
 
 POOL_OP = frozenset({"pool-admin", "pool-operator"})
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
@@ -96,13 +96,13 @@ def check(info: SessionInfo, permission: str, roles: frozenset[str]) -> None:
 # ---- tasks -------------------------------------------------------------------------------
 
 
-def owns_task(toolstack: Toolstack, session: str, task: str) -> bool:
+def owns_task(toolstack: Services, session: str, task: str) -> bool:
     """Is the task the session's own: made by it, or by another session of the same user?"""
     owner = toolstack.db.get("task", task)["session"]
     if owner == session:
         return True
-    mine = toolstack.auth.sessions.get(session)
-    theirs = toolstack.auth.sessions.get(owner)
+    mine: SessionInfo | None = toolstack.auth.sessions.get(session)
+    theirs: SessionInfo | None = toolstack.auth.sessions.get(owner)
     if mine is None:
         return False
     if theirs is not None:
@@ -111,14 +111,14 @@ def owns_task(toolstack: Toolstack, session: str, task: str) -> bool:
     return db.exists("session", owner) and db.get("session", owner)["auth_user_name"] == mine.user
 
 
-def may_modify_task(toolstack: Toolstack, session: str, task: str) -> bool:
+def may_modify_task(toolstack: Services, session: str, task: str) -> bool:
     info = toolstack.auth.sessions.get(session)
     if info is not None and allowed(info, POOL_OP):
         return True
     return owns_task(toolstack, session, task)
 
 
-def check_task(toolstack: Toolstack, session: str, task: str) -> None:
+def check_task(toolstack: Services, session: str, task: str) -> None:
     """RBAC_PERMISSION_DENIED ``task.destroy/any`` unless the session may modify the task
     (HANDLE_INVALID for an unknown task)."""
     if not may_modify_task(toolstack, session, task):
@@ -128,7 +128,7 @@ def check_task(toolstack: Toolstack, session: str, task: str) -> None:
 # ---- HTTP handlers -----------------------------------------------------------------------
 
 
-def authorize_http(toolstack: Toolstack, action: HttpAction, query: Mapping[str, str]) -> None:
+def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, str]) -> None:
     """Check the request's session and role against the handler's declaration.
 
     SESSION_INVALID for a missing or dead session, RBAC_PERMISSION_DENIED for a role that
@@ -144,7 +144,7 @@ def authorize_http(toolstack: Toolstack, action: HttpAction, query: Mapping[str,
         raise
 
 
-def http_checker(toolstack: Toolstack) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:
+def http_checker(toolstack: Services) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:
     """For the HTTP server: ``checker(method, path)`` is the check of that handler's declared
     permission (LookupError when it has none)."""
 
@@ -154,7 +154,7 @@ def http_checker(toolstack: Toolstack) -> Callable[[str, str], Callable[[Mapping
     return checker
 
 
-def fail_named_task(toolstack: Toolstack, query: Mapping[str, str], err: ApiError) -> None:
+def fail_named_task(toolstack: Services, query: Mapping[str, str], err: ApiError) -> None:
     """Settle the pending task a refused request named as failed with ``err``; a task the
     request's session may not modify (or none) is left alone."""
     task, session = query.get("task_id", ""), query.get("session_id", "")

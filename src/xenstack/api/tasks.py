@@ -11,29 +11,25 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ..core.ids import new_ref, new_uuid
+from ..core.ids import now as now
 from ..errors import ApiError
-from ..idl.types import NULL_REF, DateTime
+from ..idl.types import NULL_REF
 from ..rpc.xmlrpc import value_text
-from .accessors import new_ref, new_uuid
 from .context import Context
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from .context import Services
 
 log = logging.getLogger(__name__)
-
-
-def now() -> DateTime:
-    return DateTime(datetime.now(UTC).strftime("%Y%m%dT%H:%M:%SZ"))
 
 
 class TaskManager:
     """Creates task rows and runs their work in the background."""
 
-    def __init__(self, toolstack: Toolstack) -> None:
+    def __init__(self, toolstack: Services) -> None:
         self.toolstack = toolstack
         self.running: dict[str, asyncio.Task[None]] = {}
 

@@ -31,7 +31,7 @@ from ..xenops.interface import (
 from ..xenops.simulator import SimulatorBackend
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from ..api.context import Services
 
 DEFAULT_GUEST_AGENT_DELAY = 1.0
 LIVE_STATES = ("Running", "Paused")
@@ -40,7 +40,7 @@ LIVE_STATES = ("Running", "Paused")
 class Hypervisor:
     """The backend of one toolstack and the timers that simulate guest agents."""
 
-    def __init__(self, toolstack: Toolstack, backend: Backend | None = None) -> None:
+    def __init__(self, toolstack: Services, backend: Backend | None = None) -> None:
         self.toolstack = toolstack
         self.backend: Backend = backend or SimulatorBackend()
         env = os.environ.get("XENSTACK_GUEST_AGENT_DELAY")
@@ -92,10 +92,10 @@ class Hypervisor:
                 sim.restore_image(_info_from_row(db, ref, vm))
 
 
-_HYPERVISORS: WeakKeyDictionary[Toolstack, Hypervisor] = WeakKeyDictionary()
+_HYPERVISORS: WeakKeyDictionary[Services, Hypervisor] = WeakKeyDictionary()
 
 
-def hypervisor(ctx: Context | Toolstack) -> Hypervisor:
+def hypervisor(ctx: Context | Services) -> Hypervisor:
     """The toolstack's hypervisor, created on first use."""
     toolstack = ctx.toolstack if isinstance(ctx, Context) else ctx
     hv = _HYPERVISORS.get(toolstack)
@@ -104,7 +104,7 @@ def hypervisor(ctx: Context | Toolstack) -> Hypervisor:
     return hv
 
 
-def install(toolstack: Toolstack, backend: Backend) -> Hypervisor:
+def install(toolstack: Services, backend: Backend) -> Hypervisor:
     """Use ``backend`` for this toolstack (tests, other backends)."""
     hv = _HYPERVISORS[toolstack] = Hypervisor(toolstack, backend)
     return hv

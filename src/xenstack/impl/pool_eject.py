@@ -28,7 +28,7 @@ from .pool import the_pool
 from .registry import implements, internal
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from ..api.context import Services
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _assert_ejectable(ctx: Context, host: str) -> None:
             raise ApiError("OPERATION_NOT_ALLOWED", ["VM resident on host"])
 
 
-async def _tell_member(ts: Toolstack, address: str, port: int) -> None:
+async def _tell_member(ts: Services, address: str, port: int) -> None:
     """Ask the member's own toolstack to leave; one that cannot be reached is gone already."""
     secret = membership.pool_secret(ts.persistence)
     try:
@@ -84,7 +84,7 @@ async def leave(ctx: Context, pool_secret: str) -> None:
     await reset_standalone(ts)
 
 
-async def reset_standalone(ts: Toolstack) -> None:
+async def reset_standalone(ts: Services) -> None:
     """Clear the database and bootstrap a fresh pool of one host, with the old host's name
     and address; users and the storage mode stay."""
     db = ts.db
@@ -110,7 +110,7 @@ async def reset_standalone(ts: Toolstack) -> None:
     await db.durable()
 
 
-def _local_sr_dirs(ts: Toolstack) -> list[Path]:
+def _local_sr_dirs(ts: Services) -> list[Path]:
     """The directories of this host's unshared file SRs inside its state directory."""
     if ts.state_dir is None:
         return []

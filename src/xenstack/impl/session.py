@@ -80,11 +80,9 @@ def logout_subject_identifier(ctx: Context, subject_identifier: str) -> None:
 
 @implements("session.change_password")
 def change_password(ctx: Context, old_pwd: str, new_pwd: str) -> None:
-    from ..api.auth import check_password
-
     info = ctx.toolstack.auth.check(ctx.session)
     user = ctx.toolstack.auth.users().get(info.user)
-    if user is None or not check_password(old_pwd, user.password_hash):
+    if user is None or not ctx.toolstack.auth.password_matches(user, old_pwd):
         # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", [info.user, "old password is wrong"])
     ctx.toolstack.auth.set_user(info.user, new_pwd, user.role)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import xmlrpc.client
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from xml.parsers.expat import ExpatError
 
 from ..api.validate import coerce
-from ..db.store import Database
 from ..errors import ApiError
 from ..idl.model import CLASSES
 from ..idl.types import NULL_REF, DateTime, Type
@@ -23,6 +22,14 @@ from ..rpc.xmlrpc import encode_value
 EXPORT_VSN = 2
 EPOCH = "19700101T00:00:00Z"
 CLEARED: dict[str, Any] = {"current_operations": {}, "allowed_operations": []}
+
+
+class Database(Protocol):
+    """The rows an export's metadata is read from (``db.store.Database``; format code below it)."""
+
+    def get(self, cls: str, ref: str) -> Any: ...
+
+    def exists(self, cls: str, ref: str) -> bool: ...
 
 
 @dataclass
