@@ -81,6 +81,7 @@ UPWARD = {
     ("impl.vdi_files", "api.accessors"),
     ("impl.vdi_files", "api.context"),
     ("impl.vdi_files", "api.tasks"),
+    ("impl.vdi_rows", "api.accessors"),
     ("impl.vdi_transfer", "api.context"),
     ("impl.vdi_transfer", "rpc.xmlrpc"),
     ("impl.vif", "api.accessors"),
@@ -119,18 +120,13 @@ UPWARD = {
     ("pool.fresh_storage", "impl.sm"),
     ("pool.fresh_storage", "impl.sr"),
     ("pool.fresh_storage", "impl.sr_backend"),
+    ("pool.fresh_storage", "impl.sr_usage"),
     ("pool.templates", "api.accessors"),
     ("pool.templates", "api.tasks"),
 }
 
 # today's strongly connected components: modules that import each other
 CYCLES = {
-    (
-        "impl.sr",
-        "impl.storage_service",
-        "impl.vdi",
-        "impl.vdi_files",
-    ),
     (
         "impl.vm_checks",
         "impl.vm_lifecycle",

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..db.store import Database
 from ..errors import ApiError
+from .vdi_rows import refresh_allowed as refresh_vdi  # a VDI's operations follow its VBDs
 
 Ban = tuple[str, list[str]]
 Table = dict[str, Ban]
@@ -169,8 +170,6 @@ def assert_operation_valid(db: Database, cls: str, ref: str, op: str) -> None:
 
 def refresh(db: Database, cls: str, ref: str) -> None:
     """Recompute a device's (and a VBD's VDI's) ``allowed_operations``, in a transaction."""
-    from .vdi import refresh_allowed as refresh_vdi  # a VDI's operations follow its VBDs
-
     row = db.get(cls, ref)
     ops = allowed_operations(db, cls, ref)
     if row["allowed_operations"] != ops:

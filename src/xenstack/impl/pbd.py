@@ -8,8 +8,8 @@ from ..api.accessors import new_ref, new_uuid
 from ..api.context import Context
 from ..errors import ApiError
 from .registry import implements
-from .sr import refresh_usage
 from .sr_backend import backend_error, driver_of, plug_backend, storage_root
+from .sr_usage import refresh_usage
 from .vdi_files import scan_files
 
 

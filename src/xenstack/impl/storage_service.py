@@ -38,8 +38,8 @@ from ..storage.nbd import NbdGrant, NbdRefused, NbdServer, VhdBackend, serve_nbd
 from ..storage.sr import FileSr
 from ..storage.sr.gc import GcResult, collect
 from ..storage.vhd import VhdImage
-from .sr import refresh_usage
 from .sr_backend import driver_of
+from .sr_usage import refresh_usage
 
 log = logging.getLogger(__name__)
 

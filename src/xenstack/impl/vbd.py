@@ -11,7 +11,7 @@ from ..errors import ApiError
 from ..idl.types import NULL_REF
 from . import device_lifecycle, devices
 from .registry import implements
-from .vdi import refresh_allowed as refresh_vdi
+from .vdi_rows import refresh_allowed as refresh_vdi
 
 ATTACHABLE_VDI_TYPES = frozenset(
     {"system", "user", "ephemeral", "suspend", "crashdump", "metadata", "rrd", "pvs_cache"}

@@ -7,9 +7,9 @@ recomputes the SR's ``physical_utilisation`` and ``virtual_allocation``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..api.accessors import new_ref, new_uuid
+from ..api.accessors import new_uuid
 from ..api.context import Context
 from ..api.tasks import now
 from ..db.store import Database
@@ -18,143 +18,21 @@ from ..idl.model import CLASSES
 from ..idl.types import NULL_REF, Record
 from ..storage.sr import FileSr, SrDriver, SrDriverError, VdiInfo
 from ..storage.sr.driver import ERR_NO_VDI
-from . import sm
+from . import sm, vdi_files
 from .registry import implements
-from .sr import assert_plugged, assert_space, refresh_usage
 from .sr_backend import backend_error, file_sr, sr_driver
+from .sr_usage import assert_plugged, assert_space, refresh_usage
 from .storage_service import exclusive
-
-if TYPE_CHECKING:
-    from types import ModuleType
-
-
-def _files() -> ModuleType:
-    from . import vdi_files  # builds on this module
-
-    return vdi_files
-
-
-MiB = 1 << 20
-VHD_BLOCK = 2 * MiB
-SIZE_ROUNDED = {"ext", "nfs", "lvm", "file"}  # VHD-based drivers round to whole blocks
-
-#: vdi operation -> the SM feature it needs
-_VDI_OP_FEATURE = {
-    "clone": "VDI_CLONE",
-    "snapshot": "VDI_SNAPSHOT",
-    "resize": "VDI_RESIZE",
-    "destroy": "VDI_DELETE",
-    "update": "VDI_UPDATE",
-    "generate_config": "VDI_GENERATE_CONFIG",
-    "mirror": "VDI_MIRROR",
-    "enable_cbt": "VDI_CONFIG_CBT",
-    "disable_cbt": "VDI_CONFIG_CBT",
-    "data_destroy": "VDI_CONFIG_CBT",
-    "list_changed_blocks": "VDI_CONFIG_CBT",
-    "set_on_boot": "VDI_RESET_ON_BOOT",
-}
-_ALWAYS = ("copy", "forget")
-#: operations a VDI attached to a running VM still allows
-_LIVE = frozenset(
-    {"snapshot", "clone", "mirror", "enable_cbt", "disable_cbt", "list_changed_blocks"}
+from .vdi_rows import (
+    _derived_fields,
+    _destroy_row,
+    assert_op,
+    attached_vbds,
+    initial_usage,
+    make_vdi,
+    round_size,
+    vhd_overhead,
 )
-
-
-def vhd_overhead(size: int) -> int:
-    """The space a fresh dynamic VHD takes: footer, header and block table."""
-    bat = ((size + VHD_BLOCK - 1) // VHD_BLOCK) * 4
-    return 3 * 512 + 1024 + ((bat + 511) // 512) * 512
-
-
-def round_size(sr_type: str, size: int) -> int:
-    if sr_type in SIZE_ROUNDED:
-        return ((size + VHD_BLOCK - 1) // VHD_BLOCK) * VHD_BLOCK
-    return size
-
-
-def initial_usage(sr_type: str, size: int) -> int:
-    """Physical space a new VDI of ``size`` bytes takes on an SR of this type."""
-    drv = sm.DRIVERS.get(sr_type)
-    if drv is not None and not drv.thin:
-        return size + vhd_overhead(size)
-    if sr_type in SIZE_ROUNDED:
-        return vhd_overhead(size)
-    return size
-
-
-def attached_vbds(db: Database, vdi: str) -> list[str]:
-    return [v for v in db.get("VDI", vdi)["VBDs"] if db.get("VBD", v)["currently_attached"]]
-
-
-def allowed_operations(db: Database, vdi: str) -> list[str]:
-    """The VDI operations its SR's driver offers, less those an attached VDI forbids."""
-    row = db.get("VDI", vdi)
-    sr = db.tables["SR"].rows.get(row["SR"])
-    drv = sm.DRIVERS.get(sr["type"]) if sr else None
-    ops = [op for op, f in _VDI_OP_FEATURE.items() if drv is not None and drv.has(f)]
-    ops += list(_ALWAYS)
-    if sr is not None and sr["is_tools_sr"]:
-        ops = [op for op in ops if op not in ("destroy", "clone", "snapshot", "resize")]
-    attached = attached_vbds(db, vdi)
-    if attached:
-        rw = any(db.get("VBD", v)["mode"] == "RW" for v in attached)
-        ops = [op for op in ops if op in _LIVE or (op == "copy" and not rw)]
-    return ops
-
-
-def refresh_allowed(db: Database, vdi: str) -> None:
-    if db.exists("VDI", vdi):
-        db.set("VDI", vdi, "allowed_operations", allowed_operations(db, vdi))
-
-
-def assert_op(db: Database, vdi: str, op: str) -> None:
-    """Raise VDI_IN_USE / SR_OPERATION_NOT_SUPPORTED if ``op`` is not allowed now."""
-    row = db.get("VDI", vdi)
-    feature = _VDI_OP_FEATURE.get(op)
-    drv = sm.DRIVERS.get(db.get("SR", row["SR"])["type"])
-    if feature is not None and (drv is None or not drv.has(feature)):
-        raise ApiError("SR_OPERATION_NOT_SUPPORTED", [row["SR"]])
-    if op not in allowed_operations(db, vdi) and attached_vbds(db, vdi):
-        raise ApiError("VDI_IN_USE", [vdi, op])
-
-
-def _invalid_size() -> ApiError:
-    return ApiError("SR_BACKEND_FAILURE_79", ["", "VDI Invalid size", ""])
-
-
-def make_vdi(
-    db: Database,
-    sr: str,
-    fields: dict[str, Any],
-    *,
-    usage: int | None = None,
-    check_space: bool = True,
-) -> str:
-    """Insert a VDI on ``sr`` after checking space; update the SR's accounting."""
-    sr_type = db.get("SR", sr)["type"]
-    size = round_size(sr_type, int(fields.get("virtual_size", 0)))
-    if size < 0:
-        raise _invalid_size()
-    physical = initial_usage(sr_type, size) if usage is None else usage
-    if check_space:
-        assert_space(db, sr, physical)
-    ref = new_ref()
-    record = {
-        "uuid": new_uuid(),
-        "location": "",
-        "managed": True,
-        **fields,
-        "SR": sr,
-        "virtual_size": size,
-        "physical_utilisation": physical,
-    }
-    if not record["location"]:
-        record["location"] = record["uuid"]
-    with db.transaction():
-        db.create("VDI", ref, record)
-        refresh_allowed(db, ref)
-        refresh_usage(db, sr)
-    return ref
 
 
 def _constructor_fields(record: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +54,7 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     drv = sr_driver(db, sr)
     if drv is not None:
         db.assert_writable()  # a file made now could not be recorded
-        return str(_files().create(db, sr, drv, fields))
+        return str(vdi_files.create(db, sr, drv, fields))
     return make_vdi(db, sr, fields)
 
 
@@ -186,26 +64,7 @@ async def create_recorded(ctx: Context, record: dict[str, Any]) -> str:
     ref = create(ctx, record)
     if sr_driver(ctx.db, ctx.db.get("VDI", ref)["SR"]) is None:
         return ref
-    return str(await _files().recorded(ctx, ref))
-
-
-def _destroy_row(db: Database, vdi: str) -> list[tuple[str, str, Record]]:
-    """Remove a VDI, the VBDs that point at it, and update the SR; return the rows removed,
-    as :meth:`Database.revive` takes them."""
-    sr = db.get("VDI", vdi)["SR"]
-    removed = [("VDI", vdi, Record(db.get("VDI", vdi)))]
-    with db.transaction():
-        for vbd in db.get("VDI", vdi)["VBDs"]:
-            removed.append(("VBD", vbd, Record(db.get("VBD", vbd))))
-            metrics = db.get("VBD", vbd)["metrics"]
-            if db.exists("VBD_metrics", metrics):
-                removed.append(("VBD_metrics", metrics, Record(db.get("VBD_metrics", metrics))))
-                db.destroy("VBD_metrics", metrics)
-            db.destroy("VBD", vbd)
-        db.destroy("VDI", vdi)
-        if db.exists("SR", sr):
-            refresh_usage(db, sr)
-    return removed
+    return str(await vdi_files.recorded(ctx, ref))
 
 
 async def recorded_removal(db: Database, removed: list[tuple[str, str, Record]]) -> None:
@@ -237,7 +96,7 @@ async def destroy(ctx: Context, self_: str) -> None:
             removed = _destroy_row(db, self_)
             await recorded_removal(db, removed)
             try:
-                _files().delete_location(drv, row["location"])
+                vdi_files.delete_location(drv, row["location"])
             except BaseException:
                 db.revive(removed)
                 raise
@@ -253,11 +112,6 @@ def forget(ctx: Context, vdi: str) -> None:
     if attached_vbds(ctx.db, vdi):
         raise ApiError("VDI_IN_USE", [vdi, "forget"])
     _destroy_row(ctx.db, vdi)
-
-
-def _derived_fields(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ("name_label", "name_description", "type", "sharable", "other_config", "sm_config")
-    return {k: row[k] for k in keep} | {"read_only": False, "xenstore_data": {}}
 
 
 def _new_leaf(db: Database, vdi: str, sr: str, extra: dict[str, Any]) -> str:
@@ -276,8 +130,8 @@ async def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     if file_sr(db, row["SR"]) is not None:
         db.assert_writable()
         async with exclusive(ctx, vdi):
-            new = _files().snapshot(db, vdi, {})
-        return str(await _files().recorded(ctx, new))
+            new = vdi_files.snapshot(db, vdi, {})
+        return str(await vdi_files.recorded(ctx, new))
     return _new_leaf(db, vdi, row["SR"], {})
 
 
@@ -291,8 +145,8 @@ async def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str
     if file_sr(db, row["SR"]) is not None:
         db.assert_writable()
         async with exclusive(ctx, vdi):
-            new = _files().snapshot(db, vdi, extra)
-        return str(await _files().recorded(ctx, new))
+            new = vdi_files.snapshot(db, vdi, extra)
+        return str(await vdi_files.recorded(ctx, new))
     return _new_leaf(db, vdi, row["SR"], extra)
 
 
@@ -311,7 +165,7 @@ async def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
         )
     if sr_driver(db, row["SR"]) is not None:
         async with exclusive(ctx, vdi):
-            _files().resize(db, vdi, new_size)
+            vdi_files.resize(db, vdi, new_size)
         return
     grown = new_size - row["virtual_size"]
     extra = (
@@ -354,13 +208,13 @@ async def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) ->
             raise ApiError("VDI_TOO_SMALL", [into_vdi, row["virtual_size"]])
         if into_vdi == vdi:
             return into_vdi
-        await _files().copy_into(ctx, vdi, into_vdi)
+        await vdi_files.copy_into(ctx, vdi, into_vdi)
         return into_vdi
     db.get("SR", sr)
     sm.assert_supports(db, sr, "vdi_create")
     assert_plugged(db, sr)
     if file_sr(db, sr) is not None:
-        return str(await _files().copy(ctx, vdi, sr))
+        return str(await vdi_files.copy(ctx, vdi, sr))
     written = row["physical_utilisation"]
     usage = max(written, initial_usage(db.get("SR", sr)["type"], row["virtual_size"]))
     fields = _derived_fields(row) | {"virtual_size": row["virtual_size"]}

@@ -21,9 +21,9 @@ from ..errors import ApiError
 from ..storage.sr import FileSr, SrDriver, VdiInfo
 from ..storage.vhd import VhdImage
 from ..storage.vhd.importer import copy_image
-from .sr import refresh_usage
 from .sr_backend import UUID_RE, backend_error, file_sr, sr_driver
-from .vdi import _derived_fields, _destroy_row, make_vdi, round_size
+from .sr_usage import refresh_usage
+from .vdi_rows import _derived_fields, _destroy_row, make_vdi, round_size
 
 
 def _call(fn: Any, *args: Any) -> Any:

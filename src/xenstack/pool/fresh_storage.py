@@ -14,8 +14,9 @@ import os
 from ..api.accessors import new_ref, new_uuid
 from ..db.store import Database
 from ..impl import sm
-from ..impl.sr import new_pbd, new_sr, refresh_usage
+from ..impl.sr import new_pbd, new_sr
 from ..impl.sr_backend import choose, driver_of
+from ..impl.sr_usage import refresh_usage
 
 GiB = 1 << 30
 LOCAL_SR_SIZE = 500 * GiB
