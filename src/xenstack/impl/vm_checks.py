@@ -1,8 +1,9 @@
 """The checks behind the lifecycle table, in XAPI's order; the first failure wins.
 
 :class:`Facts` gathers what the checks need about one VM once, so computing
-``allowed_operations`` (every operation in turn) stays cheap. The table itself, and the
-functions the rest of the toolstack calls, are in :mod:`.vm_lifecycle`.
+``allowed_operations`` (every operation in turn) stays cheap. The table itself is in
+:mod:`xenstack.impl.vm_lifecycle_table`, the functions the rest of the toolstack calls are in
+:mod:`xenstack.impl.vm_lifecycle`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from ..db.store import Database
 from ..errors import ApiError
 from ..idl.types import NULL_REF
-from .vm_lifecycle import (
+from .vm_lifecycle_table import (
     CONTROL_DOMAIN_OPS,
     HALTED,
     PAUSED,
