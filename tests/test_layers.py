@@ -31,6 +31,7 @@ layers = _layers()
 UPWARD = {
     ("api.dispatch", "rpc.http"),
     ("api.tasks", "rpc.xmlrpc"),
+    ("core.objects", "api.context"),
     ("impl.bond", "api.accessors"),
     ("impl.bond", "api.context"),
     ("impl.devices", "api.accessors"),

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.ids import new_ref as new_ref
 from ..core.ids import new_uuid as new_uuid
+from ..core.objects import create_object as create_object
 from ..errors import ApiError
 from ..idl.model import ClassDef, MessageDef
 from .context import Context
@@ -61,16 +62,6 @@ def _create(cls: str) -> Handler:
         return create_object(ctx, cls, record)
 
     return create
-
-
-def create_object(ctx: Context, cls: str, record: dict[str, Any]) -> str:
-    """Insert an object from a client's record: constructor fields only, fresh uuid and ref."""
-    cdef = ctx.db.table(cls).cdef
-    row = {k: v for k, v in record.items() if k in cdef.fields and cdef.fields[k].in_constructor}
-    if "uuid" in cdef.fields:
-        row["uuid"] = new_uuid()
-    with ctx.db.transaction() as db:
-        return db.create(cls, new_ref(), row)
 
 
 def _destroy(cls: str) -> Handler:
