@@ -161,7 +161,7 @@ def _resolve(graph: Graph, target: str) -> str | None:
 
 
 def _top(graph: Graph, module: str) -> str:
-    """The top-level name under the package: ``xenstack.impl.vm`` -> ``impl``."""
+    """The top-level name under the package: ``xenstack.impl.vm.vm`` -> ``impl``."""
     rest = module[len(graph.package) + 1 :] if module != graph.package else ""
     return rest.split(".", 1)[0]
 

@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core.ids import now
 from ..errors import ApiError
 from ..idl.model import ROLES
-from .tasks import now
 
 if TYPE_CHECKING:
+    from ..core.context import Services
     from .auth import SessionInfo
-    from .context import Services
 
 POOL_OP = frozenset({"pool-admin", "pool-operator"})
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})

@@ -13,15 +13,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..core.context import Context
 from ..core.ids import new_ref, new_uuid
 from ..core.ids import now as now
+from ..core.xmlrpc_values import value_text
 from ..errors import ApiError
 from ..idl.types import NULL_REF
-from ..rpc.xmlrpc import value_text
-from .context import Context
 
 if TYPE_CHECKING:
-    from .context import Services
+    from ..core.context import Services
 
 log = logging.getLogger(__name__)
 

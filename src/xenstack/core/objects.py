@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.context import Context
+from .context import Context
 from .ids import new_ref, new_uuid
 
 
