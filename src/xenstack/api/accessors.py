@@ -11,9 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.context import Context
-from ..core.ids import new_ref as new_ref
-from ..core.ids import new_uuid as new_uuid
-from ..core.objects import create_object as create_object
+from ..core.objects import create_object
 from ..db.where import compile_where
 from ..errors import ApiError
 from ..idl.model import ClassDef, MessageDef

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core.context import Context
-from ..core.ids import new_ref, new_uuid
-from ..core.ids import now as now
+from ..core.ids import new_ref, new_uuid, now
 from ..core.xmlrpc_values import value_text
 from ..errors import ApiError
 from ..idl.types import NULL_REF

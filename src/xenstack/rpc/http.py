@@ -27,8 +27,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ..core.calls import Origin as Origin
-from ..core.calls import Pending as Pending
+from ..core.calls import Origin, Pending
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
 from .limits import Admission, Limits

@@ -16,8 +16,7 @@ import xmlrpc.client
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from ..core.xmlrpc_values import encode_value as encode_value
-from ..core.xmlrpc_values import value_text as value_text
+from ..core.xmlrpc_values import encode_value
 from ..errors import ProtocolError
 from ..idl.types import DateTime
 
