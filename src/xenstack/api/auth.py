@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from ..core.access import LOCAL_SUPERUSER
 from ..db.persistence import Persistence
 from ..errors import ApiError
 
@@ -46,9 +47,6 @@ class User:
     name: str
     password_hash: str
     role: str = "pool-admin"
-
-
-LOCAL_SUPERUSER = "root"  # the user ``xenstack init`` makes, with the host's own password
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...api.auth import LOCAL_SUPERUSER
+from ...core.access import LOCAL_SUPERUSER
 from ...core.calls import Origin
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid, now

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...api import rbac
+from ...core.access import check_task
 from ...core.context import Context
 from ..registry import field_setter, implements
 
 
 @implements("task.cancel")
 def cancel(ctx: Context, task: str) -> None:
-    rbac.check_task(ctx.toolstack, ctx.session, task)
+    check_task(ctx.toolstack, ctx.session, task)
     ctx.toolstack.tasks.cancel(task)
 
 
@@ -28,7 +28,7 @@ def create(ctx: Context, label: str, description: str) -> str:
 
 @implements("task.destroy")
 def destroy(ctx: Context, self_: str) -> None:
-    rbac.check_task(ctx.toolstack, ctx.session, self_)
+    check_task(ctx.toolstack, ctx.session, self_)
     with ctx.db.transaction() as db:
         db.destroy("task", self_)
 
@@ -38,7 +38,7 @@ def _owned_setter(field: str) -> Callable[..., None]:
     set_field = field_setter("task", field)
 
     def set_owned(ctx: Context, self_: str, value: Any) -> None:
-        rbac.check_task(ctx.toolstack, ctx.session, self_)
+        check_task(ctx.toolstack, ctx.session, self_)
         set_field(ctx, self_, value)
 
     set_owned.__name__ = f"set_{field}"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ...api import rbac
+from ...core.access import check_task, fail_named_task
 from ...core.context import Context
 from ...core.ids import now
 from ...db.store import Database
@@ -59,7 +59,7 @@ def request_task(
     forgotten once the request is over (see :func:`settle_task`), as XAPI's handler tasks."""
     task = query.get("task_id")
     if task:  # one the session may modify only, lest a transfer settle another's task
-        rbac.check_task(toolstack, session, task)
+        check_task(toolstack, session, task)
         return task, False
     return str(toolstack.tasks.create(Context(toolstack, session), label)), True
 
@@ -71,7 +71,7 @@ def refusing(toolstack: Any, query: Mapping[str, str]) -> Iterator[None]:
     try:
         yield
     except ApiError as err:
-        rbac.fail_named_task(toolstack, query, err)
+        fail_named_task(toolstack, query, err)
         raise
 
 
