@@ -3,7 +3,7 @@
 Wire values arrive loosely typed (XAPI's XML-RPC sends ints as strings); this module turns them
 into the server's values or raises ``FIELD_TYPE_ERROR [name]``. Enums are checked against their
 declared values. A string that XML cannot carry, which the decoders mark
-:class:`~xenstack.xmltext.Unstorable` wherever it sits (a parameter, a map's key or value, a
+:class:`~xenstack.core.xmltext.Unstorable` wherever it sits (a parameter, a map's key or value, a
 set's member, a record's field), is refused with ``INVALID_VALUE [name, value]``, the value
 spelled with escapes, so that nothing is stored that an XML-RPC client could not read back.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ApiError
 from ..idl.model import CLASSES, ENUMS
 from ..idl.types import DateTime, Type
-from ..xmltext import Unstorable, visible
+from .xmltext import Unstorable, visible
 
 
 def coerce(ty: Type, value: Any, name: str) -> Any:

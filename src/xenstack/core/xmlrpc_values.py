@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..idl.types import DateTime, Record
-from ..xmltext import xml_safe
+from .xmltext import xml_safe
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 

@@ -4,7 +4,7 @@ Responses are wrapped in XAPI's envelope ``{Status: Success, Value: v}`` or
 ``{Status: Failure, ErrorDescription: [code, ...]}``. Ints go out as decimal strings, strings as
 bare ``<value>text</value>``, datetimes as ``dateTime.iso8601``, ``None`` as ``""``.
 
-No answer is ever ill-formed: a character XML 1.0 cannot carry (see :mod:`xenstack.xmltext`)
+No answer is ever ill-formed: a character XML 1.0 cannot carry (see :mod:`xenstack.core.xmltext`)
 goes out as U+FFFD. A ``<base64>`` argument decodes to ``bytes``, which no declared string
 type accepts (``FIELD_TYPE_ERROR``, as XAPI answers a base64 value where it wants a string).
 """
