@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xenstack.api.context import Context
-from xenstack.impl import vm as vm_impl
-from xenstack.impl.hypervisor import hypervisor
-from xenstack.pool.bootstrap import create_host
-from xenstack.rpc.http import Origin
+from xenstack.core.calls import Origin
+from xenstack.core.context import Context
+from xenstack.impl.host.hypervisor import hypervisor
+from xenstack.impl.install.bootstrap import create_host
+from xenstack.impl.vm import vm as vm_impl
 from xenstack.toolstack import Toolstack
 
 MIB, GIB = 1 << 20, 1 << 30

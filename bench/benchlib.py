@@ -22,7 +22,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-from xenstack.api.accessors import new_ref, new_uuid
+from xenstack.core.ids import new_ref, new_uuid
 from xenstack.toolstack import Toolstack
 
 GIB = 1 << 30

@@ -7,7 +7,7 @@ from typing import Any
 
 from vmkit import disk_record, failure, master, vbd_record, vif_record, wait_for
 
-from xenstack.impl.hypervisor import hypervisor
+from xenstack.impl.host.hypervisor import hypervisor
 from xenstack.testing import RunningPool
 
 GiB = 1 << 30

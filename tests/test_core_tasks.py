@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import XenAPI
 
-from xenstack.api.context import Context
+from xenstack.core.context import Context
 from xenstack.errors import ApiError
 from xenstack.impl.registry import HANDLERS
 from xenstack.testing import simulated_pool

@@ -18,8 +18,8 @@ import pytest
 import XenAPI
 
 from xenstack.api.dispatch import NO_SESSION, Entry
+from xenstack.core.calls import Origin
 from xenstack.errors import ApiError
-from xenstack.rpc.http import Origin
 from xenstack.testing import RunningPool, simulated_pool
 
 ORIGIN = Origin("127.0.0.1", "tcp", "xmlrpc")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from vmkit import new_vm, set_delays, wait_for
 
-from xenstack.impl.vm_lifecycle import ALLOWABLE_OPS, POWER_STATES
+from xenstack.impl.vm.lifecycle_table import ALLOWABLE_OPS, POWER_STATES
 from xenstack.testing import RunningPool, simulated_pool
 
 H, P, R, S = "Halted", "Paused", "Running", "Suspended"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import XenAPI
 
-from xenstack.impl.hypervisor import hypervisor
-from xenstack.pool.bootstrap import create_host
+from xenstack.impl.host.hypervisor import hypervisor
+from xenstack.impl.install.bootstrap import create_host
 from xenstack.testing import RunningPool
 from xenstack.xenops.simulator import SimulatorBackend
 

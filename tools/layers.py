@@ -14,13 +14,20 @@ The layers of xenstack, top to bottom (a module may import its own layer and any
     toolstack        the composition root (toolstack.py): builds and wires every layer below
     rpc              the wire: HTTP, XML-RPC, JSON-RPC, the streaming endpoints
     api              policy: dispatch, sessions, roles, tasks, coercion
-    impl             one module per XenAPI class
-    pool             pool membership and remote calls; today also the fresh-install builders
-    xenops storage net xenstore plugins
+    impl             one module per XenAPI class, in subpackages by area (vm, storage,
+                     network, devices, host, pool, system, install)
+    xenops storage xenstore plugins
                      the backends: peers, none of which imports another
+    core             what every layer above shares: ids and clock, the call context and the
+                     ``Services`` protocol it is typed against, call origins, XML-RPC value
+                     text, XML-safe strings, TLS, validation, roles and task ownership. It sits
+                     below the backends, which use some of it (plugins check strings with
+                     ``core.xmltext``, ``storage.xva_metadata`` writes values and validates
+                     with it), and above ``db``, the store its context and ``Services``
+                     are typed against
     db               the object store and its persistence
     idl              the XenAPI declaration
-    core             xenstack/__init__.py and errors.py
+    base             xenstack/__init__.py and errors.py
 
 A few layers must also keep apart from some layer below them (``APART``: the wire imports no
 policy and no store, the IDL nothing of ours, the backends no store).
@@ -49,11 +56,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rpc",),
     ("api",),
     ("impl",),
-    ("pool",),
-    ("xenops", "storage", "net", "xenstore", "plugins"),
+    ("xenops", "storage", "xenstore", "plugins"),
+    ("core",),
     ("db",),
     ("idl",),
-    ("", "errors", "xmltext"),  # "" is the package's own __init__.py
+    ("", "errors"),  # "" is the package's own __init__.py
 )
 
 # lower layers that a layer must not import all the same: idl imports nothing of ours, the wire
@@ -157,7 +164,7 @@ def _resolve(graph: Graph, target: str) -> str | None:
 
 
 def _top(graph: Graph, module: str) -> str:
-    """The top-level name under the package: ``xenstack.impl.vm`` -> ``impl``."""
+    """The top-level name under the package: ``xenstack.impl.vm.vm`` -> ``impl``."""
     rest = module[len(graph.package) + 1 :] if module != graph.package else ""
     return rest.split(".", 1)[0]
 

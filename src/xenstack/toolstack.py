@@ -27,12 +27,12 @@ from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
-from .impl.storage_service import StorageService
-from .impl.vdi_transfer import open_transfer
-from .impl.vm_export import open_export
-from .impl.vm_import import open_import
-from .pool.bootstrap import create_pool
-from .pool.fresh_storage import use_real_local_storage
+from .impl.install.bootstrap import create_pool
+from .impl.install.storage import use_real_local_storage
+from .impl.storage.service import StorageService
+from .impl.storage.vdi_transfer import open_transfer
+from .impl.vm.export import open_export
+from .impl.vm.xva_import import open_import
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads

@@ -125,7 +125,7 @@ def _visible_files(directory: Path) -> set[str]:
 def test_failed_vm_clone_removes_new_vdi_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xenstack.impl import vm_clone
+    from xenstack.impl.vm import clone as vm_clone
 
     with simulated_pool(tmp_path / "state") as pool:
         s = XenAPI.Session(pool.url)

@@ -13,7 +13,7 @@ import pytest
 import XenAPI
 from sr_helpers import GIB, MIB, default_sr, get_file, new_vdi, run_gc, sr_dir, vdi_file
 
-from xenstack.rpc.http import Origin
+from xenstack.core.calls import Origin
 from xenstack.storage.sr import filesr
 from xenstack.storage.sr.filesr import FileSr
 from xenstack.storage.sr.gc import collect

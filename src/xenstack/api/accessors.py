@@ -7,24 +7,16 @@ and the ``get_all_records_where``/``get_all_where`` extras need no code of their
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..core.context import Context
+from ..core.objects import create_object
+from ..db.where import compile_where
 from ..errors import ApiError
 from ..idl.model import ClassDef, MessageDef
-from .context import Context
-from .where import compile_where
 
 Handler = Callable[..., Any]
-
-
-def new_ref() -> str:
-    return f"OpaqueRef:{uuid.uuid4()}"
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
 
 
 def accessor(cdef: ClassDef, msg: MessageDef) -> Handler | None:
@@ -68,16 +60,6 @@ def _create(cls: str) -> Handler:
         return create_object(ctx, cls, record)
 
     return create
-
-
-def create_object(ctx: Context, cls: str, record: dict[str, Any]) -> str:
-    """Insert an object from a client's record: constructor fields only, fresh uuid and ref."""
-    cdef = ctx.db.table(cls).cdef
-    row = {k: v for k, v in record.items() if k in cdef.fields and cdef.fields[k].in_constructor}
-    if "uuid" in cdef.fields:
-        row["uuid"] = new_uuid()
-    with ctx.db.transaction() as db:
-        return db.create(cls, new_ref(), row)
 
 
 def _destroy(cls: str) -> Handler:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from ..core.access import LOCAL_SUPERUSER
 from ..db.persistence import Persistence
 from ..errors import ApiError
 
@@ -46,9 +47,6 @@ class User:
     name: str
     password_hash: str
     role: str = "pool-admin"
-
-
-LOCAL_SUPERUSER = "root"  # the user ``xenstack init`` makes, with the host's own password
 
 
 @dataclass
@@ -155,6 +153,10 @@ class Authenticator:
                         del self._buckets[k]
             bucket = self._buckets[key] = _Bucket(FAILURES_ALLOWED, time.monotonic())
         return bucket
+
+    def password_matches(self, user: User, password: str) -> bool:
+        """Whether ``password`` is ``user``'s (no throttling: the caller has a session)."""
+        return check_password(password, user.password_hash)
 
     async def _password_ok(self, user: User, password: str) -> bool:
         mac = hmac.digest(self._key, password.encode(), "sha256")

@@ -11,19 +11,19 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..core.calls import Origin, Pending
+from ..core.context import Context
+from ..core.validate import coerce
 from ..errors import ApiError, not_implemented
 from ..idl.defaults import PARAM_DEFAULTS
 from ..idl.model import CLASSES, MessageDef, ParamDef
 from ..idl.types import Record, Type, parse_type
 from ..impl.registry import HANDLERS, INTERNAL
-from ..rpc.http import Origin, Pending
 from . import rbac
 from .accessors import accessor
-from .context import Context
-from .validate import coerce
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from ..core.context import Services
 
 NO_SESSION = frozenset(
     {
@@ -115,7 +115,7 @@ def build_table() -> dict[str, Entry]:
 class Dispatcher:
     """Callable by the RPC layer: ``await dispatcher(method, params, origin)``."""
 
-    def __init__(self, toolstack: Toolstack) -> None:
+    def __init__(self, toolstack: Services) -> None:
         self.toolstack = toolstack
         self.table = build_table()
         self.method_names = sorted(

@@ -9,7 +9,8 @@ only: every other session is refused, pool-admins included.
 HTTP handlers declare their permission in :data:`HTTP_ACTIONS` (as XAPI's datamodel
 declares ``http_actions``); a path with no declaration cannot be served (see
 :func:`http_action`). Tasks are modified only by their owner (the session that made them, or
-another session of the same user) or by a session with ``task.destroy/any``.
+another session of the same user) or by a session with ``task.destroy/any``: that rule, and
+the role check it shares with this module, are ``core.access``'s, where impl uses them too.
 """
 
 from __future__ import annotations
@@ -19,20 +20,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core.access import allowed, denied, fail_named_task
 from ..errors import ApiError
 from ..idl.model import ROLES
-from .tasks import now
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from ..core.context import Services
     from .auth import SessionInfo
 
-POOL_OP = frozenset({"pool-admin", "pool-operator"})
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
 READ_ONLY = frozenset(ROLES)  # every role
 LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
 
-TASK_ANY = "task.destroy/any"  # may modify (set, cancel, destroy) any session's tasks
 HTTP_PREFIX = "http/"
 
 
@@ -73,62 +72,16 @@ def http_action(method: str, path: str) -> HttpAction:
     return action
 
 
-def allowed(info: SessionInfo, roles: frozenset[str]) -> bool:
-    """May this session use a permission of these roles? Empty roles: local superuser only."""
-    return info.local_superuser or info.role in roles
-
-
-def denied(permission: str, roles: frozenset[str]) -> ApiError:
-    """XAPI's refusal: RBAC_PERMISSION_DENIED with the permission and the roles that have it."""
-    names = ", ".join(r for r in ROLES if r in roles)
-    return ApiError(
-        "RBAC_PERMISSION_DENIED",
-        [permission, f"No permission in user session. (Roles with this permission: {names})"],
-    )
-
-
 def check(info: SessionInfo, permission: str, roles: frozenset[str]) -> None:
     """Raise RBAC_PERMISSION_DENIED unless the session may use the permission."""
     if not allowed(info, roles):
         raise denied(permission.lower(), roles)
 
 
-# ---- tasks -------------------------------------------------------------------------------
-
-
-def owns_task(toolstack: Toolstack, session: str, task: str) -> bool:
-    """Is the task the session's own: made by it, or by another session of the same user?"""
-    owner = toolstack.db.get("task", task)["session"]
-    if owner == session:
-        return True
-    mine = toolstack.auth.sessions.get(session)
-    theirs = toolstack.auth.sessions.get(owner)
-    if mine is None:
-        return False
-    if theirs is not None:
-        return theirs.user == mine.user
-    db = toolstack.db  # the owner's session ended: its row may still name its user
-    return db.exists("session", owner) and db.get("session", owner)["auth_user_name"] == mine.user
-
-
-def may_modify_task(toolstack: Toolstack, session: str, task: str) -> bool:
-    info = toolstack.auth.sessions.get(session)
-    if info is not None and allowed(info, POOL_OP):
-        return True
-    return owns_task(toolstack, session, task)
-
-
-def check_task(toolstack: Toolstack, session: str, task: str) -> None:
-    """RBAC_PERMISSION_DENIED ``task.destroy/any`` unless the session may modify the task
-    (HANDLE_INVALID for an unknown task)."""
-    if not may_modify_task(toolstack, session, task):
-        raise denied(TASK_ANY, POOL_OP)
-
-
 # ---- HTTP handlers -----------------------------------------------------------------------
 
 
-def authorize_http(toolstack: Toolstack, action: HttpAction, query: Mapping[str, str]) -> None:
+def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, str]) -> None:
     """Check the request's session and role against the handler's declaration.
 
     SESSION_INVALID for a missing or dead session, RBAC_PERMISSION_DENIED for a role that
@@ -144,7 +97,7 @@ def authorize_http(toolstack: Toolstack, action: HttpAction, query: Mapping[str,
         raise
 
 
-def http_checker(toolstack: Toolstack) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:
+def http_checker(toolstack: Services) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:
     """For the HTTP server: ``checker(method, path)`` is the check of that handler's declared
     permission (LookupError when it has none)."""
 
@@ -152,25 +105,3 @@ def http_checker(toolstack: Toolstack) -> Callable[[str, str], Callable[[Mapping
         return functools.partial(authorize_http, toolstack, http_action(method, path))
 
     return checker
-
-
-def fail_named_task(toolstack: Toolstack, query: Mapping[str, str], err: ApiError) -> None:
-    """Settle the pending task a refused request named as failed with ``err``; a task the
-    request's session may not modify (or none) is left alone."""
-    task, session = query.get("task_id", ""), query.get("session_id", "")
-    db = toolstack.db
-    if not task or not db.exists("task", task) or db.get("task", task)["status"] != "pending":
-        return
-    if not may_modify_task(toolstack, session, task):
-        return
-    with db.transaction():
-        db.update(
-            "task",
-            task,
-            status="failure",
-            progress=1.0,
-            finished=now(),
-            result="",
-            error_info=err.description,
-            allowed_operations=[],
-        )

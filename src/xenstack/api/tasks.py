@@ -11,29 +11,24 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ..core.context import Context
+from ..core.ids import new_ref, new_uuid, now
+from ..core.xmlrpc_values import value_text
 from ..errors import ApiError
-from ..idl.types import NULL_REF, DateTime
-from ..rpc.xmlrpc import value_text
-from .accessors import new_ref, new_uuid
-from .context import Context
+from ..idl.types import NULL_REF
 
 if TYPE_CHECKING:
-    from ..toolstack import Toolstack
+    from ..core.context import Services
 
 log = logging.getLogger(__name__)
-
-
-def now() -> DateTime:
-    return DateTime(datetime.now(UTC).strftime("%Y%m%dT%H:%M:%SZ"))
 
 
 class TaskManager:
     """Creates task rows and runs their work in the background."""
 
-    def __init__(self, toolstack: Toolstack) -> None:
+    def __init__(self, toolstack: Services) -> None:
         self.toolstack = toolstack
         self.running: dict[str, asyncio.Task[None]] = {}
 

@@ -90,7 +90,7 @@ async def _serve(args: argparse.Namespace) -> None:
         request_timeout=args.request_timeout,
     )
     if args.https_port is not None:
-        from ..rpc.tls import ensure_certificate
+        from ..core.tls import ensure_certificate
 
         config.tls_cert, config.tls_key = ensure_certificate(state_dir / "tls")
         config.tls_port = args.https_port

@@ -14,7 +14,7 @@ from ..idl.model import MessageDef, ParamDef, message
 from ..idl.types import parse_type
 
 if TYPE_CHECKING:
-    from ..api.context import Context
+    from ..core.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 HANDLERS: dict[str, Callable[..., Any]] = {}

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
+from ..core.xmltext import storable, visible
 from ..errors import ApiError
-from ..xmltext import storable, visible
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_DIR = HERE / "bundled"

@@ -7,7 +7,7 @@ between the socket and a worker thread. Every download route is served through
 :func:`guard_routes`, which checks its declared permission first. Imports are uploads, served off
 the connection by :mod:`.upload` (answered ``200`` before the body, as XAPI does); exports are an
 aiohttp route. What may be transferred and how bytes become a VHD is the ``opener``'s business (see
-``impl/vdi_transfer.py``).
+``impl/storage/vdi_transfer.py``).
 """
 
 from __future__ import annotations

@@ -23,10 +23,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..core.calls import Origin, Pending
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
 from .limits import Admission, Limits
@@ -44,23 +45,6 @@ FD_RESERVE = 256
 BACKLOG = 1024
 XML = "text/xml"
 JSON = "application/json"
-
-
-class Origin(NamedTuple):
-    """Where a call came from."""
-
-    peer: str
-    transport: str  # "tcp", "tls" or "unix"
-    protocol: str  # "xmlrpc" or "jsonrpc"
-
-
-class Pending:
-    """A call that has to wait (for I/O, or for its writes to be durable) before it answers."""
-
-    __slots__ = ("wait",)
-
-    def __init__(self, wait: Awaitable[Any]) -> None:
-        self.wait = wait
 
 
 # ``call(method, params, origin)``: the call's result, or a Pending; errors raised as ApiError.

@@ -1,7 +1,7 @@
 """JSON-RPC 1.0 and 2.0 as XAPI speaks them on ``/jsonrpc``: representation only.
 
 JSON can carry strings that XML cannot (``"\\u0000"``): the decoder marks them
-:class:`~xenstack.xmltext.Unstorable` for the type check to refuse, and an answer holding a
+:class:`~xenstack.core.xmltext.Unstorable` for the type check to refuse, and an answer holding a
 string that is not even UTF-8 (a lone surrogate) is encoded with U+FFFD in its place.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
+from ..core.xmltext import mark, xml_safe
 from ..errors import ProtocolError
 from ..idl.types import DateTime, Record
-from ..xmltext import mark, xml_safe
 
 
 class Request:

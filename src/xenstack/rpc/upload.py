@@ -26,14 +26,19 @@ import logging
 import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..errors import ApiError
 
-if TYPE_CHECKING:
-    from .protocol import RpcProtocol
-
 log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """The connection an upload arrives on (``protocol.RpcProtocol``, which imports this)."""
+
+    transport: asyncio.Transport | None
+    loop: asyncio.AbstractEventLoop
+
 
 _STATUS = {
     "SESSION_INVALID": 401,  # XAPI: Unauthorised, with a Basic challenge
@@ -229,7 +234,7 @@ class UploadRequest:
 
     def __init__(
         self,
-        conn: RpcProtocol,
+        conn: Connection,
         opener: UploadOpener,
         query: dict[str, str],
         length: int | None,

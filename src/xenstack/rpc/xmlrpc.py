@@ -4,7 +4,7 @@ Responses are wrapped in XAPI's envelope ``{Status: Success, Value: v}`` or
 ``{Status: Failure, ErrorDescription: [code, ...]}``. Ints go out as decimal strings, strings as
 bare ``<value>text</value>``, datetimes as ``dateTime.iso8601``, ``None`` as ``""``.
 
-No answer is ever ill-formed: a character XML 1.0 cannot carry (see :mod:`xenstack.xmltext`)
+No answer is ever ill-formed: a character XML 1.0 cannot carry (see :mod:`xenstack.core.xmltext`)
 goes out as U+FFFD. A ``<base64>`` argument decodes to ``bytes``, which no declared string
 type accepts (``FIELD_TYPE_ERROR``, as XAPI answers a base64 value where it wants a string).
 """
@@ -16,11 +16,10 @@ import xmlrpc.client
 from typing import Any
 from xml.parsers.expat import ExpatError
 
+from ..core.xmlrpc_values import encode_value
 from ..errors import ProtocolError
-from ..idl.types import DateTime, Record
-from ..xmltext import xml_safe
+from ..idl.types import DateTime
 
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _FORBIDDEN = (b"<!DOCTYPE", b"<!doctype", b"<!ENTITY", b"<!entity")
 
 
@@ -85,83 +84,6 @@ def _datetime_text(text: str) -> str:
     return text if text.endswith("Z") else text + "Z"
 
 
-def encode_value(value: Any, out: list[str]) -> None:
-    """Append the XML-RPC ``<value>`` of a plain Python value to ``out``."""
-    t = type(value)
-    if t is Record:
-        out.append(_record_xml(value))
-    elif t is str:
-        out.append("<value>")
-        out.append(_escape(value) if _needs_escape(value) else value)
-        out.append("</value>")
-    elif t is dict:
-        out.append("<value><struct>")
-        for k, v in value.items():
-            if type(k) is not str:
-                k = str(k).lower() if type(k) is bool else str(k)
-            out.append("<member><name>")
-            out.append(_escape(k) if _needs_escape(k) else k)
-            out.append("</name>")
-            encode_value(v, out)
-            out.append("</member>")
-        out.append("</struct></value>")
-    elif t is list or t is tuple:
-        out.append("<value><array><data>")
-        for v in value:
-            encode_value(v, out)
-        out.append("</data></array></value>")
-    elif t is bool:
-        out.append(
-            "<value><boolean>1</boolean></value>"
-            if value
-            else "<value><boolean>0</boolean></value>"
-        )
-    elif t is int:
-        out.append(f"<value>{value}</value>")
-    elif t is float:
-        out.append(f"<value><double>{value!r}</double></value>")
-    elif t is DateTime:
-        out.append(f"<value><dateTime.iso8601>{value}</dateTime.iso8601></value>")
-    elif value is None:
-        out.append("<value></value>")
-    else:
-        encode_value(_fallback(value), out)
-
-
-def _record_xml(record: Record) -> str:
-    """A stored record's ``<value>``, encoded once per version of the record."""
-    wire = record.wire
-    if wire is None:
-        wire = record.wire = {}
-    cached = wire.get("xml")
-    if not isinstance(cached, str):
-        parts: list[str] = []
-        encode_value(dict(record), parts)
-        cached = wire["xml"] = "".join(parts)
-    return cached
-
-
-def _needs_escape(text: str) -> bool:
-    # Printable text holds no control character (CR included) that XML needs spelled out.
-    return not text.isprintable() or "&" in text or "<" in text or ">" in text
-
-
-def _escape(text: str) -> str:
-    return xml_safe(text).translate(_ESCAPES)
-
-
-def _fallback(value: Any) -> Any:
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    if isinstance(value, int):
-        return int(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as XML-RPC")
-
-
 _HEAD = "<?xml version='1.0'?>\n<methodResponse><params><param>"
 _TAIL = "</param></params></methodResponse>\n"
 _SUCCESS = (
@@ -201,10 +123,3 @@ def encode_bare(value: Any) -> bytes:
 def encode_fault(code: int, message: str) -> bytes:
     """An XML-RPC fault: only for requests that never became a call."""
     return xmlrpc.client.dumps(xmlrpc.client.Fault(code, message), methodresponse=True).encode()
-
-
-def value_text(value: Any) -> str:
-    """A value as the ``<value>`` string XAPI puts in ``task.result``."""
-    out: list[str] = []
-    encode_value(value, out)
-    return "".join(out)

@@ -1,0 +1,106 @@
+"""What a server function gets as ``ctx``: the toolstack's services, the caller's session, its task.
+
+``Context.toolstack`` is typed against :class:`Services`, the narrow part of the toolstack that
+server functions use, so this module (and every layer below the composition root) never
+imports ``toolstack``; ``xenstack.toolstack.Toolstack`` satisfies the protocol structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..db.persistence import Persistence
+from ..db.store import Database
+
+
+class Auth(Protocol):
+    """Users and live sessions (``api.auth.Authenticator``)."""
+
+    @property
+    def sessions(self) -> Mapping[str, Any]: ...
+
+    def users(self) -> Mapping[str, Any]: ...
+
+    def set_user(self, name: str, password: str, role: str = ...) -> None: ...
+
+    async def authenticate(self, username: str, password: str, peer: str) -> Any: ...
+
+    def password_matches(self, user: Any, password: str) -> bool: ...
+
+    def open(self, ref: str, user: Any) -> None: ...
+
+    def close(self, ref: str) -> None: ...
+
+    def check(self, ref: str) -> Any: ...
+
+
+class Tasks(Protocol):
+    """The task rows and the work of Async calls (``api.tasks.TaskManager``)."""
+
+    def create(self, ctx: Context, label: str, description: str = ...) -> str: ...
+
+    def spawn(self, ctx: Context, fn: Callable[..., Any], values: list[Any]) -> str: ...
+
+    def progress(self, task_ref: str | None, fraction: float) -> None: ...
+
+    def cancel(self, task_ref: str) -> None: ...
+
+
+class Storage(Protocol):
+    """The storage service (``impl.storage_service.StorageService``): claims, GC, NBD."""
+
+    @property
+    def busy(self) -> Any: ...
+
+    def kick_gc(self) -> None: ...
+
+    async def nbd_info(self, vdi: str, session: str) -> Any: ...
+
+    async def stop_nbd(self, vdi_uuid: str) -> None: ...
+
+
+class Services(Protocol):
+    """What server functions use of the toolstack (``ctx.toolstack``)."""
+
+    this_host: str
+    master_address: str
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def persistence(self) -> Persistence: ...
+
+    @property
+    def state_dir(self) -> Path | None: ...
+
+    @property
+    def auth(self) -> Auth: ...
+
+    @property
+    def tasks(self) -> Tasks: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def server(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class Context:
+    toolstack: Services
+    session: str  # the caller's session ref ("" for login)
+    task: str | None = None  # the task of an Async call
+    method: str = ""
+
+    @property
+    def db(self) -> Database:
+        return self.toolstack.db
+
+    @property
+    def this_host(self) -> str:
+        return self.toolstack.this_host

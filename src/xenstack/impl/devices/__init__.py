@@ -1,0 +1,1 @@
+"""VBDs and VIFs, and the operations each allows."""

@@ -1,0 +1,174 @@
+"""What VBDs and VIFs share: device numbers, metrics rows, operation marks, hotplug."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ...core.context import Context
+from ...core.ids import new_ref, new_uuid, now
+from ...db.store import Database
+from ...xenops.interface import DomainInfo
+from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
+from . import lifecycle as device_lifecycle
+
+_NAMED = re.compile(r"^(xvd|hd|sd)([a-z]+)(\d*)$")
+MAX_VBD_DEVICE = 254
+MAX_VIF_DEVICE = 15
+
+
+def disk_number(userdevice: str) -> int | None:
+    """The disk a device string names (``"1"``, ``"xvdb"``, ``"hdb"`` are all disk 1)."""
+    if userdevice.isdigit():
+        return int(userdevice)
+    match = _NAMED.match(userdevice)
+    if match is None:
+        return None
+    number = 0
+    for letter in match.group(2):
+        number = number * 26 + (ord(letter) - ord("a") + 1)
+    return number - 1
+
+
+def disk_name(number: int) -> str:
+    """``xvda`` for disk 0, ``xvdz`` for 25, ``xvdaa`` for 26."""
+    letters = ""
+    n = number + 1
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = chr(ord("a") + rem) + letters
+    return f"xvd{letters}"
+
+
+def used_disks(db: Database, vm: str) -> set[int]:
+    used = set()
+    for vbd in db.get("VM", vm)["VBDs"]:
+        row = db.get("VBD", vbd)
+        for name in (row["userdevice"], row["device"]):
+            number = disk_number(name)
+            if number is not None:
+                used.add(number)
+    return used
+
+
+def free_vbd_devices(db: Database, vm: str) -> list[str]:
+    limit = MAX_VBD_DEVICE + (1 if db.get("VM", vm)["is_control_domain"] else 0)
+    used = used_disks(db, vm)
+    return [str(n) for n in range(limit + 1) if n not in used]
+
+
+def free_vif_devices(db: Database, vm: str) -> list[str]:
+    used = {db.get("VIF", v)["device"] for v in db.get("VM", vm)["VIFs"]}
+    return [str(n) for n in range(MAX_VIF_DEVICE + 1) if str(n) not in used]
+
+
+def new_metrics(db: Database, cls: str) -> str:
+    """A VBD_metrics or VIF_metrics row with zero I/O."""
+    ref = new_ref()
+    db.create(cls, ref, {"uuid": new_uuid(), "last_updated": now()})
+    return ref
+
+
+def server_fields(db: Database, cls: str, vm: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields the server sets on a new VBD or VIF (``cls``) of ``vm``.
+
+    A new uuid, the VM, a new metrics row, and ``currently_attached`` as ``record`` asks only
+    when the VM is suspended (its saved domain holds the device). Call inside the transaction
+    that creates the device row.
+    """
+    suspended = db.get("VM", vm)["power_state"] == "Suspended"
+    return {
+        "uuid": new_uuid(),
+        "VM": vm,
+        "currently_attached": bool(suspended and record.get("currently_attached")),
+        "metrics": new_metrics(db, f"{cls}_metrics"),
+    }
+
+
+def touch_metrics(db: Database, cls: str, ref: str) -> None:
+    if db.exists(cls, ref):
+        db.update(cls, ref, io_read_kbs=0.0, io_write_kbs=0.0, last_updated=now())
+
+
+def drop_metrics(db: Database, cls: str, ref: str) -> None:
+    if db.exists(cls, ref):
+        db.destroy(cls, ref)
+
+
+# ---- hotplug: what VBD.plug/unplug and VIF.plug/unplug share -----------------------------
+
+
+def backend_device(cls: str, row: dict[str, Any]) -> str:
+    """The name the backend knows a device by (as in :func:`hypervisor.domain_spec`)."""
+    return str(row["userdevice"] if cls == "VBD" else row["device"])
+
+
+def set_attached(db: Database, cls: str, ref: str, attached: bool) -> None:
+    """Record that the device is (or is no longer) attached to its VM's domain."""
+    row = db.get(cls, ref)
+    fields: dict[str, Any] = {"currently_attached": attached}
+    if cls == "VBD":
+        number = disk_number(row["userdevice"])
+        fields["device"] = disk_name(number) if number is not None else row["userdevice"]
+    with db.transaction():
+        db.update(cls, ref, **fields)
+        touch_metrics(db, f"{cls}_metrics", row["metrics"])
+        device_lifecycle.refresh(db, cls, ref)
+
+
+@contextmanager
+def device_operation(db: Database, cls: str, ref: str, op: str, task: str) -> Iterator[None]:
+    """Check ``op`` against the device's table, mark it in current_operations while it runs."""
+    with db.transaction():
+        device_lifecycle.assert_operation_valid(db, cls, ref, op)
+        current = db.get(cls, ref)["current_operations"]
+        db.set(cls, ref, "current_operations", {**current, task: op})
+        device_lifecycle.refresh(db, cls, ref)
+    try:
+        yield
+    finally:
+        if db.exists(cls, ref):
+            with db.transaction():
+                current = db.get(cls, ref)["current_operations"]
+                db.set(
+                    cls, ref, "current_operations", {t: o for t, o in current.items() if t != task}
+                )
+                device_lifecycle.refresh(db, cls, ref)
+
+
+async def hotplug(ctx: Context, cls: str, ref: str, op: str) -> None:
+    """Plug or unplug a device of a running VM through the backend, then record it."""
+    db = ctx.db
+    db.get(cls, ref)
+    attach = op == "plug"
+    with device_operation(db, cls, ref, op, ctx.task or new_ref()):
+        row = db.get(cls, ref)
+        hv = hypervisor(ctx)
+        action = f"{cls.lower()}_{'plug' if attach else 'unplug'}"
+        with backend_errors():
+            await getattr(hv.backend, action)(row["VM"], backend_device(cls, row))
+        set_attached(db, cls, ref, attach)
+
+
+async def sync_hotplug(hv: Hypervisor, db: Database, vm_ref: str, info: DomainInfo) -> None:
+    """Make a resumed domain's devices those the database says are attached.
+
+    A device created with ``currently_attached`` while the VM was suspended is plugged; one
+    unplugged or destroyed meanwhile is unplugged.
+    """
+    vm = db.get("VM", vm_ref)
+    for cls, refs, present in (("VBD", vm["VBDs"], info.vbds), ("VIF", vm["VIFs"], info.vifs)):
+        rows = [db.get(cls, r) for r in refs if db.exists(cls, r)]
+        wanted = {backend_device(cls, r) for r in rows if r["currently_attached"]}
+        backend = hv.backend
+        plug, unplug = (
+            getattr(backend, f"{cls.lower()}_plug"),
+            getattr(backend, f"{cls.lower()}_unplug"),
+        )
+        with backend_errors():
+            for device in sorted(wanted - set(present)):
+                await plug(vm_ref, device)
+            for device in sorted(set(present) - wanted):
+                await unplug(vm_ref, device)

@@ -1,0 +1,163 @@
+"""VBDs: a VM's virtual block devices — create, hotplug, and CD insert/eject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...core.context import Context
+from ...core.ids import new_ref
+from ...db.store import Database
+from ...errors import ApiError
+from ...idl.types import NULL_REF
+from ..registry import implements
+from ..storage.vdi_rows import refresh_allowed as refresh_vdi
+from . import devices
+from . import lifecycle as device_lifecycle
+
+ATTACHABLE_VDI_TYPES = frozenset(
+    {"system", "user", "ephemeral", "suspend", "crashdump", "metadata", "rrd", "pvs_cache"}
+)
+
+
+def allowed_operations(db: Database, vbd: str) -> list[str]:
+    return device_lifecycle.allowed_operations(db, "VBD", vbd)
+
+
+def refresh(db: Database, vbd: str) -> None:
+    """Recompute the VBD's and its VDI's allowed operations."""
+    device_lifecycle.refresh(db, "VBD", vbd)
+    vdi = db.get("VBD", vbd)["VDI"]
+    if vdi != NULL_REF and db.exists("VDI", vdi):
+        refresh_vdi(db, vdi)
+
+
+def _check_vdi(db: Database, rec: dict[str, Any]) -> None:
+    empty, vdi, mode = rec["empty"], rec["VDI"], rec["mode"]
+    if not empty:
+        vdi_row = db.get("VDI", vdi)
+        if vdi_row["type"] not in ATTACHABLE_VDI_TYPES:
+            raise ApiError("VDI_INCOMPATIBLE_TYPE", [vdi, vdi_row["type"]])
+    if rec["type"] == "CD" and mode != "RO":
+        raise ApiError("VBD_CDS_MUST_BE_READONLY", [])
+    if rec["type"] != "CD" and empty:
+        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", ["in constructor"])
+    if not empty and mode == "RW" and db.get("VDI", vdi)["read_only"]:
+        raise ApiError("VDI_READONLY", [vdi])
+
+
+def _resolve_userdevice(db: Database, vm: str, userdevice: str) -> str:
+    if userdevice != "autodetect" and devices.disk_number(userdevice) is None:
+        raise ApiError("INVALID_DEVICE", [userdevice])
+    if userdevice == "autodetect":
+        free = devices.free_vbd_devices(db, vm)
+        if not free:
+            raise ApiError("INVALID_DEVICE", [userdevice])
+        return free[0]
+    if devices.disk_number(userdevice) in devices.used_disks(db, vm):
+        raise ApiError("DEVICE_ALREADY_EXISTS", [userdevice])
+    return userdevice
+
+
+_DEFAULTS: dict[str, Any] = {
+    "VDI": NULL_REF,
+    "userdevice": "autodetect",
+    "bootable": False,
+    "mode": "RW",
+    "type": "Disk",
+    "unpluggable": True,
+    "empty": False,
+    "other_config": {},
+    "qos_algorithm_type": "",
+    "qos_algorithm_params": {},
+}
+
+
+@implements("VBD.create")
+def create(ctx: Context, record: dict[str, Any]) -> str:
+    db = ctx.db
+    rec = {**_DEFAULTS, **{k: v for k, v in record.items() if k in _DEFAULTS}}
+    vm = record.get("VM", NULL_REF)
+    db.get("VM", vm)
+    _check_vdi(db, rec)
+    rec["userdevice"] = _resolve_userdevice(db, vm, rec["userdevice"])
+    ref = new_ref()
+    with db.transaction():
+        fields = devices.server_fields(db, "VBD", vm, record)
+        db.create("VBD", ref, {**rec, "device": "", **fields})
+        refresh(db, ref)
+    return ref
+
+
+@implements("VBD.destroy")
+def destroy(ctx: Context, self_: str) -> None:
+    db = ctx.db
+    row = db.get("VBD", self_)
+    if row["currently_attached"]:
+        vm_uuid = db.get("VM", row["VM"])["uuid"]
+        raise ApiError(
+            "OPERATION_NOT_ALLOWED", [f"VBD '{row['uuid']}' still attached to '{vm_uuid}'"]
+        )
+    with db.transaction():
+        devices.drop_metrics(db, "VBD_metrics", row["metrics"])
+        db.destroy("VBD", self_)
+        if row["VDI"] != NULL_REF and db.exists("VDI", row["VDI"]):
+            refresh_vdi(db, row["VDI"])
+
+
+@implements("VBD.plug")
+async def plug(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VBD", self_, "plug")
+
+
+@implements("VBD.unplug")
+async def unplug(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VBD", self_, "unplug")
+
+
+@implements("VBD.unplug_force")
+async def unplug_force(ctx: Context, self_: str) -> None:
+    await devices.hotplug(ctx, "VBD", self_, "unplug_force")
+
+
+@implements("VBD.insert")
+def insert(ctx: Context, vbd: str, vdi: str) -> None:
+    db = ctx.db
+    db.get("VBD", vbd)
+    db.get("VDI", vdi)
+    device_lifecycle.assert_operation_valid(db, "VBD", vbd, "insert")
+    if not db.get("VDI", vdi)["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", [vdi])
+    with db.transaction():
+        db.update("VBD", vbd, VDI=vdi, empty=False)
+        refresh(db, vbd)
+
+
+@implements("VBD.eject")
+def eject(ctx: Context, vbd: str) -> None:
+    db = ctx.db
+    row = db.get("VBD", vbd)
+    device_lifecycle.assert_operation_valid(db, "VBD", vbd, "eject")
+    old = row["VDI"]
+    with db.transaction():
+        db.update("VBD", vbd, VDI=NULL_REF, empty=True)
+        refresh(db, vbd)
+        if db.exists("VDI", old):
+            refresh_vdi(db, old)
+
+
+@implements("VBD.set_mode")
+def set_mode(ctx: Context, self_: str, value: str) -> None:
+    row = ctx.db.get("VBD", self_)
+    if row["type"] == "CD" and value != "RO":
+        raise ApiError("VBD_CDS_MUST_BE_READONLY", [])
+    with ctx.db.transaction() as db:
+        db.set("VBD", self_, "mode", value)
+
+
+@implements("VBD.assert_attachable")
+def assert_attachable(ctx: Context, self_: str) -> None:
+    row = ctx.db.get("VBD", self_)
+    if row["VDI"] != NULL_REF:
+        vdi = ctx.db.get("VDI", row["VDI"])
+        if vdi["missing"]:
+            raise ApiError("VDI_MISSING", [vdi["SR"], row["VDI"]])

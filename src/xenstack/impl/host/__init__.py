@@ -1,0 +1,1 @@
+"""Hosts, their plug-ins, and the hypervisor backend of the toolstack."""

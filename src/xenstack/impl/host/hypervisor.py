@@ -1,0 +1,168 @@
+"""The toolstack's side of the hypervisor interface: one backend per toolstack.
+
+The backend (the simulator by default) holds the domains of every host in the pool. This module
+creates it on first use, tells it about hosts as they appear in the database, adopts the
+domains the database says are running (a toolstack restart does not kill guests), builds
+:class:`DomainSpec` from VM rows, and turns backend failures into XenAPI errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from ...core.context import Context
+from ...db.store import Database
+from ...errors import ApiError
+from ...idl.types import NULL_REF
+from ...xenops.interface import (
+    Backend,
+    DomainInfo,
+    DomainSpec,
+    HostSpec,
+    OutOfMemory,
+    Unimplemented,
+    XenopsError,
+)
+from ...xenops.simulator import SimulatorBackend
+
+if TYPE_CHECKING:
+    from ...core.context import Services
+
+DEFAULT_GUEST_AGENT_DELAY = 1.0
+LIVE_STATES = ("Running", "Paused")
+
+
+class Hypervisor:
+    """The backend of one toolstack and the timers that simulate guest agents."""
+
+    def __init__(self, toolstack: Services, backend: Backend | None = None) -> None:
+        self.toolstack = toolstack
+        self.backend: Backend = backend or SimulatorBackend()
+        env = os.environ.get("XENSTACK_GUEST_AGENT_DELAY")
+        default = getattr(toolstack, "guest_agent_delay", DEFAULT_GUEST_AGENT_DELAY)
+        self.guest_agent_delay = float(env) if env else float(default)
+        self.agent_timers: dict[str, asyncio.TimerHandle] = {}
+        self.known_hosts: set[str] = set()
+        self._adopt(toolstack.db)
+
+    @property
+    def simulator(self) -> SimulatorBackend | None:
+        return self.backend if isinstance(self.backend, SimulatorBackend) else None
+
+    def host(self, db: Database, host_ref: str) -> str:
+        """Make sure the backend knows the host; return its id (the host ref)."""
+        if host_ref not in self.known_hosts:
+            host = db.get("host", host_ref)
+            metrics = db.table("host_metrics").rows.get(host["metrics"])
+            total = metrics["memory_total"] if metrics else 0
+            dom0 = db.table("VM").rows.get(host["control_domain"])
+            reserved = host["memory_overhead"] + (dom0["memory_static_max"] if dom0 else 0)
+            cpus = int(host["cpu_info"].get("cpu_count", "1") or "1")
+            self.backend.host_add(HostSpec(host_ref, total, reserved, cpus))
+            self.known_hosts.add(host_ref)
+        return host_ref
+
+    def memory_free(self, db: Database, host_ref: str) -> int:
+        return self.backend.host_memory_free(self.host(db, host_ref))
+
+    def sync_memory(self, db: Database, host_ref: str) -> None:
+        """Copy the host's free memory into its host_metrics (inside a transaction)."""
+        if host_ref == NULL_REF or not db.exists("host", host_ref):
+            return
+        metrics = db.get("host", host_ref)["metrics"]
+        if db.exists("host_metrics", metrics):
+            db.set("host_metrics", metrics, "memory_free", self.memory_free(db, host_ref))
+
+    def _adopt(self, db: Database) -> None:
+        sim = self.simulator
+        if sim is None:
+            return
+        for ref, vm in db.table("VM").rows.items():
+            if vm["is_control_domain"]:
+                continue
+            if vm["power_state"] in LIVE_STATES and db.exists("host", vm["resident_on"]):
+                self.host(db, vm["resident_on"])
+                sim.restore(_info_from_row(db, ref, vm))
+            elif vm["power_state"] == "Suspended":
+                sim.restore_image(_info_from_row(db, ref, vm))
+
+
+_HYPERVISORS: WeakKeyDictionary[Services, Hypervisor] = WeakKeyDictionary()
+
+
+def hypervisor(ctx: Context | Services) -> Hypervisor:
+    """The toolstack's hypervisor, created on first use."""
+    toolstack = ctx.toolstack if isinstance(ctx, Context) else ctx
+    hv = _HYPERVISORS.get(toolstack)
+    if hv is None:
+        hv = _HYPERVISORS[toolstack] = Hypervisor(toolstack)
+    return hv
+
+
+def install(toolstack: Services, backend: Backend) -> Hypervisor:
+    """Use ``backend`` for this toolstack (tests, other backends)."""
+    hv = _HYPERVISORS[toolstack] = Hypervisor(toolstack, backend)
+    return hv
+
+
+@contextmanager
+def backend_errors() -> Iterator[None]:
+    """Turn backend failures into the XenAPI errors XAPI gives for them."""
+    try:
+        yield
+    except OutOfMemory as exc:
+        raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", [exc.needed, exc.available]) from None
+    except Unimplemented as exc:
+        raise ApiError("NOT_IMPLEMENTED", [exc.operation]) from None
+    except XenopsError as exc:
+        raise ApiError("INTERNAL_ERROR", [f"xenops: {type(exc).__name__} {exc}"]) from None
+
+
+def domain_type(vm: dict[str, Any]) -> str:
+    """The VM's domain type, derived from its boot policy when unspecified."""
+    if vm["domain_type"] != "unspecified":
+        return str(vm["domain_type"])
+    return "hvm" if vm["HVM_boot_policy"] else "pv"
+
+
+def domain_spec(db: Database, vm_ref: str) -> DomainSpec:
+    vm = db.get("VM", vm_ref)
+    vbds, vifs = db.table("VBD").rows, db.table("VIF").rows
+    return DomainSpec(
+        vm_id=vm_ref,
+        name=vm["name_label"],
+        domain_type=domain_type(vm),
+        memory_static_max=vm["memory_static_max"],
+        memory_dynamic_min=vm["memory_dynamic_min"],
+        memory_dynamic_max=vm["memory_dynamic_max"],
+        memory_overhead=vm["memory_overhead"],
+        vcpus_max=vm["VCPUs_max"],
+        vcpus=vm["VCPUs_at_startup"],
+        vbds=tuple(vbds[v]["userdevice"] for v in vm["VBDs"] if v in vbds),
+        vifs=tuple(vifs[v]["device"] for v in vm["VIFs"] if v in vifs),
+        platform=tuple(sorted(vm["platform"].items())),
+    )
+
+
+def _info_from_row(db: Database, vm_ref: str, vm: dict[str, Any]) -> DomainInfo:
+    metrics: dict[str, Any] = db.table("VM_metrics").rows.get(vm["metrics"]) or {}
+    spec = domain_spec(db, vm_ref)
+    return DomainInfo(
+        vm_id=vm_ref,
+        host_id=vm["resident_on"],
+        domid=max(vm["domid"], 1),
+        state="paused" if vm["power_state"] == "Paused" else "running",
+        domain_type=spec.domain_type,
+        memory_actual=metrics.get("memory_actual") or vm["memory_dynamic_max"],
+        memory_overhead=vm["memory_overhead"],
+        vcpus=metrics.get("VCPUs_number") or vm["VCPUs_at_startup"],
+        start_time=0.0,
+        vbds=spec.vbds,
+        vifs=spec.vifs,
+        platform=dict(vm["platform"]),
+    )

@@ -1,0 +1,101 @@
+"""``host.call_plugin`` and ``host.call_extension``: executables next to the toolstack.
+
+The plug-in search path and the protocol live in :mod:`xenstack.plugins.runner`; this module
+binds them to the toolstack (its state directory, its URL for call-backs, the timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+from ...core.context import Context
+from ...errors import ApiError
+from ...plugins import runner
+from ..registry import implements
+
+
+def _timeout(ctx: Context) -> float:
+    env = os.environ.get("XENSTACK_PLUGIN_TIMEOUT")
+    if env:
+        return float(env)
+    return float(getattr(ctx.toolstack, "plugin_timeout", runner.DEFAULT_TIMEOUT))
+
+
+def toolstack_url(ctx: Context) -> str:
+    """Where a plug-in reaches this toolstack's XenAPI ("" when not serving HTTP)."""
+    server = ctx.toolstack.server
+    if server is None or "http" not in server.ports:
+        return ""
+    host = server.config.listen
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    return f"http://{host}:{server.ports['http']}/"
+
+
+@implements("host.call_plugin")
+async def call_plugin(ctx: Context, host: str, plugin: str, fn: str, args: dict[str, str]) -> str:
+    ctx.db.get("host", host)
+    dirs = runner.plugin_dirs(ctx.toolstack.state_dir)
+    return await runner.call_plugin(
+        dirs, plugin, fn, ctx.session, args, url=toolstack_url(ctx), timeout=_timeout(ctx)
+    )
+
+
+def extension_dirs(ctx: Context) -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("XENSTACK_EXTENSION_DIR", "").split(os.pathsep) if p]
+    if ctx.toolstack.state_dir is not None:
+        dirs.append(ctx.toolstack.state_dir / "extensions")
+    return dirs
+
+
+@implements("host.has_extension")
+def has_extension(ctx: Context, host: str, name: str) -> bool:
+    ctx.db.get("host", host)
+    if not runner.valid_name(name):
+        return False
+    return any((d / name).is_file() for d in extension_dirs(ctx))
+
+
+def _parse_call(call: str) -> tuple[str, list[Any]]:
+    try:
+        decoded = json.loads(call)
+        method, params = decoded["method"], decoded.get("params", [])
+    except (ValueError, KeyError, TypeError):
+        raise ApiError("INTERNAL_ERROR", ["call_extension: not a JSON-RPC call"]) from None
+    if not isinstance(method, str) or not isinstance(params, list):
+        raise ApiError("INTERNAL_ERROR", ["call_extension: not a JSON-RPC call"])
+    return method, params
+
+
+@implements("host.call_extension")
+async def call_extension(ctx: Context, host: str, call: str) -> str:
+    """Run extension ``method`` with the XML-RPC call on stdin; answer its result."""
+    ctx.db.get("host", host)
+    method, params = _parse_call(call)
+    path = runner.find(method, extension_dirs(ctx), ApiError("MESSAGE_METHOD_UNKNOWN", [method]))
+    request = xmlrpc.client.dumps(tuple(params), methodname=method, allow_none=True)
+    outcome = await runner.execute(
+        path, ["--xmlrpc"], runner.child_env(toolstack_url(ctx)), _timeout(ctx), request.encode()
+    )
+    if outcome.returncode != 0:
+        # xapi: ocaml/xapi/xapi_extensions.ml passes 4
+        raise ApiError("INTERNAL_ERROR", [path, "non-zero exit", outcome.stdout, outcome.stderr])
+    try:
+        (value,), _ = xmlrpc.client.loads(outcome.stdout)
+    except (ExpatError, ValueError, xmlrpc.client.Fault) as exc:
+        # xapi: ocaml/xapi/xapi_extensions.ml passes 4
+        raise ApiError(
+            "INTERNAL_ERROR", [path, "failed to parse extension output", outcome.stdout, exc]
+        ) from None
+    if isinstance(value, dict) and value.get("Status") == "Failure":
+        description = [str(x) for x in value.get("ErrorDescription", [])]
+        if not description:
+            # xapi: ocaml/xapi/xapi_host.ml passes 1
+            raise ApiError("EXTENSION_PROTOCOL_FAILURE", [json.dumps(value)])
+        raise ApiError(description[0], description[1:])
+    result = value.get("Value", "") if isinstance(value, dict) else value
+    return result if isinstance(result, str) else json.dumps(result)

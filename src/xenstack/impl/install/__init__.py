@@ -1,0 +1,1 @@
+"""A fresh install: the pool, its hosts' networks, storage and templates."""

@@ -1,0 +1,1 @@
+"""Networks, PIFs, VLANs, bonds and tunnels."""

@@ -1,0 +1,124 @@
+"""VLANs: a tagged PIF, its untagged (VLAN master) PIF on a network, and the pool-wide form."""
+
+from __future__ import annotations
+
+from ...core.context import Context
+from ...core.ids import new_ref, new_uuid
+from ...db.store import Database
+from ...errors import ApiError
+from ...idl.types import NULL_REF
+from ..registry import implements
+from .pif import assert_managed, assert_no_other_local_pifs, destroy_pif_row, new_logical_pif
+
+MAX_TAG = 4094
+
+
+def _assert_network_managed(db: Database, network: str) -> None:
+    if not db.get("network", network)["managed"]:
+        raise ApiError("NETWORK_UNMANAGED", [network])
+
+
+def _assert_taggable(db: Database, pif: str) -> None:
+    row = db.get("PIF", pif)
+    if row["bond_slave_of"] != NULL_REF:
+        raise ApiError("CANNOT_ADD_VLAN_TO_BOND_SLAVE", [pif])
+    if row["VLAN_master_of"] != NULL_REF:
+        raise ApiError("PIF_IS_VLAN", [pif])
+    if row["tunnel_access_PIF_of"]:
+        raise ApiError("IS_TUNNEL_ACCESS_PIF", [pif])
+
+
+def create_vlan(db: Database, tagged_pif: str, tag: int, network: str) -> str:
+    """Check as XAPI does, then create the VLAN and its plugged untagged PIF."""
+    _assert_network_managed(db, network)
+    row = db.get("PIF", tagged_pif)
+    assert_no_other_local_pifs(db, row["host"], network)
+    assert_managed(db, tagged_pif)
+    _assert_taggable(db, tagged_pif)
+    if not 0 <= tag <= MAX_TAG:
+        raise ApiError("VLAN_TAG_INVALID", [tag])
+    for vlan in row["VLAN_slave_of"]:
+        if db.get("VLAN", vlan)["tag"] == tag:
+            raise ApiError("PIF_VLAN_EXISTS", [row["device"]])
+    vlan = new_ref()
+    with db.transaction():
+        untagged = new_logical_pif(
+            db,
+            device=row["device"],
+            network=network,
+            host=row["host"],
+            MAC=row["MAC"],
+            MTU=row["MTU"],
+            VLAN=tag,
+            metrics=row["metrics"],
+            primary_address_type=row["primary_address_type"],
+        )
+        db.create(
+            "VLAN",
+            vlan,
+            {"uuid": new_uuid(), "tagged_PIF": tagged_pif, "untagged_PIF": untagged, "tag": tag},
+        )
+        db.set("PIF", untagged, "VLAN_master_of", vlan)
+    return vlan
+
+
+def destroy_vlan(db: Database, vlan: str) -> None:
+    untagged = db.get("VLAN", vlan)["untagged_PIF"]
+    if db.exists("PIF", untagged):
+        row = db.get("PIF", untagged)
+        if row["management"]:
+            raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", [untagged])
+        if row["tunnel_transport_PIF_of"]:
+            raise ApiError("PIF_TUNNEL_STILL_EXISTS", [untagged])
+    with db.transaction():
+        if db.exists("PIF", untagged):
+            destroy_pif_row(db, untagged)
+        db.destroy("VLAN", vlan)
+
+
+@implements("VLAN.create")
+def create(ctx: Context, tagged_pif: str, tag: int, network: str) -> str:
+    return create_vlan(ctx.db, tagged_pif, tag, network)
+
+
+@implements("VLAN.destroy")
+def destroy(ctx: Context, self_: str) -> None:
+    destroy_vlan(ctx.db, self_)
+
+
+def _physical_pif(db: Database, host: str, device: str) -> str:
+    for pif in db.get("host", host)["PIFs"]:
+        row = db.get("PIF", pif)
+        if row["device"] == device and row["VLAN"] == -1 and row["VLAN_master_of"] == NULL_REF:
+            return str(pif)
+    raise ApiError("INVALID_VALUE", ["device", device])
+
+
+def create_vlan_on_host(db: Database, device: str, network: str, host: str, tag: int) -> str:
+    """``PIF.create_VLAN``: the VLAN on ``device`` of ``host``; return its untagged PIF."""
+    db.get("host", host)
+    db.get("network", network)
+    vlan = create_vlan(db, _physical_pif(db, host, device), tag, network)
+    return str(db.get("VLAN", vlan)["untagged_PIF"])
+
+
+@implements("PIF.create_VLAN")
+def pif_create_vlan(ctx: Context, device: str, network: str, host: str, tag: int) -> str:
+    return create_vlan_on_host(ctx.db, device, network, host, tag)
+
+
+def _pool_create(db: Database, device: str, network: str, tag: int) -> list[str]:
+    """One VLAN per host, all or none."""
+    db.get("network", network)
+    with db.transaction():
+        return [create_vlan_on_host(db, device, network, h, tag) for h in db.refs("host")]
+
+
+@implements("pool.create_VLAN")
+def pool_create_vlan(ctx: Context, device: str, network: str, tag: int) -> list[str]:
+    return _pool_create(ctx.db, device, network, tag)
+
+
+@implements("pool.create_VLAN_from_PIF")
+def pool_create_vlan_from_pif(ctx: Context, pif: str, network: str, tag: int) -> list[str]:
+    return _pool_create(ctx.db, ctx.db.get("PIF", pif)["device"], network, tag)

@@ -1,0 +1,1 @@
+"""The pool object, and hosts joining and leaving it."""

@@ -1,0 +1,1 @@
+"""SRs, PBDs, SM drivers and VDIs: rows, file-backed VDIs, disk transfers."""

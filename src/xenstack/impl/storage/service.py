@@ -1,0 +1,321 @@
+"""A toolstack's storage services: VDI claims, the background GC and the NBD exports.
+
+``claims`` keeps the VDIs (by file uuid) that long work is using: disk transfers, copies
+and the GC's merges. Operations that change a VDI's chain refuse a claimed VDI, and the GC
+leaves a tree alone while any of its VDIs is claimed.
+
+NBD, as XAPI serves it: only VDIs that ``VDI.get_nbd_info`` handed out are exported (one
+server each, on TCP and on a Unix socket), under the export name ``/<vdi-uuid>?session_id=
+<session ref>``. Each connection is authorised when it names the export: the session must be
+live, the VDI the one this server exports, and the session's role decides the access (the
+roles that may call ``VDI.get_nbd_info`` write; any other live session reads only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ...core.context import Context
+from ...core.tls import ensure_certificate
+from ...errors import ApiError
+from ...idl.model import message
+from ...storage import nbd_protocol
+from ...storage.nbd import NbdGrant, NbdRefused, NbdServer, VhdBackend, serve_nbd
+from ...storage.sr import FileSr
+from ...storage.sr.gc import GcResult, collect
+from ...storage.vhd import VhdImage
+from .sr_backend import driver_of
+from .sr_usage import refresh_usage
+
+log = logging.getLogger(__name__)
+
+GC_INTERVAL = 60.0
+
+
+class Claims:
+    """A thread-safe multiset of claimed VDI file uuids; the GC's claims are told apart."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+        self._gc: set[str] = set()
+
+    def held_by_gc_only(self, uuid: str) -> bool:
+        with self.lock:
+            return uuid in self._gc and self._held[uuid] == 1
+
+    def __contains__(self, uuid: object) -> bool:
+        with self.lock:
+            return self._held[str(uuid)] > 0
+
+    def try_claim(self, uuids: list[str]) -> bool:
+        with self.lock:
+            if any(self._held[u] for u in uuids):
+                return False
+            self._held.update(uuids)
+            return True
+
+    def add(self, uuid: str) -> None:
+        with self.lock:
+            self._held[uuid] += 1
+
+    def discard(self, uuid: str) -> None:
+        with self.lock:
+            self._held[uuid] -= 1
+            if self._held[uuid] <= 0:
+                del self._held[uuid]
+
+    def gc_claim(self, uuids: list[str]) -> bool:
+        """The GC's claim: like try_claim, but others may wait for it to end."""
+        with self.lock:
+            if any(self._held[u] for u in uuids):
+                return False
+            self._held.update(uuids)
+            self._gc.update(uuids)
+            return True
+
+    def gc_release(self, uuid: str) -> None:
+        with self.lock:
+            self._gc.discard(uuid)
+        self.discard(uuid)
+
+    async def claim_waiting_for_gc(self, uuid: str, timeout: float = 60.0) -> bool:
+        """Claim ``uuid``, waiting while only the GC holds it; False if another user does."""
+        deadline = time.monotonic() + timeout
+        while not self.try_claim([uuid]):
+            if not self.held_by_gc_only(uuid) or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    @contextlib.contextmanager
+    def holding(self, uuid: str) -> Iterator[None]:
+        self.add(uuid)
+        try:
+            yield
+        finally:
+            self.discard(uuid)
+
+
+class StorageService:
+    """Per toolstack: claims, the GC task, and NBD exports (one server per exported VDI)."""
+
+    def __init__(self, toolstack: Any) -> None:
+        self.toolstack = toolstack
+        self.busy = Claims()
+        self._wake: asyncio.Event | None = None
+        self._gc_task: asyncio.Task[None] | None = None
+        self._gc_lock: asyncio.Lock | None = None
+        self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int, str]] = {}
+        self._tls: tuple[ssl.SSLContext, str, str] | None = None  # context, cert PEM, subject
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._gc_lock = asyncio.Lock()
+        self._gc_task = asyncio.create_task(self._gc_loop())
+        self.kick_gc()  # a first pass at once: finishes coalesces a crash interrupted
+
+    async def stop(self) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
+        for vdi_uuid in list(self._nbd):
+            await self.stop_nbd(vdi_uuid)
+
+    def kick_gc(self) -> None:
+        """Ask the background GC for a pass soon (after a VDI was destroyed)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _gc_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), GC_INTERVAL)
+            self._wake.clear()
+            try:
+                await self.run_gc()
+            except Exception:
+                log.exception("storage GC pass failed")
+
+    async def run_gc(self) -> dict[str, GcResult]:
+        """One full GC over every local file SR, now; returns what was done, per SR ref."""
+        assert self._gc_lock is not None, "the storage service is not started"
+        db = self.toolstack.db
+        done: dict[str, GcResult] = {}
+        async with self._gc_lock:
+            for sr, row in list(db.table("SR").rows.items()):
+                drv = driver_of(row)
+                if not isinstance(drv, FileSr) or not os.path.isdir(drv.directory):
+                    continue
+                done[sr] = await asyncio.to_thread(collect, drv, self.busy)
+                if db.exists("SR", sr):
+                    with db.transaction():
+                        refresh_usage(db, sr)
+        return done
+
+    def nbd_socket(self, vdi_uuid: str) -> str:
+        """The Unix socket of a VDI's NBD export: ``<state>/nbd/<uuid>.sock``, or with the
+        uuid cut to its first group when the full path would pass the 107-byte limit."""
+        assert self.toolstack.state_dir is not None
+        path = os.path.join(str(self.toolstack.state_dir), "nbd", vdi_uuid + ".sock")
+        if len(path.encode()) > 107:
+            path = os.path.join(os.path.dirname(path), vdi_uuid.split("-")[0] + ".sock")
+        return path
+
+    async def nbd_info(self, vdi: str, session: str) -> dict[str, Any]:
+        """The vdi_nbd_server_info of ``vdi`` for ``session``, starting its export if needed.
+
+        The export name carries the session (``/<uuid>?session_id=<ref>``, as XAPI's).
+        The export writes into the VDI's leaf unless the VDI is read-only or a snapshot;
+        a writable export claims the VDI (no import or GC merge meanwhile) until stopped.
+        """
+        row = self.toolstack.db.get("VDI", vdi)
+        drv = driver_of(self.toolstack.db.get("SR", row["SR"]))
+        assert isinstance(drv, FileSr)
+        if row["uuid"] not in self._nbd:
+            writable = not (row["read_only"] or row["is_a_snapshot"] or drv.read_only)
+            await self._start_nbd(row["uuid"], drv.path(row["location"]), row["location"], writable)
+        port = self._nbd[row["uuid"]][2]
+        tls = self._nbd_tls()
+        return {
+            "exportname": f"/{row['uuid']}?session_id={session}",
+            "address": "127.0.0.1",
+            "port": port,
+            "cert": tls[1] if tls else "",
+            "subject": tls[2] if tls else "",
+        }
+
+    def _nbd_tls(self) -> tuple[ssl.SSLContext, str, str] | None:
+        """NBD's TLS: the host's certificate (HTTPS's), its PEM and its subject's name."""
+        state = self.toolstack.state_dir
+        if self._tls is None and state is not None:
+            cert, key = ensure_certificate(Path(state) / "tls")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            pem = cert.read_text()
+            names = x509.load_pem_x509_certificate(pem.encode()).subject
+            subject = str(names.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+            self._tls = (context, pem, subject)
+        return self._tls
+
+    def _nbd_tls_required(self) -> bool:
+        """As XAPI: an ``nbd`` network wants TLS; an ``insecure_nbd`` one allows plain NBD."""
+        purposes = {p for net in self.toolstack.db.table("network").rows.values()
+                    for p in net["purpose"]}  # fmt: skip
+        return "nbd" in purposes and "insecure_nbd" not in purposes
+
+    async def _start_nbd(self, vdi_uuid: str, path: str, location: str, writable: bool) -> None:
+        if writable and not self.busy.try_claim([location]):
+            raise ApiError("VDI_IN_USE", ["", "nbd"])
+        try:
+            image = await asyncio.to_thread(VhdImage.open, path, writable=writable)
+        except Exception as exc:
+            if writable:
+                self.busy.discard(location)
+            raise ApiError("VDI_MISSING", ["", vdi_uuid]) from exc
+        exports = {vdi_uuid: VhdBackend(image, read_only=not writable)}
+        tls = self._nbd_tls()
+
+        def authorise(name: str) -> NbdGrant:
+            return self._nbd_authorise(vdi_uuid, name)
+
+        tcp = await serve_nbd(
+            exports,
+            port=0,
+            tls=tls[0] if tls else None,
+            tls_required=self._nbd_tls_required(),
+            authorise=authorise,
+        )
+        servers = [tcp]
+        sock = self.nbd_socket(vdi_uuid) if self.toolstack.state_dir is not None else ""
+        if sock and len(sock.encode()) <= 107:
+            os.makedirs(os.path.dirname(sock), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock)
+            servers.append(await serve_nbd(exports, unix_path=sock, authorise=authorise))
+        self._nbd[vdi_uuid] = (servers, image, tcp.port, location if writable else "")
+
+    def _nbd_authorise(self, vdi_uuid: str, name: str) -> NbdGrant:
+        """Grant the export of ``vdi_uuid`` to the export name ``name``, or refuse it.
+
+        ERR_UNKNOWN: the name names another VDI (or one that is gone). ERR_POLICY: no
+        session, or one that is not live. A role that may call VDI.get_nbd_info gets what
+        the export allows; any other live session (read-only, vm-operator...) reads only.
+        """
+        named, session = parse_export_name(name)
+        if named != vdi_uuid or named not in self.toolstack.db.table("VDI").by_uuid:
+            raise NbdRefused(nbd_protocol.REP_ERR_UNKNOWN, f"no export for VDI {named!r} here")
+        if session is None:
+            raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: no session_id")
+        try:
+            info = self.toolstack.auth.check(session)
+        except ApiError:
+            raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: invalid session") from None
+        return NbdGrant(vdi_uuid, read_only=info.role not in _NBD_WRITERS)
+
+    async def stop_nbd(self, vdi_uuid: str) -> None:
+        entry = self._nbd.pop(vdi_uuid, None)
+        if entry is None:
+            return
+        for server in entry[0]:
+            await server.close()
+        if entry[3]:  # writable: make the writes durable, then release the claim
+            await asyncio.to_thread(entry[1].flush)
+        entry[1].close()
+        if entry[3]:
+            self.busy.discard(entry[3])
+
+    def forget_nbd(self, vdi_uuid: str) -> None:
+        """Stop a VDI's export soon (its chain changed); the next get_nbd_info starts anew."""
+        if vdi_uuid in self._nbd:
+            asyncio.get_running_loop().create_task(self.stop_nbd(vdi_uuid))
+
+
+_NBD_INFO = message("VDI.get_nbd_info")
+assert _NBD_INFO is not None
+_NBD_WRITERS = _NBD_INFO.roles  # the roles that may write through an export
+
+
+def parse_export_name(name: str) -> tuple[str, str | None]:
+    """``(vdi uuid, session ref or None)`` from an export name ``/<uuid>?session_id=<ref>``.
+
+    The leading ``/`` may be left out; a name with no, or more than one, session_id has
+    no session.
+    """
+    parts = urlsplit(name)
+    sessions = parse_qs(parts.query, keep_blank_values=True).get("session_id", [])
+    return parts.path.removeprefix("/"), sessions[0] if len(sessions) == 1 else None
+
+
+@contextlib.asynccontextmanager
+async def exclusive(ctx: Context, vdi: str) -> AsyncIterator[None]:
+    """Hold ``vdi``'s file alone while its chain changes; OTHER_OPERATION_IN_PROGRESS if used.
+
+    Its NBD export (of the old chain) is stopped: the next get_nbd_info restarts it.
+    """
+    row = ctx.db.get("VDI", vdi)
+    storage = ctx.toolstack.storage
+    await storage.stop_nbd(row["uuid"])  # a writable export holds a claim: end it first
+    if not await storage.busy.claim_waiting_for_gc(row["location"]):
+        # xapi: ocaml/xapi/message_forwarding.ml passes 2
+        raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi])
+    try:
+        yield
+    finally:
+        storage.busy.discard(row["location"])

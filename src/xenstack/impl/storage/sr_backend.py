@@ -1,0 +1,113 @@
+"""Which SRs keep real files, and the bridge from the database to their drivers.
+
+An SR is file-backed when its ``sm_config`` names a driver (``xenstack_driver``: ``file``,
+``shared`` or ``iso``) and its directory (``xenstack_path``); every other SR is the
+sizes-only simulated kind. The choice is made once, when the SR is created or introduced.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import Any
+
+from ...db.store import Database
+from ...errors import ApiError
+from ...storage.errors import VhdError
+from ...storage.sr import FileSr, IsoSr, SharedSr, SrDriver, SrDriverError, shared_directory
+
+DRIVER_KEY = "xenstack_driver"
+PATH_KEY = "xenstack_path"
+BACKEND_KEYS = frozenset({DRIVER_KEY, PATH_KEY})  # set by xenstack alone, never by a caller
+FILE_TYPES = {"ext", "file"}
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def storage_root(toolstack: Any) -> str | None:
+    """Where file SRs of this toolstack live, or None when its storage is simulated."""
+    if toolstack.state_dir is None:
+        return None
+    if toolstack.persistence.get_meta("storage") != "file":
+        return None
+    return str(toolstack.state_dir)
+
+
+def choose(
+    root: str | None, sr_type: str, sr_uuid: str, device_config: dict[str, str]
+) -> dict[str, str]:
+    """The ``sm_config`` entries making a new SR file-backed ({} for a simulated one)."""
+    if sr_type in FILE_TYPES and root is not None:
+        return {DRIVER_KEY: "file", PATH_KEY: os.path.join(root, "sr", sr_uuid)}
+    if sr_type == "nfs":
+        export = shared_directory(device_config, os.path.join(root or "", "nfs"))
+        if export is not None and (root is not None or device_config.get("path")):
+            return {DRIVER_KEY: "shared", PATH_KEY: os.path.join(export, sr_uuid)}
+    location = device_config.get("location", "")
+    if sr_type == "iso" and location.startswith("/") and os.path.isdir(location):
+        return {DRIVER_KEY: "iso", PATH_KEY: os.path.abspath(location)}
+    return {}
+
+
+def plug_backend(
+    root: str | None, sr_row: dict[str, Any], device_config: dict[str, str]
+) -> dict[str, str]:
+    """The ``sm_config`` entries a PBD's ``device_config`` gives its SR when plugged.
+
+    A file SR names its directory as ``location``; a shared-directory SR as ``path`` or
+    ``server`` + ``serverpath``; an ISO SR as ``location``. {} when the device_config
+    names no storage: the SR keeps the driver it has (or stays simulated).
+    """
+    sr_type, sr_uuid = sr_row["type"], sr_row["uuid"]
+    location = device_config.get("location", "")
+    if sr_type in FILE_TYPES and location.startswith("/"):
+        return {DRIVER_KEY: "file", PATH_KEY: os.path.abspath(location)}
+    if sr_type == "nfs" and shared_directory(device_config, "") is not None:
+        return choose(root, sr_type, sr_uuid, device_config)
+    if sr_type == "iso":
+        return choose(root, sr_type, sr_uuid, device_config)
+    return {}
+
+
+def driver_of(row: dict[str, Any]) -> SrDriver | None:
+    """The driver of an SR row, or None for a simulated SR."""
+    kind = row["sm_config"].get(DRIVER_KEY)
+    path = row["sm_config"].get(PATH_KEY, "")
+    if kind == "file":
+        return FileSr(path)
+    if kind == "shared":
+        return SharedSr(os.path.dirname(path), os.path.basename(path))
+    if kind == "iso":
+        return IsoSr(path)
+    return None
+
+
+def sr_driver(db: Database, sr: str) -> SrDriver | None:
+    return driver_of(db.get("SR", sr))
+
+
+def file_sr(db: Database, sr: str) -> FileSr | None:
+    drv = sr_driver(db, sr)
+    return drv if isinstance(drv, FileSr) else None
+
+
+def backend_error(exc: Exception) -> ApiError:
+    """The XenAPI error for a driver failure: SR_BACKEND_FAILURE_<n> ["", message, ""]; a
+    full SR filesystem is SM's 44 ("There is insufficient space")."""
+    if isinstance(exc, SrDriverError):
+        return ApiError(f"SR_BACKEND_FAILURE_{exc.code}", ["", exc.message, ""])
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ApiError("SR_BACKEND_FAILURE_44", ["", "There is insufficient space", ""])
+    if isinstance(exc, VhdError):
+        return ApiError("SR_BACKEND_FAILURE_1200", ["", f"VHD error: {exc}", ""])
+    return ApiError("SR_BACKEND_FAILURE_1", ["", f"{type(exc).__name__}: {exc}", ""])
+
+
+def probe_directories(sr_type: str, device_config: dict[str, str], root: str | None) -> list[str]:
+    """SR uuids found in a shared directory (subdirectories named like uuids)."""
+    if sr_type != "nfs":
+        return []
+    export = shared_directory(device_config, os.path.join(root or "", "nfs"))
+    if export is None or not os.path.isdir(export):
+        return []
+    return sorted(n for n in os.listdir(export) if UUID_RE.match(n))

@@ -1,0 +1,1 @@
+"""The API's own objects: sessions, tasks, events and messages."""

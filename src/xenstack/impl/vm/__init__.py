@@ -1,0 +1,1 @@
+"""VMs: records, the lifecycle table and its checks, power, clone, export/import."""

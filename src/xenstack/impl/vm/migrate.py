@@ -1,0 +1,38 @@
+"""Moving a running VM between the hosts of the pool: VM.pool_migrate.
+
+The backend moves the domain (memory, VCPUs, devices) and gives it a new domid on the target;
+the VM keeps its guest metrics. Both hosts' free memory is brought up to date.
+"""
+
+from __future__ import annotations
+
+from ...core.context import Context
+from ...db.store import Database
+from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
+from ..registry import implements
+from .lifecycle import vm_operation
+from .metrics import record_domain
+from .placement import assert_can_boot_here
+from .power import task_of
+
+
+async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -> None:
+    """Migrate the VM's domain to ``host`` (the operation is already marked)."""
+    source = db.get("VM", vm)["resident_on"]
+    assert_can_boot_here(hv, db, vm, host)
+    with backend_errors():
+        info = await hv.backend.vm_migrate(vm, hv.host(db, host))
+    with db.transaction():
+        record_domain(db, vm, info, started=False)
+        hv.sync_memory(db, source)
+        hv.sync_memory(db, host)
+
+
+@implements("VM.pool_migrate")
+async def pool_migrate(ctx: Context, vm: str, host: str, options: dict[str, str]) -> None:
+    db = ctx.db
+    db.get("VM", vm)
+    db.get("host", host)
+    force = options.get("force", "").lower() in ("1", "true")
+    with vm_operation(db, vm, "pool_migrate", task_of(ctx), strict=not force):
+        await move(ctx, hypervisor(ctx), db, vm, host)

@@ -1,1 +1,0 @@
-"""xenstack.pool: the pool's objects, its master and its members."""
