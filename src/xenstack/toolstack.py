@@ -142,8 +142,8 @@ class Toolstack:
         }
         config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
+        await self.storage.start()  # crash repairs first, before anything is served
         await self.server.start()
-        await self.storage.start()
         self._reaper = asyncio.create_task(self._reap_sessions())
 
     async def stop(self) -> None:

@@ -6,7 +6,10 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...db.store import Database
 from ...errors import ApiError
+from ...storage.sr import FileSr
+from ...storage.sr.gc import recover_sr
 from ..registry import implements
 from .sr_backend import backend_error, driver_of, plug_backend, storage_root
 from .sr_usage import refresh_usage
@@ -61,6 +64,8 @@ def plug(ctx: Context, self_: str) -> None:
     if drv is not None:
         try:
             drv.attach()
+            if isinstance(drv, FileSr) and not _attached_elsewhere(db, row["SR"]):
+                recover_sr(drv)  # nothing uses the SR yet: what a crash left can be repaired
         except Exception as exc:
             raise backend_error(exc) from None
     with db.transaction():
@@ -70,6 +75,11 @@ def plug(ctx: Context, self_: str) -> None:
             scan_files(db, row["SR"])
         refresh_usage(db, row["SR"])
         db.set("PBD", self_, "currently_attached", True)
+
+
+def _attached_elsewhere(db: Database, sr: str) -> bool:
+    """Is the SR plugged on some host already (a shared SR), so that it may be in use?"""
+    return any(db.get("PBD", p)["currently_attached"] for p in db.get("SR", sr)["PBDs"])
 
 
 def _vdis_in_use_on(ctx: Context, pbd: str) -> list[str]:

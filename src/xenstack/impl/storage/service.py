@@ -36,7 +36,7 @@ from ...idl.model import message
 from ...storage import nbd_protocol
 from ...storage.nbd import NbdGrant, NbdRefused, NbdServer, VhdBackend, serve_nbd
 from ...storage.sr import FileSr
-from ...storage.sr.gc import GcResult, collect
+from ...storage.sr.gc import GcResult, collect, recover_sr
 from ...storage.vhd import VhdImage
 from .sr_backend import driver_of
 from .sr_usage import refresh_usage
@@ -124,10 +124,26 @@ class StorageService:
         self._tls: tuple[ssl.SSLContext, str, str] | None = None  # context, cert PEM, subject
 
     async def start(self) -> None:
+        """Repair what a crash left in the local SRs, then start the GC (before anything is
+        served: repairs must not race the operations they cannot tell from a crash's)."""
+        await asyncio.to_thread(self._recover_local_srs)
         self._wake = asyncio.Event()
         self._gc_lock = asyncio.Lock()
         self._gc_task = asyncio.create_task(self._gc_loop())
-        self.kick_gc()  # a first pass at once: finishes coalesces a crash interrupted
+        self.kick_gc()  # a first pass at once: what the repairs left to merge
+
+    def _local_file_srs(self) -> Iterator[tuple[str, FileSr]]:
+        for sr, row in list(self.toolstack.db.table("SR").rows.items()):
+            drv = driver_of(row)
+            if isinstance(drv, FileSr) and os.path.isdir(drv.directory):
+                yield sr, drv
+
+    def _recover_local_srs(self) -> None:
+        for _, drv in self._local_file_srs():
+            try:
+                recover_sr(drv)
+            except Exception:
+                log.exception("repairing SR %s failed", drv.directory)
 
     async def stop(self) -> None:
         if self._gc_task is not None:
@@ -159,11 +175,8 @@ class StorageService:
         db = self.toolstack.db
         done: dict[str, GcResult] = {}
         async with self._gc_lock:
-            for sr, row in list(db.table("SR").rows.items()):
-                drv = driver_of(row)
-                if not isinstance(drv, FileSr) or not os.path.isdir(drv.directory):
-                    continue
-                done[sr] = await asyncio.to_thread(collect, drv, self.busy)
+            for sr, drv in self._local_file_srs():
+                done[sr] = await asyncio.to_thread(collect, drv, self.busy, recovering=False)
                 if db.exists("SR", sr):
                     with db.transaction():
                         refresh_usage(db, sr)

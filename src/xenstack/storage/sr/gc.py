@@ -10,7 +10,10 @@ Hidden nodes are the read-only bases snapshots and clones leave behind. One pass
   all gone is one file again.
 
 No tree holding a ``busy`` VDI (being imported, exported or served) is touched.
-Interrupted coalesces and folds are finished first.
+
+What a crash interrupted (coalesces, folds, snapshots half made, temporary files) is finished
+or undone by :func:`recover_sr`, and only while nothing else uses the SR: a live pass must not
+take a snapshot that is being made for the leftovers of one that crashed.
 """
 
 from __future__ import annotations
@@ -76,21 +79,44 @@ def _unhide(sr: FileSr, node: str) -> None:
         os.unlink(hidden_marker(sr.directory, node))
 
 
+def recover_sr(sr: FileSr) -> None:
+    """Finish or undo what a crash interrupted in ``sr``.
+
+    Contract: nothing else uses the SR meanwhile (at start-up before anything is served, or
+    as it is plugged), since a snapshot in progress looks just like one a crash cut short.
+    """
+    sr.repair()
+    recover(sr.directory)
+
+
+def _being_made(sr: FileSr, node: str) -> bool:
+    """A snapshot's base before its leaf is swapped in shares the leaf's file (a hard link):
+    it has no children yet and must not be taken for an orphan."""
+    try:
+        return os.stat(sr.path(node)).st_nlink > 1
+    except FileNotFoundError:
+        return True
+
+
 def collect_once(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
     """One GC pass over ``sr``; see the module docstring."""
     result = GcResult()
-    sr.repair()
-    recover(sr.directory)
     parents = _parents(sr)
     children: dict[str, list[str]] = {}
     for node, parent in parents.items():
         if parent is not None:
             children.setdefault(parent, []).append(node)
     for node in parents:
-        if not sr.is_hidden(node) or children.get(node):
+        if not sr.is_hidden(node) or children.get(node) or _being_made(sr, node):
             continue
-        os.unlink(sr.path(node))
-        _unhide(sr, node)
+        if busy is not None and not busy.gc_claim([node]):
+            continue
+        try:
+            os.unlink(sr.path(node))
+            _unhide(sr, node)
+        finally:
+            if busy is not None:
+                busy.gc_release(node)
         result.deleted.append(node)
     if result.deleted:
         return result  # parents may have lost their last child: look again next pass
@@ -129,8 +155,14 @@ def _merge_one(
     return None
 
 
-def collect(sr: FileSr, busy: ClaimSet | None = None) -> GcResult:
-    """Run passes until nothing is left to do; return everything done."""
+def collect(sr: FileSr, busy: ClaimSet | None = None, *, recovering: bool = True) -> GcResult:
+    """Run passes until nothing is left to do; return everything done.
+
+    ``recovering`` first repairs what a crash left (:func:`recover_sr`): only for an SR that
+    nothing else uses; the live GC of a serving toolstack passes False.
+    """
+    if recovering:
+        recover_sr(sr)
     total = GcResult()
     while True:
         step = collect_once(sr, busy)
