@@ -20,7 +20,7 @@ import XenAPI
 from xenstack.cli.xe import main
 from xenstack.testing import RunningPool, simulated_pool
 
-GOLDEN = Path(__file__).parent / "golden" / "xe"
+GOLDEN = Path(__file__).parent / "cli" / "golden" / "xe"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 REF = re.compile(r"OpaqueRef:[0-9a-zA-Z-]+")
 DATE = re.compile(r"\d{8}T\d\d:\d\d:\d\dZ")

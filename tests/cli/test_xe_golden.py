@@ -1,7 +1,7 @@
 """Golden-output tests for ``xe``: every command family against a simulated pool.
 
 uuids, references and timestamps are normalised. Regenerate the files with
-``XE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_xe_golden.py``.
+``XE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/cli/test_xe_golden.py``.
 """
 
 from __future__ import annotations

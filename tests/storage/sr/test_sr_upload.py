@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sr_helpers import MIB, get_file, new_vdi
+from vmkit import wait_for
 
 from xenstack.testing import RunningPool
 
@@ -123,7 +124,8 @@ def test_a_probe_then_the_upload(session: Any, xenstack_pool: RunningPool) -> No
     assert session.xenapi.task.get_status(task) == "success", session.xenapi.task.get_error_info(
         task
     )
-    time.sleep(0.2)  # the probe's own task is forgotten once the probe is over
+    # the probe's own task is forgotten once the server has seen the probe end
+    wait_for(lambda: set(session.xenapi.task.get_all()) == before | {task})
     assert set(session.xenapi.task.get_all()) == before | {task}
 
 

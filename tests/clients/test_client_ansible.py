@@ -20,7 +20,7 @@ import XenAPI
 
 from xenstack.testing import simulated_pool
 
-PLAYBOOK = Path(__file__).resolve().parent / "clients" / "ansible" / "guest.yml"
+PLAYBOOK = Path(__file__).resolve().parent / "ansible" / "guest.yml"
 GIB = 1 << 30
 
 

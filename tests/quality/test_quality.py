@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TREES = ["src", "tests", "bench", "tools"]
 
 
@@ -44,7 +44,7 @@ def test_mypy_strict() -> None:
 
 
 # The layer rule (imports go downwards only, no cycles) is checked from the import graph in
-# tests/test_layers.py, with tools/layers.py.
+# tests/quality/test_layers.py, with tools/layers.py.
 
 
 def test_tests_can_fail() -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from vmkit import wait_for
 from xekit import api, check_golden, one, transcript, two_host_pool, vm_record, xe
 
 from xenstack.testing import RunningPool
+from xenstack.toolstack import Toolstack
 
 BIN = Path(sys.executable).parent
 
@@ -203,12 +204,18 @@ def xe_process(pool: RunningPool, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
+def blocked_watchers(toolstack: Toolstack) -> int:
+    """How many event.from calls are blocked waiting for the next commit."""
+    return sum(not fut.done() for fut in toolstack.db._waiters)
+
+
 def test_event_wait_returns_when_the_condition_holds(pool: RunningPool) -> None:
     vm = install(pool, "waited-for")
     proc = xe_process(pool, "event-wait", "class=vm", "name-label=waited-for",
                       "power-state=running")  # fmt: skip
     try:
-        time.sleep(0.5)
+        # xe has read the VM's state and blocks in event.from until something changes
+        wait_for(lambda: proc.poll() is not None or pool.call(blocked_watchers), timeout=30)
         assert proc.poll() is None, proc.communicate()  # still waiting: the VM is halted
         one(pool, "vm-start", f"uuid={vm}")
         out, err = proc.communicate(timeout=20)

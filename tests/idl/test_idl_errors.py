@@ -18,7 +18,7 @@ from pathlib import Path
 
 from xenstack.idl.errors import ERROR_PARAMS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "xenstack"
 
 # callee name -> (position of the code, position of the parameter list)

@@ -102,7 +102,7 @@ def test_completion_script_is_valid_bash() -> None:
     assert res.returncode == 0 and "_xe" in res.stdout
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT.parent / "shared" / "reference" / "xenapi.json"
 XEN_API = Path(os.environ.get("XEN_API_CHECKOUT", ROOT.parent / "xen-api"))
 

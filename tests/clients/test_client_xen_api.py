@@ -24,7 +24,7 @@ import pytest
 
 from xenstack.testing import simulated_pool
 
-CLIENT = Path(__file__).resolve().parent / "clients" / "xen-api"
+CLIENT = Path(__file__).resolve().parent / "xen-api"
 
 
 def _require(tool: str) -> str:

@@ -14,7 +14,7 @@ from xekit import check_golden, transcript
 from xenstack.testing import RunningPool, simulated_pool
 
 BIN = Path(sys.executable).parent
-COMPLETION = Path(__file__).parents[1] / "src" / "xenstack" / "cli" / "xe" / "xe-completion.bash"
+COMPLETION = Path(__file__).parents[2] / "src" / "xenstack" / "cli" / "xe" / "xe-completion.bash"
 FOR_USAGE = "For usage run: 'xe help'\n"
 
 

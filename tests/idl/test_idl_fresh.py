@@ -18,7 +18,7 @@ from xenstack.idl import declaration, defaults
 from xenstack.idl import errors as idl_errors
 from xenstack.idl.model import CLASSES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT.parent / "shared" / "reference" / "xenapi.json"
 DIGEST_LINE = re.compile(r'\nDIGEST = "([0-9a-f]{64})"\n\Z')
 

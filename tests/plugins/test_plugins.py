@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import XenAPI
 from sim_helpers import failure, pool_master
+from vmkit import wait_for
 
 from xenstack.errors import ApiError
 from xenstack.plugins import runner
@@ -110,9 +110,6 @@ def test_plugin_dir_from_environment(tmp_path: Path, monkeypatch: Any, session: 
 def test_async_call_plugin(session: Any) -> None:
     host = pool_master(session)
     task = session.xenapi.Async.host.call_plugin(host, "echo", "echo", {"text": "later"})
-    for _ in range(200):
-        if session.xenapi.task.get_status(task) != "pending":
-            break
-        time.sleep(0.05)
+    wait_for(lambda: session.xenapi.task.get_status(task) != "pending", timeout=10)
     assert session.xenapi.task.get_status(task) == "success"
     assert "later" in session.xenapi.task.get_result(task)
