@@ -16,10 +16,8 @@ from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF, DateTime
 from ..registry import implements
-from ..vm.lifecycle import operation_error, vm_operation
-from ..vm.migrate import move
+from ..vm.lifecycle import operation_error
 from ..vm.placement import assert_can_boot_here, start_memory
-from ..vm.power import task_of
 from .hypervisor import Hypervisor, hypervisor
 
 Plan = dict[str, str | list[str]]  # VM -> target host, or the error that stops it
@@ -142,9 +140,8 @@ async def evacuate(ctx: Context, host: str, network: str, evacuate_batch_size: i
     async def migrate(vm: str, target: str) -> None:
         nonlocal done
         async with limit:
-            try:
-                with vm_operation(db, vm, "pool_migrate", task_of(ctx)):
-                    await move(ctx, hv, db, vm, target)
+            try:  # through the policy layer, as XAPI's evacuation calls VM.pool_migrate
+                await ctx.invoke("VM.pool_migrate", vm, target, {})
             except ApiError as err:
                 if err.code != "VM_BAD_POWER_STATE":
                     raise

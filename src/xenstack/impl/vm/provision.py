@@ -15,8 +15,6 @@ from ...db.store import Database
 from ...errors import ApiError
 from ..registry import HANDLERS, call, implements
 from .clone import Undo, new_device
-from .lifecycle import vm_operation
-from .power import task_of
 
 
 def parse_disks(xml_text: str) -> list[dict[str, str]]:
@@ -87,8 +85,6 @@ def _provision_sr(db: Database, sr_uuid: str) -> str:
 async def provision(ctx: Context, vm: str) -> None:
     """Turn a template into a VM and make the disks its ``other_config:disks`` describes."""
     db = ctx.db
-    db.get("VM", vm)
-    with vm_operation(db, vm, "provision", task_of(ctx)):
-        with db.transaction():
-            db.set("VM", vm, "is_a_template", False)
-        await provision_disks(ctx, vm)
+    with db.transaction():
+        db.set("VM", vm, "is_a_template", False)
+    await provision_disks(ctx, vm)

@@ -19,10 +19,8 @@ from ..host.hypervisor import hypervisor
 from ..registry import implements
 from .lifecycle import assert_operation_valid as check_op
 from .lifecycle import update_allowed_operations as refresh_ops
-from .lifecycle import vm_operation
 from .placement import assert_can_boot_here as check_boot
 from .placement import possible_hosts, validate_basic_parameters
-from .power import task_of
 
 MIB = 1 << 20
 VBD_DEVICES = 255  # userdevice numbers "0".."254" (one more for a control domain)
@@ -169,9 +167,7 @@ def compute_memory_overhead(ctx: Context, vm: str) -> int:
 
 @implements("VM.get_boot_record")
 def get_boot_record(ctx: Context, self_: str) -> dict[str, Any]:
-    ctx.db.get("VM", self_)
-    with vm_operation(ctx.db, self_, "get_boot_record", task_of(ctx)):
-        return dict(ctx.db.get("VM", self_))
+    return dict(ctx.db.get("VM", self_))
 
 
 @implements("VM.set_is_a_template")
