@@ -180,11 +180,11 @@ class Dispatcher:
         entry = self.table.get(name) or (None if is_async else self.internal.get(name))
         if entry is None or (is_async and not entry.msg.has_async):
             raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
-        ctx, values = self._arguments(entry, method, name, params, origin)
+        ctx, values = self._arguments(entry, method, name, params, origin, is_async)
         if entry.fn is None:
             raise not_implemented(name)
         if is_async:
-            return self.toolstack.tasks.spawn(ctx, entry.fn, values)
+            return self.toolstack.tasks.spawn(ctx, self._in_task(entry), values)
         if entry.waits:
             return Pending(self._finish(entry, ctx, entry.fn(ctx, *values)))
         result = entry.fn(ctx, *values)
@@ -195,9 +195,16 @@ class Dispatcher:
         return result
 
     def _arguments(
-        self, entry: Entry, method: str, name: str, params: list[Any], origin: Origin
+        self,
+        entry: Entry,
+        method: str,
+        name: str,
+        params: list[Any],
+        origin: Origin,
+        is_async: bool = False,
     ) -> tuple[Context, list[Any]]:
-        """Check arity, session and role; coerce the parameters to their declared types."""
+        """Check arity, session and role; coerce the parameters to their declared types; check
+        the refs (an Async call's in its task, where XAPI reports a bad handle)."""
         msg = entry.msg
         if len(params) != len(msg.params):
             params = entry.complete(method, params)
@@ -219,7 +226,7 @@ class Dispatcher:
                 v if type(v) is str and p.type.kind in _STRINGS else coerce(p.type, v, p.name)
                 for p, v in zip(decl, args, strict=True)
             ]
-        if entry.refs:
+        if entry.refs and not is_async:
             self._check_refs(entry, values)
         if no_session:
             values.append(origin)
@@ -232,6 +239,19 @@ class Dispatcher:
         for i, cls in entry.refs:
             if values[i] not in tables[cls].rows:
                 raise handle_invalid(cls, values[i])
+
+    def _in_task(self, entry: Entry) -> Callable[..., Any]:
+        """The server function of an Async call: its refs checked first, inside the task."""
+        fn = entry.fn
+        assert fn is not None
+        if not entry.refs:
+            return fn
+
+        def checked(ctx: Context, *values: Any) -> Any:
+            self._check_refs(entry, list(values))
+            return fn(ctx, *values)
+
+        return checked
 
     def invoke(self, ctx: Context, method: str, values: list[Any]) -> Any:
         """Run ``method`` for the caller of ``ctx`` (same session and task) under its policy.

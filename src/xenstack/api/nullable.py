@@ -10,7 +10,10 @@ from __future__ import annotations
 NULL_ALLOWED = frozenset(
     {
         ("VM.copy", "sr"),  # null: copy each disk in its own SR (a full clone)
+        ("VDI.copy", "base_vdi"),  # null: copy every block, not only those since the base
         ("VDI.copy", "into_vdi"),  # null: make a new VDI in the SR given
+        ("VDI.introduce", "metadata_of_pool"),  # null: not a pool-metadata VDI
+        ("VDI.introduce", "snapshot_of"),  # null: not a snapshot
         ("host.evacuate", "network"),  # null: migrate over the management network
     }
 )
