@@ -95,27 +95,22 @@ def _destroy_device(db: Any, cls: str, ref: str) -> None:
 
 @implements("VM.assert_operation_valid")
 def assert_operation_valid(ctx: Context, self_: str, op: str) -> None:
-    ctx.db.get("VM", self_)
     check_op(ctx.db, self_, op)
 
 
 @implements("VM.update_allowed_operations")
 def update_allowed_operations(ctx: Context, self_: str) -> None:
-    ctx.db.get("VM", self_)
     with ctx.db.transaction():
         refresh_ops(ctx.db, self_)
 
 
 @implements("VM.assert_can_boot_here")
 def assert_can_boot_here(ctx: Context, self_: str, host: str) -> None:
-    ctx.db.get("VM", self_)
-    ctx.db.get("host", host)
     check_boot(hypervisor(ctx), ctx.db, self_, host)
 
 
 @implements("VM.get_possible_hosts")
 def get_possible_hosts(ctx: Context, vm: str) -> list[str]:
-    ctx.db.get("VM", vm)
     return possible_hosts(hypervisor(ctx), ctx.db, vm)
 
 
@@ -156,7 +151,6 @@ def get_allowed_VIF_devices(ctx: Context, vm: str) -> list[str]:
 
 @implements("VM.get_cooperative")
 def get_cooperative(ctx: Context, self_: str) -> bool:
-    ctx.db.get("VM", self_)
     return True
 
 
