@@ -2,7 +2,9 @@
 
 This is the layer XAPI calls message forwarding. It turns ``(method, params)`` into a call of
 the server function for the message (an impl function, or a generic accessor derived from the
-declaration), wraps ``Async.*`` calls in tasks, and answers only once writes are durable.
+declaration), checks that every ``Ref`` parameter names a live object of its declared class,
+runs the call under its operation marks and on its host (:mod:`.forwarding`), wraps
+``Async.*`` calls in tasks, and answers only once writes are durable.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 from ..core.calls import Origin, Pending
 from ..core.context import Context
 from ..core.validate import coerce
-from ..errors import ApiError, not_implemented
+from ..errors import ApiError, handle_invalid, not_implemented
 from ..idl.defaults import PARAM_DEFAULTS
 from ..idl.model import CLASSES, MessageDef, ParamDef
 from ..idl.types import Record, Type, parse_type
 from ..impl.registry import HANDLERS, INTERNAL
 from . import rbac
 from .accessors import accessor
+from .forwarding import Forwarder, guard
+from .nullable import NULL_ALLOWED
 
 if TYPE_CHECKING:
     from ..core.context import Services
@@ -51,14 +55,17 @@ class Entry:
     and whether it only reads.
     """
 
-    __slots__ = ("defaults", "fn", "msg", "readonly", "required", "strings", "waits")
+    __slots__ = ("defaults", "fn", "msg", "readonly", "refs", "required", "strings", "waits")
 
-    def __init__(self, msg: MessageDef, fn: Callable[..., Any] | None) -> None:
+    def __init__(
+        self, msg: MessageDef, fn: Callable[..., Any] | None, checked: bool = True
+    ) -> None:
         self.msg = msg
         self.fn = fn
         self.readonly = "read-only" in msg.roles
         self.waits = inspect.iscoroutinefunction(fn)
         self.strings = all(p.type.kind in _STRINGS for p in msg.params)
+        self.refs = ref_params(msg) if checked and fn is not None else ()
         # trailing parameters a caller may leave out (added to the message in later releases)
         self.defaults = tuple(value for _, value in PARAM_DEFAULTS.get(msg.wire_name, ()))
         self.required = len(msg.params) - len(self.defaults)
@@ -77,6 +84,24 @@ class Entry:
         raise ApiError(
             "MESSAGE_PARAMETER_COUNT_MISMATCH", [method, self.required - session, given - session]
         )
+
+
+def ref_params(msg: MessageDef) -> tuple[tuple[int, str], ...]:
+    """(position among the values, class) of the ``Ref`` parameters dispatch checks.
+
+    Not checked: the session (the login check's), parameters that may be NULL
+    (:data:`.nullable.NULL_ALLOWED`), and the values of the generic field messages (a ref field
+    may be set to NULL; its ``self`` is checked).
+    """
+    decl = msg.params[1:] if msg.takes_session else msg.params
+    return tuple(
+        (i, p.type.name)
+        for i, p in enumerate(decl)
+        if p.type.kind == "ref"
+        and p.type.name in CLASSES
+        and (not msg.implicit or p.name == "self")
+        and (msg.wire_name, p.name) not in NULL_ALLOWED
+    )
 
 
 def _extras(cls: str) -> list[MessageDef]:
@@ -100,29 +125,38 @@ def _extras(cls: str) -> list[MessageDef]:
     ]
 
 
-def build_table() -> dict[str, Entry]:
-    """Every wire method: explicit messages, accessors and extras, keyed by wire name."""
+def build_table(forwarder: Forwarder | None = None) -> dict[str, Entry]:
+    """Every wire method: explicit messages, accessors and extras, keyed by wire name.
+
+    Each server function is wrapped in its message's policy (marks, host), routed by
+    ``forwarder``.
+    """
+    forwarder = forwarder or Forwarder()
     table: dict[str, Entry] = {}
     for cdef in CLASSES.values():
         for msg in [*cdef.messages.values(), *_extras(cdef.name)]:
             fn = HANDLERS.get(msg.wire_name)
             if fn is None and msg.implicit:
                 fn = accessor(cdef, msg)
-            table[msg.wire_name] = Entry(msg, fn)
+            table[msg.wire_name] = Entry(msg, guard(msg, fn, forwarder) if fn else None)
     return table
 
 
 class Dispatcher:
     """Callable by the RPC layer: ``await dispatcher(method, params, origin)``."""
 
-    def __init__(self, toolstack: Services) -> None:
+    def __init__(self, toolstack: Services, forwarder: Forwarder | None = None) -> None:
         self.toolstack = toolstack
-        self.table = build_table()
+        self.table = build_table(forwarder)
+        self._invoke = self.invoke  # bound once: every Context carries it
         self.method_names = sorted(
             [*self.table, *(f"Async.{n}" for n, e in self.table.items() if e.msg.has_async)]
         )
         # Hidden methods between pool members: callable, never listed, never Async.
-        self.internal = {name: Entry(msg, fn) for name, (msg, fn) in INTERNAL.items()}
+        # Their refs may name objects of the calling member: the function checks them.
+        self.internal = {
+            name: Entry(msg, fn, checked=False) for name, (msg, fn) in INTERNAL.items()
+        }
 
     async def __call__(self, method: str, params: list[Any], origin: Origin) -> Any:
         result = self.call(method, params, origin)
@@ -146,11 +180,11 @@ class Dispatcher:
         entry = self.table.get(name) or (None if is_async else self.internal.get(name))
         if entry is None or (is_async and not entry.msg.has_async):
             raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
-        ctx, values = self._arguments(entry, method, name, params, origin)
+        ctx, values = self._arguments(entry, method, name, params, origin, is_async)
         if entry.fn is None:
             raise not_implemented(name)
         if is_async:
-            return self.toolstack.tasks.spawn(ctx, entry.fn, values)
+            return self.toolstack.tasks.spawn(ctx, self._in_task(entry), values)
         if entry.waits:
             return Pending(self._finish(entry, ctx, entry.fn(ctx, *values)))
         result = entry.fn(ctx, *values)
@@ -161,13 +195,20 @@ class Dispatcher:
         return result
 
     def _arguments(
-        self, entry: Entry, method: str, name: str, params: list[Any], origin: Origin
+        self,
+        entry: Entry,
+        method: str,
+        name: str,
+        params: list[Any],
+        origin: Origin,
+        is_async: bool = False,
     ) -> tuple[Context, list[Any]]:
-        """Check arity, session and role; coerce the parameters to their declared types."""
+        """Check arity, session and role; coerce the parameters to their declared types; check
+        the refs (an Async call's in its task, where XAPI reports a bad handle)."""
         msg = entry.msg
         if len(params) != len(msg.params):
             params = entry.complete(method, params)
-        ctx = Context(self.toolstack, "", method=name)
+        ctx = Context(self.toolstack, "", method=name, calls=self._invoke)
         no_session = name in NO_SESSION
         if msg.takes_session and not no_session:
             ctx.session = params[0]
@@ -185,9 +226,48 @@ class Dispatcher:
                 v if type(v) is str and p.type.kind in _STRINGS else coerce(p.type, v, p.name)
                 for p, v in zip(decl, args, strict=True)
             ]
+        if entry.refs and not is_async:
+            self._check_refs(entry, values)
         if no_session:
             values.append(origin)
         return ctx, values
+
+    def _check_refs(self, entry: Entry, values: list[Any]) -> None:
+        """HANDLE_INVALID [class, ref] for a ref parameter that is not a live object of its
+        declared class (as XAPI answers when its database lookup of the ref fails)."""
+        tables = self.toolstack.db.tables
+        for i, cls in entry.refs:
+            if values[i] not in tables[cls].rows:
+                raise handle_invalid(cls, values[i])
+
+    def _in_task(self, entry: Entry) -> Callable[..., Any]:
+        """The server function of an Async call: its refs checked first, inside the task."""
+        fn = entry.fn
+        assert fn is not None
+        if not entry.refs:
+            return fn
+
+        def checked(ctx: Context, *values: Any) -> Any:
+            self._check_refs(entry, list(values))
+            return fn(ctx, *values)
+
+        return checked
+
+    def invoke(self, ctx: Context, method: str, values: list[Any]) -> Any:
+        """Run ``method`` for the caller of ``ctx`` (same session and task) under its policy.
+
+        The call hook of every :class:`Context` (``ctx.invoke``): a server function that runs
+        another message on another object (host.evacuate migrating each VM) goes through the
+        same checks and marks as a call from the wire. Session and role were checked for the
+        outer call. The answer is the server function's, an awaitable for an async one.
+        """
+        entry = self.table.get(method)
+        if entry is None or entry.fn is None:
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
+        if entry.refs:
+            self._check_refs(entry, values)
+        inner = Context(self.toolstack, ctx.session, ctx.task, method, calls=self._invoke)
+        return entry.fn(inner, *values)
 
     @staticmethod
     async def _finish(entry: Entry, ctx: Context, result: Awaitable[Any]) -> Any:

@@ -96,6 +96,11 @@ class Context:
     session: str  # the caller's session ref ("" for login)
     task: str | None = None  # the task of an Async call
     method: str = ""
+    # Set by api's dispatcher: runs another message through the policy layer for this caller
+    # (same session and task), as XAPI's helpers call Client.* through message forwarding.
+    calls: Callable[[Context, str, list[Any]], Any] | None = None
+    # The host whose work this call is, as api's forwarding decided ("" when none decided).
+    work_host: str = ""
 
     @property
     def db(self) -> Database:
@@ -104,3 +109,13 @@ class Context:
     @property
     def this_host(self) -> str:
         return self.toolstack.this_host
+
+    def invoke(self, method: str, *values: Any) -> Any:
+        """Call ``method`` (no session parameter) through the policy layer, for this caller.
+
+        The answer is the server function's (an awaitable for an async one). The operation the
+        message marks is checked and marked as for a call from the wire.
+        """
+        if self.calls is None:
+            raise RuntimeError(f"{method}: this context has no dispatcher")
+        return self.calls(self, method, list(values))

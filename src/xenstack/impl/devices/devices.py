@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ...core.context import Context
@@ -118,38 +116,17 @@ def set_attached(db: Database, cls: str, ref: str, attached: bool) -> None:
         device_lifecycle.refresh(db, cls, ref)
 
 
-@contextmanager
-def device_operation(db: Database, cls: str, ref: str, op: str, task: str) -> Iterator[None]:
-    """Check ``op`` against the device's table, mark it in current_operations while it runs."""
-    with db.transaction():
-        device_lifecycle.assert_operation_valid(db, cls, ref, op)
-        current = db.get(cls, ref)["current_operations"]
-        db.set(cls, ref, "current_operations", {**current, task: op})
-        device_lifecycle.refresh(db, cls, ref)
-    try:
-        yield
-    finally:
-        if db.exists(cls, ref):
-            with db.transaction():
-                current = db.get(cls, ref)["current_operations"]
-                db.set(
-                    cls, ref, "current_operations", {t: o for t, o in current.items() if t != task}
-                )
-                device_lifecycle.refresh(db, cls, ref)
-
-
 async def hotplug(ctx: Context, cls: str, ref: str, op: str) -> None:
-    """Plug or unplug a device of a running VM through the backend, then record it."""
+    """Plug or unplug a device of a running VM through the backend, then record it (the
+    policy layer has checked and marked ``op`` on the device)."""
     db = ctx.db
-    db.get(cls, ref)
     attach = op == "plug"
-    with device_operation(db, cls, ref, op, ctx.task or new_ref()):
-        row = db.get(cls, ref)
-        hv = hypervisor(ctx)
-        action = f"{cls.lower()}_{'plug' if attach else 'unplug'}"
-        with backend_errors():
-            await getattr(hv.backend, action)(row["VM"], backend_device(cls, row))
-        set_attached(db, cls, ref, attach)
+    row = db.get(cls, ref)
+    hv = hypervisor(ctx)
+    action = f"{cls.lower()}_{'plug' if attach else 'unplug'}"
+    with backend_errors():
+        await getattr(hv.backend, action)(row["VM"], backend_device(cls, row))
+    set_attached(db, cls, ref, attach)
 
 
 async def sync_hotplug(hv: Hypervisor, db: Database, vm_ref: str, info: DomainInfo) -> None:

@@ -122,8 +122,6 @@ async def unplug_force(ctx: Context, self_: str) -> None:
 @implements("VBD.insert")
 def insert(ctx: Context, vbd: str, vdi: str) -> None:
     db = ctx.db
-    db.get("VBD", vbd)
-    db.get("VDI", vdi)
     device_lifecycle.assert_operation_valid(db, "VBD", vbd, "insert")
     if not db.get("VDI", vdi)["managed"]:
         raise ApiError("VDI_NOT_MANAGED", [vdi])

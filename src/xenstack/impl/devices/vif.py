@@ -117,7 +117,6 @@ async def unplug(ctx: Context, self_: str) -> None:
 @implements("VIF.move")
 def move(ctx: Context, self_: str, network: str) -> None:
     db = ctx.db
-    db.get("VIF", self_)
     net = db.get("network", network)
     with db.transaction():
         db.update("VIF", self_, network=network, MTU=net["MTU"])

@@ -16,10 +16,8 @@ from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF, DateTime
 from ..registry import implements
-from ..vm.lifecycle import operation_error, vm_operation
-from ..vm.migrate import move
+from ..vm.lifecycle import operation_error
 from ..vm.placement import assert_can_boot_here, start_memory
-from ..vm.power import task_of
 from .hypervisor import Hypervisor, hypervisor
 
 Plan = dict[str, str | list[str]]  # VM -> target host, or the error that stops it
@@ -27,14 +25,12 @@ Plan = dict[str, str | list[str]]  # VM -> target host, or the error that stops 
 
 @implements("host.disable")
 def disable(ctx: Context, host: str) -> None:
-    ctx.db.get("host", host)
     with ctx.db.transaction() as db:
         db.set("host", host, "enabled", False)
 
 
 @implements("host.enable")
 def enable(ctx: Context, host: str) -> None:
-    ctx.db.get("host", host)
     with ctx.db.transaction() as db:
         db.set("host", host, "enabled", True)
 
@@ -85,13 +81,11 @@ def _errors(plan: Plan) -> dict[str, list[str]]:
 
 @implements("host.get_vms_which_prevent_evacuation")
 def get_vms_which_prevent_evacuation(ctx: Context, self_: str) -> dict[str, list[str]]:
-    ctx.db.get("host", self_)
     return _errors(evacuation_plan(hypervisor(ctx), ctx.db, self_))
 
 
 @implements("host.assert_can_evacuate")
 def assert_can_evacuate(ctx: Context, host: str) -> None:
-    ctx.db.get("host", host)
     errors = _errors(evacuation_plan(hypervisor(ctx), ctx.db, host))
     if errors:
         text = "|".join(",".join(e) for e in errors.values())
@@ -127,7 +121,6 @@ async def evacuate(ctx: Context, host: str, network: str, evacuate_batch_size: i
     A VM that stopped meanwhile (VM_BAD_POWER_STATE) is not an error.
     """
     db = ctx.db
-    db.get("host", host)
     if network != NULL_REF:
         db.get("network", network)
     assert_can_evacuate(ctx, host)
@@ -142,9 +135,8 @@ async def evacuate(ctx: Context, host: str, network: str, evacuate_batch_size: i
     async def migrate(vm: str, target: str) -> None:
         nonlocal done
         async with limit:
-            try:
-                with vm_operation(db, vm, "pool_migrate", task_of(ctx)):
-                    await move(ctx, hv, db, vm, target)
+            try:  # through the policy layer, as XAPI's evacuation calls VM.pool_migrate
+                await ctx.invoke("VM.pool_migrate", vm, target, {})
             except ApiError as err:
                 if err.code != "VM_BAD_POWER_STATE":
                     raise
@@ -161,7 +153,6 @@ async def evacuate(ctx: Context, host: str, network: str, evacuate_batch_size: i
 
 @implements("host.compute_free_memory")
 def compute_free_memory(ctx: Context, host: str) -> int:
-    ctx.db.get("host", host)
     return hypervisor(ctx).memory_free(ctx.db, host)
 
 
@@ -172,17 +163,14 @@ def compute_memory_overhead(ctx: Context, host: str) -> int:
 
 @implements("host.get_servertime")
 def get_servertime(ctx: Context, host: str) -> DateTime:
-    ctx.db.get("host", host)
     return now()
 
 
 @implements("host.get_server_localtime")
 def get_server_localtime(ctx: Context, host: str) -> DateTime:
-    ctx.db.get("host", host)
     return DateTime(datetime.now().strftime("%Y%m%dT%H:%M:%S"))
 
 
 @implements("host.get_uncooperative_resident_VMs")
 def get_uncooperative_resident_VMs(ctx: Context, self_: str) -> list[str]:
-    ctx.db.get("host", self_)
     return []

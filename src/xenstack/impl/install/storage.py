@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ..storage import sm
 from ..storage.sr import new_pbd, new_sr
@@ -51,21 +52,22 @@ def create_pool_storage(db: Database, *, shared_sr: bool) -> None:
     db.create(
         "VDI",
         new_ref(),
-        {
-            "uuid": new_uuid(),
-            "name_label": "guest-tools.iso",
-            "name_description": "XenServer Tools for Windows and Linux guests",
-            "SR": tools,
-            "virtual_size": TOOLS_ISO_SIZE,
-            "physical_utilisation": TOOLS_ISO_SIZE,
-            "type": "user",
-            "read_only": True,
-            "sharable": True,
-            "location": "guest-tools.iso",
-            "managed": True,
-            "is_tools_iso": True,
-            "allowed_operations": ["forget", "update"],
-        },
+        new_record(
+            "VDI",
+            uuid=new_uuid(),
+            name_label="guest-tools.iso",
+            name_description="XenServer Tools for Windows and Linux guests",
+            SR=tools,
+            virtual_size=TOOLS_ISO_SIZE,
+            physical_utilisation=TOOLS_ISO_SIZE,
+            type="user",
+            read_only=True,
+            sharable=True,
+            location="guest-tools.iso",
+            managed=True,
+            is_tools_iso=True,
+            allowed_operations=["forget", "update"],
+        ),
     )
     refresh_usage(db, tools)
     if shared_sr:

@@ -59,7 +59,6 @@ def _introduce_nic(db: Database, host: str, nic: int, mac: str, managed: bool) -
 @implements("PIF.introduce")
 def introduce(ctx: Context, host: str, mac: str, device: str, managed: bool) -> str:
     db = ctx.db
-    db.get("host", host)
     if device not in fresh_network.NICS:
         raise ApiError("PIF_DEVICE_NOT_FOUND", [])
     if _pif_on(db, host, device) is not None:
@@ -73,7 +72,6 @@ def introduce(ctx: Context, host: str, mac: str, device: str, managed: bool) -> 
 def scan(ctx: Context, host: str) -> None:
     """Introduce any simulated NIC of the host that has no PIF."""
     db = ctx.db
-    db.get("host", host)
     for nic, device in enumerate(fresh_network.NICS):
         if _pif_on(db, host, device) is None:
             _introduce_nic(db, host, nic, fresh_network.nic_mac(_host_index(db, host), nic), True)

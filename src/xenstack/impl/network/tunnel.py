@@ -15,7 +15,6 @@ from .pif import assert_no_other_local_pifs, destroy_pif_row, new_logical_pif
 def create(ctx: Context, transport_pif: str, network: str, protocol: str) -> str:
     db = ctx.db
     transport = db.get("PIF", transport_pif)
-    db.get("network", network)
     if transport["bond_slave_of"] != NULL_REF:
         raise ApiError("CANNOT_ADD_TUNNEL_TO_BOND_SLAVE", [transport_pif])
     if transport["tunnel_access_PIF_of"]:

@@ -40,7 +40,6 @@ def move_master(ctx: Context, host: str) -> None:
 @implements("pool.designate_new_master")
 async def designate_new_master(ctx: Context, host: str) -> None:
     db = ctx.db
-    db.get("host", host)
     pool = the_pool(db)
     if db.get("pool", pool)["master"] == host:
         return

@@ -209,7 +209,6 @@ async def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) ->
             return into_vdi
         await vdi_files.copy_into(ctx, vdi, into_vdi)
         return into_vdi
-    db.get("SR", sr)
     sm.assert_supports(db, sr, "vdi_create")
     assert_plugged(db, sr)
     if file_sr(db, sr) is not None:
@@ -243,7 +242,6 @@ def introduce(
     snapshot_of: str,
 ) -> str:
     db = ctx.db
-    db.get("SR", sr)
     if uuid and uuid in db.table("VDI").by_uuid:
         raise ApiError("UUID_INVALID", ["VDI", uuid])
     fields = {
@@ -323,7 +321,6 @@ def set_cbt(ctx: Context, vdi: str) -> None:
 async def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
     """Where the NBD server exporting this VDI listens (none for simulated VDIs), and the
     export name to ask for: it carries the caller's session, as XAPI's does."""
-    ctx.db.get("VDI", vdi)
     if file_sr(ctx.db, ctx.db.get("VDI", vdi)["SR"]) is None:
         return []
     return [await ctx.toolstack.storage.nbd_info(vdi, ctx.session)]

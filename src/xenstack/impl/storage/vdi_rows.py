@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import Record
@@ -129,15 +130,8 @@ def make_vdi(
     if check_space:
         assert_space(db, sr, physical)
     ref = new_ref()
-    record = {
-        "uuid": new_uuid(),
-        "location": "",
-        "managed": True,
-        **fields,
-        "SR": sr,
-        "virtual_size": size,
-        "physical_utilisation": physical,
-    }
+    given = {"uuid": new_uuid(), "managed": True, **fields, "SR": sr, "virtual_size": size}
+    record = new_record("VDI", **given, physical_utilisation=physical)
     if not record["location"]:
         record["location"] = record["uuid"]
     with db.transaction():

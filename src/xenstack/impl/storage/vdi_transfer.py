@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ...core.context import Context
+from ...core.objects import new_record
 from ...core.xmlrpc_values import value_text
 from ...errors import ApiError
 from ...idl.types import Record
@@ -59,11 +60,9 @@ def _new_vdi(toolstack: Any, query: Mapping[str, str], fmt: str, length: int | N
     if not sr or length is None:
         raise ApiError("INTERNAL_ERROR", ["Not enough info supplied to import"])
     db.get("SR", str(sr))  # HANDLE_INVALID for an unknown SR
-    record = {
-        "name_label": "Imported VDI", "name_description": "", "SR": str(sr),
-        "virtual_size": length, "type": "user", "sharable": False, "read_only": False,
-        "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": [],
-    }  # fmt: skip
+    record = new_record(
+        "VDI", name_label="Imported VDI", SR=str(sr), virtual_size=length, type="user"
+    )
     return str(vdi_impl.create(Context(toolstack, query.get("session_id", "")), record))
 
 

@@ -89,5 +89,4 @@ def change_password(ctx: Context, old_pwd: str, new_pwd: str) -> None:
 
 @implements("session.get_rbac_permissions")
 def get_rbac_permissions(ctx: Context, self_: str) -> list[str]:
-    ctx.db.get("session", self_)
     return list(ctx.db.field("session", self_, "rbac_permissions"))

@@ -21,9 +21,8 @@ from ...idl.types import NULL_REF
 from ..host.hypervisor import backend_errors, hypervisor
 from ..registry import HANDLERS, call, implements
 from . import suspend_image
-from .lifecycle import update_allowed_operations, vm_operation
+from .lifecycle import update_allowed_operations
 from .metrics import record_halted, record_suspended
-from .power import task_of
 
 RUNTIME_FIELDS = frozenset(
     {
@@ -234,19 +233,15 @@ async def save_memory(ctx: Context, vm: str, snapshot: str) -> None:
 
 @implements("VM.clone")
 async def clone(ctx: Context, vm: str, new_name: str) -> str:
-    ctx.db.get("VM", vm)
-    with vm_operation(ctx.db, vm, "clone", task_of(ctx)):
-        return await make_copy(ctx, vm, new_name, "clone", parent=vm)
+    return await make_copy(ctx, vm, new_name, "clone", parent=vm)
 
 
 @implements("VM.copy")
 async def copy(ctx: Context, vm: str, new_name: str, sr: str) -> str:
-    ctx.db.get("VM", vm)
     if sr != NULL_REF:
         ctx.db.get("SR", sr)
-    with vm_operation(ctx.db, vm, "copy", task_of(ctx)):
-        how = "copy" if sr != NULL_REF else "clone"
-        return await make_copy(ctx, vm, new_name, how, sr if sr != NULL_REF else None)
+    how = "copy" if sr != NULL_REF else "clone"
+    return await make_copy(ctx, vm, new_name, how, sr if sr != NULL_REF else None)
 
 
 def _snapshot_fields(db: Database, vm: str) -> dict[str, Any]:
@@ -263,53 +258,47 @@ def _snapshot_fields(db: Database, vm: str) -> dict[str, Any]:
 @implements("VM.snapshot")
 async def snapshot(ctx: Context, vm: str, new_name: str, ignore_vdis: list[str]) -> str:
     db = ctx.db
-    db.get("VM", vm)
-    with vm_operation(db, vm, "snapshot", task_of(ctx)):
-        snap = await make_copy(
-            ctx, vm, new_name, "snapshot", skip=set(ignore_vdis), **_snapshot_fields(db, vm)
-        )
-        with db.transaction():
-            db.set("VM", vm, "parent", snap)
-        return snap
+    snap = await make_copy(
+        ctx, vm, new_name, "snapshot", skip=set(ignore_vdis), **_snapshot_fields(db, vm)
+    )
+    with db.transaction():
+        db.set("VM", vm, "parent", snap)
+    return snap
 
 
 @implements("VM.checkpoint")
 async def checkpoint(ctx: Context, vm: str, new_name: str) -> str:
     """A snapshot that also keeps the memory of a live VM: it reverts to a suspended VM."""
     db = ctx.db
-    db.get("VM", vm)
-    with vm_operation(db, vm, "checkpoint", task_of(ctx)):
-        live = db.get("VM", vm)["power_state"] in ("Running", "Paused")
-        snap = await make_copy(ctx, vm, new_name, "snapshot", **_snapshot_fields(db, vm))
-        image = NULL_REF
-        try:
-            if live:
-                image = await suspend_image.create(ctx, vm, db.get("VM", vm)["resident_on"])
-                await save_memory(ctx, vm, snap)
-        except BaseException:
-            await suspend_image.destroy(ctx, image)
-            await discard_vm(ctx, snap)
-            raise
-        with db.transaction():
-            db.set("VM", vm, "parent", snap)
-            db.set("VM", snap, "power_state", "Suspended" if live else "Halted")
-            db.set("VM", snap, "suspend_VDI", image)
-            update_allowed_operations(db, snap)
-        return snap
+    live = db.get("VM", vm)["power_state"] in ("Running", "Paused")
+    snap = await make_copy(ctx, vm, new_name, "snapshot", **_snapshot_fields(db, vm))
+    image = NULL_REF
+    try:
+        if live:
+            image = await suspend_image.create(ctx, vm, db.get("VM", vm)["resident_on"])
+            await save_memory(ctx, vm, snap)
+    except BaseException:
+        await suspend_image.destroy(ctx, image)
+        await discard_vm(ctx, snap)
+        raise
+    with db.transaction():
+        db.set("VM", vm, "parent", snap)
+        db.set("VM", snap, "power_state", "Suspended" if live else "Halted")
+        db.set("VM", snap, "suspend_VDI", image)
+        update_allowed_operations(db, snap)
+    return snap
 
 
 @implements("VM.revert")
 async def revert(ctx: Context, snapshot: str) -> None:
-    """Make the snapshot's VM what the snapshot recorded: configuration, disks, memory."""
+    """Make the snapshot's VM what the snapshot recorded: configuration, disks, memory.
+
+    The policy layer marks the snapshot ``revert`` and its VM ``reverting`` around this."""
     db = ctx.db
-    db.get("VM", snapshot)
-    task = task_of(ctx)
-    with vm_operation(db, snapshot, "revert", task):
-        vm = db.get("VM", snapshot)["snapshot_of"]
-        if not db.exists("VM", vm):
-            raise ApiError("VM_REVERT_FAILED", [vm, snapshot])
-        with vm_operation(db, vm, "reverting", task):
-            await _revert(ctx, snapshot, vm)
+    vm = db.get("VM", snapshot)["snapshot_of"]
+    if not db.exists("VM", vm):
+        raise ApiError("VM_REVERT_FAILED", [vm, snapshot])
+    await _revert(ctx, snapshot, vm)
 
 
 async def _revert(ctx: Context, snapshot: str, vm: str) -> None:

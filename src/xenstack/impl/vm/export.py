@@ -33,8 +33,8 @@ from ...storage.xva import (
     member,
     zstd_chunks,
 )
+from .. import operations
 from ..storage.vdi_files import vdi_path
-from .lifecycle import vm_operation
 
 PROGRESS_EVERY = 0.25  # seconds between task progress updates
 
@@ -157,7 +157,9 @@ def _open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
     export.own_task = own
     try:
         export.compression = compression(query)
-        export.locks.enter_context(vm_operation(db, vm, "export", task))
+        # Not a message: the HTTP handler marks its own operation, as XAPI's export.ml does.
+        operations.begin(db, "VM", vm, "export", task)
+        export.locks.callback(operations.end, db, "VM", vm, task)
         chosen = xva_metadata.select_vm(db, vm)
         export.metadata = xva_metadata.encode(db, chosen, toolstack.this_host)
         for prefix, vdi in _disks(db, chosen):

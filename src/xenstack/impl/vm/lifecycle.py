@@ -10,9 +10,6 @@ mobility, control domains, guest features, and device restrictions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from ...db.store import Database
 from ...errors import ApiError
 from ..devices.lifecycle import refresh_vm_devices
@@ -41,29 +38,3 @@ def update_allowed_operations(db: Database, vm_ref: str) -> None:
     with db.transaction():
         db.set("VM", vm_ref, "allowed_operations", allowed_operations(db, vm_ref))
         refresh_vm_devices(db, vm_ref)
-
-
-@contextmanager
-def vm_operation(
-    db: Database, vm_ref: str, op: str, task: str, strict: bool = True
-) -> Iterator[None]:
-    """Run the body as operation ``op`` of ``task`` on the VM.
-
-    Checks the operation against the table, records it in ``current_operations`` (so other
-    callers get OTHER_OPERATION_IN_PROGRESS while it runs) and removes it at the end, success
-    or not, refreshing ``allowed_operations`` both times.
-    """
-    with db.transaction():
-        assert_operation_valid(db, vm_ref, op, strict)
-        current = db.get("VM", vm_ref)["current_operations"]
-        db.set("VM", vm_ref, "current_operations", {**current, task: op})
-        update_allowed_operations(db, vm_ref)
-    try:
-        yield
-    finally:
-        if db.exists("VM", vm_ref):
-            with db.transaction():
-                current = db.get("VM", vm_ref)["current_operations"]
-                rest = {t: o for t, o in current.items() if t != task}
-                db.set("VM", vm_ref, "current_operations", rest)
-                update_allowed_operations(db, vm_ref)

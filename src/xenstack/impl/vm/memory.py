@@ -13,8 +13,6 @@ from ...db.store import Database
 from ...errors import ApiError
 from ..host.hypervisor import backend_errors, hypervisor
 from ..registry import implements
-from .lifecycle import vm_operation
-from .power import task_of
 from .vm import memory_overhead
 
 VCPU_RULE = "VCPU values must satisfy: 0 < VCPUs_at_startup ≤ VCPUs_max"
@@ -51,24 +49,20 @@ def _set_limits(db: Database, vm: str, smin: int, dmin: int, dmax: int, smax: in
 def set_memory_limits(
     ctx: Context, self_: str, static_min: int, static_max: int, dynamic_min: int, dynamic_max: int
 ) -> None:
-    ctx.db.get("VM", self_)
-    with vm_operation(ctx.db, self_, "changing_memory_limits", task_of(ctx)):
-        _set_limits(ctx.db, self_, static_min, dynamic_min, dynamic_max, static_max)
+    _set_limits(ctx.db, self_, static_min, dynamic_min, dynamic_max, static_max)
 
 
 @implements("VM.set_memory")
 def set_memory(ctx: Context, self_: str, value: int) -> None:
     row = ctx.db.get("VM", self_)
-    with vm_operation(ctx.db, self_, "changing_memory_limits", task_of(ctx)):
-        _set_limits(ctx.db, self_, row["memory_static_min"], value, value, value)
+    _set_limits(ctx.db, self_, row["memory_static_min"], value, value, value)
 
 
 @implements("VM.set_memory_static_range")
 def set_memory_static_range(ctx: Context, self_: str, min_: int, max_: int) -> None:
     row = ctx.db.get("VM", self_)
-    with vm_operation(ctx.db, self_, "changing_static_range", task_of(ctx)):
-        dmin, dmax = row["memory_dynamic_min"], row["memory_dynamic_max"]
-        _set_limits(ctx.db, self_, min_, dmin, dmax, max_)
+    dmin, dmax = row["memory_dynamic_min"], row["memory_dynamic_max"]
+    _set_limits(ctx.db, self_, min_, dmin, dmax, max_)
 
 
 @implements("VM.set_memory_static_min")
@@ -85,20 +79,17 @@ def set_memory_static_max(ctx: Context, self_: str, value: int) -> None:
 async def set_memory_dynamic_range(ctx: Context, self_: str, min_: int, max_: int) -> None:
     db = ctx.db
     row = db.get("VM", self_)
-    with vm_operation(db, self_, "changing_dynamic_range", task_of(ctx)):
-        assert_valid(db, self_, row["memory_static_min"], min_, max_, row["memory_static_max"])
-        info = None
-        if row["power_state"] == "Running":
-            hv = hypervisor(ctx)
-            with backend_errors():
-                info = await hv.backend.vm_set_memory_dynamic_range(self_, min_, max_)
-        with db.transaction():
-            db.update(
-                "VM", self_, memory_target=min_, memory_dynamic_min=min_, memory_dynamic_max=max_
-            )
-            if info is not None:
-                db.set("VM_metrics", row["metrics"], "memory_actual", info.memory_actual)
-                hypervisor(ctx).sync_memory(db, row["resident_on"])
+    assert_valid(db, self_, row["memory_static_min"], min_, max_, row["memory_static_max"])
+    info = None
+    if row["power_state"] == "Running":
+        hv = hypervisor(ctx)
+        with backend_errors():
+            info = await hv.backend.vm_set_memory_dynamic_range(self_, min_, max_)
+    with db.transaction():
+        db.update("VM", self_, memory_target=min_, memory_dynamic_min=min_, memory_dynamic_max=max_)
+        if info is not None:
+            db.set("VM_metrics", row["metrics"], "memory_actual", info.memory_actual)
+            hypervisor(ctx).sync_memory(db, row["resident_on"])
 
 
 @implements("VM.set_memory_dynamic_min")
@@ -114,29 +105,24 @@ async def set_memory_dynamic_max(ctx: Context, self_: str, value: int) -> None:
 @implements("VM.set_memory_target_live")
 def set_memory_target_live(ctx: Context, self_: str, target: int) -> None:
     """Deprecated in XAPI in favour of set_memory_dynamic_range; accepted and ignored."""
-    ctx.db.get("VM", self_)
 
 
 @implements("VM.wait_memory_target_live")
 def wait_memory_target_live(ctx: Context, self_: str) -> None:
-    """The simulator reaches its target at once."""
-    ctx.db.get("VM", self_)
-    with vm_operation(ctx.db, self_, "awaiting_memory_live", task_of(ctx)):
-        pass
+    """The simulator reaches its target at once (while the policy layer marks the wait)."""
 
 
 @implements("VM.set_VCPUs_max")
 def set_VCPUs_max(ctx: Context, self_: str, value: int) -> None:
     db = ctx.db
     row = db.get("VM", self_)
-    with vm_operation(db, self_, "changing_VCPUs", task_of(ctx)):
-        if value < 1 or value < row["VCPUs_at_startup"]:
-            raise ApiError("INVALID_VALUE", [VCPU_RULE, value])
-        with db.transaction():
-            db.set("VM", self_, "VCPUs_max", value)
-            db.set("VM", self_, "memory_overhead", memory_overhead(db.get("VM", self_)))
-            if row["is_control_domain"] and row["power_state"] == "Running":
-                db.set("VM", self_, "requires_reboot", True)
+    if value < 1 or value < row["VCPUs_at_startup"]:
+        raise ApiError("INVALID_VALUE", [VCPU_RULE, value])
+    with db.transaction():
+        db.set("VM", self_, "VCPUs_max", value)
+        db.set("VM", self_, "memory_overhead", memory_overhead(db.get("VM", self_)))
+        if row["is_control_domain"] and row["power_state"] == "Running":
+            db.set("VM", self_, "requires_reboot", True)
 
 
 @implements("VM.set_VCPUs_at_startup")
@@ -156,18 +142,15 @@ def set_VCPUs_at_startup(ctx: Context, self_: str, value: int) -> None:
 async def set_VCPUs_number_live(ctx: Context, self_: str, nvcpu: int) -> None:
     db = ctx.db
     row = db.get("VM", self_)
-    with vm_operation(db, self_, "changing_VCPUs_live", task_of(ctx)):
-        if nvcpu < 1 or nvcpu > row["VCPUs_max"]:
-            raise ApiError(
-                "INVALID_VALUE", ["VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", nvcpu]
-            )
-        with backend_errors():
-            info = await hypervisor(ctx).backend.vm_set_vcpus(self_, nvcpu)
-        with db.transaction():
-            db.set("VM", self_, "VCPUs_at_startup", nvcpu)
-            db.update(
-                "VM_metrics",
-                row["metrics"],
-                VCPUs_number=info.vcpus,
-                VCPUs_utilisation={str(i): 0.0 for i in range(info.vcpus)},
-            )
+    if nvcpu < 1 or nvcpu > row["VCPUs_max"]:
+        raise ApiError("INVALID_VALUE", ["VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max", nvcpu])
+    with backend_errors():
+        info = await hypervisor(ctx).backend.vm_set_vcpus(self_, nvcpu)
+    with db.transaction():
+        db.set("VM", self_, "VCPUs_at_startup", nvcpu)
+        db.update(
+            "VM_metrics",
+            row["metrics"],
+            VCPUs_number=info.vcpus,
+            VCPUs_utilisation={str(i): 0.0 for i in range(info.vcpus)},
+        )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...core.context import Context
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
-from ..host.hypervisor import Hypervisor, domain_type
+from ..host.hypervisor import Hypervisor, domain_type, hypervisor
 
 
 def start_memory(vm: dict[str, Any]) -> int:
@@ -153,3 +154,8 @@ def choose_host(hv: Hypervisor, db: Database, vm_ref: str) -> str:
         if can_boot_here(hv, db, vm_ref, host, check_memory=False):
             return host
     raise ApiError("NO_HOSTS_AVAILABLE", [])
+
+
+def start_host(ctx: Context, vm_ref: str) -> str:
+    """Where a VM.start or VM.resume without a host is placed (the policy layer asks)."""
+    return choose_host(hypervisor(ctx), ctx.db, vm_ref)

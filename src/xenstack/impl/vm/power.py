@@ -1,8 +1,8 @@
 """VM power operations: start, shut down, reboot, pause, suspend, resume, reset.
 
-Each one is the same three steps: check and mark the operation (the lifecycle table), ask the
-backend, record what the backend reports. If the backend fails, nothing is recorded and the
-operation mark is removed, so the VM is left as it was.
+Each one asks the backend and records what the backend reports; the policy layer
+(``api.forwarding``) has checked and marked the operation before and removes the mark after.
+If the backend fails, nothing is recorded, so the VM is left as it was.
 """
 
 from __future__ import annotations
@@ -10,21 +10,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ...core.context import Context
-from ...core.ids import new_ref
 from ...errors import ApiError
 from ..devices.devices import sync_hotplug
 from ..host.hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
 from ..registry import implements
 from . import guest_agent, suspend_image
-from .lifecycle import update_allowed_operations, vm_operation
+from .lifecycle import update_allowed_operations
 from .metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
 from .placement import assert_can_boot_here, choose_host, host_is_live, start_memory
 from .squeeze import making_room
-
-
-def task_of(ctx: Context) -> str:
-    """The key of the caller's entry in current_operations: its task, or a fresh one."""
-    return ctx.task or new_ref()
 
 
 async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -> None:
@@ -40,65 +34,61 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     guest_agent.schedule(hv, vm, info.domid)
 
 
+def placed(ctx: Context, hv: Hypervisor, vm: str) -> str:
+    """The host the policy layer placed the call on (the placement's choice if none did)."""
+    return ctx.work_host or choose_host(hv, ctx.db, vm)
+
+
 @implements("VM.start")
 async def start(ctx: Context, vm: str, start_paused: bool, force: bool) -> None:
-    ctx.db.get("VM", vm)
     hv = hypervisor(ctx)
-    with vm_operation(ctx.db, vm, "start", task_of(ctx)):
-        await boot(ctx, hv, vm, choose_host(hv, ctx.db, vm), start_paused)
+    await boot(ctx, hv, vm, placed(ctx, hv, vm), start_paused)
 
 
 @implements("VM.start_on")
 async def start_on(ctx: Context, vm: str, host: str, start_paused: bool, force: bool) -> None:
-    ctx.db.get("VM", vm)
-    ctx.db.get("host", host)
-    with vm_operation(ctx.db, vm, "start_on", task_of(ctx)):
-        await boot(ctx, hypervisor(ctx), vm, host, start_paused)
+    await boot(ctx, hypervisor(ctx), vm, host, start_paused)
 
 
-async def halt(ctx: Context, vm: str, op: str, clean: bool) -> None:
+async def halt(ctx: Context, vm: str, clean: bool) -> None:
     db = ctx.db
-    db.get("VM", vm)
     hv = hypervisor(ctx)
-    with vm_operation(db, vm, op, task_of(ctx)):
-        host = db.get("VM", vm)["resident_on"]
-        guest_agent.cancel(hv, vm)
-        with backend_errors():
-            if hv.backend.vm_info(vm) is not None:
-                await hv.backend.vm_shutdown(vm, clean)
-            hv.backend.vm_discard_image(vm)
-        with db.transaction():
-            record_halted(db, vm)
-            hv.sync_memory(db, host)
-        await suspend_image.drop(ctx, vm)
+    host = db.get("VM", vm)["resident_on"]
+    guest_agent.cancel(hv, vm)
+    with backend_errors():
+        if hv.backend.vm_info(vm) is not None:
+            await hv.backend.vm_shutdown(vm, clean)
+        hv.backend.vm_discard_image(vm)
+    with db.transaction():
+        record_halted(db, vm)
+        hv.sync_memory(db, host)
+    await suspend_image.drop(ctx, vm)
 
 
 @implements("VM.shutdown")
 async def shutdown(ctx: Context, vm: str) -> None:
     """Clean shutdown when the VM runs, hard otherwise (paused or suspended)."""
     running = ctx.db.get("VM", vm)["power_state"] == "Running"
-    await halt(ctx, vm, "shutdown", clean=running)
+    await halt(ctx, vm, clean=running)
 
 
-async def reboot(ctx: Context, vm: str, op: str, clean: bool) -> None:
+async def reboot(ctx: Context, vm: str, clean: bool) -> None:
     db = ctx.db
-    db.get("VM", vm)
     hv = hypervisor(ctx)
-    with vm_operation(db, vm, op, task_of(ctx)):
-        host = db.get("VM", vm)["resident_on"]
-        guest_agent.cancel(hv, vm)
-        with backend_errors():
-            info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
-        with db.transaction():
-            drop_guest_metrics(db, vm)
-            record_domain(db, vm, info, started=True)
-            hv.sync_memory(db, host)
-        guest_agent.schedule(hv, vm, info.domid)
+    host = db.get("VM", vm)["resident_on"]
+    guest_agent.cancel(hv, vm)
+    with backend_errors():
+        info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
+    with db.transaction():
+        drop_guest_metrics(db, vm)
+        record_domain(db, vm, info, started=True)
+        hv.sync_memory(db, host)
+    guest_agent.schedule(hv, vm, info.domid)
 
 
 def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
     async def run(ctx: Context, vm: str) -> None:
-        await body(ctx, vm, op, clean)
+        await body(ctx, vm, clean)
 
     implements(f"VM.{op}")(run)
 
@@ -110,13 +100,11 @@ for _verb, _body in (("shutdown", halt), ("reboot", reboot)):
 
 def _pause_or_unpause(op: str) -> None:
     async def run(ctx: Context, vm: str) -> None:
-        ctx.db.get("VM", vm)
         hv = hypervisor(ctx)
-        with vm_operation(ctx.db, vm, op, task_of(ctx)):
-            with backend_errors():
-                info = await getattr(hv.backend, f"vm_{op}")(vm)
-            with ctx.db.transaction():
-                record_domain(ctx.db, vm, info, started=False)
+        with backend_errors():
+            info = await getattr(hv.backend, f"vm_{op}")(vm)
+        with ctx.db.transaction():
+            record_domain(ctx.db, vm, info, started=False)
 
     implements(f"VM.{op}")(run)
 
@@ -129,54 +117,48 @@ _pause_or_unpause("unpause")
 async def suspend(ctx: Context, vm: str) -> None:
     """Save the memory into a new suspend VDI; on failure the VDI is destroyed again."""
     db = ctx.db
-    db.get("VM", vm)
     hv = hypervisor(ctx)
-    with vm_operation(db, vm, "suspend", task_of(ctx)):
-        host = db.get("VM", vm)["resident_on"]
-        image = await suspend_image.create(ctx, vm, host)
-        try:
-            with backend_errors():
-                await hv.backend.vm_suspend(vm)
-        except BaseException:
-            await suspend_image.destroy(ctx, image)
-            raise
-        guest_agent.cancel(hv, vm)
-        with db.transaction():
-            drop_guest_metrics(db, vm)
-            record_suspended(db, vm)
-            db.set("VM", vm, "suspend_VDI", image)
-            hv.sync_memory(db, host)
+    host = db.get("VM", vm)["resident_on"]
+    image = await suspend_image.create(ctx, vm, host)
+    try:
+        with backend_errors():
+            await hv.backend.vm_suspend(vm)
+    except BaseException:
+        await suspend_image.destroy(ctx, image)
+        raise
+    guest_agent.cancel(hv, vm)
+    with db.transaction():
+        drop_guest_metrics(db, vm)
+        record_suspended(db, vm)
+        db.set("VM", vm, "suspend_VDI", image)
+        hv.sync_memory(db, host)
 
 
-async def wake(ctx: Context, vm: str, host: str | None, paused: bool, op: str) -> None:
+async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
     db = ctx.db
-    db.get("VM", vm)
-    if host is not None:
-        db.get("host", host)
     hv = hypervisor(ctx)
-    with vm_operation(db, vm, op, task_of(ctx)):
-        target = host if host is not None else choose_host(hv, db, vm)
-        assert_can_boot_here(hv, db, vm, target)
-        async with making_room(hv, db, target, start_memory(db.get("VM", vm))):
-            with backend_errors():
-                info = await hv.backend.vm_resume(hv.host(db, target), vm, paused)
-        await sync_hotplug(hv, db, vm, info)
-        info = hv.backend.vm_info(vm) or info
-        with db.transaction():
-            record_domain(db, vm, info, started=True)
-            hv.sync_memory(db, target)
-        await suspend_image.drop(ctx, vm)
-        guest_agent.schedule(hv, vm, info.domid)
+    target = host if host is not None else placed(ctx, hv, vm)
+    assert_can_boot_here(hv, db, vm, target)
+    async with making_room(hv, db, target, start_memory(db.get("VM", vm))):
+        with backend_errors():
+            info = await hv.backend.vm_resume(hv.host(db, target), vm, paused)
+    await sync_hotplug(hv, db, vm, info)
+    info = hv.backend.vm_info(vm) or info
+    with db.transaction():
+        record_domain(db, vm, info, started=True)
+        hv.sync_memory(db, target)
+    await suspend_image.drop(ctx, vm)
+    guest_agent.schedule(hv, vm, info.domid)
 
 
 @implements("VM.resume")
 async def resume(ctx: Context, vm: str, start_paused: bool, force: bool) -> None:
-    await wake(ctx, vm, None, start_paused, "resume")
+    await wake(ctx, vm, None, start_paused)
 
 
 @implements("VM.resume_on")
 async def resume_on(ctx: Context, vm: str, host: str, start_paused: bool, force: bool) -> None:
-    await wake(ctx, vm, host, start_paused, "resume_on")
+    await wake(ctx, vm, host, start_paused)
 
 
 @implements("VM.power_state_reset")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ...core.context import Context
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ..registry import HANDLERS, call, implements
 from .clone import Undo, new_device
-from .lifecycle import vm_operation
-from .power import task_of
 
 
 def parse_disks(xml_text: str) -> list[dict[str, str]]:
@@ -35,33 +34,28 @@ async def provision_disks(ctx: Context, vm: str) -> None:
     try:
         for disk in parse_disks(row["other_config"].get("disks", "<provision/>")):
             sr = _provision_sr(db, disk.get("sr", ""))
-            record = {
-                "name_label": f"{row['name_label']} {disk.get('device', '0')}",
-                "name_description": "Created by template provisioner",
-                "SR": sr,
-                "virtual_size": int(disk.get("size", "0")),
-                "type": disk.get("type", "system"),
-                "sharable": False,
-                "read_only": False,
-                "other_config": {},
-                "sm_config": {"vm_hint": row["uuid"]},
-                "xenstore_data": {},
-                "tags": [],
-            }
+            record = new_record(
+                "VDI",
+                name_label=f"{row['name_label']} {disk.get('device', '0')}",
+                name_description="Created by template provisioner",
+                SR=sr,
+                virtual_size=int(disk.get("size", "0")),
+                type=disk.get("type", "system"),
+                sm_config={"vm_hint": row["uuid"]},
+            )
             if "VDI.create" in HANDLERS:
                 vdi = str(await call(ctx, "VDI.create", record))
             else:
                 vdi = new_device(db, "VDI", record)
             undo.made.append(("VDI", vdi))
-            vbd = {
-                "userdevice": disk.get("device", "0"),
-                "bootable": disk.get("bootable") == "true",
-                "mode": "RW",
-                "type": "Disk",
-                "empty": False,
-                "unpluggable": True,
-                "other_config": {"owner": ""},
-            }
+            vbd = new_record(
+                "VBD",
+                userdevice=disk.get("device", "0"),
+                bootable=disk.get("bootable") == "true",
+                mode="RW",
+                type="Disk",
+                other_config={"owner": ""},
+            )
             undo.made.append(("VBD", new_device(db, "VBD", vbd, VM=vm, VDI=vdi)))
         with db.transaction():
             other = {k: v for k, v in db.get("VM", vm)["other_config"].items() if k != "disks"}
@@ -87,8 +81,6 @@ def _provision_sr(db: Database, sr_uuid: str) -> str:
 async def provision(ctx: Context, vm: str) -> None:
     """Turn a template into a VM and make the disks its ``other_config:disks`` describes."""
     db = ctx.db
-    db.get("VM", vm)
-    with vm_operation(db, vm, "provision", task_of(ctx)):
-        with db.transaction():
-            db.set("VM", vm, "is_a_template", False)
-        await provision_disks(ctx, vm)
+    with db.transaction():
+        db.set("VM", vm, "is_a_template", False)
+    await provision_disks(ctx, vm)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core.context import Context
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
@@ -49,19 +50,15 @@ async def create(ctx: Context, vm_ref: str, host_ref: str) -> str:
     """A new suspend VDI for the VM (not yet recorded as its ``suspend_VDI``)."""
     db = ctx.db
     sr = suspend_sr(db, vm_ref, host_ref)
-    record = {
-        "name_label": "Suspend image",
-        "name_description": "Suspend image",
-        "SR": sr,
-        "virtual_size": image_size(db, vm_ref),
-        "type": "suspend",
-        "sharable": False,
-        "read_only": False,
-        "other_config": {},
-        "xenstore_data": {},
-        "sm_config": {"vmhint": db.get("VM", vm_ref)["uuid"]},
-        "tags": [],
-    }
+    record = new_record(
+        "VDI",
+        name_label="Suspend image",
+        name_description="Suspend image",
+        SR=sr,
+        virtual_size=image_size(db, vm_ref),
+        type="suspend",
+        sm_config={"vmhint": db.get("VM", vm_ref)["uuid"]},
+    )
     return str(await call(ctx, "VDI.create", record))
 
 

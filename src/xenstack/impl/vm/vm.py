@@ -19,10 +19,8 @@ from ..host.hypervisor import hypervisor
 from ..registry import implements
 from .lifecycle import assert_operation_valid as check_op
 from .lifecycle import update_allowed_operations as refresh_ops
-from .lifecycle import vm_operation
 from .placement import assert_can_boot_here as check_boot
 from .placement import possible_hosts, validate_basic_parameters
-from .power import task_of
 
 MIB = 1 << 20
 VBD_DEVICES = 255  # userdevice numbers "0".."254" (one more for a control domain)
@@ -97,27 +95,22 @@ def _destroy_device(db: Any, cls: str, ref: str) -> None:
 
 @implements("VM.assert_operation_valid")
 def assert_operation_valid(ctx: Context, self_: str, op: str) -> None:
-    ctx.db.get("VM", self_)
     check_op(ctx.db, self_, op)
 
 
 @implements("VM.update_allowed_operations")
 def update_allowed_operations(ctx: Context, self_: str) -> None:
-    ctx.db.get("VM", self_)
     with ctx.db.transaction():
         refresh_ops(ctx.db, self_)
 
 
 @implements("VM.assert_can_boot_here")
 def assert_can_boot_here(ctx: Context, self_: str, host: str) -> None:
-    ctx.db.get("VM", self_)
-    ctx.db.get("host", host)
     check_boot(hypervisor(ctx), ctx.db, self_, host)
 
 
 @implements("VM.get_possible_hosts")
 def get_possible_hosts(ctx: Context, vm: str) -> list[str]:
-    ctx.db.get("VM", vm)
     return possible_hosts(hypervisor(ctx), ctx.db, vm)
 
 
@@ -158,7 +151,6 @@ def get_allowed_VIF_devices(ctx: Context, vm: str) -> list[str]:
 
 @implements("VM.get_cooperative")
 def get_cooperative(ctx: Context, self_: str) -> bool:
-    ctx.db.get("VM", self_)
     return True
 
 
@@ -169,9 +161,7 @@ def compute_memory_overhead(ctx: Context, vm: str) -> int:
 
 @implements("VM.get_boot_record")
 def get_boot_record(ctx: Context, self_: str) -> dict[str, Any]:
-    ctx.db.get("VM", self_)
-    with vm_operation(ctx.db, self_, "get_boot_record", task_of(ctx)):
-        return dict(ctx.db.get("VM", self_))
+    return dict(ctx.db.get("VM", self_))
 
 
 @implements("VM.set_is_a_template")
