@@ -36,7 +36,7 @@ def new_vm(session: Any, label: str = "vm") -> str:
 def running_vm(session: Any, pool: RunningPool, label: str = "vm") -> str:
     """A running VM whose (simulated) guest agent has reported PV drivers, so it hotplugs."""
     vm = new_vm(session, label)
-    pool.call(lambda ts: setattr(hypervisor(ts), "guest_agent_delay", 0.02))
+    pool.call(lambda ts: setattr(hypervisor(ts).simulator, "guest_agent_delay", 0.02))
     session.xenapi.VM.start(vm, False, True)
     wait_for(lambda: session.xenapi.VM.get_guest_metrics(vm) != "OpaqueRef:NULL")
     return vm

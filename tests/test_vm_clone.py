@@ -10,12 +10,12 @@ from vmkit import GIB, disk_record, failure, local_sr, new_vm, vbd_record, vif_r
 
 from xenstack.testing import RunningPool, simulated_pool
 
-GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.05  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         yield running
 
 

@@ -26,12 +26,12 @@ from xenstack.testing import RunningPool, simulated_pool
 NULL = "OpaqueRef:NULL"
 
 
-GUEST_AGENT_DELAY = 0.02  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.02  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         add_hosts(running, 1, memory=8 * GIB)
         yield running
 

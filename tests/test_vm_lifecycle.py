@@ -12,12 +12,12 @@ from vmkit import GIB, MIB, failure, master, new_vm, set_delays, vif_record, wai
 
 from xenstack.testing import RunningPool, simulated_pool
 
-GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.05  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         yield running
 
 

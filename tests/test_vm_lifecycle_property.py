@@ -120,17 +120,14 @@ class Lifecycle(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def lifecycle_pool() -> Iterator[tuple[RunningPool, Any]]:
-    with simulated_pool() as pool:
+    with simulated_pool(guest_agent_delay=30) as pool:
         s = XenAPI.Session(pool.url)
         s.xenapi.login_with_password("root", pool.password, "1.0", "property")
         yield pool, s.xenapi
         s.xenapi.session.logout()
 
 
-def test_random_operations_follow_the_table(
-    lifecycle_pool: tuple[RunningPool, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "30")
+def test_random_operations_follow_the_table(lifecycle_pool: tuple[RunningPool, Any]) -> None:
     Lifecycle.env = lifecycle_pool
     run_state_machine_as_test(
         Lifecycle,

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import XenAPI
 
 from xenstack.cli.xe import main
@@ -98,10 +97,8 @@ def two_host_pool(state: Path, instant_agent: bool = False) -> Iterator[RunningP
     """A two-host simulated pool with sizes-only storage and a shared SR, its state in ``state``.
 
     ``instant_agent``: guest agents report PV drivers at once (for VCPU hot-plug and live
-    migration); the environment is restored when the pool is gone.
+    migration).
     """
-    with pytest.MonkeyPatch.context() as mp:
-        if instant_agent:
-            mp.setenv("XENSTACK_GUEST_AGENT_DELAY", "0")
-        with simulated_pool(state, hosts=2, sim_storage=True) as running:
-            yield running
+    delay = 0.0 if instant_agent else None
+    with simulated_pool(state, hosts=2, sim_storage=True, guest_agent_delay=delay) as running:
+        yield running

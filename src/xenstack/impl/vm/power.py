@@ -15,7 +15,7 @@ from ...errors import ApiError
 from ..devices.devices import sync_hotplug
 from ..host.hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
 from ..registry import implements
-from . import guest_agent, suspend_image
+from . import suspend_image
 from .lifecycle import update_allowed_operations, vm_operation
 from .metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
 from .placement import assert_can_boot_here, choose_host, host_is_live, start_memory
@@ -37,7 +37,6 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     with db.transaction():
         record_domain(db, vm, info, started=True)
         hv.sync_memory(db, host)
-    guest_agent.schedule(hv, vm, info.domid)
 
 
 @implements("VM.start")
@@ -62,7 +61,6 @@ async def halt(ctx: Context, vm: str, op: str, clean: bool) -> None:
     hv = hypervisor(ctx)
     with vm_operation(db, vm, op, task_of(ctx)):
         host = db.get("VM", vm)["resident_on"]
-        guest_agent.cancel(hv, vm)
         with backend_errors():
             if hv.backend.vm_info(vm) is not None:
                 await hv.backend.vm_shutdown(vm, clean)
@@ -86,14 +84,12 @@ async def reboot(ctx: Context, vm: str, op: str, clean: bool) -> None:
     hv = hypervisor(ctx)
     with vm_operation(db, vm, op, task_of(ctx)):
         host = db.get("VM", vm)["resident_on"]
-        guest_agent.cancel(hv, vm)
         with backend_errors():
             info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
         with db.transaction():
             drop_guest_metrics(db, vm)
             record_domain(db, vm, info, started=True)
             hv.sync_memory(db, host)
-        guest_agent.schedule(hv, vm, info.domid)
 
 
 def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
@@ -140,7 +136,6 @@ async def suspend(ctx: Context, vm: str) -> None:
         except BaseException:
             await suspend_image.destroy(ctx, image)
             raise
-        guest_agent.cancel(hv, vm)
         with db.transaction():
             drop_guest_metrics(db, vm)
             record_suspended(db, vm)
@@ -166,7 +161,6 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool, op: str) -
             record_domain(db, vm, info, started=True)
             hv.sync_memory(db, target)
         await suspend_image.drop(ctx, vm)
-        guest_agent.schedule(hv, vm, info.domid)
 
 
 @implements("VM.resume")
@@ -193,7 +187,6 @@ async def power_state_reset(ctx: Context, vm: str) -> None:
     if info is not None and info.state == "running" and live_host:
         # xapi: ocaml/xapi/xapi_vm.ml passes 1
         raise ApiError("DOMAIN_EXISTS", [vm])
-    guest_agent.cancel(hv, vm)
     with backend_errors():
         hv.backend.vm_reset(vm)
     with db.transaction():
