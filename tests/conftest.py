@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 import XenAPI
-from vmkit import login
 
-from xenstack.testing import RunningPool
+from xenstack.testing import RunningPool, logged_in
 
 pytest_plugins = ["xenstack.testing.fixtures"]
 
@@ -34,4 +33,4 @@ def session(xenstack_pool: RunningPool) -> Iterator[Any]:
 @pytest.fixture
 def x(pool: RunningPool, request: pytest.FixtureRequest) -> Iterator[Any]:
     """The SDK ``xenapi`` proxy of a root session on the module's own ``pool`` fixture."""
-    yield from login(pool, request.module.__name__)
+    yield from logged_in(pool, request.module.__name__)

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import XenAPI
-from sim_helpers import failure, pool_master
+from sim_helpers import pool_master
 
 from xenstack.errors import ApiError
 from xenstack.plugins import runner
-from xenstack.testing import simulated_pool
+from xenstack.testing import failure, simulated_pool
 
 
 def _write_plugin(directory: Path, name: str, text: str) -> None:

@@ -16,10 +16,10 @@ import XenAPI
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from vmkit import new_vm, set_delays, wait_for
+from vmkit import set_delays, wait_for
 
 from xenstack.impl.vm.lifecycle_table import ALLOWABLE_OPS, POWER_STATES
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, halted_vm, simulated_pool
 
 H, P, R, S = "Halted", "Paused", "Running", "Suspended"
 #: operation -> (allowed states in XAPI's order, state afterwards)
@@ -65,7 +65,7 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.pool, self.x = self.env
-        self.model = {new_vm(self.x, name=f"p{i}"): H for i in range(2)}
+        self.model = {halted_vm(self.x, name=f"p{i}"): H for i in range(2)}
 
     @rule(op=st.sampled_from(sorted(TABLE)), index=st.integers(0, 1))
     def operate(self, op: str, index: int) -> None:

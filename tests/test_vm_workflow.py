@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import add_hosts, failure, vif_record, wait_for
+from vmkit import add_hosts, vif_record, wait_for
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, simulated_pool
 
 GUEST_AGENT_DELAY = 0.1  # seconds: how soon the simulated guest agents report
 
