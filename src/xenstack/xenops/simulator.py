@@ -17,6 +17,7 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
+from ..core.config import GUEST_AGENT_DELAY
 from .guest_agent import GuestAgents
 from .interface import (
     Backend,
@@ -61,7 +62,7 @@ class SimulatorBackend(Backend):
     capabilities = SIMULATOR_CAPABILITIES
 
     def __init__(
-        self, delays: dict[str, float] | None = None, guest_agent_delay: float = 1.0
+        self, delays: dict[str, float] | None = None, guest_agent_delay: float = GUEST_AGENT_DELAY
     ) -> None:
         self.delays: dict[str, float] = dict(delays or {})
         self.hosts: dict[str, _Host] = {}
