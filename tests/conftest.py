@@ -1,8 +1,8 @@
 """Shared fixtures: the shipped test kit, used as an outside project would use it.
 
 Modules that build their own pool (a ``pool`` fixture, e.g. with extra simulated hosts) get
-``x``, a logged-in SDK ``xenapi`` proxy on that pool, from here; a module-level
-``GUEST_AGENT_DELAY`` (seconds) makes the simulated guest agents of its tests report that fast.
+``x``, a logged-in SDK ``xenapi`` proxy on that pool, from here. A module whose guests must
+report at a chosen pace gives its pool ``simulated_pool(guest_agent_delay=...)``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 import XenAPI
-from vmkit import login
 
-from xenstack.testing import RunningPool
+from xenstack.testing import RunningPool, logged_in
 
 pytest_plugins = ["xenstack.testing.fixtures"]
 
@@ -34,15 +33,4 @@ def session(xenstack_pool: RunningPool) -> Iterator[Any]:
 @pytest.fixture
 def x(pool: RunningPool, request: pytest.FixtureRequest) -> Iterator[Any]:
     """The SDK ``xenapi`` proxy of a root session on the module's own ``pool`` fixture."""
-    yield from login(pool, request.module.__name__)
-
-
-@pytest.fixture(autouse=True)
-def guest_agent_delay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Set XENSTACK_GUEST_AGENT_DELAY from the module's GUEST_AGENT_DELAY, if it has one.
-
-    Autouse and function-scoped, so it is in place before a test's own pool is made.
-    """
-    delay = getattr(request.module, "GUEST_AGENT_DELAY", None)
-    if delay is not None:
-        monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", str(delay))
+    yield from logged_in(pool, request.module.__name__)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmkit import disk_record, failure, master, vbd_record, vif_record, wait_for
+from vmkit import disk_record, master, vbd_record, vif_record, wait_for
 
 from xenstack.impl.host.hypervisor import hypervisor
-from xenstack.testing import RunningPool
+from xenstack.testing import RunningPool, vm_from_template
 
 GiB = 1 << 30
 
-__all__ = ["GiB", "default_sr", "failure", "new_disk", "new_vm", "pool_master", "running_vm"]
+__all__ = ["GiB", "default_sr", "new_disk", "pool_master", "running_vm"]
 __all__ += ["vbd_record", "vif_record"]
 
 
@@ -25,18 +25,10 @@ def default_sr(session: Any) -> str:
     return str(pool["default_SR"])
 
 
-def new_vm(session: Any, label: str = "vm") -> str:
-    """A halted VM cloned from the "Other install media" template."""
-    (template,) = session.xenapi.VM.get_by_name_label("Other install media")
-    vm = session.xenapi.VM.clone(template, label)
-    session.xenapi.VM.set_is_a_template(vm, False)
-    return str(vm)
-
-
 def running_vm(session: Any, pool: RunningPool, label: str = "vm") -> str:
     """A running VM whose (simulated) guest agent has reported PV drivers, so it hotplugs."""
-    vm = new_vm(session, label)
-    pool.call(lambda ts: setattr(hypervisor(ts), "guest_agent_delay", 0.02))
+    vm = vm_from_template(session, label)
+    pool.call(lambda ts: setattr(hypervisor(ts).simulator, "guest_agent_delay", 0.02))
     session.xenapi.VM.start(vm, False, True)
     wait_for(lambda: session.xenapi.VM.get_guest_metrics(vm) != "OpaqueRef:NULL")
     return vm

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import xmlrpc.client
 from typing import Any
 
 import orjson
 
 from xenstack.idl.model import CLASSES
-from xenstack.testing import RunningPool
 
 GIB = str(1 << 30)
-
-
-def raw(url: str, method: str, *params: Any) -> Any:
-    """One XML-RPC call without the SDK (which logs in again on SESSION_INVALID)."""
-    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
-    try:
-        return getattr(proxy, method)(*params)
-    finally:
-        proxy("close")()
-
-
-def failure(url: str, method: str, *params: Any) -> list[str]:
-    answer = raw(url, method, *params)
-    assert answer["Status"] == "Failure", answer
-    return list(answer["ErrorDescription"])
-
-
-def login(pool: RunningPool, user: str = "root", password: str | None = None) -> str:
-    """A session ref, logged in over raw XML-RPC."""
-    answer = raw(pool.url, "session.login_with_password", user, password or pool.password, "1", "t")
-    assert answer["Status"] == "Success", answer
-    return str(answer["Value"])
 
 
 class JsonRpc:
@@ -74,24 +50,6 @@ def wire_record(cls: str, **overrides: Any) -> dict[str, Any]:
             record[name] = str(value) if type(value) is int else value
     record.update(overrides)
     return record
-
-
-def vm_record(label: str, **overrides: Any) -> dict[str, Any]:
-    memory = ("memory_static_max", "memory_dynamic_max", "memory_dynamic_min", "memory_target")
-    record = wire_record(
-        "VM",
-        name_label=label,
-        memory_static_min=str(1 << 28),
-        VCPUs_max="1",
-        VCPUs_at_startup="1",
-        **dict.fromkeys(memory, GIB),
-    )
-    record.update(overrides)
-    return record
-
-
-def new_vm(session: Any, label: str, **overrides: Any) -> str:
-    return str(session.xenapi.VM.create(vm_record(label, **overrides)))
 
 
 def network_record(label: str) -> dict[str, Any]:

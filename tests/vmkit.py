@@ -1,13 +1,13 @@
-"""Helpers for the VM lifecycle tests: minimal VMs, extra simulated hosts, the simulator."""
+"""Helpers for the VM lifecycle tests: extra simulated hosts, the simulator, device records.
+
+VM records, new VMs, logins and expected failures come from ``xenstack.testing``.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
-import XenAPI
 
 from xenstack.impl.host.hypervisor import hypervisor
 from xenstack.impl.install.bootstrap import create_host
@@ -16,46 +16,6 @@ from xenstack.xenops.simulator import SimulatorBackend
 
 MIB = 1 << 20
 GIB = 1 << 30
-
-
-def vm_record(name: str = "vm", memory: int = 256 * MIB, **extra: Any) -> dict[str, Any]:
-    """The smallest VM.create record a client would send (a PV guest)."""
-    record: dict[str, Any] = {
-        "name_label": name,
-        "name_description": "",
-        "user_version": "1",
-        "is_a_template": False,
-        "affinity": "OpaqueRef:NULL",
-        "memory_static_max": str(memory),
-        "memory_dynamic_max": str(memory),
-        "memory_dynamic_min": str(memory),
-        "memory_static_min": str(memory // 2),
-        "VCPUs_params": {},
-        "VCPUs_max": "2",
-        "VCPUs_at_startup": "1",
-        "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart",
-        "actions_after_crash": "restart",
-        "PV_bootloader": "pygrub",
-        "PV_kernel": "",
-        "PV_ramdisk": "",
-        "PV_args": "",
-        "PV_bootloader_args": "",
-        "PV_legacy_args": "",
-        "HVM_boot_policy": "",
-        "HVM_boot_params": {},
-        "platform": {},
-        "PCI_bus": "",
-        "other_config": {},
-        "recommendations": "",
-    }
-    record.update(extra)
-    return record
-
-
-def new_vm(x: Any, name: str = "vm", **extra: Any) -> str:
-    """A new halted VM; ``x`` is a session's ``xenapi`` proxy."""
-    return str(x.VM.create(vm_record(name, **extra)))
 
 
 def add_hosts(pool: RunningPool, count: int, memory: int = 64 * GIB) -> list[str]:
@@ -89,13 +49,6 @@ def set_delays(pool: RunningPool, **delays: float) -> None:
     pool.call(lambda ts: hypervisor(ts).simulator.delays.update(delays))
 
 
-def failure(fn: Callable[..., Any], *args: Any) -> list[str]:
-    """Call an SDK method that must fail; return its error description."""
-    with pytest.raises(XenAPI.Failure) as err:
-        fn(*args)
-    return list(err.value.details)
-
-
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,14 +57,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
-
-
-def login(pool: RunningPool, label: str) -> Iterator[Any]:
-    """A logged-in SDK ``xenapi`` proxy for a fixture to yield; logs out afterwards."""
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password("root", pool.password, "1.0", label)
-    yield s.xenapi
-    s.xenapi.session.logout()
 
 
 def vif_record(vm: str, network: str, device: str = "0", mac: str = "") -> dict[str, Any]:

@@ -7,6 +7,7 @@ uuids, references and timestamps are normalised before a comparison with a golde
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -14,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import XenAPI
 
 from xenstack.cli.xe import main
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, factories, simulated_pool
 
 GOLDEN = Path(__file__).parent / "cli" / "golden" / "xe"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -66,18 +66,11 @@ def transcript(pool: RunningPool, *commands: list[str]) -> str:
     return "\n".join(parts)
 
 
-def vm_record(name: str) -> dict[str, Any]:
-    """A complete VM.create record (the constructor wants every field)."""
-    gib = str(1 << 30)
-    return {"name_label": name, "name_description": "", "user_version": "1",
-            "is_a_template": False, "memory_static_max": gib, "memory_dynamic_max": gib,
-            "memory_dynamic_min": gib, "memory_static_min": gib, "VCPUs_max": "1",
-            "VCPUs_at_startup": "1", "VCPUs_params": {}, "actions_after_shutdown": "destroy",
-            "actions_after_reboot": "restart", "actions_after_crash": "restart",
-            "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
-            "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "",
-            "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
-            "recommendations": "", "affinity": "OpaqueRef:NULL"}  # fmt: skip
+# A complete VM.create record as the xe tests (and their golden files) know it: 1 GiB, 1 VCPU.
+vm_record = functools.partial(
+    factories.vm_record, memory=1 << 30, memory_static_min=str(1 << 30), VCPUs_max="1",
+    PV_bootloader="",
+)  # fmt: skip
 
 
 def api(pool: RunningPool) -> Any:
@@ -98,10 +91,8 @@ def two_host_pool(state: Path, instant_agent: bool = False) -> Iterator[RunningP
     """A two-host simulated pool with sizes-only storage and a shared SR, its state in ``state``.
 
     ``instant_agent``: guest agents report PV drivers at once (for VCPU hot-plug and live
-    migration); the environment is restored when the pool is gone.
+    migration).
     """
-    with pytest.MonkeyPatch.context() as mp:
-        if instant_agent:
-            mp.setenv("XENSTACK_GUEST_AGENT_DELAY", "0")
-        with simulated_pool(state, hosts=2, sim_storage=True) as running:
-            yield running
+    delay = 0.0 if instant_agent else None
+    with simulated_pool(state, hosts=2, sim_storage=True, guest_agent_delay=delay) as running:
+        yield running

@@ -6,6 +6,27 @@ The directory is its owner's alone (0700) and so is everything in it: ``xapi.db`
 hashes, the pool secret) is created 0600 before SQLite opens it (its -wal and -shm take its
 mode), and a state found with group or other access has it taken away at start. The directory
 is kept as an absolute path, since SR paths under it are stored.
+
+This is the composition root: every dependency of the layers below is made or received here
+and handed down, never looked up. A ``Toolstack`` is given
+
+- ``config``: a :class:`ToolstackConfig` (timeouts, plug-in and extension directories, the
+  backend's name and the simulator's guest-agent delay). The command line and the test kit
+  build it from their options and the ``XENSTACK_*`` environment
+  (:func:`xenstack.core.config.from_environment`); nothing below reads the environment.
+- ``backend``: the hypervisor backend (a :class:`xenstack.xenops.interface.Backend`), by
+  default the one :func:`make_backend` builds from ``config.backend``. A backend is given
+  nothing but calls: hosts (``host_add``) as the database names them, domain specs to build,
+  and one listener (``on_guest_report``) that records what its guests' agents report. It
+  never sees the database. ``xenstack serve --backend NAME`` will set ``config.backend``;
+  :func:`make_backend` maps each name to its constructor (``"simulator"`` only, for now: a
+  QEMU backend adds its name there and nothing else changes).
+- ``clock``: a :class:`xenstack.core.clock.Clock` for the dates the toolstack stamps (tasks,
+  messages, sessions, guest metrics); :class:`SystemClock` by default, a
+  ``xenstack.testing.FakeClock`` in tests.
+
+The toolstack makes its :class:`Hypervisor` from the backend (``impl.host.hypervisor``
+reaches it as ``hypervisor(ctx)``, i.e. ``ctx.toolstack.hypervisor``).
 """
 
 from __future__ import annotations
@@ -25,22 +46,29 @@ from .api.auth import Authenticator
 from .api.dispatch import Dispatcher
 from .api.rbac import http_checker
 from .api.tasks import TaskManager
+from .core.clock import Clock, SystemClock
+from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
+from .impl.host.hypervisor import Hypervisor
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
+from .impl.vm import guest_metrics
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
+from .xenops.interface import Backend
+from .xenops.simulator import SimulatorBackend
 
 log = logging.getLogger(__name__)
 
-SESSION_IDLE_TIMEOUT = 24 * 3600.0
+__all__ = ["SESSION_IDLE_TIMEOUT", "Toolstack", "ToolstackConfig", "make_backend"]
+
 REAP_INTERVAL = 30.0
 
 
@@ -72,21 +100,37 @@ def make_private(state_dir: Path) -> None:
                 os.chmod(path, stat.S_IMODE(mode) & ~0o077)
 
 
+def make_backend(config: ToolstackConfig) -> Backend:
+    """The backend ``config.backend`` names, configured from ``config``."""
+    if config.backend == "simulator":
+        return SimulatorBackend(guest_agent_delay=config.guest_agent_delay)
+    raise ValueError(f"no such hypervisor backend: {config.backend!r}")
+
+
 class Toolstack:
-    """The running toolstack of one host (or of a whole simulated pool)."""
+    """The running toolstack of one host (or of a whole simulated pool).
+
+    ``session_timeout``, when given, overrides ``config.session_timeout`` (older callers).
+    """
 
     def __init__(
         self,
         state_dir: Path | None,
         *,
+        config: ToolstackConfig | None = None,
+        backend: Backend | None = None,
+        clock: Clock | None = None,
         persistence: Persistence | None = None,
-        session_timeout: float = SESSION_IDLE_TIMEOUT,
+        session_timeout: float | None = None,
     ) -> None:
+        self.config = config or ToolstackConfig()
+        self.clock: Clock = clock or SystemClock()
         self.state_dir = Path(os.path.abspath(state_dir)) if state_dir is not None else None
         self.persistence = persistence or open_persistence(self.state_dir)
         self.db = Database(self.persistence)
         self.db.load()
-        self.auth = Authenticator(self.persistence, session_timeout)
+        timeout = self.config.session_timeout if session_timeout is None else session_timeout
+        self.auth = Authenticator(self.persistence, timeout)
         self.tasks = TaskManager(self)
         self.this_host = self.persistence.get_meta("this_host") or ""
         # Set while this host is a pool member (a slave): the master's address.
@@ -94,8 +138,14 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
+        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
+
+    def _make_hypervisor(self, backend: Backend) -> Hypervisor:
+        """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
+        backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
+        return Hypervisor(self, backend)
 
     @property
     def initialised(self) -> bool:

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import XenAPI
-from test_core_support import new_network, new_vif, new_vm
+from test_core_support import new_network, new_vif
 
 from xenstack.idl.model import CLASSES, ENUMS
 from xenstack.idl.types import NULL_REF, Type
 from xenstack.impl.registry import HANDLERS
+from xenstack.testing import halted_vm
 
 
 def wire_form(value: Any) -> Any:
@@ -53,7 +54,7 @@ def objects(session: Any) -> dict[str, str]:
     """One object of each class under test (SR only if the pool has one)."""
     x = session.xenapi
     found = {
-        "VM": new_vm(session, "accessor-vm"),
+        "VM": halted_vm(session, "accessor-vm"),
         "network": new_network(session, "accessor-net"),
         "pool": x.pool.get_all()[0],
         "host": x.host.get_all()[0],
@@ -141,7 +142,7 @@ def test_lookup_by_uuid_and_name(session: Any, objects: dict[str, str]) -> None:
     with pytest.raises(XenAPI.Failure) as err:
         x.VM.get_by_uuid("00000000-0000-0000-0000-000000000000")
     assert err.value.details == ["UUID_INVALID", "VM", "00000000-0000-0000-0000-000000000000"]
-    twin = new_vm(session, "accessor-vm")
+    twin = halted_vm(session, "accessor-vm")
     assert sorted(x.VM.get_by_name_label("accessor-vm")) == sorted([vm, twin])
     assert x.VM.get_by_name_label("nobody has this name") == []
     x.VM.set_name_label(twin, "renamed")
@@ -151,7 +152,7 @@ def test_lookup_by_uuid_and_name(session: Any, objects: dict[str, str]) -> None:
 
 def test_create_and_destroy_keep_relations(session: Any) -> None:
     x = session.xenapi
-    vm = new_vm(session, "vif-owner")
+    vm = halted_vm(session, "vif-owner")
     net = new_network(session, "vif-net")
     vif = new_vif(session, vm, net)
     assert x.VIF.get_VM(vif) == vm
@@ -172,7 +173,7 @@ def test_create_and_destroy_keep_relations(session: Any) -> None:
 
 def test_create_ignores_runtime_fields(session: Any) -> None:
     x = session.xenapi
-    vm = new_vm(session, "runtime", uuid="11111111-1111-1111-1111-111111111111", VIFs=["x"])
+    vm = halted_vm(session, "runtime", uuid="11111111-1111-1111-1111-111111111111", VIFs=["x"])
     record = x.VM.get_record(vm)
     assert record["uuid"] != "11111111-1111-1111-1111-111111111111"
     assert record["VIFs"] == []
@@ -180,9 +181,9 @@ def test_create_ignores_runtime_fields(session: Any) -> None:
 
 def test_where_expressions(session: Any) -> None:
     x = session.xenapi
-    plain = new_vm(session, "x")
-    template = new_vm(session, "x", is_a_template=True)
-    other = new_vm(session, "y")
+    plain = halted_vm(session, "x")
+    template = halted_vm(session, "x", is_a_template=True)
+    other = halted_vm(session, "y")
     x.VM.add_to_other_config(other, "k", 'quote " and paren )')
 
     def where(expr: str) -> set[str]:

@@ -11,13 +11,14 @@ from typing import Any
 import orjson
 import pytest
 import XenAPI
-from test_core_support import failure, login, raw
-from vmkit import vm_record
 
 from xenstack.api.dispatch import build_table
 from xenstack.idl.model import ENUMS
 from xenstack.idl.types import NULL_REF, Type
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, simulated_pool, vm_record
+from xenstack.testing import raw_call as raw
+from xenstack.testing import raw_failure as failure
+from xenstack.testing import raw_login as login
 
 BOGUS = "OpaqueRef:12345678-1234-1234-1234-123456789abc"
 

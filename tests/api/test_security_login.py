@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 import pytest
-from test_core_support import raw
 
 from xenstack.api import auth
 from xenstack.testing import RunningPool
+from xenstack.testing import raw_call as raw
 
 REFILL = 1.5  # seconds per check once the bucket is empty (12 s in production)
 

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 import XenAPI
-from test_core_support import vm_record
 
-from xenstack.testing import ServerProcess, server_process
+from xenstack.testing import ServerProcess, server_process, vm_record
 
 CLIENTS = 8
 ROUNDS = 5

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import XenAPI
-from sim_helpers import failure, pool_master
+from sim_helpers import pool_master
 from vmkit import wait_for
 
 from xenstack.errors import ApiError
 from xenstack.plugins import runner
-from xenstack.testing import simulated_pool
+from xenstack.testing import failure, simulated_pool
 
 
 def _write_plugin(directory: Path, name: str, text: str) -> None:
@@ -92,7 +92,7 @@ def test_state_dir_plugins_and_bad_output(tmp_path: Path, monkeypatch: Any) -> N
         s.xenapi.session.logout()
 
 
-def test_plugin_dir_from_environment(tmp_path: Path, monkeypatch: Any, session: Any) -> None:
+def test_plugin_dir_from_environment(tmp_path: Path, monkeypatch: Any) -> None:
     plugin_dir = tmp_path / "extra"
     script = (
         "#!/usr/bin/env python3\n"
@@ -102,9 +102,13 @@ def test_plugin_dir_from_environment(tmp_path: Path, monkeypatch: Any, session: 
         "XenAPIPlugin.dispatch({'whoami': whoami})\n"
     )
     _write_plugin(plugin_dir, "who", script)
-    monkeypatch.setenv("XENSTACK_PLUGIN_DIR", os.fspath(plugin_dir))
-    host = pool_master(session)
-    assert session.xenapi.host.call_plugin(host, "who", "whoami", {}) == session._session
+    monkeypatch.setenv("XENSTACK_PLUGIN_DIR", os.fspath(plugin_dir))  # read as the kit starts
+    with simulated_pool() as pool:
+        session = XenAPI.Session(pool.url)
+        session.xenapi.login_with_password("root", pool.password, "1.0", "t")
+        host = pool_master(session)
+        assert session.xenapi.host.call_plugin(host, "who", "whoami", {}) == session._session
+        session.xenapi.session.logout()
 
 
 def test_async_call_plugin(session: Any) -> None:

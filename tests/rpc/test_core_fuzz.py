@@ -14,11 +14,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_core_support import login, raw
 
 from xenstack.api.dispatch import build_table
 from xenstack.idl.errors import ERROR_PARAMS
 from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import raw_call as raw
+from xenstack.testing import raw_login as login
 
 MAX_BODY = 1024 * 1024
 IDLE = 0.5

@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import pytest
 import XenAPI
-from test_core_support import JsonRpc, login
+from test_core_support import JsonRpc
 
 from xenstack.testing import RunningPool, free_port, server_process
+from xenstack.testing import raw_login as login
 
 
 def post_xml(conn: http.client.HTTPConnection, method: str, *params: Any) -> bytes:

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 import XenAPI
-from vmkit import new_vm
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, halted_vm, simulated_pool
 
 MIB = 1 << 20
 USERS = {"reader": "read-only", "vmadmin": "vm-admin"}
@@ -60,7 +59,7 @@ def objects(pool: RunningPool, sessions: dict[str, Any]) -> dict[str, Any]:
         {"name_label": "d", "name_description": "", "SR": sr, "virtual_size": str(MIB),
          "type": "user", "sharable": False, "read_only": False, "other_config": {}}
     )  # fmt: skip
-    vm = new_vm(x, "halted")
+    vm = halted_vm(x, "halted")
     data = bytes(range(256)) * 4096
     query = {"session_id": root._session, "vdi": vdi, "format": "raw"}
     assert request(pool, "PUT", "/import_raw_vdi", query, data)[0] == 200

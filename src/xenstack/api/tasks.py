@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core.context import Context
-from ..core.ids import new_ref, new_uuid, now
+from ..core.ids import new_ref, new_uuid
 from ..core.xmlrpc_values import value_text
 from ..errors import ApiError
 from ..idl.types import NULL_REF
@@ -43,7 +43,7 @@ class TaskManager:
                     "name_label": label,
                     "name_description": description,
                     "status": "pending",
-                    "created": now(),
+                    "created": self.toolstack.clock.now(),
                     "resident_on": ctx.this_host,
                     "session": ctx.session if ctx.session else NULL_REF,
                     "allowed_operations": ["cancel"],
@@ -97,7 +97,7 @@ class TaskManager:
                 result=result,
                 error_info=error or [],
                 progress=1.0,
-                finished=now(),
+                finished=self.toolstack.clock.now(),
                 allowed_operations=[],
             )
 

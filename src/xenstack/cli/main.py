@@ -7,6 +7,11 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--request-timeout S]                       (the front door's limits)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 
+The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
+simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
+XENSTACK_EXTENSION_DIR (extra directories, separated by ``os.pathsep``). They are read here
+alone, into the toolstack's configuration.
+
 DIR is taken as an absolute path (the state stores paths under it). Everything these commands
 create is their owner's alone (umask 077): the state holds password hashes, keys and disks.
 """
@@ -22,6 +27,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..core.config import from_environment
 from ..idl.model import ROLES
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, write_secret
@@ -34,9 +40,14 @@ def _read_password(path: str) -> str:
     return text
 
 
+def open_toolstack(state_dir: Path) -> Toolstack:
+    """The toolstack of DIR, configured from the environment."""
+    return Toolstack(state_dir, config=from_environment(os.environ))
+
+
 def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
     """Initialise DIR as the options say, if it is not yet; return the toolstack."""
-    toolstack = Toolstack(state_dir)
+    toolstack = open_toolstack(state_dir)
     if toolstack.initialised:
         return toolstack
     password_file = args.password_file
@@ -59,7 +70,7 @@ def state_path(text: str) -> Path:
 
 def cmd_init(args: argparse.Namespace) -> int:
     state_dir = state_path(args.state_dir)
-    toolstack = Toolstack(state_dir)
+    toolstack = open_toolstack(state_dir)
     if toolstack.initialised:
         toolstack.persistence.close()
         print(f"xenstack: {state_dir} is initialised already", file=sys.stderr)
@@ -70,7 +81,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    toolstack = Toolstack(state_path(args.state_dir))
+    toolstack = open_toolstack(state_path(args.state_dir))
     toolstack.auth.set_user(args.name, _read_password(args.password_file), args.role)
     toolstack.persistence.close()
     return 0

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from ..db.persistence import Persistence
 from ..db.store import Database
+from .clock import Clock
+from .config import ToolstackConfig
 
 
 class Auth(Protocol):
@@ -88,6 +90,18 @@ class Services(Protocol):
 
     @property
     def server(self) -> Any: ...
+
+    @property
+    def config(self) -> ToolstackConfig: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def hypervisor(self) -> Any:
+        """The ``impl.host.hypervisor.Hypervisor`` around the toolstack's backend (typed
+        loosely: core sits below impl; ``impl.host.hypervisor.hypervisor(ctx)`` types it)."""
+        ...
 
 
 @dataclass(slots=True)

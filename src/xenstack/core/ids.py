@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from ..idl.types import DateTime
+from .clock import SystemClock
+
+_SYSTEM = SystemClock()
 
 
 def new_ref() -> str:
@@ -17,4 +19,5 @@ def new_uuid() -> str:
 
 
 def now() -> DateTime:
-    return DateTime(datetime.now(UTC).strftime("%Y%m%dT%H:%M:%SZ"))
+    """The system clock's date; code holding a context uses ``ctx.toolstack.clock`` instead."""
+    return _SYSTEM.now()

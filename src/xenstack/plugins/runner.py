@@ -29,18 +29,21 @@ from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
+from ..core.config import PLUGIN_TIMEOUT
 from ..core.xmltext import storable, visible
 from ..errors import ApiError
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_DIR = HERE / "bundled"
 HELPER_DIR = HERE  # where XenAPIPlugin.py lives, put on the plug-ins' PYTHONPATH
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = PLUGIN_TIMEOUT
 NAME_MAX = 255  # bytes in a file name (Linux); also the longest function name accepted
 
 
-def plugin_dirs(state_dir: Path | None, env_var: str = "XENSTACK_PLUGIN_DIR") -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p]
+def plugin_dirs(state_dir: Path | None, extra: Iterable[Path] = ()) -> list[Path]:
+    """Where plug-ins are looked for: ``extra`` (the configuration's), the state's
+    ``plugins/``, then the bundled ones."""
+    dirs = list(extra)
     if state_dir is not None:
         dirs.append(state_dir / "plugins")
     dirs.append(BUNDLED_DIR)

@@ -8,9 +8,39 @@
 
 With pytest, ``pytest_plugins = ["xenstack.testing.fixtures"]`` gives the ``xenstack_pool``
 fixture. ``server_process`` runs ``xenstack serve`` as a child process instead, for tests that
-kill it.
+kill it. :class:`FakeClock` is a clock a test moves by hand (``simulated_pool(clock=...)``);
+:mod:`.factories` makes the records, VMs and sessions tests need (``vm_record``,
+``halted_vm``, ``vm_from_template``, ``login``, ``failure``...).
 """
 
+from .clock import FakeClock
+from .factories import (
+    failure,
+    halted_vm,
+    logged_in,
+    login,
+    raw_call,
+    raw_failure,
+    raw_login,
+    vm_from_template,
+    vm_record,
+)
 from .pool import RunningPool, ServerProcess, free_port, server_process, simulated_pool
 
-__all__ = ["RunningPool", "ServerProcess", "free_port", "server_process", "simulated_pool"]
+__all__ = [
+    "FakeClock",
+    "RunningPool",
+    "ServerProcess",
+    "failure",
+    "free_port",
+    "halted_vm",
+    "logged_in",
+    "login",
+    "raw_call",
+    "raw_failure",
+    "raw_login",
+    "server_process",
+    "simulated_pool",
+    "vm_from_template",
+    "vm_record",
+]

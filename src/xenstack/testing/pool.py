@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.clock import Clock
+from ..core.config import ToolstackConfig, from_environment
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack
+from ..xenops.interface import Backend
 
 
 def free_port() -> int:
@@ -64,6 +68,10 @@ def simulated_pool(
     hosts: int = 1,
     sim_storage: bool = False,
     shared_sr: bool | None = None,
+    guest_agent_delay: float | None = None,
+    toolstack_config: ToolstackConfig | None = None,
+    clock: Clock | None = None,
+    backend: Backend | None = None,
     **config: Any,
 ) -> Iterator[RunningPool]:
     """A toolstack serving on 127.0.0.1 on a free port, in a thread of this process.
@@ -72,14 +80,19 @@ def simulated_pool(
     :class:`HttpConfig` (``socket_path``, ``idle_timeout``, ``max_body``...). A fresh state
     holds a pool of ``hosts`` hosts; ``sim_storage`` keeps storage sizes-only, and
     ``shared_sr`` (by default: as ``sim_storage``) adds a shared NFS-like SR.
+
+    The toolstack's configuration is ``toolstack_config`` (default: the defaults) with what the
+    ``XENSTACK_*`` environment sets, then ``guest_agent_delay`` (seconds before a simulated
+    guest reports) when given; ``clock`` and ``backend`` go to the toolstack as they are.
     """
     port = free_port()
     started = threading.Event()
     box: dict[str, Any] = {}
     http = HttpConfig(port=port, **config)
+    settings = kit_config(toolstack_config, guest_agent_delay=guest_agent_delay)
 
     async def main() -> None:
-        toolstack = Toolstack(state_dir)
+        toolstack = Toolstack(state_dir, config=settings, clock=clock, backend=backend)
         if session_timeout is not None:
             toolstack.auth.idle_timeout = session_timeout
         if not toolstack.initialised:
@@ -118,6 +131,16 @@ def simulated_pool(
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(30)
+
+
+def kit_config(
+    base: ToolstackConfig | None = None, *, guest_agent_delay: float | None = None
+) -> ToolstackConfig:
+    """``base`` with the ``XENSTACK_*`` environment applied, then the kit's own options."""
+    settings = from_environment(os.environ, base)
+    if guest_agent_delay is not None:
+        settings = dataclasses.replace(settings, guest_agent_delay=guest_agent_delay)
+    return settings
 
 
 class ServerProcess:

@@ -10,11 +10,16 @@ What a backend can do is declared as data in :class:`Capabilities`, so callers d
 they ask instead of catching failures afterwards.
 
 Failures are :class:`XenopsError` subclasses; the impl layer turns them into XenAPI errors.
+
+What guests say about themselves (a real guest agent writes it into XenStore) reaches the
+toolstack as :class:`GuestReport` values, through the listener the toolstack registers with
+:meth:`Backend.on_guest_report`; the backend never writes records itself.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,6 +119,32 @@ class DomainSpec:
     vbds: tuple[str, ...] = ()  # userdevice numbers of the disks to attach
     vifs: tuple[str, ...] = ()  # device numbers of the network interfaces
     platform: tuple[tuple[str, str], ...] = ()
+    # (device, network id) of each VIF: the network a guest's interface is on
+    vif_networks: tuple[tuple[str, str], ...] = ()
+    # what the VM's template says the guest runs ("debian-12", "windows"...); a simulated
+    # guest reports its OS from it, a real one knows
+    os_hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GuestReport:
+    """What a domain's guest agent reports: its OS, PV drivers, addresses and features.
+
+    ``domid`` names the domain that reported, so that a report about a domain since replaced
+    (a reboot) can be told apart. ``networks`` maps ``"<device>/ip"`` and
+    ``"<device>/ipv4/<n>"`` to addresses; ``features`` are the ``feature-*`` flags (XAPI's
+    ``other`` map of VM_guest_metrics).
+    """
+
+    vm_id: str
+    domid: int
+    os_version: dict[str, str]
+    pv_drivers_version: dict[str, str]
+    networks: dict[str, str]
+    features: dict[str, str]
+
+
+GuestListener = Callable[[GuestReport], object]  # what it returns is ignored
 
 
 @dataclass(slots=True)
@@ -132,6 +163,8 @@ class DomainInfo:
     vbds: tuple[str, ...] = ()
     vifs: tuple[str, ...] = ()
     platform: dict[str, str] = field(default_factory=dict)
+    vif_networks: tuple[tuple[str, str], ...] = ()  # as in the DomainSpec it was built from
+    os_hint: str = ""
 
 
 # ---- the contract -----------------------------------------------------------------------
@@ -146,6 +179,17 @@ class Backend(abc.ABC):
     """
 
     capabilities: Capabilities
+    guest_listener: GuestListener | None = None
+
+    def on_guest_report(self, listener: GuestListener | None) -> None:
+        """Call ``listener`` (on the event loop) with every guest agent report from now on;
+        None stops the reports. One listener per backend: the toolstack that owns it."""
+        self.guest_listener = listener
+
+    def report_guest(self, report: GuestReport) -> None:
+        """Hand a guest agent's report to the listener, if there is one (for backends)."""
+        if self.guest_listener is not None:
+            self.guest_listener(report)
 
     # HOST ---------------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@ maximum if the host has it, at least its dynamic minimum, plus its overhead; sus
 an image (on "shared storage": any host can resume it) and frees the memory; migration moves
 a domain between hosts. ``delays`` makes chosen operations take time (seconds, by operation
 name such as ``"start"``), so that callers can observe operations in progress.
+
+Its guests run simulated agents (:mod:`.guest_agent`): ``guest_agent_delay`` seconds after a
+domain boots (start, reboot, resume) its :class:`GuestReport` goes to the listener, unless
+the domain is gone by then.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
+from ..core.config import GUEST_AGENT_DELAY
+from .guest_agent import GuestAgents
 from .interface import (
     Backend,
     BadDomainState,
@@ -55,12 +61,29 @@ class SimulatorBackend(Backend):
 
     capabilities = SIMULATOR_CAPABILITIES
 
-    def __init__(self, delays: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, delays: dict[str, float] | None = None, guest_agent_delay: float = GUEST_AGENT_DELAY
+    ) -> None:
         self.delays: dict[str, float] = dict(delays or {})
         self.hosts: dict[str, _Host] = {}
         self.domains: dict[str, DomainInfo] = {}
         self.images: dict[str, DomainInfo] = {}  # suspended domains, by VM
         self._next_domid = 1
+        self.agents = GuestAgents(guest_agent_delay, self.report_guest)
+
+    @property
+    def guest_agent_delay(self) -> float:
+        """Seconds from a domain's boot to its guest agent's report."""
+        return self.agents.delay
+
+    @guest_agent_delay.setter
+    def guest_agent_delay(self, seconds: float) -> None:
+        self.agents.delay = seconds
+
+    def _booted(self, info: DomainInfo) -> DomainInfo:
+        """Start the guest agent of a domain that just booted; return ``info``."""
+        self.agents.boot(info, self.vm_info)
+        return info
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -155,12 +178,13 @@ class SimulatorBackend(Backend):
         dom = _new_domain(spec, host_id, 0, "paused" if paused else "running")
         info = self._place(host, dom, spec.memory_dynamic_min, spec.memory_dynamic_max)
         dom.domid = info.domid = self._domid()
-        return info
+        return self._booted(info)
 
     async def vm_shutdown(self, vm_id: str, clean: bool) -> None:
         self._domain(vm_id)
         await self._wait("clean_shutdown" if clean else "hard_shutdown")
         self._release(self._domain(vm_id))
+        self.agents.stop(vm_id)
 
     async def vm_reboot(self, vm_id: str, clean: bool, spec: DomainSpec) -> DomainInfo:
         old = self._domain(vm_id)
@@ -169,10 +193,11 @@ class SimulatorBackend(Backend):
         host = self.hosts[old.host_id]
         dom = _new_domain(spec, old.host_id, self._domid(), "running")
         try:
-            return self._place(host, dom, spec.memory_dynamic_min, spec.memory_dynamic_max)
+            info = self._place(host, dom, spec.memory_dynamic_min, spec.memory_dynamic_max)
         except OutOfMemory:
             self._place(host, old, old.memory_actual, old.memory_actual)  # undo
             raise
+        return self._booted(info)
 
     async def vm_pause(self, vm_id: str) -> DomainInfo:
         return await self._set_state(vm_id, "running", "paused", "pause")
@@ -193,6 +218,7 @@ class SimulatorBackend(Backend):
         await self._wait("suspend")
         dom = self._domain(vm_id)
         self._release(dom)
+        self.agents.stop(vm_id)
         self.images[vm_id] = dom
         return dom.memory_actual
 
@@ -205,7 +231,7 @@ class SimulatorBackend(Backend):
         dom = replace(image, domid=self._domid(), state="paused" if paused else "running")
         info = self._place(host, dom, image.memory_actual, image.memory_actual)
         del self.images[vm_id]
-        return info
+        return self._booted(info)
 
     async def vm_save_image(self, vm_id: str, image_id: str) -> int:
         self._domain(vm_id)
@@ -236,10 +262,13 @@ class SimulatorBackend(Backend):
         self._release(dom)
         moved = replace(dom, domid=self._domid())
         try:
-            return self._place(target, moved, dom.memory_actual, dom.memory_actual)
+            info = self._place(target, moved, dom.memory_actual, dom.memory_actual)
         except OutOfMemory:
             self._place(self.hosts[source], dom, dom.memory_actual, dom.memory_actual)
             raise
+        if vm_id in self.agents.timers:  # a guest that has not reported yet still will
+            self._booted(info)
+        return info
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
         dom = self._domain(vm_id)
@@ -263,6 +292,7 @@ class SimulatorBackend(Backend):
         dom = self.domains.get(vm_id)
         if dom is not None:
             self._release(dom)
+        self.agents.stop(vm_id)
         self.images.pop(vm_id, None)
 
     # ---- VBD / VIF -----------------------------------------------------------------------
@@ -312,4 +342,6 @@ def _new_domain(spec: DomainSpec, host_id: str, domid: int, state: str) -> Domai
         vbds=spec.vbds,
         vifs=spec.vifs,
         platform=dict(spec.platform),
+        vif_networks=spec.vif_networks,
+        os_hint=spec.os_hint,
     )

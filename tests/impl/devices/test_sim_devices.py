@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim_helpers import (
-    failure,
-    new_disk,
-    new_vm,
-    running_vm,
-    vbd_record,
-    vif_record,
-)
+from sim_helpers import new_disk, running_vm, vbd_record, vif_record
+
+from xenstack.testing import failure, vm_from_template
 
 NULL = "OpaqueRef:NULL"
 
@@ -22,7 +17,7 @@ def _xenbr(session: Any, n: int) -> str:
 
 
 def test_vbd_autodetect_and_duplicate_device(session: Any) -> None:
-    vm = new_vm(session)
+    vm = vm_from_template(session)
     disk = new_disk(session)
     first = session.xenapi.VBD.create(vbd_record(vm, disk, "autodetect"))
     taken = session.xenapi.VBD.get_userdevice(first)
@@ -40,7 +35,7 @@ def test_vbd_autodetect_and_duplicate_device(session: Any) -> None:
 
 
 def test_vbd_plug_needs_a_running_vm(session: Any, xenstack_pool: Any) -> None:
-    halted = new_vm(session, "halted")
+    halted = vm_from_template(session, "halted")
     vbd = session.xenapi.VBD.create(vbd_record(halted, new_disk(session), "1"))
     err = failure(session.xenapi.VBD.plug, vbd)
     assert err == ["VM_BAD_POWER_STATE", halted, "running", "halted"]
@@ -59,7 +54,7 @@ def test_vbd_plug_needs_a_running_vm(session: Any, xenstack_pool: Any) -> None:
 
 
 def test_cd_insert_and_eject(session: Any) -> None:
-    vm = new_vm(session)
+    vm = vm_from_template(session)
     (tools_sr,) = session.xenapi.SR.get_by_name_label("XenServer Tools")
     (iso,) = session.xenapi.SR.get_VDIs(tools_sr)
     cd = session.xenapi.VBD.create(vbd_record(vm, NULL, "3", type="CD", mode="RO", empty=True))
@@ -79,7 +74,7 @@ def test_cd_insert_and_eject(session: Any) -> None:
 
 
 def test_vif_create_mac_mtu_and_duplicates(session: Any) -> None:
-    vm = new_vm(session)
+    vm = vm_from_template(session)
     net = _xenbr(session, 0)
     vif = session.xenapi.VIF.create(vif_record(vm, net, "0"))
     record = session.xenapi.VIF.get_record(vif)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim_helpers import failure, pool_master, running_vm, vif_record
+from sim_helpers import pool_master, running_vm, vif_record
+
+from xenstack.testing import failure
 
 
 def _net(session: Any, label: str, bridge: str = "") -> str:

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, add_hosts, failure, master, new_vm
+from vmkit import GIB, add_hosts, master
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
 
 GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
 
@@ -28,7 +28,7 @@ def hosts(x: Any) -> list[str]:
 
 def test_pool_migrate_moves_domain_and_memory(x: Any) -> None:
     _h0, h1, h2 = hosts(x)
-    vm = new_vm(x, memory=GIB)
+    vm = halted_vm(x, memory=GIB)
     x.VM.start_on(vm, h1, False, False)
     free1, free2 = int(x.host.compute_free_memory(h1)), int(x.host.compute_free_memory(h2))
     domid = x.VM.get_domid(vm)
@@ -46,9 +46,9 @@ def test_pool_migrate_moves_domain_and_memory(x: Any) -> None:
 
 def test_migrate_refuses_a_full_or_disabled_host(x: Any) -> None:
     h0, h1, h2 = hosts(x)
-    big = new_vm(x, memory=6 * GIB)
+    big = halted_vm(x, memory=6 * GIB)
     x.VM.start_on(big, h1, False, False)
-    other = new_vm(x, memory=6 * GIB)
+    other = halted_vm(x, memory=6 * GIB)
     x.VM.start_on(other, h2, False, False)
     err = failure(x.VM.pool_migrate, big, h2, {})
     assert err[0] == "HOST_NOT_ENOUGH_FREE_MEMORY"
@@ -60,7 +60,7 @@ def test_migrate_refuses_a_full_or_disabled_host(x: Any) -> None:
 
 def test_evacuate(x: Any) -> None:
     h0, h1, h2 = hosts(x)
-    vms = [new_vm(x, name=f"e{i}", memory=GIB) for i in range(3)]
+    vms = [halted_vm(x, name=f"e{i}", memory=GIB) for i in range(3)]
     for vm in vms:
         x.VM.start_on(vm, h1, False, False)
     assert x.host.get_vms_which_prevent_evacuation(h1) == {}
@@ -72,7 +72,7 @@ def test_evacuate(x: Any) -> None:
 
 def test_vms_which_prevent_evacuation(x: Any) -> None:
     _h0, h1, _h2 = hosts(x)
-    vm = new_vm(x, memory=GIB, platform={"nomigrate": "true"})
+    vm = halted_vm(x, memory=GIB, platform={"nomigrate": "true"})
     x.VM.start_on(vm, h1, False, False)
     reasons = x.host.get_vms_which_prevent_evacuation(h1)
     assert reasons == {vm: ["VM_IS_IMMOBILE", vm]}
@@ -84,10 +84,10 @@ def test_vms_which_prevent_evacuation(x: Any) -> None:
 def test_start_spreads_over_hosts_by_free_memory(x: Any) -> None:
     for i in range(3):
         free = {h: int(x.host.compute_free_memory(h)) for h in hosts(x)}
-        vm = new_vm(x, name=f"s{i}", memory=2 * GIB)
+        vm = halted_vm(x, name=f"s{i}", memory=2 * GIB)
         x.VM.start(vm, False, False)
         assert x.VM.get_resident_on(vm) == max(free, key=lambda h: free[h])
-    assert len(x.VM.get_possible_hosts(new_vm(x, memory=GIB))) == 3
+    assert len(x.VM.get_possible_hosts(halted_vm(x, memory=GIB))) == 3
 
 
 def test_master_handover_and_recover_slaves(x: Any) -> None:

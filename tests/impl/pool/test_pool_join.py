@@ -17,10 +17,18 @@ from typing import Any
 
 import pytest
 import XenAPI
-from vmkit import failure, master, new_vm
+from vmkit import master
 from xekit import xe
 
-from xenstack.testing import RunningPool, ServerProcess, free_port, server_process, simulated_pool
+from xenstack.testing import (
+    RunningPool,
+    ServerProcess,
+    failure,
+    free_port,
+    halted_vm,
+    server_process,
+    simulated_pool,
+)
 
 
 def connect(pool: RunningPool | ServerProcess) -> Any:
@@ -78,7 +86,7 @@ def test_join_with_the_sdk_then_eject_with_xe(two_servers: Any) -> None:
     assert master(xb) == new_host
     assert xb.host.get_uuid(new_host) != b_uuid
     assert len(xb.SR.get_by_name_label("Local storage")) == 1
-    assert new_vm(xb)
+    assert halted_vm(xb)
 
 
 def test_join_with_xe_then_eject_with_the_sdk(two_servers: Any, monkeypatch: Any) -> None:
@@ -134,7 +142,7 @@ def test_running_vms_and_force(tmp_path: Path) -> None:
         simulated_pool(tmp_path / "b", sim_storage=True, shared_sr=False) as b,
     ):
         xa, xb = connect(a), connect(b)
-        vm = new_vm(xb)
+        vm = halted_vm(xb)
         xb.VM.start(vm, False, True)
         assert failure(xb.pool.join, address(a), "root", a.password) == [
             "JOINING_HOST_CANNOT_HAVE_RUNNING_VMS"
@@ -174,7 +182,7 @@ def test_eject_in_a_simulated_pool(tmp_path: Path) -> None:
         boss = master(x)
         assert failure(x.pool.eject, boss) == ["INTERNAL_ERROR", "Xapi_pool.Cannot_eject_master"]
         host2, host3 = (h for h in x.host.get_all() if h != boss)
-        vm = new_vm(x)
+        vm = halted_vm(x)
         x.VM.start_on(vm, host3, False, True)
         assert failure(x.pool.eject, host3) == ["OPERATION_NOT_ALLOWED", "VM resident on host"]
         x.VM.set_affinity(vm, host2)

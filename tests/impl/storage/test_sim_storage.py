@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim_helpers import GiB, default_sr, failure, new_disk, pool_master, running_vm, vbd_record
+from sim_helpers import GiB, default_sr, new_disk, pool_master, running_vm, vbd_record
+
+from xenstack.testing import failure
 
 NULL = "OpaqueRef:NULL"
 

@@ -6,7 +6,9 @@ import xmlrpc.client
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sim_helpers import failure, pool_master
+from sim_helpers import pool_master
+
+from xenstack.testing import failure
 
 
 def test_message_lifecycle(session: Any) -> None:

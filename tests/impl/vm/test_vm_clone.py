@@ -6,21 +6,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, disk_record, failure, local_sr, new_vm, vbd_record, vif_record
+from vmkit import GIB, disk_record, local_sr, vbd_record, vif_record
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
 
-GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.05  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         yield running
 
 
 def vm_with_disk_and_vif(x: Any, name: str = "vm") -> tuple[str, str]:
-    vm = new_vm(x, name=name)
+    vm = halted_vm(x, name=name)
     vdi = x.VDI.create(disk_record(local_sr(x), f"{name} disk"))
     x.VBD.create(vbd_record(vm, vdi, "0", bootable=True, unpluggable=False))
     x.VIF.create(vif_record(vm, x.network.get_all()[0]))
@@ -96,7 +96,7 @@ def test_provision_a_template(x: Any) -> None:
         f'<provision><disk device="0" size="{GIB}" sr="{sr_uuid}" bootable="true" '
         'type="system"/></provision>'
     )
-    template = new_vm(x, name="my template", is_a_template=True, other_config={"disks": xml})
+    template = halted_vm(x, name="my template", is_a_template=True, other_config={"disks": xml})
     vm = x.VM.clone(template, "installed")
     assert x.VM.get_is_a_template(vm) is True
     x.VM.provision(vm)

@@ -8,36 +8,25 @@ from typing import Any
 
 import pytest
 import XenAPI
-from vmkit import (
-    GIB,
-    MIB,
-    add_hosts,
-    disk_record,
-    failure,
-    local_sr,
-    new_vm,
-    simulator,
-    vbd_record,
-    vif_record,
-)
+from vmkit import GIB, MIB, add_hosts, disk_record, local_sr, simulator, vbd_record, vif_record
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
 
 NULL = "OpaqueRef:NULL"
 
 
-GUEST_AGENT_DELAY = 0.02  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.02  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         add_hosts(running, 1, memory=8 * GIB)
         yield running
 
 
 def vm_with_devices(x: Any) -> tuple[str, str, str]:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     vdi = x.VDI.create(disk_record(local_sr(x)))
     vbd = x.VBD.create(vbd_record(vm, vdi, "0"))
     vif = x.VIF.create(vif_record(vm, x.network.get_all()[0]))
@@ -85,7 +74,7 @@ def test_unpluggable_and_hvm_rules(x: Any) -> None:
     x.VM.start(vm, False, False)
     assert x.VBD.get_allowed_operations(vbd) == ["attach", "pause", "unpause"]
     assert failure(x.VBD.unplug, vbd) == ["VBD_NOT_UNPLUGGABLE", vbd]
-    hvm = new_vm(x, name="hvm", HVM_boot_policy="BIOS order")
+    hvm = halted_vm(x, name="hvm", HVM_boot_policy="BIOS order")
     vif = x.VIF.create(vif_record(hvm, x.network.get_all()[0]))
     x.VM.start(hvm, False, False)
     if x.VM.get_guest_metrics(hvm) == NULL:  # the agent has not reported drivers yet
@@ -128,7 +117,7 @@ def test_checkpoint_and_revert_use_suspend_vdis(x: Any) -> None:
 
 
 def test_suspend_without_an_sr(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.VM.start(vm, False, False)
     pool_ref = x.pool.get_all()[0]
     x.pool.set_suspend_image_SR(pool_ref, NULL)
@@ -160,16 +149,16 @@ def test_master_moves_and_this_host_follows(pool: RunningPool) -> None:
 def test_start_squeezes_other_guests(x: Any, pool: RunningPool) -> None:
     host = x.pool.get_master(x.pool.get_all()[0])
     free = int(x.host.compute_free_memory(host))
-    big = new_vm(x, name="big", memory=free)
+    big = halted_vm(x, name="big", memory=free)
     x.VM.set_memory_limits(big, str(free // 4), str(free), str(free // 2), str(free))
     x.VM.start_on(big, host, False, False)
     assert int(x.host.compute_free_memory(host)) < 256 * MIB
-    small = new_vm(x, name="small", memory=256 * MIB)
+    small = halted_vm(x, name="small", memory=256 * MIB)
     x.VM.start_on(small, host, False, False)
     assert x.VM.get_power_state(small) == "Running"
     actual = simulator(pool).domains[big].memory_actual
     assert free // 2 <= actual < free
-    huge = new_vm(x, name="huge", memory=free)
+    huge = halted_vm(x, name="huge", memory=free)
     err = failure(x.VM.start_on, huge, host, False, False)
     assert err[0] == "HOST_NOT_ENOUGH_FREE_MEMORY"
     assert int(err[1]) > int(err[2])
@@ -179,7 +168,7 @@ def test_start_squeezes_other_guests(x: Any, pool: RunningPool) -> None:
 def test_evacuate_network_and_batch(x: Any) -> None:
     pool_ref = x.pool.get_all()[0]
     master = x.pool.get_master(pool_ref)
-    vms = [new_vm(x, name=f"e{i}") for i in range(3)]
+    vms = [halted_vm(x, name=f"e{i}") for i in range(3)]
     for vm in vms:
         x.VM.start_on(vm, master, False, False)
     internal = x.network.create(

@@ -8,21 +8,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, MIB, failure, master, new_vm, set_delays, vif_record, wait_for
+from vmkit import GIB, MIB, master, set_delays, vif_record, wait_for
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
 
-GUEST_AGENT_DELAY = 0.05  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.05  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         yield running
 
 
 def test_create_gives_a_halted_vm_with_metrics(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     rec = x.VM.get_record(vm)
     assert (rec["power_state"], rec["domid"], rec["resident_on"]) == (
         "Halted",
@@ -36,7 +36,7 @@ def test_create_gives_a_halted_vm_with_metrics(x: Any) -> None:
 
 
 def test_start_and_shutdown_account_memory(x: Any) -> None:
-    vm = new_vm(x, memory=512 * MIB)
+    vm = halted_vm(x, memory=512 * MIB)
     host = master(x)
     free_before = int(x.host.compute_free_memory(host))
     x.VM.start(vm, False, False)
@@ -61,7 +61,7 @@ def test_start_and_shutdown_account_memory(x: Any) -> None:
 
 
 def test_bad_power_state_errors_name_the_allowed_states(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     assert failure(x.VM.clean_shutdown, vm) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
     assert failure(x.VM.hard_shutdown, vm) == [
         "VM_BAD_POWER_STATE",
@@ -83,9 +83,9 @@ def test_bad_power_state_errors_name_the_allowed_states(x: Any) -> None:
 
 
 def test_templates_blocked_ops_and_bad_refs(x: Any) -> None:
-    template = new_vm(x, name="tpl", is_a_template=True)
+    template = halted_vm(x, name="tpl", is_a_template=True)
     assert failure(x.VM.start, template, False, False) == ["VM_IS_TEMPLATE", template, "start"]
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.VM.set_blocked_operations(vm, {"start": "maintenance"})
     assert failure(x.VM.start, vm, False, False) == ["OPERATION_BLOCKED", vm, "maintenance"]
     assert "start" not in x.VM.get_allowed_operations(vm)
@@ -100,7 +100,7 @@ def test_templates_blocked_ops_and_bad_refs(x: Any) -> None:
 
 
 def test_pause_suspend_resume_reboot(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.VM.start(vm, True, False)
     assert x.VM.get_power_state(vm) == "Paused"
     x.VM.unpause(vm)
@@ -129,7 +129,7 @@ def test_pause_suspend_resume_reboot(x: Any) -> None:
 
 
 def test_not_enough_memory(x: Any) -> None:
-    vm = new_vm(x, memory=1024 * GIB)
+    vm = halted_vm(x, memory=1024 * GIB)
     err = failure(x.VM.start, vm, False, False)
     assert err[0] == "HOST_NOT_ENOUGH_FREE_MEMORY"
     assert int(err[1]) > int(err[2]) == int(x.host.compute_free_memory(master(x)))
@@ -139,7 +139,7 @@ def test_not_enough_memory(x: Any) -> None:
 
 
 def test_other_operation_in_progress(pool: RunningPool, x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     set_delays(pool, start=0.4)
     try:
         task = x.Async.VM.start(vm, False, False)
@@ -163,7 +163,7 @@ def test_other_operation_in_progress(pool: RunningPool, x: Any) -> None:
 
 def test_disabled_host(x: Any) -> None:
     host = master(x)
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.host.disable(host)
     try:
         assert failure(x.VM.start_on, vm, host, False, False) == ["HOST_DISABLED", host]
@@ -175,7 +175,7 @@ def test_disabled_host(x: Any) -> None:
 
 
 def test_memory_and_vcpu_settings(x: Any) -> None:
-    vm = new_vm(x, memory=512 * MIB)
+    vm = halted_vm(x, memory=512 * MIB)
     x.VM.set_memory_limits(vm, str(128 * MIB), str(1 * GIB), str(256 * MIB), str(768 * MIB))
     rec = x.VM.get_record(vm)
     assert rec["memory_dynamic_max"] == str(768 * MIB) and rec["memory_target"] == str(256 * MIB)
@@ -199,7 +199,7 @@ def test_memory_and_vcpu_settings(x: Any) -> None:
 
 
 def test_allowed_devices(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     assert x.VM.get_allowed_VIF_devices(vm) == [str(n) for n in range(16)]
     vbds = x.VM.get_allowed_VBD_devices(vm)
     assert vbds[:3] == ["0", "1", "2"] and len(vbds) == 255
@@ -209,7 +209,7 @@ def test_allowed_devices(x: Any) -> None:
 
 
 def test_guest_agent_reports_ip_per_vif(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     net = x.network.get_all()[0]
     x.VIF.create(vif_record(vm, net))
     x.VM.start(vm, False, False)
@@ -228,7 +228,7 @@ def test_guest_agent_reports_ip_per_vif(x: Any) -> None:
 
 
 def test_power_state_reset_and_dom0(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.VM.start(vm, False, False)
     assert failure(x.VM.power_state_reset, vm) == ["DOMAIN_EXISTS", vm]
     x.VM.pause(vm)
@@ -257,7 +257,7 @@ def test_jsonrpc_start_and_error(pool: RunningPool) -> None:
 
 
 def _json_record() -> dict[str, Any]:
-    from vmkit import vm_record
+    from xenstack.testing import vm_record
 
     rec = vm_record("json")
     return {

@@ -16,9 +16,9 @@ import XenAPI
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from vmkit import new_vm, set_delays, wait_for
+from vmkit import set_delays, wait_for
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, halted_vm, simulated_pool
 
 H, P, R, S = "Halted", "Paused", "Running", "Suspended"
 #: operation -> (allowed states in XAPI's order, state afterwards)
@@ -82,7 +82,7 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.pool, self.x = self.env
-        self.model = {new_vm(self.x, name=f"p{i}"): H for i in range(2)}
+        self.model = {halted_vm(self.x, name=f"p{i}"): H for i in range(2)}
 
     @rule(op=st.sampled_from(sorted(TABLE)), index=st.integers(0, 1))
     def operate(self, op: str, index: int) -> None:
@@ -137,17 +137,14 @@ class Lifecycle(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def lifecycle_pool() -> Iterator[tuple[RunningPool, Any]]:
-    with simulated_pool() as pool:
+    with simulated_pool(guest_agent_delay=30) as pool:
         s = XenAPI.Session(pool.url)
         s.xenapi.login_with_password("root", pool.password, "1.0", "property")
         yield pool, s.xenapi
         s.xenapi.session.logout()
 
 
-def test_random_operations_follow_the_table(
-    lifecycle_pool: tuple[RunningPool, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XENSTACK_GUEST_AGENT_DELAY", "30")
+def test_random_operations_follow_the_table(lifecycle_pool: tuple[RunningPool, Any]) -> None:
     Lifecycle.env = lifecycle_pool
     run_state_machine_as_test(
         Lifecycle,

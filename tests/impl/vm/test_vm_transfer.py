@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import xxhash
 import zstandard
-from sim_helpers import default_sr, failure, new_disk, new_vm, vbd_record, vif_record
+from sim_helpers import default_sr, new_disk, vbd_record, vif_record
 
 from xenstack.storage.xva import PrematureEof, XvaError, open_stream
-from xenstack.testing import RunningPool
+from xenstack.testing import RunningPool, failure, vm_from_template
 
 MIB = 1 << 20
 XE = str(Path(sys.executable).with_name("xe"))
@@ -51,7 +51,7 @@ def _disk_bytes(pool: RunningPool, session: Any, vdi: str) -> bytes:
 def _vm_with_data(pool: RunningPool, session: Any, size: int = 8 * MIB) -> tuple[str, str, bytes]:
     """A halted VM with a VIF and one disk holding some random extents (and a hole)."""
     x = session.xenapi
-    vm = new_vm(session, "exported")
+    vm = vm_from_template(session, "exported")
     vdi = new_disk(session, size, label="data disk")
     x.VBD.create(vbd_record(vm, vdi, "0", bootable=True))
     x.VIF.create(vif_record(vm, x.network.get_all()[0], "0"))

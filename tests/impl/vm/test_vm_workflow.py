@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import add_hosts, failure, vif_record, wait_for
+from vmkit import add_hosts, vif_record, wait_for
 
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, simulated_pool
 
-GUEST_AGENT_DELAY = 0.1  # seconds; see conftest.py
+GUEST_AGENT_DELAY = 0.1  # seconds: how soon the simulated guest agents report
 
 
 @pytest.fixture
 def pool() -> Iterator[RunningPool]:
-    with simulated_pool() as running:
+    with simulated_pool(guest_agent_delay=GUEST_AGENT_DELAY) as running:
         add_hosts(running, 1)
         yield running
 

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import XenAPI
 from sr_helpers import MIB, get_file, new_vdi, put_file, run_gc, sr_dir
-from vmkit import new_vm
 
 from xenstack.storage.vhd import VhdImage, create_dynamic
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, halted_vm, simulated_pool
 
 NULL = "OpaqueRef:NULL"
 
@@ -131,7 +130,7 @@ def test_failed_vm_clone_removes_new_vdi_files(
         s = XenAPI.Session(pool.url)
         s.xenapi.login_with_password("root", pool.password, "1.0", "test")
         x = s.xenapi
-        vm = new_vm(x, "source")
+        vm = halted_vm(x, "source")
         vdi = new_vdi(s, 8 * MIB)
         x.VBD.create(
             {"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",

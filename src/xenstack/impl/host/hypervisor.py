@@ -1,19 +1,18 @@
 """The toolstack's side of the hypervisor interface: one backend per toolstack.
 
-The backend (the simulator by default) holds the domains of every host in the pool. This module
-creates it on first use, tells it about hosts as they appear in the database, adopts the
-domains the database says are running (a toolstack restart does not kill guests), builds
-:class:`DomainSpec` from VM rows, and turns backend failures into XenAPI errors.
+The backend holds the domains of every host in the pool; the composition root
+(``xenstack.toolstack``) chooses it and makes the toolstack's :class:`Hypervisor` around it
+(``hypervisor(ctx)`` finds it). The Hypervisor tells the backend about hosts as they appear in
+the database, adopts the domains the database says are running (a toolstack restart does not
+kill guests), builds :class:`DomainSpec` from VM rows, and turns backend failures into
+XenAPI errors.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING, Any, cast
 
 from ...core.context import Context
 from ...db.store import Database
@@ -33,20 +32,15 @@ from ...xenops.simulator import SimulatorBackend
 if TYPE_CHECKING:
     from ...core.context import Services
 
-DEFAULT_GUEST_AGENT_DELAY = 1.0
 LIVE_STATES = ("Running", "Paused")
 
 
 class Hypervisor:
-    """The backend of one toolstack and the timers that simulate guest agents."""
+    """The backend of one toolstack, and what it has been told of the pool's hosts."""
 
-    def __init__(self, toolstack: Services, backend: Backend | None = None) -> None:
+    def __init__(self, toolstack: Services, backend: Backend) -> None:
         self.toolstack = toolstack
-        self.backend: Backend = backend or SimulatorBackend()
-        env = os.environ.get("XENSTACK_GUEST_AGENT_DELAY")
-        default = getattr(toolstack, "guest_agent_delay", DEFAULT_GUEST_AGENT_DELAY)
-        self.guest_agent_delay = float(env) if env else float(default)
-        self.agent_timers: dict[str, asyncio.TimerHandle] = {}
+        self.backend = backend
         self.known_hosts: set[str] = set()
         self._adopt(toolstack.db)
 
@@ -92,22 +86,9 @@ class Hypervisor:
                 sim.restore_image(_info_from_row(db, ref, vm))
 
 
-_HYPERVISORS: WeakKeyDictionary[Services, Hypervisor] = WeakKeyDictionary()
-
-
 def hypervisor(ctx: Context | Services) -> Hypervisor:
-    """The toolstack's hypervisor, created on first use."""
-    toolstack = ctx.toolstack if isinstance(ctx, Context) else ctx
-    hv = _HYPERVISORS.get(toolstack)
-    if hv is None:
-        hv = _HYPERVISORS[toolstack] = Hypervisor(toolstack)
-    return hv
-
-
-def install(toolstack: Services, backend: Backend) -> Hypervisor:
-    """Use ``backend`` for this toolstack (tests, other backends)."""
-    hv = _HYPERVISORS[toolstack] = Hypervisor(toolstack, backend)
-    return hv
+    """The toolstack's hypervisor (made by the composition root)."""
+    return cast(Hypervisor, (ctx.toolstack if isinstance(ctx, Context) else ctx).hypervisor)
 
 
 @contextmanager
@@ -146,6 +127,22 @@ def domain_spec(db: Database, vm_ref: str) -> DomainSpec:
         vbds=tuple(vbds[v]["userdevice"] for v in vm["VBDs"] if v in vbds),
         vifs=tuple(vifs[v]["device"] for v in vm["VIFs"] if v in vifs),
         platform=tuple(sorted(vm["platform"].items())),
+        vif_networks=tuple(
+            (vifs[v]["device"], vifs[v]["network"]) for v in vm["VIFs"] if v in vifs
+        ),
+        os_hint=os_hint(vm),
+    )
+
+
+def os_hint(vm: dict[str, Any]) -> str:
+    """What the VM's template says its guest runs ("debian-12", "windows"...)."""
+    other, platform = vm["other_config"], vm["platform"]
+    return str(
+        vm["reference_label"]
+        or other.get("os-distro")
+        or other.get("install_distro")
+        or other.get("install-distro")
+        or ("windows" if platform.get("viridian") == "true" else "linux")
     )
 
 
@@ -165,4 +162,6 @@ def _info_from_row(db: Database, vm_ref: str, vm: dict[str, Any]) -> DomainInfo:
         vbds=spec.vbds,
         vifs=spec.vifs,
         platform=dict(vm["platform"]),
+        vif_networks=spec.vif_networks,
+        os_hint=spec.os_hint,
     )

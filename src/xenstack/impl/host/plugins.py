@@ -1,13 +1,13 @@
 """``host.call_plugin`` and ``host.call_extension``: executables next to the toolstack.
 
 The plug-in search path and the protocol live in :mod:`xenstack.plugins.runner`; this module
-binds them to the toolstack (its state directory, its URL for call-backs, the timeout).
+binds them to the toolstack (its state directory, its URL for call-backs, and the timeout and
+extra directories of its configuration).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,7 @@ from ..registry import implements
 
 
 def _timeout(ctx: Context) -> float:
-    env = os.environ.get("XENSTACK_PLUGIN_TIMEOUT")
-    if env:
-        return float(env)
-    return float(getattr(ctx.toolstack, "plugin_timeout", runner.DEFAULT_TIMEOUT))
+    return ctx.toolstack.config.plugin_timeout
 
 
 def toolstack_url(ctx: Context) -> str:
@@ -39,14 +36,14 @@ def toolstack_url(ctx: Context) -> str:
 @implements("host.call_plugin")
 async def call_plugin(ctx: Context, host: str, plugin: str, fn: str, args: dict[str, str]) -> str:
     ctx.db.get("host", host)
-    dirs = runner.plugin_dirs(ctx.toolstack.state_dir)
+    dirs = runner.plugin_dirs(ctx.toolstack.state_dir, ctx.toolstack.config.plugin_dirs)
     return await runner.call_plugin(
         dirs, plugin, fn, ctx.session, args, url=toolstack_url(ctx), timeout=_timeout(ctx)
     )
 
 
 def extension_dirs(ctx: Context) -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("XENSTACK_EXTENSION_DIR", "").split(os.pathsep) if p]
+    dirs = list(ctx.toolstack.config.extension_dirs)
     if ctx.toolstack.state_dir is not None:
         dirs.append(ctx.toolstack.state_dir / "extensions")
     return dirs

@@ -42,8 +42,17 @@ def _object_exists(db: Database, cls: str, obj_uuid: str) -> bool:
     return table is not None and obj_uuid in db.table(table).by_uuid
 
 
-def post(db: Database, name: str, priority: int, cls: str, obj_uuid: str, body: str) -> str:
-    """Create a message row (the toolstack's own alerts use this too)."""
+def post(
+    db: Database,
+    name: str,
+    priority: int,
+    cls: str,
+    obj_uuid: str,
+    body: str,
+    when: DateTime | None = None,
+) -> str:
+    """Create a message row stamped ``when`` (default: the system clock's now); the
+    toolstack's own alerts use this too."""
     ref = new_ref()
     with db.transaction():
         db.create(
@@ -55,7 +64,7 @@ def post(db: Database, name: str, priority: int, cls: str, obj_uuid: str, body: 
                 "priority": priority,
                 "cls": cls,
                 "obj_uuid": obj_uuid,
-                "timestamp": now(),
+                "timestamp": when or now(),
                 "body": body,
             },
         )
@@ -66,7 +75,7 @@ def post(db: Database, name: str, priority: int, cls: str, obj_uuid: str, body: 
 def create(ctx: Context, name: str, priority: int, cls: str, obj_uuid: str, body: str) -> str:
     if not _object_exists(ctx.db, cls, obj_uuid):
         raise ApiError("UUID_INVALID", [cls, obj_uuid])
-    return post(ctx.db, name, priority, cls, obj_uuid, body)
+    return post(ctx.db, name, priority, cls, obj_uuid, body, ctx.toolstack.clock.now())
 
 
 def _since(db: Database, since: str) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...core.access import LOCAL_SUPERUSER
 from ...core.calls import Origin
 from ...core.context import Context
-from ...core.ids import new_ref, new_uuid, now
+from ...core.ids import new_ref, new_uuid
 from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ..registry import implements
@@ -17,6 +17,7 @@ async def _login(ctx: Context, uname: str, pwd: str, originator: str, origin: Or
     ts = ctx.toolstack
     user = await ts.auth.authenticate(uname, pwd, origin.peer)
     ref = new_ref()
+    stamp = ts.clock.now()
     with ctx.db.transaction() as db:
         db.create(
             "session",
@@ -25,10 +26,10 @@ async def _login(ctx: Context, uname: str, pwd: str, originator: str, origin: Or
                 "uuid": new_uuid(),
                 "this_host": ctx.this_host,
                 "this_user": NULL_REF,
-                "last_active": now(),
+                "last_active": stamp,
                 "pool": False,
                 "is_local_superuser": user.role == "pool-admin" and uname == LOCAL_SUPERUSER,
-                "validation_time": now(),
+                "validation_time": stamp,
                 "auth_user_name": uname,
                 "originator": originator,
                 "rbac_permissions": [],

@@ -14,7 +14,7 @@ from ...errors import ApiError
 from ..devices.devices import sync_hotplug
 from ..host.hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
 from ..registry import implements
-from . import guest_agent, suspend_image
+from . import suspend_image
 from .lifecycle import update_allowed_operations
 from .metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
 from .placement import assert_can_boot_here, choose_host, host_is_live, start_memory
@@ -31,7 +31,6 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     with db.transaction():
         record_domain(db, vm, info, started=True)
         hv.sync_memory(db, host)
-    guest_agent.schedule(hv, vm, info.domid)
 
 
 def placed(ctx: Context, hv: Hypervisor, vm: str) -> str:
@@ -54,7 +53,6 @@ async def halt(ctx: Context, vm: str, clean: bool) -> None:
     db = ctx.db
     hv = hypervisor(ctx)
     host = db.get("VM", vm)["resident_on"]
-    guest_agent.cancel(hv, vm)
     with backend_errors():
         if hv.backend.vm_info(vm) is not None:
             await hv.backend.vm_shutdown(vm, clean)
@@ -76,14 +74,12 @@ async def reboot(ctx: Context, vm: str, clean: bool) -> None:
     db = ctx.db
     hv = hypervisor(ctx)
     host = db.get("VM", vm)["resident_on"]
-    guest_agent.cancel(hv, vm)
     with backend_errors():
         info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
     with db.transaction():
         drop_guest_metrics(db, vm)
         record_domain(db, vm, info, started=True)
         hv.sync_memory(db, host)
-    guest_agent.schedule(hv, vm, info.domid)
 
 
 def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
@@ -126,7 +122,6 @@ async def suspend(ctx: Context, vm: str) -> None:
     except BaseException:
         await suspend_image.destroy(ctx, image)
         raise
-    guest_agent.cancel(hv, vm)
     with db.transaction():
         drop_guest_metrics(db, vm)
         record_suspended(db, vm)
@@ -148,7 +143,6 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
         record_domain(db, vm, info, started=True)
         hv.sync_memory(db, target)
     await suspend_image.drop(ctx, vm)
-    guest_agent.schedule(hv, vm, info.domid)
 
 
 @implements("VM.resume")
@@ -175,7 +169,6 @@ async def power_state_reset(ctx: Context, vm: str) -> None:
     if info is not None and info.state == "running" and live_host:
         # xapi: ocaml/xapi/xapi_vm.ml passes 1
         raise ApiError("DOMAIN_EXISTS", [vm])
-    guest_agent.cancel(hv, vm)
     with backend_errors():
         hv.backend.vm_reset(vm)
     with db.transaction():

@@ -1,0 +1,68 @@
+"""The toolstack's configuration, as one value handed to the composition root.
+
+Nothing below the command line reads the environment: ``xenstack`` (``cli/main.py``) and the
+test kit (``xenstack.testing``) build a :class:`ToolstackConfig`, from their options and from
+:func:`from_environment`, and give it to ``Toolstack``; server functions read it as
+``ctx.toolstack.config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+SESSION_IDLE_TIMEOUT = 24 * 3600.0
+GUEST_AGENT_DELAY = 1.0
+PLUGIN_TIMEOUT = 300.0
+
+# The environment variables users set, and the field each one fills.
+GUEST_AGENT_DELAY_ENV = "XENSTACK_GUEST_AGENT_DELAY"
+PLUGIN_TIMEOUT_ENV = "XENSTACK_PLUGIN_TIMEOUT"
+PLUGIN_DIR_ENV = "XENSTACK_PLUGIN_DIR"
+EXTENSION_DIR_ENV = "XENSTACK_EXTENSION_DIR"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolstackConfig:
+    """How one toolstack behaves; every field has the default ``xenstack serve`` uses.
+
+    ``backend`` names the hypervisor backend the composition root builds when it is given
+    none (only ``"simulator"`` exists); ``guest_agent_delay`` is how long the simulator's
+    guest agents take to report after a boot (seconds). ``plugin_dirs`` and
+    ``extension_dirs`` are searched before the state directory's own ``plugins/`` and
+    ``extensions/``.
+    """
+
+    backend: str = "simulator"
+    session_timeout: float = SESSION_IDLE_TIMEOUT
+    guest_agent_delay: float = GUEST_AGENT_DELAY
+    plugin_timeout: float = PLUGIN_TIMEOUT
+    plugin_dirs: tuple[Path, ...] = ()
+    extension_dirs: tuple[Path, ...] = ()
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in text.split(os.pathsep) if p)
+
+
+def from_environment(
+    environ: Mapping[str, str], base: ToolstackConfig | None = None
+) -> ToolstackConfig:
+    """``base`` (the defaults) with what the ``XENSTACK_*`` variables in ``environ`` set.
+
+    Only the command line and the test kit call this, with ``os.environ``.
+    """
+    config = base or ToolstackConfig()
+    changes: dict[str, Any] = {}
+    if environ.get(GUEST_AGENT_DELAY_ENV):
+        changes["guest_agent_delay"] = float(environ[GUEST_AGENT_DELAY_ENV])
+    if environ.get(PLUGIN_TIMEOUT_ENV):
+        changes["plugin_timeout"] = float(environ[PLUGIN_TIMEOUT_ENV])
+    if environ.get(PLUGIN_DIR_ENV):
+        changes["plugin_dirs"] = _paths(environ[PLUGIN_DIR_ENV])
+    if environ.get(EXTENSION_DIR_ENV):
+        changes["extension_dirs"] = _paths(environ[EXTENSION_DIR_ENV])
+    return replace(config, **changes)
