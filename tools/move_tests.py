@@ -54,6 +54,8 @@ TABLE: list[tuple[str, str]] = [
     ("tests/test_lifecycle_tables.py", "tests/impl/test_lifecycle_tables.py"),
     ("tests/test_api_forwarding.py", "tests/api/test_api_forwarding.py"),
     ("tests/test_api_refs.py", "tests/api/test_api_refs.py"),
+    ("tests/test_vm_guest_agent.py", "tests/xenops/test_vm_guest_agent.py"),
+    ("tests/test_toolstack_root.py", "tests/quality/test_toolstack_root.py"),
     ("tests/test_vm_transfer.py", "tests/impl/vm/test_vm_transfer.py"),
     ("tests/test_vm_workflow.py", "tests/impl/vm/test_vm_workflow.py"),
     ("tests/test_sim_devices.py", "tests/impl/devices/test_sim_devices.py"),
