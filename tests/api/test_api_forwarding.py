@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, add_hosts, failure, master, new_vm, set_delays, wait_for
+from vmkit import GIB, add_hosts, master, set_delays, wait_for
 
 from xenstack.api import forwarding
 from xenstack.api.forwarding import LOCAL, POLICY, Forwarder
 from xenstack.idl.model import ENUMS, message
 from xenstack.impl.operations import TABLES
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _settled(x: Any, task: str) -> str:
 
 
 def test_async_operation_marked_while_it_runs(pool: RunningPool, x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.VM.start(vm, False, False)
     set_delays(pool, clean_shutdown=0.4)
     try:
@@ -49,7 +49,7 @@ def test_async_operation_marked_while_it_runs(pool: RunningPool, x: Any) -> None
 
 
 def test_failed_async_operation_is_unmarked(x: Any) -> None:
-    vm = new_vm(x, memory=1024 * GIB)  # marked "start", then fails: no host has the memory
+    vm = halted_vm(x, memory=1024 * GIB)  # marked "start", then fails: no host has the memory
     task = x.Async.VM.start(vm, False, False)
     assert _settled(x, task) == "failure"
     assert x.task.get_error_info(task)[0] == "HOST_NOT_ENOUGH_FREE_MEMORY"
@@ -58,7 +58,7 @@ def test_failed_async_operation_is_unmarked(x: Any) -> None:
 
 
 def test_failed_sync_operation_is_unmarked(x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     before = x.VM.get_allowed_operations(vm)
     assert failure(x.VM.set_VCPUs_max, vm, "0")[0] == "INVALID_VALUE"  # marked changing_VCPUs
     assert x.VM.get_current_operations(vm) == {}
@@ -66,7 +66,7 @@ def test_failed_sync_operation_is_unmarked(x: Any) -> None:
 
 
 def test_revert_marks_the_snapshot_and_its_vm(pool: RunningPool, x: Any) -> None:
-    vm = new_vm(x)
+    vm = halted_vm(x)
     x.VM.start(vm, False, False)
     snap = x.VM.snapshot(vm, "s", [])
     set_delays(pool, hard_shutdown=0.4)  # revert stops the running VM first
@@ -86,7 +86,7 @@ def test_evacuation_migrates_through_the_policy(
 ) -> None:
     """host.evacuate's migrations are VM.pool_migrate calls: each is routed and marked."""
     h1 = add_hosts(pool, 1)[0]
-    vm = new_vm(x, name="evacuee")
+    vm = halted_vm(x, name="evacuee")
     x.VM.start_on(vm, h1, False, False)
     seen: list[tuple[str, str]] = []
 
@@ -103,7 +103,7 @@ def test_evacuation_migrates_through_the_policy(
 
 def test_forwarder_gets_the_work_host(x: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The host asked is the VM's resident_on; a route answered replaces the local call."""
-    vm = new_vm(x, name="forwarded")
+    vm = halted_vm(x, name="forwarded")
     x.VM.start(vm, False, False)
     calls: list[tuple[str, list[Any], dict[str, str]]] = []
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import failure, master, new_vm, wait_for
+from vmkit import master, wait_for
 
 from xenstack.api.dispatch import build_table, ref_params
 from xenstack.api.nullable import NULL_ALLOWED
@@ -19,7 +19,7 @@ from xenstack.core.objects import new_record
 from xenstack.idl.model import CLASSES, message
 from xenstack.idl.types import NULL_REF
 from xenstack.impl.registry import HANDLERS
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
 
 BOGUS = "OpaqueRef:00000000-0000-0000-0000-000000000001"
 
@@ -34,13 +34,13 @@ def test_a_dead_ref_is_handle_invalid_with_the_declared_class(x: Any) -> None:
     # these server functions never read the row: only dispatch can refuse the ref
     assert failure(x.VM.get_cooperative, BOGUS) == ["HANDLE_INVALID", "VM", BOGUS]
     assert failure(x.host.get_servertime, NULL_REF) == ["HANDLE_INVALID", "host", NULL_REF]
-    vm = new_vm(x)
+    vm = halted_vm(x)
     assert failure(x.VM.start_on, vm, BOGUS, False, False) == ["HANDLE_INVALID", "host", BOGUS]
     assert x.VM.get_current_operations(vm) == {}
 
 
 def test_a_ref_of_another_class_is_handle_invalid(x: Any) -> None:
-    host, vm = master(x), new_vm(x)
+    host, vm = master(x), halted_vm(x)
     assert failure(x.VM.get_cooperative, host) == ["HANDLE_INVALID", "VM", host]
     assert failure(x.host.disable, vm) == ["HANDLE_INVALID", "host", vm]
     assert failure(x.VM.hard_shutdown, host) == ["HANDLE_INVALID", "VM", host]
@@ -54,7 +54,7 @@ def test_an_async_call_reports_the_bad_ref_in_its_task(x: Any) -> None:
 
 def test_null_where_xapi_allows_it(x: Any) -> None:
     """VM.copy with a null SR copies in place: dispatch lets the null through."""
-    vm = new_vm(x)
+    vm = halted_vm(x)
     copy = x.VM.copy(vm, "copied", NULL_REF)
     assert x.VM.get_name_label(copy) == "copied"
     x.VM.destroy(copy)
