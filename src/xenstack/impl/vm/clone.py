@@ -19,7 +19,7 @@ from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ..host.hypervisor import backend_errors, hypervisor
-from ..registry import HANDLERS, call, implements
+from ..registry import HANDLERS, implements
 from . import suspend_image
 from .lifecycle import update_allowed_operations
 from .metrics import record_halted, record_suspended
@@ -81,7 +81,7 @@ class Undo:
                 continue
             if cls == "VDI" and "VDI.destroy" in HANDLERS:
                 try:
-                    await call(self.ctx, "VDI.destroy", ref)
+                    await self.ctx.invoke_and_wait("VDI.destroy", ref)
                     continue
                 except ApiError:
                     pass
@@ -118,9 +118,11 @@ async def copy_disk(ctx: Context, vdi: str, how: str, sr: str | None) -> str:
     if name in HANDLERS:
         if how == "copy":
             return str(
-                await call(ctx, name, vdi, sr or ctx.db.get("VDI", vdi)["SR"], NULL_REF, NULL_REF)
+                await ctx.invoke_and_wait(
+                    name, vdi, sr or ctx.db.get("VDI", vdi)["SR"], NULL_REF, NULL_REF
+                )
             )
-        return str(await call(ctx, name, vdi, {}))
+        return str(await ctx.invoke_and_wait(name, vdi, {}))
     db = ctx.db
     src = db.get("VDI", vdi)
     record = {k: v for k, v in src.items() if k not in db.table("VDI").cdef.derived}
@@ -345,7 +347,7 @@ async def _drop_unused_vdi(ctx: Context, vdi: str) -> None:
     if db.get("VDI", vdi)["type"] == "iso" or db.get("VDI", vdi)["is_a_snapshot"]:
         return
     if "VDI.destroy" in HANDLERS:
-        await call(ctx, "VDI.destroy", vdi)
+        await ctx.invoke_and_wait("VDI.destroy", vdi)
     else:
         with db.transaction():
             db.destroy("VDI", vdi)

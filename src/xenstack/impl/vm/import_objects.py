@@ -19,7 +19,6 @@ from ...errors import ApiError
 from ...idl.model import CLASSES
 from ...idl.types import NULL_REF
 from ...storage.xva_metadata import ExportedObject, Header
-from ..registry import call
 from .clone import DEVICE_RUNTIME, RUNTIME_FIELDS, Undo, random_mac
 from .vm import memory_overhead
 
@@ -98,7 +97,7 @@ async def _replace_existing(ctx: Context, uuid: str, record: dict[str, Any], for
     have, new = int(db.get("VM", old)["version"]), int(record.get("version", 0))
     if have >= new and not force:
         raise ApiError("VM_TO_IMPORT_IS_NOT_NEWER_VERSION", [old, str(have), str(new)])
-    await call(ctx, "VM.destroy", old)
+    await ctx.invoke_and_wait("VM.destroy", old)
 
 
 async def _vm(
@@ -150,7 +149,7 @@ async def _vdi(
     if ctx.task:
         fields["sm_config"]["import_task"] = ctx.task
     fields["SR"] = sr
-    ref = str(await call(ctx, "VDI.create", fields))
+    ref = str(await ctx.invoke_and_wait("VDI.create", fields))
     undo.made.append(("VDI", ref))
     plan.table[obj.id] = ref
     if not _is_cd_only(header, obj.id):
