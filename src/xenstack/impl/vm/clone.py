@@ -15,6 +15,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid, now
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
@@ -108,7 +109,7 @@ def copy_vm_record(db: Database, vm_ref: str, name: str, **overrides: Any) -> st
         **overrides,
     )
     ref = new_ref()
-    db.create("VM", ref, record)
+    db.create("VM", ref, new_record("VM", **record))
     return ref
 
 
@@ -135,7 +136,7 @@ async def copy_disk(ctx: Context, vdi: str, how: str, sr: str | None) -> str:
     )
     ref = new_ref()
     with db.transaction():
-        db.create("VDI", ref, record)
+        db.create("VDI", ref, new_record("VDI", **record))
     return ref
 
 
@@ -164,9 +165,11 @@ async def copy_devices(
 
 
 def new_device(db: Database, cls: str, record: dict[str, Any], **fields: Any) -> str:
+    """A new ``cls`` row from the declared defaults, ``record`` (copied fields) and ``fields``;
+    a fresh uuid, and a VBD or VIF not attached."""
     ref = new_ref()
     with db.transaction():
-        row = {**record, **fields, "uuid": new_uuid()}
+        row = new_record(cls, **{**record, **fields, "uuid": new_uuid()})
         if cls in ("VBD", "VIF"):
             row["currently_attached"] = False
         db.create(cls, ref, row)

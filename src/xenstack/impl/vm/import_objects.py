@@ -14,6 +14,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid, now
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.model import CLASSES
@@ -113,7 +114,7 @@ async def _vm(
         metrics = new_ref()
         db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": now()})
         row.update(uuid=_free_uuid(db, "VM", record.get("uuid"), full_restore), metrics=metrics)
-        db.create("VM", ref, row)
+        db.create("VM", ref, new_record("VM", **row))
     undo.made.insert(0, ("VM_metrics", metrics))
     undo.made.append(("VM", ref))
     plan.table[obj.id] = ref
@@ -188,7 +189,7 @@ def _device(ctx: Context, cls: str, obj: ExportedObject, full_restore: bool, **f
     ref = new_ref()
     with db.transaction():
         row["uuid"] = _free_uuid(db, cls, record.get("uuid"), full_restore)
-        db.create(cls, ref, row)
+        db.create(cls, ref, new_record(cls, **row))
     return ref
 
 
