@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import sqlite3
-import time
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 import XenAPI
 
 from xenstack.api.dispatch import build_table
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import FakeClock, RunningPool, raw_failure, raw_login, simulated_pool
 
 
 def raw_call(url: str, method: str, *params: Any) -> Any:
@@ -58,16 +57,31 @@ def test_slave_local_login_with_password(xenstack_pool: RunningPool) -> None:
     assert answer["ErrorDescription"] == ["SESSION_INVALID", ref]
 
 
-def test_idle_session_expires() -> None:
-    with simulated_pool(None, session_timeout=0.4) as pool:
-        ref = raw_call(pool.url, "session.login_with_password", "root", pool.password, "1.0", "t")
-        ref = ref["Value"]
-        for _ in range(4):  # activity keeps it alive past the timeout
-            time.sleep(0.2)
+def test_idle_session_expires_by_the_toolstacks_clock() -> None:
+    """Activity keeps a session alive past the timeout; idleness longer than it ends the
+    session. Only the fake clock moves: no test time is slept."""
+    clock = FakeClock()
+    with simulated_pool(None, session_timeout=40, clock=clock) as pool:
+        ref = raw_login(pool)
+        for _ in range(4):  # 80 s in all, never 40 s idle
+            clock.advance(20)
             assert raw_call(pool.url, "pool.get_all", ref)["Status"] == "Success"
-        time.sleep(0.6)
-        answer = raw_call(pool.url, "pool.get_all", ref)
-        assert answer["ErrorDescription"] == ["SESSION_INVALID", ref]
+        clock.advance(40)  # idle for exactly the timeout: still alive
+        assert raw_call(pool.url, "pool.get_all", ref)["Status"] == "Success"
+        clock.advance(40.5)
+        assert raw_failure(pool.url, "pool.get_all", ref) == ["SESSION_INVALID", ref]
+
+
+def test_login_throttle_refills_by_the_toolstacks_clock() -> None:
+    """An empty bucket of password checks fills again as the toolstack's clock moves."""
+    clock = FakeClock()
+    with simulated_pool(None, clock=clock) as pool:
+        pool.call(lambda ts: setattr(ts.auth, "refill_interval", 600.0))
+        for _ in range(5):
+            wrong = raw_failure(pool.url, "session.login_with_password", "root", "no", "1", "t")
+            assert wrong[:2] == ["SESSION_AUTHENTICATION_FAILED", "root"]
+        clock.advance(600)  # one check back, at once: no real wait of 600 s
+        assert raw_login(pool)
 
 
 def test_failed_logins_are_throttled(xenstack_pool: RunningPool) -> None:

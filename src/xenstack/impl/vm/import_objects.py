@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.context import Context
-from ...core.ids import new_ref, new_uuid, now
+from ...core.ids import new_ref, new_uuid
 from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
@@ -112,7 +112,8 @@ async def _vm(
     ref = new_ref()
     with db.transaction():
         metrics = new_ref()
-        db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": now()})
+        installed = ctx.toolstack.clock.now()
+        db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": installed})
         row.update(uuid=_free_uuid(db, "VM", record.get("uuid"), full_restore), metrics=metrics)
         db.create("VM", ref, new_record("VM", **row))
     undo.made.insert(0, ("VM_metrics", metrics))
