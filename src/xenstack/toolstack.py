@@ -130,7 +130,7 @@ class Toolstack:
         self.db = Database(self.persistence)
         self.db.load()
         timeout = self.config.session_timeout if session_timeout is None else session_timeout
-        self.auth = Authenticator(self.persistence, timeout)
+        self.auth = Authenticator(self.persistence, timeout, self.clock)
         self.tasks = TaskManager(self)
         self.this_host = self.persistence.get_meta("this_host") or ""
         # Set while this host is a pool member (a slave): the master's address.

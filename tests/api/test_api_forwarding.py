@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vmkit import GIB, add_hosts, master, set_delays, wait_for
+from vmkit import GIB, add_hosts, disk_record, local_sr, master, set_delays, vbd_record, wait_for
 
 from xenstack.api import forwarding
-from xenstack.api.forwarding import LOCAL, POLICY, Forwarder
+from xenstack.api.forwarding import LOCAL, POLICY, Forwarder, Guard, Rule
 from xenstack.idl.model import ENUMS, message
 from xenstack.impl.operations import TABLES
 from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
@@ -126,6 +126,30 @@ def test_forwarder_gets_the_work_host(x: Any, monkeypatch: pytest.MonkeyPatch) -
     assert x.VM.get_current_operations(vm) == {}
     monkeypatch.undo()
     x.VM.hard_shutdown(vm)
+
+
+def test_impl_calls_disk_messages_through_the_policy(
+    pool: RunningPool, x: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VM.clone copies its disk with a VDI.clone through the dispatcher: a rule given to
+    VDI.clone applies to that call as to one from the wire."""
+    assert pool.toolstack is not None
+    table = pool.toolstack.dispatcher.table
+    entry = table["VDI.clone"]  # a rule that marks nothing: the call is only routed
+    monkeypatch.setattr(entry, "fn", Guard(entry.msg, Rule(), Forwarder()).wrap(entry.fn))
+    seen: list[str] = []
+
+    def route(self: Forwarder, ctx: Any, host: str) -> Any:
+        seen.append(ctx.method)
+        return LOCAL
+
+    monkeypatch.setattr(Forwarder, "route", route)
+    vm = halted_vm(x, name="with-disk")
+    x.VBD.create(vbd_record(vm, x.VDI.create(disk_record(local_sr(x)))))
+    clone = x.VM.clone(vm, "cloned")
+    assert seen == ["VM.clone", "VDI.clone"]
+    (vbd,) = x.VM.get_VBDs(clone)
+    assert x.VDI.get_name_label(x.VBD.get_VDI(vbd)) == "disk"
 
 
 def test_policy_table_names_real_messages_and_operations() -> None:

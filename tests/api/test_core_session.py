@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import sqlite3
-import time
-import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +12,24 @@ import pytest
 import XenAPI
 
 from xenstack.api.dispatch import build_table
-from xenstack.testing import RunningPool, simulated_pool
-
-
-def raw_call(url: str, method: str, *params: Any) -> Any:
-    """One XML-RPC call without the SDK (which logs in again on SESSION_INVALID)."""
-    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
-    try:
-        return getattr(proxy, method)(*params)
-    finally:
-        proxy("close")()
-
-
-def login(pool: RunningPool, user: str = "root", password: str | None = None) -> Any:
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password(user, password or pool.password, "1.0", "test_core_session")
-    return s
+from xenstack.testing import (
+    FakeClock,
+    RunningPool,
+    add_users,
+    failure,
+    login,
+    raw_call,
+    raw_failure,
+    raw_login,
+    simulated_pool,
+    user,
+    user_password,
+    vm_record,
+)
 
 
 def test_login_get_this_host_and_logout(xenstack_pool: RunningPool) -> None:
-    s = login(xenstack_pool)
+    s = login(xenstack_pool, label="test_core_session")
     ref = s.handle
     assert ref.startswith("OpaqueRef:")
     host = s.xenapi.session.get_this_host(ref)
@@ -58,16 +54,31 @@ def test_slave_local_login_with_password(xenstack_pool: RunningPool) -> None:
     assert answer["ErrorDescription"] == ["SESSION_INVALID", ref]
 
 
-def test_idle_session_expires() -> None:
-    with simulated_pool(None, session_timeout=0.4) as pool:
-        ref = raw_call(pool.url, "session.login_with_password", "root", pool.password, "1.0", "t")
-        ref = ref["Value"]
-        for _ in range(4):  # activity keeps it alive past the timeout
-            time.sleep(0.2)
+def test_idle_session_expires_by_the_toolstacks_clock() -> None:
+    """Activity keeps a session alive past the timeout; idleness longer than it ends the
+    session. Only the fake clock moves: no test time is slept."""
+    clock = FakeClock()
+    with simulated_pool(None, session_timeout=40, clock=clock) as pool:
+        ref = raw_login(pool)
+        for _ in range(4):  # 80 s in all, never 40 s idle
+            clock.advance(20)
             assert raw_call(pool.url, "pool.get_all", ref)["Status"] == "Success"
-        time.sleep(0.6)
-        answer = raw_call(pool.url, "pool.get_all", ref)
-        assert answer["ErrorDescription"] == ["SESSION_INVALID", ref]
+        clock.advance(40)  # idle for exactly the timeout: still alive
+        assert raw_call(pool.url, "pool.get_all", ref)["Status"] == "Success"
+        clock.advance(40.5)
+        assert raw_failure(pool.url, "pool.get_all", ref) == ["SESSION_INVALID", ref]
+
+
+def test_login_throttle_refills_by_the_toolstacks_clock() -> None:
+    """An empty bucket of password checks fills again as the toolstack's clock moves."""
+    clock = FakeClock()
+    with simulated_pool(None, clock=clock) as pool:
+        pool.call(lambda ts: setattr(ts.auth, "refill_interval", 600.0))
+        for _ in range(5):
+            wrong = raw_failure(pool.url, "session.login_with_password", "root", "no", "1", "t")
+            assert wrong[:2] == ["SESSION_AUTHENTICATION_FAILED", "root"]
+        clock.advance(600)  # one check back, at once: no real wait of 600 s
+        assert raw_login(pool)
 
 
 def test_failed_logins_are_throttled(xenstack_pool: RunningPool) -> None:
@@ -79,8 +90,9 @@ def test_failed_logins_are_throttled(xenstack_pool: RunningPool) -> None:
     right = xenstack_pool.password
     answer = raw_call(url, "session.login_with_password", "root", right, "1.0", "t")
     assert answer["Status"] == "Success"  # slowed down (see test_security_login), not locked out
-    xenstack_pool.call(lambda ts: ts.auth.set_user("other", "other-pw", "read-only"))
-    other = raw_call(url, "session.login_with_password", "other", "other-pw", "1.0", "t")
+    add_users(xenstack_pool, {"other": "read-only"})
+    password = user_password("other")
+    other = raw_call(url, "session.login_with_password", "other", password, "1.0", "t")
     assert other["Status"] == "Success"  # the limit is per user, not global
 
 
@@ -94,9 +106,9 @@ def test_passwords_are_stored_hashed(tmp_path: Path) -> None:
         (users,) = conn.execute("SELECT value FROM meta WHERE key = 'users'").fetchone()
     doc = orjson.loads(users)
     assert set(doc) == {"root", "reader"}
-    for user in doc.values():
-        assert user["password_hash"].startswith("pbkdf2-sha256$")
-        assert secret not in user["password_hash"]
+    for stored in doc.values():
+        assert stored["password_hash"].startswith("pbkdf2-sha256$")
+        assert secret not in stored["password_hash"]
     for path in state.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
@@ -140,3 +152,13 @@ def test_every_call_but_login_needs_a_valid_session(xenstack_pool: RunningPool) 
 def test_malformed_sessions_are_invalid(xenstack_pool: RunningPool, session: Any) -> None:
     answer = raw_call(xenstack_pool.url, "VM.get_all", session)
     assert answer["ErrorDescription"] == ["SESSION_INVALID", str(session)]
+
+
+def test_the_kits_user_is_logged_in_with_its_role(xenstack_pool: RunningPool) -> None:
+    session = user(xenstack_pool, "kit-reader", "read-only")
+    try:
+        x = session.xenapi
+        assert x.session.get_auth_user_name(session.handle) == "kit-reader"
+        assert failure(x.VM.create, vm_record())[0] == "RBAC_PERMISSION_DENIED"
+    finally:
+        session.xenapi.session.logout()

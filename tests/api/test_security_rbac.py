@@ -20,7 +20,7 @@ import XenAPI
 from xenstack.api.dispatch import NO_SESSION, Entry
 from xenstack.core.calls import Origin
 from xenstack.errors import ApiError
-from xenstack.testing import RunningPool, simulated_pool
+from xenstack.testing import RunningPool, add_users, login_as, simulated_pool
 
 ORIGIN = Origin("127.0.0.1", "tcp", "xmlrpc")
 USERS = {"reader": "read-only", "reader2": "read-only", "admin2": "pool-admin"}
@@ -30,24 +30,13 @@ USERS = {"reader": "read-only", "reader2": "read-only", "admin2": "pool-admin"}
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
     state: Path = tmp_path_factory.mktemp("rbac") / "state"
     with simulated_pool(state) as running:
-
-        def add(ts: Any) -> None:
-            for name, role in USERS.items():
-                ts.auth.set_user(name, f"{name}-pw", role)
-
-        running.call(add)
+        add_users(running, USERS)
         yield running
-
-
-def login(pool: RunningPool, user: str) -> Any:
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password(user, pool.password if user == "root" else f"{user}-pw", "1.0")
-    return s
 
 
 @pytest.fixture(scope="module")
 def sessions(pool: RunningPool) -> Iterator[dict[str, Any]]:
-    made = {user: login(pool, user) for user in ["root", *USERS]}
+    made = {user: login_as(pool, user) for user in ["root", *USERS]}
     yield made
     for s in made.values():
         s.xenapi.session.logout()
@@ -174,7 +163,7 @@ def _owners_and_task_admins_may(pool: RunningPool, sessions: dict[str, Any]) -> 
     reader = sessions["reader"].xenapi
     task = reader.task.create("mine", "")
     reader.task.set_progress(task, 0.5)
-    again = login(pool, "reader")  # another session of the same user owns it too
+    again = login_as(pool, "reader")  # another session of the same user owns it too
     try:
         again.xenapi.task.set_result(task, "<value>done</value>")
     finally:

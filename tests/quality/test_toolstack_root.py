@@ -12,7 +12,7 @@ import pytest
 from xenstack.core.config import ToolstackConfig, from_environment
 from xenstack.core.context import Context
 from xenstack.impl.host.hypervisor import hypervisor
-from xenstack.testing import FakeClock, login, simulated_pool
+from xenstack.testing import FakeClock, halted_vm, login, simulated_pool
 from xenstack.toolstack import Toolstack
 from xenstack.xenops.simulator import SimulatorBackend
 
@@ -50,6 +50,23 @@ def test_messages_and_sessions_are_stamped_by_the_toolstacks_clock() -> None:
         message = x.message.create("HELLO", 1, "Host", x.host.get_uuid(host), "body")
         assert str(x.message.get_record(message)["timestamp"]) == "20300101T01:00:00Z"
         assert str(x.session.get_last_active(session._session)) == "20300101T01:00:00Z"
+        session.xenapi.session.logout()
+
+
+def test_vm_metrics_and_snapshots_are_stamped_by_the_toolstacks_clock() -> None:
+    clock = FakeClock()
+    with simulated_pool(clock=clock) as pool:
+        session = login(pool)
+        x = session.xenapi
+        vm = halted_vm(x)
+        assert str(x.VM_metrics.get_install_time(x.VM.get_metrics(vm))) == "20300101T00:00:00Z"
+        clock.advance(60)
+        snapshot = x.VM.snapshot(vm, "snap", [])
+        assert str(x.VM.get_snapshot_time(snapshot)) == "20300101T00:01:00Z"
+        clock.advance(60)
+        x.VM.start(vm, False, False)
+        x.VM.hard_shutdown(vm)
+        assert str(x.VM_metrics.get_last_updated(x.VM.get_metrics(vm))) == "20300101T00:02:00Z"
         session.xenapi.session.logout()
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import XenAPI
 
-from xenstack.testing import RunningPool, halted_vm, simulated_pool
+from xenstack.testing import RunningPool, add_users, halted_vm, login_as, simulated_pool
 
 MIB = 1 << 20
 USERS = {"reader": "read-only", "vmadmin": "vm-admin"}
@@ -26,24 +25,13 @@ USERS = {"reader": "read-only", "vmadmin": "vm-admin"}
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPool]:
     state: Path = tmp_path_factory.mktemp("http-rbac") / "state"
     with simulated_pool(state) as running:
-
-        def add(ts: Any) -> None:
-            for name, role in USERS.items():
-                ts.auth.set_user(name, f"{name}-pw", role)
-
-        running.call(add)
+        add_users(running, USERS)
         yield running
-
-
-def login(pool: RunningPool, user: str) -> Any:
-    s = XenAPI.Session(pool.url)
-    s.xenapi.login_with_password(user, pool.password if user == "root" else f"{user}-pw", "1.0")
-    return s
 
 
 @pytest.fixture(scope="module")
 def sessions(pool: RunningPool) -> Iterator[dict[str, Any]]:
-    made = {user: login(pool, user) for user in ["root", *USERS]}
+    made = {user: login_as(pool, user) for user in ["root", *USERS]}
     yield made
     for s in made.values():
         s.xenapi.session.logout()
@@ -186,7 +174,7 @@ def test_bad_session_is_unauthorised(
     pool: RunningPool, sessions: dict[str, Any], objects: dict[str, Any]
 ) -> None:
     root_task = sessions["root"].xenapi.task.create("root's", "")
-    gone = login(pool, "reader")
+    gone = login_as(pool, "reader")
     own_task = gone.xenapi.task.create("before logout", "")
     dead = gone._session
     gone.xenapi.session.logout()

@@ -11,12 +11,12 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 
 import orjson
 
 from ..core.access import LOCAL_SUPERUSER
+from ..core.clock import Clock, SystemClock
 from ..db.persistence import Persistence
 from ..errors import ApiError
 
@@ -53,7 +53,7 @@ class User:
 class SessionInfo:
     user: str
     role: str
-    last_active: float = field(default_factory=time.monotonic)
+    last_active: float  # a monotonic reading of the authenticator's clock
     events_registered: list[str] = field(default_factory=list)
     events_token: int = -1  # legacy event.next position
     # The host's own root (XAPI's local superuser): may do everything, including what is
@@ -86,11 +86,18 @@ class _Bucket:
 
 
 class Authenticator:
-    """Knows the users, checks logins, throttles failures, tracks live sessions."""
+    """Knows the users, checks logins, throttles failures, tracks live sessions.
 
-    def __init__(self, persistence: Persistence, idle_timeout: float) -> None:
+    Idle expiry and the login throttle read ``clock``'s monotonic time (the toolstack's clock,
+    so a test's fake clock moves them); a throttled login's wait is still slept for real.
+    """
+
+    def __init__(
+        self, persistence: Persistence, idle_timeout: float, clock: Clock | None = None
+    ) -> None:
         self.persistence = persistence
         self.idle_timeout = idle_timeout
+        self.clock: Clock = clock or SystemClock()
         self.sessions: dict[str, SessionInfo] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.refill_interval = REFILL_INTERVAL
@@ -129,13 +136,13 @@ class Authenticator:
         if bucket.waiting:  # the next check is promised to the attempt already waiting
             # xapi: ocaml/xapi/xapi_session.ml passes 2
             raise ApiError("SESSION_AUTHENTICATION_FAILED", [username, "too many failed logins"])
-        if not bucket.take(time.monotonic(), self.refill_interval):
+        if not bucket.take(self.clock.monotonic(), self.refill_interval):
             bucket.waiting = True
             try:
-                await asyncio.sleep(bucket.wait(time.monotonic(), self.refill_interval))
+                await asyncio.sleep(bucket.wait(self.clock.monotonic(), self.refill_interval))
             finally:
                 bucket.waiting = False
-            bucket.take(time.monotonic(), self.refill_interval, force=True)
+            bucket.take(self.clock.monotonic(), self.refill_interval, force=True)
         user = self.users().get(username)
         if user is not None and await self._password_ok(user, password):
             bucket.tokens = min(FAILURES_ALLOWED, bucket.tokens + 1)
@@ -147,11 +154,11 @@ class Authenticator:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_THROTTLED:  # many users or peers: forget the idle
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 for k, b in list(self._buckets.items()):
                     if not b.waiting and b.level(now, self.refill_interval) >= FAILURES_ALLOWED:
                         del self._buckets[k]
-            bucket = self._buckets[key] = _Bucket(FAILURES_ALLOWED, time.monotonic())
+            bucket = self._buckets[key] = _Bucket(FAILURES_ALLOWED, self.clock.monotonic())
         return bucket
 
     def password_matches(self, user: User, password: str) -> bool:
@@ -172,7 +179,8 @@ class Authenticator:
 
     def open(self, ref: str, user: User) -> None:
         root = user.name == LOCAL_SUPERUSER and user.role == "pool-admin"
-        self.sessions[ref] = SessionInfo(user.name, user.role, local_superuser=root)
+        info = SessionInfo(user.name, user.role, self.clock.monotonic(), local_superuser=root)
+        self.sessions[ref] = info
 
     def close(self, ref: str) -> None:
         self.sessions.pop(ref, None)
@@ -180,12 +188,12 @@ class Authenticator:
     def check(self, ref: str) -> SessionInfo:
         """The live session behind ``ref``; raise SESSION_INVALID if it is unknown or idle."""
         info = self.sessions.get(ref) if type(ref) is str else None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if info is None or now - info.last_active > self.idle_timeout:
             raise ApiError("SESSION_INVALID", [str(ref)])
         info.last_active = now
         return info
 
     def expired(self) -> list[str]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         return [r for r, s in self.sessions.items() if now - s.last_active > self.idle_timeout]

@@ -7,6 +7,7 @@ imports ``toolstack``; ``xenstack.toolstack.Toolstack`` satisfies the protocol s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ class Storage(Protocol):
     async def stop_nbd(self, vdi_uuid: str) -> None: ...
 
 
+class Calls(Protocol):
+    """Runs a message through the policy layer (``api.dispatch.Dispatcher``)."""
+
+    def invoke(self, ctx: Context, method: str, values: list[Any]) -> Any: ...
+
+
 class Services(Protocol):
     """What server functions use of the toolstack (``ctx.toolstack``)."""
 
@@ -98,6 +105,9 @@ class Services(Protocol):
     def clock(self) -> Clock: ...
 
     @property
+    def dispatcher(self) -> Calls: ...
+
+    @property
     def hypervisor(self) -> Any:
         """The ``impl.host.hypervisor.Hypervisor`` around the toolstack's backend (typed
         loosely: core sits below impl; ``impl.host.hypervisor.hypervisor(ctx)`` types it)."""
@@ -128,8 +138,13 @@ class Context:
         """Call ``method`` (no session parameter) through the policy layer, for this caller.
 
         The answer is the server function's (an awaitable for an async one). The operation the
-        message marks is checked and marked as for a call from the wire.
+        message marks is checked and marked as for a call from the wire. A context that api's
+        dispatcher did not make (an HTTP transfer's) calls through the toolstack's dispatcher.
         """
-        if self.calls is None:
-            raise RuntimeError(f"{method}: this context has no dispatcher")
-        return self.calls(self, method, list(values))
+        calls = self.calls or self.toolstack.dispatcher.invoke
+        return calls(self, method, list(values))
+
+    async def invoke_and_wait(self, method: str, *values: Any) -> Any:
+        """:meth:`invoke`, awaiting the answer when the server function is async."""
+        result = self.invoke(method, *values)
+        return await result if inspect.isawaitable(result) else result

@@ -6,15 +6,11 @@ by wire name. A message with no function answers NOT_IMPLEMENTED.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ..idl.model import MessageDef, ParamDef, message
 from ..idl.types import parse_type
-
-if TYPE_CHECKING:
-    from ..core.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 HANDLERS: dict[str, Callable[..., Any]] = {}
@@ -59,12 +55,6 @@ def internal(
         return fn
 
     return register
-
-
-async def call(ctx: Context, name: str, *args: Any) -> Any:
-    """Call another class's server function as the API would, awaiting it if needed."""
-    result = HANDLERS[name](ctx, *args)
-    return await result if inspect.isawaitable(result) else result
 
 
 def field_setter(cls: str, field: str) -> Callable[..., None]:

@@ -10,18 +10,22 @@ With pytest, ``pytest_plugins = ["xenstack.testing.fixtures"]`` gives the ``xens
 fixture. ``server_process`` runs ``xenstack serve`` as a child process instead, for tests that
 kill it. :class:`FakeClock` is a clock a test moves by hand (``simulated_pool(clock=...)``);
 :mod:`.factories` makes the records, VMs and sessions tests need (``vm_record``,
-``halted_vm``, ``vm_from_template``, ``login``, ``failure``...).
+``halted_vm``, ``vm_from_template``, ``login``, ``user``, ``failure``...).
 """
 
 from .clock import FakeClock
 from .factories import (
+    add_users,
     failure,
     halted_vm,
     logged_in,
     login,
+    login_as,
     raw_call,
     raw_failure,
     raw_login,
+    user,
+    user_password,
     vm_from_template,
     vm_record,
 )
@@ -31,16 +35,20 @@ __all__ = [
     "FakeClock",
     "RunningPool",
     "ServerProcess",
+    "add_users",
     "failure",
     "free_port",
     "halted_vm",
     "logged_in",
     "login",
+    "login_as",
     "raw_call",
     "raw_failure",
     "raw_login",
     "server_process",
     "simulated_pool",
+    "user",
+    "user_password",
     "vm_from_template",
     "vm_record",
 ]

@@ -1,6 +1,7 @@
 """Records, VMs and sessions a test makes over and over, made one way.
 
 ``api`` arguments take either an SDK session (``XenAPI.Session``) or its ``xenapi`` proxy.
+Users the kit adds have the password ``<name>-pw`` (:func:`add_users`, :func:`user`).
 The SDK (the ``XenAPI`` package) and pytest are imported when a function needs them, so the
 kit imports without them.
 """
@@ -8,7 +9,7 @@ kit imports without them.
 from __future__ import annotations
 
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .pool import RunningPool
@@ -86,6 +87,33 @@ def login(
     session = XenAPI.Session(pool.url)
     session.xenapi.login_with_password(user, password or pool.password, "1.0", label)
     return session
+
+
+def user_password(name: str) -> str:
+    """The password the kit gives a user it adds (``<name>-pw``)."""
+    return f"{name}-pw"
+
+
+def add_users(pool: RunningPool, users: Mapping[str, str]) -> None:
+    """Add each user of ``users`` (name -> role) with :func:`user_password` as password."""
+
+    def add(toolstack: Any) -> None:
+        for name, role in users.items():
+            toolstack.auth.set_user(name, user_password(name), role)
+
+    pool.call(add)
+
+
+def login_as(pool: RunningPool, name: str, label: str = "tests") -> Any:
+    """A new SDK session of ``name``: root with the pool's password, any other user with the
+    kit's (:func:`add_users`). The caller logs out."""
+    return login(pool, name, None if name == "root" else user_password(name), label)
+
+
+def user(pool: RunningPool, name: str, role: str = "read-only", label: str = "tests") -> Any:
+    """Add the user ``name`` with ``role`` and return a new SDK session of it."""
+    add_users(pool, {name: role})
+    return login_as(pool, name, label)
 
 
 def logged_in(pool: RunningPool, label: str) -> Iterator[Any]:

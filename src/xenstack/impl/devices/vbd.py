@@ -6,6 +6,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
@@ -58,24 +59,30 @@ def _resolve_userdevice(db: Database, vm: str, userdevice: str) -> str:
     return userdevice
 
 
-_DEFAULTS: dict[str, Any] = {
-    "VDI": NULL_REF,
-    "userdevice": "autodetect",
-    "bootable": False,
-    "mode": "RW",
-    "type": "Disk",
-    "unpluggable": True,
-    "empty": False,
-    "other_config": {},
-    "qos_algorithm_type": "",
-    "qos_algorithm_params": {},
-}
+# The record fields VBD.create takes from the client; the server sets the rest.
+_TAKEN = (
+    "VDI",
+    "userdevice",
+    "bootable",
+    "mode",
+    "type",
+    "unpluggable",
+    "empty",
+    "other_config",
+    "qos_algorithm_type",
+    "qos_algorithm_params",
+)
+# What VBD.create assumes for a field the client leaves out differs from the declared default
+# (""/RO/CD): a read-write disk at the first free device, as xapi_vbd.ml's create resolves
+# "autodetect" to a free userdevice.
+_CREATE_DEFAULTS: dict[str, Any] = {"userdevice": "autodetect", "mode": "RW", "type": "Disk"}
 
 
 @implements("VBD.create")
 def create(ctx: Context, record: dict[str, Any]) -> str:
     db = ctx.db
-    rec = {**_DEFAULTS, **{k: v for k, v in record.items() if k in _DEFAULTS}}
+    given = {k: v for k, v in record.items() if k in _TAKEN}
+    rec = new_record("VBD", **{**_CREATE_DEFAULTS, **given})
     vm = record.get("VM", NULL_REF)
     db.get("VM", vm)
     _check_vdi(db, rec)
@@ -83,7 +90,7 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     ref = new_ref()
     with db.transaction():
         fields = devices.server_fields(db, "VBD", vm, record)
-        db.create("VBD", ref, {**rec, "device": "", **fields})
+        db.create("VBD", ref, {**rec, **fields})
         refresh(db, ref)
     return ref
 

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 from ...core.ids import new_ref, new_uuid, now
+from ...core.objects import new_record
 from ...db.store import Database
 from ...idl.types import NULL_REF
 from . import network as fresh_network
@@ -70,51 +71,53 @@ def create_host(db: Database, label: str, address: str, memory: int = 64 << 30) 
 
 
 def _host_metrics(memory: int) -> dict[str, Any]:
-    return {
-        "uuid": new_uuid(),
-        "memory_total": memory,
-        "memory_free": memory - DOM0_MEMORY,
-        "live": True,
-        "last_updated": now(),
-    }
+    return new_record(
+        "host_metrics",
+        uuid=new_uuid(),
+        memory_total=memory,
+        memory_free=memory - DOM0_MEMORY,
+        live=True,
+        last_updated=now(),
+    )
 
 
 def _host_record(label: str, address: str, metrics: str, memory: int) -> dict[str, Any]:
     iqn = f"iqn.2026-01.com.example:{hashlib.sha1(label.encode()).hexdigest()[:8]}"
-    return {
-        "uuid": new_uuid(),
-        "name_label": label,
-        "name_description": "Default install",
-        "hostname": label,
-        "address": address,
-        "enabled": True,
-        "metrics": metrics,
-        "API_version_major": API_VERSION_MAJOR,
-        "API_version_minor": API_VERSION_MINOR,
-        "API_version_vendor": "XenSource",
-        "software_version": {**software_version(), "hostname": label},
-        "capabilities": ["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64"],
-        "cpu_info": _cpu_info(),
-        "cpu_configuration": {},
-        "license_params": {
+    return new_record(
+        "host",
+        uuid=new_uuid(),
+        name_label=label,
+        name_description="Default install",
+        hostname=label,
+        address=address,
+        enabled=True,
+        metrics=metrics,
+        API_version_major=API_VERSION_MAJOR,
+        API_version_minor=API_VERSION_MINOR,
+        API_version_vendor="XenSource",
+        software_version={**software_version(), "hostname": label},
+        capabilities=["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64"],
+        cpu_info=_cpu_info(),
+        cpu_configuration={},
+        license_params={
             "restrict_pooling": "false",
             "restrict_vlan": "false",
             "sku_type": "free",
             "expiry": "20380119T03:14:07Z",
         },
-        "edition": "xcp-ng",
-        "editions": ["xcp-ng"],
-        "memory_overhead": 0,
-        "sched_policy": "credit",
-        "supported_bootloaders": ["pygrub", "eliloader"],
-        "external_auth_type": "",
-        "iscsi_iqn": iqn,
-        "bios_strings": {"bios-vendor": "xenstack", "system-manufacturer": "xenstack"},
-        "chipset_info": {"iommu": "true"},
-        "logging": {},
-        "allowed_operations": ["provision", "evacuate", "reboot", "shutdown", "vm_start"],
-        "other_config": {"agent_start_time": str(now()), "iscsi_iqn": iqn},
-    }
+        edition="xcp-ng",
+        editions=["xcp-ng"],
+        memory_overhead=0,
+        sched_policy="credit",
+        supported_bootloaders=["pygrub", "eliloader"],
+        external_auth_type="",
+        iscsi_iqn=iqn,
+        bios_strings={"bios-vendor": "xenstack", "system-manufacturer": "xenstack"},
+        chipset_info={"iommu": "true"},
+        logging={},
+        allowed_operations=["provision", "evacuate", "reboot", "shutdown", "vm_start"],
+        other_config={"agent_start_time": str(now()), "iscsi_iqn": iqn},
+    )
 
 
 def _cpu_info() -> dict[str, str]:
@@ -139,75 +142,69 @@ def _cpu_info() -> dict[str, str]:
 
 def _cpu_record(host: str, number: int) -> dict[str, Any]:
     info = _cpu_info()
-    return {
-        "uuid": new_uuid(),
-        "host": host,
-        "number": number,
-        "vendor": info["vendor"],
-        "speed": 2600,
-        "modelname": info["modelname"],
-        "family": 6,
-        "model": 85,
-        "stepping": "7",
-        "flags": info["flags"],
-        "features": "",
-        "utilisation": 0.0,
-    }
+    return new_record(
+        "host_cpu",
+        uuid=new_uuid(),
+        host=host,
+        number=number,
+        vendor=info["vendor"],
+        speed=2600,
+        modelname=info["modelname"],
+        family=6,
+        model=85,
+        stepping="7",
+        flags=info["flags"],
+        features="",
+        utilisation=0.0,
+    )
 
 
 def _create_dom0(db: Database, host_label: str, host: str, address: str) -> str:
     dom0, metrics = new_ref(), new_ref()
-    db.create(
+    stamp = now()
+    dom0_metrics = new_record(
         "VM_metrics",
-        metrics,
-        {
-            "uuid": new_uuid(),
-            "memory_actual": DOM0_MEMORY,
-            "VCPUs_number": DOM0_VCPUS,
-            "state": [],
-            "start_time": now(),
-            "install_time": now(),
-            "last_updated": now(),
-            "current_domain_type": "pv",
-        },
+        uuid=new_uuid(),
+        memory_actual=DOM0_MEMORY,
+        VCPUs_number=DOM0_VCPUS,
+        state=[],
+        start_time=stamp,
+        install_time=stamp,
+        last_updated=stamp,
+        current_domain_type="pv",
     )
+    db.create("VM_metrics", metrics, dom0_metrics)
     db.create("VM", dom0, _dom0_record(host_label, host, metrics))
     console_uuid = new_uuid()
-    db.create(
-        "console",
-        new_ref(),
-        {
-            "uuid": console_uuid,
-            "protocol": "rfb",
-            "location": f"https://{address}/console?uuid={console_uuid}",
-            "VM": dom0,
-        },
-    )
+    location = f"https://{address}/console?uuid={console_uuid}"
+    console = new_record("console", uuid=console_uuid, protocol="rfb", location=location, VM=dom0)
+    db.create("console", new_ref(), console)
     return dom0
 
 
 def _dom0_record(host_label: str, host: str, metrics: str) -> dict[str, Any]:
-    return {
-        "uuid": new_uuid(),
-        "name_label": f"Control domain on host: {host_label}",
-        "name_description": "The domain which manages physical devices and manages other domains",
-        "power_state": "Running",
-        "is_control_domain": True,
-        "resident_on": host,
-        "affinity": host,
-        "domid": 0,
-        "metrics": metrics,
-        "memory_static_max": DOM0_MEMORY,
-        "memory_dynamic_max": DOM0_MEMORY,
-        "memory_dynamic_min": DOM0_MEMORY,
-        "memory_static_min": DOM0_MEMORY,
-        "memory_target": DOM0_MEMORY,
-        "VCPUs_max": DOM0_VCPUS,
-        "VCPUs_at_startup": DOM0_VCPUS,
-        "domain_type": "pv",
-        "user_version": 1,
-        "allowed_operations": [],
-    }
+    return new_record(
+        "VM",
+        uuid=new_uuid(),
+        name_label=f"Control domain on host: {host_label}",
+        name_description="The domain which manages physical devices and manages other domains",
+        power_state="Running",
+        is_control_domain=True,
+        resident_on=host,
+        affinity=host,
+        domid=0,
+        metrics=metrics,
+        memory_static_max=DOM0_MEMORY,
+        memory_dynamic_max=DOM0_MEMORY,
+        memory_dynamic_min=DOM0_MEMORY,
+        memory_static_min=DOM0_MEMORY,
+        memory_target=DOM0_MEMORY,
+        VCPUs_max=DOM0_VCPUS,
+        VCPUs_at_startup=DOM0_VCPUS,
+        domain_type="pv",
+        user_version=1,
+        allowed_operations=[],
+    )
 
 
 def host_labels(hosts: int, host_label: str | None) -> list[str]:

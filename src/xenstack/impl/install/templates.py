@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...core.ids import new_ref, new_uuid, now
+from ...core.objects import new_record
 from ...db.store import Database
 
 MiB = 1 << 20
@@ -171,37 +172,38 @@ def _other_config(t: Template) -> dict[str, str]:
 
 def template_record(t: Template, metrics: str) -> dict[str, Any]:
     default_memory = max(t.memory_min, 2 * GiB if t.family == "windows" else t.memory_min)
-    return {
-        "uuid": new_uuid(),
-        "name_label": t.name,
-        "name_description": t.description or f"Template which allows VM installation of {t.name}",
-        "is_a_template": True,
-        "is_default_template": True,
-        "power_state": "Halted",
-        "user_version": 1,
-        "reference_label": t.reference_label,
-        "domain_type": "hvm",
-        "HVM_boot_policy": "BIOS order",
-        "HVM_boot_params": {"order": "dc", "firmware": "uefi" if t.uefi else "bios"},
-        "HVM_shadow_multiplier": 1.0,
-        "platform": _platform(t),
-        "memory_static_min": t.memory_min,
-        "memory_dynamic_min": default_memory,
-        "memory_dynamic_max": default_memory,
-        "memory_static_max": default_memory,
-        "memory_target": default_memory,
-        "VCPUs_max": 2 if t.family == "windows" else 1,
-        "VCPUs_at_startup": 2 if t.family == "windows" else 1,
-        "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart",
-        "actions_after_crash": "restart",
-        "recommendations": recommendations(t),
-        "other_config": _other_config(t),
-        "has_vendor_device": t.family == "windows",
-        "metrics": metrics,
-        "allowed_operations": ["clone", "copy", "export", "provision", "destroy"],
-        "hardware_platform_version": 0,
-    }
+    return new_record(
+        "VM",
+        uuid=new_uuid(),
+        name_label=t.name,
+        name_description=t.description or f"Template which allows VM installation of {t.name}",
+        is_a_template=True,
+        is_default_template=True,
+        power_state="Halted",
+        user_version=1,
+        reference_label=t.reference_label,
+        domain_type="hvm",
+        HVM_boot_policy="BIOS order",
+        HVM_boot_params={"order": "dc", "firmware": "uefi" if t.uefi else "bios"},
+        HVM_shadow_multiplier=1.0,
+        platform=_platform(t),
+        memory_static_min=t.memory_min,
+        memory_dynamic_min=default_memory,
+        memory_dynamic_max=default_memory,
+        memory_static_max=default_memory,
+        memory_target=default_memory,
+        VCPUs_max=2 if t.family == "windows" else 1,
+        VCPUs_at_startup=2 if t.family == "windows" else 1,
+        actions_after_shutdown="destroy",
+        actions_after_reboot="restart",
+        actions_after_crash="restart",
+        recommendations=recommendations(t),
+        other_config=_other_config(t),
+        has_vendor_device=t.family == "windows",
+        metrics=metrics,
+        allowed_operations=["clone", "copy", "export", "provision", "destroy"],
+        hardware_platform_version=0,
+    )
 
 
 def create_templates(db: Database) -> list[str]:

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from ...core.context import Context
-from ...core.ids import new_ref, new_uuid, now
+from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
-from ...idl.types import NULL_REF
+from ...idl.types import NULL_REF, DateTime
 from ..host.hypervisor import backend_errors, hypervisor
-from ..registry import HANDLERS, call, implements
+from ..registry import HANDLERS, implements
 from . import suspend_image
 from .lifecycle import update_allowed_operations
 from .metrics import record_halted, record_suspended
@@ -81,7 +82,7 @@ class Undo:
                 continue
             if cls == "VDI" and "VDI.destroy" in HANDLERS:
                 try:
-                    await call(self.ctx, "VDI.destroy", ref)
+                    await self.ctx.invoke_and_wait("VDI.destroy", ref)
                     continue
                 except ApiError:
                     pass
@@ -89,14 +90,17 @@ class Undo:
                 db.destroy(cls, ref)
 
 
-def copy_vm_record(db: Database, vm_ref: str, name: str, **overrides: Any) -> str:
-    """A new VM row with the source's configuration and fresh runtime state."""
+def copy_vm_record(
+    db: Database, vm_ref: str, name: str, *, installed: DateTime, **overrides: Any
+) -> str:
+    """A new VM row with the source's configuration and fresh runtime state, its metrics
+    installed at ``installed``."""
     src = db.get("VM", vm_ref)
     cdef = db.table("VM").cdef
     record = {k: v for k, v in src.items() if k not in RUNTIME_FIELDS and k not in cdef.derived}
     other = {k: v for k, v in src["other_config"].items() if k != "default_template"}
     metrics = new_ref()
-    db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": now()})
+    db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": installed})
     record.update(
         uuid=new_uuid(),
         name_label=name,
@@ -108,7 +112,7 @@ def copy_vm_record(db: Database, vm_ref: str, name: str, **overrides: Any) -> st
         **overrides,
     )
     ref = new_ref()
-    db.create("VM", ref, record)
+    db.create("VM", ref, new_record("VM", **record))
     return ref
 
 
@@ -118,9 +122,11 @@ async def copy_disk(ctx: Context, vdi: str, how: str, sr: str | None) -> str:
     if name in HANDLERS:
         if how == "copy":
             return str(
-                await call(ctx, name, vdi, sr or ctx.db.get("VDI", vdi)["SR"], NULL_REF, NULL_REF)
+                await ctx.invoke_and_wait(
+                    name, vdi, sr or ctx.db.get("VDI", vdi)["SR"], NULL_REF, NULL_REF
+                )
             )
-        return str(await call(ctx, name, vdi, {}))
+        return str(await ctx.invoke_and_wait(name, vdi, {}))
     db = ctx.db
     src = db.get("VDI", vdi)
     record = {k: v for k, v in src.items() if k not in db.table("VDI").cdef.derived}
@@ -133,7 +139,7 @@ async def copy_disk(ctx: Context, vdi: str, how: str, sr: str | None) -> str:
     )
     ref = new_ref()
     with db.transaction():
-        db.create("VDI", ref, record)
+        db.create("VDI", ref, new_record("VDI", **record))
     return ref
 
 
@@ -162,9 +168,11 @@ async def copy_devices(
 
 
 def new_device(db: Database, cls: str, record: dict[str, Any], **fields: Any) -> str:
+    """A new ``cls`` row from the declared defaults, ``record`` (copied fields) and ``fields``;
+    a fresh uuid, and a VBD or VIF not attached."""
     ref = new_ref()
     with db.transaction():
-        row = {**record, **fields, "uuid": new_uuid()}
+        row = new_record(cls, **{**record, **fields, "uuid": new_uuid()})
         if cls in ("VBD", "VIF"):
             row["currently_attached"] = False
         db.create(cls, ref, row)
@@ -198,7 +206,7 @@ async def make_copy(
     undo = Undo(ctx)
     try:
         with db.transaction():
-            new = copy_vm_record(db, vm, name, **overrides)
+            new = copy_vm_record(db, vm, name, installed=ctx.toolstack.clock.now(), **overrides)
         undo.made.append(("VM", new))
         undo.made.insert(0, ("VM_metrics", db.get("VM", new)["metrics"]))
         await copy_devices(ctx, undo, vm, new, how, sr, skip or set())
@@ -244,12 +252,13 @@ async def copy(ctx: Context, vm: str, new_name: str, sr: str) -> str:
     return await make_copy(ctx, vm, new_name, how, sr if sr != NULL_REF else None)
 
 
-def _snapshot_fields(db: Database, vm: str) -> dict[str, Any]:
+def _snapshot_fields(ctx: Context, vm: str) -> dict[str, Any]:
+    db = ctx.db
     return {
         "is_a_snapshot": True,
         "is_a_template": True,
         "snapshot_of": vm,
-        "snapshot_time": now(),
+        "snapshot_time": ctx.toolstack.clock.now(),
         "transportable_snapshot_id": new_uuid(),
         "parent": db.get("VM", vm)["parent"],
     }
@@ -259,7 +268,7 @@ def _snapshot_fields(db: Database, vm: str) -> dict[str, Any]:
 async def snapshot(ctx: Context, vm: str, new_name: str, ignore_vdis: list[str]) -> str:
     db = ctx.db
     snap = await make_copy(
-        ctx, vm, new_name, "snapshot", skip=set(ignore_vdis), **_snapshot_fields(db, vm)
+        ctx, vm, new_name, "snapshot", skip=set(ignore_vdis), **_snapshot_fields(ctx, vm)
     )
     with db.transaction():
         db.set("VM", vm, "parent", snap)
@@ -271,7 +280,7 @@ async def checkpoint(ctx: Context, vm: str, new_name: str) -> str:
     """A snapshot that also keeps the memory of a live VM: it reverts to a suspended VM."""
     db = ctx.db
     live = db.get("VM", vm)["power_state"] in ("Running", "Paused")
-    snap = await make_copy(ctx, vm, new_name, "snapshot", **_snapshot_fields(db, vm))
+    snap = await make_copy(ctx, vm, new_name, "snapshot", **_snapshot_fields(ctx, vm))
     image = NULL_REF
     try:
         if live:
@@ -312,7 +321,7 @@ async def _revert(ctx: Context, snapshot: str, vm: str) -> None:
     old_vdis = [db.get("VBD", v)["VDI"] for v in row["VBDs"] if db.exists("VBD", v)]
     await suspend_image.drop(ctx, vm)
     with db.transaction():
-        record_halted(db, vm)
+        record_halted(db, vm, ctx.toolstack.clock)
         hv.sync_memory(db, row["resident_on"])
         for cls, refs in (("VBD", row["VBDs"]), ("VIF", row["VIFs"])):
             for ref in refs:
@@ -331,7 +340,7 @@ async def _revert(ctx: Context, snapshot: str, vm: str) -> None:
             hv.backend.vm_copy_image(snapshot, vm)
         await suspend_image.copy_to(ctx, snapshot, vm)
         with db.transaction():
-            record_suspended(db, vm)
+            record_suspended(db, vm, clock=ctx.toolstack.clock)
 
 
 def _derived(db: Database, field: str) -> bool:
@@ -345,7 +354,7 @@ async def _drop_unused_vdi(ctx: Context, vdi: str) -> None:
     if db.get("VDI", vdi)["type"] == "iso" or db.get("VDI", vdi)["is_a_snapshot"]:
         return
     if "VDI.destroy" in HANDLERS:
-        await call(ctx, "VDI.destroy", vdi)
+        await ctx.invoke_and_wait("VDI.destroy", vdi)
     else:
         with db.transaction():
             db.destroy("VDI", vdi)

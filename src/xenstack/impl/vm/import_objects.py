@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.context import Context
-from ...core.ids import new_ref, new_uuid, now
+from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.model import CLASSES
 from ...idl.types import NULL_REF
 from ...storage.xva_metadata import ExportedObject, Header
-from ..registry import call
 from .clone import DEVICE_RUNTIME, RUNTIME_FIELDS, Undo, random_mac
 from .vm import memory_overhead
 
@@ -98,7 +98,7 @@ async def _replace_existing(ctx: Context, uuid: str, record: dict[str, Any], for
     have, new = int(db.get("VM", old)["version"]), int(record.get("version", 0))
     if have >= new and not force:
         raise ApiError("VM_TO_IMPORT_IS_NOT_NEWER_VERSION", [old, str(have), str(new)])
-    await call(ctx, "VM.destroy", old)
+    await ctx.invoke_and_wait("VM.destroy", old)
 
 
 async def _vm(
@@ -112,9 +112,10 @@ async def _vm(
     ref = new_ref()
     with db.transaction():
         metrics = new_ref()
-        db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": now()})
+        installed = ctx.toolstack.clock.now()
+        db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": installed})
         row.update(uuid=_free_uuid(db, "VM", record.get("uuid"), full_restore), metrics=metrics)
-        db.create("VM", ref, row)
+        db.create("VM", ref, new_record("VM", **row))
     undo.made.insert(0, ("VM_metrics", metrics))
     undo.made.append(("VM", ref))
     plan.table[obj.id] = ref
@@ -150,7 +151,7 @@ async def _vdi(
     if ctx.task:
         fields["sm_config"]["import_task"] = ctx.task
     fields["SR"] = sr
-    ref = str(await call(ctx, "VDI.create", fields))
+    ref = str(await ctx.invoke_and_wait("VDI.create", fields))
     undo.made.append(("VDI", ref))
     plan.table[obj.id] = ref
     if not _is_cd_only(header, obj.id):
@@ -189,7 +190,7 @@ def _device(ctx: Context, cls: str, obj: ExportedObject, full_restore: bool, **f
     ref = new_ref()
     with db.transaction():
         row["uuid"] = _free_uuid(db, cls, record.get("uuid"), full_restore)
-        db.create(cls, ref, row)
+        db.create(cls, ref, new_record(cls, **row))
     return ref
 
 

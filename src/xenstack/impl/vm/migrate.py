@@ -21,7 +21,7 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
     with backend_errors():
         info = await hv.backend.vm_migrate(vm, hv.host(db, host))
     with db.transaction():
-        record_domain(db, vm, info, started=False)
+        record_domain(db, vm, info, started=False, clock=ctx.toolstack.clock)
         hv.sync_memory(db, source)
         hv.sync_memory(db, host)
 

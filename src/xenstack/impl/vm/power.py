@@ -29,7 +29,7 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
         with backend_errors():
             info = await hv.backend.vm_start(hv.host(db, host), domain_spec(db, vm), paused)
     with db.transaction():
-        record_domain(db, vm, info, started=True)
+        record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
 
 
@@ -58,7 +58,7 @@ async def halt(ctx: Context, vm: str, clean: bool) -> None:
             await hv.backend.vm_shutdown(vm, clean)
         hv.backend.vm_discard_image(vm)
     with db.transaction():
-        record_halted(db, vm)
+        record_halted(db, vm, ctx.toolstack.clock)
         hv.sync_memory(db, host)
     await suspend_image.drop(ctx, vm)
 
@@ -78,7 +78,7 @@ async def reboot(ctx: Context, vm: str, clean: bool) -> None:
         info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
     with db.transaction():
         drop_guest_metrics(db, vm)
-        record_domain(db, vm, info, started=True)
+        record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
 
 
@@ -100,7 +100,7 @@ def _pause_or_unpause(op: str) -> None:
         with backend_errors():
             info = await getattr(hv.backend, f"vm_{op}")(vm)
         with ctx.db.transaction():
-            record_domain(ctx.db, vm, info, started=False)
+            record_domain(ctx.db, vm, info, started=False, clock=ctx.toolstack.clock)
 
     implements(f"VM.{op}")(run)
 
@@ -124,7 +124,7 @@ async def suspend(ctx: Context, vm: str) -> None:
         raise
     with db.transaction():
         drop_guest_metrics(db, vm)
-        record_suspended(db, vm)
+        record_suspended(db, vm, clock=ctx.toolstack.clock)
         db.set("VM", vm, "suspend_VDI", image)
         hv.sync_memory(db, host)
 
@@ -140,7 +140,7 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
     await sync_hotplug(hv, db, vm, info)
     info = hv.backend.vm_info(vm) or info
     with db.transaction():
-        record_domain(db, vm, info, started=True)
+        record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, target)
     await suspend_image.drop(ctx, vm)
 
@@ -173,7 +173,7 @@ async def power_state_reset(ctx: Context, vm: str) -> None:
         hv.backend.vm_reset(vm)
     with db.transaction():
         db.set("VM", vm, "current_operations", {})
-        record_halted(db, vm)
+        record_halted(db, vm, ctx.toolstack.clock)
         hv.sync_memory(db, host)
         update_allowed_operations(db, vm)
     await suspend_image.drop(ctx, vm)

@@ -14,7 +14,7 @@ from ...core.context import Context
 from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
-from ..registry import HANDLERS, call, implements
+from ..registry import HANDLERS, implements
 from .clone import Undo, new_device
 
 
@@ -44,7 +44,7 @@ async def provision_disks(ctx: Context, vm: str) -> None:
                 sm_config={"vm_hint": row["uuid"]},
             )
             if "VDI.create" in HANDLERS:
-                vdi = str(await call(ctx, "VDI.create", record))
+                vdi = str(await ctx.invoke_and_wait("VDI.create", record))
             else:
                 vdi = new_device(db, "VDI", record)
             undo.made.append(("VDI", vdi))

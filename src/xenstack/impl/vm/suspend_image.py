@@ -17,7 +17,7 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
-from ..registry import HANDLERS, call
+from ..registry import HANDLERS
 from .placement import srs_on_host
 
 MIB = 1 << 20
@@ -59,7 +59,7 @@ async def create(ctx: Context, vm_ref: str, host_ref: str) -> str:
         type="suspend",
         sm_config={"vmhint": db.get("VM", vm_ref)["uuid"]},
     )
-    return str(await call(ctx, "VDI.create", record))
+    return str(await ctx.invoke_and_wait("VDI.create", record))
 
 
 async def destroy(ctx: Context, vdi: str) -> None:
@@ -67,7 +67,7 @@ async def destroy(ctx: Context, vdi: str) -> None:
     if vdi == NULL_REF or not ctx.db.exists("VDI", vdi):
         return
     if "VDI.destroy" in HANDLERS:
-        await call(ctx, "VDI.destroy", vdi)
+        await ctx.invoke_and_wait("VDI.destroy", vdi)
     else:
         with ctx.db.transaction() as db:
             db.destroy("VDI", vdi)
@@ -90,6 +90,6 @@ async def copy_to(ctx: Context, snapshot: str, vm_ref: str) -> None:
     source = db.get("VM", snapshot)["suspend_VDI"]
     if source == NULL_REF or not db.exists("VDI", source):
         return
-    clone = str(await call(ctx, "VDI.clone", source, {}))
+    clone = str(await ctx.invoke_and_wait("VDI.clone", source, {}))
     with db.transaction():
         db.set("VM", vm_ref, "suspend_VDI", clone)

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ...core.context import Context
-from ...core.ids import new_ref, new_uuid, now
+from ...core.ids import new_ref, new_uuid
 from ...core.objects import create_object
 from ...errors import ApiError
 from ...idl.types import NULL_REF
@@ -51,7 +51,9 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
         if vm["domain_type"] == "unspecified":
             db.set("VM", ref, "domain_type", "hvm" if vm["HVM_boot_policy"] else "pv")
         metrics = new_ref()
-        db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": now()})
+        db.create(
+            "VM_metrics", metrics, {"uuid": new_uuid(), "install_time": ctx.toolstack.clock.now()}
+        )
         db.update(
             "VM",
             ref,
