@@ -10,7 +10,7 @@ from .context import Context
 from .ids import new_ref, new_uuid
 
 
-def new_record(cls: str, **fields: Any) -> dict[str, Any]:
+def new_record(cls: str, /, **fields: Any) -> dict[str, Any]:
     """A record of ``cls``: every declared field at its declared default, then ``fields``.
 
     ValueError for a field ``cls`` does not declare: a misspelt name would otherwise make a

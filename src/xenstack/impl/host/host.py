@@ -11,7 +11,6 @@ import asyncio
 from datetime import datetime
 
 from ...core.context import Context
-from ...core.ids import now
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF, DateTime
@@ -163,7 +162,7 @@ def compute_memory_overhead(ctx: Context, host: str) -> int:
 
 @implements("host.get_servertime")
 def get_servertime(ctx: Context, host: str) -> DateTime:
-    return now()
+    return ctx.toolstack.clock.now()
 
 
 @implements("host.get_server_localtime")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...core.ids import new_ref, new_uuid, now
+from ...core.objects import new_record
 from ...db.store import Database
 
 NICS = ("eth0", "eth1")
@@ -50,29 +51,31 @@ def create_pool_networks(db: Database) -> None:
         db.create(
             "network",
             new_ref(),
-            {
-                "uuid": new_uuid(),
-                "name_label": f"Pool-wide network associated with {nic}",
-                "name_description": "",
-                "bridge": f"xenbr{n}",
-                "MTU": 1500,
-                "managed": True,
-                "other_config": {},
-            },
+            new_record(
+                "network",
+                uuid=new_uuid(),
+                name_label=f"Pool-wide network associated with {nic}",
+                name_description="",
+                bridge=f"xenbr{n}",
+                MTU=1500,
+                managed=True,
+                other_config={},
+            ),
         )
     db.create(
         "network",
         new_ref(),
-        {
-            "uuid": new_uuid(),
-            "name_label": "Host internal management network",
-            "name_description": "Network on which guests will be assigned a private "
+        new_record(
+            "network",
+            uuid=new_uuid(),
+            name_label="Host internal management network",
+            name_description="Network on which guests will be assigned a private "
             "link-local IP address which can be used to talk XenAPI",
-            "bridge": INTERNAL_BRIDGE,
-            "MTU": 1500,
-            "managed": True,
-            "other_config": dict(INTERNAL_MANAGEMENT_CONFIG),
-        },
+            bridge=INTERNAL_BRIDGE,
+            MTU=1500,
+            managed=True,
+            other_config=dict(INTERNAL_MANAGEMENT_CONFIG),
+        ),
     )
 
 

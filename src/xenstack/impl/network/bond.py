@@ -10,6 +10,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
@@ -104,15 +105,16 @@ def create(
         db.create(
             "Bond",
             bond,
-            {
-                "uuid": new_uuid(),
-                "master": master,
-                "primary_slave": primary,
-                "mode": mode,
-                "properties": {**BOND_PROPERTIES, **properties},
-                "links_up": len(members),
-                "auto_update_mac": not mac,
-            },
+            new_record(
+                "Bond",
+                uuid=new_uuid(),
+                master=master,
+                primary_slave=primary,
+                mode=mode,
+                properties={**BOND_PROPERTIES, **properties},
+                links_up=len(members),
+                auto_update_mac=not mac,
+            ),
         )
         for pif in members:
             db.update("PIF", pif, bond_slave_of=bond, currently_attached=False, **_CLEARED)

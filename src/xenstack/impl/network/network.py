@@ -6,6 +6,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ..registry import implements
@@ -44,16 +45,17 @@ def new_network(db: Database, record: dict[str, Any]) -> str:
         db.create(
             "network",
             ref,
-            {
-                "uuid": new_uuid(),
-                "name_label": record.get("name_label", ""),
-                "name_description": record.get("name_description", ""),
-                "MTU": mtu if mtu > 0 else 1500,
-                "other_config": dict(record.get("other_config", {})),
-                "bridge": bridge,
-                "managed": record.get("managed", True),
-                "tags": list(record.get("tags", [])),
-            },
+            new_record(
+                "network",
+                uuid=new_uuid(),
+                name_label=record.get("name_label", ""),
+                name_description=record.get("name_description", ""),
+                MTU=mtu if mtu > 0 else 1500,
+                other_config=dict(record.get("other_config", {})),
+                bridge=bridge,
+                managed=record.get("managed", True),
+                tags=list(record.get("tags", [])),
+            ),
         )
     return ref
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.model import CLASSES
@@ -37,21 +38,22 @@ def _introduce_nic(db: Database, host: str, nic: int, mac: str, managed: bool) -
         db.create(
             "PIF",
             ref,
-            {
-                "uuid": new_uuid(),
-                "device": fresh_network.NICS[nic],
-                "network": networks.get(f"xenbr{nic}", NULL_REF),
-                "host": host,
-                "MAC": mac,
-                "MTU": 1500,
-                "VLAN": -1,
-                "metrics": metrics,
-                "physical": True,
-                "currently_attached": False,
-                "managed": managed,
-                "properties": {"gro": "on"},
-                "capabilities": ["gro"],
-            },
+            new_record(
+                "PIF",
+                uuid=new_uuid(),
+                device=fresh_network.NICS[nic],
+                network=networks.get(f"xenbr{nic}", NULL_REF),
+                host=host,
+                MAC=mac,
+                MTU=1500,
+                VLAN=-1,
+                metrics=metrics,
+                physical=True,
+                currently_attached=False,
+                managed=managed,
+                properties={"gro": "on"},
+                capabilities=["gro"],
+            ),
         )
     return ref
 

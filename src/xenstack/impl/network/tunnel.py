@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ..devices.vif import random_mac
@@ -38,13 +39,14 @@ def create(ctx: Context, transport_pif: str, network: str, protocol: str) -> str
         db.create(
             "tunnel",
             tunnel,
-            {
-                "uuid": new_uuid(),
-                "access_PIF": access,
-                "transport_PIF": transport_pif,
-                "status": {"active": "true"},
-                "protocol": protocol,
-            },
+            new_record(
+                "tunnel",
+                uuid=new_uuid(),
+                access_PIF=access,
+                transport_PIF=transport_pif,
+                status={"active": "true"},
+                protocol=protocol,
+            ),
         )
     return tunnel
 

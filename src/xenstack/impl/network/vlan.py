@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
@@ -56,7 +57,9 @@ def create_vlan(db: Database, tagged_pif: str, tag: int, network: str) -> str:
         db.create(
             "VLAN",
             vlan,
-            {"uuid": new_uuid(), "tagged_PIF": tagged_pif, "untagged_PIF": untagged, "tag": tag},
+            new_record(
+                "VLAN", uuid=new_uuid(), tagged_PIF=tagged_pif, untagged_PIF=untagged, tag=tag
+            ),
         )
         db.set("PIF", untagged, "VLAN_master_of", vlan)
     return vlan

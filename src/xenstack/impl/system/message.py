@@ -11,6 +11,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid, now
+from ...core.objects import new_record
 from ...db.store import Database
 from ...db.where import compile_where
 from ...errors import ApiError
@@ -58,15 +59,16 @@ def post(
         db.create(
             "message",
             ref,
-            {
-                "uuid": new_uuid(),
-                "name": name,
-                "priority": priority,
-                "cls": cls,
-                "obj_uuid": obj_uuid,
-                "timestamp": when or now(),
-                "body": body,
-            },
+            new_record(
+                "message",
+                uuid=new_uuid(),
+                name=name,
+                priority=priority,
+                cls=cls,
+                obj_uuid=obj_uuid,
+                timestamp=when or now(),
+                body=body,
+            ),
         )
     return ref
 

@@ -6,6 +6,7 @@ from ...core.access import LOCAL_SUPERUSER
 from ...core.calls import Origin
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ..registry import implements
@@ -22,18 +23,19 @@ async def _login(ctx: Context, uname: str, pwd: str, originator: str, origin: Or
         db.create(
             "session",
             ref,
-            {
-                "uuid": new_uuid(),
-                "this_host": ctx.this_host,
-                "this_user": NULL_REF,
-                "last_active": stamp,
-                "pool": False,
-                "is_local_superuser": user.role == "pool-admin" and uname == LOCAL_SUPERUSER,
-                "validation_time": stamp,
-                "auth_user_name": uname,
-                "originator": originator,
-                "rbac_permissions": [],
-            },
+            new_record(
+                "session",
+                uuid=new_uuid(),
+                this_host=ctx.this_host,
+                this_user=NULL_REF,
+                last_active=stamp,
+                pool=False,
+                is_local_superuser=user.role == "pool-admin" and uname == LOCAL_SUPERUSER,
+                validation_time=stamp,
+                auth_user_name=uname,
+                originator=originator,
+                rbac_permissions=[],
+            ),
         )
     ts.auth.open(ref, user)
     return ref
