@@ -19,7 +19,7 @@ from xenstack.storage.sr import (
     SrSite,
     VdiInfo,
 )
-from xenstack.storage.sr.sizes import vhd_overhead
+from xenstack.storage.sr.sizes import Listed, vhd_overhead
 from xenstack.toolstack import Toolstack
 
 GIB = 1 << 30
@@ -101,13 +101,19 @@ def test_sizes_driver_refuses_what_does_not_fit_and_invalid_sizes() -> None:
 
 
 def test_sizes_driver_reads_the_records_only_when_asked() -> None:
-    reads: list[int] = []
+    class Counted(Listed):
+        reads = 0
 
-    def records() -> list[VdiInfo]:
-        reads.append(1)
-        return [VdiInfo("a", "a", GIB, GIB)]
+        def used(self) -> int:
+            Counted.reads += 1
+            return super().used()
 
-    drv = SizesSr(records, 4 * GIB, thin=True, vhd=True)
-    assert not drv.holds_data and not reads
+    drv = SizesSr(Counted([VdiInfo("a", "a", GIB, GIB)]), 4 * GIB, thin=True, vhd=True)
+    assert not drv.holds_data and not Counted.reads
     assert drv.usage() == (GIB, 4 * GIB) and drv.usage() == (GIB, 4 * GIB)
-    assert reads == [1]
+    assert Counted.reads == 1
+    drv.create("b", GIB)
+    assert [v.location for v in drv.scan()] == ["a", "b"]
+    drv.delete("a")
+    assert [v.location for v in drv.scan()] == ["b"]
+    assert drv.usage()[0] == vhd_overhead(GIB)

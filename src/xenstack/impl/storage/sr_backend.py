@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Iterator
 from typing import Any, cast
 
 from ...db.store import Database
@@ -102,12 +103,38 @@ def driver_of(
         capacity=int(row["physical_size"]),
         thin=sm_driver is None or sm_driver.thin,
         vhd=row["type"] in SIZE_ROUNDED,
-        vdis=lambda: [_recorded(db.get("VDI", v)) for v in row["VDIs"]],
+        vdis=RecordedVdis(db, row["VDIs"]),
     )
     return registry.build(config.get(DRIVER_KEY), site)
 
 
-def _recorded(vdi_row: dict[str, Any]) -> VdiInfo:
+class RecordedVdis:
+    """An SR's VDI rows as a sizes-only driver reads them (``storage.sr.sizes.SizesRecords``):
+    one lookup or one sum per question, no copy of the rows (an SR may hold 10,000s). Refs
+    whose rows are gone since (the driver outlived a destroy) are left out."""
+
+    def __init__(self, db: Database, refs: list[str]) -> None:
+        self.db, self.refs = db, refs
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        rows = self.db.table("VDI").rows
+        return (rows[ref] for ref in self.refs if ref in rows)
+
+    def find(self, location: str) -> VdiInfo | None:
+        table = self.db.table("VDI")
+        ref = table.by_uuid.get(location)  # a location is mostly the VDI's uuid: no scan then
+        if ref is not None and ref in self.refs and table.rows[ref]["location"] == location:
+            return _info(table.rows[ref])
+        return next((_info(r) for r in self._rows() if r["location"] == location), None)
+
+    def used(self) -> int:
+        return sum(int(r["physical_utilisation"]) for r in self._rows())
+
+    def all(self) -> list[VdiInfo]:
+        return [_info(r) for r in self._rows()]
+
+
+def _info(vdi_row: dict[str, Any]) -> VdiInfo:
     location = vdi_row["location"]
     return VdiInfo(
         location, location, int(vdi_row["virtual_size"]), int(vdi_row["physical_utilisation"])

@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from xenstack.storage.sr.driver import SrDriver, VdiInfo
+from xenstack.storage.sr.driver import SrDriver
 from xenstack.storage.sr.filesr import FileSr
 from xenstack.storage.sr.iso import IsoSr
 from xenstack.storage.sr.shared import SharedSr
-from xenstack.storage.sr.sizes import SizesSr
+from xenstack.storage.sr.sizes import SizesRecords, SizesSr
 
 SIZES = "sizes"  # the kind of an SR whose sm_config names none
 
@@ -27,13 +27,13 @@ SIZES = "sizes"  # the kind of an SR whose sm_config names none
 @dataclass(frozen=True)
 class SrSite:
     """What a driver is built from: the SR's directory (``""`` when it has none), its
-    capacity in bytes, how it provisions, and (read only when asked) its VDIs' records."""
+    capacity in bytes, how it provisions, and its VDIs' records (read only when asked)."""
 
     path: str
     capacity: int
     thin: bool
     vhd: bool
-    vdis: Callable[[], list[VdiInfo]]
+    vdis: SizesRecords
 
 
 DriverFactory = Callable[[SrSite], SrDriver]

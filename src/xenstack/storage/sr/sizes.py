@@ -10,7 +10,7 @@ and refuse what does not fit with :class:`SrFullError`; they keep no data, so
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from xenstack.storage.sr.driver import ERR_NO_VDI, SrDriverError, SrFullError, VdiInfo
 
@@ -25,13 +25,42 @@ def vhd_overhead(size: int) -> int:
     return 3 * 512 + 1024 + ((bat + 511) // 512) * 512
 
 
+class SizesRecords(Protocol):
+    """What a sizes-only SR's records hold: one VDI's sizes by location, and the bytes all
+    its VDIs take. Asked only when needed (a large SR's records are many)."""
+
+    def find(self, location: str) -> VdiInfo | None: ...
+
+    def used(self) -> int: ...
+
+    def all(self) -> list[VdiInfo]: ...
+
+
+class Listed:
+    """:class:`SizesRecords` from a list of VDIs."""
+
+    def __init__(self, vdis: list[VdiInfo]) -> None:
+        self.vdis = {v.location: v for v in vdis}
+        self._used = sum(v.physical_utilisation for v in vdis)
+
+    def find(self, location: str) -> VdiInfo | None:
+        return self.vdis.get(location)
+
+    def used(self) -> int:
+        return self._used
+
+    def all(self) -> list[VdiInfo]:
+        return list(self.vdis.values())
+
+
 class SizesSr:
     """The VDIs of one sizes-only SR (see the module docstring).
 
-    ``vdis``: the SR's VDIs, or a function giving them (called once, when first needed: a
+    ``vdis``: the SR's VDIs (a list, or :class:`SizesRecords` read when first needed: a
     driver built only to be asked ``holds_data`` reads no records). ``thin``: VDIs take
     space as data is written (else their whole size up front); ``vhd``: the SR keeps VHDs,
-    so a new thin VDI takes VHD metadata (else its size).
+    so a new thin VDI takes VHD metadata (else its size). What the driver does is kept over
+    the records (it changes none of them: the caller records the results).
     """
 
     directory = ""
@@ -39,25 +68,13 @@ class SizesSr:
     holds_data = False
 
     def __init__(
-        self,
-        vdis: list[VdiInfo] | Callable[[], list[VdiInfo]],
-        capacity: int,
-        *,
-        thin: bool,
-        vhd: bool,
+        self, vdis: list[VdiInfo] | SizesRecords, capacity: int, *, thin: bool, vhd: bool
     ) -> None:
-        self._source = vdis
-        self._known: dict[str, VdiInfo] | None = None
-        self._used = 0
+        self._records: SizesRecords = Listed(vdis) if isinstance(vdis, list) else vdis
+        self._changed: dict[str, VdiInfo | None] = {}  # made, resized or deleted (None) here
+        self._used: int | None = None
         self.capacity = capacity
         self.thin, self.vhd = thin, vhd
-
-    def _records(self) -> dict[str, VdiInfo]:
-        if self._known is None:
-            found = self._source() if callable(self._source) else self._source
-            self._known = {v.location: v for v in found}
-            self._used = sum(v.physical_utilisation for v in found)  # rows may share a location
-        return self._known
 
     def initial_usage(self, size: int) -> int:
         """Physical space a new VDI of ``size`` bytes takes."""
@@ -69,6 +86,7 @@ class SizesSr:
         free = self.capacity - self.usage()[0]
         if needed > free:
             raise SrFullError(needed, max(free, 0))
+        self._used = self.usage()[0] + needed
 
     def attach(self) -> None:
         """Nothing to make usable."""
@@ -77,17 +95,23 @@ class SizesSr:
         """Nothing on storage to remove."""
 
     def scan(self) -> list[VdiInfo]:
-        return list(self._records().values())
+        """The recorded VDIs (with what this driver did): there is nothing else to find."""
+        found = {v.location: v for v in self._records.all()} | self._changed
+        return [v for v in found.values() if v is not None]
 
     def usage(self) -> tuple[int, int]:
-        self._records()
+        if self._used is None:
+            self._used = self._records.used()
         return self._used, self.capacity
 
     def path(self, vdi_uuid: str) -> str:
         raise SrDriverError(ERR_NO_VDI, f"VDI {vdi_uuid} is sizes only: it has no file")
 
     def info(self, vdi_uuid: str) -> VdiInfo:
-        found = self._records().get(vdi_uuid)
+        if vdi_uuid in self._changed:
+            found = self._changed[vdi_uuid]
+        else:
+            found = self._records.find(vdi_uuid)
         if found is None:
             raise SrDriverError(ERR_NO_VDI, f"The VDI is not available [opterr={vdi_uuid}]")
         return found
@@ -95,8 +119,7 @@ class SizesSr:
     def _add(self, vdi_uuid: str, size: int, physical: int) -> VdiInfo:
         self._take(physical)
         info = VdiInfo(vdi_uuid, vdi_uuid, size, physical)
-        self._records()[vdi_uuid] = info
-        self._used += physical
+        self._changed[vdi_uuid] = info
         return info
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
@@ -105,9 +128,14 @@ class SizesSr:
         return self._add(vdi_uuid, size, self.initial_usage(size))
 
     def delete(self, vdi_uuid: str) -> None:
-        gone = self._records().pop(vdi_uuid, None)
-        if gone is not None:
-            self._used -= gone.physical_utilisation
+        """Forget a VDI. Its space comes off what :meth:`usage` counted already; if nothing
+        was counted yet, the records (which the caller has updated) are read without it."""
+        if self._used is not None:
+            try:
+                self._used -= self.info(vdi_uuid).physical_utilisation
+            except SrDriverError:
+                return
+        self._changed[vdi_uuid] = None
 
     def snapshot(self, vdi_uuid: str, new_uuid: str) -> VdiInfo:
         """A new VDI as large as ``vdi_uuid``: thin, or full size on a thick SR."""
@@ -121,6 +149,5 @@ class SizesSr:
         extra = grown if not self.thin else vhd_overhead(size) - vhd_overhead(old.virtual_size)
         self._take(extra)
         info = VdiInfo(old.uuid, old.location, size, old.physical_utilisation + extra)
-        self._records()[vdi_uuid] = info
-        self._used += extra
+        self._changed[vdi_uuid] = info
         return info
