@@ -24,6 +24,12 @@ and handed down, never looked up. A ``Toolstack`` is given
 - ``clock``: a :class:`xenstack.core.clock.Clock` for the dates the toolstack stamps (tasks,
   messages, sessions, guest metrics); :class:`SystemClock` by default, a
   ``xenstack.testing.FakeClock`` in tests.
+- ``sr_drivers``: the :class:`xenstack.storage.sr.SrDrivers` registry, SR driver kind ->
+  factory, that builds every SR's driver (``impl.storage.sr_backend.driver_of`` asks it,
+  reached as ``ctx.toolstack.sr_drivers``); by default
+  :data:`~xenstack.storage.sr.DEFAULT_DRIVERS`: ``file``, ``shared``, ``iso`` and ``sizes``
+  (the sizes-only simulated SRs, and every SR whose ``sm_config`` names no kind). A real
+  LVM or NFS driver is one more kind in the registry given here.
 
 The toolstack makes its :class:`Hypervisor` from the backend (``impl.host.hypervisor``
 reaches it as ``hypervisor(ctx)``, i.e. ``ctx.toolstack.hypervisor``).
@@ -62,6 +68,7 @@ from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
+from .storage.sr import DEFAULT_DRIVERS, SrDrivers
 from .xenops.interface import Backend
 from .xenops.simulator import SimulatorBackend
 
@@ -122,9 +129,11 @@ class Toolstack:
         clock: Clock | None = None,
         persistence: Persistence | None = None,
         session_timeout: float | None = None,
+        sr_drivers: SrDrivers | None = None,
     ) -> None:
         self.config = config or ToolstackConfig()
         self.clock: Clock = clock or SystemClock()
+        self.sr_drivers: SrDrivers = sr_drivers or DEFAULT_DRIVERS
         self.state_dir = Path(os.path.abspath(state_dir)) if state_dir is not None else None
         self.persistence = persistence or open_persistence(self.state_dir)
         self.db = Database(self.persistence)
@@ -174,7 +183,7 @@ class Toolstack:
         self.this_host = create_pool(self.db, hosts=hosts, shared_sr=shared_sr)
         if file_storage:
             with self.db.transaction():
-                use_real_local_storage(self.db, str(self.state_dir))
+                use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
         self.persistence.set_meta("this_host", self.this_host)
         return password
 

@@ -113,6 +113,12 @@ class Services(Protocol):
         loosely: core sits below impl; ``impl.host.hypervisor.hypervisor(ctx)`` types it)."""
         ...
 
+    @property
+    def sr_drivers(self) -> Any:
+        """The ``storage.sr.registry.SrDrivers`` the toolstack was given (typed loosely: core
+        sits below storage; ``impl.storage.sr_backend.drivers(ctx)`` types it)."""
+        ...
+
 
 @dataclass(slots=True)
 class Context:

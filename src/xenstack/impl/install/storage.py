@@ -14,6 +14,7 @@ import os
 from ...core.ids import new_ref, new_uuid
 from ...core.objects import new_record
 from ...db.store import Database
+from ...storage.sr import DEFAULT_DRIVERS, SrDrivers
 from ..storage import sm
 from ..storage.sr import new_pbd, new_sr
 from ..storage.sr_backend import choose, driver_of
@@ -69,7 +70,7 @@ def create_pool_storage(db: Database, *, shared_sr: bool) -> None:
             allowed_operations=["forget", "update"],
         ),
     )
-    refresh_usage(db, tools)
+    refresh_usage(DEFAULT_DRIVERS, db, tools)  # sizes-only (its sm_config names no driver)
     if shared_sr:
         new_sr(
             db,
@@ -130,9 +131,9 @@ def _shared_device_config(sr_type: str) -> dict[str, str]:
     return {}
 
 
-def use_real_local_storage(db: Database, state_dir: str) -> None:
+def use_real_local_storage(db: Database, state_dir: str, registry: SrDrivers) -> None:
     """Make every "Local storage" SR a file SR, and the shared NFS SR a shared directory,
-    under ``state_dir`` (in a transaction)."""
+    under ``state_dir`` (in a transaction); ``registry`` builds their drivers."""
     for sr, row in list(db.table("SR").rows.items()):
         if row["sm_config"].get("xenstack_driver"):
             continue
@@ -144,5 +145,5 @@ def use_real_local_storage(db: Database, state_dir: str) -> None:
             continue
         os.makedirs(backend["xenstack_path"], exist_ok=True)
         db.set("SR", sr, "sm_config", row["sm_config"] | backend)
-        assert driver_of(db.get("SR", sr)) is not None
-        refresh_usage(db, sr)
+        assert driver_of(registry, db, db.get("SR", sr)).holds_data
+        refresh_usage(registry, db, sr)

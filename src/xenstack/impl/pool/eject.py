@@ -22,6 +22,7 @@ from ...idl.model import CLASSES
 from ..install.bootstrap import create_pool
 from ..install.storage import use_real_local_storage
 from ..registry import implements, internal
+from ..storage.sr_backend import drivers
 from . import membership
 from .host_removal import remove_host
 from .pool import the_pool
@@ -105,7 +106,7 @@ async def reset_standalone(ts: Services) -> None:
     ts.this_host = create_pool(db, label, address)
     if ts.persistence.get_meta("storage") == "file" and ts.state_dir is not None:
         with db.transaction():
-            use_real_local_storage(db, str(ts.state_dir))
+            use_real_local_storage(db, str(ts.state_dir), drivers(ts))
     ts.persistence.set_meta("this_host", ts.this_host)
     await db.durable()
 

@@ -17,6 +17,7 @@ from ...errors import ApiError
 from ..install.bootstrap import create_host
 from ..install.storage import use_real_local_storage
 from ..registry import implements, internal
+from ..storage.sr_backend import drivers
 from . import membership
 from .pool import the_pool
 from .remote import RemoteSession, ServiceFailed, Unreachable
@@ -187,5 +188,5 @@ def _create_member(ctx: Context, member: dict[str, str]) -> str:
         host = create_host(db, member["hostname"], member["address"])
         db.update("host", host, uuid=member["uuid"], hostname=member["hostname"])
         if ts.persistence.get_meta("storage") == "file" and ts.state_dir is not None:
-            use_real_local_storage(db, str(ts.state_dir))
+            use_real_local_storage(db, str(ts.state_dir), drivers(ts))
     return host

@@ -11,7 +11,7 @@ from ...errors import ApiError
 from ...storage.sr import FileSr
 from ...storage.sr.gc import recover_sr
 from ..registry import implements
-from .sr_backend import backend_error, driver_of, plug_backend, storage_root
+from .sr_backend import backend_error, driver_of, drivers, plug_backend, storage_root
 from .sr_usage import refresh_usage
 from .vdi_files import scan_files
 
@@ -60,20 +60,19 @@ def plug(ctx: Context, self_: str) -> None:
         return
     sr_row = db.get("SR", row["SR"])
     backend = plug_backend(storage_root(ctx.toolstack), sr_row, row["device_config"])
-    drv = driver_of({"sm_config": backend}) if backend else driver_of(sr_row)
-    if drv is not None:
-        try:
-            drv.attach()
-            if isinstance(drv, FileSr) and not _attached_elsewhere(db, row["SR"]):
-                recover_sr(drv)  # nothing uses the SR yet: what a crash left can be repaired
-        except Exception as exc:
-            raise backend_error(exc) from None
+    registry = drivers(ctx.toolstack)
+    drv = driver_of(registry, db, sr_row, backend or None)
+    try:
+        drv.attach()
+        if isinstance(drv, FileSr) and not _attached_elsewhere(db, row["SR"]):
+            recover_sr(drv)  # nothing uses the SR yet: what a crash left can be repaired
+    except Exception as exc:
+        raise backend_error(exc) from None
     with db.transaction():
         if backend:
             db.set("SR", row["SR"], "sm_config", sr_row["sm_config"] | backend)
-        if drv is not None:
-            scan_files(db, row["SR"])
-        refresh_usage(db, row["SR"])
+        scan_files(registry, db, row["SR"])
+        refresh_usage(registry, db, row["SR"])
         db.set("PBD", self_, "currently_attached", True)
 
 
@@ -106,7 +105,7 @@ async def unplug(ctx: Context, self_: str) -> None:
         raise ApiError("VDI_IN_USE", in_use)
     db = ctx.db
     sr = db.get("PBD", self_)["SR"]
-    if driver_of(db.get("SR", sr)) is not None:  # exports of its disks end with it
+    if driver_of(drivers(ctx.toolstack), db, db.get("SR", sr)).holds_data:  # exports end too
         for vdi in db.get("SR", sr)["VDIs"]:
             await ctx.toolstack.storage.stop_nbd(db.get("VDI", vdi)["uuid"])
     with db.transaction():

@@ -38,7 +38,7 @@ from ...storage.nbd import NbdGrant, NbdRefused, NbdServer, VhdBackend, serve_nb
 from ...storage.sr import FileSr
 from ...storage.sr.gc import GcResult, collect, recover_sr
 from ...storage.vhd import VhdImage
-from .sr_backend import driver_of
+from .sr_backend import driver_of, drivers
 from .sr_usage import refresh_usage
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,9 @@ class StorageService:
         self.kick_gc()  # a first pass at once: what the repairs left to merge
 
     def _local_file_srs(self) -> Iterator[tuple[str, FileSr]]:
-        for sr, row in list(self.toolstack.db.table("SR").rows.items()):
-            drv = driver_of(row)
+        db, registry = self.toolstack.db, drivers(self.toolstack)
+        for sr, row in list(db.table("SR").rows.items()):
+            drv = driver_of(registry, db, row)
             if isinstance(drv, FileSr) and os.path.isdir(drv.directory):
                 yield sr, drv
 
@@ -179,7 +180,7 @@ class StorageService:
                 done[sr] = await asyncio.to_thread(collect, drv, self.busy, recovering=False)
                 if db.exists("SR", sr):
                     with db.transaction():
-                        refresh_usage(db, sr)
+                        refresh_usage(drivers(self.toolstack), db, sr)
         return done
 
     def nbd_socket(self, vdi_uuid: str) -> str:
@@ -198,8 +199,9 @@ class StorageService:
         The export writes into the VDI's leaf unless the VDI is read-only or a snapshot;
         a writable export claims the VDI (no import or GC merge meanwhile) until stopped.
         """
-        row = self.toolstack.db.get("VDI", vdi)
-        drv = driver_of(self.toolstack.db.get("SR", row["SR"]))
+        db = self.toolstack.db
+        row = db.get("VDI", vdi)
+        drv = driver_of(drivers(self.toolstack), db, db.get("SR", row["SR"]))
         assert isinstance(drv, FileSr)
         if row["uuid"] not in self._nbd:
             writable = not (row["read_only"] or row["is_a_snapshot"] or drv.read_only)

@@ -1,8 +1,8 @@
-"""Storage repositories of the simulated pool: records, accounting and the SR messages.
+"""Storage repositories: records, accounting and the SR messages.
 
-SRs here live in the database: an SR's ``physical_utilisation`` is the sum of its VDIs'
-physical usage and ``virtual_allocation`` the sum of their virtual sizes, kept current by
-:func:`refresh_usage` after every VDI change.
+An SR's ``physical_utilisation`` is what its driver counts (its files, or for a sizes-only SR
+the sum of its VDIs' physical usage) and ``virtual_allocation`` the sum of its VDIs' virtual
+sizes, kept current by :func:`refresh_usage` after every VDI change.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .sr_backend import (
     backend_error,
     choose,
     driver_of,
+    drivers,
     probe_directories,
     storage_root,
 )
@@ -86,12 +87,13 @@ def create(
     hosts = db.refs("host") if shared else [host]
     sr_uuid = new_uuid()
     backend = choose(storage_root(ctx.toolstack), sr_type, sr_uuid, device_config)
-    drv = driver_of({"sm_config": backend})
-    if drv is not None:
-        try:
-            drv.attach()
-        except Exception as exc:
-            raise backend_error(exc) from None
+    registry = drivers(ctx.toolstack)
+    planned = {"sm_config": backend, "type": sr_type, "physical_size": size, "VDIs": []}
+    drv = driver_of(registry, db, planned)
+    try:
+        drv.attach()
+    except Exception as exc:
+        raise backend_error(exc) from None
     with db.transaction():
         sr = new_sr(
             db,
@@ -106,13 +108,8 @@ def create(
         )
         for member in hosts:
             new_pbd(db, member, sr, device_config)
-        if drv is not None:
-            _scan_files(db, sr)
+        scan_files(registry, db, sr)
     return sr
-
-
-def _scan_files(db: Database, sr: str) -> None:
-    scan_files(db, sr)
 
 
 @implements("SR.make")
@@ -191,7 +188,7 @@ async def destroy(ctx: Context, sr: str) -> None:
         raise ApiError("SR_INDESTRUCTIBLE", [sr])
     if any(db.get("VDI", v)["managed"] for v in row["VDIs"]):
         raise ApiError("SR_NOT_EMPTY", [])
-    drv = driver_of(row)
+    drv = driver_of(drivers(ctx.toolstack), db, row)
     locations = [db.get("VDI", v)["location"] for v in row["VDIs"]]
     db.assert_writable()
     removed = _really_forget(db, sr)
@@ -200,17 +197,16 @@ async def destroy(ctx: Context, sr: str) -> None:
     except ApiError:
         db.revive(removed)
         raise
-    if drv is not None:
-        drv.detach_and_destroy(row["uuid"], locations)
+    drv.detach_and_destroy(row["uuid"], locations)
 
 
 @implements("SR.scan", "SR.update")
 def scan(ctx: Context, sr: str) -> None:
     assert_plugged(ctx.db, sr)
+    registry = drivers(ctx.toolstack)
     with ctx.db.transaction() as db:
-        if driver_of(db.get("SR", sr)) is not None:
-            _scan_files(db, sr)
-        refresh_usage(db, sr)
+        scan_files(registry, db, sr)
+        refresh_usage(registry, db, sr)
 
 
 @implements("SR.get_supported_types")

@@ -7,28 +7,24 @@ from __future__ import annotations
 
 from ...db.store import Database
 from ...errors import ApiError
+from ...storage.sr import SrDriver, SrDrivers
 from .sr_backend import driver_of
 
 
-def refresh_usage(db: Database, sr: str) -> None:
-    """Recompute an SR's usage from its VDIs (and, for a file SR, from its files)."""
-    vdis = [db.get("VDI", v) for v in db.get("SR", sr)["VDIs"]]
-    virtual = sum(v["virtual_size"] for v in vdis)
-    drv = driver_of(db.get("SR", sr))
-    if drv is not None:
-        try:
-            used, total = drv.usage()
-        except OSError:
-            return  # the directory is gone (forgotten, unreachable): keep the last figures
-        db.update("SR", sr, physical_utilisation=used, physical_size=total)
-        db.update("SR", sr, virtual_allocation=virtual)
-        return
-    db.update(
-        "SR",
-        sr,
-        physical_utilisation=sum(v["physical_utilisation"] for v in vdis),
-        virtual_allocation=virtual,
-    )
+def refresh_usage(registry: SrDrivers, db: Database, sr: str) -> None:
+    """Recompute an SR's usage as its driver counts it (files, or its VDIs' sizes)."""
+    record_usage(db, sr, driver_of(registry, db, db.get("SR", sr)))
+
+
+def record_usage(db: Database, sr: str, drv: SrDriver) -> None:
+    """Record the usage ``drv``, the SR's driver, reports, and the VDIs' virtual sizes."""
+    virtual = sum(db.get("VDI", v)["virtual_size"] for v in db.get("SR", sr)["VDIs"])
+    try:
+        used, total = drv.usage()
+    except OSError:
+        return  # the directory is gone (forgotten, unreachable): keep the last figures
+    db.update("SR", sr, physical_utilisation=used, physical_size=total)
+    db.update("SR", sr, virtual_allocation=virtual)
 
 
 def free_space(db: Database, sr: str) -> int:

@@ -1,8 +1,11 @@
-"""VDIs on the simulated SRs: create, destroy, clone, snapshot, resize, copy, and accounting.
+"""The VDI messages: create, destroy, clone, snapshot, resize, copy, introduce, and setters.
 
-A VDI here is a database row with sizes. On thin-provisioned SRs (ext, nfs, file) a new VDI
-takes only its VHD metadata; on thick ones (lvm) it takes its whole virtual size. Every change
-recomputes the SR's ``physical_utilisation`` and ``virtual_allocation``.
+Every SR has a driver (``storage.sr``: files, or sizes only), and create, destroy, clone,
+snapshot and resize take one path whatever the driver: it does the work (a file, or the
+sizes arithmetic: on thin-provisioned SRs a new VDI takes only its VHD metadata, on thick
+ones its whole virtual size as well), the row records it, and every change recomputes the
+SR's ``physical_utilisation`` and ``virtual_allocation``. A new VDI is answered once its row
+is durable, and a destroyed one's storage is released only once its removal is.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from ...storage.sr.driver import ERR_NO_VDI
 from ..registry import implements
 from . import sm, vdi_files
 from .service import exclusive
-from .sr_backend import backend_error, file_sr, sr_driver
-from .sr_usage import assert_plugged, assert_space, refresh_usage
+from .sr_backend import backend_error, drivers, file_sr, sr_driver
+from .sr_usage import assert_plugged, refresh_usage
 from .vdi_rows import (
     _derived_fields,
     _destroy_row,
@@ -30,7 +33,6 @@ from .vdi_rows import (
     initial_usage,
     make_vdi,
     round_size,
-    vhd_overhead,
 )
 
 
@@ -40,7 +42,7 @@ def _constructor_fields(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(ctx: Context, record: dict[str, Any]) -> str:
-    """A new VDI (its file made, for a file SR); :func:`create_recorded` is the message."""
+    """A new VDI, made by its SR's driver; :func:`create_recorded` is the message."""
     db = ctx.db
     sr = record.get("SR", NULL_REF)
     db.get("SR", sr)
@@ -50,19 +52,16 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     assert_plugged(db, sr)
     fields = _constructor_fields(record)
     fields.pop("uuid", None)
-    drv = sr_driver(db, sr)
-    if drv is not None:
-        db.assert_writable()  # a file made now could not be recorded
-        return str(vdi_files.create(db, sr, drv, fields))
-    return make_vdi(db, sr, fields)
+    registry = drivers(ctx.toolstack)
+    drv = sr_driver(registry, db, sr)
+    db.assert_writable()  # a file made now could not be recorded
+    return str(vdi_files.create(registry, db, sr, drv, fields))
 
 
 @implements("VDI.create")
 async def create_recorded(ctx: Context, record: dict[str, Any]) -> str:
-    """VDI.create: a file-backed VDI is answered once its row is durable, or undone."""
+    """VDI.create: the VDI is answered once its row is durable, or undone."""
     ref = create(ctx, record)
-    if sr_driver(ctx.db, ctx.db.get("VDI", ref)["SR"]) is None:
-        return ref
     return str(await vdi_files.recorded(ctx, ref))
 
 
@@ -78,8 +77,8 @@ async def recorded_removal(db: Database, removed: list[tuple[str, str, Record]])
 
 @implements("VDI.destroy")
 async def destroy(ctx: Context, self_: str) -> None:
-    """A file-backed VDI's row goes first, durably; only then its file (see the module doc
-    of vdi_files): a failure to record leaves both."""
+    """The VDI's row goes first, durably; only then its storage (see the module doc of
+    vdi_files): a failure to record leaves both."""
     db = ctx.db
     row = db.get("VDI", self_)
     assert_plugged(db, row["SR"])
@@ -88,36 +87,37 @@ async def destroy(ctx: Context, self_: str) -> None:
     if attached_vbds(db, self_):
         raise ApiError("VDI_IN_USE", [self_, "destroy"])
     assert_op(db, self_, "destroy")
-    drv = sr_driver(db, row["SR"])
-    if drv is not None:
-        async with exclusive(ctx, self_):
-            db.assert_writable()
-            removed = _destroy_row(db, self_)
-            await recorded_removal(db, removed)
-            try:
-                vdi_files.delete_location(drv, row["location"])
-            except BaseException:
-                db.revive(removed)
-                raise
-            with db.transaction():
-                refresh_usage(db, row["SR"])  # the file is gone only now
-        ctx.toolstack.storage.kick_gc()
-        return
-    _destroy_row(db, self_)
+    registry = drivers(ctx.toolstack)
+    drv = sr_driver(registry, db, row["SR"])
+    async with exclusive(ctx, self_):
+        db.assert_writable()
+        removed = _destroy_row(registry, db, self_)
+        await recorded_removal(db, removed)
+        try:
+            vdi_files.delete_location(drv, row["location"])
+        except BaseException:
+            db.revive(removed)
+            raise
+        with db.transaction():
+            refresh_usage(registry, db, row["SR"])  # the file is gone only now
+    if drv.holds_data:
+        ctx.toolstack.storage.kick_gc()  # its base may now be collected
 
 
 @implements("VDI.forget")
 def forget(ctx: Context, vdi: str) -> None:
     if attached_vbds(ctx.db, vdi):
         raise ApiError("VDI_IN_USE", [vdi, "forget"])
-    _destroy_row(ctx.db, vdi)
+    _destroy_row(drivers(ctx.toolstack), ctx.db, vdi)
 
 
-def _new_leaf(db: Database, vdi: str, sr: str, extra: dict[str, Any]) -> str:
-    """A VDI sharing ``vdi``'s contents: thin on thin SRs, full size on thick ones."""
-    row = db.get("VDI", vdi)
-    fields = _derived_fields(row) | {"virtual_size": row["virtual_size"]} | extra
-    return make_vdi(db, sr, fields)
+async def _new_leaf(ctx: Context, vdi: str, extra: dict[str, Any]) -> str:
+    """Clone or snapshot ``vdi`` on its SR (its driver decides how), answered once durable."""
+    db = ctx.db
+    db.assert_writable()
+    async with exclusive(ctx, vdi):
+        new = vdi_files.snapshot(drivers(ctx.toolstack), db, vdi, extra)
+    return str(await vdi_files.recorded(ctx, new))
 
 
 @implements("VDI.clone")
@@ -126,12 +126,7 @@ async def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
     assert_op(db, vdi, "clone")
-    if file_sr(db, row["SR"]) is not None:
-        db.assert_writable()
-        async with exclusive(ctx, vdi):
-            new = vdi_files.snapshot(db, vdi, {})
-        return str(await vdi_files.recorded(ctx, new))
-    return _new_leaf(db, vdi, row["SR"], {})
+    return await _new_leaf(ctx, vdi, {})
 
 
 @implements("VDI.snapshot")
@@ -141,12 +136,7 @@ async def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str
     assert_plugged(db, row["SR"])
     assert_op(db, vdi, "snapshot")
     extra = {"is_a_snapshot": True, "snapshot_of": vdi, "snapshot_time": now()}
-    if file_sr(db, row["SR"]) is not None:
-        db.assert_writable()
-        async with exclusive(ctx, vdi):
-            new = vdi_files.snapshot(db, vdi, extra)
-        return str(await vdi_files.recorded(ctx, new))
-    return _new_leaf(db, vdi, row["SR"], extra)
+    return await _new_leaf(ctx, vdi, extra)
 
 
 async def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
@@ -162,25 +152,8 @@ async def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
         raise ApiError(
             "SR_BACKEND_FAILURE_79", ["", "VDI Invalid size [shrinking not allowed]", ""]
         )
-    if sr_driver(db, row["SR"]) is not None:
-        async with exclusive(ctx, vdi):
-            vdi_files.resize(db, vdi, new_size)
-        return
-    grown = new_size - row["virtual_size"]
-    extra = (
-        grown
-        if not sm.driver(sr_type).thin
-        else vhd_overhead(new_size) - vhd_overhead(row["virtual_size"])
-    )
-    assert_space(db, row["SR"], extra)
-    with db.transaction():
-        db.update(
-            "VDI",
-            vdi,
-            virtual_size=new_size,
-            physical_utilisation=row["physical_utilisation"] + extra,
-        )
-        refresh_usage(db, row["SR"])
+    async with exclusive(ctx, vdi):
+        vdi_files.resize(drivers(ctx.toolstack), db, vdi, new_size)
 
 
 @implements("VDI.resize")
@@ -211,12 +184,15 @@ async def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) ->
         return into_vdi
     sm.assert_supports(db, sr, "vdi_create")
     assert_plugged(db, sr)
-    if file_sr(db, sr) is not None:
+    registry = drivers(ctx.toolstack)
+    if file_sr(registry, db, sr) is not None:
         return str(await vdi_files.copy(ctx, vdi, sr))
+    # a copy onto an SR without VHD files takes what the source has written (or what a new
+    # VDI takes there, if more): it keeps sizes, not the data
     written = row["physical_utilisation"]
     usage = max(written, initial_usage(db.get("SR", sr)["type"], row["virtual_size"]))
     fields = _derived_fields(row) | {"virtual_size": row["virtual_size"]}
-    return make_vdi(db, sr, fields, usage=usage)
+    return make_vdi(registry, db, sr, fields, usage=usage)
 
 
 @implements("VDI.introduce")
@@ -264,12 +240,13 @@ def introduce(
     for other in db.get("SR", sr)["VDIs"]:  # two records of one file: a destroy kills both
         if location and db.get("VDI", other)["location"] == location:
             raise ApiError("LOCATION_NOT_UNIQUE", [sr, location])
-    drv = sr_driver(db, sr)
-    if drv is not None:
+    registry = drivers(ctx.toolstack)
+    drv = sr_driver(registry, db, sr)
+    if drv.holds_data:  # the file decides the sizes; a sizes-only SR takes the caller's
         info = _introduced(drv, location)
         fields["virtual_size"] = info.virtual_size
-        return make_vdi(db, sr, fields, usage=info.physical_utilisation)
-    return make_vdi(db, sr, fields, usage=physical_utilisation)
+        return make_vdi(registry, db, sr, fields, usage=info.physical_utilisation)
+    return make_vdi(registry, db, sr, fields, usage=physical_utilisation)
 
 
 def _introduced(drv: SrDriver, location: str) -> VdiInfo:
@@ -321,6 +298,6 @@ def set_cbt(ctx: Context, vdi: str) -> None:
 async def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
     """Where the NBD server exporting this VDI listens (none for simulated VDIs), and the
     export name to ask for: it carries the caller's session, as XAPI's does."""
-    if file_sr(ctx.db, ctx.db.get("VDI", vdi)["SR"]) is None:
-        return []
+    if file_sr(drivers(ctx.toolstack), ctx.db, ctx.db.get("VDI", vdi)["SR"]) is None:
+        return []  # no VHD file to export (a sizes-only VDI has no data, an ISO no VHD)
     return [await ctx.toolstack.storage.nbd_info(vdi, ctx.session)]

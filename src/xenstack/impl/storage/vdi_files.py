@@ -1,7 +1,8 @@
-"""VDIs of file-backed SRs: the VDI messages call the SR's driver, then record the result.
+"""VDIs through their SR's driver: the VDI messages call the driver, then record the result.
 
-Rows follow files: a VDI's ``location`` is its file's uuid, its sizes are read from the file,
-and the SR's usage from the directory. A failure of the driver leaves no row behind, and a
+Rows follow the driver: a VDI's ``location`` is its file's uuid, its sizes are what the
+driver reports (read from the file, or worked out by the sizes-only driver), and so is the
+SR's usage. A failure of the driver leaves no row behind, and a
 failure to record leaves no file behind: a new VDI is answered only once its row is durable
 (:func:`recorded`, which undoes it otherwise), and a VDI's file is deleted only once the
 removal of its row is durable (``vdi.destroy``).
@@ -17,11 +18,11 @@ from ...core.context import Context
 from ...core.ids import new_uuid, now
 from ...db.store import Database
 from ...errors import ApiError
-from ...storage.sr import FileSr, SrDriver, VdiInfo
+from ...storage.sr import FileSr, SrDriver, SrDrivers, VdiInfo
 from ...storage.vhd import VhdImage
 from ...storage.vhd.importer import copy_image
-from .sr_backend import UUID_RE, backend_error, file_sr, sr_driver
-from .sr_usage import refresh_usage
+from .sr_backend import UUID_RE, backend_error, drivers, file_sr, sr_driver
+from .sr_usage import record_usage
 from .vdi_rows import _derived_fields, _destroy_row, make_vdi, round_size
 
 
@@ -34,10 +35,13 @@ def _call(fn: Any, *args: Any) -> Any:
         raise backend_error(exc) from None
 
 
-def scan_files(db: Database, sr: str) -> None:
-    """Make the SR's rows match its files: add found VDIs, refresh sizes, drop vanished ones."""
-    drv = sr_driver(db, sr)
-    assert drv is not None
+def scan_files(registry: SrDrivers, db: Database, sr: str) -> None:
+    """Make the SR's rows match its files: add found VDIs, refresh sizes, drop vanished ones.
+
+    A sizes-only SR has no files: its rows are all there is, and stay as they are."""
+    drv = sr_driver(registry, db, sr)
+    if not drv.holds_data:
+        return
     found = {v.location: v for v in _call(drv.scan)}
     rows = {db.get("VDI", v)["location"]: v for v in db.get("SR", sr)["VDIs"]}
     for location, ref in rows.items():
@@ -54,7 +58,7 @@ def scan_files(db: Database, sr: str) -> None:
         )
     for location, info in found.items():
         if location not in rows:
-            _add_found(db, sr, info, drv)
+            _add_found(registry, db, sr, info, drv)
 
 
 def _set_sizes(db: Database, vdi: str, info: VdiInfo) -> None:
@@ -62,7 +66,7 @@ def _set_sizes(db: Database, vdi: str, info: VdiInfo) -> None:
     db.update("VDI", vdi, physical_utilisation=info.physical_utilisation)
 
 
-def _add_found(db: Database, sr: str, info: VdiInfo, drv: SrDriver) -> None:
+def _add_found(registry: SrDrivers, db: Database, sr: str, info: VdiInfo, drv: SrDriver) -> None:
     known = db.table("VDI").by_uuid
     vdi_uuid = info.uuid if UUID_RE.match(info.uuid) and info.uuid not in known else new_uuid()
     fields = {
@@ -74,38 +78,45 @@ def _add_found(db: Database, sr: str, info: VdiInfo, drv: SrDriver) -> None:
         "sharable": info.read_only,
     }
     fields |= {"virtual_size": info.virtual_size}
-    make_vdi(db, sr, fields, usage=info.physical_utilisation, check_space=False)
+    make_vdi(registry, db, sr, fields, usage=info.physical_utilisation, check_space=False)
 
 
-def create(db: Database, sr: str, drv: SrDriver, fields: dict[str, Any]) -> str:
-    """A new, empty file-backed VDI."""
+def create(
+    registry: SrDrivers, db: Database, sr: str, drv: SrDriver, fields: dict[str, Any]
+) -> str:
+    """A new, empty VDI (the driver checks its size: SR_BACKEND_FAILURE_79)."""
     size = round_size(db.get("SR", sr)["type"], int(fields.get("virtual_size", 0)))
-    if size <= 0:
-        raise ApiError("SR_BACKEND_FAILURE_79", ["", "VDI Invalid size", ""])
     vdi_uuid = new_uuid()
     info: VdiInfo = _call(drv.create, vdi_uuid, size)
-    return _record(db, sr, drv, fields | {"uuid": vdi_uuid}, info)
+    return _record(registry, db, sr, drv, fields | {"uuid": vdi_uuid}, info)
 
 
-def _record(db: Database, sr: str, drv: SrDriver, fields: dict[str, Any], info: VdiInfo) -> str:
+def _record(
+    registry: SrDrivers,
+    db: Database,
+    sr: str,
+    drv: SrDriver,
+    fields: dict[str, Any],
+    info: VdiInfo,
+) -> str:
     """Insert the row of a VDI whose file exists; remove the file if that fails."""
     fields = fields | {"location": info.location, "virtual_size": info.virtual_size}
     try:
-        return make_vdi(db, sr, fields, usage=info.physical_utilisation)
+        return make_vdi(registry, db, sr, fields, usage=info.physical_utilisation)
     except BaseException:
         drv.delete(info.uuid)
         raise
 
 
-def snapshot(db: Database, vdi: str, extra: dict[str, Any]) -> str:
-    """Clone or snapshot: differencing children over a new hidden base (constant time)."""
+def snapshot(registry: SrDrivers, db: Database, vdi: str, extra: dict[str, Any]) -> str:
+    """Clone or snapshot: what the driver makes (on a file SR, differencing children over a
+    new hidden base, in constant time), recorded."""
     row = db.get("VDI", vdi)
-    drv = file_sr(db, row["SR"])
-    assert drv is not None
+    drv = sr_driver(registry, db, row["SR"])
     new = new_uuid()
     info: VdiInfo = _call(drv.snapshot, row["location"], new)
     fields = _derived_fields(row) | {"uuid": new, "virtual_size": row["virtual_size"]} | extra
-    ref = _record(db, row["SR"], drv, fields, info)
+    ref = _record(registry, db, row["SR"], drv, fields, info)
     _refresh_row(db, vdi, drv)
     return ref
 
@@ -119,13 +130,12 @@ def _refresh_row(db: Database, vdi: str, drv: SrDriver) -> None:
             virtual_size=info.virtual_size,
             physical_utilisation=info.physical_utilisation,
         )
-        refresh_usage(db, db.get("VDI", vdi)["SR"])
+        record_usage(db, db.get("VDI", vdi)["SR"], drv)
 
 
-def resize(db: Database, vdi: str, size: int) -> None:
+def resize(registry: SrDrivers, db: Database, vdi: str, size: int) -> None:
     row = db.get("VDI", vdi)
-    drv = sr_driver(db, row["SR"])
-    assert drv is not None
+    drv = sr_driver(registry, db, row["SR"])
     _call(drv.resize, row["location"], size)
     _refresh_row(db, vdi, drv)
 
@@ -143,11 +153,11 @@ async def recorded(ctx: Context, vdi: str) -> str:
     except ApiError:
         if db.exists("VDI", vdi):
             row = db.get("VDI", vdi)
-            drv = sr_driver(db, row["SR"])
-            _destroy_row(db, vdi)
-            if drv is not None:
-                with contextlib.suppress(Exception):
-                    drv.delete(row["location"])
+            registry = drivers(ctx.toolstack)
+            drv = sr_driver(registry, db, row["SR"])
+            _destroy_row(registry, db, vdi)
+            with contextlib.suppress(Exception):
+                drv.delete(row["location"])
             ctx.toolstack.storage.kick_gc()  # a snapshot's new base may now fold back
         raise
     return vdi
@@ -155,11 +165,11 @@ async def recorded(ctx: Context, vdi: str) -> str:
 
 async def copy(ctx: Context, vdi: str, sr: str) -> str:
     """A full copy of ``vdi`` (flattened) as a new VDI on the file SR ``sr``."""
-    db = ctx.db
+    db, registry = ctx.db, drivers(ctx.toolstack)
     row = db.get("VDI", vdi)
-    dest = file_sr(db, sr)
+    dest = file_sr(registry, db, sr)
     assert dest is not None
-    src = file_sr(db, row["SR"])
+    src = file_sr(registry, db, row["SR"])
     new = new_uuid()
     if src is None:
         info = _call(dest.create, new, row["virtual_size"])
@@ -171,7 +181,7 @@ async def copy(ctx: Context, vdi: str, sr: str) -> str:
         finally:
             ctx.toolstack.storage.busy.discard(row["location"])
     fields = _derived_fields(row) | {"uuid": new}
-    return _record(db, sr, dest, fields, info)
+    return _record(registry, db, sr, dest, fields, info)
 
 
 async def copy_into(ctx: Context, vdi: str, into_vdi: str) -> None:
@@ -179,16 +189,16 @@ async def copy_into(ctx: Context, vdi: str, into_vdi: str) -> None:
 
     Either side may be a simulated VDI: its contents are zeros then.
     """
-    db = ctx.db
+    db, registry = ctx.db, drivers(ctx.toolstack)
     src_row, dest_row = db.get("VDI", vdi), db.get("VDI", into_vdi)
-    dest = file_sr(db, dest_row["SR"])
+    dest = file_sr(registry, db, dest_row["SR"])
     if dest is None:
         return  # a simulated VDI holds no data to overwrite
     busy = ctx.toolstack.storage.busy
     if not busy.try_claim([dest_row["location"]]):
         raise ApiError("VDI_IN_USE", [into_vdi, "copy"])
     try:
-        src = file_sr(db, src_row["SR"])
+        src = file_sr(registry, db, src_row["SR"])
         with busy.holding(src_row["location"]) if src is not None else contextlib.nullcontext():
             source = src.path(src_row["location"]) if src is not None else None
             await asyncio.to_thread(_call, _copy_file, source, dest.path(dest_row["location"]))
@@ -215,10 +225,10 @@ def snapshot_fields(vdi: str) -> dict[str, Any]:
     return {"is_a_snapshot": True, "snapshot_of": vdi, "snapshot_time": now()}
 
 
-def vdi_path(db: Database, vdi: str) -> tuple[FileSr, str] | None:
+def vdi_path(registry: SrDrivers, db: Database, vdi: str) -> tuple[FileSr, str] | None:
     """(driver, file path) of a VHD-backed VDI, or None for other VDIs."""
     row = db.get("VDI", vdi)
-    drv = file_sr(db, row["SR"])
+    drv = file_sr(registry, db, row["SR"])
     if drv is None:
         return None
     return drv, drv.path(row["location"])

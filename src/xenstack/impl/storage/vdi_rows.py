@@ -13,17 +13,11 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import Record
+from ...storage.sr import SrDrivers
+from ...storage.sr.sizes import VHD_BLOCK, vhd_overhead
 from . import sm
+from .sr_backend import SIZE_ROUNDED
 from .sr_usage import assert_space, refresh_usage
-
-MiB = 1 << 20
-
-
-VHD_BLOCK = 2 * MiB
-
-
-SIZE_ROUNDED = {"ext", "nfs", "lvm", "file"}  # VHD-based drivers round to whole blocks
-
 
 #: vdi operation -> the SM feature it needs
 _VDI_OP_FEATURE = {
@@ -49,12 +43,6 @@ _ALWAYS = ("copy", "forget")
 _LIVE = frozenset(
     {"snapshot", "clone", "mirror", "enable_cbt", "disable_cbt", "list_changed_blocks"}
 )
-
-
-def vhd_overhead(size: int) -> int:
-    """The space a fresh dynamic VHD takes: footer, header and block table."""
-    bat = ((size + VHD_BLOCK - 1) // VHD_BLOCK) * 4
-    return 3 * 512 + 1024 + ((bat + 511) // 512) * 512
 
 
 def round_size(sr_type: str, size: int) -> int:
@@ -114,6 +102,7 @@ def _invalid_size() -> ApiError:
 
 
 def make_vdi(
+    registry: SrDrivers,
     db: Database,
     sr: str,
     fields: dict[str, Any],
@@ -137,11 +126,11 @@ def make_vdi(
     with db.transaction():
         db.create("VDI", ref, record)
         refresh_allowed(db, ref)
-        refresh_usage(db, sr)
+        refresh_usage(registry, db, sr)
     return ref
 
 
-def _destroy_row(db: Database, vdi: str) -> list[tuple[str, str, Record]]:
+def _destroy_row(registry: SrDrivers, db: Database, vdi: str) -> list[tuple[str, str, Record]]:
     """Remove a VDI, the VBDs that point at it, and update the SR; return the rows removed,
     as :meth:`Database.revive` takes them."""
     sr = db.get("VDI", vdi)["SR"]
@@ -156,7 +145,7 @@ def _destroy_row(db: Database, vdi: str) -> list[tuple[str, str, Record]]:
             db.destroy("VBD", vbd)
         db.destroy("VDI", vdi)
         if db.exists("SR", sr):
-            refresh_usage(db, sr)
+            refresh_usage(registry, db, sr)
     return removed
 
 

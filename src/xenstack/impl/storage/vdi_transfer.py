@@ -33,7 +33,7 @@ from ...storage.vhd import (
 )
 from ..vm.export import refusing, request_task, settle_task
 from . import vdi as vdi_impl
-from .sr_backend import file_sr
+from .sr_backend import drivers, file_sr
 
 FORMATS = ("raw", "vhd")
 Chunk = bytes | bytearray | memoryview
@@ -116,8 +116,9 @@ def _transfer(
     else:
         vdi = _vdi_ref(toolstack, query.get("vdi", ""))
     row = toolstack.db.get("VDI", vdi)
-    drv = file_sr(toolstack.db, row["SR"])
-    if drv is None:
+    registry = drivers(toolstack)
+    drv = file_sr(registry, toolstack.db, row["SR"])
+    if drv is None:  # no VHD file: a sizes-only VDI has no data, an ISO no VHD
         raise ApiError("SR_OPERATION_NOT_SUPPORTED", [row["SR"]])
     if writing and row["read_only"]:
         raise ApiError("VDI_READONLY", [vdi])
@@ -126,7 +127,7 @@ def _transfer(
     if writing:
         return transfer  # the import claims the VDI once its body starts
     if base is not None:
-        base_sr = file_sr(toolstack.db, base["SR"])
+        base_sr = file_sr(registry, toolstack.db, base["SR"])
         if base_sr is None:
             raise ApiError("SR_OPERATION_NOT_SUPPORTED", [base["SR"]])
         transfer.base_path = base_sr.path(base["location"])
@@ -232,7 +233,7 @@ class DiskTransfer:
         if db.exists("VDI", self.vdi):
             from .vdi_files import _refresh_row  # the row follows its file
 
-            drv = file_sr(db, db.get("VDI", self.vdi)["SR"])
+            drv = file_sr(drivers(self.toolstack), db, db.get("VDI", self.vdi)["SR"])
             if drv is not None:
                 with contextlib.suppress(ApiError):  # the file went away (VDI.forget + rm)
                     _refresh_row(db, self.vdi, drv)

@@ -34,6 +34,7 @@ from ...storage.xva import (
     zstd_chunks,
 )
 from .. import operations
+from ..storage.sr_backend import drivers
 from ..storage.vdi_files import vdi_path
 
 PROGRESS_EVERY = 0.25  # seconds between task progress updates
@@ -166,7 +167,7 @@ def _open_export(toolstack: Any, query: Mapping[str, str]) -> VmExport:
             location = db.get("VDI", vdi)["location"]
             toolstack.storage.busy.add(location)
             export.locks.callback(toolstack.storage.busy.discard, location)
-            found = vdi_path(db, vdi)
+            found = vdi_path(drivers(toolstack), db, vdi)
             size = int(db.get("VDI", vdi)["virtual_size"])
             export.disks.append((prefix, found[1] if found else None, size))
     except ApiError as err:

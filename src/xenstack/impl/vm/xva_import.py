@@ -32,6 +32,7 @@ from ...storage.xva import (
     receive_disk,
 )
 from ..registry import implements
+from ..storage.sr_backend import drivers
 from ..storage.vdi_files import _refresh_row, vdi_path
 from .clone import Undo
 from .export import Progress, object_ref, refusing, request_task, settle_task
@@ -94,7 +95,7 @@ async def _receive(
 ) -> None:
     """One disk's chunks from the stream into the VDI's file (or nowhere, without a file)."""
     db = ctx.db
-    found = vdi_path(db, vdi)
+    found = vdi_path(drivers(ctx.toolstack), db, vdi)
     location = db.get("VDI", vdi)["location"]
     if not ctx.toolstack.storage.busy.try_claim([location]):
         raise ApiError("VDI_IN_USE", [vdi, "import"])

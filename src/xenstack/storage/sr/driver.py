@@ -1,8 +1,9 @@
-"""The contract every file-backed SR driver meets.
+"""The contract every SR driver meets (file-backed, or sizes-only: ``sizes``).
 
 Drivers know files, not the database: they take and return VDI uuids and sizes. Every method
 is blocking; callers run the slow ones off the event loop. Errors are :class:`SrDriverError`
-(with the SM error number XAPI would report) or the VHD library's errors.
+(with the SM error number XAPI would report), :class:`SrFullError` (no room for a sizes-only
+VDI) or the VHD library's errors.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ class SrDriverError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class SrFullError(Exception):
+    """``needed`` bytes do not fit in the ``free`` bytes an SR has left (XAPI's SR_FULL)."""
+
+    def __init__(self, needed: int, free: int) -> None:
+        super().__init__(f"{needed} bytes needed, {free} free")
+        self.needed = needed
+        self.free = free
 
 
 def inside(directory: str, name: str) -> str:
@@ -65,10 +75,15 @@ class VdiInfo:
 
 
 class SrDriver(Protocol):
-    """One SR's storage. ``path(uuid)`` names the file holding the VDI's leaf."""
+    """One SR's storage. ``path(uuid)`` names the file holding the VDI's leaf.
+
+    ``holds_data``: the VDIs have contents (files); a sizes-only SR's have none, so they
+    cannot be exported, transferred or collected, and scanning finds only the records.
+    """
 
     directory: str
     read_only: bool
+    holds_data: bool
 
     def attach(self) -> None:
         """Make the SR usable (create its directory when missing)."""

@@ -64,6 +64,7 @@ class FileSr:
     """A directory of VHD files (see the module docstring)."""
 
     read_only = False
+    holds_data = True
 
     def __init__(self, directory: str) -> None:
         self.directory = os.path.abspath(directory)
@@ -156,6 +157,8 @@ class FileSr:
         return VdiInfo(vdi_uuid, vdi_uuid, size, physical)
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
+        if size <= 0:
+            raise SrDriverError(ERR_SIZE, "VDI Invalid size")
         path = self.path(vdi_uuid)
         try:
             create_dynamic(path, size)

@@ -14,6 +14,7 @@ class IsoSr:
     """The ISO files of one directory; a VDI's location is its file name."""
 
     read_only = True
+    holds_data = True
 
     def __init__(self, directory: str) -> None:
         self.directory = os.path.abspath(directory)
@@ -58,6 +59,8 @@ class IsoSr:
         return SrDriverError(ERR_READ_ONLY, "The SR is read-only")
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
+        if size <= 0:  # the size is checked first, as for a file SR
+            raise SrDriverError(79, "VDI Invalid size")
         raise self._refuse()
 
     def delete(self, vdi_uuid: str) -> None:
