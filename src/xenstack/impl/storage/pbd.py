@@ -6,6 +6,7 @@ from typing import Any
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...storage.sr import FileSr
@@ -30,14 +31,15 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
         db.create(
             "PBD",
             ref,
-            {
-                "uuid": new_uuid(),
-                "host": host,
-                "SR": sr,
-                "device_config": dict(record.get("device_config", {})),
-                "other_config": dict(record.get("other_config", {})),
-                "currently_attached": False,
-            },
+            new_record(
+                "PBD",
+                uuid=new_uuid(),
+                host=host,
+                SR=sr,
+                device_config=dict(record.get("device_config", {})),
+                other_config=dict(record.get("other_config", {})),
+                currently_attached=False,
+            ),
         )
     return ref
 

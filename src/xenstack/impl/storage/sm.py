@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 
@@ -189,19 +190,20 @@ def create_sm_drivers(db: Database) -> None:
         db.create(
             "SM",
             new_ref(),
-            {
-                "uuid": new_uuid(),
-                "name_label": drv.name,
-                "name_description": drv.description,
-                "type": drv.type,
-                "vendor": "xenstack",
-                "copyright": "(C) xenstack contributors",
-                "version": "1.0",
-                "required_api_version": "1.0",
-                "configuration": dict(drv.configuration),
-                "capabilities": sorted(features),
-                "features": features,
-                "driver_filename": f"/opt/xensource/sm/{drv.type.upper()}SR",
-                "required_cluster_stack": [],
-            },
+            new_record(
+                "SM",
+                uuid=new_uuid(),
+                name_label=drv.name,
+                name_description=drv.description,
+                type=drv.type,
+                vendor="xenstack",
+                copyright="(C) xenstack contributors",
+                version="1.0",
+                required_api_version="1.0",
+                configuration=dict(drv.configuration),
+                capabilities=sorted(features),
+                features=features,
+                driver_filename=f"/opt/xensource/sm/{drv.type.upper()}SR",
+                required_cluster_stack=[],
+            ),
         )

@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 
 from ...core.context import Context
 from ...core.ids import new_ref, new_uuid
+from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import Record
@@ -56,13 +57,14 @@ def new_pbd(db: Database, host: str, sr: str, device_config: dict[str, str]) -> 
     db.create(
         "PBD",
         ref,
-        {
-            "uuid": new_uuid(),
-            "host": host,
-            "SR": sr,
-            "device_config": dict(device_config),
-            "currently_attached": True,
-        },
+        new_record(
+            "PBD",
+            uuid=new_uuid(),
+            host=host,
+            SR=sr,
+            device_config=dict(device_config),
+            currently_attached=True,
+        ),
     )
     return ref
 
