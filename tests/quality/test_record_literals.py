@@ -2,9 +2,9 @@
 
 The check reads impl with ``ast``: a dict literal of more than :data:`MAX_KEYS` keys passed
 straight to ``<db>.create(cls, ref, {...})`` or ``create_object(ctx, cls, {...})``, for a class
-the IDL declares, is a record written out by hand. :data:`NOT_YET` would name an exception by file and class
-(none is left); the test fails both on a new literal and on a listed one that is gone, so
-the list only shrinks.
+the IDL declares, is a record written out by hand. :data:`NOT_YET` would name an exception
+by file and class (none is left); the test fails both on a new literal and on a listed one
+that is gone, so the list only shrinks.
 """
 
 from __future__ import annotations
