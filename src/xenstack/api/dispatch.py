@@ -148,7 +148,6 @@ class Dispatcher:
     def __init__(self, toolstack: Services, forwarder: Forwarder | None = None) -> None:
         self.toolstack = toolstack
         self.table = build_table(forwarder)
-        self._invoke = self.invoke  # bound once: every Context carries it
         self.method_names = sorted(
             [*self.table, *(f"Async.{n}" for n, e in self.table.items() if e.msg.has_async)]
         )
@@ -208,7 +207,7 @@ class Dispatcher:
         msg = entry.msg
         if len(params) != len(msg.params):
             params = entry.complete(method, params)
-        ctx = Context(self.toolstack, "", method=name, calls=self._invoke)
+        ctx = Context(self.toolstack, "", method=name)
         no_session = name in NO_SESSION
         if msg.takes_session and not no_session:
             ctx.session = params[0]
@@ -266,7 +265,7 @@ class Dispatcher:
             raise ApiError("MESSAGE_METHOD_UNKNOWN", [method])
         if entry.refs:
             self._check_refs(entry, values)
-        inner = Context(self.toolstack, ctx.session, ctx.task, method, calls=self._invoke)
+        inner = Context(self.toolstack, ctx.session, ctx.task, method)
         return entry.fn(inner, *values)
 
     @staticmethod

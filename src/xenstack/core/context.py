@@ -126,9 +126,6 @@ class Context:
     session: str  # the caller's session ref ("" for login)
     task: str | None = None  # the task of an Async call
     method: str = ""
-    # Set by api's dispatcher: runs another message through the policy layer for this caller
-    # (same session and task), as XAPI's helpers call Client.* through message forwarding.
-    calls: Callable[[Context, str, list[Any]], Any] | None = None
     # The host whose work this call is, as api's forwarding decided ("" when none decided).
     work_host: str = ""
 
@@ -144,11 +141,10 @@ class Context:
         """Call ``method`` (no session parameter) through the policy layer, for this caller.
 
         The answer is the server function's (an awaitable for an async one). The operation the
-        message marks is checked and marked as for a call from the wire. A context that api's
-        dispatcher did not make (an HTTP transfer's) calls through the toolstack's dispatcher.
+        message marks is checked and marked as for a call from the wire, as XAPI's helpers call
+        Client.* through message forwarding.
         """
-        calls = self.calls or self.toolstack.dispatcher.invoke
-        return calls(self, method, list(values))
+        return self.toolstack.dispatcher.invoke(self, method, list(values))
 
     async def invoke_and_wait(self, method: str, *values: Any) -> Any:
         """:meth:`invoke`, awaiting the answer when the server function is async."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ...core.context import Context
-from ...core.ids import new_ref, new_uuid
-from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...storage.sr import FileSr
 from ...storage.sr.gc import recover_sr
 from ..registry import implements
+from .sr import new_pbd
 from .sr_backend import backend_error, driver_of, drivers, plug_backend, storage_root
 from .sr_usage import refresh_usage
 from .vdi_files import scan_files
@@ -22,26 +21,12 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     db = ctx.db
     host, sr = record.get("host", ""), record.get("SR", "")
     db.get("host", host)
-    db.get("SR", sr)
     for pbd in db.get("SR", sr)["PBDs"]:
         if db.get("PBD", pbd)["host"] == host:
             raise ApiError("PBD_EXISTS", [sr, host, pbd])
-    ref = new_ref()
     with db.transaction():
-        db.create(
-            "PBD",
-            ref,
-            new_record(
-                "PBD",
-                uuid=new_uuid(),
-                host=host,
-                SR=sr,
-                device_config=dict(record.get("device_config", {})),
-                other_config=dict(record.get("other_config", {})),
-                currently_attached=False,
-            ),
-        )
-    return ref
+        config, other = record.get("device_config", {}), record.get("other_config", {})
+        return new_pbd(db, host, sr, config, attached=False, other_config=other)
 
 
 @implements("PBD.destroy")

@@ -51,8 +51,16 @@ def new_sr(db: Database, **fields: Any) -> str:
     return ref
 
 
-def new_pbd(db: Database, host: str, sr: str, device_config: dict[str, str]) -> str:
-    """An attached PBD linking ``sr`` to ``host``."""
+def new_pbd(
+    db: Database,
+    host: str,
+    sr: str,
+    device_config: dict[str, str],
+    *,
+    attached: bool = True,
+    other_config: dict[str, str] | None = None,
+) -> str:
+    """A PBD linking ``sr`` to ``host`` (attached unless said otherwise)."""
     ref = new_ref()
     db.create(
         "PBD",
@@ -63,7 +71,8 @@ def new_pbd(db: Database, host: str, sr: str, device_config: dict[str, str]) -> 
             host=host,
             SR=sr,
             device_config=dict(device_config),
-            currently_attached=True,
+            other_config=dict(other_config or {}),
+            currently_attached=attached,
         ),
     )
     return ref
