@@ -16,7 +16,7 @@ The layers of xenstack, top to bottom (a module may import its own layer and any
     api              policy: dispatch, sessions, roles, tasks, coercion
     impl             one module per XenAPI class, in subpackages by area (vm, storage,
                      network, devices, host, pool, system, install)
-    xenops storage xenstore plugins
+    xenops storage xenstore net plugins
                      the backends: peers, none of which imports another
     core             what every layer above shares: ids and clock, the call context and the
                      ``Services`` protocol it is typed against, call origins, XML-RPC value
@@ -56,7 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rpc",),
     ("api",),
     ("impl",),
-    ("xenops", "storage", "xenstore", "plugins"),
+    ("xenops", "storage", "xenstore", "net", "plugins"),
     ("core",),
     ("db",),
     ("idl",),
@@ -71,6 +71,8 @@ APART: dict[str, tuple[str, ...]] = {
     "rpc": ("api", "impl", "db"),
     "xenops": ("db",),
     "storage": ("db",),
+    "net": ("db",),
+    "xenstore": ("db",),
 }
 
 
