@@ -96,7 +96,7 @@ TABLE: list[tuple[str, str]] = [
 ]
 
 # Stay at the top of tests/: the one conftest, the helpers every folder imports, the smoke test.
-KEEP = {"conftest.py", "vmkit.py", "sim_helpers.py", "xekit.py", "test_core_support.py"}
+KEEP = {"conftest.py", "vmkit.py", "sim_helpers.py", "xekit.py", "systools.py", "test_core_support.py"}
 KEEP |= {"test_smoke.py"}
 
 # Where path mentions are rewritten (and never in golden outputs or in this table).
