@@ -12,6 +12,8 @@ from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ..install import network as fresh_network
 from ..registry import field_setter, implements
+from . import pifs as real_pifs
+from .pif_devices import real_devices
 
 SUPPORTED_PROPERTIES = {"gro": ("on", "off")}
 
@@ -71,7 +73,7 @@ def _dhcp_address(db: Database, pif: str) -> str:
 
 
 @implements("PIF.reconfigure_ip")
-def reconfigure_ip(
+async def reconfigure_ip(
     ctx: Context, self_: str, mode: str, ip: str, netmask: str, gateway: str, dns: str
 ) -> None:
     db = ctx.db
@@ -84,11 +86,15 @@ def reconfigure_ip(
             _assert_ip(param, value, 4)
     if row["management"] and mode == "None" and row["primary_address_type"] == "IPv4":
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", [self_])
+    if mode == "DHCP" and real_devices(ctx.toolstack):
+        raise ApiError("NOT_IMPLEMENTED", ["PIF.reconfigure_ip mode=DHCP on a real switch"])
     if mode == "DHCP":
         ip, netmask = _dhcp_address(db, self_), "255.255.255.0"
         gateway = gateway or f"{fresh_network.MANAGEMENT_SUBNET}.1"
     elif mode == "None":
         ip = netmask = gateway = ""
+    cidr = str(ipaddress.ip_interface(f"{ip}/{netmask}")) if mode == "Static" else ""
+    await real_pifs.configure_address(ctx.toolstack, self_, mode, cidr)
     with db.transaction():
         db.update(
             "PIF",
@@ -130,21 +136,24 @@ def reconfigure_ipv6(
 
 
 @implements("PIF.plug")
-def plug(ctx: Context, self_: str) -> None:
+async def plug(ctx: Context, self_: str) -> None:
     row = ctx.db.get("PIF", self_)
     if row["bond_slave_of"] != NULL_REF:
         raise ApiError("CANNOT_PLUG_BOND_SLAVE", [self_])
+    await real_pifs.plug_port(ctx.toolstack, self_)
     with ctx.db.transaction() as db:
         db.set("PIF", self_, "currently_attached", True)
 
 
 @implements("PIF.unplug")
-def unplug(ctx: Context, self_: str) -> None:
+async def unplug(ctx: Context, self_: str) -> None:
     row = assert_managed(ctx.db, self_)
     if row["disallow_unplug"]:
         raise ApiError("PIF_DOES_NOT_ALLOW_UNPLUG", [self_])
     if row["management"]:
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", [self_])
+    if row["physical"]:
+        await real_pifs.unplug_port(ctx.toolstack, self_)
     with ctx.db.transaction() as db:
         db.set("PIF", self_, "currently_attached", False)
 
