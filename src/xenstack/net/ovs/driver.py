@@ -439,7 +439,7 @@ def _mtu(port: Row) -> int:
     iface = port.interfaces[0] if port.interfaces else None
     if iface is None:
         return 0
-    return int(_one(iface.mtu, 0) or _one(iface.mtu_request, 0) or 0)
+    return int(_one(iface.mtu_request, 0) or _one(iface.mtu, 0) or 0)
 
 
 def _port_state(port: Row, bridge: str, parent: str, tag: int) -> PortState:
@@ -459,7 +459,7 @@ def _port_state(port: Row, bridge: str, parent: str, tag: int) -> PortState:
         bool(iface is not None and _one(iface.link_state, "") == "up"),
         int(iface.ingress_policing_rate) if iface is not None else 0,
         stats,
-        tuple(i.name for i in ifaces) if len(ifaces) > 1 else (),
+        tuple(sorted(i.name for i in ifaces)) if len(ifaces) > 1 else (),
         {"mode": str(_one(port.bond_mode, ""))}
         if len(ifaces) > 1
         else (dict(iface.options) if iface is not None else {}),
