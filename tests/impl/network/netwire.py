@@ -1,7 +1,7 @@
-"""Helpers and fixtures (see conftest.py) for a host over the wire whose networks are real: on the simulated switch, and on Open vSwitch
-in namespaces the test makes (a private switch namespace; a "physical switch" namespace
-beyond the PIF, reached through a veth pair the host was given with ``--pif``; veth pairs
-standing in for guests' NICs until real guests run)."""
+"""Helpers and fixtures (see conftest.py) for a host over the wire whose networks are real:
+on the simulated switch, and on Open vSwitch in namespaces the test makes (a private switch
+namespace; a "physical switch" namespace beyond the PIF, reached through a veth pair the host
+was given with ``--pif``; veth pairs standing in for guests' NICs until real guests run)."""
 
 from __future__ import annotations
 
