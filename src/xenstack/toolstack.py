@@ -59,6 +59,7 @@ from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
+from .impl.network.doctor import doctor_routes
 from .impl.network.pifs import adopt_pifs
 from .impl.network.ports import PortHooks
 from .impl.network.service import NetworkService
@@ -220,6 +221,7 @@ class Toolstack:
         gc.freeze()
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
+        routes += doctor_routes(self)
         checker = http_checker(self)  # every handler's RBAC check, by its declared permission
         config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
         uploads = {
@@ -231,6 +233,7 @@ class Toolstack:
         await self.storage.start()  # crash repairs first, before anything is served
         await self.network.start()  # the switch made to hold what the database says
         await self.server.start()
+        await self.network.serve_himn(self.server.ports.get("http", 0))
         self._reaper = asyncio.create_task(self._reap_sessions())
 
     async def stop(self) -> None:

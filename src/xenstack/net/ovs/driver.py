@@ -83,6 +83,20 @@ class OvsSwitch(Switch):
         self._db = Ovsdb(self.daemons.remote, str(SCHEMA))
         await asyncio.to_thread(self._db.connect)
 
+    async def attach(self) -> None:
+        """Connect to daemons that run already (a tool beside the toolstack); :meth:`stop`
+        then only disconnects."""
+        if not self.daemons.db_socket.exists():
+            raise SwitchError(f"no switch answers at {self.daemons.db_socket}")
+        self._db = Ovsdb(self.daemons.remote, str(SCHEMA), timeout=10.0)
+        await asyncio.to_thread(self._db.connect)
+
+    async def detach(self) -> None:
+        """Disconnect, leaving the daemons running (after :meth:`attach`)."""
+        if self._db is not None:
+            await asyncio.to_thread(self._db.close)
+            self._db = None
+
     async def stop(self) -> None:
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
