@@ -23,7 +23,7 @@ from xenstack.net import VifSpec
 
 
 def doctor(host: Host, vm: str) -> tuple[int, dict[str, Any]]:
-    rc, out, err = xe(host.pool, "network-doctor", f"vm={vm}", "interval=0.2", "--json")
+    rc, out, _err = xe(host.pool, "network-doctor", f"vm={vm}", "interval=0.2", "--json")
     return rc, json.loads(out)
 
 
@@ -69,7 +69,7 @@ def test_the_seeds_bug_a_port_without_its_vlan_tag(host: Host) -> None:
 
 def test_a_port_on_the_wrong_bridge(host: Host) -> None:
     x = host.x
-    vm, vif, name = vlan_vm(host, "astray")
+    _vm, vif, name = vlan_vm(host, "astray")
     net = network(x, "elsewhere")
     other, mac = x.network.get_bridge(net), x.VIF.get_MAC(vif)
     ids = tuple(sorted(host.ports()[name].external_ids.items()))
