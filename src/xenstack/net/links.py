@@ -10,58 +10,52 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from .command import in_netns, run
-from .model import VIF_MAC
+from . import kernel
+from .command import run
+from .model import VIF_MAC, SwitchError
 
 
 class Links:
-    """The host sides of guest interfaces in ``netns``."""
+    """The host sides of guest interfaces in ``netns``: persistent taps, made and prepared
+    by kernel calls on a thread in the namespace (:mod:`.kernel`)."""
 
     def __init__(self, netns: str = "", ipv6_off_by_default: bool = False) -> None:
         self.netns = netns
         # a private namespace made with default disable_ipv6=1 needs no per-link setting
         self.ipv6_off_by_default = ipv6_off_by_default
+        self.worker = kernel.NetnsWorker(netns)
 
     def ip(self, *args: str) -> list[str]:
         return ["ip", *(("-n", self.netns) if self.netns else ()), *args]
 
+    async def _kernel(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            await self.worker.call(fn, *args)
+        except OSError as exc:
+            raise SwitchError(f"{getattr(fn, '__name__', fn)}{args}: {exc}") from None
+
     async def create(self, name: str, mac: str, mtu: int) -> None:
         """Make the link ``name`` exist (a tap here)."""
-        await run(self.ip("tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr"))
+        await self._kernel(kernel.tap_create, name)
 
     async def make_vif(self, name: str, mac: str, mtu: int) -> None:
         """The host side of a guest interface, prepared as XenServer's vif script does."""
         await self.remove(name)
         await self.create(name, mac, mtu)
-        await run(
-            self.ip(
-                "link",
-                "set",
-                "dev",
-                name,
-                "arp",
-                "off",
-                "multicast",
-                "off",
-                "address",
-                VIF_MAC,
-                "mtu",
-                str(mtu),
-                "up",
-            )
-        )
-        if not self.ipv6_off_by_default:
-            path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
-            await run(in_netns(self.netns, ["sh", "-c", f"echo 1 > {path}"]), check=False)
+        await self._kernel(kernel.prepare_vif, name, VIF_MAC, mtu, not self.ipv6_off_by_default)
 
     async def remove(self, name: str) -> None:
-        await run(self.ip("link", "del", "dev", name), check=False)
+        await self._kernel(kernel.tap_delete, name)
 
     async def set_mtu(self, name: str, mtu: int) -> None:
-        await run(self.ip("link", "set", "dev", name, "mtu", str(mtu)), check=False)
+        await self._kernel(kernel.set_mtu, name, mtu)
+
+    def close(self) -> None:
+        self.worker.close()
 
     async def show(self) -> dict[str, dict[str, object]]:
         """Every link in the namespace: ``ip -j -s link`` by name."""

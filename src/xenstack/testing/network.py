@@ -116,7 +116,7 @@ class VethGuests(Links):
         await run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"], check=False)
 
     async def remove(self, name: str) -> None:
-        await super().remove(name)
+        await run(self.ip("link", "del", "dev", name), check=False)
         ns = self.guests.pop(name, None)
         if ns is not None:
             await run(["ip", "netns", "del", ns], check=False)
@@ -126,6 +126,7 @@ class VethGuests(Links):
             sh(self.ip("link", "del", name), check=False)
             sh(["ip", "netns", "del", ns], check=False)
         self.guests.clear()
+        super().close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,7 @@ class OvsSwitch(Switch):
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
+        self.links.close()
         await self.daemons.stop()
         if self.own_netns:
             await run(["ip", "netns", "del", self.netns], check=False)
@@ -333,24 +334,48 @@ class OvsSwitch(Switch):
     async def plug_vif(self, spec: VifSpec) -> PortState:
         await self.remove_port(spec.name)
         await self.links.make_vif(spec.name, spec.mac, spec.mtu)
-        return await self.attach_vif(spec)
+        return await self._attach(spec)
 
     async def attach_vif(self, spec: VifSpec) -> PortState:
         await self.remove_port(spec.name)
+        return await self._attach(spec)
+
+    async def _attach(self, spec: VifSpec) -> PortState:
+        """The port, with an OpenFlow number asked for up front (``ofport_request``) so that
+        its locking flows go in while vswitchd adds the port, not after."""
         if spec.locking.mode == "disabled":
             return PortState(spec.name, "", "", kind="tap", mtu=spec.mtu)
-        await self._attach_vif(spec)
+        parent, wanted = await asyncio.to_thread(self._free_ofport, spec.bridge)
+        flows = flowlib.locking_flows(wanted, spec.locking)
+        added = asyncio.gather(self._attach_vif(spec, wanted), self._add_flows(parent, flows))
+        await added
         port = (await self.ports())[spec.name]
         if port.ofport <= 0:
             raise SwitchError(f"{spec.name} has no OpenFlow port number ({port.ofport})")
-        await self._apply_flows(port.parent, port.ofport, spec.locking)
+        if port.ofport != wanted and flows:  # the number was taken meanwhile: flows again
+            await self._ofctl("del-flows", parent, f"in_port={wanted},cookie=1/-1")
+            await self._apply_flows(parent, port.ofport, spec.locking)
         return port
 
-    async def _attach_vif(self, spec: VifSpec) -> None:
+    def _free_ofport(self, bridge: str) -> tuple[str, int]:
+        """The real bridge behind ``bridge`` and an OpenFlow port number free on it."""
+        with self.db.lock:
+            self.db.idl.run()
+            parent, _ = self._parent_of(bridge)
+            used = {0}
+            for port in parent.ports:
+                for iface in port.interfaces:
+                    used.add(int(_one(iface.ofport, 0)))
+                    used.add(int(_one(iface.ofport_request, 0)))
+            return str(parent.name), max(n for n in used if n < 0xFF00) + 1
+
+    async def _attach_vif(self, spec: VifSpec, ofport: int = 0) -> None:
         def edit(txn: Any) -> None:
             parent, tag = self._parent_of(spec.bridge)
             port, iface = self._new_port(txn, spec.name, "tap", spec.mtu)
             iface.external_ids = dict(spec.external_ids)
+            if ofport:
+                iface.ofport_request = ofport
             if spec.qos_kbps > 0:
                 iface.ingress_policing_rate = spec.qos_kbps
                 iface.ingress_policing_burst = max(spec.qos_kbps // 10, 1)
@@ -359,6 +384,10 @@ class OvsSwitch(Switch):
             parent.addvalue("ports", port.uuid)
 
         await self._transact(edit)
+
+    async def _add_flows(self, bridge: str, flows: list[str]) -> None:
+        if flows:
+            await self._ofctl("add-flows", bridge, "-", stdin="\n".join(flows) + "\n")
 
     async def _apply_flows(self, bridge: str, ofport: int, locking: Locking) -> None:
         rules = flowlib.locking_flows(ofport, locking)
