@@ -127,8 +127,17 @@ class OvsDaemons:
                 "--detach",
             ],
             env=self.env,
+            detaches=True,
         )
-        await run(self.vsctl("--no-wait", "init"), env=self.env)
+        self.started = True  # from here on, stop() undoes what is started
+        try:
+            await run(self.vsctl("--no-wait", "init"), env=self.env)
+            await self._start_vswitchd(d)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_vswitchd(self, d: Path) -> None:
         await run(
             in_netns(
                 self.netns,
@@ -144,8 +153,8 @@ class OvsDaemons:
                 ],
             ),
             env=self.env,
+            detaches=True,
         )
-        self.started = True
 
     def _pid(self, name: str) -> int:
         try:

@@ -308,7 +308,7 @@ class OvsSwitch(Switch):
             if found is not None:
                 found[0].delvalue("ports", found[1].uuid)
 
-        port = (await self.ports()).get(name)
+        port = await asyncio.to_thread(self._one_port, name)
         if port is None:
             return
         if port.ofport > 0:
@@ -332,30 +332,51 @@ class OvsSwitch(Switch):
         await self._transact(edit)
 
     async def plug_vif(self, spec: VifSpec) -> PortState:
-        await self.remove_port(spec.name)
-        await self.links.make_vif(spec.name, spec.mac, spec.mtu)
-        return await self._attach(spec)
+        return await self._attach(spec, make_link=True)
 
     async def attach_vif(self, spec: VifSpec) -> PortState:
-        await self.remove_port(spec.name)
-        return await self._attach(spec)
+        return await self._attach(spec, make_link=False)
 
-    async def _attach(self, spec: VifSpec) -> PortState:
+    async def _attach(self, spec: VifSpec, make_link: bool) -> PortState:
         """The port, with an OpenFlow number asked for up front (``ofport_request``) so that
-        its locking flows go in while vswitchd adds the port, not after."""
+        its locking flows go in while the link and the port are made, not after."""
         if spec.locking.mode == "disabled":
+            await self.remove_port(spec.name)
+            if make_link:
+                await self.links.make_vif(spec.name, spec.mac, spec.mtu)
             return PortState(spec.name, "", "", kind="tap", mtu=spec.mtu)
         parent, wanted = await asyncio.to_thread(self._free_ofport, spec.bridge)
         flows = flowlib.locking_flows(wanted, spec.locking)
-        added = asyncio.gather(self._attach_vif(spec, wanted), self._add_flows(parent, flows))
-        await added
-        port = (await self.ports())[spec.name]
-        if port.ofport <= 0:
-            raise SwitchError(f"{spec.name} has no OpenFlow port number ({port.ofport})")
-        if port.ofport != wanted and flows:  # the number was taken meanwhile: flows again
+
+        async def port() -> None:
+            await self.remove_port(spec.name)
+            if make_link:
+                await self.links.make_vif(spec.name, spec.mac, spec.mtu)
+            await self._attach_vif(spec, wanted)
+
+        await asyncio.gather(port(), self._add_flows(parent, flows))
+        made = await asyncio.to_thread(self._one_port, spec.name)
+        if made is None or made.ofport <= 0:
+            got = made.ofport if made is not None else "none"
+            raise SwitchError(f"{spec.name} has no OpenFlow port number ({got})")
+        if made.ofport != wanted and flows:  # the number was taken meanwhile: flows again
             await self._ofctl("del-flows", parent, f"in_port={wanted},cookie=1/-1")
-            await self._apply_flows(parent, port.ofport, spec.locking)
-        return port
+            await self._apply_flows(parent, made.ofport, spec.locking)
+        return made
+
+    def _one_port(self, name: str) -> PortState | None:
+        with self.db.lock:
+            self.db.idl.run()
+            found = self._port_row(name)
+            if found is None:
+                return None
+            br, port = found
+            tag = _one(port.tag)
+            fake = next(
+                (p.name for p in br.ports if p.fake_bridge and _one(p.tag) == tag and tag >= 0),
+                br.name,
+            )
+            return _port_state(port, fake, br.name, tag)
 
     def _free_ofport(self, bridge: str) -> tuple[str, int]:
         """The real bridge behind ``bridge`` and an OpenFlow port number free on it."""
