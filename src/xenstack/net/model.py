@@ -69,6 +69,7 @@ class PortState:
     stats: dict[str, int] = field(default_factory=dict)
     members: tuple[str, ...] = ()  # a bond's interfaces
     options: dict[str, str] = field(default_factory=dict)
+    links_up: int = 0  # interfaces of the port whose link is up (a bond's live members)
 
 
 @dataclass(slots=True)

@@ -123,7 +123,8 @@ class SimulatedSwitch(Switch):
         external_ids: Mapping[str, str] | None = None,
     ) -> None:
         port = self._new_port(bridge, name, kind, mtu)
-        port.members = members
+        port.members = tuple(sorted(members))
+        port.links_up = len(members) or 1
         port.options = dict(options or {})
         port.external_ids = dict(external_ids or {})
 

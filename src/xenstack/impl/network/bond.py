@@ -151,6 +151,7 @@ async def destroy(ctx: Context, self_: str) -> None:
     row = db.get("Bond", self_)
     master = db.get("PIF", row["master"])
     here = master["host"] == ctx.toolstack.this_host
+    slaves = list(row["slaves"])  # the live row's relation empties as the members leave
     if master["VLAN_slave_of"]:
         raise ApiError("PIF_VLAN_STILL_EXISTS", [row["master"]])
     primary = row["primary_slave"] if row["primary_slave"] != NULL_REF else row["slaves"][0]
@@ -162,7 +163,7 @@ async def destroy(ctx: Context, self_: str) -> None:
         db.destroy("Bond", self_)
     if here:
         await ports.switch(ctx).remove_port(master["device"])
-        for pif in row["slaves"]:
+        for pif in slaves:
             await real_pifs.plug_port(ctx.toolstack, pif)
 
 

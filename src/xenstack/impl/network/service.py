@@ -9,6 +9,8 @@ the host's address on it (``10.1.0.1/24``): the server hands out the rest of tha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,8 @@ from ...net import Switch, SwitchError
 from ...net.dhcp import DhcpServer
 from ...net.doctor import DhcpFacts
 from ...net.himn import Relay, listening_socket
+from .metrics import INTERVAL as METRICS_INTERVAL
+from .metrics import Sampler
 from .pif_devices import real_devices
 from .ports import ensure_network
 from .reconcile import Repairs, reconcile
@@ -39,11 +43,14 @@ class NetworkService:
         self.started = False
         self.dhcp: dict[str, DhcpServer] = {}  # network ref -> its server
         self.relay: Relay | None = None
+        self.sampler = Sampler(services)
+        self._sampling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.switch.start()
         self.started = True
         self.repairs = await reconcile(self.services)
+        self._sampling = asyncio.create_task(self._sample_forever())
         if real_devices(self.services) and self.services.state_dir is not None:
             for ref in list(self.services.db.table("network").rows):
                 if dhcp_cidr(self.services, ref):
@@ -106,7 +113,20 @@ class NetworkService:
         self.relay = Relay(sock, http_port)
         await self.relay.start()
 
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL)
+            try:
+                await self.sampler.sample()
+            except (SwitchError, OSError) as exc:
+                log.warning("no switch counters this time: %s", exc)
+
     async def stop(self) -> None:
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
+            self._sampling = None
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None

@@ -527,4 +527,5 @@ def _port_state(port: Row, bridge: str, parent: str, tag: int) -> PortState:
         {"mode": str(_one(port.bond_mode, ""))}
         if len(ifaces) > 1
         else (dict(iface.options) if iface is not None else {}),
+        sum(1 for i in ifaces if _one(i.link_state, "") == "up"),
     )
