@@ -15,6 +15,7 @@ from netwire import PIF_DEVICE, Host, start_host
 from xenstack.net import BridgeSpec, VifSpec
 from xenstack.net import flows as flowlib
 from xenstack.testing import vm_from_template
+from xenstack.testing.network import sh
 
 
 def network(x: Any, label: str, mtu: int = 0, **other: str) -> str:
@@ -212,3 +213,41 @@ def test_pifs_only_among_the_given_devices(ovs_host: Host) -> None:
         check=True,
     ).stdout
     assert "10.31.0.2/24" in shown
+
+
+def test_pif_gets_a_dhcp_lease_from_beyond_it(ovs_host: Host) -> None:
+    x = ovs_host.x
+    ns = ovs_host.phys_ns
+    sh(["ip", "-n", ns, "addr", "add", "10.44.0.1/24", "dev", "xnp0p"])
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=xnp0p",
+            "--bind-interfaces",
+            "--dhcp-authoritative",
+            "--dhcp-range=10.44.0.50,10.44.0.60,255.255.255.0,1h",
+            "--no-ping",
+            f"--dhcp-leasefile={ovs_host.pool.state_dir}/xn-pif-leases",
+            "--pid-file=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pif = ovs_host.pif()
+        x.PIF.reconfigure_ip(pif, "DHCP", "", "", "", "")
+        address = x.PIF.get_IP(pif)
+        assert address.startswith("10.44.0.") and x.PIF.get_netmask(pif) == "255.255.255.0"
+        bridge = x.network.get_bridge(x.PIF.get_network(pif))
+        shown = sh(["ip", "-n", ovs_host.kit.netns, "addr", "show", bridge])
+        assert f"{address}/24" in shown
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -10,6 +10,7 @@ from ...core.ids import new_ref, new_uuid
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
+from ...net import SwitchError
 from ..install import network as fresh_network
 from ..registry import field_setter, implements
 from . import pifs as real_pifs
@@ -86,15 +87,24 @@ async def reconfigure_ip(
             _assert_ip(param, value, 4)
     if row["management"] and mode == "None" and row["primary_address_type"] == "IPv4":
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", [self_])
-    if mode == "DHCP" and real_devices(ctx.toolstack):
-        raise ApiError("NOT_IMPLEMENTED", ["PIF.reconfigure_ip mode=DHCP on a real switch"])
-    if mode == "DHCP":
+    real = real_devices(ctx.toolstack)
+    if mode == "DHCP" and real:
+        try:
+            lease = await real_pifs.dhcp_lease(ctx.toolstack, self_)
+        except SwitchError as exc:
+            raise ApiError("INTERNAL_ERROR", [f"switch: {exc}"]) from None
+        # no answer yet: the mode is recorded with no address, as XAPI leaves a PIF waiting
+        ip, netmask = lease.get("ip", ""), lease.get("subnet", "")
+        gateway = gateway or lease.get("router", "").split(" ")[0]
+        dns = dns or ",".join(lease.get("dns", "").split())
+    elif mode == "DHCP":
         ip, netmask = _dhcp_address(db, self_), "255.255.255.0"
         gateway = gateway or f"{fresh_network.MANAGEMENT_SUBNET}.1"
     elif mode == "None":
         ip = netmask = gateway = ""
-    cidr = str(ipaddress.ip_interface(f"{ip}/{netmask}")) if mode == "Static" else ""
-    await real_pifs.configure_address(ctx.toolstack, self_, mode, cidr)
+    if mode != "DHCP" or not real:
+        cidr = str(ipaddress.ip_interface(f"{ip}/{netmask}")) if mode == "Static" else ""
+        await real_pifs.configure_address(ctx.toolstack, self_, mode, cidr)
     with db.transaction():
         db.update(
             "PIF",
@@ -105,7 +115,7 @@ async def reconfigure_ip(
             gateway=gateway,
             DNS=dns,
         )
-        if row["management"] and row["host"] != NULL_REF and mode != "None":
+        if row["management"] and row["host"] != NULL_REF and mode != "None" and ip:
             db.set("host", row["host"], "address", ip)
 
 

@@ -4,6 +4,7 @@ ports plugged on the switch and their bridge's address configured for real.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from ...core.ids import new_ref, new_uuid, now
@@ -153,6 +154,57 @@ async def unplug_port(services: Services, pif: str) -> None:
         await switch(services).remove_port(row["device"])
     except SwitchError as exc:
         raise ApiError("INTERNAL_ERROR", [f"switch: {exc}"]) from None
+
+
+LEASE_SCRIPT = """#!/bin/sh
+# udhcpc's script for xenstack: print the lease; xenstack configures the interface
+[ "$1" = bound ] || [ "$1" = renew ] || exit 0
+echo "XS-LEASE ip=$ip subnet=$subnet router=$router dns=$dns"
+"""
+
+
+async def dhcp_lease(services: Services, pif: str) -> dict[str, str]:
+    """A DHCP lease for the PIF's bridge (its internal port) from the network beyond the PIF,
+    with busybox's udhcpc in the switch's namespace; the address is put on the bridge.
+    Empty when no server answered."""
+    state = services.state_dir
+    if state is None:
+        return {}
+    db = services.db
+    bridge = db.get("network", db.get("PIF", pif)["network"])["bridge"]
+    netns = services.config.netns
+    script = state / "dhcp" / "udhcpc.script"
+    script.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    script.write_text(LEASE_SCRIPT)
+    script.chmod(0o700)
+    await ensure_network(services, db.get("PIF", pif)["network"])
+    ip = ["ip", *(("-n", netns) if netns else ())]
+    await run([*ip, "link", "set", "dev", bridge, "up"])
+    client = [
+        "busybox",
+        "udhcpc",
+        "-i",
+        bridge,
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "4",
+        "-T",
+        "2",
+        "-s",
+        str(script),
+    ]
+    out = await run(["ip", "netns", "exec", netns, *client] if netns else client, check=False)
+    for line in out.splitlines():
+        if line.startswith("XS-LEASE "):
+            lease = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            if lease.get("ip"):
+                cidr = str(ipaddress.ip_interface(f"{lease['ip']}/{lease.get('subnet')}"))
+                await run([*ip, "addr", "flush", "dev", bridge])
+                await run([*ip, "addr", "add", cidr, "dev", bridge])
+                return lease
+    return {}
 
 
 async def configure_address(services: Services, pif: str, mode: str, cidr: str) -> None:
