@@ -54,7 +54,8 @@ class Links:
     async def set_mtu(self, name: str, mtu: int) -> None:
         await self._kernel(kernel.set_mtu, name, mtu)
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the namespace's worker thread (a later call starts another)."""
         self.worker.close()
 
     async def show(self) -> dict[str, dict[str, object]]:

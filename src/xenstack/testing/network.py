@@ -126,7 +126,7 @@ class VethGuests(Links):
             sh(self.ip("link", "del", name), check=False)
             sh(["ip", "netns", "del", ns], check=False)
         self.guests.clear()
-        super().close()
+        self.shutdown()
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,7 @@ class OvsSwitch(Switch):
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
-        self.links.close()
+        self.links.shutdown()
         await self.daemons.stop()
         if self.own_netns:
             await run(["ip", "netns", "del", self.netns], check=False)
