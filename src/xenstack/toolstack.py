@@ -59,11 +59,18 @@ from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
+from .impl.network.doctor import doctor_routes
+from .impl.network.pifs import adopt_pifs
+from .impl.network.ports import PortHooks
+from .impl.network.service import NetworkService
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
 from .impl.vm import guest_metrics
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
+from .net import Switch
+from .net.ovs import OvsDaemons, OvsSwitch
+from .net.simulated import SimulatedSwitch
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
@@ -114,6 +121,19 @@ def make_backend(config: ToolstackConfig) -> Backend:
     raise ValueError(f"no such hypervisor backend: {config.backend!r}")
 
 
+def make_switch(config: ToolstackConfig, state_dir: Path | None) -> Switch:
+    """The switch ``config.switch`` names: ``simulated`` (in memory) or ``openvswitch`` (the
+    system's when one runs, else private daemons under ``state_dir/ovs``)."""
+    if config.switch == "simulated":
+        return SimulatedSwitch()
+    if config.switch == "openvswitch":
+        if state_dir is None:
+            raise ValueError("an Open vSwitch switch needs a state directory")
+        daemons = OvsDaemons(state_dir, netns=config.netns, ovsdb_tcp=config.ovsdb_tcp)
+        return OvsSwitch(daemons)
+    raise ValueError(f"no such switch: {config.switch!r}")
+
+
 class Toolstack:
     """The running toolstack of one host (or of a whole simulated pool).
 
@@ -130,6 +150,7 @@ class Toolstack:
         persistence: Persistence | None = None,
         session_timeout: float | None = None,
         sr_drivers: SrDrivers | None = None,
+        switch: Switch | None = None,
     ) -> None:
         self.config = config or ToolstackConfig()
         self.clock: Clock = clock or SystemClock()
@@ -147,6 +168,8 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
+        self.switch: Switch = switch or make_switch(self.config, self.state_dir)
+        self.network = NetworkService(self, self.switch)
         self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -154,6 +177,8 @@ class Toolstack:
     def _make_hypervisor(self, backend: Backend) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
+        if hasattr(backend, "port_hooks"):  # a backend with real guests plugs their taps
+            backend.port_hooks = PortHooks(self)
         return Hypervisor(self, backend)
 
     @property
@@ -167,6 +192,7 @@ class Toolstack:
         *,
         shared_sr: bool = False,
         sim_storage: bool = False,
+        pifs: tuple[str, ...] = (),
     ) -> str:
         """Create the pool (``hosts`` hosts) and the root user; return the root password.
 
@@ -181,6 +207,8 @@ class Toolstack:
         file_storage = self.state_dir is not None and not sim_storage
         self.persistence.set_meta("storage", "file" if file_storage else "simulated")
         self.this_host = create_pool(self.db, hosts=hosts, shared_sr=shared_sr)
+        if pifs:  # PIFs are these kernel devices, and no others
+            adopt_pifs(self, self.this_host, pifs)
         if file_storage:
             with self.db.transaction():
                 use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
@@ -193,6 +221,7 @@ class Toolstack:
         gc.freeze()
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
+        routes += doctor_routes(self)
         checker = http_checker(self)  # every handler's RBAC check, by its declared permission
         config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
         uploads = {
@@ -202,7 +231,9 @@ class Toolstack:
         config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
+        await self.network.start()  # the switch made to hold what the database says
         await self.server.start()
+        await self.network.serve_himn(self.server.ports.get("http", 0))
         self._reaper = asyncio.create_task(self._reap_sessions())
 
     async def stop(self) -> None:
@@ -213,6 +244,7 @@ class Toolstack:
         await self.storage.stop()
         if self.server is not None:
             await self.server.stop()
+        await self.network.stop()
         for job in list(self.tasks.running.values()):
             job.cancel()
         await self.db.durable()

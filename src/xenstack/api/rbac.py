@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
 READ_ONLY = frozenset(ROLES)  # every role
 LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
+NETWORK_ADMIN = frozenset({"pool-admin", "pool-operator"})
 
 HTTP_PREFIX = "http/"
 
@@ -54,6 +55,8 @@ _DECLARED = (
     HttpAction("put_import_raw_vdi", "PUT", "/import_raw_vdi", VM_ADMIN),
     HttpAction("get_export", "GET", "/export", VM_ADMIN),
     HttpAction("get_export_raw_vdi", "GET", "/export_raw_vdi", VM_ADMIN),
+    # xenstack's own: the network doctor's report on a VM's VIFs (impl/network/doctor.py)
+    HttpAction("get_network_doctor", "GET", "/network_doctor", NETWORK_ADMIN),
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),

@@ -1,11 +1,14 @@
 """``xenstack``: create a host's state and serve it.
 
 xenstack init  --state-dir DIR [--password-file FILE] [--hosts N] [--shared-sr] [--sim-storage]
+               [--switch simulated|openvswitch] [--netns NAME] [--pif DEV ...]
 xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH] [--https-port N]
                [--hosts N] [--shared-sr] [--sim-storage]   (these apply when serve initialises DIR)
                [--max-connections N] [--max-connections-per-peer N] [--head-timeout S]
                [--request-timeout S]                       (the front door's limits)
+               [--switch KIND] [--netns NAME] [--ovsdb-tcp ptcp:6640:ADDR]  (the switch)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+xenstack doctor network --state-dir DIR --vm NAME [--vif UUID] [--json] [--interval S]
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
 simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
@@ -21,14 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..core.config import from_environment
+from ..errors import ApiError
 from ..idl.model import ROLES
+from ..net import SwitchError
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, write_secret
 
@@ -40,14 +47,20 @@ def _read_password(path: str) -> str:
     return text
 
 
-def open_toolstack(state_dir: Path) -> Toolstack:
-    """The toolstack of DIR, configured from the environment."""
-    return Toolstack(state_dir, config=from_environment(os.environ))
+def open_toolstack(state_dir: Path, args: argparse.Namespace | None = None) -> Toolstack:
+    """The toolstack of DIR, configured from the environment and the switch options."""
+    config = from_environment(os.environ)
+    changes = {
+        name: getattr(args, name)
+        for name in ("switch", "netns", "ovsdb_tcp")
+        if args is not None and getattr(args, name, None)
+    }
+    return Toolstack(state_dir, config=dataclasses.replace(config, **changes))
 
 
 def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
     """Initialise DIR as the options say, if it is not yet; return the toolstack."""
-    toolstack = open_toolstack(state_dir)
+    toolstack = open_toolstack(state_dir, args)
     if toolstack.initialised:
         return toolstack
     password_file = args.password_file
@@ -56,6 +69,7 @@ def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
         args.hosts,
         shared_sr=args.shared_sr,
         sim_storage=args.sim_storage,
+        pifs=tuple(getattr(args, "pif", None) or ()),
     )
     if not password_file:
         write_secret(state_dir / "root-password", password)
@@ -70,7 +84,7 @@ def state_path(text: str) -> Path:
 
 def cmd_init(args: argparse.Namespace) -> int:
     state_dir = state_path(args.state_dir)
-    toolstack = open_toolstack(state_dir)
+    toolstack = open_toolstack(state_dir, args)
     if toolstack.initialised:
         toolstack.persistence.close()
         print(f"xenstack: {state_dir} is initialised already", file=sys.stderr)
@@ -78,6 +92,44 @@ def cmd_init(args: argparse.Namespace) -> int:
     toolstack.persistence.close()
     init_state(state_dir, args).persistence.close()
     return 0
+
+
+def cmd_doctor_network(args: argparse.Namespace) -> int:
+    """Check a VM's VIFs on the Open vSwitch of DIR's running host; 0 when all is well."""
+    from ..impl.network import doctor
+    from ..net.doctor import render
+    from ..net.ovs import OvsDaemons, OvsSwitch
+
+    state_dir = state_path(args.state_dir)
+    config = from_environment(os.environ)
+    switch = OvsSwitch(OvsDaemons(state_dir, netns=config.netns, use_system=args.system_switch))
+    toolstack = Toolstack(state_dir, config=config, switch=switch)
+
+    async def run() -> list[Any]:
+        try:
+            await switch.attach()
+        except SwitchError as exc:
+            raise SystemExit(
+                f"xenstack: {exc}: is `xenstack serve --switch openvswitch` running on "
+                f"{state_dir}? (a simulated switch lives in its server: use xe network-doctor)"
+            ) from None
+        try:
+            return await doctor.run(toolstack, args.vm, args.vif or "", args.interval)
+        finally:
+            await switch.detach()  # the daemons are the server's
+
+    try:
+        reports = asyncio.run(run())
+    except ApiError as err:
+        print(f"xenstack: {err.code} {' '.join(map(str, err.params))}", file=sys.stderr)
+        return 2
+    finally:
+        toolstack.persistence.close()
+    if args.json:
+        sys.stdout.write(doctor.as_json(reports).decode() + "\n")
+    else:
+        print(render(reports))
+    return 0 if all(r.healthy for r in reports) else 1
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -133,6 +185,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_switch_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--switch",
+        choices=("simulated", "openvswitch"),
+        help="the virtual switch (default simulated; XENSTACK_SWITCH)",
+    )
+    sub.add_argument("--netns", help="the network namespace of the switch and the guests' taps")
+    sub.add_argument(
+        "--pif",
+        action="append",
+        metavar="DEV",
+        help="a kernel network device to make a PIF (repeat for more); no other is ever "
+        "taken into a bridge",
+    )
+
+
 def _add_pool_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--hosts", type=_positive, default=1, help="hosts in a fresh pool")
     sub.add_argument(
@@ -157,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--state-dir", required=True)
     init.add_argument("--password-file")
     _add_pool_options(init)
+    _add_switch_options(init)
     init.set_defaults(func=cmd_init)
     serve = sub.add_parser("serve", help="serve the XenAPI until SIGTERM")
     serve.add_argument("--state-dir", required=True)
@@ -174,6 +243,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--head-timeout", type=float, default=HttpConfig.head_timeout)
     serve.add_argument("--request-timeout", type=float, default=HttpConfig.request_timeout)
     _add_pool_options(serve)
+    _add_switch_options(serve)
+    serve.add_argument(
+        "--ovsdb-tcp",
+        metavar="REMOTE",
+        help="also serve the private switch's OVSDB on this remote, e.g. ptcp:6640:127.0.0.1 "
+        "(for neutron's agent; XENSTACK_OVSDB_TCP)",
+    )
     serve.set_defaults(func=cmd_serve)
     user = sub.add_parser("user-add", help="add a local user with a role")
     user.add_argument("--state-dir", required=True)
@@ -181,6 +257,23 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--role", choices=ROLES, default="read-only")
     user.add_argument("--password-file", required=True)
     user.set_defaults(func=cmd_user_add)
+    doctor = sub.add_parser("doctor", help="diagnose a host's state")
+    checks = doctor.add_subparsers(dest="area", required=True)
+    network = checks.add_parser("network", help="check a VM's network interfaces on the switch")
+    network.add_argument("--state-dir", required=True)
+    network.add_argument("--vm", required=True, help="the VM's name or uuid")
+    network.add_argument("--vif", help="only the VIF with this uuid")
+    network.add_argument("--json", action="store_true", help="the report as JSON, for tools")
+    network.add_argument(
+        "--interval", type=float, default=1.0, help="seconds to watch the ports' packet counters"
+    )
+    network.add_argument(
+        "--system-switch",
+        action="store_true",
+        default=None,
+        help="the system's Open vSwitch rather than DIR's private one",
+    )
+    network.set_defaults(func=cmd_doctor_network)
     return ap
 
 

@@ -23,6 +23,9 @@ GUEST_AGENT_DELAY_ENV = "XENSTACK_GUEST_AGENT_DELAY"
 PLUGIN_TIMEOUT_ENV = "XENSTACK_PLUGIN_TIMEOUT"
 PLUGIN_DIR_ENV = "XENSTACK_PLUGIN_DIR"
 EXTENSION_DIR_ENV = "XENSTACK_EXTENSION_DIR"
+SWITCH_ENV = "XENSTACK_SWITCH"
+NETNS_ENV = "XENSTACK_NETNS"
+OVSDB_TCP_ENV = "XENSTACK_OVSDB_TCP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,12 @@ class ToolstackConfig:
     plugin_timeout: float = PLUGIN_TIMEOUT
     plugin_dirs: tuple[Path, ...] = ()
     extension_dirs: tuple[Path, ...] = ()
+    # the virtual switch: "simulated" (in memory) or "openvswitch"; the network namespace
+    # its daemons and ports live in ("" for the host's own); a further OVSDB remote
+    # ("ptcp:6640:127.0.0.1") for a private switch
+    switch: str = "simulated"
+    netns: str = ""
+    ovsdb_tcp: str = ""
 
 
 def _paths(text: str) -> tuple[Path, ...]:
@@ -65,4 +74,7 @@ def from_environment(
         changes["plugin_dirs"] = _paths(environ[PLUGIN_DIR_ENV])
     if environ.get(EXTENSION_DIR_ENV):
         changes["extension_dirs"] = _paths(environ[EXTENSION_DIR_ENV])
+    for env, name in ((SWITCH_ENV, "switch"), (NETNS_ENV, "netns"), (OVSDB_TCP_ENV, "ovsdb_tcp")):
+        if environ.get(env):
+            changes[name] = environ[env]
     return replace(config, **changes)

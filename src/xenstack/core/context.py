@@ -114,6 +114,12 @@ class Services(Protocol):
         ...
 
     @property
+    def switch(self) -> Any:
+        """The host's ``net.Switch`` (typed loosely: core sits below net;
+        ``impl.network.ports.switch(ctx)`` types it)."""
+        ...
+
+    @property
     def sr_drivers(self) -> Any:
         """The ``storage.sr.registry.SrDrivers`` the toolstack was given (typed loosely: core
         sits below storage; ``impl.storage.sr_backend.drivers(ctx)`` types it)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..core.clock import Clock
 from ..core.config import ToolstackConfig, from_environment
+from ..net import Switch
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack
 from ..xenops.interface import Backend
@@ -72,6 +73,7 @@ def simulated_pool(
     toolstack_config: ToolstackConfig | None = None,
     clock: Clock | None = None,
     backend: Backend | None = None,
+    switch: Switch | None = None,
     **config: Any,
 ) -> Iterator[RunningPool]:
     """A toolstack serving on 127.0.0.1 on a free port, in a thread of this process.
@@ -92,7 +94,9 @@ def simulated_pool(
     settings = kit_config(toolstack_config, guest_agent_delay=guest_agent_delay)
 
     async def main() -> None:
-        toolstack = Toolstack(state_dir, config=settings, clock=clock, backend=backend)
+        toolstack = Toolstack(
+            state_dir, config=settings, clock=clock, backend=backend, switch=switch
+        )
         if session_timeout is not None:
             toolstack.auth.idle_timeout = session_timeout
         if not toolstack.initialised:

@@ -13,7 +13,8 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
-from ..registry import field_setter, implements
+from ..network import ports
+from ..registry import implements
 from . import devices
 from . import lifecycle as device_lifecycle
 
@@ -114,24 +115,39 @@ async def unplug(ctx: Context, self_: str) -> None:
 
 
 @implements("VIF.move")
-def move(ctx: Context, self_: str, network: str) -> None:
+async def move(ctx: Context, self_: str, network: str) -> None:
+    """Move the VIF to ``network``; a live one's port moves to its bridge at once."""
     db = ctx.db
     net = db.get("network", network)
     with db.transaction():
         db.update("VIF", self_, network=network, MTU=net["MTU"])
+    await ports.move(ctx, self_)
 
 
-implements("VIF.set_locking_mode")(field_setter("VIF", "locking_mode"))
-implements("VIF.set_ipv4_allowed")(field_setter("VIF", "ipv4_allowed"))
-implements("VIF.set_ipv6_allowed")(field_setter("VIF", "ipv6_allowed"))
+def _live_setter(field: str) -> Any:
+    """A setter that also applies the VIF's locking to its port when it is live."""
+
+    async def set_value(ctx: Context, self_: str, value: Any) -> None:
+        ctx.db.get("VIF", self_)
+        with ctx.db.transaction() as db:
+            db.set("VIF", self_, field, value)
+        await ports.refresh(ctx, self_)
+
+    return set_value
+
+
+implements("VIF.set_locking_mode")(_live_setter("locking_mode"))
+implements("VIF.set_ipv4_allowed")(_live_setter("ipv4_allowed"))
+implements("VIF.set_ipv6_allowed")(_live_setter("ipv6_allowed"))
 
 
 def _list_editor(field: str, add: bool) -> Any:
-    def edit(ctx: Context, self_: str, value: str) -> None:
+    async def edit(ctx: Context, self_: str, value: str) -> None:
         current = ctx.db.get("VIF", self_)[field]
         new = sorted({*current, value}) if add else [x for x in current if x != value]
         with ctx.db.transaction() as db:
             db.set("VIF", self_, field, new)
+        await ports.refresh(ctx, self_)
 
     return edit
 

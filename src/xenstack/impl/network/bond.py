@@ -14,7 +14,10 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
+from ...net import SwitchError
 from ..registry import implements
+from . import pifs as real_pifs
+from . import ports
 from .pif import assert_no_other_local_pifs, destroy_pif_row, new_logical_pif
 
 IP_FIELDS = (
@@ -82,7 +85,7 @@ def _next_bond_device(db: Database, host: str) -> str:
 
 
 @implements("Bond.create")
-def create(
+async def create(
     ctx: Context, network: str, members: list[str], mac: str, mode: str, properties: dict[str, str]
 ) -> str:
     db = ctx.db
@@ -118,14 +121,37 @@ def create(
         )
         for pif in members:
             db.update("PIF", pif, bond_slave_of=bond, currently_attached=False, **_CLEARED)
+    if host == ctx.toolstack.this_host:
+        await _make_bond_port(ctx, bond)
     return bond
 
 
+async def _make_bond_port(ctx: Context, bond: str) -> None:
+    """The bond as one port of its network's bridge, its members' own ports gone."""
+    db = ctx.db
+    row = db.get("Bond", bond)
+    master = db.get("PIF", row["master"])
+    devices = tuple(db.get("PIF", p)["device"] for p in row["slaves"])
+    sw = ports.switch(ctx)
+    try:
+        for device in devices:
+            await sw.remove_port(device)
+        await ports.ensure_network(ctx.toolstack, master["network"])
+        bridge = db.get("network", master["network"])["bridge"]
+        await sw.add_port(
+            bridge, master["device"], kind="bond", members=devices, options={"mode": row["mode"]}
+        )
+    except SwitchError as exc:
+        raise ApiError("INTERNAL_ERROR", [f"switch: {exc}"]) from None
+
+
 @implements("Bond.destroy")
-def destroy(ctx: Context, self_: str) -> None:
+async def destroy(ctx: Context, self_: str) -> None:
     db = ctx.db
     row = db.get("Bond", self_)
     master = db.get("PIF", row["master"])
+    here = master["host"] == ctx.toolstack.this_host
+    slaves = list(row["slaves"])  # the live row's relation empties as the members leave
     if master["VLAN_slave_of"]:
         raise ApiError("PIF_VLAN_STILL_EXISTS", [row["master"]])
     primary = row["primary_slave"] if row["primary_slave"] != NULL_REF else row["slaves"][0]
@@ -135,12 +161,21 @@ def destroy(ctx: Context, self_: str) -> None:
         db.update("PIF", primary, **{k: master[k] for k in IP_FIELDS})
         destroy_pif_row(db, row["master"])
         db.destroy("Bond", self_)
+    if here:
+        await ports.switch(ctx).remove_port(master["device"])
+        for pif in slaves:
+            await real_pifs.plug_port(ctx.toolstack, pif)
 
 
 @implements("Bond.set_mode")
-def set_mode(ctx: Context, self_: str, value: str) -> None:
+async def set_mode(ctx: Context, self_: str, value: str) -> None:
     with ctx.db.transaction() as db:
         db.set("Bond", self_, "mode", value)
+    master = ctx.db.get("PIF", ctx.db.get("Bond", self_)["master"])
+    if master["host"] == ctx.toolstack.this_host:
+        sw = ports.switch(ctx)
+        if master["device"] in await sw.ports():
+            await sw.set_port(master["device"], options={"mode": value})
 
 
 @implements("Bond.set_property")

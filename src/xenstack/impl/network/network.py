@@ -10,6 +10,7 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ..registry import implements
+from . import ports
 
 BRIDGE_STEM = "xapi"
 RESERVED_BRIDGE_PREFIXES = ("xen", "xapi", "vif", "tap", "eth")
@@ -66,7 +67,7 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
 
 
 @implements("network.destroy")
-def destroy(ctx: Context, self_: str) -> None:
+async def destroy(ctx: Context, self_: str) -> None:
     db = ctx.db
     row = db.get("network", self_)
     connected = [v for v in row["VIFs"] if db.get("VIF", v)["currently_attached"]]
@@ -83,6 +84,7 @@ def destroy(ctx: Context, self_: str) -> None:
                 db.destroy("VIF_metrics", metrics)
             db.destroy("VIF", vif)
         db.destroy("network", self_)
+    await ports.remove_bridge(ctx, row["bridge"])
 
 
 @implements("network.add_purpose")
@@ -105,6 +107,9 @@ def remove_purpose(ctx: Context, self_: str, value: str) -> None:
 
 
 @implements("network.set_default_locking_mode")
-def set_default_locking_mode(ctx: Context, network: str, value: str) -> None:
+async def set_default_locking_mode(ctx: Context, network: str, value: str) -> None:
     with ctx.db.transaction() as db:
         db.set("network", network, "default_locking_mode", value)
+    for vif in ctx.db.get("network", network)["VIFs"]:
+        if ctx.db.get("VIF", vif)["locking_mode"] == "network_default":
+            await ports.refresh(ctx, vif)

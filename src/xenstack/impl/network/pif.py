@@ -10,8 +10,11 @@ from ...core.ids import new_ref, new_uuid
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
+from ...net import SwitchError
 from ..install import network as fresh_network
 from ..registry import field_setter, implements
+from . import pifs as real_pifs
+from .pif_devices import real_devices
 
 SUPPORTED_PROPERTIES = {"gro": ("on", "off")}
 
@@ -71,7 +74,7 @@ def _dhcp_address(db: Database, pif: str) -> str:
 
 
 @implements("PIF.reconfigure_ip")
-def reconfigure_ip(
+async def reconfigure_ip(
     ctx: Context, self_: str, mode: str, ip: str, netmask: str, gateway: str, dns: str
 ) -> None:
     db = ctx.db
@@ -84,11 +87,24 @@ def reconfigure_ip(
             _assert_ip(param, value, 4)
     if row["management"] and mode == "None" and row["primary_address_type"] == "IPv4":
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", [self_])
-    if mode == "DHCP":
+    real = real_devices(ctx.toolstack)
+    if mode == "DHCP" and real:
+        try:
+            lease = await real_pifs.dhcp_lease(ctx.toolstack, self_)
+        except SwitchError as exc:
+            raise ApiError("INTERNAL_ERROR", [f"switch: {exc}"]) from None
+        # no answer yet: the mode is recorded with no address, as XAPI leaves a PIF waiting
+        ip, netmask = lease.get("ip", ""), lease.get("subnet", "")
+        gateway = gateway or lease.get("router", "").split(" ")[0]
+        dns = dns or ",".join(lease.get("dns", "").split())
+    elif mode == "DHCP":
         ip, netmask = _dhcp_address(db, self_), "255.255.255.0"
         gateway = gateway or f"{fresh_network.MANAGEMENT_SUBNET}.1"
     elif mode == "None":
         ip = netmask = gateway = ""
+    if mode != "DHCP" or not real:
+        cidr = str(ipaddress.ip_interface(f"{ip}/{netmask}")) if mode == "Static" else ""
+        await real_pifs.configure_address(ctx.toolstack, self_, mode, cidr)
     with db.transaction():
         db.update(
             "PIF",
@@ -99,7 +115,7 @@ def reconfigure_ip(
             gateway=gateway,
             DNS=dns,
         )
-        if row["management"] and row["host"] != NULL_REF and mode != "None":
+        if row["management"] and row["host"] != NULL_REF and mode != "None" and ip:
             db.set("host", row["host"], "address", ip)
 
 
@@ -130,21 +146,24 @@ def reconfigure_ipv6(
 
 
 @implements("PIF.plug")
-def plug(ctx: Context, self_: str) -> None:
+async def plug(ctx: Context, self_: str) -> None:
     row = ctx.db.get("PIF", self_)
     if row["bond_slave_of"] != NULL_REF:
         raise ApiError("CANNOT_PLUG_BOND_SLAVE", [self_])
+    await real_pifs.plug_port(ctx.toolstack, self_)
     with ctx.db.transaction() as db:
         db.set("PIF", self_, "currently_attached", True)
 
 
 @implements("PIF.unplug")
-def unplug(ctx: Context, self_: str) -> None:
+async def unplug(ctx: Context, self_: str) -> None:
     row = assert_managed(ctx.db, self_)
     if row["disallow_unplug"]:
         raise ApiError("PIF_DOES_NOT_ALLOW_UNPLUG", [self_])
     if row["management"]:
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", [self_])
+    if row["physical"]:
+        await real_pifs.unplug_port(ctx.toolstack, self_)
     with ctx.db.transaction() as db:
         db.set("PIF", self_, "currently_attached", False)
 

@@ -13,7 +13,9 @@ from ...idl.model import CLASSES
 from ...idl.types import NULL_REF
 from ..install import network as fresh_network
 from ..registry import implements
+from . import pifs as real_pifs
 from .pif import destroy_pif_row
+from .pif_devices import allowed_devices, real_devices
 from .vlan import destroy_vlan
 
 
@@ -61,6 +63,11 @@ def _introduce_nic(db: Database, host: str, nic: int, mac: str, managed: bool) -
 @implements("PIF.introduce")
 def introduce(ctx: Context, host: str, mac: str, device: str, managed: bool) -> str:
     db = ctx.db
+    if real_devices(ctx.toolstack):
+        # an administrator names a kernel device: it may become a PIF from now on
+        if _pif_on(db, host, device) is not None:
+            raise ApiError("DUPLICATE_PIF_DEVICE_NAME", [device])
+        return real_pifs.introduce_device(ctx.toolstack, host, device, real_pifs.next_index(db))
     if device not in fresh_network.NICS:
         raise ApiError("PIF_DEVICE_NOT_FOUND", [])
     if _pif_on(db, host, device) is not None:
@@ -72,8 +79,21 @@ def introduce(ctx: Context, host: str, mac: str, device: str, managed: bool) -> 
 
 @implements("PIF.scan")
 def scan(ctx: Context, host: str) -> None:
-    """Introduce any simulated NIC of the host that has no PIF."""
+    """Introduce any NIC of the host that has no PIF: on a real switch, only among the
+    devices xenstack was given (``--pif``, ``PIF.introduce``) that the kernel has."""
     db = ctx.db
+    if real_devices(ctx.toolstack):
+        for device in sorted(allowed_devices(ctx.toolstack)):
+            if _pif_on(db, host, device) is None:
+                try:
+                    real_pifs.introduce_device(
+                        ctx.toolstack, host, device, real_pifs.next_index(db)
+                    )
+                except ApiError:
+                    continue  # given once, gone from the kernel now
+            else:
+                real_pifs.refresh_metrics(ctx.toolstack, _pif_on(db, host, device) or "")
+        return
     for nic, device in enumerate(fresh_network.NICS):
         if _pif_on(db, host, device) is None:
             _introduce_nic(db, host, nic, fresh_network.nic_mac(_host_index(db, host), nic), True)

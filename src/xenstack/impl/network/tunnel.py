@@ -7,13 +7,15 @@ from ...core.ids import new_ref, new_uuid
 from ...core.objects import new_record
 from ...errors import ApiError
 from ...idl.types import NULL_REF
+from ...net import SwitchError
 from ..devices.vif import random_mac
 from ..registry import implements
+from . import ports
 from .pif import assert_no_other_local_pifs, destroy_pif_row, new_logical_pif
 
 
 @implements("tunnel.create")
-def create(ctx: Context, transport_pif: str, network: str, protocol: str) -> str:
+async def create(ctx: Context, transport_pif: str, network: str, protocol: str) -> str:
     db = ctx.db
     transport = db.get("PIF", transport_pif)
     if transport["bond_slave_of"] != NULL_REF:
@@ -48,13 +50,37 @@ def create(ctx: Context, transport_pif: str, network: str, protocol: str) -> str
                 protocol=protocol,
             ),
         )
+    if host == ctx.toolstack.this_host:
+        await _make_tunnel_port(ctx, tunnel)
     return tunnel
 
 
+async def _make_tunnel_port(ctx: Context, tunnel: str) -> None:
+    """A GRE or VXLAN port on the network's bridge, to the remote the network's
+    ``other_config:remote_ip`` names (``key`` too, when set)."""
+    db = ctx.db
+    row = db.get("tunnel", tunnel)
+    access = db.get("PIF", row["access_PIF"])
+    net = db.get("network", access["network"])
+    options = {"remote_ip": net["other_config"].get("remote_ip", "flow")}
+    if net["other_config"].get("key"):
+        options["key"] = net["other_config"]["key"]
+    try:
+        await ports.ensure_network(ctx.toolstack, access["network"])
+        await ports.switch(ctx).add_port(
+            net["bridge"], access["device"], kind=row["protocol"], options=options
+        )
+    except SwitchError as exc:
+        raise ApiError("INTERNAL_ERROR", [f"switch: {exc}"]) from None
+
+
 @implements("tunnel.destroy")
-def destroy(ctx: Context, self_: str) -> None:
+async def destroy(ctx: Context, self_: str) -> None:
     db = ctx.db
     row = db.get("tunnel", self_)
+    access = db.table("PIF").rows.get(row["access_PIF"])
+    if access is not None and access["host"] == ctx.toolstack.this_host:
+        await ports.switch(ctx).remove_port(access["device"])
     with db.transaction():
         if db.exists("PIF", row["access_PIF"]):
             destroy_pif_row(db, row["access_PIF"])

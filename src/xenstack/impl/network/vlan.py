@@ -9,6 +9,7 @@ from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ..registry import implements
+from . import ports
 from .pif import assert_managed, assert_no_other_local_pifs, destroy_pif_row, new_logical_pif
 
 MAX_TAG = 4094
@@ -79,14 +80,27 @@ def destroy_vlan(db: Database, vlan: str) -> None:
         db.destroy("VLAN", vlan)
 
 
+async def _made_here(ctx: Context, network: str, untagged_pifs: list[str]) -> None:
+    """Make the VLAN's fake bridge when one of its PIFs is this host's."""
+    here = [p for p in untagged_pifs if ctx.db.get("PIF", p)["host"] == ctx.toolstack.this_host]
+    if here:
+        await ports.sync_network(ctx, network)
+
+
 @implements("VLAN.create")
-def create(ctx: Context, tagged_pif: str, tag: int, network: str) -> str:
-    return create_vlan(ctx.db, tagged_pif, tag, network)
+async def create(ctx: Context, tagged_pif: str, tag: int, network: str) -> str:
+    vlan = create_vlan(ctx.db, tagged_pif, tag, network)
+    await _made_here(ctx, network, [ctx.db.get("VLAN", vlan)["untagged_PIF"]])
+    return vlan
 
 
 @implements("VLAN.destroy")
-def destroy(ctx: Context, self_: str) -> None:
+async def destroy(ctx: Context, self_: str) -> None:
+    row = ctx.db.get("VLAN", self_)
+    untagged = ctx.db.table("PIF").rows.get(row["untagged_PIF"])
     destroy_vlan(ctx.db, self_)
+    if untagged is not None and untagged["host"] == ctx.toolstack.this_host:
+        await ports.remove_bridge(ctx, ctx.db.get("network", untagged["network"])["bridge"])
 
 
 def _physical_pif(db: Database, host: str, device: str) -> str:
@@ -106,8 +120,10 @@ def create_vlan_on_host(db: Database, device: str, network: str, host: str, tag:
 
 
 @implements("PIF.create_VLAN")
-def pif_create_vlan(ctx: Context, device: str, network: str, host: str, tag: int) -> str:
-    return create_vlan_on_host(ctx.db, device, network, host, tag)
+async def pif_create_vlan(ctx: Context, device: str, network: str, host: str, tag: int) -> str:
+    pif = create_vlan_on_host(ctx.db, device, network, host, tag)
+    await _made_here(ctx, network, [pif])
+    return pif
 
 
 def _pool_create(db: Database, device: str, network: str, tag: int) -> list[str]:
@@ -118,10 +134,14 @@ def _pool_create(db: Database, device: str, network: str, tag: int) -> list[str]
 
 
 @implements("pool.create_VLAN")
-def pool_create_vlan(ctx: Context, device: str, network: str, tag: int) -> list[str]:
-    return _pool_create(ctx.db, device, network, tag)
+async def pool_create_vlan(ctx: Context, device: str, network: str, tag: int) -> list[str]:
+    pifs = _pool_create(ctx.db, device, network, tag)
+    await _made_here(ctx, network, pifs)
+    return pifs
 
 
 @implements("pool.create_VLAN_from_PIF")
-def pool_create_vlan_from_pif(ctx: Context, pif: str, network: str, tag: int) -> list[str]:
-    return _pool_create(ctx.db, ctx.db.get("PIF", pif)["device"], network, tag)
+async def pool_create_vlan_from_pif(ctx: Context, pif: str, network: str, tag: int) -> list[str]:
+    pifs = _pool_create(ctx.db, ctx.db.get("PIF", pif)["device"], network, tag)
+    await _made_here(ctx, network, pifs)
+    return pifs
