@@ -71,6 +71,8 @@ from .rpc.vm_http import vm_routes, vm_upload
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
 from .xenops.interface import Backend
 from .xenops.simulator import SimulatorBackend
+from .xenstore import XenStore, XsError
+from .xenstore.server import SocketServer
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,8 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
+        self.xenstores: dict[str, XenStore] = {}
+        self.xenstore_server: SocketServer | None = None
         self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -154,7 +158,28 @@ class Toolstack:
     def _make_hypervisor(self, backend: Backend) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
+        backend.on_guest_keys(self._guest_key)
         return Hypervisor(self, backend)
+
+    def xenstore(self, host: str) -> XenStore:
+        """``host``'s XenStore (made at first use), its guest metrics derived from it."""
+        store = self.xenstores.get(host)
+        if store is None:
+            store = self.xenstores[host] = XenStore()
+            guest_metrics.watch(self.db, self.clock, store, host)
+        return store
+
+    def _guest_key(self, vm_id: str, domid: int, key: str, value: str | None) -> None:
+        """A key a guest wrote over its agent channel: written into its host's XenStore as
+        that domain, with its rights (a key it may not write is dropped)."""
+        row = self.db.table("VM").rows.get(vm_id)
+        if row is None or row["domid"] != domid or not self.db.exists("host", row["resident_on"]):
+            return
+        guest = self.xenstore(row["resident_on"]).as_domain(domid)
+        try:
+            guest.write(key, value.encode()) if value is not None else guest.rm(key)
+        except XsError as exc:
+            log.info("guest %s: %s not written: %s", domid, key, exc.name)
 
     @property
     def initialised(self) -> bool:
@@ -202,6 +227,10 @@ class Toolstack:
         config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
+        if self.state_dir is not None:  # dom0's connection to this host's XenStore
+            path = self.state_dir / "run" / "xenstored" / "socket"
+            self.xenstore_server = SocketServer(self.xenstore(self.this_host), path)
+            await self.xenstore_server.start()
         await self.server.start()
         self._reaper = asyncio.create_task(self._reap_sessions())
 
@@ -211,6 +240,8 @@ class Toolstack:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self.storage.stop()
+        if self.xenstore_server is not None:
+            await self.xenstore_server.stop()
         if self.server is not None:
             await self.server.stop()
         for job in list(self.tasks.running.values()):

@@ -167,24 +167,24 @@ def test_conflicting_transaction_answers_eagain(xs: Served) -> None:
 
 
 def test_quotas(tmp_path: Path) -> None:
-    with served(tmp_path, Quota(nodes=5, entry_size=16, watches=2, transactions=1)) as xs:
-        with pyxs_client(xs.path) as dom0, pyxs_client(xs.path) as g:
-            dom0.mkdir(b"/local/domain/4")
-            dom0.set_perms(b"/local/domain/4", [b"n4"])
-            restrict(g, 4)  # owns /local/domain/4 already: one node
-            for i in range(4):
-                g.write(f"k{i}".encode(), b"v")
-            assert _errno(g.write, b"k4", b"v") == errno.ENOSPC
-            assert _errno(g.write, b"k0", b"x" * 17) == errno.ENOSPC
-            dom0.write(b"/tool/big", b"x" * 3000)  # dom0 has no quota
-            g.delete(b"k0")
-            g.write(b"k4", b"v")  # room again
-            m = g.monitor()
-            m.watch(b"k1", b"1")
-            m.watch(b"k2", b"2")
-            assert _errno(m.watch, b"k3", b"3") == errno.E2BIG
-            g.transaction()
-            g.rollback()
+    quota = Quota(nodes=5, entry_size=16, watches=2, transactions=1)
+    with served(tmp_path, quota) as xs, pyxs_client(xs.path) as dom0, pyxs_client(xs.path) as g:
+        dom0.mkdir(b"/local/domain/4")
+        dom0.set_perms(b"/local/domain/4", [b"n4"])
+        restrict(g, 4)  # owns /local/domain/4 already: one node
+        for i in range(4):
+            g.write(f"k{i}".encode(), b"v")
+        assert _errno(g.write, b"k4", b"v") == errno.ENOSPC
+        assert _errno(g.write, b"k0", b"x" * 17) == errno.ENOSPC
+        dom0.write(b"/tool/big", b"x" * 3000)  # dom0 has no quota
+        g.delete(b"k0")
+        g.write(b"k4", b"v")  # room again
+        m = g.monitor()
+        m.watch(b"k1", b"1")
+        m.watch(b"k2", b"2")
+        assert _errno(m.watch, b"k3", b"3") == errno.E2BIG
+        g.transaction()
+        g.rollback()
 
 
 def test_special_watches(xs: Served) -> None:

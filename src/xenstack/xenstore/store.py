@@ -84,15 +84,19 @@ class XenStore:
         self.transactions: dict[int, Transaction] = {}
         self.introduced: set[int] = {0}
         self._ids = itertools.count(1)
+        self.dom0 = Connection(self, 0, True, None)  # the toolstack's own, without watches
         for path in ("/local", "/local/domain", "/vm", "/tool"):
-            self.connect(0).mkdir(path)
-        self.connections.clear()
+            self.dom0.mkdir(path)
 
     def connect(self, domid: int, sink: EventSink | None = None) -> Connection:
         """A new connection for ``domid`` (dom0's is privileged); events go to ``sink``."""
         conn = Connection(self, domid, domid == 0, sink)
         self.connections.append(conn)
         return conn
+
+    def as_domain(self, domid: int) -> Connection:
+        """A connection acting as ``domid`` that watches nothing (a guest's writes)."""
+        return Connection(self, domid, domid == 0, None)
 
     def fire(self, changes: list[Change]) -> None:
         for change in changes:
@@ -353,5 +357,3 @@ class Connection:
 
     def is_introduced(self, domid: int) -> bool:
         return domid in self.store.introduced
-
-
