@@ -43,12 +43,19 @@ class PluginError(Exception):
     """A plug-in's own error: answered as XENAPI_PLUGIN_FAILURE [fn, "PluginError", message]."""
 
 
+def _exact(xml: str) -> str:
+    # xmlrpc.client leaves CR as is, which any XML parser reads back as LF; only string
+    # content can hold one, so a reference keeps it.
+    return xml.replace("\r", "&#13;")
+
+
 def success_message(result: Any) -> str:
-    return xmlrpc.client.dumps(({"Status": "Success", "Value": result},), "", True)
+    return _exact(xmlrpc.client.dumps(({"Status": "Success", "Value": result},), "", True))
 
 
 def failure_message(description: list[str]) -> str:
-    return xmlrpc.client.dumps(({"Status": "Failure", "ErrorDescription": description},), "", True)
+    failure = {"Status": "Failure", "ErrorDescription": description}
+    return _exact(xmlrpc.client.dumps((failure,), "", True))
 
 
 class _Session:
