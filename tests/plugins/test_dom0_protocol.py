@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.request
 import stat
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
