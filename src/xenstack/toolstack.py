@@ -57,6 +57,7 @@ from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
+from .impl.host.plugins import inventory, write_inventory
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.storage.service import StorageService
@@ -231,6 +232,8 @@ class Toolstack:
             path = self.state_dir / "run" / "xenstored" / "socket"
             self.xenstore_server = SocketServer(self.xenstore(self.this_host), path)
             await self.xenstore_server.start()
+            if self.this_host:
+                write_inventory(self.state_dir, inventory(self.db, self.this_host))
         await self.server.start()
         self._reaper = asyncio.create_task(self._reap_sessions())
 

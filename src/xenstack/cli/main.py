@@ -31,6 +31,7 @@ from ..core.config import from_environment
 from ..idl.model import ROLES
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, write_secret
+from .dom0 import commands as dom0_commands
 
 
 def _read_password(path: str) -> str:
@@ -181,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--role", choices=ROLES, default="read-only")
     user.add_argument("--password-file", required=True)
     user.set_defaults(func=cmd_user_add)
+    dom0_commands.add(sub)
     return ap
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from xml.parsers.expat import ExpatError
 
 from ...core.context import Context
+from ...db.store import Database
 from ...errors import ApiError
 from ...plugins import runner
 from ..registry import implements
@@ -34,9 +35,8 @@ def toolstack_url(ctx: Context) -> str:
     return f"http://{host}:{server.ports['http']}/"
 
 
-def inventory(ctx: Context, host: str) -> dict[str, str]:
+def inventory(db: Database, host: str) -> dict[str, str]:
     """``/etc/xensource-inventory``'s facts about ``host``."""
-    db = ctx.db
     row = db.get("host", host)
     dom0 = [
         r
@@ -74,7 +74,8 @@ def dom0_env(ctx: Context, host: str) -> dict[str, str]:
     """What a plug-in (and ``xenstack shell``) finds in its environment besides ``PATH``: the
     inventory facts, ``xe``'s way back to this toolstack with the calling session, and
     dom0's XenStore socket."""
-    env = inventory(ctx, host)
+    facts = inventory(ctx.db, host)
+    env = dict(facts)
     url = toolstack_url(ctx)
     if url:
         hostport = url.split("//", 1)[1].rstrip("/")
@@ -89,7 +90,7 @@ def dom0_env(ctx: Context, host: str) -> dict[str, str]:
     state = ctx.toolstack.state_dir
     if state is not None:
         env["XENSTACK_STATE_DIR"] = str(state)
-        env["XENSTACK_INVENTORY"] = str(write_inventory(state, inventory(ctx, host)))
+        env["XENSTACK_INVENTORY"] = str(write_inventory(state, facts))
         env["XENSTORED_PATH"] = str(state / "run" / "xenstored" / "socket")
     return env
 
