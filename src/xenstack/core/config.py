@@ -42,6 +42,9 @@ class ToolstackConfig:
     plugin_timeout: float = PLUGIN_TIMEOUT
     plugin_dirs: tuple[Path, ...] = ()
     extension_dirs: tuple[Path, ...] = ()
+    # Variables every plug-in (and ``xenstack shell``) gets besides dom0's own: how its
+    # tools reach this host's services, e.g. ("OVS_RUNDIR", dir) for the host's switch.
+    plugin_env: tuple[tuple[str, str], ...] = ()
 
 
 def _paths(text: str) -> tuple[Path, ...]:

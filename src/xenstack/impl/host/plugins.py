@@ -75,7 +75,7 @@ def dom0_env(ctx: Context, host: str) -> dict[str, str]:
     inventory facts, ``xe``'s way back to this toolstack with the calling session, and
     dom0's XenStore socket."""
     facts = inventory(ctx.db, host)
-    env = dict(facts)
+    env = {**dict(ctx.toolstack.config.plugin_env), **facts}
     url = toolstack_url(ctx)
     if url:
         hostport = url.split("//", 1)[1].rstrip("/")

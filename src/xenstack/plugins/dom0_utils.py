@@ -1,0 +1,104 @@
+"""What xenstack's own dom0 plug-ins share (importable as ``dom0_utils`` by plug-ins).
+
+The OpenStack plug-ins speak os-xenapi 0.3.x's protocol: functions registered with
+:func:`register_plugin_calls` take one argument, ``params``, a pickle (protocol 0, as
+Python 2 wrote it) of ``{"args": [...], "kwargs": {...}}``, and answer a pickle of their
+result; :func:`jsonify` functions take the plain argument dict and answer JSON. Pickles
+are read with an unpickler that builds only plain data (no classes, no callables), so a
+caller cannot make dom0 run code through them.
+
+Plug-ins reach XenStore and the host through dom0's tools on their ``PATH``
+(``xenstore-*``, ``vhd-util``, ``xe``), as XenServer's plug-ins do.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import XenAPIPlugin
+
+
+class PluginError(XenAPIPlugin.PluginError):
+    pass
+
+
+class _DataOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused: {module}.{name} (plain data only)")
+
+
+def loads(text: str) -> Any:
+    """A protocol-0 (or later) pickle of plain data, as os-xenapi's client sends it."""
+    return _DataOnly(io.BytesIO(text.encode("latin-1")), encoding="latin-1").load()
+
+
+def dumps(value: Any) -> str:
+    """``value`` as os-xenapi's dom0 side answers: a protocol-0 pickle, as text."""
+    return pickle.dumps(value, protocol=0).decode("latin-1")
+
+
+Handler = Callable[..., Any]
+
+
+def register_plugin_calls(*funcs: Handler) -> None:
+    """Dispatch to ``funcs`` by name with os-xenapi's pickled calling convention."""
+
+    def wrap(fn: Handler) -> Callable[[Any, dict[str, str]], str]:
+        def call(session: Any, args: dict[str, str]) -> str:
+            params = loads(args.get("params", "")) if args.get("params") else {}
+            if not isinstance(params, dict):
+                raise PluginError("params is not a pickled dict")
+            return dumps(fn(session, *params.get("args", ()), **params.get("kwargs", {})))
+
+        return call
+
+    XenAPIPlugin.dispatch({fn.__name__: wrap(fn) for fn in funcs})
+
+
+def jsonify(fn: Handler) -> Callable[[Any, dict[str, str]], str]:
+    """A plain function ``fn(session, arg_dict)`` answering JSON."""
+
+    def call(session: Any, arg_dict: dict[str, str]) -> str:
+        return json.dumps(fn(session, arg_dict))
+
+    call.__name__ = fn.__name__
+    return call
+
+
+def run_command(cmd: list[str], cmd_input: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
+    """Run ``cmd`` (no shell); its stdout, or PluginError with its stderr."""
+    proc = subprocess.run(cmd, input=cmd_input, capture_output=True, text=True, timeout=600)
+    if proc.returncode not in ok:
+        raise PluginError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+class XenstoreError(PluginError):
+    pass
+
+
+def xenstore_read(path: str) -> str | None:
+    proc = subprocess.run(["xenstore-read", "-R", path], capture_output=True, text=True)
+    return proc.stdout[:-1] if proc.returncode == 0 else None
+
+
+def xenstore_write(path: str, value: str) -> None:
+    proc = subprocess.run(["xenstore-write", "-R", path, value], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise XenstoreError(proc.stderr.strip())
+
+
+def xenstore_rm(path: str) -> None:
+    proc = subprocess.run(["xenstore-rm", path], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise XenstoreError(proc.stderr.strip())
+
+
+def xenstore_list(path: str) -> list[str] | None:
+    proc = subprocess.run(["xenstore-list", path], capture_output=True, text=True)
+    return proc.stdout.split() if proc.returncode == 0 else None
