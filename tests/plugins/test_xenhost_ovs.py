@@ -4,6 +4,7 @@ plug-ins through the environment the toolstack gives them (``plugin_env``: OVS_R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,10 +57,8 @@ def switch() -> Iterator[Path]:
         for name in ("ovs-vswitchd", "ovsdb-server"):
             pidfile = rundir / f"{name}.pid"
             if pidfile.exists():
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-                except (ProcessLookupError, ValueError):
-                    pass
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=60)
         shutil.rmtree(rundir, ignore_errors=True)
 
@@ -87,7 +86,10 @@ def test_network_config_makes_real_ports(switch: Path, tmp_path: Path) -> None:
         assert vsctl(switch, "get", "interface", "xspatch0", "options:peer") == "xspeer"
         network_config("ovs_set_if_external_id", interface="xsint0", external_id="iface-id",
                        value="vif-1")  # fmt: skip
-        assert vsctl(switch, "get", "interface", "xsint0", "external-ids:iface-id") .strip('"') == "vif-1"
+        assert (
+            vsctl(switch, "get", "interface", "xsint0", "external-ids:iface-id").strip('"')
+            == "vif-1"
+        )
         network_config("ovs_del_port", bridge="xsbr0", port="xsint0")
         assert vsctl(switch, "list-ports", "xsbr0").split() == ["xspatch0"]
         session.xenapi.session.logout()

@@ -8,15 +8,14 @@ are read with an unpickler that builds only plain data (no classes, no callables
 caller cannot make dom0 run code through them.
 
 Plug-ins reach XenStore and the host through dom0's tools on their ``PATH``
-(``xenstore-*``, ``vhd-util``, ``xe``), as XenServer's plug-ins do.
+(``xenstore-*``, ``vhd-util``, ``xe``), as XenServer's plug-ins do. Modules only some calls
+need (``subprocess``, ``json``) are imported by those calls: a plug-in's start is its cost.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import pickle
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -64,15 +63,23 @@ def jsonify(fn: Handler) -> Callable[[Any, dict[str, str]], str]:
     """A plain function ``fn(session, arg_dict)`` answering JSON."""
 
     def call(session: Any, arg_dict: dict[str, str]) -> str:
+        import json
+
         return json.dumps(fn(session, arg_dict))
 
     call.__name__ = fn.__name__
     return call
 
 
+def _run(cmd: list[str], cmd_input: str | None = None) -> Any:
+    import subprocess
+
+    return subprocess.run(cmd, input=cmd_input, capture_output=True, text=True, timeout=600)
+
+
 def run_command(cmd: list[str], cmd_input: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
     """Run ``cmd`` (no shell); its stdout, or PluginError with its stderr."""
-    proc = subprocess.run(cmd, input=cmd_input, capture_output=True, text=True, timeout=600)
+    proc = _run(cmd, cmd_input)
     if proc.returncode not in ok:
         raise PluginError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
@@ -83,22 +90,22 @@ class XenstoreError(PluginError):
 
 
 def xenstore_read(path: str) -> str | None:
-    proc = subprocess.run(["xenstore-read", "-R", path], capture_output=True, text=True)
+    proc = _run(["xenstore-read", "-R", path])
     return proc.stdout[:-1] if proc.returncode == 0 else None
 
 
 def xenstore_write(path: str, value: str) -> None:
-    proc = subprocess.run(["xenstore-write", "-R", path, value], capture_output=True, text=True)
+    proc = _run(["xenstore-write", "-R", path, value])
     if proc.returncode != 0:
         raise XenstoreError(proc.stderr.strip())
 
 
 def xenstore_rm(path: str) -> None:
-    proc = subprocess.run(["xenstore-rm", path], capture_output=True, text=True)
+    proc = _run(["xenstore-rm", path])
     if proc.returncode != 0:
         raise XenstoreError(proc.stderr.strip())
 
 
 def xenstore_list(path: str) -> list[str] | None:
-    proc = subprocess.run(["xenstore-list", path], capture_output=True, text=True)
+    proc = _run(["xenstore-list", path])
     return proc.stdout.split() if proc.returncode == 0 else None
