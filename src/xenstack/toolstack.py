@@ -62,7 +62,7 @@ from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
-from .impl.vm import guest_metrics
+from .impl.vm import guest_metrics, xenstore_nodes
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
@@ -228,6 +228,7 @@ class Toolstack:
         config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
+        xenstore_nodes.restore(self)
         if self.state_dir is not None:  # dom0's connection to this host's XenStore
             path = self.state_dir / "run" / "xenstored" / "socket"
             self.xenstore_server = SocketServer(self.xenstore(self.this_host), path)

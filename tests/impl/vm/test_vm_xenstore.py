@@ -147,3 +147,16 @@ def test_a_guest_that_does_not_take_the_request(
         api.VM.shutdown(vm)  # clean first, then hard, as XAPI falls back
         assert api.VM.get_power_state(vm) == "Halted"
         session.xenapi.session.logout()
+
+
+def test_nodes_come_back_after_a_toolstack_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with simulated_pool(state) as first:
+        api: Any = login(first).xenapi
+        vm = halted_vm(api, "xs-restart")
+        api.VM.start(vm, False, True)
+        domid = int(api.VM.get_domid(vm))
+    with simulated_pool(state) as second:
+        dom0 = client(second)
+        assert dom0.read(f"/local/domain/{domid}/name".encode()) == b"xs-restart"
+        dom0.close()

@@ -63,6 +63,16 @@ def create(ctx: Context, vm: str, host: str, domid: int) -> None:
     xs.introduce(domid)
 
 
+def restore(toolstack: Services) -> None:
+    """At start: the nodes of every domain the database says runs (XenStore is in memory,
+    the guests outlived the toolstack)."""
+    ctx = Context(toolstack, "")
+    for vm, row in list(ctx.db.table("VM").rows.items()):
+        live = row["power_state"] in ("Running", "Paused") and not row["is_control_domain"]
+        if live and ctx.db.exists("host", row["resident_on"]) and int(row["domid"]) > 0:
+            create(ctx, vm, row["resident_on"], int(row["domid"]))
+
+
 def _domain_keys(ctx: Context, row: dict[str, Any], domid: int) -> dict[str, str]:
     keys = {
         "name": row["name_label"],
