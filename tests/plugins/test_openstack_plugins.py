@@ -217,3 +217,25 @@ def test_xenhost_host_data_and_uptime(x: Any) -> None:
     err = failure(x.host.call_plugin, host(x), "xenhost.py", "network_config",
                   {"cmd": json.dumps("rm_rf"), "args": "{}"})  # fmt: skip
     assert "not permitted" in err[-1]
+
+
+def test_migration_moves_a_received_chain_into_the_sr(x: Any, pool: RunningPool) -> None:
+    from xenstack.storage.vhd import VhdImage, create_dynamic
+
+    assert pool.state_dir is not None
+    instance = "0b9c5e1e-1111-4a4a-9c9c-000000000001"
+    images = pool.state_dir / "images" / f"instance{instance}"
+    images.mkdir(parents=True)
+    create_dynamic(str(images / "1.vhd"), 4 << 20)
+    create_dynamic(str(images / "0.vhd"), parent=str(images / "1.vhd"))
+    with VhdImage.open(str(images / "0.vhd")) as img:
+        img.write(0, b"migrated" * 512)
+    srs = [r for r in x.SR.get_all_records().values() if r["sm_config"].get("xenstack_path")]
+    sr_path = Path(srs[0]["sm_config"]["xenstack_path"])
+    stack = ["11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"]
+    imported = call_serialized(x, "migration.py", "move_vhds_into_sr", instance_uuid=instance,
+                               sr_path=str(sr_path), uuid_stack=stack)  # fmt: skip
+    assert imported == {"root": {"uuid": stack[-1]}}
+    with VhdImage.open(str(sr_path / f"{stack[-1]}.vhd"), writable=False) as img:
+        assert img.depth == 2 and bytes(img.read(0, 4096)) == b"migrated" * 512
+    assert not images.exists()

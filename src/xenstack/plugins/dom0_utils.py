@@ -15,6 +15,8 @@ need (``subprocess``, ``json``) are imported by those calls: a plug-in's start i
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -109,3 +111,35 @@ def xenstore_rm(path: str) -> None:
 def xenstore_list(path: str) -> list[str] | None:
     proc = _run(["xenstore-list", path])
     return proc.stdout.split() if proc.returncode == 0 else None
+
+
+def vhd_util(*args: str) -> str:
+    proc = _run(["vhd-util", *args])
+    if proc.returncode != 0:
+        raise PluginError(f"vhd-util {args[0]}: {proc.stdout}{proc.stderr}".strip())
+    return proc.stdout
+
+
+def import_vhds(sr_path: str, staging: str, uuid_stack: list[str]) -> dict[str, dict[str, str]]:
+    """Move the chain ``0.vhd`` (leaf), ``1.vhd`` ... (and ``swap.vhd``) of ``staging`` into
+    ``sr_path`` as ``<uuid>.vhd``, uuids popped from ``uuid_stack``, each re-pointed at its
+    renamed parent and the chain checked first; answer os-xenapi's ``{"root": {"uuid"}}``."""
+    numbered = sorted(int(n[:-4]) for n in os.listdir(staging) if n[:-4].isdigit())
+    if numbered != list(range(len(numbered))) or not numbered:
+        raise PluginError(f"the image holds no 0.vhd..N.vhd chain: {numbered}")
+    uuids = [uuid_stack.pop() for _ in numbered]
+    for i, uuid in enumerate(uuids):
+        os.rename(os.path.join(staging, f"{i}.vhd"), os.path.join(staging, f"{uuid}.vhd"))
+    for child, parent in itertools.pairwise(uuids):
+        vhd_util("modify", "-n", os.path.join(staging, f"{child}.vhd"),
+                 "-p", os.path.join(staging, f"{parent}.vhd"))  # fmt: skip
+    vhd_util("check", "-n", os.path.join(staging, f"{uuids[0]}.vhd"), "-p")
+    imported = {"root": {"uuid": uuids[0]}}
+    if os.path.exists(os.path.join(staging, "swap.vhd")):
+        swap = uuid_stack.pop()
+        os.rename(os.path.join(staging, "swap.vhd"), os.path.join(staging, f"{swap}.vhd"))
+        uuids.append(swap)
+        imported["swap"] = {"uuid": swap}
+    for uuid in reversed(uuids):  # parents first: a leaf never shows without its chain
+        os.rename(os.path.join(staging, f"{uuid}.vhd"), os.path.join(sr_path, f"{uuid}.vhd"))
+    return imported

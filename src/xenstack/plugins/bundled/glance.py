@@ -22,12 +22,10 @@ names are refused, and nothing is extracted outside the staging directory.
 
 import hashlib
 import http.client
-import itertools
 import json
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import urllib.parse
@@ -85,35 +83,6 @@ def _expected_md5(headers):
     return headers.get("Content-MD5") or headers.get("x-image-meta-checksum")
 
 
-def _vhd_util(*args):
-    proc = subprocess.run(["vhd-util", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise dom0_utils.PluginError(f"vhd-util {args[0]}: {proc.stdout}{proc.stderr}".strip())
-    return proc.stdout
-
-
-def _import_vhds(sr_path, staging, uuid_stack):
-    numbered = sorted(int(n[:-4]) for n in os.listdir(staging) if n[:-4].isdigit())
-    if numbered != list(range(len(numbered))) or not numbered:
-        raise dom0_utils.PluginError(f"the image holds no 0.vhd..N.vhd chain: {numbered}")
-    uuids = [uuid_stack.pop() for _ in numbered]
-    for i, uuid in enumerate(uuids):
-        os.rename(os.path.join(staging, f"{i}.vhd"), os.path.join(staging, f"{uuid}.vhd"))
-    for child, parent in itertools.pairwise(uuids):
-        _vhd_util("modify", "-n", os.path.join(staging, f"{child}.vhd"),
-                  "-p", os.path.join(staging, f"{parent}.vhd"))  # fmt: skip
-    _vhd_util("check", "-n", os.path.join(staging, f"{uuids[0]}.vhd"), "-p")
-    imported = {"root": {"uuid": uuids[0]}}
-    if os.path.exists(os.path.join(staging, "swap.vhd")):
-        swap = uuid_stack.pop()
-        os.rename(os.path.join(staging, "swap.vhd"), os.path.join(staging, f"{swap}.vhd"))
-        uuids.append(swap)
-        imported["swap"] = {"uuid": swap}
-    for uuid in reversed(uuids):  # parents first: a leaf never shows without its chain
-        os.rename(os.path.join(staging, f"{uuid}.vhd"), os.path.join(sr_path, f"{uuid}.vhd"))
-    return imported
-
-
 def download_vhd2(session, image_id, endpoint, uuid_stack, sr_path, extra_headers,
                   api_version=1):  # fmt: skip
     _check_version(api_version)
@@ -129,7 +98,7 @@ def download_vhd2(session, image_id, endpoint, uuid_stack, sr_path, extra_header
         conn.close()
         if expected and expected != got:
             raise RetryableError(f"checksum of {image_id}: expected {expected}, got {got}")
-        return _import_vhds(sr_path, staging, list(uuid_stack))
+        return dom0_utils.import_vhds(sr_path, staging, list(uuid_stack))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
