@@ -143,3 +143,24 @@ def test_plugins_install(pool: RunningPool, tmp_path: Path) -> None:
     bad = subprocess.run([*argv, str(pool.state_dir), "/nonexistent/x"], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 1
+
+
+def test_extensions_install_and_call(pool: RunningPool, tmp_path: Path) -> None:
+    ext = tmp_path / "xs-sum"
+    ext.write_text(
+        "#!/usr/bin/env python3\nimport sys, xmlrpc.client\n"
+        "assert sys.argv[1:] == ['--xmlrpc']\n"
+        "params, method = xmlrpc.client.loads(sys.stdin.read())\n"
+        "value = {'Status': 'Success', 'Value': str(sum(params[1:])) + ' ' + method}\n"
+        "print(xmlrpc.client.dumps((value,), methodresponse=True))\n"
+    )
+    argv = [sys.executable, "-m", "xenstack.cli.main", "plugins", "install", "--extension"]
+    out = subprocess.run([*argv, "--state-dir", str(pool.state_dir), str(ext)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    x: Any = login(pool).xenapi
+    host = x.host.get_all()[0]
+    assert x.host.has_extension(host, "xs-sum") is True
+    assert x.host.has_extension(host, "xs-nosuch") is False
+    call = json.dumps({"method": "xs-sum", "params": ["session", 2, 40]})
+    assert x.host.call_extension(host, call) == "42 xs-sum"
