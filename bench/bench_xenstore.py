@@ -114,27 +114,26 @@ def pyxs_rate(path: str, n: int) -> dict[str, float]:
     return {"writes_per_s": writes, "reads_per_s": reads}
 
 
-def bench_ops(tmp: str, n: int) -> None:
-    path = os.path.join(tmp, "xs.sock")
-    server = start(SERVER, path)
+def bench_ops(tmp: str, n: int, rounds: int = 3) -> None:
+    """Interleaved rounds against both servers (the load here swings): medians."""
+    path, zpath = os.path.join(tmp, "xs.sock"), os.path.join(tmp, "zero.sock")
+    server, zero = start(SERVER, path), start(ZERO, zpath)
     try:
         guests = setup_guests(path)
-        ours = pyxs_rate(path, n)
+        ours, ceiling = [], []
+        for _ in range(rounds):
+            ours.append(pyxs_rate(path, n))
+            ceiling.append(pyxs_rate(zpath, n))
         for g in guests:
             g.close()
     finally:
-        server.terminate()
-        server.wait()
-    zpath = os.path.join(tmp, "zero.sock")
-    zero = start(ZERO, zpath)
-    try:
-        ceiling = pyxs_rate(zpath, n)
-    finally:
-        zero.terminate()
-        zero.wait()
+        for proc in (server, zero):
+            proc.terminate()
+            proc.wait()
     for key in ("writes_per_s", "reads_per_s"):
-        print(f"ops  {key}: {ours[key]:,.0f}  zero-work server {ceiling[key]:,.0f}  "
-              f"ratio {ours[key] / ceiling[key]:.2f}")  # fmt: skip
+        mine = statistics.median(r[key] for r in ours)
+        top = statistics.median(r[key] for r in ceiling)
+        print(f"ops  {key}: {mine:,.0f}  zero-work server {top:,.0f}  ratio {mine / top:.2f}")
 
 
 def bench_watch(tmp: str, rounds: int) -> None:
