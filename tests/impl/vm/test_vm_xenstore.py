@@ -48,6 +48,16 @@ def client(pool: RunningPool, domid: int | None = None) -> Any:
     return c
 
 
+def test_the_socket_is_dom0s_alone(pool: RunningPool) -> None:
+    import os
+    import stat
+
+    path = xs_socket(pool)
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+
+
 def test_domain_nodes_and_vm_data(x: Any, pool: RunningPool) -> None:
     vm = halted_vm(x, "xs-data", xenstore_data={"vm-data/hostname": "web-1",
                                                   "vm-data/networking/aa": '{"ip": "1"}',
