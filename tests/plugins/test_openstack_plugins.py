@@ -239,3 +239,20 @@ def test_migration_moves_a_received_chain_into_the_sr(x: Any, pool: RunningPool)
     with VhdImage.open(str(sr_path / f"{stack[-1]}.vhd"), writable=False) as img:
         assert img.depth == 2 and bytes(img.read(0, 4096)) == b"migrated" * 512
     assert not images.exists()
+
+
+def test_xenhost_set_host_enabled_and_config(x: Any) -> None:
+    call = x.host.call_plugin
+    h = host(x)
+    assert json.loads(call(h, "xenhost.py", "set_host_enabled", {"enabled": "false"})) == {
+        "status": "disabled"
+    }
+    assert x.host.get_enabled(h) is False
+    assert json.loads(call(h, "xenhost.py", "set_host_enabled", {"enabled": "true"})) == {
+        "status": "enabled"
+    }
+    assert x.host.get_enabled(h) is True
+    call(h, "xenhost.py", "set_config", {"key": "k", "value": json.dumps({"a": [1]})})
+    assert json.loads(call(h, "xenhost.py", "get_config", {"key": "k"})) == {"a": [1]}
+    call(h, "xenhost.py", "set_config", {"key": "k", "value": "null"})
+    assert json.loads(call(h, "xenhost.py", "get_config", {"key": "k"})) is None

@@ -13,6 +13,11 @@ JSON functions, as os-xenapi's plug-in of that name (arguments in the plain dict
   toolstack gives plug-ins names it, e.g. ``OVS_RUNDIR``).
 - ``get_pci_device_details``: ``lspci -vmmnk``'s text; ``get_pci_type``: ``type-PF``,
   ``type-VF`` or ``type-PCI`` of ``pci_device`` (a ``0000:00:00.0`` address).
+- ``set_host_enabled``: ``enabled`` ``"true"``/``"false"`` through ``xe host-enable`` /
+  ``host-disable``; answers ``{"status": "enabled"|"disabled"}`` as the host then is.
+- ``get_config`` / ``set_config``: ``key`` (and ``value``, JSON) in the plug-in's own JSON
+  configuration file (``$XENSTACK_STATE_DIR/xenhost.conf``; XenServer's
+  ``/usr/etc/xenhost.conf``); a ``value`` of null removes the key.
 """
 
 import json
@@ -179,9 +184,61 @@ def get_pci_type(session, arg_dict):
     return "type-PCI"
 
 
+def _this_host():
+    return f"uuid={os.environ.get('INSTALLATION_UUID', '')}"
+
+
+@dom0_utils.jsonify
+def set_host_enabled(session, arg_dict):
+    enabled = arg_dict.get("enabled")
+    if enabled not in ("true", "false"):
+        raise dom0_utils.PluginError("enabled must be 'true' or 'false'")
+    dom0_utils.run_command(["xe", "host-enable" if enabled == "true" else "host-disable",
+                            _this_host()])  # fmt: skip
+    now = dom0_utils.run_command(["xe", "host-param-get", _this_host(), "param-name=enabled"])
+    return {"status": "enabled" if now.strip() == "true" else "disabled"}
+
+
+def _config_path():
+    state = os.environ.get("XENSTACK_STATE_DIR", "")
+    return os.path.join(state, "xenhost.conf") if state else "/usr/etc/xenhost.conf"
+
+
+def _config():
+    try:
+        with open(_config_path()) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+@dom0_utils.jsonify
+def get_config(session, arg_dict):
+    return _config().get(arg_dict["key"])
+
+
+@dom0_utils.jsonify
+def set_config(session, arg_dict):
+    config = _config()
+    value = json.loads(arg_dict.get("value", "null"))
+    if value is None:
+        config.pop(arg_dict["key"], None)
+    else:
+        config[arg_dict["key"]] = value
+    tmp = _config_path() + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh)
+    os.replace(tmp, _config_path())
+    return None
+
+
 if __name__ == "__main__":
     XenAPIPlugin.dispatch(
         {
+            "set_host_enabled": set_host_enabled,
+            "get_config": get_config,
+            "set_config": set_config,
             "host_data": host_data,
             "host_uptime": host_uptime,
             "network_config": network_config,
