@@ -170,3 +170,40 @@ def test_nodes_come_back_after_a_toolstack_restart(tmp_path: Path) -> None:
         dom0 = client(second)
         assert dom0.read(f"/local/domain/{domid}/name".encode()) == b"xs-restart"
         dom0.close()
+
+
+def test_a_guest_writes_only_what_its_permissions_allow(x: Any, pool: RunningPool) -> None:
+    """Keys from a backend's agent channel land as the domain's writes: outside its own
+    writable directories they are dropped, as xenstored refuses them."""
+    assert pool.toolstack is not None
+    vm = halted_vm(x, "xs-perms", xenstore_data={"vm-data/k": "dom0's"})
+    x.VM.start(vm, False, True)
+    domid = int(x.VM.get_domid(vm))
+    other = halted_vm(x, "xs-perms-other")
+    x.VM.start(other, False, True)
+    other_domid = int(x.VM.get_domid(other))
+    backend = pool.toolstack.hypervisor.backend
+
+    def report() -> None:
+        for key, value in (
+            ("data/ok", "1"),
+            ("vm-data/k", "guest's"),
+            ("name", "renamed"),
+            (f"/local/domain/{other_domid}/data/evil", "1"),
+            ("/vm/evil", "1"),
+        ):
+            backend.report_guest_key(vm, domid, key, value)  # fmt: skip
+
+    pool.call(lambda ts: report())
+    dom0 = client(pool)
+    try:
+        home = f"/local/domain/{domid}"
+        assert dom0.read(f"{home}/data/ok".encode()) == b"1"
+        assert dom0.read(f"{home}/vm-data/k".encode()) == b"dom0's"
+        assert dom0.read(f"{home}/name".encode()) == b"xs-perms"
+        assert not dom0.exists(f"/local/domain/{other_domid}/data/evil".encode())
+        assert not dom0.exists(b"/vm/evil")
+    finally:
+        dom0.close()
+    x.VM.hard_shutdown(vm)
+    x.VM.hard_shutdown(other)
