@@ -70,7 +70,7 @@ from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
-from .xenops.interface import Backend
+from .xenops.interface import Backend, XenopsError
 from .xenops.simulator import SimulatorBackend
 from .xenstore import XenStore, XsError
 from .xenstore.server import SocketServer
@@ -168,7 +168,20 @@ class Toolstack:
         if store is None:
             store = self.xenstores[host] = XenStore()
             guest_metrics.watch(self.db, self.clock, store, host)
+            store.dom0_writes.append(functools.partial(self._to_guest, store))
         return store
+
+    def _to_guest(self, store: XenStore, path: str, value: bytes | None) -> None:
+        """What dom0 writes for a guest to read (requests, ``vm-data/``, its devices) goes to
+        the backend's guest channel too (``Backend.guest_write``)."""
+        found = xenstore_nodes.guest_key(store, self.db, path)
+        if found is None or value is None:
+            return
+        vm, key = found
+        task = asyncio.get_running_loop().create_task(
+            self.hypervisor.backend.guest_write(vm, key, value.decode(errors="replace"))
+        )
+        task.add_done_callback(_guest_write_done)
 
     def _guest_key(self, vm_id: str, domid: int, key: str, value: str | None) -> None:
         """A key a guest wrote over its agent channel: written into its host's XenStore as
@@ -264,6 +277,13 @@ class Toolstack:
                 with self.db.transaction() as db:
                     for ref in live:
                         db.destroy("session", ref)
+
+
+def _guest_write_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        if not isinstance(exc, XenopsError):
+            log.warning("guest channel: %r", exc)
 
 
 def write_secret(path: Path, text: str) -> None:

@@ -10,9 +10,10 @@ A simulated guest writes what XenServer's guest agent writes to its XenStore sub
 simulator first saw them and ``hi.lo`` is the lease's number on that network (from ten). A
 lease is kept for the (network, VM, device) it was given to.
 
-The guest's kernel answers a shutdown request at once, agent or not, as a Linux PV guest's
-xenbus handler does: dom0 writes ``control/shutdown``, the guest clears it
-(:meth:`GuestAgents.acknowledge`).
+What dom0 writes for the guest reaches it through ``guest_write``
+(:meth:`GuestAgents.acknowledge`). The guest's kernel answers a shutdown request at once,
+agent or not, as a Linux PV guest's xenbus handler does: dom0 writes ``control/shutdown``,
+the guest clears it. Its agent answers nova's requests (:mod:`.nova_agent`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from . import nova_agent
 from .interface import DomainInfo
 
 KeySink = Callable[[str, int, str, str | None], None]
@@ -87,11 +89,16 @@ class GuestAgents:
         self.report = report
         self.dhcp = Dhcp()
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.states: dict[str, nova_agent.AgentState] = {}  # by VM: its agent's knowledge
 
     def boot(self, dom: DomainInfo, current: Callable[[str], DomainInfo | None]) -> None:
         """The guest of ``dom`` boots: it reports after the delay if ``current(vm_id)`` (the
         backend's domain of the VM then) is still this domain."""
         self.stop(dom.vm_id)
+        state = self.states.get(dom.vm_id)
+        if state is not None:  # a new domain: it reads its nodes afresh; its disk keeps the rest
+            state.seen.clear()
+            state.shared = ""
         loop = asyncio.get_running_loop()
         self.timers[dom.vm_id] = loop.call_later(
             max(0.0, self.delay), self._fire, dom.vm_id, dom.domid, current
@@ -127,6 +134,18 @@ class GuestAgents:
 
     def acknowledge(self, dom: DomainInfo, key: str, value: str) -> None:
         """dom0 wrote ``key`` into the guest's subtree: a shutdown request is taken (the key
-        cleared, as a Linux guest's xenbus handler does); nothing else is read."""
-        if key == "control/shutdown" and value:
-            self.report(dom.vm_id, dom.domid, key, "")
+        cleared, as a Linux guest's xenbus handler does), an agent request answered, what
+        else the guest reads (``vm-data/``, its devices) remembered."""
+        if key == "control/shutdown":
+            if value:
+                self.report(dom.vm_id, dom.domid, key, "")
+            return
+        state = self.states.setdefault(dom.vm_id, nova_agent.AgentState())
+        if key.startswith("data/host/") and key.count("/") == 2:
+
+            def reply(k: str, v: str | None) -> None:
+                self.report(dom.vm_id, dom.domid, k, v)
+
+            nova_agent.answer(state, key.split("/")[2], value, reply)
+        else:
+            state.seen[key] = value

@@ -20,6 +20,7 @@ from .errors import XsError
 from .tree import Node, Tree
 
 EventSink = Callable[[str, str], None]  # (path as the watcher names it, token)
+WriteHook = Callable[[str, bytes | None], None]  # (absolute path, value or None: removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,9 @@ class XenStore:
         self.connections: list[Connection] = []
         self.transactions: dict[int, Transaction] = {}
         self.introduced: set[int] = {0}
+        # Called with every node dom0 writes or removes, once it is in the tree (how a
+        # backend's guest channel learns what the host wrote for its guest).
+        self.dom0_writes: list[WriteHook] = []
         self._ids = itertools.count(1)
         self.dom0 = Connection(self, 0, True, None)  # the toolstack's own, without watches
         for path in ("/local", "/local/domain", "/vm", "/tool"):
@@ -120,6 +124,14 @@ class XenStore:
         for path in view.written:
             self.tree.put(path, view.tree.get(path))
         self.fire(view.changes)
+        if tx.owner.privileged:
+            self.dom0_wrote(view.changes)
+
+    def dom0_wrote(self, changes: list[Change]) -> None:
+        for change in changes:
+            node = None if change.removal else self.tree.get(change.path)
+            for hook in list(self.dom0_writes):
+                hook(change.path, None if node is None else node.value)
 
 
 class Connection:
@@ -162,6 +174,8 @@ class Connection:
     def _done(self, view: View, tx_id: int) -> None:
         if tx_id == 0:
             self.store.fire(view.changes)
+            if self.privileged:
+                self.store.dom0_wrote(view.changes)
             view.changes.clear()
 
     def _check(self, node: Node, want: str) -> None:

@@ -18,10 +18,9 @@ import logging
 from typing import Any
 
 from ...core.context import Context, Services
+from ...db.store import Database
 from ...errors import ApiError
-from ...xenops.interface import Unimplemented, XenopsError
 from ...xenstore import Connection, XenStore, XsError
-from ..host.hypervisor import hypervisor
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,27 @@ def _domain_keys(ctx: Context, row: dict[str, Any], domid: int) -> dict[str, str
     return keys
 
 
+FORWARDED = ("data/host/", "vm-data/", "control/shutdown", "device/vif/")
+
+
+def guest_key(store: XenStore, db: Database, path: str) -> tuple[str, str] | None:
+    """(VM ref, key relative to its domain's home) when ``path`` is a node dom0 writes for
+    the guest to read (nova's agent requests, ``vm-data/``, shutdown requests, its VIFs),
+    else None."""
+    parts = path.split("/")
+    if len(parts) < 5 or parts[1:3] != ["local", "domain"] or not parts[3].isdigit():
+        return None
+    key = "/".join(parts[4:])
+    if int(parts[3]) == 0 or not any(key.startswith(p) or key == p for p in FORWARDED):
+        return None
+    try:
+        vm_path = store.dom0.read(f"/local/domain/{parts[3]}/vm").decode()
+        vm = db.by_uuid("VM", vm_path.rsplit("/", 1)[-1])
+    except Exception:  # no such domain or VM (any more)
+        return None
+    return vm, key
+
+
 def _put(xs: Connection, path: str, value: str, perms: list[str]) -> None:
     try:
         xs.write(path, value.encode())
@@ -138,18 +158,18 @@ async def request_shutdown(ctx: Context, vm: str, reason: str) -> bool:
     xs = xenstore(ctx, host)
     key = f"/local/domain/{domid}/control/shutdown"
     taken = asyncio.get_running_loop().create_future()
+    asked = False
 
     def seen(path: str, token: str) -> None:
         with contextlib.suppress(XsError):
-            if path == key and not xs.dom0.read(key) and not taken.done():
+            if asked and path == key and not xs.dom0.read(key) and not taken.done():
                 taken.set_result(True)
 
     watcher = xs.connect(0, seen)
     try:
-        xs.dom0.write(key, reason.encode())
         watcher.watch(key, "shutdown-ack")
-        with contextlib.suppress(Unimplemented, XenopsError):
-            await hypervisor(ctx).backend.guest_write(vm, "control/shutdown", reason)
+        xs.dom0.write(key, reason.encode())  # reaches the guest's channel too (guest_key)
+        asked = True
         try:
             return bool(await asyncio.wait_for(taken, ACK_TIMEOUT))
         except TimeoutError:
