@@ -57,6 +57,7 @@ from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
+from .impl.host.plugins import inventory, write_inventory
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.network.doctor import doctor_routes
@@ -65,7 +66,7 @@ from .impl.network.ports import PortHooks
 from .impl.network.service import NetworkService
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
-from .impl.vm import guest_metrics
+from .impl.vm import guest_metrics, xenstore_nodes
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
 from .net import Switch
@@ -76,8 +77,10 @@ from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
-from .xenops.interface import Backend
+from .xenops.interface import Backend, XenopsError
 from .xenops.simulator import SimulatorBackend
+from .xenstore import XenStore, XsError
+from .xenstore.server import SocketServer
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +173,8 @@ class Toolstack:
         self.storage = StorageService(self)
         self.switch: Switch = switch or make_switch(self.config, self.state_dir)
         self.network = NetworkService(self, self.switch)
+        self.xenstores: dict[str, XenStore] = {}
+        self.xenstore_server: SocketServer | None = None
         self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -179,7 +184,41 @@ class Toolstack:
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
         if hasattr(backend, "port_hooks"):  # a backend with real guests plugs their taps
             backend.port_hooks = PortHooks(self)
+        backend.on_guest_keys(self._guest_key)
         return Hypervisor(self, backend)
+
+    def xenstore(self, host: str) -> XenStore:
+        """``host``'s XenStore (made at first use), its guest metrics derived from it."""
+        store = self.xenstores.get(host)
+        if store is None:
+            store = self.xenstores[host] = XenStore()
+            guest_metrics.watch(self.db, self.clock, store, host)
+            store.dom0_writes.append(functools.partial(self._to_guest, store))
+        return store
+
+    def _to_guest(self, store: XenStore, path: str, value: bytes | None) -> None:
+        """What dom0 writes for a guest to read (requests, ``vm-data/``, its devices) goes to
+        the backend's guest channel too (``Backend.guest_write``)."""
+        found = xenstore_nodes.guest_key(store, self.db, path)
+        if found is None or value is None:
+            return
+        vm, key = found
+        task = asyncio.get_running_loop().create_task(
+            self.hypervisor.backend.guest_write(vm, key, value.decode(errors="replace"))
+        )
+        task.add_done_callback(_guest_write_done)
+
+    def _guest_key(self, vm_id: str, domid: int, key: str, value: str | None) -> None:
+        """A key a guest wrote over its agent channel: written into its host's XenStore as
+        that domain, with its rights (a key it may not write is dropped)."""
+        row = self.db.table("VM").rows.get(vm_id)
+        if row is None or row["domid"] != domid or not self.db.exists("host", row["resident_on"]):
+            return
+        guest = self.xenstore(row["resident_on"]).as_domain(domid)
+        try:
+            guest.write(key, value.encode()) if value is not None else guest.rm(key)
+        except XsError as exc:
+            log.info("guest %s: %s not written: %s", domid, key, exc.name)
 
     @property
     def initialised(self) -> bool:
@@ -232,6 +271,13 @@ class Toolstack:
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
         await self.network.start()  # the switch made to hold what the database says
+        xenstore_nodes.restore(self)
+        if self.state_dir is not None:  # dom0's connection to this host's XenStore
+            path = self.state_dir / "run" / "xenstored" / "socket"
+            self.xenstore_server = SocketServer(self.xenstore(self.this_host), path)
+            await self.xenstore_server.start()
+            if self.this_host:
+                write_inventory(self.state_dir, inventory(self.db, self.this_host))
         await self.server.start()
         await self.network.serve_himn(self.server.ports.get("http", 0))
         self._reaper = asyncio.create_task(self._reap_sessions())
@@ -242,6 +288,8 @@ class Toolstack:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self.storage.stop()
+        if self.xenstore_server is not None:
+            await self.xenstore_server.stop()
         if self.server is not None:
             await self.server.stop()
         await self.network.stop()
@@ -261,6 +309,13 @@ class Toolstack:
                 with self.db.transaction() as db:
                     for ref in live:
                         db.destroy("session", ref)
+
+
+def _guest_write_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        if not isinstance(exc, XenopsError):
+            log.warning("guest channel: %r", exc)
 
 
 def write_secret(path: Path, text: str) -> None:

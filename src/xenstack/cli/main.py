@@ -38,6 +38,7 @@ from ..idl.model import ROLES
 from ..net import SwitchError
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, write_secret
+from .dom0 import commands as dom0_commands
 
 
 def _read_password(path: str) -> str:
@@ -274,6 +275,7 @@ def parser() -> argparse.ArgumentParser:
         help="the system's Open vSwitch rather than DIR's private one",
     )
     network.set_defaults(func=cmd_doctor_network)
+    dom0_commands.add(sub)
     return ap
 
 

@@ -51,6 +51,9 @@ class ToolstackConfig:
     switch: str = "simulated"
     netns: str = ""
     ovsdb_tcp: str = ""
+    # Variables every plug-in (and ``xenstack shell``) gets besides dom0's own: how its
+    # tools reach this host's services, e.g. ("OVS_RUNDIR", dir) for the host's switch.
+    plugin_env: tuple[tuple[str, str], ...] = ()
 
 
 def _paths(text: str) -> tuple[Path, ...]:

@@ -113,6 +113,11 @@ class Services(Protocol):
         loosely: core sits below impl; ``impl.host.hypervisor.hypervisor(ctx)`` types it)."""
         ...
 
+    def xenstore(self, host: str) -> Any:
+        """The ``xenstore.XenStore`` of ``host`` (typed loosely: core sits below xenstore;
+        ``impl.vm.xenstore_nodes.xenstore(ctx, host)`` types it)."""
+        ...
+
     @property
     def switch(self) -> Any:
         """The host's ``net.Switch`` (typed loosely: core sits below net;

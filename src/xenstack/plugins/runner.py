@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import xmlrpc.client
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from ..errors import ApiError
 HERE = Path(__file__).resolve().parent
 BUNDLED_DIR = HERE / "bundled"
 HELPER_DIR = HERE  # where XenAPIPlugin.py lives, put on the plug-ins' PYTHONPATH
+DOM0_BIN = HERE / "dom0bin"  # xenstore-*, vhd-util, xe: first on the plug-ins' PATH
 DEFAULT_TIMEOUT = PLUGIN_TIMEOUT
 NAME_MAX = 255  # bytes in a file name (Linux); also the longest function name accepted
 
@@ -85,8 +86,42 @@ def check_call(fn: str, args: dict[str, str]) -> None:
                 raise ApiError("INVALID_VALUE", ["args", visible(text)])
 
 
+# What XAPI escapes in a plug-in's argument: markup, both quotes, and the whitespace an XML
+# parser would otherwise normalise (a CR, or CR LF, arrives as LF; tabs and newlines are kept
+# as references so that the text is exact whatever the parser).
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;",
+                          "\r": "&#13;", "\n": "&#10;", "\t": "&#9;"})  # fmt: skip
+
+
+def xml_text(text: str) -> str:
+    """``text`` as XML character data that parses back to exactly ``text``."""
+    return text.translate(_ESCAPES)
+
+
+def _string(text: str) -> str:
+    return f"<value><string>{xml_text(text)}</string></value>"
+
+
 def encode_call(fn: str, session_ref: str, args: dict[str, str]) -> str:
-    return xmlrpc.client.dumps((session_ref, args), methodname=fn, allow_none=False)
+    """The ``methodCall`` of ``fn(session_ref, args)`` a plug-in gets as its argument."""
+    members = "".join(
+        f"<member><name>{xml_text(k)}</name>{_string(v)}</member>" for k, v in args.items()
+    )
+    return (
+        f"<?xml version='1.0'?>\n<methodCall><methodName>{xml_text(fn)}</methodName><params>"
+        f"<param>{_string(session_ref)}</param>"
+        f"<param><value><struct>{members}</struct></value></param></params></methodCall>\n"
+    )
+
+
+_RESPONSE_END = "</methodResponse>"
+
+
+def first_response(output: str) -> str:
+    """The output up to the end of its first ``methodResponse``: XAPI reads that and ignores
+    whatever follows (a second answer, a trace)."""
+    end = output.find(_RESPONSE_END)
+    return output if end < 0 else output[: end + len(_RESPONSE_END)]
 
 
 def _failure(*params: object) -> ApiError:
@@ -96,7 +131,7 @@ def _failure(*params: object) -> ApiError:
 def decode_response(output: str) -> str:
     """The result string of a plug-in's answer, or the XenAPI error it carries."""
     try:
-        params, _ = xmlrpc.client.loads(output)
+        params, _ = xmlrpc.client.loads(first_response(output))
     except xmlrpc.client.Fault as fault:
         raise _failure("fault", fault.faultCode, fault.faultString) from None
     except (ExpatError, ValueError, TypeError, IndexError) as exc:
@@ -137,13 +172,21 @@ class Outcome:
             raise _failure(f"signal: {name}", self.stdout, self.stderr)
 
 
-def child_env(url: str) -> dict[str, str]:
-    """The plug-in's environment: ``XenAPIPlugin`` importable, our Python first on PATH."""
-    env = dict(os.environ)
-    paths = [str(HELPER_DIR), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["XENSTACK_URL"] = url
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def child_env(url: str, dom0: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A plug-in's environment, made from nothing (as XAPI's): the dom0 tools and our Python
+    first on ``PATH``, ``XenAPIPlugin`` importable, the toolstack's URL, and ``dom0``'s
+    variables (the session for ``xe``, the XenStore socket, the inventory facts)."""
+    env = {
+        "PATH": os.pathsep.join([str(DOM0_BIN), str(Path(sys.executable).parent), *SYSTEM_PATH]),
+        "PYTHONPATH": str(HELPER_DIR),
+        "LANG": "C.UTF-8",
+        "HOME": os.environ.get("HOME", "/"),
+        "XENSTACK_URL": url,
+    }
+    env.update(dom0 or {})
     return env
 
 
@@ -185,10 +228,12 @@ async def call_plugin(
     *,
     url: str = "",
     timeout: float = DEFAULT_TIMEOUT,
+    dom0: Mapping[str, str] | None = None,
 ) -> str:
     """``host.call_plugin``: run plug-in ``name``'s function ``fn``; return its result."""
     path = find(name, dirs, ApiError("XENAPI_MISSING_PLUGIN", [name]))
     check_call(fn, args)
-    outcome = await execute(path, [encode_call(fn, session_ref, args)], child_env(url), timeout)
+    argv = [encode_call(fn, session_ref, args)]
+    outcome = await execute(path, argv, child_env(url, dom0), timeout)
     outcome.check()
     return decode_response(outcome.stdout)

@@ -1,11 +1,19 @@
 """The simulator's guest agents: some time after a domain boots, its guest reports itself.
 
-A simulated guest says it runs the OS its VM's template hinted at (``DomainSpec.os_hint``),
-that its PV drivers are up to date, that it can be asked to shut down, reboot and suspend,
-and that each of its interfaces got an IPv4 address from its network's (simulated) DHCP:
+A simulated guest writes what XenServer's guest agent writes to its XenStore subtree
+(``report(vm_id, domid, key, value)``, keys relative to ``/local/domain/<domid>``): its OS
+(``data/os_*``, from the template's hint, ``DomainSpec.os_hint``), its memory
+(``data/meminfo_*``, KiB), its PV drivers (``attr/PVAddons/*``), its interfaces' addresses
+(``attr/vif/<device>/ipv4/0``), what it can be asked (``control/feature-*``), then
+``data/updated``. Each interface gets an IPv4 address from its network's (simulated) DHCP:
 ``10.<network>.<hi>.<lo>``, where ``<network>`` numbers the networks in the order the
 simulator first saw them and ``hi.lo`` is the lease's number on that network (from ten). A
 lease is kept for the (network, VM, device) it was given to.
+
+What dom0 writes for the guest reaches it through ``guest_write``
+(:meth:`GuestAgents.acknowledge`). The guest's kernel answers a shutdown request at once,
+agent or not, as a Linux PV guest's xenbus handler does: dom0 writes ``control/shutdown``,
+the guest clears it. Its agent answers nova's requests (:mod:`.nova_agent`).
 """
 
 from __future__ import annotations
@@ -13,9 +21,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .interface import DomainInfo, GuestReport
+from . import nova_agent
+from .interface import DomainInfo
+
+KeySink = Callable[[str, int, str, str | None], None]
 
 PV_DRIVERS_VERSION = {"major": "9", "minor": "4", "micro": "0", "build": "100"}
+PV_ADDONS_KEYS = {"major": "MajorVersion", "minor": "MinorVersion", "micro": "MicroVersion",
+                  "build": "BuildVersion"}  # fmt: skip
 FEATURES = {
     "feature-shutdown": "1",
     "feature-poweroff": "1",
@@ -27,6 +40,7 @@ FEATURES = {
     "platform-feature-multiprocessor-suspend": "1",
 }
 FIRST_LEASE = 10
+KIB = 1024
 
 
 def os_version(hint: str) -> dict[str, str]:
@@ -43,6 +57,10 @@ def os_version(hint: str) -> dict[str, str]:
         "minor": "0",
         "uname": "6.1.0-xenstack-amd64",
     }
+
+
+OS_KEYS = {"name": "data/os_name", "uname": "data/os_uname", "distro": "data/os_distro",
+           "major": "data/os_majorver", "minor": "data/os_minorver"}  # fmt: skip
 
 
 class Dhcp:
@@ -63,18 +81,24 @@ class Dhcp:
 
 
 class GuestAgents:
-    """One timer per VM whose guest has yet to report; ``report`` receives what it says."""
+    """One timer per VM whose guest has yet to report; ``report`` receives the keys it
+    writes."""
 
-    def __init__(self, delay: float, report: Callable[[GuestReport], None]) -> None:
+    def __init__(self, delay: float, report: KeySink) -> None:
         self.delay = delay
         self.report = report
         self.dhcp = Dhcp()
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.states: dict[str, nova_agent.AgentState] = {}  # by VM: its agent's knowledge
 
     def boot(self, dom: DomainInfo, current: Callable[[str], DomainInfo | None]) -> None:
         """The guest of ``dom`` boots: it reports after the delay if ``current(vm_id)`` (the
         backend's domain of the VM then) is still this domain."""
         self.stop(dom.vm_id)
+        state = self.states.get(dom.vm_id)
+        if state is not None:  # a new domain: it reads its nodes afresh; its disk keeps the rest
+            state.seen.clear()
+            state.shared = ""
         loop = asyncio.get_running_loop()
         self.timers[dom.vm_id] = loop.call_later(
             max(0.0, self.delay), self._fire, dom.vm_id, dom.domid, current
@@ -91,20 +115,37 @@ class GuestAgents:
         dom = current(vm_id)
         if dom is None or dom.domid != domid:
             return
-        self.report(self.describe(dom))
+        for key, value in self.describe(dom).items():
+            self.report(vm_id, domid, key, value)
 
-    def describe(self, dom: DomainInfo) -> GuestReport:
-        """What the guest of ``dom`` says about itself."""
-        networks: dict[str, str] = {}
+    def describe(self, dom: DomainInfo) -> dict[str, str]:
+        """The keys the guest of ``dom`` writes about itself, in the order it writes them."""
+        keys = {OS_KEYS[k]: v for k, v in os_version(dom.os_hint).items()}
+        keys["data/meminfo_total"] = str(dom.memory_actual // KIB)
+        keys["data/meminfo_free"] = str(dom.memory_actual // KIB // 2)
+        for name, value in PV_DRIVERS_VERSION.items():
+            keys[f"attr/PVAddons/{PV_ADDONS_KEYS[name]}"] = value
+        keys["attr/PVAddons/Installed"] = "1"
         for device, network in dom.vif_networks:
-            ip = self.dhcp.address(network, dom.vm_id, device)
-            networks[f"{device}/ip"] = ip
-            networks[f"{device}/ipv4/0"] = ip
-        return GuestReport(
-            vm_id=dom.vm_id,
-            domid=dom.domid,
-            os_version=os_version(dom.os_hint),
-            pv_drivers_version=dict(PV_DRIVERS_VERSION),
-            networks=networks,
-            features=dict(FEATURES),
-        )
+            keys[f"attr/vif/{device}/ipv4/0"] = self.dhcp.address(network, dom.vm_id, device)
+        keys.update({f"control/{k}": v for k, v in FEATURES.items()})
+        keys["data/updated"] = "1"
+        return keys
+
+    def acknowledge(self, dom: DomainInfo, key: str, value: str) -> None:
+        """dom0 wrote ``key`` into the guest's subtree: a shutdown request is taken (the key
+        cleared, as a Linux guest's xenbus handler does), an agent request answered, what
+        else the guest reads (``vm-data/``, its devices) remembered."""
+        if key == "control/shutdown":
+            if value:
+                self.report(dom.vm_id, dom.domid, key, "")
+            return
+        state = self.states.setdefault(dom.vm_id, nova_agent.AgentState())
+        if key.startswith("data/host/") and key.count("/") == 2:
+
+            def reply(k: str, v: str | None) -> None:
+                self.report(dom.vm_id, dom.domid, k, v)
+
+            nova_agent.answer(state, key.split("/")[2], value, reply)
+        else:
+            state.seen[key] = value

@@ -145,6 +145,8 @@ class GuestReport:
 
 
 GuestListener = Callable[[GuestReport], object]  # what it returns is ignored
+# (vm_id, domid, key relative to /local/domain/<domid>, value or None when removed)
+GuestKeysListener = Callable[[str, int, str, str | None], object]
 
 
 @dataclass(slots=True)
@@ -296,3 +298,22 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         """Detach a network interface from a running domain."""
+
+    # GUEST AGENT CHANNEL ------------------------------------------------------------------
+
+    guest_keys_listener: GuestKeysListener | None = None
+
+    def on_guest_keys(self, listener: GuestKeysListener | None) -> None:
+        """Call ``listener(vm_id, domid, key, value)`` for every key a guest writes to its own
+        XenStore subtree (``value`` None: removed), from its agent channel; the toolstack
+        writes them into the host's XenStore as that domain."""
+        self.guest_keys_listener = listener
+
+    def report_guest_key(self, vm_id: str, domid: int, key: str, value: str | None) -> None:
+        """Hand a key a guest wrote to the listener, if there is one (for backends)."""
+        if self.guest_keys_listener is not None:
+            self.guest_keys_listener(vm_id, domid, key, value)
+
+    async def guest_write(self, vm_id: str, key: str, value: str) -> None:
+        """Tell the guest that dom0 wrote ``key`` (relative to its home) = ``value``."""
+        raise Unimplemented("guest_write")

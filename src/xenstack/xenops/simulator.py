@@ -7,8 +7,9 @@ a domain between hosts. ``delays`` makes chosen operations take time (seconds, b
 name such as ``"start"``), so that callers can observe operations in progress.
 
 Its guests run simulated agents (:mod:`.guest_agent`): ``guest_agent_delay`` seconds after a
-domain boots (start, reboot, resume) its :class:`GuestReport` goes to the listener, unless
-the domain is gone by then.
+domain boots (start, reboot, resume, or arrives by migration) its guest writes its XenStore
+keys through :meth:`Backend.report_guest_key`, unless the domain is gone by then; a
+``guest_write`` of ``control/shutdown`` is acknowledged at once.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class SimulatorBackend(Backend):
         self.domains: dict[str, DomainInfo] = {}
         self.images: dict[str, DomainInfo] = {}  # suspended domains, by VM
         self._next_domid = 1
-        self.agents = GuestAgents(guest_agent_delay, self.report_guest)
+        self.agents = GuestAgents(guest_agent_delay, self.report_guest_key)
 
     @property
     def guest_agent_delay(self) -> float:
@@ -266,8 +267,7 @@ class SimulatorBackend(Backend):
         except OutOfMemory:
             self._place(self.hosts[source], dom, dom.memory_actual, dom.memory_actual)
             raise
-        if vm_id in self.agents.timers:  # a guest that has not reported yet still will
-            self._booted(info)
+        self._booted(info)  # the guest's keys are written again on the new host's XenStore
         return info
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
@@ -287,6 +287,9 @@ class SimulatorBackend(Backend):
         dom.memory_actual = max(low, min(high, spare))
         host.used += dom.memory_actual
         return replace(dom)
+
+    async def guest_write(self, vm_id: str, key: str, value: str) -> None:
+        self.agents.acknowledge(self._domain(vm_id), key, value)
 
     def vm_reset(self, vm_id: str) -> None:
         dom = self.domains.get(vm_id)

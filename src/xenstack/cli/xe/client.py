@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up speed matters
@@ -83,10 +84,16 @@ class Client:
         return self.raw(method, [self.session, *args])
 
     def login(self, user: str, password: str) -> None:
+        # Inside a host plug-in, xe acts with the calling session (XENSTACK_SESSION), as
+        # XAPI's plug-ins do, and leaves it open.
+        self.borrowed = os.environ.get("XENSTACK_SESSION", "")
+        if self.borrowed:
+            self.session = self.borrowed
+            return
         self.session = str(self.raw("session.login_with_password", [user, password, "2.21", "xe"]))
 
     def logout(self) -> None:
-        if self.session:
+        if self.session and not getattr(self, "borrowed", ""):
             with contextlib.suppress(XenApiError, ConnectError):
                 self.raw("session.logout", [self.session])
             self.session = ""

@@ -8,12 +8,14 @@ extra directories of its configuration).
 from __future__ import annotations
 
 import json
+import os
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
 from ...core.context import Context
+from ...db.store import Database
 from ...errors import ApiError
 from ...plugins import runner
 from ..registry import implements
@@ -33,12 +35,79 @@ def toolstack_url(ctx: Context) -> str:
     return f"http://{host}:{server.ports['http']}/"
 
 
+def inventory(db: Database, host: str) -> dict[str, str]:
+    """``/etc/xensource-inventory``'s facts about ``host``."""
+    row = db.get("host", host)
+    dom0 = [
+        r
+        for r in row["resident_VMs"]
+        if db.exists("VM", r) and db.get("VM", r)["is_control_domain"]
+    ]
+    bridge = ""
+    for pif in row["PIFs"]:
+        if db.exists("PIF", pif) and db.get("PIF", pif)["management"]:
+            bridge = db.get("network", db.get("PIF", pif)["network"])["bridge"]
+    version = row["software_version"]
+    return {
+        "INSTALLATION_UUID": row["uuid"],
+        "CONTROL_DOMAIN_UUID": db.get("VM", dom0[0])["uuid"] if dom0 else "",
+        "MANAGEMENT_INTERFACE": bridge,
+        "MANAGEMENT_ADDRESS_TYPE": "IPv4",
+        "PRODUCT_BRAND": version.get("product_brand", "xenstack"),
+        "PRODUCT_VERSION": version.get("product_version", ""),
+        "BUILD_NUMBER": version.get("build_number", ""),
+    }
+
+
+def write_inventory(state_dir: Path, facts: dict[str, str]) -> Path:
+    """The inventory as ``KEY='value'`` lines in ``STATE_DIR/xensource-inventory`` (0600)."""
+    path = state_dir / "xensource-inventory"
+    text = "".join(f"{k}='{v}'\n" for k, v in facts.items())
+    if not path.exists() or path.read_text() != text:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    return path
+
+
+def dom0_env(ctx: Context, host: str) -> dict[str, str]:
+    """What a plug-in (and ``xenstack shell``) finds in its environment besides ``PATH``: the
+    inventory facts, ``xe``'s way back to this toolstack with the calling session, and
+    dom0's XenStore socket."""
+    facts = inventory(ctx.db, host)
+    env = {**dict(ctx.toolstack.config.plugin_env), **facts}
+    url = toolstack_url(ctx)
+    if url:
+        hostport = url.split("//", 1)[1].rstrip("/")
+        server, _, port = hostport.rpartition(":")
+        env["XE_EXTRA_ARGS"] = f"server={server},port={port}"
+    server = ctx.toolstack.server
+    socket_path = getattr(getattr(server, "config", None), "socket_path", None)
+    if socket_path is not None:
+        env["XENSTACK_SOCKET"] = str(socket_path)
+    if ctx.session:
+        env["XENSTACK_SESSION"] = ctx.session
+    state = ctx.toolstack.state_dir
+    if state is not None:
+        env["XENSTACK_STATE_DIR"] = str(state)
+        env["XENSTACK_INVENTORY"] = str(write_inventory(state, facts))
+        env["XENSTORED_PATH"] = str(state / "run" / "xenstored" / "socket")
+    return env
+
+
 @implements("host.call_plugin")
 async def call_plugin(ctx: Context, host: str, plugin: str, fn: str, args: dict[str, str]) -> str:
     ctx.db.get("host", host)
     dirs = runner.plugin_dirs(ctx.toolstack.state_dir, ctx.toolstack.config.plugin_dirs)
     return await runner.call_plugin(
-        dirs, plugin, fn, ctx.session, args, url=toolstack_url(ctx), timeout=_timeout(ctx)
+        dirs,
+        plugin,
+        fn,
+        ctx.session,
+        args,
+        url=toolstack_url(ctx),
+        timeout=_timeout(ctx),
+        dom0=dom0_env(ctx, host),
     )
 
 
@@ -76,7 +145,11 @@ async def call_extension(ctx: Context, host: str, call: str) -> str:
     path = runner.find(method, extension_dirs(ctx), ApiError("MESSAGE_METHOD_UNKNOWN", [method]))
     request = xmlrpc.client.dumps(tuple(params), methodname=method, allow_none=True)
     outcome = await runner.execute(
-        path, ["--xmlrpc"], runner.child_env(toolstack_url(ctx)), _timeout(ctx), request.encode()
+        path,
+        ["--xmlrpc"],
+        runner.child_env(toolstack_url(ctx), dom0_env(ctx, host)),
+        _timeout(ctx),
+        request.encode(),
     )
     if outcome.returncode != 0:
         # xapi: ocaml/xapi/xapi_extensions.ml passes 4

@@ -10,6 +10,7 @@ from ...core.context import Context
 from ...db.store import Database
 from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
 from ..registry import implements
+from . import xenstore_nodes
 from .metrics import record_domain
 from .placement import assert_can_boot_here
 
@@ -20,10 +21,12 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
     assert_can_boot_here(hv, db, vm, host)
     with backend_errors():
         info = await hv.backend.vm_migrate(vm, hv.host(db, host))
+    xenstore_nodes.destroy(ctx, vm)
     with db.transaction():
         record_domain(db, vm, info, started=False, clock=ctx.toolstack.clock)
         hv.sync_memory(db, source)
         hv.sync_memory(db, host)
+    xenstore_nodes.create(ctx, vm, host, info.domid)
 
 
 @implements("VM.pool_migrate")

@@ -14,7 +14,7 @@ from ...errors import ApiError
 from ..devices.devices import sync_hotplug
 from ..host.hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
 from ..registry import implements
-from . import suspend_image
+from . import suspend_image, xenstore_nodes
 from .lifecycle import update_allowed_operations
 from .metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
 from .placement import assert_can_boot_here, choose_host, host_is_live, start_memory
@@ -31,6 +31,7 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
+    xenstore_nodes.create(ctx, vm, host, info.domid)
 
 
 def placed(ctx: Context, hv: Hypervisor, vm: str) -> str:
@@ -53,6 +54,8 @@ async def halt(ctx: Context, vm: str, clean: bool) -> None:
     db = ctx.db
     hv = hypervisor(ctx)
     host = db.get("VM", vm)["resident_on"]
+    await xenstore_nodes.ask_guest(ctx, vm, "poweroff", clean)
+    xenstore_nodes.destroy(ctx, vm)
     with backend_errors():
         if hv.backend.vm_info(vm) is not None:
             await hv.backend.vm_shutdown(vm, clean)
@@ -67,19 +70,27 @@ async def halt(ctx: Context, vm: str, clean: bool) -> None:
 async def shutdown(ctx: Context, vm: str) -> None:
     """Clean shutdown when the VM runs, hard otherwise (paused or suspended)."""
     running = ctx.db.get("VM", vm)["power_state"] == "Running"
-    await halt(ctx, vm, clean=running)
+    try:
+        await halt(ctx, vm, clean=running)
+    except ApiError as err:  # the guest did not take the request: hard, as XAPI falls back
+        if err.code != "VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT":
+            raise
+        await halt(ctx, vm, clean=False)
 
 
 async def reboot(ctx: Context, vm: str, clean: bool) -> None:
     db = ctx.db
     hv = hypervisor(ctx)
     host = db.get("VM", vm)["resident_on"]
+    await xenstore_nodes.ask_guest(ctx, vm, "reboot", clean)
+    xenstore_nodes.destroy(ctx, vm)
     with backend_errors():
         info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
     with db.transaction():
         drop_guest_metrics(db, vm)
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
+    xenstore_nodes.create(ctx, vm, host, info.domid)
 
 
 def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
@@ -115,6 +126,7 @@ async def suspend(ctx: Context, vm: str) -> None:
     db = ctx.db
     hv = hypervisor(ctx)
     host = db.get("VM", vm)["resident_on"]
+    await xenstore_nodes.ask_guest(ctx, vm, "suspend", True)
     image = await suspend_image.create(ctx, vm, host)
     try:
         with backend_errors():
@@ -123,6 +135,7 @@ async def suspend(ctx: Context, vm: str) -> None:
         await suspend_image.destroy(ctx, image)
         raise
     with db.transaction():
+        xenstore_nodes.destroy(ctx, vm)
         drop_guest_metrics(db, vm)
         record_suspended(db, vm, clock=ctx.toolstack.clock)
         db.set("VM", vm, "suspend_VDI", image)
@@ -142,6 +155,7 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, target)
+    xenstore_nodes.create(ctx, vm, target, info.domid)
     await suspend_image.drop(ctx, vm)
 
 
