@@ -59,6 +59,7 @@ from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
+from .impl.pool.remote_backend import attach_members
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
 from .impl.vm import guest_metrics
@@ -148,6 +149,7 @@ class Toolstack:
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
         self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
+        attach_members(self)  # a master of member toolstacks sends them their hosts' work
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -203,7 +205,14 @@ class Toolstack:
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
         await self.server.start()
+        await self._refresh_members()
         self._reaper = asyncio.create_task(self._reap_sessions())
+
+    async def _refresh_members(self) -> None:
+        """Learn what each member's backend runs (a master restarted, or promoted)."""
+        pool = attach_members(self)
+        if pool is not None:
+            await pool.refresh()
 
     async def stop(self) -> None:
         if self._reaper is not None:

@@ -46,7 +46,8 @@ class Hypervisor:
 
     @property
     def simulator(self) -> SimulatorBackend | None:
-        return self.backend if isinstance(self.backend, SimulatorBackend) else None
+        backend = getattr(self.backend, "local", self.backend)  # a pool's: its own backend
+        return backend if isinstance(backend, SimulatorBackend) else None
 
     def host(self, db: Database, host_ref: str) -> str:
         """Make sure the backend knows the host; return its id (the host ref)."""

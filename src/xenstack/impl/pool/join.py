@@ -21,6 +21,7 @@ from ..storage.sr_backend import drivers
 from . import membership
 from .pool import the_pool
 from .remote import RemoteSession, ServiceFailed, Unreachable
+from .remote_backend import attach_members
 
 ADD_MEMBER = "pool.xenstack_add_member"
 MEMBER_FIELDS = ("uuid", "hostname", "address", "port")
@@ -57,15 +58,22 @@ async def _join(ctx: Context, address: str, username: str, password: str, *, for
 
 
 def _member_record(ctx: Context) -> dict[str, str]:
+    ts = ctx.toolstack
     me = ctx.db.get("host", ctx.this_host)
-    server = ctx.toolstack.server
+    server = ts.server
     port = server.ports.get("http", 0) if server is not None else 0
-    return {
+    record = {
         "uuid": me["uuid"],
         "hostname": me["hostname"] or me["name_label"],
         "address": me["address"],
         "port": str(port),
     }
+    tls_port = server.ports.get("https", 0) if server is not None else 0
+    cert = ts.state_dir / "tls" / "xapi-ssl.pem" if ts.state_dir is not None else None
+    if tls_port and cert is not None and cert.exists():
+        # the master pins this certificate for its calls to this member's backend
+        record |= {"tls_port": str(tls_port), "certificate": cert.read_text()}
+    return record
 
 
 async def _pre_join_checks(ctx: Context, remote: RemoteSession, *, force: bool) -> None:
@@ -176,8 +184,11 @@ def add_member(ctx: Context, member: dict[str, str]) -> dict[str, str]:
     host = known[0] if known else _create_member(ctx, member)
     port = int(member["port"]) if member["port"].isdigit() else 0
     if port:
-        where = {"address": member["address"], "port": port}
+        where: dict[str, str | int] = {"address": member["address"], "port": port}
+        if member.get("tls_port", "").isdigit() and member.get("certificate"):
+            where |= {"tls_port": int(member["tls_port"]), "certificate": member["certificate"]}
         membership.set_member(ts.persistence, member["uuid"], where)
+        attach_members(ts)
     secret = membership.pool_secret(ts.persistence)
     return {"host": host, "uuid": db.get("host", host)["uuid"], "pool_secret": secret}
 
