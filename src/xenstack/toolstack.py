@@ -45,6 +45,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from . import impl  # noqa: F401  (registers the server functions)
@@ -91,6 +92,17 @@ def open_persistence(state_dir: Path | None) -> Persistence:
     database = state_dir / "xapi.db"
     os.close(os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))  # before SQLite does
     return SqlitePersistence(database)
+
+
+def open_etcd_persistence(state_dir: Path, urls: str) -> Persistence:
+    """The host's database in etcd (``--etcd``): its id, made once, is kept in the state."""
+    from .db.etcd import EtcdPersistence
+
+    make_private(state_dir)
+    id_file = state_dir / "etcd-host-id"
+    if not id_file.exists():
+        write_secret(id_file, secrets.token_hex(16))
+    return EtcdPersistence(urls, id_file.read_text().strip())
 
 
 def make_private(state_dir: Path) -> None:
@@ -152,6 +164,10 @@ class Toolstack:
         attach_members(self)  # a master of member toolstacks sends them their hosts' work
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._agents: list[asyncio.Task[None]] = []
+        # set by the command line: how to restart this toolstack (a member elected master)
+        self.restart: Callable[[], object] | None = None
+        self.master_lease = 5.0  # seconds: the TTL of an etcd master's lease
 
     def _make_hypervisor(self, backend: Backend) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
@@ -207,6 +223,21 @@ class Toolstack:
         await self.server.start()
         await self._refresh_members()
         self._reaper = asyncio.create_task(self._reap_sessions())
+        self._start_election()
+
+    def _start_election(self) -> None:
+        """With the database in etcd, the master is elected there (impl/pool/election)."""
+        from .db.etcd import EtcdPersistence
+        from .impl.pool.election import MasterAgent
+
+        if isinstance(self.persistence, EtcdPersistence):
+            agent = MasterAgent(self, self.persistence, self.master_lease, self._restart)
+            self.election = agent
+            self._agents.append(asyncio.create_task(agent.run()))
+
+    def _restart(self) -> None:
+        if self.restart is not None:
+            self.restart()
 
     async def _refresh_members(self) -> None:
         """Learn what each member's backend runs (a master restarted, or promoted)."""
@@ -215,6 +246,8 @@ class Toolstack:
             await pool.refresh()
 
     async def stop(self) -> None:
+        for agent in self._agents:
+            agent.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

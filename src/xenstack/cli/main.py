@@ -5,6 +5,7 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--hosts N] [--shared-sr] [--sim-storage]   (these apply when serve initialises DIR)
                [--max-connections N] [--max-connections-per-peer N] [--head-timeout S]
                [--request-timeout S]                       (the front door's limits)
+               [--etcd URL[,URL...]] [--master-lease S]    (the pool's database in etcd)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
@@ -30,7 +31,7 @@ from pathlib import Path
 from ..core.config import from_environment
 from ..idl.model import ROLES
 from ..rpc.http import HttpConfig
-from ..toolstack import Toolstack, write_secret
+from ..toolstack import Toolstack, open_etcd_persistence, write_secret
 
 
 def _read_password(path: str) -> str:
@@ -40,14 +41,16 @@ def _read_password(path: str) -> str:
     return text
 
 
-def open_toolstack(state_dir: Path) -> Toolstack:
-    """The toolstack of DIR, configured from the environment."""
-    return Toolstack(state_dir, config=from_environment(os.environ))
+def open_toolstack(state_dir: Path, etcd: str = "") -> Toolstack:
+    """The toolstack of DIR, configured from the environment; its database in etcd when
+    ``etcd`` names the cluster's URLs."""
+    persistence = open_etcd_persistence(state_dir, etcd) if etcd else None
+    return Toolstack(state_dir, config=from_environment(os.environ), persistence=persistence)
 
 
 def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
     """Initialise DIR as the options say, if it is not yet; return the toolstack."""
-    toolstack = open_toolstack(state_dir)
+    toolstack = open_toolstack(state_dir, getattr(args, "etcd", "") or "")
     if toolstack.initialised:
         return toolstack
     password_file = args.password_file
@@ -105,8 +108,16 @@ async def _serve(args: argparse.Namespace) -> None:
 
         config.tls_cert, config.tls_key = ensure_certificate(state_dir / "tls")
         config.tls_port = args.https_port
-    await toolstack.start(config)
     stop = asyncio.Event()
+    restart: list[bool] = []
+
+    def again() -> None:
+        restart.append(True)
+        stop.set()
+
+    toolstack.restart = again
+    toolstack.master_lease = args.master_lease
+    await toolstack.start(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -115,6 +126,8 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"xenstack: serving {state_dir} on {args.listen} {ports}", flush=True)
     await stop.wait()
     await toolstack.stop()
+    if restart:  # elected master, or no longer master: serve again, on the new database
+        os.execv(sys.executable, [sys.executable, "-m", "xenstack.cli.main", *sys.argv[1:]])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -173,6 +186,10 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--head-timeout", type=float, default=HttpConfig.head_timeout)
     serve.add_argument("--request-timeout", type=float, default=HttpConfig.request_timeout)
+    serve.add_argument("--etcd", default="", help="keep the database in etcd (URL[,URL...])")
+    serve.add_argument(
+        "--master-lease", type=float, default=5.0, help="seconds of an etcd master's lease"
+    )
     _add_pool_options(serve)
     serve.set_defaults(func=cmd_serve)
     user = sub.add_parser("user-add", help="add a local user with a role")

@@ -53,7 +53,11 @@ async def _join(ctx: Context, address: str, username: str, password: str, *, for
         raise ApiError("JOINING_HOST_SERVICE_FAILED", []) from exc
     except Unreachable as exc:
         raise ApiError("JOINING_HOST_CONNECTION_FAILED", []) from exc
-    membership.become_slave(ctx.toolstack.persistence, address, str(answer["pool_secret"]))
+    persistence = ctx.toolstack.persistence
+    membership.become_slave(persistence, address, str(answer["pool_secret"]))
+    # where the pool's database is (etcd) and this host's ref in it, for an election
+    persistence.set_meta("pool_db", str(answer.get("pool_db", "")))
+    persistence.set_meta("pool_host", str(answer["host"]))
     ctx.toolstack.master_address = address
 
 
@@ -190,7 +194,9 @@ def add_member(ctx: Context, member: dict[str, str]) -> dict[str, str]:
         membership.set_member(ts.persistence, member["uuid"], where)
         attach_members(ts)
     secret = membership.pool_secret(ts.persistence)
-    return {"host": host, "uuid": db.get("host", host)["uuid"], "pool_secret": secret}
+    pool_db = str(getattr(ts.persistence, "namespace", ""))
+    uuid = db.get("host", host)["uuid"]
+    return {"host": host, "uuid": uuid, "pool_secret": secret, "pool_db": pool_db}
 
 
 def _create_member(ctx: Context, member: dict[str, str]) -> str:
