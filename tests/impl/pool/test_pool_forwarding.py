@@ -42,7 +42,7 @@ def member_domains(member: ServerProcess, master: ServerProcess, host: str) -> l
     from xenstack.impl.pool.peer import Peer
 
     where = orjson.loads(meta(master.state_dir, "pool_members"))
-    (entry,) = where.values()
+    entry = where[_uuid_of(member)]
     secret = meta(master.state_dir, "pool_secret")
     ops = orjson.dumps([["snapshot", []]]).decode()
 
@@ -123,6 +123,14 @@ def test_a_restarted_master_still_forwards(pool: Any) -> None:
     assert xa.VM.get_power_state(vm) == "Running"
     xa.VM.hard_shutdown(vm)  # the master learnt again what B runs
     assert member_domains(b, a, member) == []
+
+
+def _uuid_of(member: ServerProcess) -> str:
+    """The member's host uuid, from its own (standalone) database."""
+    with sqlite3.connect(member.state_dir / "xapi.db") as db:
+        (this,) = db.execute("SELECT value FROM meta WHERE key = 'this_host'").fetchone()
+        (blob,) = db.execute("SELECT record FROM objects WHERE ref = ?", (this,)).fetchone()
+    return str(orjson.loads(blob)["uuid"])
 
 
 def connect_raw(server: ServerProcess) -> Any:

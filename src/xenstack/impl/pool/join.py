@@ -10,7 +10,7 @@ the host is ejected, which resets it (see :mod:`.eject`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core.context import Context
 from ...errors import ApiError
@@ -22,6 +22,9 @@ from . import membership
 from .pool import the_pool
 from .remote import RemoteSession, ServiceFailed, Unreachable
 from .remote_backend import attach_members
+
+if TYPE_CHECKING:
+    from ...core.context import Services
 
 ADD_MEMBER = "pool.xenstack_add_member"
 MEMBER_FIELDS = ("uuid", "hostname", "address", "port")
@@ -186,17 +189,28 @@ def add_member(ctx: Context, member: dict[str, str]) -> dict[str, str]:
     db = ctx.db
     known = db.find("host", uuid=member["uuid"])
     host = known[0] if known else _create_member(ctx, member)
-    port = int(member["port"]) if member["port"].isdigit() else 0
-    if port:
-        where: dict[str, str | int] = {"address": member["address"], "port": port}
-        if member.get("tls_port", "").isdigit() and member.get("certificate"):
-            where |= {"tls_port": int(member["tls_port"]), "certificate": member["certificate"]}
-        membership.set_member(ts.persistence, member["uuid"], where)
+    if _record_member(ts, member):
+        # the master is a toolstack of its own too, for the master elected after it
+        mine = _member_record(ctx)
+        if mine["uuid"] not in membership.members(ts.persistence):
+            _record_member(ts, mine)
         attach_members(ts)
     secret = membership.pool_secret(ts.persistence)
     pool_db = str(getattr(ts.persistence, "namespace", ""))
     uuid = db.get("host", host)["uuid"]
     return {"host": host, "uuid": uuid, "pool_secret": secret, "pool_db": pool_db}
+
+
+def _record_member(ts: Services, member: dict[str, str]) -> bool:
+    """Keep where a member's toolstack listens (and its pinned certificate)."""
+    port = int(member["port"]) if member["port"].isdigit() else 0
+    if not port:
+        return False
+    where: dict[str, str | int] = {"address": member["address"], "port": port}
+    if member.get("tls_port", "").isdigit() and member.get("certificate"):
+        where |= {"tls_port": int(member["tls_port"]), "certificate": member["certificate"]}
+    membership.set_member(ts.persistence, member["uuid"], where)
+    return True
 
 
 def _create_member(ctx: Context, member: dict[str, str]) -> str:
