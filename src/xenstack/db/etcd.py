@@ -29,11 +29,13 @@ synchronous parts of the interface (load, meta) can wait for it from anywhere.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -54,6 +56,8 @@ HOST_KEYS = frozenset(
 MAX_OPS = 120  # etcd refuses a transaction of more than 128 operations by default
 MAX_BYTES = 1 << 20  # ... or of more than 1.5 MiB
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0
+DEPTH = 2  # transactions of the writer in flight at once (etcd may reorder concurrent ones)
+LINGER, LINGER_MAX = 0.0003, 0.002  # seconds a batch may wait for more writes
 CALL_TIMEOUT = 10.0
 
 
@@ -112,6 +116,19 @@ async def _timed(aw: Awaitable[T], timeout: float) -> T:
     return await asyncio.wait_for(_as_coro(aw), timeout)
 
 
+@dataclass(slots=True)
+class _Unit:
+    """One transaction of the writer: its generation (0 for a chunk that is not a batch's
+    last), its operations, the version of ``seq`` it expects, and its state."""
+
+    gen: int
+    ops: list[Any]
+    version: int
+    task: asyncio.Future[bool] | None = None
+    done: bool = False
+    behind: bool = False  # came before its predecessor: send again once that one is in
+
+
 class EtcdPersistence:
     """The database of ``namespace`` in etcd; host-own keys under ``host_id``."""
 
@@ -135,8 +152,10 @@ class EtcdPersistence:
         self._lost = False
         self._closing = False
         self._revision = 0
-        self._writer = threading.Thread(target=self._write_loop, name="etcd-writer", daemon=True)
-        self._writer.start()
+        seq = self.etcd.run(self.etcd.kv.get(self.prefix + "seq"))
+        self._next_version = int(seq.kvs[0].version) if seq.kvs else 0
+        self._wake = asyncio.Event()
+        self._writer = self.etcd.spawn(self._pipeline())
 
     # ---- keys --------------------------------------------------------------------------
 
@@ -176,7 +195,7 @@ class EtcdPersistence:
         with self._cond:
             self._submitted_gen = generation
             self._queue.append((generation, changes))
-            self._cond.notify()
+        self.etcd.loop.call_soon_threadsafe(self._wake.set)
 
     async def durable(self, generation: int) -> None:
         with self._cond:
@@ -211,8 +230,9 @@ class EtcdPersistence:
     def close(self) -> None:
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        self._writer.join(10)
+        self.etcd.loop.call_soon_threadsafe(self._wake.set)
+        with contextlib.suppress(Exception):
+            self._writer.result(10)
         self.etcd.close()
 
     # ---- the writer --------------------------------------------------------------------
@@ -248,34 +268,115 @@ class EtcdPersistence:
         chunks[-1].append(KVService.txn_op_put(self.prefix + "meta/generation", generation))
         return chunks
 
-    def _write_loop(self) -> None:
+    async def _pipeline(self) -> None:
+        """The writer, on etcd's loop: up to :data:`DEPTH` transactions in flight, in order.
+
+        Each unit of work (a batch, or a chunk of a large one) is a transaction that also
+        bumps the ``seq`` key and holds only if ``seq`` has the version the unit before it
+        left; a unit that overtook its predecessor fails that check and is sent again once
+        the predecessor is in, and one sent again after an unknown outcome (a timeout) that
+        had in fact been applied is known by ``seq`` being past it. So transactions apply
+        in submission order while several are on the wire.
+        """
+        units: collections.deque[_Unit] = collections.deque()
         delay = 0.0
         while True:
+            if not any(u.task is not None for u in units):
+                await self._linger()
             with self._cond:
-                if delay:
-                    self._cond.wait(delay)
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                batch = list(self._queue)
-                if not batch and self._closing:
+                batch, self._queue = self._queue, []
+                closing = self._closing
+            if batch:
+                for i, ops in enumerate(chunks := self._ops(batch)):
+                    gen = batch[-1][0] if i == len(chunks) - 1 else 0
+                    units.append(_Unit(gen, ops, self._next_version))
+                    self._next_version += 1
+            if not units:
+                if closing:
                     return
-            try:
-                for ops in self._ops(batch):
-                    self.etcd.run(self._txn(ops))
-            except LostMastership as exc:
-                self._lose(exc)
-                return
-            except Exception as exc:  # etcd unreachable or without quorum: retry
-                self._fail(exc)
-                if self._closing:
-                    return
-                delay = min(max(2 * delay, RETRY_FIRST), RETRY_MAX)
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            delay = 0.0
+            for i, unit in enumerate(list(units)[:DEPTH]):
+                if unit.task is None and (not unit.behind or i == 0):
+                    unit.task = asyncio.ensure_future(self._send(unit))
+            running: list[asyncio.Future[Any]] = [
+                u.task for u in units if u.task is not None and not u.task.done()
+            ]
+            if running and not any(u.task is not None and u.task.done() for u in units):
+                waker: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait([*running, waker], return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                self._wake.clear()
+            failed = self._settle(units)
+            if failed is not None:
+                if isinstance(failed, LostMastership):
+                    self._lose(failed)
+                    return
+                self._fail(failed)
+                delay = min(max(2 * delay, RETRY_FIRST), RETRY_MAX)
+                await asyncio.sleep(delay)
+            else:
+                delay = 0.0
+
+    async def _linger(self) -> None:
+        """Let a batch fill while its writers are still sending (they were just answered):
+        wait while the queue grows, :data:`LINGER` at a time, up to :data:`LINGER_MAX`."""
+        waited = 0.0
+        seen = -1
+        while waited < LINGER_MAX:
             with self._cond:
-                del self._queue[: len(batch)]
+                size = len(self._queue)
+            if size == 0 or size == seen:
+                return
+            seen = size
+            await asyncio.sleep(LINGER)
+            waited += LINGER
+
+    def _settle(self, units: collections.deque[_Unit]) -> BaseException | None:
+        """Take in the finished sends: release what is in, in order; the first failure."""
+        failure: BaseException | None = None
+        for unit in units:
+            if unit.task is None or not unit.task.done():
+                continue
+            task, unit.task = unit.task, None
+            error = task.exception()
+            if error is not None:
+                failure = failure or error
+                unit.behind = False
+            elif task.result():
+                unit.done = True
+            else:
+                unit.behind = True
+        released = 0
+        while units and units[0].done:
+            unit = units.popleft()
+            released = max(released, unit.gen)
+        if released:
+            with self._cond:
                 self._error = None
-            self._release(batch[-1][0])
+            self._release(released)
+        return failure
+
+    async def _send(self, unit: _Unit) -> bool:
+        """One unit's transaction; True once it is applied, False if it came too early."""
+        seq = self.prefix + "seq"
+        compare = [KVService.txn_compare_version(seq, unit.version)]
+        failure = [KVService.txn_op_get(seq)]
+        if self.fence:
+            compare.append(KVService.txn_compare_create_revision(self.master_key, self.fence))
+            failure.append(KVService.txn_op_get(self.master_key))
+        ops = [*unit.ops, KVService.txn_op_put(seq, str(unit.gen))]
+        reply = await self.etcd.kv.txn(compare, ops, failure, timeout=CALL_TIMEOUT)
+        if reply.succeeded:
+            return True
+        got = reply.responses[0].response_range.kvs
+        version = int(got[0].version) if got else 0
+        if self.fence:
+            held = reply.responses[1].response_range.kvs
+            if not held or int(held[0].create_revision) != self.fence:
+                raise LostMastership(self.master_key)
+        return version > unit.version  # past it: applied before (an unknown outcome)
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
