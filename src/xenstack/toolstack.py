@@ -55,12 +55,14 @@ from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .core.clock import Clock, SystemClock
 from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
+from .db.etcd import EtcdPersistence
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.pool.remote_backend import attach_members
+from .impl.pool.timeline import TimelineBackend
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
 from .impl.vm import guest_metrics
@@ -143,6 +145,7 @@ class Toolstack:
         persistence: Persistence | None = None,
         session_timeout: float | None = None,
         sr_drivers: SrDrivers | None = None,
+        domain_log: Path | None = None,
     ) -> None:
         self.config = config or ToolstackConfig()
         self.clock: Clock = clock or SystemClock()
@@ -160,7 +163,7 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
-        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
+        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config), domain_log)
         attach_members(self)  # a master of member toolstacks sends them their hosts' work
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -169,10 +172,17 @@ class Toolstack:
         self.restart: Callable[[], object] | None = None
         self.master_lease = 5.0  # seconds: the TTL of an etcd master's lease
 
-    def _make_hypervisor(self, backend: Backend) -> Hypervisor:
-        """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
+    def _make_hypervisor(self, backend: Backend, domain_log: Path | None) -> Hypervisor:
+        """The Hypervisor around ``backend``, its guests' reports recorded in the database;
+        with ``domain_log``, every domain's life journaled there. On etcd the domains are
+        adopted once the election has said whose database this is."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
-        return Hypervisor(self, backend)
+        journal = TimelineBackend(backend, domain_log) if domain_log is not None else None
+        on_etcd = isinstance(self.persistence, EtcdPersistence)
+        hv = Hypervisor(self, journal or backend, adopt=not on_etcd)
+        if journal is not None:
+            hv.adopted = journal.started
+        return hv
 
     @property
     def initialised(self) -> bool:
@@ -227,7 +237,6 @@ class Toolstack:
 
     def _start_election(self) -> None:
         """With the database in etcd, the master is elected there (impl/pool/election)."""
-        from .db.etcd import EtcdPersistence
         from .impl.pool.election import MasterAgent
 
         if isinstance(self.persistence, EtcdPersistence):
@@ -238,6 +247,14 @@ class Toolstack:
     def _restart(self) -> None:
         if self.restart is not None:
             self.restart()
+
+    def _journal_stop(self) -> None:
+        """The simulator's domains end with its process: journal it."""
+        backend = self.hypervisor.backend
+        while not isinstance(backend, TimelineBackend) and hasattr(backend, "local"):
+            backend = backend.local
+        if isinstance(backend, TimelineBackend) and self.hypervisor.simulator is not None:
+            backend.stop_all()
 
     async def _refresh_members(self) -> None:
         """Learn what each member's backend runs (a master restarted, or promoted)."""
@@ -255,6 +272,7 @@ class Toolstack:
         await self.storage.stop()
         if self.server is not None:
             await self.server.stop()
+        self._journal_stop()
         for job in list(self.tasks.running.values()):
             job.cancel()
         await self.db.durable()

@@ -6,6 +6,7 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--max-connections N] [--max-connections-per-peer N] [--head-timeout S]
                [--request-timeout S]                       (the front door's limits)
                [--etcd URL[,URL...]] [--master-lease S]    (the pool's database in etcd)
+               [--domain-log FILE]                         (when each domain ran where)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
@@ -41,16 +42,23 @@ def _read_password(path: str) -> str:
     return text
 
 
-def open_toolstack(state_dir: Path, etcd: str = "") -> Toolstack:
+def open_toolstack(state_dir: Path, etcd: str = "", domain_log: str = "") -> Toolstack:
     """The toolstack of DIR, configured from the environment; its database in etcd when
-    ``etcd`` names the cluster's URLs."""
+    ``etcd`` names the cluster's URLs; its domains' lives journaled in ``domain_log``."""
     persistence = open_etcd_persistence(state_dir, etcd) if etcd else None
-    return Toolstack(state_dir, config=from_environment(os.environ), persistence=persistence)
+    return Toolstack(
+        state_dir,
+        config=from_environment(os.environ),
+        persistence=persistence,
+        domain_log=Path(domain_log) if domain_log else None,
+    )
 
 
 def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
     """Initialise DIR as the options say, if it is not yet; return the toolstack."""
-    toolstack = open_toolstack(state_dir, getattr(args, "etcd", "") or "")
+    toolstack = open_toolstack(
+        state_dir, getattr(args, "etcd", "") or "", getattr(args, "domain_log", "") or ""
+    )
     if toolstack.initialised:
         return toolstack
     password_file = args.password_file
@@ -187,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--head-timeout", type=float, default=HttpConfig.head_timeout)
     serve.add_argument("--request-timeout", type=float, default=HttpConfig.request_timeout)
     serve.add_argument("--etcd", default="", help="keep the database in etcd (URL[,URL...])")
+    serve.add_argument("--domain-log", default="", help="journal every domain's life here")
     serve.add_argument(
         "--master-lease", type=float, default=5.0, help="seconds of an etcd master's lease"
     )

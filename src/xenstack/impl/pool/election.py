@@ -81,6 +81,7 @@ class MasterAgent:
         p.fence = lease.revision
         await asyncio.to_thread(p.set_meta, LEASE_KEY, str(lease.lease_id))
         self.leading = True
+        self.ts.hypervisor.adopt()  # this database is ours: its domains here are ours
         await self._take_over()
         while True:
             await asyncio.sleep(self.ttl / 3)
@@ -132,6 +133,7 @@ class MasterAgent:
     async def _follow(self) -> None:
         p = self.persistence
         pool_db = p.get_meta("pool_db")
+        self.ts.hypervisor.adopt()
         if not pool_db:
             return  # joined without etcd: nothing to watch
         lease = Lease(p.etcd, f"{ROOT}/db/{pool_db}/master", self.ttl)
