@@ -61,6 +61,7 @@ from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
+from .impl.pool import ha_runtime
 from .impl.pool.remote_backend import attach_members
 from .impl.pool.timeline import TimelineBackend
 from .impl.storage.service import StorageService
@@ -171,6 +172,7 @@ class Toolstack:
         # set by the command line: how to restart this toolstack (a member elected master)
         self.restart: Callable[[], object] | None = None
         self.master_lease = 5.0  # seconds: the TTL of an etcd master's lease
+        self.ha: object = None  # this host's HA runtime while armed (impl/pool/ha_runtime)
 
     def _make_hypervisor(self, backend: Backend, domain_log: Path | None) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database;
@@ -243,6 +245,7 @@ class Toolstack:
             agent = MasterAgent(self, self.persistence, self.master_lease, self._restart)
             self.election = agent
             self._agents.append(asyncio.create_task(agent.run()))
+            ha_runtime.resume(self)  # armed before a restart: armed again
 
     def _restart(self) -> None:
         if self.restart is not None:
@@ -265,6 +268,9 @@ class Toolstack:
     async def stop(self) -> None:
         for agent in self._agents:
             agent.cancel()
+        ha = ha_runtime.runtime(self)
+        if ha is not None:
+            await ha.stop()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
