@@ -167,7 +167,8 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
         # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
     backend = ts.hypervisor.backend
-    local = getattr(backend, "local", backend)
+    # this host's own backend (its journal included), not a pool's view of its members
+    local = backend.local if hasattr(backend, "is_remote") else backend
     ops = orjson.loads(operations)
     answer = await run_batch(local, ops)
     return orjson.dumps(answer).decode()
