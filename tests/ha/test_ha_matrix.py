@@ -36,7 +36,7 @@ def hosts_of(x: Any) -> tuple[str, list[str]]:
 def test_member_loss(tmp_path: Path) -> None:
     with ha_pool(tmp_path) as pool:
         x = pool.api()
-        master, (b, c) = hosts_of(x)
+        _, (b, _c) = hosts_of(x)
         vm = protected_on(x, b, "protected")
         spare = protected_on(x, b, "unprotected", "")
         pool.kill(pool.hosts[1])
@@ -65,7 +65,7 @@ def test_two_hosts_lost_with_one_tolerated(tmp_path: Path) -> None:
     with ha_pool(tmp_path, n=4) as pool:
         x = pool.api()
         p = x.pool.get_all()[0]
-        master, members = hosts_of(x)
+        _, members = hosts_of(x)
         x.pool.set_ha_host_failures_to_tolerate(p, "1")
         vms = [protected_on(x, h, f"p{i}") for i, h in enumerate(members[:2])]
         pool.kill(pool.hosts[1])
