@@ -29,6 +29,11 @@ class HaPool:
     log: Path
     password: str
     killed: dict[str, float] = field(default_factory=dict)  # pid -> when killed
+    uuids: list[str] = field(default_factory=list)  # of each host, in the order of hosts
+
+    def ref(self, i: int, x: Any = None) -> str:
+        """The host ref of ``hosts[i]`` in the pool's database."""
+        return str((x or self.api()).host.get_by_uuid(self.uuids[i]))
 
     def api(self, server: ServerProcess | None = None) -> Any:
         s = XenAPI.Session((server or self.hosts[0]).url)
@@ -95,19 +100,23 @@ def ha_pool(root: Path, n: int = 3, timeout: float = 4, lease: float = 3) -> Ite
     log = root / "domains.log"
     with ExitStack() as stack:
         cluster = stack.enter_context(etcd_cluster(root / "etcd"))
-        args = ["--etcd", cluster.urls, "--https-port", "0", "--master-lease", str(lease)]
-        args += ["--domain-log", str(log)]
+        # fixed ports: a host restarted (elected, demoted) is found where it was
+        args = ["--etcd", cluster.urls, "--master-lease", str(lease), "--domain-log", str(log)]
         hosts = []
         for i in range(n):
-            server = ServerProcess(root / f"xp-host{i}", free_port(), args)
+            https = ["--https-port", str(free_port())]
+            server = ServerProcess(root / f"xp-host{i}", free_port(), [*args, *https])
             server.start()
             stack.callback(server.stop)
             hosts.append(server)
         pool = HaPool(cluster, hosts, log, hosts[0].password)
         stack.callback(_show_logs, hosts)
-        for member in hosts[1:]:
-            s = XenAPI.Session(member.url)
-            s.xenapi.login_with_password("root", member.password, "1.0", "ha-tests")
-            s.xenapi.pool.join(f"127.0.0.1:{hosts[0].port}", "root", pool.password)
+        for i, server in enumerate(hosts):
+            s = XenAPI.Session(server.url)
+            s.xenapi.login_with_password("root", server.password, "1.0", "ha-tests")
+            (me,) = s.xenapi.host.get_all()
+            pool.uuids.append(s.xenapi.host.get_uuid(me))
+            if i:
+                s.xenapi.pool.join(f"127.0.0.1:{hosts[0].port}", "root", pool.password)
         pool.api().pool.enable_ha([], {"timeout": str(timeout)})
         yield pool

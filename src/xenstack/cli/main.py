@@ -8,6 +8,7 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--etcd URL[,URL...]] [--master-lease S]    (the pool's database in etcd)
                [--domain-log FILE]                         (when each domain ran where)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+xenstack pool handover --to HOST [--url URL] [--user root] --password-file FILE
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
 simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
@@ -33,6 +34,7 @@ from ..core.config import from_environment
 from ..idl.model import ROLES
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, open_etcd_persistence, write_secret
+from . import handover
 
 
 def _read_password(path: str) -> str:
@@ -207,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--role", choices=ROLES, default="read-only")
     user.add_argument("--password-file", required=True)
     user.set_defaults(func=cmd_user_add)
+    handover.add_parser(sub)
     return ap
 
 

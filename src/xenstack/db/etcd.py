@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ROOT = "/xenstack"
 HOST_KEYS = frozenset(
-    {"this_host", "pool_role", "master_address", "pool_db", "pool_host", "serve_db", "master_lease"}
+    {
+        *("this_host", "pool_role", "master_address", "pool_db", "pool_host", "serve_db"),
+        *("master_lease", "ha_armed", "ha_fenced"),
+    }
 )
 MAX_OPS = 120  # etcd refuses a transaction of more than 128 operations by default
 MAX_BYTES = 1 << 20  # ... or of more than 1.5 MiB

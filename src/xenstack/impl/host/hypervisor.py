@@ -46,9 +46,10 @@ class Hypervisor:
         if adopt:  # a pool's master on etcd adopts once elected (see impl.pool.election)
             self.adopt()
 
-    def adopt(self) -> None:
-        """Re-adopt the domains the database says run here (after a toolstack restart)."""
-        self._adopt(self.toolstack.db)
+    def adopt(self, only: str | None = None) -> None:
+        """Re-adopt the domains the database says run here (after a toolstack restart);
+        ``only`` those of that host (a pool member that serves the pool's database)."""
+        self._adopt(self.toolstack.db, only)
 
     @property
     def simulator(self) -> SimulatorBackend | None:
@@ -81,13 +82,15 @@ class Hypervisor:
         if db.exists("host_metrics", metrics):
             db.set("host_metrics", metrics, "memory_free", self.memory_free(db, host_ref))
 
-    def _adopt(self, db: Database) -> None:
+    def _adopt(self, db: Database, only: str | None = None) -> None:
         sim = self.simulator
         if sim is None:
             return
         elsewhere = getattr(self.backend, "is_remote", None)  # a member's own toolstack's
         for ref, vm in db.table("VM").rows.items():
             if vm["is_control_domain"] or (elsewhere and elsewhere(vm["resident_on"])):
+                continue
+            if only is not None and vm["resident_on"] != only:
                 continue
             if vm["power_state"] in LIVE_STATES and db.exists("host", vm["resident_on"]):
                 self.host(db, vm["resident_on"])

@@ -48,6 +48,7 @@ class MasterAgent:
         self.restart = restart
         self.leading = False
         self.took_over_at = 0.0
+        self._lease: Lease | None = None
 
     def _value(self) -> str:
         ts = self.ts
@@ -70,7 +71,7 @@ class MasterAgent:
 
     async def _lead(self) -> None:
         p = self.persistence
-        lease = Lease(p.etcd, p.master_key, self.ttl)
+        lease = self._lease = Lease(p.etcd, p.master_key, self.ttl)
         stored = int(p.get_meta(LEASE_KEY) or 0)
         while not await asyncio.to_thread(lease.campaign, self._value(), stored):
             held = await asyncio.to_thread(lease.holder)
@@ -114,6 +115,8 @@ class MasterAgent:
             with db.transaction():
                 db.set("pool", pool, "master", ts.this_host)
             await db.durable()
+            p = self.persistence
+            await asyncio.to_thread(p.etcd.run, p.etcd.kv.delete(p.prefix + "designated"), 5)
             self.took_over_at = time.time()
             log.warning("this host is the pool's master now")
 
@@ -121,9 +124,21 @@ class MasterAgent:
         """Another host holds the key of the database we served: follow it."""
         log.warning("another host is the master (%s): following it", address)
         p = self.persistence
+        p.set_meta("pool_db", p.namespace)
+        p.set_meta("pool_host", self.ts.this_host)
         p.set_meta("pool_role", "slave")
         p.set_meta("master_address", address)
         self.restart()
+
+    async def hand_over(self, address: str) -> None:
+        """Give the master key up for the designated host (it campaigns alone), and follow
+        it from a restart."""
+        p = self.persistence
+        self.leading = False
+        if self._lease is not None:
+            await asyncio.to_thread(self._lease.resign)
+        p.fence = 0
+        await self._demote(address)
 
     def _uuid(self) -> str:
         return _uuid(self._value())
@@ -133,7 +148,7 @@ class MasterAgent:
     async def _follow(self) -> None:
         p = self.persistence
         pool_db = p.get_meta("pool_db")
-        self.ts.hypervisor.adopt()
+        self.ts.hypervisor.adopt(self.ts.this_host)  # a member runs its own host's alone
         if not pool_db:
             return  # joined without etcd: nothing to watch
         lease = Lease(p.etcd, f"{ROOT}/db/{pool_db}/master", self.ttl)
@@ -147,11 +162,22 @@ class MasterAgent:
             if held is not None:
                 self._follow_address(_address(held[0]))
                 continue
+            if not await asyncio.to_thread(self._may_campaign, pool_db):
+                continue
             with contextlib.suppress(Exception):
                 if await asyncio.to_thread(lease.campaign, self._value()):
                     await asyncio.to_thread(self._promote, lease)
                     self.restart()
                     return
+
+    def _may_campaign(self, pool_db: str) -> bool:
+        """Not while another host is designated the next master (a handover)."""
+        reply = self.persistence.etcd.run(
+            self.persistence.etcd.kv.get(f"{ROOT}/db/{pool_db}/designated"), 5
+        )
+        if not reply.kvs:
+            return True
+        return bool(reply.kvs[0].value.decode() == self._uuid())
 
     def _follow_address(self, address: str) -> None:
         ts = self.ts

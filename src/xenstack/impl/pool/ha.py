@@ -9,6 +9,8 @@ is recorded there and the plan computed, with no daemon.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ from .pool import the_pool
 from .remote import Unreachable
 
 DEFAULT_TIMEOUT = 60.0
+ARM_WAIT = 20.0  # seconds a member that does not answer is waited for
 
 
 def _pool(ctx: Context) -> tuple[str, dict[str, Any]]:
@@ -89,21 +92,36 @@ async def _arm_all(ctx: Context, timeout: float) -> None:
     """Arm this host and every member; a member that cannot be reached fails the enable."""
     ts = ctx.toolstack
     armed = ha_runtime.arm_config(ts, timeout)
-    peers = {u: w for u, w in armed["peers"].items() if u != armed["me"]}
+    dead = {ctx.db.get("host", h)["uuid"] for h in ctx.db.refs("host")} - {
+        ctx.db.get("host", h)["uuid"] for h in ha_plan.live_hosts(ctx.db)
+    }
+    # hosts known dead are armed when they come back, not waited for
+    peers = {u: w for u, w in armed["peers"].items() if u != armed["me"] and u not in dead}
     unreached = []
     for uuid, where in peers.items():
-        peer = Peer.of(where)
-        try:
-            await peer.call(ha_runtime.ARM, armed["secret"], orjson.dumps(armed).decode())
-        except Unreachable:
+        if not await _arm_one(Peer.of(where), armed):
             unreached.append(uuid)
-        finally:
-            await peer.close()
     if unreached:
         await _disarm_all(ctx)
         everyone = ",".join(sorted([armed["me"], *peers]))
         raise ApiError("HA_HOST_CANNOT_SEE_PEERS", [armed["me"], everyone, ",".join(unreached)])
     ha_runtime.start_armed(ts, armed)
+
+
+async def _arm_one(peer: Peer, armed: dict[str, Any]) -> bool:
+    """Arm one member, waiting a little for one that is restarting (after a handover)."""
+    deadline = time.monotonic() + ARM_WAIT
+    try:
+        while True:
+            try:
+                await peer.call(ha_runtime.ARM, armed["secret"], orjson.dumps(armed).decode())
+                return True
+            except Unreachable:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.2)
+    finally:
+        await peer.close()
 
 
 async def _disarm_all(ctx: Context) -> None:
@@ -189,8 +207,6 @@ def ha_prevent_restarts_for(ctx: Context, seconds: int) -> None:
         raise ApiError("HA_NOT_ENABLED", [])
     rt = ha_runtime.runtime(ctx.toolstack)
     if rt is not None:
-        import time
-
         rt.no_restarts_until = time.monotonic() + max(0, seconds)
 
 
