@@ -245,7 +245,9 @@ class Toolstack:
             agent = MasterAgent(self, self.persistence, self.master_lease, self._restart)
             self.election = agent
             self._agents.append(asyncio.create_task(agent.run()))
-            ha_runtime.resume(self)  # armed before a restart: armed again
+            later = ha_runtime.resume(self)  # armed before a restart: armed again
+            if later is not None:
+                self._agents.append(later)
 
     def _restart(self) -> None:
         if self.restart is not None:

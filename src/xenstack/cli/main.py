@@ -9,6 +9,7 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--domain-log FILE]                         (when each domain ran where)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 xenstack pool handover --to HOST [--url URL] [--user root] --password-file FILE
+xenstack chaos run FILE                                    (a fault-injection scenario)
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
 simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
@@ -149,6 +150,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """The runner is part of the test kit (it starts hosts and etcd): run it as a child, as
+    the kit sits above the command line."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "xenstack.testing.chaos", args.verb, args.file]
+    return subprocess.run(cmd, check=False).returncode
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -210,6 +220,10 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--password-file", required=True)
     user.set_defaults(func=cmd_user_add)
     handover.add_parser(sub)
+    chaos = sub.add_parser("chaos", help="fault-injection scenarios (xenstack chaos run FILE)")
+    chaos.add_argument("verb", choices=["run"])
+    chaos.add_argument("file")
+    chaos.set_defaults(func=cmd_chaos)
     return ap
 
 

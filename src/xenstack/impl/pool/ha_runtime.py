@@ -149,10 +149,17 @@ class HaRuntime:
         db = self.ts.db
         for host, row in list(db.table("host").rows.items()):
             uuid = row["uuid"]
-            if uuid == self.me or uuid in live or self.daemon.sees(uuid):
-                continue
             metrics = db.table("host_metrics").rows.get(row["metrics"])
-            if metrics is not None and not metrics["live"]:
+            dead = metrics is not None and not metrics["live"]
+            if uuid == self.me:
+                continue
+            if uuid in live:
+                if dead:  # a host back after it was declared dead: live again, nothing else
+                    with db.transaction():
+                        db.set("host_metrics", row["metrics"], "live", True)
+                    await db.durable()
+                continue
+            if self.daemon.sees(uuid) or dead:
                 continue
             await self.recover(host)
 
@@ -280,18 +287,31 @@ async def disarm(ts: Services) -> None:
         await rt.stop()
 
 
-def resume(ts: Services) -> None:
-    """At start: re-arm as this host was (after a restart, a promotion)."""
+def resume(ts: Services) -> asyncio.Task[None] | None:
+    """At start: re-arm as this host was (after a restart, a promotion).
+
+    A member re-arms only after ``timeout``: what it ran died with its process, and the
+    master must first declare it dead and restart its protected VMs elsewhere; it then
+    comes back as a live host with nothing to restart (no restart storm)."""
     raw = ts.persistence.get_meta(ARMED_KEY)
     if not raw or not isinstance(ts.persistence, EtcdPersistence):
-        return
+        return None
     armed = orjson.loads(raw)
     me = ts.db.table("host").rows.get(ts.this_host)
     if me is not None:
         armed["me"] = me["uuid"]
     if ts.persistence.get_meta("ha_fenced") == "1":
         ts.persistence.set_meta("ha_fenced", "")
-    start_armed(ts, armed)
+    if not ts.master_address:
+        start_armed(ts, armed)
+        return None
+    return asyncio.create_task(_arm_later(ts, armed, float(armed["timeout"]) * 1.5))
+
+
+async def _arm_later(ts: Services, armed: dict[str, Any], delay: float) -> None:
+    await asyncio.sleep(delay)
+    if ts.persistence.get_meta(ARMED_KEY):  # not disarmed meanwhile
+        start_armed(ts, armed)
 
 
 def _check_secret(ts: Services, secret: str) -> None:
