@@ -10,7 +10,7 @@ sync       VM.start then VM.clean_shutdown, dispatcher time (policy + lifecycle 
 parallel   1,000 VMs started through Async.VM.start, 10 in flight at a time: total time;
            an event.from watcher must see every VM reach Running, tokens in order, none lost
 
-Pools of separate toolstacks (``--only durable,forward,master``; ``large`` is the above):
+Pools of separate toolstacks (``--only durable,forward,master,failover``; ``large`` is the above):
 
 durable    VM.set_name_description from 8 keep-alive clients (wrk), the database in a
            three-member etcd on loopback, against SQLite in the same run: >= 2,000/s
@@ -18,6 +18,8 @@ forward    VM.pause + VM.unpause of a VM on a member (forwarded over TLS to its 
            against the same on a master's VM, p50 difference <= 2 ms
 master     the master killed (kill -9) -> a member answers pool.get_master as master, with
            a lease of 5 s: <= lease + 1 s, over --runs runs
+failover   HA with timeout 5 s, a member killed -> its protected VM Running on another
+           host: <= 7 s, the distribution over --runs runs (no VM ever ran twice)
 """
 
 from __future__ import annotations
