@@ -45,6 +45,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from . import impl  # noqa: F401  (registers the server functions)
@@ -54,6 +55,7 @@ from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .core.clock import Clock, SystemClock
 from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
+from .db.etcd import EtcdPersistence
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
@@ -64,6 +66,9 @@ from .impl.network.doctor import doctor_routes
 from .impl.network.pifs import adopt_pifs
 from .impl.network.ports import PortHooks
 from .impl.network.service import NetworkService
+from .impl.pool import ha_runtime
+from .impl.pool.remote_backend import attach_members
+from .impl.pool.timeline import TimelineBackend
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
 from .impl.vm import guest_metrics, xenstore_nodes
@@ -100,6 +105,17 @@ def open_persistence(state_dir: Path | None) -> Persistence:
     database = state_dir / "xapi.db"
     os.close(os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))  # before SQLite does
     return SqlitePersistence(database)
+
+
+def open_etcd_persistence(state_dir: Path, urls: str) -> Persistence:
+    """The host's database in etcd (``--etcd``): its id, made once, is kept in the state."""
+    from .db.etcd import EtcdPersistence
+
+    make_private(state_dir)
+    id_file = state_dir / "etcd-host-id"
+    if not id_file.exists():
+        write_secret(id_file, secrets.token_hex(16))
+    return EtcdPersistence(urls, id_file.read_text().strip())
 
 
 def make_private(state_dir: Path) -> None:
@@ -154,6 +170,7 @@ class Toolstack:
         session_timeout: float | None = None,
         sr_drivers: SrDrivers | None = None,
         switch: Switch | None = None,
+        domain_log: Path | None = None,
     ) -> None:
         self.config = config or ToolstackConfig()
         self.clock: Clock = clock or SystemClock()
@@ -175,17 +192,30 @@ class Toolstack:
         self.network = NetworkService(self, self.switch)
         self.xenstores: dict[str, XenStore] = {}
         self.xenstore_server: SocketServer | None = None
-        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
+        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config), domain_log)
+        attach_members(self)  # a master of member toolstacks sends them their hosts' work
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._agents: list[asyncio.Task[None]] = []
+        # set by the command line: how to restart this toolstack (a member elected master)
+        self.restart: Callable[[], object] | None = None
+        self.master_lease = 5.0  # seconds: the TTL of an etcd master's lease
+        self.ha: object = None  # this host's HA runtime while armed (impl/pool/ha_runtime)
 
-    def _make_hypervisor(self, backend: Backend) -> Hypervisor:
-        """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
+    def _make_hypervisor(self, backend: Backend, domain_log: Path | None) -> Hypervisor:
+        """The Hypervisor around ``backend``, its guests' reports recorded in the database;
+        with ``domain_log``, every domain's life journaled there. On etcd the domains are
+        adopted once the election has said whose database this is."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
         if hasattr(backend, "port_hooks"):  # a backend with real guests plugs their taps
             backend.port_hooks = PortHooks(self)
         backend.on_guest_keys(self._guest_key)
-        return Hypervisor(self, backend)
+        journal = TimelineBackend(backend, domain_log) if domain_log is not None else None
+        on_etcd = isinstance(self.persistence, EtcdPersistence)
+        hv = Hypervisor(self, journal or backend, adopt=not on_etcd)
+        if journal is not None:
+            hv.adopted = journal.started
+        return hv
 
     def xenstore(self, host: str) -> XenStore:
         """``host``'s XenStore (made at first use), its guest metrics derived from it."""
@@ -280,9 +310,46 @@ class Toolstack:
                 write_inventory(self.state_dir, inventory(self.db, self.this_host))
         await self.server.start()
         await self.network.serve_himn(self.server.ports.get("http", 0))
+        await self._refresh_members()
         self._reaper = asyncio.create_task(self._reap_sessions())
+        self._start_election()
+
+    def _start_election(self) -> None:
+        """With the database in etcd, the master is elected there (impl/pool/election)."""
+        from .impl.pool.election import MasterAgent
+
+        if isinstance(self.persistence, EtcdPersistence):
+            agent = MasterAgent(self, self.persistence, self.master_lease, self._restart)
+            self.election = agent
+            self._agents.append(asyncio.create_task(agent.run()))
+            later = ha_runtime.resume(self)  # armed before a restart: armed again
+            if later is not None:
+                self._agents.append(later)
+
+    def _restart(self) -> None:
+        if self.restart is not None:
+            self.restart()
+
+    def _journal_stop(self) -> None:
+        """The simulator's domains end with its process: journal it."""
+        backend = self.hypervisor.backend
+        while not isinstance(backend, TimelineBackend) and hasattr(backend, "local"):
+            backend = backend.local
+        if isinstance(backend, TimelineBackend) and self.hypervisor.simulator is not None:
+            backend.stop_all()
+
+    async def _refresh_members(self) -> None:
+        """Learn what each member's backend runs (a master restarted, or promoted)."""
+        pool = attach_members(self)
+        if pool is not None:
+            await pool.refresh()
 
     async def stop(self) -> None:
+        for agent in self._agents:
+            agent.cancel()
+        ha = ha_runtime.runtime(self)
+        if ha is not None:
+            await ha.stop()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -293,6 +360,7 @@ class Toolstack:
         if self.server is not None:
             await self.server.stop()
         await self.network.stop()
+        self._journal_stop()
         for job in list(self.tasks.running.values()):
             job.cancel()
         await self.db.durable()

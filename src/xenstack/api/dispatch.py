@@ -38,9 +38,17 @@ NO_SESSION = frozenset(
         "session.login_with_password_v2",
     }
 )
-# What a pool member (a slave) still answers itself; everything else goes to the master.
+# What a pool member (a slave) still answers itself (XAPI's local and emergency calls);
+# everything else goes to the master.
 SLAVE_ANSWERS = frozenset(
-    {"session.logout", "session.local_logout", "session.slave_local_login_with_password"}
+    {
+        "session.logout",
+        "session.local_logout",
+        "session.slave_local_login_with_password",
+        "host.emergency_ha_disable",
+        "pool.emergency_transition_to_master",
+        "pool.emergency_reset_master",
+    }
 )
 _STRINGS = frozenset({"string", "ref"})  # already right when they arrive as str
 # Results that are plainly not awaitable: checked by type before the slower protocol check.

@@ -9,6 +9,11 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--switch KIND] [--netns NAME] [--ovsdb-tcp ptcp:6640:ADDR]  (the switch)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 xenstack doctor network --state-dir DIR --vm NAME [--vif UUID] [--json] [--interval S]
+               [--etcd URL[,URL...]] [--master-lease S]    (the pool's database in etcd)
+               [--domain-log FILE]                         (when each domain ran where)
+xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+xenstack pool handover --to HOST [--url URL] [--user root] --password-file FILE
+xenstack chaos run FILE                                    (a fault-injection scenario)
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
 simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
@@ -37,7 +42,8 @@ from ..errors import ApiError
 from ..idl.model import ROLES
 from ..net import SwitchError
 from ..rpc.http import HttpConfig
-from ..toolstack import Toolstack, write_secret
+from ..toolstack import Toolstack, open_etcd_persistence, write_secret
+from . import handover
 from .dom0 import commands as dom0_commands
 
 
@@ -49,14 +55,23 @@ def _read_password(path: str) -> str:
 
 
 def open_toolstack(state_dir: Path, args: argparse.Namespace | None = None) -> Toolstack:
-    """The toolstack of DIR, configured from the environment and the switch options."""
+    """The toolstack of DIR, configured from the environment and the options: the switch's;
+    the database in etcd when ``--etcd`` names the cluster's URLs; every domain's life
+    journaled in ``--domain-log``."""
     config = from_environment(os.environ)
     changes = {
         name: getattr(args, name)
         for name in ("switch", "netns", "ovsdb_tcp")
         if args is not None and getattr(args, name, None)
     }
-    return Toolstack(state_dir, config=dataclasses.replace(config, **changes))
+    etcd = getattr(args, "etcd", "") or ""
+    domain_log = getattr(args, "domain_log", "") or ""
+    return Toolstack(
+        state_dir,
+        config=dataclasses.replace(config, **changes),
+        persistence=open_etcd_persistence(state_dir, etcd) if etcd else None,
+        domain_log=Path(domain_log) if domain_log else None,
+    )
 
 
 def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
@@ -158,8 +173,16 @@ async def _serve(args: argparse.Namespace) -> None:
 
         config.tls_cert, config.tls_key = ensure_certificate(state_dir / "tls")
         config.tls_port = args.https_port
-    await toolstack.start(config)
     stop = asyncio.Event()
+    restart: list[bool] = []
+
+    def again() -> None:
+        restart.append(True)
+        stop.set()
+
+    toolstack.restart = again
+    toolstack.master_lease = args.master_lease
+    await toolstack.start(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -168,6 +191,8 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"xenstack: serving {state_dir} on {args.listen} {ports}", flush=True)
     await stop.wait()
     await toolstack.stop()
+    if restart:  # elected master, or no longer master: serve again, on the new database
+        os.execv(sys.executable, [sys.executable, "-m", "xenstack.cli.main", *sys.argv[1:]])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -177,6 +202,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(_serve(args))
     return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """The runner is part of the test kit (it starts hosts and etcd): run it as a child, as
+    the kit sits above the command line."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "xenstack.testing.chaos", args.verb, args.file]
+    return subprocess.run(cmd, check=False).returncode
 
 
 def _positive(text: str) -> int:
@@ -243,6 +277,11 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--head-timeout", type=float, default=HttpConfig.head_timeout)
     serve.add_argument("--request-timeout", type=float, default=HttpConfig.request_timeout)
+    serve.add_argument("--etcd", default="", help="keep the database in etcd (URL[,URL...])")
+    serve.add_argument("--domain-log", default="", help="journal every domain's life here")
+    serve.add_argument(
+        "--master-lease", type=float, default=5.0, help="seconds of an etcd master's lease"
+    )
     _add_pool_options(serve)
     _add_switch_options(serve)
     serve.add_argument(
@@ -276,6 +315,11 @@ def parser() -> argparse.ArgumentParser:
     )
     network.set_defaults(func=cmd_doctor_network)
     dom0_commands.add(sub)
+    handover.add_parser(sub)
+    chaos = sub.add_parser("chaos", help="fault-injection scenarios (xenstack chaos run FILE)")
+    chaos.add_argument("verb", choices=["run"])
+    chaos.add_argument("file")
+    chaos.set_defaults(func=cmd_chaos)
     return ap
 
 

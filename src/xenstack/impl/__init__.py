@@ -12,6 +12,7 @@ from .network import pif_lifecycle as network_pif_lifecycle
 from .network import tunnel as network_tunnel
 from .network import vlan as network_vlan
 from .pool import eject as pool_eject
+from .pool import ha as pool_ha
 from .pool import join as pool_join
 from .pool import pool as pool_class
 from .storage import pbd as storage_pbd
@@ -43,6 +44,7 @@ __all__ = [
     "network_vlan",
     "pool_class",
     "pool_eject",
+    "pool_ha",
     "pool_join",
     "storage_pbd",
     "storage_sm",

@@ -10,7 +10,7 @@ XenAPI errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,15 +38,25 @@ LIVE_STATES = ("Running", "Paused")
 class Hypervisor:
     """The backend of one toolstack, and what it has been told of the pool's hosts."""
 
-    def __init__(self, toolstack: Services, backend: Backend) -> None:
+    def __init__(self, toolstack: Services, backend: Backend, adopt: bool = True) -> None:
         self.toolstack = toolstack
         self.backend = backend
         self.known_hosts: set[str] = set()
-        self._adopt(toolstack.db)
+        self.adopted: Callable[[DomainInfo], object] | None = None  # told of each adopted
+        if adopt:  # a pool's master on etcd adopts once elected (see impl.pool.election)
+            self.adopt()
+
+    def adopt(self, only: str | None = None) -> None:
+        """Re-adopt the domains the database says run here (after a toolstack restart);
+        ``only`` those of that host (a pool member that serves the pool's database)."""
+        self._adopt(self.toolstack.db, only)
 
     @property
     def simulator(self) -> SimulatorBackend | None:
-        return self.backend if isinstance(self.backend, SimulatorBackend) else None
+        backend = self.backend
+        while not isinstance(backend, SimulatorBackend) and hasattr(backend, "local"):
+            backend = backend.local  # a pool's backend, a journal: the backend they wrap
+        return backend if isinstance(backend, SimulatorBackend) else None
 
     def host(self, db: Database, host_ref: str) -> str:
         """Make sure the backend knows the host; return its id (the host ref)."""
@@ -72,16 +82,22 @@ class Hypervisor:
         if db.exists("host_metrics", metrics):
             db.set("host_metrics", metrics, "memory_free", self.memory_free(db, host_ref))
 
-    def _adopt(self, db: Database) -> None:
+    def _adopt(self, db: Database, only: str | None = None) -> None:
         sim = self.simulator
         if sim is None:
             return
+        elsewhere = getattr(self.backend, "is_remote", None)  # a member's own toolstack's
         for ref, vm in db.table("VM").rows.items():
-            if vm["is_control_domain"]:
+            if vm["is_control_domain"] or (elsewhere and elsewhere(vm["resident_on"])):
+                continue
+            if only is not None and vm["resident_on"] != only:
                 continue
             if vm["power_state"] in LIVE_STATES and db.exists("host", vm["resident_on"]):
                 self.host(db, vm["resident_on"])
-                sim.restore(_info_from_row(db, ref, vm))
+                info = _info_from_row(db, ref, vm)
+                sim.restore(info)
+                if self.adopted is not None:
+                    self.adopted(info)
             elif vm["power_state"] == "Suspended":
                 sim.restore_image(_info_from_row(db, ref, vm))
 

@@ -10,7 +10,7 @@ the host is ejected, which resets it (see :mod:`.eject`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core.context import Context
 from ...errors import ApiError
@@ -21,6 +21,10 @@ from ..storage.sr_backend import drivers
 from . import membership
 from .pool import the_pool
 from .remote import RemoteSession, ServiceFailed, Unreachable
+from .remote_backend import attach_members
+
+if TYPE_CHECKING:
+    from ...core.context import Services
 
 ADD_MEMBER = "pool.xenstack_add_member"
 MEMBER_FIELDS = ("uuid", "hostname", "address", "port")
@@ -52,20 +56,31 @@ async def _join(ctx: Context, address: str, username: str, password: str, *, for
         raise ApiError("JOINING_HOST_SERVICE_FAILED", []) from exc
     except Unreachable as exc:
         raise ApiError("JOINING_HOST_CONNECTION_FAILED", []) from exc
-    membership.become_slave(ctx.toolstack.persistence, address, str(answer["pool_secret"]))
+    persistence = ctx.toolstack.persistence
+    membership.become_slave(persistence, address, str(answer["pool_secret"]))
+    # where the pool's database is (etcd) and this host's ref in it, for an election
+    persistence.set_meta("pool_db", str(answer.get("pool_db", "")))
+    persistence.set_meta("pool_host", str(answer["host"]))
     ctx.toolstack.master_address = address
 
 
 def _member_record(ctx: Context) -> dict[str, str]:
+    ts = ctx.toolstack
     me = ctx.db.get("host", ctx.this_host)
-    server = ctx.toolstack.server
+    server = ts.server
     port = server.ports.get("http", 0) if server is not None else 0
-    return {
+    record = {
         "uuid": me["uuid"],
         "hostname": me["hostname"] or me["name_label"],
         "address": me["address"],
         "port": str(port),
     }
+    tls_port = server.ports.get("https", 0) if server is not None else 0
+    cert = ts.state_dir / "tls" / "xapi-ssl.pem" if ts.state_dir is not None else None
+    if tls_port and cert is not None and cert.exists():
+        # the master pins this certificate for its calls to this member's backend
+        record |= {"tls_port": str(tls_port), "certificate": cert.read_text()}
+    return record
 
 
 async def _pre_join_checks(ctx: Context, remote: RemoteSession, *, force: bool) -> None:
@@ -174,12 +189,28 @@ def add_member(ctx: Context, member: dict[str, str]) -> dict[str, str]:
     db = ctx.db
     known = db.find("host", uuid=member["uuid"])
     host = known[0] if known else _create_member(ctx, member)
-    port = int(member["port"]) if member["port"].isdigit() else 0
-    if port:
-        where = {"address": member["address"], "port": port}
-        membership.set_member(ts.persistence, member["uuid"], where)
+    if _record_member(ts, member):
+        # the master is a toolstack of its own too, for the master elected after it
+        mine = _member_record(ctx)
+        if mine["uuid"] not in membership.members(ts.persistence):
+            _record_member(ts, mine)
+        attach_members(ts)
     secret = membership.pool_secret(ts.persistence)
-    return {"host": host, "uuid": db.get("host", host)["uuid"], "pool_secret": secret}
+    pool_db = str(getattr(ts.persistence, "namespace", ""))
+    uuid = db.get("host", host)["uuid"]
+    return {"host": host, "uuid": uuid, "pool_secret": secret, "pool_db": pool_db}
+
+
+def _record_member(ts: Services, member: dict[str, str]) -> bool:
+    """Keep where a member's toolstack listens (and its pinned certificate)."""
+    port = int(member["port"]) if member["port"].isdigit() else 0
+    if not port:
+        return False
+    where: dict[str, str | int] = {"address": member["address"], "port": port}
+    if member.get("tls_port", "").isdigit() and member.get("certificate"):
+        where |= {"tls_port": int(member["tls_port"]), "certificate": member["certificate"]}
+    membership.set_member(ts.persistence, member["uuid"], where)
+    return True
 
 
 def _create_member(ctx: Context, member: dict[str, str]) -> str:

@@ -12,6 +12,7 @@ from ...db.store import Database
 from ...errors import ApiError
 from ..registry import implements
 from ..vm.placement import host_is_live
+from .designate import hand_over, separate
 
 
 def the_pool(db: Database) -> str:
@@ -48,6 +49,9 @@ async def designate_new_master(ctx: Context, host: str) -> None:
     if not host_is_live(db, host):
         raise ApiError("HOST_OFFLINE", [host])
     await db.durable()  # what sync_database does before the handover
+    if separate(ctx, host):
+        await hand_over(ctx, host)
+        return
     move_master(ctx, host)
 
 

@@ -1,0 +1,344 @@
+"""The master's backend for a pool whose members are toolstacks of their own.
+
+:class:`PoolBackend` is a :class:`~xenstack.xenops.interface.Backend` over the master's own
+backend (``local``) and the members' backends, reached through :mod:`.wire_backend`. An
+operation on a host, or on a VM whose domain a host runs, goes to that host: here, or to the
+member's toolstack over TLS with the pool secret, which runs it on its own backend (its
+simulator, or QEMU on its machine). So ``VM.start_on(member)`` boots the domain on the member,
+and every later operation on it (shutdown, pause, device plugs) reaches the member; the master
+records the outcome in the pool's database as for a local host.
+
+The synchronous queries of the interface (free memory, a VM's domain) are answered from what
+each member reported with its last answer (every answer carries a snapshot of its hosts);
+:meth:`refresh` asks all members afresh (at start, and after a member comes back). The
+synchronous changes (``host_add``, discarding an image) are queued and sent first with the
+member's next batch, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ...xenops.interface import (
+    Backend,
+    DomainInfo,
+    DomainSpec,
+    HostSpec,
+    NoSuchDomain,
+    Unimplemented,
+    UnknownHost,
+    XenopsError,
+)
+from . import membership
+from .peer import Peer
+from .remote import Unreachable
+from .wire_backend import BACKEND_CALL, domain_info, dump, raise_failure
+
+if TYPE_CHECKING:
+    from ...core.context import Services
+
+
+class MemberUnreachable(XenopsError):
+    """The member that must do the work does not answer."""
+
+
+PeerOf = Callable[[str], "tuple[Peer, str] | None"]  # host id -> (peer, pool secret)
+
+
+@dataclass(slots=True)
+class _Remote:
+    """What the master knows of one member host's backend."""
+
+    peer: Peer
+    secret: str
+    memory_free: int = 0
+    domains: dict[str, DomainInfo] = field(default_factory=dict)
+    images: set[str] = field(default_factory=set)
+    queued: list[list[Any]] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class PoolBackend(Backend):
+    def __init__(self, local: Backend, peer_of: PeerOf) -> None:
+        self.local = local
+        self.capabilities = local.capabilities
+        self.peer_of = peer_of
+        self.remotes: dict[str, _Remote] = {}
+        self.calls = 0  # batches sent to members (for tests and benchmarks)
+
+    def on_guest_report(self, listener: Any) -> None:
+        self.local.on_guest_report(listener)
+
+    # ---- routing -------------------------------------------------------------------------
+
+    def remote(self, host_id: str) -> _Remote | None:
+        """The member host ``host_id`` is, or None for a host of this backend."""
+        found = self.remotes.get(host_id)
+        if found is not None:
+            return found
+        peer = self.peer_of(host_id)
+        if peer is None:
+            return None
+        found = self.remotes[host_id] = _Remote(peer[0], peer[1])
+        return found
+
+    def is_remote(self, host_id: str) -> bool:
+        return self.remote(host_id) is not None
+
+    def _holder(self, vm_id: str) -> str | None:
+        """The member host whose backend has ``vm_id``'s domain or image (None: here)."""
+        if self.local.vm_info(vm_id) is not None or self.local.vm_has_image(vm_id):
+            return None
+        for host, rem in self.remotes.items():
+            if vm_id in rem.domains or vm_id in rem.images:
+                return host
+        return None
+
+    async def _send(self, host_id: str, name: str, *args: Any) -> Any:
+        rem = self.remote(host_id)
+        assert rem is not None
+        async with rem.lock:
+            ops, rem.queued = [*rem.queued, [name, [dump(a) for a in args]]], []
+            try:
+                raw = await rem.peer.call(BACKEND_CALL, rem.secret, orjson.dumps(ops).decode())
+            except Unreachable as exc:
+                rem.queued = ops[:-1] + rem.queued  # the queued changes are sent next time
+                raise MemberUnreachable(f"host {host_id}: {exc}") from exc
+            self.calls += 1
+        answer = orjson.loads(raw)
+        self._learn(rem.peer, answer["snapshot"])
+        if answer["failure"] is not None:
+            raise_failure(answer["failure"])
+        return answer["results"][-1]
+
+    def _learn(self, peer: Peer, snapshot: dict[str, Any]) -> None:
+        """Cache what a member reported of the hosts it runs for this pool."""
+        images = set(snapshot["images"])
+        for host, rem in self.remotes.items():
+            if rem.peer.url != peer.url:
+                continue
+            rem.images = images
+            state = snapshot["hosts"].get(host)
+            if state is not None:
+                rem.memory_free = int(state["memory_free"])
+                rem.domains = {d["vm_id"]: domain_info(d) for d in state["domains"]}
+
+    def _queue(self, host_id: str, name: str, *args: Any) -> None:
+        rem = self.remote(host_id)
+        assert rem is not None
+        rem.queued.append([name, [dump(a) for a in args]])
+        with contextlib.suppress(RuntimeError):  # no loop: sent with the next batch
+            asyncio.get_running_loop().create_task(self._flush(host_id))
+
+    async def _flush(self, host_id: str) -> None:
+        with contextlib.suppress(XenopsError):
+            await self._send(host_id, "snapshot")
+
+    async def refresh(self) -> None:
+        """Ask every known member host for its backend's state (members that do not answer
+        keep what was known)."""
+        for host in list(self.remotes):
+            await self._flush(host)
+
+    async def forget(self, host_id: str) -> None:
+        rem = self.remotes.pop(host_id, None)
+        if rem is not None:
+            await rem.peer.close()
+
+    # ---- HOST ----------------------------------------------------------------------------
+
+    def host_add(self, spec: HostSpec) -> None:
+        rem = self.remote(spec.host_id)
+        if rem is None:
+            self.local.host_add(spec)
+            return
+        if not rem.memory_free:
+            rem.memory_free = spec.memory_total - spec.memory_reserved
+        self._queue(spec.host_id, "host_add", spec)
+
+    def host_remove(self, host_id: str) -> None:
+        if self.remote(host_id) is None:
+            self.local.host_remove(host_id)
+        else:
+            self.remotes.pop(host_id, None)
+
+    def host_ids(self) -> list[str]:
+        return [*self.local.host_ids(), *self.remotes]
+
+    def host_memory_free(self, host_id: str) -> int:
+        rem = self.remote(host_id)
+        return self.local.host_memory_free(host_id) if rem is None else rem.memory_free
+
+    def host_domains(self, host_id: str) -> list[DomainInfo]:
+        rem = self.remote(host_id)
+        return self.local.host_domains(host_id) if rem is None else list(rem.domains.values())
+
+    # ---- VM ------------------------------------------------------------------------------
+
+    def vm_info(self, vm_id: str) -> DomainInfo | None:
+        info = self.local.vm_info(vm_id)
+        if info is not None:
+            return info
+        for rem in self.remotes.values():
+            if vm_id in rem.domains:
+                return rem.domains[vm_id]
+        return None
+
+    def vm_has_image(self, vm_id: str) -> bool:
+        return self.local.vm_has_image(vm_id) or any(
+            vm_id in r.images for r in self.remotes.values()
+        )
+
+    async def vm_start(self, host_id: str, spec: DomainSpec, paused: bool) -> DomainInfo:
+        if self.remote(host_id) is None:
+            return await self.local.vm_start(host_id, spec, paused)
+        return domain_info(await self._send(host_id, "vm_start", host_id, spec, paused))
+
+    async def _on_vm(self, name: str, vm_id: str, *args: Any) -> Any:
+        host = self._holder(vm_id)
+        if host is None:
+            return await getattr(self.local, name)(vm_id, *args)
+        return await self._send(host, name, vm_id, *args)
+
+    async def _info_on_vm(self, name: str, vm_id: str, *args: Any) -> DomainInfo:
+        host = self._holder(vm_id)
+        if host is None:
+            result: DomainInfo = await getattr(self.local, name)(vm_id, *args)
+            return result
+        return domain_info(await self._send(host, name, vm_id, *args))
+
+    async def vm_shutdown(self, vm_id: str, clean: bool) -> None:
+        await self._on_vm("vm_shutdown", vm_id, clean)
+
+    async def vm_reboot(self, vm_id: str, clean: bool, spec: DomainSpec) -> DomainInfo:
+        return await self._info_on_vm("vm_reboot", vm_id, clean, spec)
+
+    async def vm_pause(self, vm_id: str) -> DomainInfo:
+        return await self._info_on_vm("vm_pause", vm_id)
+
+    async def vm_unpause(self, vm_id: str) -> DomainInfo:
+        return await self._info_on_vm("vm_unpause", vm_id)
+
+    async def vm_suspend(self, vm_id: str) -> int:
+        return int(await self._on_vm("vm_suspend", vm_id))
+
+    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
+        holder = self._holder(vm_id)
+        target = self.remote(host_id)
+        if holder is None and target is None:
+            return await self.local.vm_resume(host_id, vm_id, paused)
+        if holder is not None and holder == host_id:
+            return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
+        raise Unimplemented("vm_resume on another member than the one holding the image")
+
+    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+        return int(await self._on_vm("vm_save_image", vm_id, image_id))
+
+    def vm_copy_image(self, image_id: str, vm_id: str) -> None:
+        host = self._holder(image_id)
+        if host is None:
+            self.local.vm_copy_image(image_id, vm_id)
+        else:
+            self._queue(host, "vm_copy_image", image_id, vm_id)
+            self.remotes[host].images.add(vm_id)
+
+    def vm_discard_image(self, vm_id: str) -> None:
+        host = self._holder(vm_id)
+        if host is None:
+            self.local.vm_discard_image(vm_id)
+        else:
+            self.remotes[host].images.discard(vm_id)
+            self._queue(host, "vm_discard_image", vm_id)
+
+    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+        holder, target = self._holder(vm_id), self.remote(host_id)
+        if holder is None and target is None:
+            return await self.local.vm_migrate(vm_id, host_id)
+        raise Unimplemented("vm_migrate between the toolstacks of two pool members")
+
+    async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
+        return await self._info_on_vm("vm_set_vcpus", vm_id, vcpus)
+
+    async def vm_set_memory_dynamic_range(self, vm_id: str, low: int, high: int) -> DomainInfo:
+        return await self._info_on_vm("vm_set_memory_dynamic_range", vm_id, low, high)
+
+    def vm_reset(self, vm_id: str) -> None:
+        host = self._holder(vm_id)
+        if host is None:
+            self.local.vm_reset(vm_id)
+            return
+        rem = self.remotes[host]
+        rem.domains.pop(vm_id, None)
+        rem.images.discard(vm_id)
+        self._queue(host, "vm_reset", vm_id)
+
+    def forget_domains(self, host_id: str) -> None:
+        """A dead member's domains are gone (it was fenced or lost): forget them here."""
+        rem = self.remotes.get(host_id)
+        if rem is not None:
+            rem.domains.clear()
+
+    # ---- VBD / VIF ----------------------------------------------------------------------
+
+    async def vbd_plug(self, vm_id: str, device: str) -> None:
+        await self._on_vm("vbd_plug", vm_id, device)
+
+    async def vbd_unplug(self, vm_id: str, device: str) -> None:
+        await self._on_vm("vbd_unplug", vm_id, device)
+
+    async def vif_plug(self, vm_id: str, device: str) -> None:
+        await self._on_vm("vif_plug", vm_id, device)
+
+    async def vif_unplug(self, vm_id: str, device: str) -> None:
+        await self._on_vm("vif_unplug", vm_id, device)
+
+
+__all__ = ["MemberUnreachable", "NoSuchDomain", "PoolBackend", "UnknownHost"]
+
+
+def peers_of(ts: Services) -> PeerOf:
+    """host id -> (the member toolstack that runs it, the pool secret), from what the master
+    keeps of its members (:mod:`.membership`); None for a host this toolstack runs."""
+    cache: dict[str, Peer] = {}
+
+    def peer_of(host_id: str) -> tuple[Peer, str] | None:
+        db = ts.db
+        if host_id == ts.this_host or not db.exists("host", host_id):
+            return None
+        where = membership.members(ts.persistence).get(db.get("host", host_id)["uuid"])
+        if where is None:
+            return None
+        peer = cache.get(host_id)
+        if peer is None:
+            peer = cache[host_id] = Peer.of(where)
+        return peer, membership.pool_secret(ts.persistence)
+
+    return peer_of
+
+
+def attach_members(ts: Services) -> PoolBackend | None:
+    """Route the work of the pool's member toolstacks to them: wrap the toolstack's backend
+    in a :class:`PoolBackend` once it has members (idempotent); the PoolBackend, if any."""
+    hv = ts.hypervisor
+    if isinstance(hv.backend, PoolBackend):
+        return hv.backend
+    if not membership.members(ts.persistence) or ts.master_address:
+        return None
+    pool = PoolBackend(hv.backend, peers_of(ts))
+    for host in ts.db.refs("host"):
+        if pool.remote(host) is None:
+            continue
+        # adopted from the database at start, but the member's own backend runs them
+        if host in pool.local.host_ids():
+            for dom in pool.local.host_domains(host):
+                pool.local.vm_reset(dom.vm_id)
+            pool.local.host_remove(host)
+        hv.known_hosts.discard(host)
+    hv.backend = pool
+    return pool

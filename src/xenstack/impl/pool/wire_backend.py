@@ -1,0 +1,174 @@
+"""The backend calls a master sends a member, and the member's side of them.
+
+The master's :class:`~.remote_backend.PoolBackend` sends a batch of backend operations
+(``[name, args]``, in order) through the hidden ``host.xenstack_backend``; the member runs
+them on its own backend (the simulator, or QEMU) and answers each result and a snapshot of
+the hosts it runs (free memory, domains, saved images), which the master caches. A backend
+failure stops the batch and comes back as data (its class and arguments), to be raised on
+the master as the same :class:`~xenstack.xenops.interface.XenopsError`, so that impl
+cannot tell a member's backend from its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+
+from ...core.context import Context
+from ...errors import ApiError
+from ...xenops import interface as xi
+from ..registry import internal
+from . import membership
+
+BACKEND_CALL = "host.xenstack_backend"
+
+# backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec
+OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "host_add": (False, ("hostspec",)),
+    "vm_start": (True, ("s", "spec", "b")),
+    "vm_shutdown": (True, ("s", "b")),
+    "vm_reboot": (True, ("s", "b", "spec")),
+    "vm_pause": (True, ("s",)),
+    "vm_unpause": (True, ("s",)),
+    "vm_suspend": (True, ("s",)),
+    "vm_resume": (True, ("s", "s", "b")),
+    "vm_save_image": (True, ("s", "s")),
+    "vm_copy_image": (False, ("s", "s")),
+    "vm_discard_image": (False, ("s",)),
+    "vm_set_vcpus": (True, ("s", "i")),
+    "vm_set_memory_dynamic_range": (True, ("s", "i", "i")),
+    "vm_reset": (False, ("s",)),
+    "vbd_plug": (True, ("s", "s")),
+    "vbd_unplug": (True, ("s", "s")),
+    "vif_plug": (True, ("s", "s")),
+    "vif_unplug": (True, ("s", "s")),
+    "snapshot": (False, ()),
+}
+
+_ERRORS: dict[str, type[xi.XenopsError]] = {
+    c.__name__: c
+    for c in (
+        xi.XenopsError,
+        xi.UnknownHost,
+        xi.NoSuchDomain,
+        xi.DomainExists,
+        xi.BadDomainState,
+        xi.DeviceError,
+    )
+}
+
+
+def dump(value: Any) -> Any:
+    """Backend values as JSON-able data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def domain_info(doc: dict[str, Any]) -> xi.DomainInfo:
+    return xi.DomainInfo(
+        **{
+            **doc,
+            "vbds": tuple(doc["vbds"]),
+            "vifs": tuple(doc["vifs"]),
+            "vif_networks": tuple(tuple(p) for p in doc["vif_networks"]),
+        }
+    )
+
+
+def domain_spec(doc: dict[str, Any]) -> xi.DomainSpec:
+    return xi.DomainSpec(
+        **{
+            **doc,
+            "vbds": tuple(doc["vbds"]),
+            "vifs": tuple(doc["vifs"]),
+            "platform": tuple(tuple(p) for p in doc["platform"]),
+            "vif_networks": tuple(tuple(p) for p in doc["vif_networks"]),
+        }
+    )
+
+
+def _argument(kind: str, value: Any) -> Any:
+    if kind == "spec":
+        return domain_spec(value)
+    if kind == "hostspec":
+        return xi.HostSpec(**value)
+    if kind == "b":
+        return bool(value)
+    if kind == "i":
+        return int(value)
+    return str(value)
+
+
+def raise_failure(failure: dict[str, Any]) -> None:
+    """Raise on the master the backend error a member reported."""
+    kind, args = str(failure["kind"]), list(failure["args"])
+    if kind == "OutOfMemory":
+        raise xi.OutOfMemory(int(args[0]), int(args[1]))
+    if kind == "Unimplemented":
+        raise xi.Unimplemented(str(args[0]))
+    raise _ERRORS.get(kind, xi.XenopsError)(*args)
+
+
+def snapshot(backend: xi.Backend) -> dict[str, Any]:
+    """What the member's backend holds, per host: free memory, domains, saved images."""
+    hosts: dict[str, Any] = {}
+    for host in backend.host_ids():
+        hosts[host] = {
+            "memory_free": backend.host_memory_free(host),
+            "domains": [dump(d) for d in backend.host_domains(host)],
+        }
+    images = [vm for vm in _images(backend)]
+    return {"hosts": hosts, "images": images}
+
+
+def _images(backend: xi.Backend) -> list[str]:
+    known = getattr(backend, "images", None)
+    return sorted(known) if isinstance(known, dict) else []
+
+
+async def run_batch(backend: xi.Backend, ops: list[list[Any]]) -> dict[str, Any]:
+    """Run ``ops`` in order on ``backend``; stop at the first failure."""
+    results: list[Any] = []
+    failure: dict[str, Any] | None = None
+    for name, args in ops:
+        if name not in OPERATIONS:
+            raise ApiError("INVALID_VALUE", ["operation", str(name)])
+        is_async, kinds = OPERATIONS[name]
+        if len(args) != len(kinds):
+            raise ApiError("INVALID_VALUE", ["arguments", str(name)])
+        if name == "snapshot":
+            results.append(None)
+            continue
+        values = [_argument(k, v) for k, v in zip(kinds, args, strict=True)]
+        try:
+            result = getattr(backend, name)(*values)
+            if is_async:
+                result = await result
+        except xi.OutOfMemory as exc:
+            failure = {"kind": "OutOfMemory", "args": [exc.needed, exc.available]}
+        except xi.Unimplemented as exc:
+            failure = {"kind": "Unimplemented", "args": [exc.operation]}
+        except xi.XenopsError as exc:
+            failure = {"kind": type(exc).__name__, "args": [str(a) for a in exc.args]}
+        if failure is not None:
+            break
+        results.append(dump(result))
+    return {"results": results, "failure": failure, "snapshot": snapshot(backend)}
+
+
+@internal(BACKEND_CALL, "string pool_secret, string operations", "string", roles="")
+async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
+    """On a member: run the master's backend operations on this host's own backend."""
+    ts = ctx.toolstack
+    if not membership.secret_matches(ts.persistence, pool_secret):
+        # xapi: ocaml/xapi/xapi_session.ml passes 2
+        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    backend = ts.hypervisor.backend
+    # this host's own backend (its journal included), not a pool's view of its members
+    local = backend.local if hasattr(backend, "is_remote") else backend
+    ops = orjson.loads(operations)
+    answer = await run_batch(local, ops)
+    return orjson.dumps(answer).decode()

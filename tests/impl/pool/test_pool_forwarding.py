@@ -1,0 +1,137 @@
+"""Forwarding for real: a master sends a member's work to the member's own toolstack.
+
+Two ``xenstack serve`` processes, each with its own simulator backend, serving HTTPS; B joins
+A's pool. A VM started with ``VM.start_on(B)`` runs in B's backend (asked directly, over TLS
+with the pool secret), its ``resident_on`` is B, and its operations (pause, shutdown) reach B
+through the master, who records them. Killing B's toolstack loses B's domains, not A's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import XenAPI
+
+from xenstack.testing import ServerProcess, failure, halted_vm, server_process
+
+pytestmark = pytest.mark.slow
+
+
+def connect(server: ServerProcess) -> Any:
+    s = XenAPI.Session(server.url)
+    s.xenapi.login_with_password("root", server.password, "1.0", "forwarding-tests")
+    return s.xenapi
+
+
+def meta(state_dir: Path, key: str) -> str:
+    with sqlite3.connect(state_dir / "xapi.db") as db:
+        (value,) = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(value)
+
+
+def member_domains(member: ServerProcess, master: ServerProcess, host: str) -> list[str]:
+    """What the member's own backend runs on ``host``, asked over TLS with the pool secret
+    (the master's copy of the member's certificate pins it)."""
+    import asyncio
+
+    from xenstack.impl.pool.peer import Peer
+
+    where = orjson.loads(meta(master.state_dir, "pool_members"))
+    entry = where[_uuid_of(member)]
+    secret = meta(master.state_dir, "pool_secret")
+    ops = orjson.dumps([["snapshot", []]]).decode()
+
+    async def ask() -> Any:
+        peer = Peer.of(entry)
+        try:
+            return orjson.loads(await peer.call("host.xenstack_backend", secret, ops))
+        finally:
+            await peer.close()
+
+    answer = asyncio.run(ask())
+    state = answer["snapshot"]["hosts"].get(host, {"domains": []})
+    return sorted(d["vm_id"] for d in state["domains"])
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
+    https = ["--https-port", "0"]
+    with (
+        server_process(tmp_path / "a", https) as a,
+        server_process(tmp_path / "b", https) as b,
+    ):
+        xb = connect(b)
+        (b_host,) = xb.host.get_all()
+        uuid = xb.host.get_uuid(b_host)
+        xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
+        member = connect(a).host.get_by_uuid(uuid)
+        yield a, b, member
+
+
+def test_start_on_the_member_runs_in_its_backend(pool: Any) -> None:
+    a, b, member = pool
+    xa = connect(a)
+    master = xa.pool.get_master(xa.pool.get_all()[0])
+    here, there = halted_vm(xa, "here"), halted_vm(xa, "there")
+    xa.VM.start_on(there, member, False, False)
+    xa.VM.start_on(here, master, False, False)
+    assert xa.VM.get_resident_on(there) == member
+    assert xa.VM.get_power_state(there) == "Running"
+    assert member_domains(b, a, member) == [there]  # in B's backend, not A's
+    # the member's own API still answers HOST_IS_SLAVE for all of it
+    assert failure(connect_raw(b).VM.get_all) == ["HOST_IS_SLAVE", f"127.0.0.1:{a.port}"]
+    # operations reach the member through the master
+    xa.VM.pause(there)
+    assert xa.VM.get_power_state(there) == "Paused"
+    xa.VM.unpause(there)
+    xa.VM.hard_shutdown(there)
+    assert xa.VM.get_power_state(there) == "Halted"
+    assert member_domains(b, a, member) == []
+    xa.VM.start_on(there, member, False, False)
+    assert member_domains(b, a, member) == [there]
+    xa.VM.clean_shutdown(there)
+    assert member_domains(b, a, member) == []
+    assert xa.VM.get_power_state(here) == "Running"
+
+
+def test_a_member_that_does_not_answer_fails_the_operation_and_changes_nothing(
+    pool: Any,
+) -> None:
+    a, b, member = pool
+    xa = connect(a)
+    vm = halted_vm(xa, "there")
+    b.kill()
+    code, *_ = failure(xa.VM.start_on, vm, member, False, False)
+    assert code == "INTERNAL_ERROR"
+    assert xa.VM.get_power_state(vm) == "Halted"
+    assert xa.VM.get_current_operations(vm) == {}
+
+
+def test_a_restarted_master_still_forwards(pool: Any) -> None:
+    a, b, member = pool
+    xa = connect(a)
+    vm = halted_vm(xa, "there")
+    xa.VM.start_on(vm, member, False, False)
+    a.stop()
+    a.start()
+    xa = connect(a)
+    assert xa.VM.get_power_state(vm) == "Running"
+    xa.VM.hard_shutdown(vm)  # the master learnt again what B runs
+    assert member_domains(b, a, member) == []
+
+
+def _uuid_of(member: ServerProcess) -> str:
+    """The member's host uuid, from its own (standalone) database."""
+    with sqlite3.connect(member.state_dir / "xapi.db") as db:
+        (this,) = db.execute("SELECT value FROM meta WHERE key = 'this_host'").fetchone()
+        (blob,) = db.execute("SELECT record FROM objects WHERE ref = ?", (this,)).fetchone()
+    return str(orjson.loads(blob)["uuid"])
+
+
+def connect_raw(server: ServerProcess) -> Any:
+    return XenAPI.Session(server.url).xenapi
