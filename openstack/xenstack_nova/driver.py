@@ -139,7 +139,8 @@ class XenAPIDriver(driver.ComputeDriver):
             CONF.reserved_host_disk_mb // 1024,
             CONF.reserved_host_cpus,
         )
-        ratios = self._get_allocation_ratios(inventory)
+        # the ratios placement holds already win over the initial ones (nova's precedence)
+        ratios = self._get_allocation_ratios(provider_tree.data(nodename).inventory)
         for rc, inv in inventory.items():
             inv["allocation_ratio"] = ratios[rc]
         provider_tree.update_inventory(nodename, inventory)

@@ -287,7 +287,11 @@ class VMOps:
     # --- destroy
 
     def destroy(self, instance: Any, network_info: Any, destroy_disks: bool = True) -> None:
-        for suffix in (vm_utils.RESCUE_SUFFIX, "", vm_utils.ORIG_SUFFIX):
+        suffixes = [vm_utils.RESCUE_SUFFIX, ""]
+        if instance.task_state != task_states.RESIZE_REVERTING:
+            # a revert destroys the resized VM only: the original comes back
+            suffixes.append(vm_utils.ORIG_SUFFIX)
+        for suffix in suffixes:
             ref = vm_utils.lookup(self.session, instance.name + suffix)
             if ref is None:
                 continue
