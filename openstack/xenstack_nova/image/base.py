@@ -69,7 +69,8 @@ class ImageHandler:
     def update_image(
         self, context: Any, image_id: str, meta: dict[str, Any], data: Iterable[bytes] | None
     ) -> None:
-        self.images.update(context, image_id, meta, data=data, purge_props=False)
+        body = ChunkFile(iter(data)) if data is not None else None
+        self.images.update(context, image_id, meta, data=body, purge_props=False)
 
     # --- the host's HTTP handlers
 
@@ -149,6 +150,42 @@ class ImageHandler:
                 finally:
                     conn.close()
             self.wait_task(task)
+
+
+class ChunkFile:
+    """A read-only file over an iterator of byte chunks (what glanceclient uploads from)."""
+
+    def __init__(self, chunks: Iterator[bytes], first: bytes = b"") -> None:
+        self.buf = first
+        self.chunks = chunks
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            try:
+                self.buf += next(self.chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            n = len(self.buf)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.buf:
+            yield self.buf
+            self.buf = b""
+        yield from self.chunks
+
+
+def identity_headers(context: Any) -> dict[str, str]:
+    """The headers a dom0 plug-in forwards to Glance on the user's behalf."""
+    return {
+        "X-Auth-Token": str(getattr(context, "auth_token", "") or ""),
+        "X-Roles": ",".join(getattr(context, "roles", []) or []),
+        "X-Tenant-Id": str(getattr(context, "project_id", "") or ""),
+        "X-User-Id": str(getattr(context, "user_id", "") or ""),
+        "X-Identity-Status": "Confirmed",
+    }
 
 
 def round_mib(size: int) -> int:

@@ -21,7 +21,7 @@ from nova.image import glance
 from oslo_config import cfg
 
 from .. import vm_utils
-from .base import ImageHandler, round_mib
+from .base import ImageHandler, identity_headers, round_mib
 
 CONF = cfg.CONF
 PLUGIN = "glance.py"
@@ -55,7 +55,7 @@ class DirectVhdHandler(ImageHandler):
         return f"{CONF.xenserver.sr_base_path.rstrip('/')}/{sr_uuid}"
 
     def _headers(self, context: Any) -> dict[str, str]:
-        return dict(glance.generate_identity_headers(context))
+        return identity_headers(context)
 
     def download(self, context: Any, instance: Any, image_id: str, sr: str, min_size: int) -> str:
         stack = [str(uuid.uuid4()) for _ in range(CHAIN_MAX)]

@@ -24,26 +24,7 @@ from nova import exception
 
 from .. import vm_utils
 from . import vhd
-from .base import CHUNK, ImageHandler, check_format, disk_format, round_mib
-
-
-class _ChunkReader:
-    """A file-like view of an iterator of byte chunks (for ``tarfile`` in stream mode)."""
-
-    def __init__(self, first: bytes, rest: Iterator[bytes]) -> None:
-        self.buf = first
-        self.rest = rest
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            try:
-                self.buf += next(self.rest)
-            except StopIteration:
-                break
-        if n < 0:
-            n = len(self.buf)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+from .base import CHUNK, ChunkFile, ImageHandler, check_format, disk_format, round_mib
 
 
 class RemoteStreamHandler(ImageHandler):
@@ -74,7 +55,7 @@ class RemoteStreamHandler(ImageHandler):
     ) -> str:
         workdir = tempfile.mkdtemp(prefix="xenstack-nova-vhd-")
         try:
-            files = _untar_vhds(_ChunkReader(first, chunks), workdir)
+            files = _untar_vhds(ChunkFile(chunks, first), workdir)
             with open(files[0], "rb") as leaf:
                 size = vhd.read_footer(leaf).current_size
             vdi = vm_utils.make_vdi(self.session, sr, label, round_mib(max(size, min_size)), "root")
