@@ -3,6 +3,7 @@
 both, and ``DIR/expected.raw``, the disk they make together; ``make_vhd_chain.py --raw VHD
 OUT`` writes a VHD's disk as raw bytes (to check what the handlers upload)."""
 
+import itertools
 import os
 import sys
 import tarfile
@@ -43,7 +44,7 @@ def tar_to_raw(tar_path: str, out: str) -> None:
         with tarfile.open(tar_path, "r:gz") as tar:
             tar.extractall(d, filter="data")
         names = sorted((n for n in os.listdir(d) if n.endswith(".vhd")), key=lambda n: int(n[:-4]))
-        for child, parent in zip(names, names[1:], strict=False):
+        for child, parent in itertools.pairwise(names):
             set_parent(os.path.join(d, child), os.path.join(d, parent))
         to_raw(os.path.join(d, names[0]), out)
 

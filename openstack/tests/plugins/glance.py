@@ -44,13 +44,15 @@ def download_vhd2(session, args):
     stack = list(kw["uuid_stack"])
     staging = tempfile.mkdtemp(dir=kw["sr_path"], prefix=".glance-")
     try:
-        with _request("GET", url, kw["extra_headers"]) as resp:
-            with tarfile.open(fileobj=resp, mode="r|gz") as tar:
-                for member in tar:
-                    if member.isfile() and member.name.lstrip("./").endswith(".vhd"):
-                        src = tar.extractfile(member)
-                        with open(os.path.join(staging, os.path.basename(member.name)), "wb") as f:
-                            shutil.copyfileobj(src, f, CHUNK)
+        with (
+            _request("GET", url, kw["extra_headers"]) as resp,
+            tarfile.open(fileobj=resp, mode="r|gz") as tar,
+        ):
+            for member in tar:
+                if member.isfile() and member.name.lstrip("./").endswith(".vhd"):
+                    src = tar.extractfile(member)
+                    with open(os.path.join(staging, os.path.basename(member.name)), "wb") as f:
+                        shutil.copyfileobj(src, f, CHUNK)
         count = len([n for n in os.listdir(staging) if n.endswith(".vhd")])
         names = [stack.pop() for _ in range(count)]  # names[i] for i.vhd
         for i in reversed(range(count)):  # the base first: a child links to a moved parent
@@ -80,11 +82,12 @@ def upload_vhd2(session, args):
     kw = _params(args)
     paths = _chain(kw["sr_path"], kw["vdi_uuids"])
     read_footer(paths[0])  # a VHD, or this fails before Glance is touched
-    body = tempfile.TemporaryFile()
-    with tarfile.open(fileobj=body, mode="w|gz") as tar:
-        for i, path in enumerate(paths):
-            tar.add(path, arcname=f"{i}.vhd")
-    body.seek(0)
+    with tempfile.TemporaryFile() as spool:
+        with tarfile.open(fileobj=spool, mode="w|gz") as tar:
+            for i, path in enumerate(paths):
+                tar.add(path, arcname=f"{i}.vhd")
+        spool.seek(0)
+        body = spool.read()
     base = f"{kw['endpoint']}/v2/images/{kw['image_id']}"
     patch = [
         {"op": "add", "path": "/disk_format", "value": "vhd"},
