@@ -104,9 +104,7 @@ def upload_vhd2(session, args):
         json.dumps(patch).encode(),
         "application/openstack-images-v2.1-json-patch",
     ).read()
-    _request(
-        "PUT", base + "/file", kw["extra_headers"], body.read(), "application/octet-stream"
-    ).read()
+    _request("PUT", base + "/file", kw["extra_headers"], body, "application/octet-stream").read()
     return _answer(None)
 
 
