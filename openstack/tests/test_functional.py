@@ -5,6 +5,12 @@ Each step is checked on the XenAPI side too."""
 
 from __future__ import annotations
 
+# nova.tests before nova.test: in native-threading mode (OS_NOVA_DISABLE_EVENTLET_PATCHING=1)
+# nova aborts with "eventlet library imported early" otherwise
+from nova.tests.functional import integrated_helpers
+
+# isort: split
+
 import os
 import sys
 import time
@@ -12,9 +18,6 @@ import time
 import xenstack_nova.driver  # noqa: F401 - registers the [xenserver] options
 import xenstack_server
 from nova.tests import fixtures as nova_fixtures
-
-# nova.tests before nova.test (native-threading mode aborts otherwise)
-from nova.tests.functional import integrated_helpers
 
 SERVER: xenstack_server.XenstackServer | None = None
 
@@ -108,6 +111,22 @@ class XenstackCloudTest(integrated_helpers._IntegratedTestBase):
         self.assertEqual(str(2048 << 20), vm["memory_static_max"])
         self.assertEqual([], x.VM.get_by_name_label(vm["name_label"] + "-orig"))
 
+        self._delete_server(server)
+        self._wait_until_deleted(server)
+        self.assertEqual([], x.VM.get_by_name_label(vm["name_label"]))
+
+    def test_config_drive_is_a_read_only_vdi(self) -> None:
+        self.flags(force_config_drive=True)
+        server = self._create_server(networks="none")
+        assert SERVER is not None
+        session = SERVER.session()
+        x = session.xenapi
+        vm = self.xapi_vm(server)
+        (vbd,) = [v for v in vm["VBDs"] if x.VBD.get_userdevice(v) == "3"]
+        self.assertEqual("RO", x.VBD.get_mode(vbd))
+        iso = xenstack_server.export_vdi(SERVER, session, x.VBD.get_VDI(vbd))
+        self.assertEqual(b"CD001", iso[32769:32774])  # an ISO 9660 volume descriptor
+        self.assertEqual(b"config-2", iso[32808:32816])  # cloud-init's config drive label
         self._delete_server(server)
         self._wait_until_deleted(server)
         self.assertEqual([], x.VM.get_by_name_label(vm["name_label"]))

@@ -9,6 +9,12 @@ native threads), see ``run.sh``.
 
 from __future__ import annotations
 
+# nova.tests before nova.test: in native-threading mode (OS_NOVA_DISABLE_EVENTLET_PATCHING=1)
+# nova aborts with "eventlet library imported early" otherwise
+from nova.tests.unit.virt import test_virt_drivers
+
+# isort: split
+
 import logging
 import os
 import re
@@ -16,10 +22,6 @@ import unittest
 
 import xenstack_server
 from nova import test
-
-# nova.tests.unit before nova.test: in native-threading mode importing nova.test first makes
-# nova abort with "eventlet library imported early"
-from nova.tests.unit.virt import test_virt_drivers
 from nova.virt import driver as nova_driver
 from nova.virt import fake
 

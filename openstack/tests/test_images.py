@@ -9,6 +9,12 @@ the ``/dev/xvdX`` that appears, which needs nova-compute in a real Xen guest."""
 
 from __future__ import annotations
 
+# nova.tests before nova.test: in native-threading mode (OS_NOVA_DISABLE_EVENTLET_PATCHING=1)
+# nova aborts with "eventlet library imported early" otherwise
+from nova.tests.unit import fake_instance
+
+# isort: split
+
 import io
 import os
 import subprocess
@@ -22,7 +28,6 @@ import xenstack_server
 from nova import context as nova_context
 from nova import test
 from nova.image import glance as nova_glance
-from nova.tests.unit import fake_instance
 from xenstack_nova import image as image_mod
 from xenstack_nova.session import XenAPISession
 

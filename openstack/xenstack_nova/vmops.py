@@ -242,7 +242,6 @@ class VMOps:
             content=injected_files,
             extra_md=extra_md,
             network_info=network_info,
-            request_context=context,
         )
         tmp = tempfile.mkdtemp(prefix="xenstack-nova-cd-")
         try:
