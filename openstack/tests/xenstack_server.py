@@ -33,11 +33,16 @@ def free_port() -> int:
 
 class XenstackServer:
     def __init__(
-        self, hosts: int = 1, plugin_dir: str | None = None, extra_env: dict[str, str] | None = None
+        self,
+        hosts: int = 1,
+        plugin_dir: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.hosts = hosts
         self.plugin_dir = plugin_dir
         self.extra_env = extra_env or {}
+        self.extra_args = extra_args or []
         self.tmp = tempfile.mkdtemp(prefix="xo-xenstack-")
         self.state = os.path.join(self.tmp, "state")
         self.port = free_port()
@@ -80,6 +85,7 @@ class XenstackServer:
             str(self.port),
             "--hosts",
             str(self.hosts),
+            *self.extra_args,
         ]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

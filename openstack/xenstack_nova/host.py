@@ -39,12 +39,12 @@ class HostState:
         sr = self.session.call("SR.get_record", self.sr)
         return rec, metrics, sr
 
-    def _vcpus_used(self, rec: dict[str, Any]) -> int:
+    def _vcpus_used(self) -> int:
+        """vCPUs of the guests resident on the host (one call, whatever the pool's size)."""
+        expr = f'field "resident_on" = "{self.host}" and field "is_control_domain" = "false"'
         used = 0
-        for vm in rec["resident_VMs"]:
-            vm_rec = self.session.call("VM.get_record", vm)
-            if not vm_rec["is_control_domain"]:
-                used += int(vm_rec["VCPUs_max"])
+        for vm_rec in self.session.call("VM.get_all_records_where", expr).values():
+            used += int(vm_rec["VCPUs_max"])
         return used
 
     def available_resource(self) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class HostState:
             "vcpus": int(cpu.get("cpu_count", 0)),
             "memory_mb": total // MiB,
             "local_gb": disk_total // GiB,
-            "vcpus_used": self._vcpus_used(rec),
+            "vcpus_used": self._vcpus_used(),
             "memory_mb_used": (total - free) // MiB,
             "local_gb_used": disk_used // GiB,
             "hypervisor_type": "XenServer",
