@@ -64,7 +64,8 @@ class ImageHandler:
                 while chunk := f.read(CHUNK):
                     yield chunk
         finally:
-            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def update_image(
         self, context: Any, image_id: str, meta: dict[str, Any], data: Iterable[bytes] | None
