@@ -66,7 +66,7 @@ class XenstackServer:
 
     def start(self) -> XenstackServer:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO / "src")
+        env["PYTHONPATH"] = os.environ.get("XENSTACK_SRC") or str(REPO / "src")
         env["XENSTACK_GUEST_AGENT_DELAY"] = env.get("XENSTACK_GUEST_AGENT_DELAY", "0")
         if self.plugin_dir:
             env["XENSTACK_PLUGIN_DIR"] = self.plugin_dir

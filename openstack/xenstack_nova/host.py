@@ -4,6 +4,7 @@ its power and enablement."""
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import os_resource_classes as orc
@@ -32,6 +33,9 @@ class HostState:
         self.session = session
         self.host = host
         self.sr = sr
+        self._cpu_last: float | None = None
+        self._cpu_busy_ns = 0
+        self._cpu_idle_ns = 0
 
     def _facts(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         rec = self.session.call("host.get_record", self.host)
@@ -173,11 +177,25 @@ class HostState:
             raise
 
     def cpu_stats(self) -> dict[str, Any]:
-        cpu = self.session.call("host.get_cpu_info", self.host)
+        """nova's cumulative CPU times (ns), integrated from XAPI's per-CPU utilisation
+        (``host_cpu.utilisation``, the fraction busy over the last interval) between calls.
+        XAPI does not split busy time into kernel, user and I/O wait: it is all ``user``."""
+        cpus = [
+            self.session.call("host_cpu.get_record", ref)
+            for ref in self.session.call("host.get_host_CPUs", self.host)
+        ]
+        now = time.monotonic()
+        elapsed = now - self._cpu_last if self._cpu_last is not None else 0.0
+        self._cpu_last = now
+        for cpu in cpus:
+            busy = min(max(float(cpu["utilisation"]), 0.0), 1.0)
+            self._cpu_busy_ns += int(busy * elapsed * 1e9)
+            self._cpu_idle_ns += int((1.0 - busy) * elapsed * 1e9)
+        speed = float(cpus[0]["speed"]) if cpus else 0.0
         return {
             "kernel": 0,
-            "idle": 0,
-            "user": 0,
+            "idle": self._cpu_idle_ns,
+            "user": self._cpu_busy_ns,
             "iowait": 0,
-            "frequency": int(float(cpu.get("speed", 0) or 0)),
+            "frequency": int(speed),
         }

@@ -17,7 +17,6 @@ import urllib.request
 import XenAPIPlugin
 
 from xenstack.storage.vhd import read_footer
-from xenstack.storage.vhd.layer import read_metadata
 from xenstack.storage.vhd.ops import set_parent
 
 CHUNK = 1 << 20
@@ -66,16 +65,9 @@ def download_vhd2(session, args):
 
 
 def _chain(sr_path, uuids):
-    """The files of the chain: those named, then each one's parents on disk."""
-    paths = [os.path.join(sr_path, u + ".vhd") for u in uuids]
-    while True:
-        _footer, header = read_metadata(paths[-1])
-        if header is None or not header.parent_name:
-            return paths
-        parent = os.path.join(sr_path, os.path.basename(header.parent_name))
-        if not os.path.isfile(parent) or parent in paths:
-            return paths
-        paths.append(parent)
+    """The files of the chain nova names, leaf first (os-xenapi's plug-in follows no
+    parent links of its own)."""
+    return [os.path.join(sr_path, u + ".vhd") for u in uuids]
 
 
 def upload_vhd2(session, args):

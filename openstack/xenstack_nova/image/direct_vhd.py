@@ -12,7 +12,6 @@ plug-in reports. Upload passes the VDI's chain of UUIDs, leaf first.
 from __future__ import annotations
 
 import pickle
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -82,6 +81,21 @@ class DirectVhdHandler(ImageHandler):
     def upload(
         self, context: Any, instance: Any, image_id: str, vdi: str, meta: dict[str, Any]
     ) -> None:
+        """The VDI's chain, leaf first, as XAPI names it (``sm_config:vhd-parent``); a host
+        that does not name parents gets a standalone copy (``VDI.copy``) uploaded instead,
+        so that the plug-in never sends a differencing disk without its parents."""
+        if not self.session.call("VDI.get_sm_config", vdi).get("vhd-parent"):
+            copy = str(self.session.call("VDI.copy", vdi, self.session.call("VDI.get_SR", vdi)))
+            try:
+                self._upload_chain(context, instance, image_id, copy, meta)
+            finally:
+                vm_utils.destroy_vdis(self.session, [copy])
+            return
+        self._upload_chain(context, instance, image_id, vdi, meta)
+
+    def _upload_chain(
+        self, context: Any, instance: Any, image_id: str, vdi: str, meta: dict[str, Any]
+    ) -> None:
         chain = []
         ref = vdi
         while ref and ref != "OpaqueRef:NULL" and len(chain) < CHAIN_MAX:
@@ -107,7 +121,3 @@ class DirectVhdHandler(ImageHandler):
             if len(details) == 4 and details[3] == "ImageNotFound":
                 raise exception.ImageNotFound(image_id=image_id) from exc
             raise
-
-
-def endpoint_host(endpoint: str) -> str:
-    return urllib.parse.urlsplit(endpoint).netloc
