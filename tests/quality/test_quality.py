@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TREES = ["src", "tests", "bench", "tools"]
+TREES = ["src", "tests", "bench", "tools", "openstack"]
 
 
 def _tool(name: str) -> str:

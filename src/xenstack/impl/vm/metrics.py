@@ -16,6 +16,7 @@ from ...db.store import Database
 from ...idl.types import NULL_REF, DateTime
 from ...xenops.interface import DomainInfo
 from ..devices.devices import disk_name, disk_number
+from .consoles import close_consoles, open_consoles
 
 SYSTEM_CLOCK = SystemClock()  # for callers without a toolstack at hand
 
@@ -68,6 +69,8 @@ def record_domain(
     db.update("VM_metrics", metrics, **fields)
     if started:
         _set_attached(db, vm, info)
+    if not vm["is_control_domain"]:
+        open_consoles(db, vm_ref, info.host_id)
 
 
 def record_halted(db: Database, vm_ref: str, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -77,6 +80,7 @@ def record_halted(db: Database, vm_ref: str, clock: Clock = SYSTEM_CLOCK) -> Non
     _set_attached(db, vm, None)
     _clear_residence(db, vm_ref, clock)
     drop_guest_metrics(db, vm_ref)
+    close_consoles(db, vm_ref)
 
 
 def record_suspended(
@@ -84,6 +88,7 @@ def record_suspended(
 ) -> None:
     """The VM's memory is saved in an image; it has no domain."""
     db.set("VM", vm_ref, "power_state", "Suspended")
+    close_consoles(db, vm_ref)
     if not keep_residence:
         _clear_residence(db, vm_ref, clock)
 
