@@ -21,6 +21,8 @@ from ...core.context import Context, Services
 from ...db.store import Database
 from ...errors import ApiError
 from ...xenstore import Connection, XenStore, XsError
+from ..host.hypervisor import hypervisor
+from ..pool.remote_backend import PoolBackend
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +146,18 @@ async def ask_guest(ctx: Context, vm: str, reason: str, clean: bool) -> None:
     and fails as XAPI does, ``VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT``, if the guest does not take
     the request in time; a hard one asks nothing."""
     row = ctx.db.get("VM", vm)
-    if not clean or row["power_state"] != "Running":
+    if not clean or row["power_state"] != "Running" or _on_a_member(ctx, row["resident_on"]):
         return
     if not ctx.db.exists("host", row["resident_on"]) or not await request_shutdown(ctx, vm, reason):
         raise ApiError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", [vm])
+
+
+def _on_a_member(ctx: Context, host: str) -> bool:
+    """Whether the domain runs in a member toolstack's backend: that host's own XenStore has
+    its guest, so the member's backend asks it (as a member's xenopsd does in XAPI), and this
+    host's copy of the member's nodes would never see the answer."""
+    backend = hypervisor(ctx).backend
+    return isinstance(backend, PoolBackend) and backend.is_remote(host)
 
 
 async def request_shutdown(ctx: Context, vm: str, reason: str) -> bool:
