@@ -61,6 +61,7 @@ from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
+from .impl.vm import domains as vm_domains
 from .impl.vm import guest_metrics
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
@@ -69,7 +70,7 @@ from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
-from .xenops.interface import Backend
+from .xenops.interface import Backend, PortHooks
 from .xenops.simulator import SimulatorBackend
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,29 @@ def make_private(state_dir: Path) -> None:
                 os.chmod(path, stat.S_IMODE(mode) & ~0o077)
 
 
-def make_backend(config: ToolstackConfig) -> Backend:
-    """The backend ``config.backend`` names, configured from ``config``."""
-    if config.backend == "simulator":
+BACKENDS = ("simulator", "qemu")
+
+
+def make_backend(
+    config: ToolstackConfig,
+    state_dir: Path | None = None,
+    hooks: PortHooks | None = None,
+    name: str = "",
+) -> Backend:
+    """The backend ``name`` (else ``config.backend``) names, configured from ``config``.
+
+    ``qemu`` keeps its domains' files under ``state_dir`` and plugs VIFs with ``hooks`` (the
+    switch's; without them, taps on Linux bridges), in ``config.netns`` if set."""
+    name = name or config.backend
+    if name == "simulator":
         return SimulatorBackend(guest_agent_delay=config.guest_agent_delay)
-    raise ValueError(f"no such hypervisor backend: {config.backend!r}")
+    if name == "qemu":
+        if state_dir is None:
+            raise ValueError("the qemu backend needs a state directory")
+        from .xenops.qemu.backend import QemuBackend
+
+        return QemuBackend(str(state_dir), netns=config.netns, hooks=hooks)
+    raise ValueError(f"no such hypervisor backend: {name!r}")
 
 
 class Toolstack:
@@ -147,13 +166,20 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
-        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
+        self.background: set[asyncio.Task[None]] = set()
+        # the backend chosen at init is the state's, unless the configuration names another
+        stored = self.persistence.get_meta("backend") or ""
+        name = self.config.backend if self.config.backend != "simulator" else stored
+        self.hypervisor = self._make_hypervisor(
+            backend or make_backend(self.config, self.state_dir, name=name or "simulator")
+        )
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
 
     def _make_hypervisor(self, backend: Backend) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
+        backend.on_domain_exit(functools.partial(vm_domains.domain_exited, self))
         return Hypervisor(self, backend)
 
     @property
@@ -185,6 +211,8 @@ class Toolstack:
             with self.db.transaction():
                 use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
         self.persistence.set_meta("this_host", self.this_host)
+        if self.state_dir is not None:  # `serve` brings the same backend back
+            self.persistence.set_meta("backend", self.hypervisor.backend.capabilities.name)
         return password
 
     async def start(self, config: HttpConfig) -> None:
@@ -202,6 +230,7 @@ class Toolstack:
         config.uploads = guard_uploads(uploads, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
+        await vm_domains.adopt(self)  # running guests (and their disks' exports) first
         await self.server.start()
         self._reaper = asyncio.create_task(self._reap_sessions())
 
@@ -213,6 +242,7 @@ class Toolstack:
         await self.storage.stop()
         if self.server is not None:
             await self.server.stop()
+        await self.hypervisor.backend.close()  # the guests keep running
         for job in list(self.tasks.running.values()):
             job.cancel()
         await self.db.durable()

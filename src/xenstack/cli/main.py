@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ from pathlib import Path
 from ..core.config import from_environment
 from ..idl.model import ROLES
 from ..rpc.http import HttpConfig
-from ..toolstack import Toolstack, write_secret
+from ..toolstack import BACKENDS, Toolstack, write_secret
 
 
 def _read_password(path: str) -> str:
@@ -40,14 +41,19 @@ def _read_password(path: str) -> str:
     return text
 
 
-def open_toolstack(state_dir: Path) -> Toolstack:
-    """The toolstack of DIR, configured from the environment."""
-    return Toolstack(state_dir, config=from_environment(os.environ))
+def open_toolstack(state_dir: Path, args: argparse.Namespace | None = None) -> Toolstack:
+    """The toolstack of DIR, configured from the environment and the options."""
+    config = from_environment(os.environ)
+    if args is not None and getattr(args, "backend", None):
+        config = dataclasses.replace(config, backend=args.backend)
+    if args is not None and getattr(args, "netns", None):
+        config = dataclasses.replace(config, netns=args.netns)
+    return Toolstack(state_dir, config=config)
 
 
 def init_state(state_dir: Path, args: argparse.Namespace) -> Toolstack:
     """Initialise DIR as the options say, if it is not yet; return the toolstack."""
-    toolstack = open_toolstack(state_dir)
+    toolstack = open_toolstack(state_dir, args)
     if toolstack.initialised:
         return toolstack
     password_file = args.password_file
@@ -144,6 +150,11 @@ def _add_pool_options(sub: argparse.ArgumentParser) -> None:
         ),
     )
     sub.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the hypervisor: simulator (the default) or qemu (real guests); kept in the state",
+    )
+    sub.add_argument(
         "--shared-sr",
         action="store_true",
         help="add a shared NFS-like SR that every host of the pool sees",
@@ -173,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--head-timeout", type=float, default=HttpConfig.head_timeout)
     serve.add_argument("--request-timeout", type=float, default=HttpConfig.request_timeout)
+    serve.add_argument("--netns", help="run real guests (QEMU and its taps) in this netns")
     _add_pool_options(serve)
     serve.set_defaults(func=cmd_serve)
     user = sub.add_parser("user-add", help="add a local user with a role")

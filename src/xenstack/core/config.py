@@ -23,6 +23,8 @@ GUEST_AGENT_DELAY_ENV = "XENSTACK_GUEST_AGENT_DELAY"
 PLUGIN_TIMEOUT_ENV = "XENSTACK_PLUGIN_TIMEOUT"
 PLUGIN_DIR_ENV = "XENSTACK_PLUGIN_DIR"
 EXTENSION_DIR_ENV = "XENSTACK_EXTENSION_DIR"
+NETNS_ENV = "XENSTACK_NETNS"
+BACKEND_ENV = "XENSTACK_BACKEND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +32,11 @@ class ToolstackConfig:
     """How one toolstack behaves; every field has the default ``xenstack serve`` uses.
 
     ``backend`` names the hypervisor backend the composition root builds when it is given
-    none (only ``"simulator"`` exists); ``guest_agent_delay`` is how long the simulator's
-    guest agents take to report after a boot (seconds). ``plugin_dirs`` and
-    ``extension_dirs`` are searched before the state directory's own ``plugins/`` and
-    ``extensions/``.
+    none (``"simulator"``, or ``"qemu"``: real guests; a state keeps the one it was
+    initialised with); ``netns`` is the network namespace the qemu backend runs QEMU in;
+    ``guest_agent_delay`` is how long the simulator's guest agents take to report after a
+    boot (seconds). ``plugin_dirs`` and ``extension_dirs`` are searched before the state
+    directory's own ``plugins/`` and ``extensions/``.
     """
 
     backend: str = "simulator"
@@ -42,6 +45,8 @@ class ToolstackConfig:
     plugin_timeout: float = PLUGIN_TIMEOUT
     plugin_dirs: tuple[Path, ...] = ()
     extension_dirs: tuple[Path, ...] = ()
+    # the network namespace real guests (the qemu backend's QEMU and taps) run in; "" none
+    netns: str = ""
 
 
 def _paths(text: str) -> tuple[Path, ...]:
@@ -65,4 +70,8 @@ def from_environment(
         changes["plugin_dirs"] = _paths(environ[PLUGIN_DIR_ENV])
     if environ.get(EXTENSION_DIR_ENV):
         changes["extension_dirs"] = _paths(environ[EXTENSION_DIR_ENV])
+    if environ.get(NETNS_ENV):
+        changes["netns"] = environ[NETNS_ENV]
+    if environ.get(BACKEND_ENV):
+        changes["backend"] = environ[BACKEND_ENV]
     return replace(config, **changes)

@@ -35,7 +35,7 @@ def fields(report: GuestReport, clock: Clock) -> dict[str, Any]:
         "PV_drivers_version": dict(report.pv_drivers_version),
         "PV_drivers_up_to_date": bool(report.pv_drivers_version),
         "PV_drivers_detected": bool(report.pv_drivers_version),
-        "memory": {},
+        "memory": dict(report.memory),
         "disks": {},
         "networks": dict(report.networks),
         "other": dict(report.features),
