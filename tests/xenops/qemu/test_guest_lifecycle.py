@@ -73,6 +73,7 @@ def test_a_real_guest_through_its_lifecycle(host: QemuHost, sdk: Any, x: Any) ->
     assert x.VM.get_power_state(vm) == "Running"
     con = console(host, x, vm)
     assert uptime(con) > before
+    assert guest_ip(x, vm) == ip  # the agent reports again, from the same guest
 
     # a disk hot-plugged into the running guest appears in it
     sr = x.pool.get_default_SR(x.pool.get_all()[0])
