@@ -58,14 +58,18 @@ class QemuHost:
 
 
 @contextmanager
-def qemu_host(prefix: str = "xq", state_dir: Path | None = None) -> Iterator[QemuHost]:
-    """``xenstack init --backend qemu`` then ``xenstack serve --netns``, on a private net."""
+def qemu_host(
+    prefix: str = "xq", state_dir: Path | None = None, init_args: tuple[str, ...] = ()
+) -> Iterator[QemuHost]:
+    """``xenstack init --backend qemu`` then ``xenstack serve --netns``, on a private net.
+
+    ``init_args`` go to ``xenstack init`` (``--hosts 2 --shared-sr`` for a pool)."""
     test_guest_dir()
     with guest_network(prefix) as net, tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
         state = state_dir or Path(tmp) / "state"
         cli = [sys.executable, "-m", "xenstack.cli.main"]
-        subprocess.run([*cli, "init", "--state-dir", str(state), "--backend", "qemu"],
-                       check=True, timeout=120)  # fmt: skip
+        init = [*cli, "init", "--state-dir", str(state), "--backend", "qemu", *init_args]
+        subprocess.run(init, check=True, timeout=120)
         server = ServerProcess(state, free_port(), ["--netns", net.netns])
         server.start(timeout=120)
         try:

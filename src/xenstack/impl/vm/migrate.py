@@ -9,6 +9,7 @@ from __future__ import annotations
 from ...core.context import Context
 from ...db.store import Database
 from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
+from ..host.specs import attach_disks, domain_spec
 from ..registry import implements
 from .metrics import record_domain
 from .placement import assert_can_boot_here
@@ -18,8 +19,9 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
     """Migrate the VM's domain to ``host`` (the operation is already marked)."""
     source = db.get("VM", vm)["resident_on"]
     assert_can_boot_here(hv, db, vm, host)
+    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))  # the same exports
     with backend_errors():
-        info = await hv.backend.vm_migrate(vm, hv.host(db, host))
+        info = await hv.backend.vm_migrate(vm, hv.host(db, host), spec)
     with db.transaction():
         record_domain(db, vm, info, started=False, clock=ctx.toolstack.clock)
         hv.sync_memory(db, source)

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 QEMU_CAPABILITIES = Capabilities(
     name="qemu",
-    live_migration=False,
+    live_migration=True,
     suspend=True,
     pause=True,
     vcpu_hotplug=False,
