@@ -11,6 +11,9 @@ downtime QEMU measured is kept in :attr:`QemuBackend.migrations`.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import shlex
 import socket
 import sys
@@ -50,6 +53,7 @@ class QemuBackend(Protocol):
 
 
 MIGRATION_TIMEOUT = 300.0
+log = logging.getLogger(__name__)
 
 
 def _nbdio(verb: str, image: DiskSpec) -> str:
@@ -112,6 +116,17 @@ async def resume(
     return await backend._build(host_id, spec, paused, incoming=_nbdio("load", image))
 
 
+def _move_home(dom: Domain, home: str) -> None:
+    """Give the migrated domain the run directory its source had (sockets follow: a Unix
+    socket is found through its directory's inode, which a rename keeps)."""
+    if os.path.exists(home) or dom.run.path == home:
+        return
+    os.rename(dom.run.path, home)
+    dom.run = RunDir(home)
+    if dom.channel is not None:
+        dom.channel.path = dom.run.agent
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,24 +141,31 @@ async def migrate(backend: QemuBackend, src: Domain, host_id: str, spec: DomainS
     dst = Domain(spec, host_id, domid, backend._run_dir(spec, domid), src.start_time)
     dst.state = "paused"
     dst.vbds, dst.vifs = list(src.vbds), list(src.vifs)
+    was_running = src.state == "running"  # the migration's last step stops the source
     try:
         await backend._make(dst, incoming=f"tcp:127.0.0.1:{port}")
         await backend._qmp(src).execute("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
         status = await wait_migration(backend, src)
         await backend._wait_incoming(dst)
-        if src.state == "running":
+        if was_running:
             await backend._qmp(dst).execute("cont")
             dst.state = "running"
     except BaseException:
         await backend._destroy(dst)
         raise
     dst.memory_actual = src.memory_actual
+    home = src.run.path
     await backend._stop(src, clean=False)
     backend.domains[spec.vm_id] = dst
+    _move_home(dst, home)
     dst.save()
-    backend.migrations[spec.vm_id] = {
+    stats = {
         "downtime_ms": float(status.get("downtime", 0)),
         "total_ms": float(status.get("total-time", 0)),
         "wall_s": time.monotonic() - started,
     }
+    backend.migrations[spec.vm_id] = stats
+    with open(os.path.join(dst.run.path, "migration.json"), "w") as f:
+        json.dump(stats, f)  # what QEMU measured, for people and benchmarks
+    log.info("VM %s migrated: downtime %.1f ms", spec.vm_id, stats["downtime_ms"])
     return dst.info()
