@@ -61,10 +61,12 @@ from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
+from .impl.vm import consoles as vm_consoles
 from .impl.vm import domains as vm_domains
 from .impl.vm import guest_metrics
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
+from .rpc.console_http import guard_connects
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
@@ -228,6 +230,8 @@ class Toolstack:
             b"/import": vm_upload(functools.partial(open_import, self)),
         }
         config.uploads = guard_uploads(uploads, checker)
+        consoles = {b"/console": functools.partial(vm_consoles.open_console, self)}
+        config.connects = guard_connects(consoles, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
         await vm_domains.adopt(self)  # running guests (and their disks' exports) first

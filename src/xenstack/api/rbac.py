@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
 READ_ONLY = frozenset(ROLES)  # every role
+VM_OPERATOR = VM_ADMIN | {"vm-operator"}
 LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
 
 HTTP_PREFIX = "http/"
@@ -54,6 +55,7 @@ _DECLARED = (
     HttpAction("put_import_raw_vdi", "PUT", "/import_raw_vdi", VM_ADMIN),
     HttpAction("get_export", "GET", "/export", VM_ADMIN),
     HttpAction("get_export_raw_vdi", "GET", "/export_raw_vdi", VM_ADMIN),
+    HttpAction("connect_console", "CONNECT", "/console", VM_OPERATOR),  # a VM's console (RFB)
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),

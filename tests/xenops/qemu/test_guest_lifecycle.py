@@ -8,6 +8,7 @@ the guest sees, clean and hard shutdown.
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from typing import Any
 
@@ -34,6 +35,20 @@ def disk_bytes(host: QemuHost, x: Any, vdi: str, session: str) -> bytes:
     return data[SECTOR * 512 : SECTOR * 512 + 16]
 
 
+def connect(host: QemuHost, location: str, session: str) -> bytes:
+    """``CONNECT`` the console's location on the host; the first bytes of the answer."""
+    path = location.split("/", 3)[3] + (f"&session_id={session}" if session else "")
+    with socket.create_connection(("127.0.0.1", host.server.port), timeout=60) as s:
+        s.sendall(f"CONNECT /{path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while b"RFB" not in data and len(data) < 4096:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
 def uptime(con: Any) -> float:
     return float(con.run_command("cat /proc/uptime").split()[0])
 
@@ -49,6 +64,15 @@ def test_a_real_guest_through_its_lifecycle(host: QemuHost, sdk: Any, x: Any) ->
     assert x.VM_guest_metrics.get_PV_drivers_version(gm)["major"] == "9"
     con = console(host, x, vm)
     con.wait_for("XSG-READY")
+
+    # the console relays RFB through CONNECT, with a session only
+    [rfb] = [c for c in x.VM.get_consoles(vm) if x.console.get_protocol(c) == "rfb"]
+    location = x.console.get_location(rfb)
+    assert "/console?ref=" in location
+    answer = connect(host, location, sdk._session)
+    assert answer.startswith(b"HTTP/1.1 200") and b"RFB 003.00" in answer
+    refused = connect(host, location, "")
+    assert refused.startswith(b"HTTP/1.1 403") and b"SESSION_INVALID" in refused
 
     # a snapshot of the running guest holds exactly what was written before it
     write_marker(con, "MARK-ONE")
@@ -100,3 +124,4 @@ def test_a_real_guest_through_its_lifecycle(host: QemuHost, sdk: Any, x: Any) ->
     x.VM.hard_shutdown(vm)
     assert x.VM.get_power_state(vm) == "Halted"
     assert not (con.run / "qmp.sock").exists()
+    assert x.VM.get_consoles(vm) == []

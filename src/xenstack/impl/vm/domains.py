@@ -18,6 +18,7 @@ from typing import Any
 from ...xenops.interface import XenopsError
 from ..host.hypervisor import Hypervisor, info_from_row
 from ..host.specs import attach_disks, detach_disks, domain_spec
+from . import consoles
 from .metrics import drop_guest_metrics, record_domain, record_halted
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ async def after_exit(toolstack: Any, vm: str, domid: int, why: str) -> None:
     with db.transaction():
         record_halted(db, vm, toolstack.clock)
         hv.sync_memory(db, host)
+    consoles.sync(toolstack, vm)
     await detach_disks(toolstack, vm)
 
 
@@ -64,6 +66,7 @@ async def restart(toolstack: Any, hv: Hypervisor, vm: str, host: str) -> bool:
         drop_guest_metrics(db, vm)
         record_domain(db, vm, info, started=True, clock=toolstack.clock)
         hv.sync_memory(db, host)
+    consoles.sync(toolstack, vm)
     return True
 
 
@@ -92,3 +95,4 @@ async def adopt(toolstack: Any) -> None:
         with db.transaction():
             record_domain(db, ref, info, started=False, clock=toolstack.clock)
             hv.sync_memory(db, vm["resident_on"])
+        consoles.sync(toolstack, ref)

@@ -11,6 +11,7 @@ from ...db.store import Database
 from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
 from ..host.specs import attach_disks, domain_spec
 from ..registry import implements
+from . import consoles
 from .metrics import record_domain
 from .placement import assert_can_boot_here
 
@@ -26,6 +27,7 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
         record_domain(db, vm, info, started=False, clock=ctx.toolstack.clock)
         hv.sync_memory(db, source)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
 
 
 @implements("VM.pool_migrate")

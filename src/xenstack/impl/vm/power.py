@@ -16,7 +16,7 @@ from ..devices.devices import sync_hotplug
 from ..host.hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
 from ..host.specs import attach_disks, detach_disks, image_disk
 from ..registry import implements
-from . import suspend_image
+from . import consoles, suspend_image
 from .lifecycle import update_allowed_operations
 from .metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
 from .placement import assert_can_boot_here, choose_host, host_is_live, start_memory
@@ -38,6 +38,7 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
 
 
 def placed(ctx: Context, hv: Hypervisor, vm: str) -> str:
@@ -67,6 +68,7 @@ async def halt(ctx: Context, vm: str, clean: bool) -> None:
     with db.transaction():
         record_halted(db, vm, ctx.toolstack.clock)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
     await detach_disks(ctx.toolstack, vm)
     await suspend_image.drop(ctx, vm)
 
@@ -89,6 +91,7 @@ async def reboot(ctx: Context, vm: str, clean: bool) -> None:
         drop_guest_metrics(db, vm)
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
 
 
 def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
@@ -142,6 +145,7 @@ async def suspend(ctx: Context, vm: str) -> None:
         record_suspended(db, vm, clock=ctx.toolstack.clock)
         db.set("VM", vm, "suspend_VDI", image)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
 
 
 async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
@@ -156,6 +160,7 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, target)
+    consoles.sync(ctx.toolstack, vm)
     await suspend_image.drop(ctx, vm)
 
 
