@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -29,8 +30,10 @@ REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "tools" / "test-guest" / "build.sh"
 
 
+@functools.cache
 def test_guest_dir() -> Path:
-    """The test guest's files (vmlinux, initrd.img, disk.raw, cmdline), built if needed."""
+    """The test guest's files (vmlinux, initrd.img, disk.raw, cmdline), built if needed
+    (once per process: the script's cache check itself asks apt)."""
     out = subprocess.run(
         ["sh", str(BUILD_SCRIPT)], check=True, capture_output=True, text=True, timeout=300
     )
