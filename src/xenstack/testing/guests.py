@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .guestnet import GuestNetwork, guest_network
 from .pool import ServerProcess, free_port
@@ -95,6 +96,17 @@ def stop_guests(state_dir: Path) -> None:
             continue
         if str(entry).encode() in cmdline:
             os.kill(pid, 9)
+
+
+def install(x: Any, name: str) -> str:
+    """``xe vm-install template="xenstack test guest"``: clone, provision, a VIF on xenbr0."""
+    template = x.VM.get_by_name_label("xenstack test guest")[0]
+    vm = x.VM.clone(template, name)
+    x.VM.provision(vm)
+    net = next(n for n in x.network.get_all() if x.network.get_bridge(n) == "xenbr0")
+    vif = {"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500", "other_config": {}}
+    x.VIF.create({**vif, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    return str(vm)
 
 
 class Console:

@@ -10,7 +10,9 @@ import pytest
 import XenAPI
 from systools import require_root, require_tool
 
-from xenstack.testing.guests import Console, QemuHost, qemu_host, run_dir
+from xenstack.testing.guests import Console, QemuHost, install, qemu_host, run_dir
+
+__all__ = ["install"]
 
 WAIT = 120.0  # this machine's load swings from 1 to 13: wait on events, generously
 
@@ -47,17 +49,6 @@ def until(check: Callable[[], Any], timeout: float = WAIT, what: str = "") -> An
             return value
         time.sleep(0.1)
     raise TimeoutError(what or repr(check))
-
-
-def install(x: Any, name: str) -> str:
-    """``xe vm-install template="xenstack test guest"``: clone, provision, a VIF on xenbr0."""
-    template = x.VM.get_by_name_label("xenstack test guest")[0]
-    vm = x.VM.clone(template, name)
-    x.VM.provision(vm)
-    net = next(n for n in x.network.get_all() if x.network.get_bridge(n) == "xenbr0")
-    vif = {"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500", "other_config": {}}
-    x.VIF.create({**vif, "qos_algorithm_type": "", "qos_algorithm_params": {}})
-    return str(vm)
 
 
 def guest_ip(x: Any, vm: str) -> str:
