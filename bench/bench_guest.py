@@ -31,7 +31,7 @@ from typing import Any
 import XenAPI
 from qemu.qmp import QMPClient
 
-from xenstack.testing.guests import install, qemu_host, stop_guests, test_guest_dir
+from xenstack.testing.guests import install, qemu_host, stop_guests, guest_image_dir
 from xenstack.xenops.interface import NicSpec
 from xenstack.xenops.qemu.bridge import LinuxBridgeHooks
 
@@ -85,7 +85,7 @@ def bare_boot(netns: str, guest: Path) -> float:
 
 def bare_start() -> float:
     """QEMU's own start: -S -daemonize until the parent exits (the domain is built)."""
-    guest = test_guest_dir()
+    guest = guest_image_dir()
     with tempfile.TemporaryDirectory(prefix="xq-bare-") as d:
         tmp = Path(d)
         argv = [
@@ -171,7 +171,7 @@ def xenstack_runs(runs: int) -> dict[str, list[float]]:
             out["resume"].append(time.monotonic() - t0)
             x.VM.hard_shutdown(vm)
         netns = host.network.netns
-        out["bare_boot"] = [bare_boot(netns, test_guest_dir()) for _ in range(runs)]
+        out["bare_boot"] = [bare_boot(netns, guest_image_dir()) for _ in range(runs)]
         s.xenapi.session.logout()
         stop_guests(host.state_dir)
     return out
@@ -181,7 +181,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    guest = test_guest_dir()
+    guest = guest_image_dir()
     figures = xenstack_runs(args.runs)
     print("xenstack:", {k: [round(v, 3) for v in vs] for k, vs in figures.items()}, flush=True)
     bare_start_s = statistics.median(bare_start() for _ in range(args.runs))

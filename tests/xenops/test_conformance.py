@@ -71,10 +71,10 @@ def simulator(scratch: Path) -> Kit:
 def qemu(scratch: Path) -> Kit:
     require_tool("qemu-system-x86_64")
     require_root()
-    from xenstack.testing.guests import test_guest_dir
+    from xenstack.testing.guests import guest_image_dir
     from xenstack.xenops.qemu.backend import QemuBackend
 
-    guest = test_guest_dir()
+    guest = guest_image_dir()
     boot = BootSpec(kernel=str(guest / "vmlinux"), ramdisk=str(guest / "initrd.img"),
                     kernel_args=(guest / "cmdline").read_text().strip())  # fmt: skip
     return Kit(QemuBackend(str(scratch / "state"), accel="tcg"), boot, scratch)

@@ -1,6 +1,6 @@
 """Real test guests for tests and benchmarks: the guest image, a qemu host, the console.
 
-- :func:`test_guest_dir` builds (or finds in its cache) the test guest with
+- :func:`guest_image_dir` builds (or finds in its cache) the test guest with
   ``tools/test-guest/build.sh`` and returns its directory.
 - :func:`qemu_host` gives a ``xenstack serve`` of a state made by
   ``xenstack init --backend qemu``, its QEMUs in a private :func:`guest_network`.
@@ -32,7 +32,7 @@ BUILD_SCRIPT = REPO / "tools" / "test-guest" / "build.sh"
 
 
 @functools.cache
-def test_guest_dir() -> Path:
+def guest_image_dir() -> Path:
     """The test guest's files (vmlinux, initrd.img, disk.raw, cmdline), built if needed
     (once per process: the script's cache check itself asks apt)."""
     out = subprocess.run(
@@ -68,7 +68,7 @@ def qemu_host(
     """``xenstack init --backend qemu`` then ``xenstack serve --netns``, on a private net.
 
     ``init_args`` go to ``xenstack init`` (``--hosts 2 --shared-sr`` for a pool)."""
-    test_guest_dir()
+    guest_image_dir()
     with guest_network(prefix) as net, tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
         state = state_dir or Path(tmp) / "state"
         cli = [sys.executable, "-m", "xenstack.cli.main"]
