@@ -300,6 +300,12 @@ class Backend(abc.ABC):
         return what it is now, or None if it is gone (its exit is not reported)."""
         return info
 
+    async def host_facts(self) -> dict[str, object] | None:
+        """What the machine under a real backend is: ``memory_total`` (bytes), ``cpu_info``
+        (host.cpu_info's map) and ``capabilities`` (host.capabilities); None for a backend
+        whose hosts are made up (the simulator)."""
+        return None
+
     async def close(self) -> None:
         """The toolstack stops: let go of the domains (they keep running)."""
         return None

@@ -53,6 +53,18 @@ def uptime(con: Any) -> float:
     return float(con.run_command("cat /proc/uptime").split()[0])
 
 
+def test_the_host_shows_the_machine(x: Any) -> None:
+    [me] = x.host.get_all()
+    info = x.host.get_cpu_info(me)
+    assert info["accelerator"] in ("kvm", "tcg")
+    with open("/proc/cpuinfo") as f:
+        assert int(info["cpu_count"]) == f.read().count("processor\t:")
+    with open("/proc/meminfo") as f:
+        total = int(f.readline().split()[1]) * 1024
+    assert int(x.host_metrics.get_memory_total(x.host.get_metrics(me))) == total
+    assert any(c.startswith("qemu-") for c in x.host.get_capabilities(me))
+
+
 def test_a_real_guest_through_its_lifecycle(host: QemuHost, sdk: Any, x: Any) -> None:
     vm = install(x, "xq-life")
     x.VM.start(vm, False, False)

@@ -76,6 +76,7 @@ async def adopt(toolstack: Any) -> None:
     if hv.simulator is not None:
         return  # the simulator's domains were restored from the database already
     db = toolstack.db
+    await record_host_facts(toolstack, hv)
     for ref, vm in list(db.table("VM").rows.items()):
         if vm["is_control_domain"] or vm["power_state"] not in LIVE_STATES:
             continue
@@ -96,3 +97,20 @@ async def adopt(toolstack: Any) -> None:
             record_domain(db, ref, info, started=False, clock=toolstack.clock)
             hv.sync_memory(db, vm["resident_on"])
         consoles.sync(toolstack, ref)
+
+
+async def record_host_facts(toolstack: Any, hv: Hypervisor) -> None:
+    """The machine's memory, CPUs and accelerator on the hosts this toolstack runs."""
+    facts = await hv.backend.host_facts()
+    if facts is None:
+        return
+    db = toolstack.db
+    with db.transaction():
+        for ref, host in db.table("host").rows.items():
+            db.update("host", ref, cpu_info=facts["cpu_info"], capabilities=facts["capabilities"])
+            if db.exists("host_metrics", host["metrics"]):
+                db.set("host_metrics", host["metrics"], "memory_total", facts["memory_total"])
+    for ref in list(db.table("host").rows):
+        hv.known_hosts.discard(ref)  # told again, with the real memory
+        with db.transaction():
+            hv.sync_memory(db, ref)

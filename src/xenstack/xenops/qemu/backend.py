@@ -406,6 +406,16 @@ class QemuBackend(Backend):
 
     # ---- adoption ------------------------------------------------------------------------
 
+    async def host_facts(self) -> dict[str, object] | None:
+        accel = await self.accel()
+        cpu = dict(self.facts.cpu)
+        cpu["accelerator"] = accel  # KVM only when its probe boot worked; TCG otherwise
+        return {
+            "memory_total": self.facts.memory_total,
+            "cpu_info": cpu,
+            "capabilities": [f"qemu-{accel}-x86_64", "hvm-3.0-x86_64", "hvm-3.0-x86_32"],
+        }
+
     async def close(self) -> None:
         """Leave every domain's sessions; the QEMU processes run on."""
         for dom in list(self.domains.values()):
