@@ -64,25 +64,28 @@ from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.network.doctor import doctor_routes
 from .impl.network.pifs import adopt_pifs
-from .impl.network.ports import PortHooks
+from .impl.network.ports import PortHooks as SwitchPorts
 from .impl.network.service import NetworkService
 from .impl.pool import ha_runtime
 from .impl.pool.remote_backend import attach_members
 from .impl.pool.timeline import TimelineBackend
 from .impl.storage.service import StorageService
 from .impl.storage.vdi_transfer import open_transfer
+from .impl.vm import consoles as vm_consoles
+from .impl.vm import domains as vm_domains
 from .impl.vm import guest_metrics, xenstore_nodes
 from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
 from .net import Switch
 from .net.ovs import OvsDaemons, OvsSwitch
 from .net.simulated import SimulatedSwitch
+from .rpc.console_http import guard_connects
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
-from .xenops.interface import Backend, XenopsError
+from .xenops.interface import Backend, PortHooks, XenopsError
 from .xenops.simulator import SimulatorBackend
 from .xenstore import XenStore, XsError
 from .xenstore.server import SocketServer
@@ -133,11 +136,29 @@ def make_private(state_dir: Path) -> None:
                 os.chmod(path, stat.S_IMODE(mode) & ~0o077)
 
 
-def make_backend(config: ToolstackConfig) -> Backend:
-    """The backend ``config.backend`` names, configured from ``config``."""
-    if config.backend == "simulator":
+BACKENDS = ("simulator", "qemu")
+
+
+def make_backend(
+    config: ToolstackConfig,
+    state_dir: Path | None = None,
+    hooks: PortHooks | None = None,
+    name: str = "",
+) -> Backend:
+    """The backend ``name`` (else ``config.backend``) names, configured from ``config``.
+
+    ``qemu`` keeps its domains' files under ``state_dir`` and plugs VIFs with ``hooks`` (the
+    switch's; without them, taps on Linux bridges), in ``config.netns`` if set."""
+    name = name or config.backend
+    if name == "simulator":
         return SimulatorBackend(guest_agent_delay=config.guest_agent_delay)
-    raise ValueError(f"no such hypervisor backend: {config.backend!r}")
+    if name == "qemu":
+        if state_dir is None:
+            raise ValueError("the qemu backend needs a state directory")
+        from .xenops.qemu.backend import QemuBackend
+
+        return QemuBackend(str(state_dir), netns=config.netns, hooks=hooks)
+    raise ValueError(f"no such hypervisor backend: {name!r}")
 
 
 def make_switch(config: ToolstackConfig, state_dir: Path | None) -> Switch:
@@ -192,7 +213,8 @@ class Toolstack:
         self.network = NetworkService(self, self.switch)
         self.xenstores: dict[str, XenStore] = {}
         self.xenstore_server: SocketServer | None = None
-        self.hypervisor = self._make_hypervisor(backend or make_backend(self.config), domain_log)
+        self.background: set[asyncio.Task[None]] = set()
+        self.hypervisor = self._make_hypervisor(backend or self._backend(), domain_log)
         attach_members(self)  # a master of member toolstacks sends them their hosts' work
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -202,14 +224,24 @@ class Toolstack:
         self.master_lease = 5.0  # seconds: the TTL of an etcd master's lease
         self.ha: object = None  # this host's HA runtime while armed (impl/pool/ha_runtime)
 
+    def _backend(self) -> Backend:
+        """The backend chosen at init (kept in the state) unless the configuration names
+        another; real guests' VIFs are plugged into this host's switch when it is Open
+        vSwitch (else the qemu backend's own Linux bridges)."""
+        stored = self.persistence.get_meta("backend") or ""
+        name = self.config.backend if self.config.backend != "simulator" else stored
+        hooks = SwitchPorts(self) if isinstance(self.switch, OvsSwitch) else None
+        return make_backend(self.config, self.state_dir, hooks, name=name or "simulator")
+
     def _make_hypervisor(self, backend: Backend, domain_log: Path | None) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database;
         with ``domain_log``, every domain's life journaled there. On etcd the domains are
         adopted once the election has said whose database this is."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
-        if hasattr(backend, "port_hooks"):  # a backend with real guests plugs their taps
-            backend.port_hooks = PortHooks(self)
+        if getattr(backend, "port_hooks", False) is None:  # the test kit's veth "guests"
+            setattr(backend, "port_hooks", SwitchPorts(self))  # noqa: B010
         backend.on_guest_keys(self._guest_key)
+        backend.on_domain_exit(functools.partial(vm_domains.domain_exited, self))
         journal = TimelineBackend(backend, domain_log) if domain_log is not None else None
         on_etcd = isinstance(self.persistence, EtcdPersistence)
         hv = Hypervisor(self, journal or backend, adopt=not on_etcd)
@@ -282,6 +314,8 @@ class Toolstack:
             with self.db.transaction():
                 use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
         self.persistence.set_meta("this_host", self.this_host)
+        if self.state_dir is not None:  # `serve` brings the same backend back
+            self.persistence.set_meta("backend", self.hypervisor.backend.capabilities.name)
         return password
 
     async def start(self, config: HttpConfig) -> None:
@@ -298,6 +332,8 @@ class Toolstack:
             b"/import": vm_upload(functools.partial(open_import, self)),
         }
         config.uploads = guard_uploads(uploads, checker)
+        consoles = {b"/console": functools.partial(vm_consoles.open_console, self)}
+        config.connects = guard_connects(consoles, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
         await self.network.start()  # the switch made to hold what the database says
@@ -308,6 +344,7 @@ class Toolstack:
             await self.xenstore_server.start()
             if self.this_host:
                 write_inventory(self.state_dir, inventory(self.db, self.this_host))
+        await vm_domains.adopt(self)  # running guests (and their disks' exports) first
         await self.server.start()
         await self.network.serve_himn(self.server.ports.get("http", 0))
         await self._refresh_members()
@@ -361,6 +398,7 @@ class Toolstack:
             await self.server.stop()
         await self.network.stop()
         self._journal_stop()
+        await self.hypervisor.backend.close()  # the guests keep running
         for job in list(self.tasks.running.values()):
             job.cancel()
         await self.db.durable()

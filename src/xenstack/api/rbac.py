@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
 READ_ONLY = frozenset(ROLES)  # every role
+VM_OPERATOR = VM_ADMIN | {"vm-operator"}
 LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
 NETWORK_ADMIN = frozenset({"pool-admin", "pool-operator"})
 
@@ -57,6 +58,7 @@ _DECLARED = (
     HttpAction("get_export_raw_vdi", "GET", "/export_raw_vdi", VM_ADMIN),
     # xenstack's own: the network doctor's report on a VM's VIFs (impl/network/doctor.py)
     HttpAction("get_network_doctor", "GET", "/network_doctor", NETWORK_ADMIN),
+    HttpAction("connect_console", "CONNECT", "/console", VM_OPERATOR),  # a VM's console (RFB)
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),

@@ -42,7 +42,7 @@ from ..errors import ApiError
 from ..idl.model import ROLES
 from ..net import SwitchError
 from ..rpc.http import HttpConfig
-from ..toolstack import Toolstack, open_etcd_persistence, write_secret
+from ..toolstack import BACKENDS, Toolstack, open_etcd_persistence, write_secret
 from . import handover
 from .dom0 import commands as dom0_commands
 
@@ -61,7 +61,7 @@ def open_toolstack(state_dir: Path, args: argparse.Namespace | None = None) -> T
     config = from_environment(os.environ)
     changes = {
         name: getattr(args, name)
-        for name in ("switch", "netns", "ovsdb_tcp")
+        for name in ("backend", "switch", "netns", "ovsdb_tcp")
         if args is not None and getattr(args, name, None)
     }
     etcd = getattr(args, "etcd", "") or ""
@@ -245,6 +245,11 @@ def _add_pool_options(sub: argparse.ArgumentParser) -> None:
             "sizes-only simulated storage (no files; for very large simulated pools); without"
             " it SRs keep real VHD files under DIR/sr/"
         ),
+    )
+    sub.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the hypervisor: simulator (the default) or qemu (real guests); kept in the state",
     )
     sub.add_argument(
         "--shared-sr",

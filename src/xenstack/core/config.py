@@ -26,6 +26,7 @@ EXTENSION_DIR_ENV = "XENSTACK_EXTENSION_DIR"
 SWITCH_ENV = "XENSTACK_SWITCH"
 NETNS_ENV = "XENSTACK_NETNS"
 OVSDB_TCP_ENV = "XENSTACK_OVSDB_TCP"
+BACKEND_ENV = "XENSTACK_BACKEND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +34,11 @@ class ToolstackConfig:
     """How one toolstack behaves; every field has the default ``xenstack serve`` uses.
 
     ``backend`` names the hypervisor backend the composition root builds when it is given
-    none (only ``"simulator"`` exists); ``guest_agent_delay`` is how long the simulator's
-    guest agents take to report after a boot (seconds). ``plugin_dirs`` and
-    ``extension_dirs`` are searched before the state directory's own ``plugins/`` and
-    ``extensions/``.
+    none (``"simulator"``, or ``"qemu"``: real guests; a state keeps the one it was
+    initialised with); ``netns`` is the network namespace the qemu backend runs QEMU in;
+    ``guest_agent_delay`` is how long the simulator's guest agents take to report after a
+    boot (seconds). ``plugin_dirs`` and ``extension_dirs`` are searched before the state
+    directory's own ``plugins/`` and ``extensions/``.
     """
 
     backend: str = "simulator"
@@ -80,4 +82,6 @@ def from_environment(
     for env, name in ((SWITCH_ENV, "switch"), (NETNS_ENV, "netns"), (OVSDB_TCP_ENV, "ovsdb_tcp")):
         if environ.get(env):
             changes[name] = environ[env]
+    if environ.get(BACKEND_ENV):
+        changes["backend"] = environ[BACKEND_ENV]
     return replace(config, **changes)

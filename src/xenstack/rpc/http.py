@@ -30,6 +30,7 @@ from aiohttp import web
 from ..core.calls import Origin, Pending
 from ..errors import ApiError, ProtocolError
 from . import jsonrpc, xmlrpc
+from .console_http import ConsoleOpener
 from .limits import Admission, Limits
 from .protocol import RPC_PATHS, Endpoint, Reply, RpcProtocol
 from .upload import UploadOpener
@@ -88,6 +89,7 @@ class HttpConfig:
     body_workers: int = 2
     extra_routes: list[Route] = field(default_factory=list)
     uploads: dict[bytes, UploadOpener] = field(default_factory=dict)  # PUT path -> opener
+    connects: dict[bytes, ConsoleOpener] = field(default_factory=dict)  # CONNECT path -> opener
 
 
 def _xml_reply(method: str, value: Any) -> Reply:
@@ -305,6 +307,7 @@ class RpcServer:
             admission=self.admission,
             transport_kind=kind,
             uploads=self.config.uploads,
+            connects=self.config.connects,
         )
         self.endpoints.append(endpoint)
         return endpoint

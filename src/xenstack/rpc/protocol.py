@@ -31,6 +31,8 @@ from typing import Any
 
 import httptools
 
+from . import console_http
+from .console_http import ConsoleOpener
 from .limits import Admission, Counted, Limits, peer_key
 from .upload import UploadOpener, UploadRequest, plain_response, upload_query
 
@@ -67,16 +69,19 @@ class Endpoint:
         admission: Admission,
         transport_kind: str,
         uploads: Mapping[bytes, UploadOpener] | None = None,
+        connects: Mapping[bytes, ConsoleOpener] | None = None,
     ) -> None:
         self.handle = handle
         self.fallback = fallback
         self.uploads = uploads or {}  # PUT paths served here, as uploads
+        self.connects = connects or {}  # CONNECT paths served here, as relayed streams
         self.limits = limits
         self.max_body = limits.max_body
         self.idle_timeout = limits.idle_timeout
         self.admission = admission
         self.transport_kind = transport_kind
         self.connections: set[RpcProtocol] = set()
+        self.relays: set[asyncio.Task[None]] = set()
 
     def __call__(self) -> RpcProtocol:
         return RpcProtocol(self)
@@ -107,6 +112,7 @@ class RpcProtocol(asyncio.Protocol):
         self.too_large = False
         self.handing_over = False
         self.upload: UploadRequest | None = None
+        self.connect: ConsoleOpener | None = None  # a CONNECT being served
         self.queue: list[tuple[str, bytes, bool]] = []
         self.busy = False
         self.paused = False  # reading, while too many pipelined calls wait
@@ -216,7 +222,9 @@ class RpcProtocol(asyncio.Protocol):
             if not self.handing_over:
                 self._reply_and_close(400, "Bad Request", b"malformed HTTP request\n")
                 return
-        if self.handing_over:
+        if self.connect is not None:
+            self._connect()
+        elif self.handing_over:
             self._hand_over()
         elif self.in_message and self.upload is None:
             if not self.head_done and self.head_bytes > self.limits.max_head:
@@ -294,6 +302,11 @@ class RpcProtocol(asyncio.Protocol):
             query, length, expect = upload_query(self.url, head)
             self.busy = True  # till the connection closes: no idle timeout, no more calls
             self.upload = UploadRequest(self, opener, query, length, expect)
+            return
+        connect = self.endpoint.connects.get(path.rstrip(b"/"))
+        if connect is not None and method == b"CONNECT" and not self.busy and not self.queue:
+            self.busy = True  # the connection becomes the relayed stream
+            self.connect = connect
             return
         self.handing_over = True
 
@@ -401,6 +414,27 @@ class RpcProtocol(asyncio.Protocol):
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()
+
+    # ---- CONNECT: a relayed stream (console_http) ------------------------------------
+
+    def _connect(self) -> None:
+        assert self.connect is not None and self.transport is not None
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        self._cancel_deadline()
+        self.endpoint.connections.discard(self)
+        if self.admitted:
+            self.endpoint.admission.release(self.admitted)
+            self.admitted = ""
+        self.closed = True
+        data = b"".join(self.raw)
+        start = data.find(b"CONNECT ")
+        head, _, early = data[max(start, 0) :].partition(b"\r\n\r\n")
+        query = console_http.connect_query(self.url, head)
+        task = self.loop.create_task(console_http.serve(self.transport, self.connect, query, early))
+        self.endpoint.relays.add(task)
+        task.add_done_callback(self.endpoint.relays.discard)
 
     # ---- hand-over to the web application -------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..net.command import run
 from ..net.links import Links
-from ..xenops.interface import DomainInfo, DomainSpec
+from ..xenops.interface import DomainInfo, DomainSpec, NicSpec
 from ..xenops.simulator import SimulatorBackend
 
 
@@ -179,8 +179,8 @@ class PortedSimulator(SimulatorBackend):
         await self._plug_all(info, spec)
         return info
 
-    async def vif_plug(self, vm_id: str, device: str) -> None:
-        await super().vif_plug(vm_id, device)
+    async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
+        await super().vif_plug(vm_id, device, nic)
         dom = self.vm_info(vm_id)
         if self.port_hooks is not None and dom is not None:
             await self.port_hooks.vif_plug(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from ..errors import XenstackError
 
@@ -68,6 +68,19 @@ class OutOfMemory(XenopsError):
         self.available = available
 
 
+class BootFailed(XenopsError):
+    """The domain's boot loader or kernel could not be loaded: (vm id, message)."""
+
+    def __init__(self, vm_id: str, message: str) -> None:
+        super().__init__(vm_id, message)
+        self.vm_id = vm_id
+        self.message = message
+
+
+class MissingPvDrivers(XenopsError):
+    """The guest has no agent able to do what was asked (a clean reboot); the VM id."""
+
+
 class DeviceError(XenopsError):
     """A device is already plugged, or is not plugged, or is not known."""
 
@@ -91,6 +104,8 @@ class Capabilities:
     device_hotplug: bool = False
     max_vcpus: int = 0
     domain_types: tuple[str, ...] = ()
+    # the hypervisor opens each disk itself: the toolstack exports it (DiskSpec.nbd_socket)
+    opens_disks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,64 @@ class HostSpec:
     memory_total: int
     memory_reserved: int  # held by the control domain and the hypervisor itself
     cpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    """One disk or CD drive of a domain (a VBD), as the hypervisor opens it.
+
+    ``nbd_socket``/``export`` name the toolstack's NBD export of the VDI (a Unix socket and
+    the export name to ask for), ``path`` a local file (an ISO); an ``empty`` drive has
+    neither. ``device`` is the VBD's userdevice.
+    """
+
+    device: str
+    vdi_id: str = ""
+    kind: str = "Disk"  # "Disk" or "CD"
+    mode: str = "RW"  # "RO" or "RW"
+    empty: bool = False
+    nbd_socket: str = ""
+    export: str = ""
+    path: str = ""
+    bootable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NicSpec:
+    """One network interface of a domain (a VIF): its MAC and the switch port it plugs."""
+
+    device: str
+    vif_id: str = ""
+    mac: str = ""
+    network_id: str = ""
+    bridge: str = ""
+    mtu: int = 1500
+    locking_mode: str = "network_default"
+    other_config: tuple[tuple[str, str], ...] = ()
+
+
+class PortHooks(Protocol):
+    """The virtual switch side of a VIF (what XenServer's vif script does), given to a backend
+    by the composition root."""
+
+    async def vif_plug(self, vm_id: str, domid: int, nic: NicSpec, tap: str) -> None:
+        """Make the tap ``tap`` (``vif<domid>.<device>``) exist and be a port of nic.bridge."""
+
+    async def vif_unplug(self, vm_id: str, domid: int, nic: NicSpec, tap: str) -> None:
+        """Remove the port and the tap."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootSpec:
+    """How a domain boots: firmware (``"bios"`` or ``"uefi"``) and the device order of
+    ``HVM_boot_params`` (``c`` disk, ``d`` CD, ``n`` network), or a direct kernel boot when
+    ``kernel`` is set (``PV_kernel``/``PV_ramdisk``/``PV_args``)."""
+
+    firmware: str = "bios"
+    order: str = "cd"
+    kernel: str = ""
+    ramdisk: str = ""
+    kernel_args: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +197,17 @@ class DomainSpec:
     # what the VM's template says the guest runs ("debian-12", "windows"...); a simulated
     # guest reports its OS from it, a real one knows
     os_hint: str = ""
+    disks: tuple[DiskSpec, ...] = ()  # in userdevice order
+    nics: tuple[NicSpec, ...] = ()
+    boot: BootSpec = BootSpec()
+    uuid: str = ""  # the VM's uuid: names the domain's run directory
+    xenstore_data: tuple[tuple[str, str], ...] = ()  # vm-data/* pushed to the guest agent
+
+    def disk(self, device: str) -> DiskSpec | None:
+        return next((d for d in self.disks if d.device == device), None)
+
+    def nic(self, device: str) -> NicSpec | None:
+        return next((n for n in self.nics if n.device == device), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +226,14 @@ class GuestReport:
     pv_drivers_version: dict[str, str]
     networks: dict[str, str]
     features: dict[str, str]
+    memory: dict[str, str] = field(default_factory=dict)  # "free"/"total" in KiB, as XAPI
 
 
 GuestListener = Callable[[GuestReport], object]  # what it returns is ignored
 # (vm_id, domid, key relative to /local/domain/<domid>, value or None when removed)
-GuestKeysListener = Callable[[str, int, str, str | None], object]
+GuestKeyListener = Callable[[str, int, str, str | None], object]
+# (vm_id, domid, why): a domain ended by itself: "poweroff", "reboot", "crash" or "vanished"
+DomainExitListener = Callable[[str, int, str], object]
 
 
 @dataclass(slots=True)
@@ -182,6 +269,54 @@ class Backend(abc.ABC):
 
     capabilities: Capabilities
     guest_listener: GuestListener | None = None
+    guest_key_listener: GuestKeyListener | None = None
+    exit_listener: DomainExitListener | None = None
+
+    def on_guest_keys(self, listener: GuestKeyListener | None) -> None:
+        """Call ``listener(vm_id, domid, key, value)`` with every key a guest writes (value
+        None: removed), keys relative to ``/local/domain/<domid>``."""
+        self.guest_key_listener = listener
+
+    def report_guest_key(self, vm_id: str, domid: int, key: str, value: str | None) -> None:
+        if self.guest_key_listener is not None:
+            self.guest_key_listener(vm_id, domid, key, value)
+
+    async def guest_write(self, vm_id: str, key: str, value: str) -> None:
+        """Send a host-to-guest key (``control/shutdown``...) to the domain's guest agent."""
+        raise Unimplemented("guest_write")
+
+    def on_domain_exit(self, listener: DomainExitListener | None) -> None:
+        """Call ``listener(vm_id, domid, why)`` when a domain ends without being asked (the
+        guest powered off, rebooted or crashed, or its process vanished); the toolstack
+        applies the VM's ``actions_after_*``. The domain is gone from the backend by then."""
+        self.exit_listener = listener
+
+    def report_exit(self, vm_id: str, domid: int, why: str) -> None:
+        if self.exit_listener is not None:
+            self.exit_listener(vm_id, domid, why)
+
+    async def adopt(self, host_id: str, spec: DomainSpec, info: DomainInfo) -> DomainInfo | None:
+        """Take back a domain that outlived a toolstack restart (the database says it runs);
+        return what it is now, or None if it is gone (its exit is not reported)."""
+        return info
+
+    async def host_facts(self) -> dict[str, object] | None:
+        """What the machine under a real backend is: ``memory_total`` (bytes), ``cpu_info``
+        (host.cpu_info's map) and ``capabilities`` (host.capabilities); None for a backend
+        whose hosts are made up (the simulator)."""
+        return None
+
+    async def close(self) -> None:
+        """The toolstack stops: let go of the domains (they keep running)."""
+        return None
+
+    def console(self, vm_id: str) -> str:
+        """The Unix socket of the domain's RFB (VNC) console, or "" if it has none."""
+        return ""
+
+    def console_log(self, vm_id: str) -> str:
+        """The path of the domain's serial console log, or "" if it has none."""
+        return ""
 
     def on_guest_report(self, listener: GuestListener | None) -> None:
         """Call ``listener`` (on the event loop) with every guest agent report from now on;
@@ -246,12 +381,23 @@ class Backend(abc.ABC):
         """Schedule a paused domain again."""
 
     @abc.abstractmethod
-    async def vm_suspend(self, vm_id: str) -> int:
-        """Save the domain's memory to an image, destroy the domain; return the image size."""
+    async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
+        """Save the domain's memory to an image, destroy the domain; return the image size.
+
+        ``image`` is the suspend VDI to write into (a backend that keeps images itself may
+        ignore it)."""
 
     @abc.abstractmethod
-    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
-        """Rebuild the domain from its image on the host; the image is consumed."""
+    async def vm_resume(
+        self,
+        host_id: str,
+        vm_id: str,
+        paused: bool,
+        spec: DomainSpec | None = None,
+        image: DiskSpec | None = None,
+    ) -> DomainInfo:
+        """Rebuild the domain from its image on the host; the image is consumed. ``spec`` is
+        the domain to rebuild, ``image`` the suspend VDI holding the memory."""
 
     @abc.abstractmethod
     async def vm_save_image(self, vm_id: str, image_id: str) -> int:
@@ -266,7 +412,9 @@ class Backend(abc.ABC):
         """Drop a suspended image (hard shutdown of a suspended VM); no error if none."""
 
     @abc.abstractmethod
-    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+    async def vm_migrate(
+        self, vm_id: str, host_id: str, spec: DomainSpec | None = None
+    ) -> DomainInfo:
         """Move a running or paused domain to another host, keeping its state."""
 
     @abc.abstractmethod
@@ -281,39 +429,24 @@ class Backend(abc.ABC):
     def vm_reset(self, vm_id: str) -> None:
         """Forget the VM's domain and image without asking anything (power_state_reset)."""
 
+    async def vbd_media(self, vm_id: str, device: str, disk: DiskSpec) -> None:
+        """Insert (``disk`` not empty) or eject a CD in a running domain's drive."""
+        raise Unimplemented("vbd_media")
+
     # VBD / VIF ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def vbd_plug(self, vm_id: str, device: str) -> None:
-        """Attach a disk to a running domain."""
+    async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
+        """Attach a disk to a running domain (``disk``: what to open)."""
 
     @abc.abstractmethod
     async def vbd_unplug(self, vm_id: str, device: str) -> None:
         """Detach a disk from a running domain."""
 
     @abc.abstractmethod
-    async def vif_plug(self, vm_id: str, device: str) -> None:
-        """Attach a network interface to a running domain."""
+    async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
+        """Attach a network interface to a running domain (``nic``: its port)."""
 
     @abc.abstractmethod
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         """Detach a network interface from a running domain."""
-
-    # GUEST AGENT CHANNEL ------------------------------------------------------------------
-
-    guest_keys_listener: GuestKeysListener | None = None
-
-    def on_guest_keys(self, listener: GuestKeysListener | None) -> None:
-        """Call ``listener(vm_id, domid, key, value)`` for every key a guest writes to its own
-        XenStore subtree (``value`` None: removed), from its agent channel; the toolstack
-        writes them into the host's XenStore as that domain."""
-        self.guest_keys_listener = listener
-
-    def report_guest_key(self, vm_id: str, domid: int, key: str, value: str | None) -> None:
-        """Hand a key a guest wrote to the listener, if there is one (for backends)."""
-        if self.guest_keys_listener is not None:
-            self.guest_keys_listener(vm_id, domid, key, value)
-
-    async def guest_write(self, vm_id: str, key: str, value: str) -> None:
-        """Tell the guest that dom0 wrote ``key`` (relative to its home) = ``value``."""
-        raise Unimplemented("guest_write")

@@ -25,10 +25,12 @@ from .interface import (
     BadDomainState,
     Capabilities,
     DeviceError,
+    DiskSpec,
     DomainExists,
     DomainInfo,
     DomainSpec,
     HostSpec,
+    NicSpec,
     NoSuchDomain,
     OutOfMemory,
     UnknownHost,
@@ -214,7 +216,7 @@ class SimulatorBackend(Backend):
         dom.state = "paused" if after == "paused" else "running"
         return replace(dom)
 
-    async def vm_suspend(self, vm_id: str) -> int:
+    async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
         self._domain(vm_id)
         await self._wait("suspend")
         dom = self._domain(vm_id)
@@ -223,14 +225,21 @@ class SimulatorBackend(Backend):
         self.images[vm_id] = dom
         return dom.memory_actual
 
-    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
+    async def vm_resume(
+        self,
+        host_id: str,
+        vm_id: str,
+        paused: bool,
+        spec: DomainSpec | None = None,
+        image: DiskSpec | None = None,
+    ) -> DomainInfo:
         host = self._host(host_id)
-        image = self.images.get(vm_id)
-        if image is None:
+        saved = self.images.get(vm_id)
+        if saved is None:
             raise NoSuchDomain(vm_id)
         await self._wait("resume")
-        dom = replace(image, domid=self._domid(), state="paused" if paused else "running")
-        info = self._place(host, dom, image.memory_actual, image.memory_actual)
+        dom = replace(saved, domid=self._domid(), state="paused" if paused else "running")
+        info = self._place(host, dom, saved.memory_actual, saved.memory_actual)
         del self.images[vm_id]
         return self._booted(info)
 
@@ -252,7 +261,9 @@ class SimulatorBackend(Backend):
     def vm_discard_image(self, vm_id: str) -> None:
         self.images.pop(vm_id, None)
 
-    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+    async def vm_migrate(
+        self, vm_id: str, host_id: str, spec: DomainSpec | None = None
+    ) -> DomainInfo:
         target = self._host(host_id)
         self._domain(vm_id)
         await self._wait("pool_migrate")
@@ -300,7 +311,7 @@ class SimulatorBackend(Backend):
 
     # ---- VBD / VIF -----------------------------------------------------------------------
 
-    async def vbd_plug(self, vm_id: str, device: str) -> None:
+    async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
         dom = self._domain(vm_id)
         dom.vbds = _plugged(dom.vbds, device, "disk")
 
@@ -308,7 +319,7 @@ class SimulatorBackend(Backend):
         dom = self._domain(vm_id)
         dom.vbds = _unplugged(dom.vbds, device, "disk")
 
-    async def vif_plug(self, vm_id: str, device: str) -> None:
+    async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
         dom = self._domain(vm_id)
         dom.vifs = _plugged(dom.vifs, device, "interface")
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from .interface import (
     Backend,
     Capabilities,
+    DiskSpec,
     DomainInfo,
     DomainSpec,
     HostSpec,
+    NicSpec,
     Unimplemented,
     UnknownHost,
 )
@@ -67,10 +69,17 @@ class SkeletonBackend(Backend):
     async def vm_unpause(self, vm_id: str) -> DomainInfo:
         raise Unimplemented("VM.unpause")
 
-    async def vm_suspend(self, vm_id: str) -> int:
+    async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
         raise Unimplemented("VM.suspend")
 
-    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
+    async def vm_resume(
+        self,
+        host_id: str,
+        vm_id: str,
+        paused: bool,
+        spec: DomainSpec | None = None,
+        image: DiskSpec | None = None,
+    ) -> DomainInfo:
         raise Unimplemented("VM.resume")
 
     async def vm_save_image(self, vm_id: str, image_id: str) -> int:
@@ -82,7 +91,9 @@ class SkeletonBackend(Backend):
     def vm_discard_image(self, vm_id: str) -> None:
         raise Unimplemented("VM.discard_image")
 
-    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+    async def vm_migrate(
+        self, vm_id: str, host_id: str, spec: DomainSpec | None = None
+    ) -> DomainInfo:
         raise Unimplemented("VM.migrate")
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
@@ -94,13 +105,13 @@ class SkeletonBackend(Backend):
     def vm_reset(self, vm_id: str) -> None:
         raise Unimplemented("VM.reset")
 
-    async def vbd_plug(self, vm_id: str, device: str) -> None:
+    async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
         raise Unimplemented("VBD.plug")
 
     async def vbd_unplug(self, vm_id: str, device: str) -> None:
         raise Unimplemented("VBD.unplug")
 
-    async def vif_plug(self, vm_id: str, device: str) -> None:
+    async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
         raise Unimplemented("VIF.plug")
 
     async def vif_unplug(self, vm_id: str, device: str) -> None:

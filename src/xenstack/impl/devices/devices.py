@@ -10,6 +10,7 @@ from ...core.ids import new_ref, new_uuid, now
 from ...db.store import Database
 from ...xenops.interface import DomainInfo
 from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
+from ..host.specs import attach_disk, disk_spec, nic_spec, opens_disks
 from . import lifecycle as device_lifecycle
 
 _NAMED = re.compile(r"^(xvd|hd|sd)([a-z]+)(\d*)$")
@@ -124,9 +125,22 @@ async def hotplug(ctx: Context, cls: str, ref: str, op: str) -> None:
     row = db.get(cls, ref)
     hv = hypervisor(ctx)
     action = f"{cls.lower()}_{'plug' if attach else 'unplug'}"
+    args: list[Any] = [row["VM"], backend_device(cls, row)]
+    if attach:
+        args.append(await device_spec(ctx, cls, ref))
     with backend_errors():
-        await getattr(hv.backend, action)(row["VM"], backend_device(cls, row))
+        await getattr(hv.backend, action)(*args)
     set_attached(db, cls, ref, attach)
+    if cls == "VBD" and not attach and opens_disks(ctx.toolstack) and db.exists("VDI", row["VDI"]):
+        await ctx.toolstack.storage.detach(db.get("VDI", row["VDI"])["uuid"])
+
+
+async def device_spec(ctx: Context, cls: str, ref: str) -> Any:
+    """What the backend plugs for the VBD (opened: its export) or VIF (its port)."""
+    row = ctx.db.get(cls, ref)
+    if cls == "VIF":
+        return nic_spec(ctx.db, ref, row)
+    return await attach_disk(ctx.toolstack, disk_spec(ctx.db, row))
 
 
 async def sync_hotplug(hv: Hypervisor, db: Database, vm_ref: str, info: DomainInfo) -> None:

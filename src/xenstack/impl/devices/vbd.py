@@ -10,6 +10,8 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
+from ..host.hypervisor import backend_errors, hypervisor
+from ..host.specs import attach_disk, disk_spec, opens_disks
 from ..registry import implements
 from ..storage.vdi_rows import refresh_allowed as refresh_vdi
 from . import devices
@@ -126,8 +128,20 @@ async def unplug_force(ctx: Context, self_: str) -> None:
     await devices.hotplug(ctx, "VBD", self_, "unplug_force")
 
 
+async def _live_media(ctx: Context, vbd: str) -> None:
+    """Put the VBD's medium as the database now says into its running domain's drive."""
+    db = ctx.db
+    row = db.get("VBD", vbd)
+    hv = hypervisor(ctx)
+    if not row["currently_attached"] or hv.backend.vm_info(row["VM"]) is None:
+        return
+    disk = await attach_disk(ctx.toolstack, disk_spec(db, row))
+    with backend_errors():
+        await hv.backend.vbd_media(row["VM"], row["userdevice"], disk)
+
+
 @implements("VBD.insert")
-def insert(ctx: Context, vbd: str, vdi: str) -> None:
+async def insert(ctx: Context, vbd: str, vdi: str) -> None:
     db = ctx.db
     device_lifecycle.assert_operation_valid(db, "VBD", vbd, "insert")
     if not db.get("VDI", vdi)["managed"]:
@@ -135,10 +149,12 @@ def insert(ctx: Context, vbd: str, vdi: str) -> None:
     with db.transaction():
         db.update("VBD", vbd, VDI=vdi, empty=False)
         refresh(db, vbd)
+    if opens_disks(ctx.toolstack):
+        await _live_media(ctx, vbd)
 
 
 @implements("VBD.eject")
-def eject(ctx: Context, vbd: str) -> None:
+async def eject(ctx: Context, vbd: str) -> None:
     db = ctx.db
     row = db.get("VBD", vbd)
     device_lifecycle.assert_operation_valid(db, "VBD", vbd, "eject")
@@ -148,6 +164,8 @@ def eject(ctx: Context, vbd: str) -> None:
         refresh(db, vbd)
         if db.exists("VDI", old):
             refresh_vdi(db, old)
+    if opens_disks(ctx.toolstack):
+        await _live_media(ctx, vbd)
 
 
 @implements("VBD.set_mode")

@@ -20,14 +20,18 @@ from ...errors import ApiError
 from ...idl.types import NULL_REF
 from ...xenops.interface import (
     Backend,
+    BootFailed,
     DomainInfo,
-    DomainSpec,
     HostSpec,
+    MissingPvDrivers,
     OutOfMemory,
     Unimplemented,
     XenopsError,
 )
 from ...xenops.simulator import SimulatorBackend
+from .specs import domain_spec, domain_type, os_hint
+
+__all__ = ["Hypervisor", "backend_errors", "domain_spec", "domain_type", "hypervisor", "os_hint"]
 
 if TYPE_CHECKING:
     from ...core.context import Services
@@ -94,12 +98,12 @@ class Hypervisor:
                 continue
             if vm["power_state"] in LIVE_STATES and db.exists("host", vm["resident_on"]):
                 self.host(db, vm["resident_on"])
-                info = _info_from_row(db, ref, vm)
+                info = info_from_row(db, ref, vm)
                 sim.restore(info)
                 if self.adopted is not None:
                     self.adopted(info)
             elif vm["power_state"] == "Suspended":
-                sim.restore_image(_info_from_row(db, ref, vm))
+                sim.restore_image(info_from_row(db, ref, vm))
 
 
 def hypervisor(ctx: Context | Services) -> Hypervisor:
@@ -114,55 +118,17 @@ def backend_errors() -> Iterator[None]:
         yield
     except OutOfMemory as exc:
         raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", [exc.needed, exc.available]) from None
+    except BootFailed as exc:
+        raise ApiError("BOOTLOADER_FAILED", [exc.vm_id, exc.message]) from None
+    except MissingPvDrivers as exc:
+        raise ApiError("VM_MISSING_PV_DRIVERS", [str(exc)]) from None
     except Unimplemented as exc:
         raise ApiError("NOT_IMPLEMENTED", [exc.operation]) from None
     except XenopsError as exc:
-        raise ApiError("INTERNAL_ERROR", [f"xenops: {type(exc).__name__} {exc}"]) from None
+        raise ApiError("INTERNAL_ERROR", [f"xenops: {type(exc).__name__}: {exc}"]) from None
 
 
-def domain_type(vm: dict[str, Any]) -> str:
-    """The VM's domain type, derived from its boot policy when unspecified."""
-    if vm["domain_type"] != "unspecified":
-        return str(vm["domain_type"])
-    return "hvm" if vm["HVM_boot_policy"] else "pv"
-
-
-def domain_spec(db: Database, vm_ref: str) -> DomainSpec:
-    vm = db.get("VM", vm_ref)
-    vbds, vifs = db.table("VBD").rows, db.table("VIF").rows
-    return DomainSpec(
-        vm_id=vm_ref,
-        name=vm["name_label"],
-        domain_type=domain_type(vm),
-        memory_static_max=vm["memory_static_max"],
-        memory_dynamic_min=vm["memory_dynamic_min"],
-        memory_dynamic_max=vm["memory_dynamic_max"],
-        memory_overhead=vm["memory_overhead"],
-        vcpus_max=vm["VCPUs_max"],
-        vcpus=vm["VCPUs_at_startup"],
-        vbds=tuple(vbds[v]["userdevice"] for v in vm["VBDs"] if v in vbds),
-        vifs=tuple(vifs[v]["device"] for v in vm["VIFs"] if v in vifs),
-        platform=tuple(sorted(vm["platform"].items())),
-        vif_networks=tuple(
-            (vifs[v]["device"], vifs[v]["network"]) for v in vm["VIFs"] if v in vifs
-        ),
-        os_hint=os_hint(vm),
-    )
-
-
-def os_hint(vm: dict[str, Any]) -> str:
-    """What the VM's template says its guest runs ("debian-12", "windows"...)."""
-    other, platform = vm["other_config"], vm["platform"]
-    return str(
-        vm["reference_label"]
-        or other.get("os-distro")
-        or other.get("install_distro")
-        or other.get("install-distro")
-        or ("windows" if platform.get("viridian") == "true" else "linux")
-    )
-
-
-def _info_from_row(db: Database, vm_ref: str, vm: dict[str, Any]) -> DomainInfo:
+def info_from_row(db: Database, vm_ref: str, vm: dict[str, Any]) -> DomainInfo:
     metrics: dict[str, Any] = db.table("VM_metrics").rows.get(vm["metrics"]) or {}
     spec = domain_spec(db, vm_ref)
     return DomainInfo(

@@ -105,6 +105,18 @@ TEMPLATES = (
         secureboot=True,
     ),
     Template(
+        "xenstack test guest",
+        "xenstack-test-guest",
+        "linux",
+        128 * MiB,
+        1 * GiB,
+        64 * MiB,
+        vcpus_max=4,
+        install_methods="",
+        description="The small Linux guest tools/test-guest/build.sh makes from Debian packages",
+        distro="xsg",
+    ),
+    Template(
         "Other install media",
         "other-install-media",
         "other",
@@ -206,12 +218,40 @@ def template_record(t: Template, metrics: str) -> dict[str, Any]:
     )
 
 
+TEST_GUEST_DIR = "/var/cache/xenstack-test-guest/current"  # tools/test-guest/build.sh
+
+
+def test_guest(record: dict[str, Any]) -> dict[str, Any]:
+    """The test guest boots its kernel directly (PV-style), from the build script's cache,
+    with a 128 MiB static maximum and its agent on the console's side channel."""
+    record.update(
+        domain_type="pv",
+        HVM_boot_policy="",
+        HVM_boot_params={},
+        PV_kernel=f"{TEST_GUEST_DIR}/vmlinux",
+        PV_ramdisk=f"{TEST_GUEST_DIR}/initrd.img",
+        PV_args="console=ttyS0 panic=-1 quiet",
+        memory_static_max=128 * MiB,
+        memory_dynamic_max=128 * MiB,
+        memory_dynamic_min=128 * MiB,
+        memory_target=128 * MiB,
+    )
+    record["other_config"]["disks"] = (
+        f'<provision><disk device="0" size="{64 * MiB}" sr="" bootable="false" '
+        f'type="user"/></provision>'
+    )
+    return record
+
+
 def create_templates(db: Database) -> list[str]:
     """The default templates, each with its VM_metrics; return their refs."""
     refs = []
     for t in TEMPLATES:
         metrics, ref = new_ref(), new_ref()
         db.create("VM_metrics", metrics, {"uuid": new_uuid(), "last_updated": now()})
-        db.create("VM", ref, template_record(t, metrics))
+        record = template_record(t, metrics)
+        db.create(
+            "VM", ref, test_guest(record) if t.reference_label == "xenstack-test-guest" else record
+        )
         refs.append(ref)
     return refs

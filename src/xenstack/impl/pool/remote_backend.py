@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ...xenops.delegate import DelegatingBackend
 from ...xenops.interface import (
     Backend,
+    DiskSpec,
     DomainInfo,
     DomainSpec,
     HostSpec,
+    NicSpec,
     NoSuchDomain,
     Unimplemented,
     UnknownHost,
@@ -64,16 +67,17 @@ class _Remote:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class PoolBackend(Backend):
+class PoolBackend(DelegatingBackend):
+    """Routes each call to the backend of the host that must do it: this toolstack's own
+    (``local``, by delegation) or a member's, over the wire. Device specs (disks, NICs,
+    suspend images) name this host's exports and ports, so they go to the local backend
+    only; a member builds its own."""
+
     def __init__(self, local: Backend, peer_of: PeerOf) -> None:
-        self.local = local
-        self.capabilities = local.capabilities
+        super().__init__(local)
         self.peer_of = peer_of
         self.remotes: dict[str, _Remote] = {}
         self.calls = 0  # batches sent to members (for tests and benchmarks)
-
-    def on_guest_report(self, listener: Any) -> None:
-        self.local.on_guest_report(listener)
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -225,14 +229,23 @@ class PoolBackend(Backend):
     async def vm_unpause(self, vm_id: str) -> DomainInfo:
         return await self._info_on_vm("vm_unpause", vm_id)
 
-    async def vm_suspend(self, vm_id: str) -> int:
+    async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
+        if self._holder(vm_id) is None:
+            return await self.local.vm_suspend(vm_id, image)
         return int(await self._on_vm("vm_suspend", vm_id))
 
-    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
+    async def vm_resume(
+        self,
+        host_id: str,
+        vm_id: str,
+        paused: bool,
+        spec: DomainSpec | None = None,
+        image: DiskSpec | None = None,
+    ) -> DomainInfo:
         holder = self._holder(vm_id)
         target = self.remote(host_id)
         if holder is None and target is None:
-            return await self.local.vm_resume(host_id, vm_id, paused)
+            return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
         if holder is not None and holder == host_id:
             return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
         raise Unimplemented("vm_resume on another member than the one holding the image")
@@ -256,10 +269,12 @@ class PoolBackend(Backend):
             self.remotes[host].images.discard(vm_id)
             self._queue(host, "vm_discard_image", vm_id)
 
-    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+    async def vm_migrate(
+        self, vm_id: str, host_id: str, spec: DomainSpec | None = None
+    ) -> DomainInfo:
         holder, target = self._holder(vm_id), self.remote(host_id)
         if holder is None and target is None:
-            return await self.local.vm_migrate(vm_id, host_id)
+            return await self.local.vm_migrate(vm_id, host_id, spec)
         raise Unimplemented("vm_migrate between the toolstacks of two pool members")
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
@@ -286,14 +301,20 @@ class PoolBackend(Backend):
 
     # ---- VBD / VIF ----------------------------------------------------------------------
 
-    async def vbd_plug(self, vm_id: str, device: str) -> None:
-        await self._on_vm("vbd_plug", vm_id, device)
+    async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
+        if self._holder(vm_id) is None:
+            await self.local.vbd_plug(vm_id, device, disk)
+        else:
+            await self._on_vm("vbd_plug", vm_id, device)
 
     async def vbd_unplug(self, vm_id: str, device: str) -> None:
         await self._on_vm("vbd_unplug", vm_id, device)
 
-    async def vif_plug(self, vm_id: str, device: str) -> None:
-        await self._on_vm("vif_plug", vm_id, device)
+    async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
+        if self._holder(vm_id) is None:
+            await self.local.vif_plug(vm_id, device, nic)
+        else:
+            await self._on_vm("vif_plug", vm_id, device)
 
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         await self._on_vm("vif_unplug", vm_id, device)

@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from ...xenops.interface import Backend, DomainInfo, DomainSpec, GuestListener, HostSpec
+from ...xenops.delegate import DelegatingBackend
+from ...xenops.interface import Backend, DiskSpec, DomainInfo, DomainSpec
 
 
-class TimelineBackend(Backend):
+class TimelineBackend(DelegatingBackend):
     def __init__(self, local: Backend, path: Path, label: str = "") -> None:
-        self.local = local
-        self.capabilities = local.capabilities
+        super().__init__(local)
         self.path = path
         self.label = label or str(os.getpid())
 
@@ -54,30 +54,7 @@ class TimelineBackend(Backend):
             for dom in self.local.host_domains(host):
                 self.record(why, dom.vm_id, dom.host_id)
 
-    def on_guest_report(self, listener: GuestListener | None) -> None:
-        self.local.on_guest_report(listener)
-
-    def host_add(self, spec: HostSpec) -> None:
-        self.local.host_add(spec)
-
-    def host_remove(self, host_id: str) -> None:
-        self.local.host_remove(host_id)
-
-    def host_ids(self) -> list[str]:
-        return self.local.host_ids()
-
-    def host_memory_free(self, host_id: str) -> int:
-        return self.local.host_memory_free(host_id)
-
-    def host_domains(self, host_id: str) -> list[DomainInfo]:
-        return self.local.host_domains(host_id)
-
-    def vm_info(self, vm_id: str) -> DomainInfo | None:
-        return self.local.vm_info(vm_id)
-
-    def vm_has_image(self, vm_id: str) -> bool:
-        return self.local.vm_has_image(vm_id)
-
+    # what changes where a domain runs; everything else is DelegatingBackend's
     async def vm_start(self, host_id: str, spec: DomainSpec, paused: bool) -> DomainInfo:
         return self.started(await self.local.vm_start(host_id, spec, paused))
 
@@ -87,63 +64,36 @@ class TimelineBackend(Backend):
         if info is not None:
             self.record("stop", vm_id, info.host_id)
 
-    async def vm_reboot(self, vm_id: str, clean: bool, spec: DomainSpec) -> DomainInfo:
-        return await self.local.vm_reboot(vm_id, clean, spec)  # same host throughout
-
-    async def vm_pause(self, vm_id: str) -> DomainInfo:
-        return await self.local.vm_pause(vm_id)
-
-    async def vm_unpause(self, vm_id: str) -> DomainInfo:
-        return await self.local.vm_unpause(vm_id)
-
-    async def vm_suspend(self, vm_id: str) -> int:
+    async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
         info = self.local.vm_info(vm_id)
-        size = await self.local.vm_suspend(vm_id)
+        size = await self.local.vm_suspend(vm_id, image)
         if info is not None:
             self.record("stop", vm_id, info.host_id)
         return size
 
-    async def vm_resume(self, host_id: str, vm_id: str, paused: bool) -> DomainInfo:
-        return self.started(await self.local.vm_resume(host_id, vm_id, paused))
+    async def vm_resume(
+        self,
+        host_id: str,
+        vm_id: str,
+        paused: bool,
+        spec: DomainSpec | None = None,
+        image: DiskSpec | None = None,
+    ) -> DomainInfo:
+        return self.started(await self.local.vm_resume(host_id, vm_id, paused, spec, image))
 
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
-        return await self.local.vm_save_image(vm_id, image_id)
-
-    def vm_copy_image(self, image_id: str, vm_id: str) -> None:
-        self.local.vm_copy_image(image_id, vm_id)
-
-    def vm_discard_image(self, vm_id: str) -> None:
-        self.local.vm_discard_image(vm_id)
-
-    async def vm_migrate(self, vm_id: str, host_id: str) -> DomainInfo:
+    async def vm_migrate(
+        self, vm_id: str, host_id: str, spec: DomainSpec | None = None
+    ) -> DomainInfo:
         before = self.local.vm_info(vm_id)
-        info = await self.local.vm_migrate(vm_id, host_id)
+        info = await self.local.vm_migrate(vm_id, host_id, spec)
         if before is not None and before.host_id != info.host_id:
             self.record("stop", vm_id, before.host_id)
             self.record("start", vm_id, info.host_id)
         return info
 
-    async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
-        return await self.local.vm_set_vcpus(vm_id, vcpus)
-
-    async def vm_set_memory_dynamic_range(self, vm_id: str, low: int, high: int) -> DomainInfo:
-        return await self.local.vm_set_memory_dynamic_range(vm_id, low, high)
-
     def vm_reset(self, vm_id: str) -> None:
         self.stopped(vm_id)
         self.local.vm_reset(vm_id)
-
-    async def vbd_plug(self, vm_id: str, device: str) -> None:
-        await self.local.vbd_plug(vm_id, device)
-
-    async def vbd_unplug(self, vm_id: str, device: str) -> None:
-        await self.local.vbd_unplug(vm_id, device)
-
-    async def vif_plug(self, vm_id: str, device: str) -> None:
-        await self.local.vif_plug(vm_id, device)
-
-    async def vif_unplug(self, vm_id: str, device: str) -> None:
-        await self.local.vif_unplug(vm_id, device)
 
 
 Interval = tuple[str, float, float]  # host, start, end

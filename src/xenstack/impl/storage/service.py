@@ -9,12 +9,22 @@ server each, on TCP and on a Unix socket), under the export name ``/<vdi-uuid>?s
 <session ref>``. Each connection is authorised when it names the export: the session must be
 live, the VDI the one this server exports, and the session's role decides the access (the
 roles that may call ``VDI.get_nbd_info`` write; any other live session reads only).
+
+The disks of running domains are exports too (:meth:`StorageService.attach`): the
+hypervisor opens ``/<vdi-uuid>?attach=<token>`` on the Unix socket, where the token is an
+HMAC of the uuid under a key kept in the state (``nbd-attach.key``, 0600), so the name stays
+the same across toolstack restarts and QEMU's reconnects find it again. The exports of the
+attached disks of every running VM come back when the toolstack starts
+(:meth:`StorageService.export_attached`), and an export whose chain changed under a running
+guest (a snapshot) is started again on the new chain at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import ssl
@@ -122,6 +132,8 @@ class StorageService:
         self._gc_lock: asyncio.Lock | None = None
         self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int, str]] = {}
         self._tls: tuple[ssl.SSLContext, str, str] | None = None  # context, cert PEM, subject
+        self.attached: dict[str, bool] = {}  # VDI uuid -> writable, exported to domains
+        self._attach_key: bytes | None = None
 
     async def start(self) -> None:
         """Repair what a crash left in the local SRs, then start the GC (before anything is
@@ -266,6 +278,70 @@ class StorageService:
             servers.append(await serve_nbd(exports, unix_path=sock, authorise=authorise))
         self._nbd[vdi_uuid] = (servers, image, tcp.port, location if writable else "")
 
+    # ---- the disks of running domains --------------------------------------------------
+
+    def attach_token(self, vdi_uuid: str) -> str:
+        if self._attach_key is None:
+            path = Path(str(self.toolstack.state_dir)) / "nbd-attach.key"
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(os.urandom(32))
+            self._attach_key = path.read_bytes()
+        return hmac.new(self._attach_key, vdi_uuid.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def attach_name(self, vdi_uuid: str) -> str:
+        return f"/{vdi_uuid}?attach={self.attach_token(vdi_uuid)}"
+
+    def can_attach(self, vdi: str) -> bool:
+        """Whether ``vdi`` lives on a file SR of this toolstack (so it can be exported)."""
+        db = self.toolstack.db
+        if self.toolstack.state_dir is None or not db.exists("VDI", vdi):
+            return False
+        drv = driver_of(drivers(self.toolstack), db, db.get("SR", db.get("VDI", vdi)["SR"]))
+        return isinstance(drv, FileSr)
+
+    async def attach(self, vdi: str, writable: bool) -> tuple[str, str]:
+        """Export ``vdi`` to a domain; ``(unix socket, export name)``.
+
+        One writer per disk: a second writable attach of a VDI already attached writable
+        is refused (VDI_IN_USE), as is one while some other export writes it."""
+        db = self.toolstack.db
+        row = db.get("VDI", vdi)
+        uuid = row["uuid"]
+        drv = driver_of(drivers(self.toolstack), db, db.get("SR", row["SR"]))
+        assert isinstance(drv, FileSr)
+        writable = writable and not (row["read_only"] or row["is_a_snapshot"] or drv.read_only)
+        if uuid in self._nbd and self._nbd[uuid][3] == "" and writable:
+            await self.stop_nbd(uuid)  # exported read-only (get_nbd_info): reopen it writable
+        if uuid not in self._nbd:
+            await self._start_nbd(uuid, drv.path(row["location"]), row["location"], writable)
+        self.attached[uuid] = writable or self.attached.get(uuid, False)
+        return self.nbd_socket(uuid), self.attach_name(uuid)
+
+    async def detach(self, vdi_uuid: str) -> None:
+        """The last domain using the export is gone: stop it (its writes made durable)."""
+        if self.attached.pop(vdi_uuid, None) is not None:
+            await self.stop_nbd(vdi_uuid)
+
+    async def reattach(self, vdi_uuid: str) -> None:
+        """Start an attached VDI's export again, on its chain as it is now."""
+        db = self.toolstack.db
+        ref = db.table("VDI").by_uuid.get(vdi_uuid)
+        writable = self.attached.pop(vdi_uuid, None)
+        if ref is None or writable is None:
+            return
+        await self.attach(ref, writable)
+
+    async def export_attached(self, vdis: list[tuple[str, bool]]) -> None:
+        """Start the exports of the disks of running domains (at toolstack start)."""
+        for vdi, writable in vdis:
+            if self.can_attach(vdi):
+                try:
+                    await self.attach(vdi, writable)
+                except ApiError:
+                    log.exception("cannot export attached VDI %s", vdi)
+
     def _nbd_authorise(self, vdi_uuid: str, name: str) -> NbdGrant:
         """Grant the export of ``vdi_uuid`` to the export name ``name``, or refuse it.
 
@@ -276,6 +352,11 @@ class StorageService:
         named, session = parse_export_name(name)
         if named != vdi_uuid or named not in self.toolstack.db.table("VDI").by_uuid:
             raise NbdRefused(nbd_protocol.REP_ERR_UNKNOWN, f"no export for VDI {named!r} here")
+        token = parse_qs(urlsplit(name).query).get("attach", [""])[0]
+        if token and named in self.attached:
+            if hmac.compare_digest(token, self.attach_token(named)):
+                return NbdGrant(vdi_uuid, read_only=not self.attached[named])
+            raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: bad attach token")
         if session is None:
             raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: no session_id")
         try:
@@ -334,3 +415,5 @@ async def exclusive(ctx: Context, vdi: str) -> AsyncIterator[None]:
         yield
     finally:
         storage.busy.discard(row["location"])
+        if row["uuid"] in storage.attached:  # a running guest's disk: on the new chain now
+            await storage.reattach(row["uuid"])

@@ -9,8 +9,9 @@ from __future__ import annotations
 from ...core.context import Context
 from ...db.store import Database
 from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
+from ..host.specs import attach_disks, domain_spec
 from ..registry import implements
-from . import xenstore_nodes
+from . import consoles, xenstore_nodes
 from .metrics import record_domain
 from .placement import assert_can_boot_here
 
@@ -19,14 +20,16 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
     """Migrate the VM's domain to ``host`` (the operation is already marked)."""
     source = db.get("VM", vm)["resident_on"]
     assert_can_boot_here(hv, db, vm, host)
+    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))  # the same exports
     with backend_errors():
-        info = await hv.backend.vm_migrate(vm, hv.host(db, host))
+        info = await hv.backend.vm_migrate(vm, hv.host(db, host), spec)
     xenstore_nodes.destroy(ctx, vm)
     with db.transaction():
         record_domain(db, vm, info, started=False, clock=ctx.toolstack.clock)
         hv.sync_memory(db, source)
         hv.sync_memory(db, host)
     xenstore_nodes.create(ctx, vm, host, info.domid)
+    consoles.sync(ctx.toolstack, vm)
 
 
 @implements("VM.pool_migrate")

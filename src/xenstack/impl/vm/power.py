@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 
 from ...core.context import Context
 from ...errors import ApiError
+from ...xenops.interface import DomainInfo
 from ..devices.devices import sync_hotplug
 from ..host.hypervisor import Hypervisor, backend_errors, domain_spec, hypervisor
+from ..host.specs import attach_disks, detach_disks, image_disk
 from ..registry import implements
-from . import suspend_image, xenstore_nodes
+from . import consoles, suspend_image, xenstore_nodes
 from .lifecycle import update_allowed_operations
 from .metrics import drop_guest_metrics, record_domain, record_halted, record_suspended
 from .placement import assert_can_boot_here, choose_host, host_is_live, start_memory
@@ -26,12 +28,18 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     db = ctx.db
     assert_can_boot_here(hv, db, vm, host)
     async with making_room(hv, db, host, start_memory(db.get("VM", vm))):
-        with backend_errors():
-            info = await hv.backend.vm_start(hv.host(db, host), domain_spec(db, vm), paused)
+        spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))
+        try:
+            with backend_errors():
+                info = await hv.backend.vm_start(hv.host(db, host), spec, paused)
+        except BaseException:
+            await detach_disks(ctx.toolstack, vm)
+            raise
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
     xenstore_nodes.create(ctx, vm, host, info.domid)
+    consoles.sync(ctx.toolstack, vm)
 
 
 def placed(ctx: Context, hv: Hypervisor, vm: str) -> str:
@@ -63,6 +71,8 @@ async def halt(ctx: Context, vm: str, clean: bool) -> None:
     with db.transaction():
         record_halted(db, vm, ctx.toolstack.clock)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
+    await detach_disks(ctx.toolstack, vm)
     await suspend_image.drop(ctx, vm)
 
 
@@ -84,13 +94,15 @@ async def reboot(ctx: Context, vm: str, clean: bool) -> None:
     host = db.get("VM", vm)["resident_on"]
     await xenstore_nodes.ask_guest(ctx, vm, "reboot", clean)
     xenstore_nodes.destroy(ctx, vm)
+    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))
     with backend_errors():
-        info = await hv.backend.vm_reboot(vm, clean, domain_spec(db, vm))
+        info = await hv.backend.vm_reboot(vm, clean, spec)
     with db.transaction():
         drop_guest_metrics(db, vm)
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, host)
     xenstore_nodes.create(ctx, vm, host, info.domid)
+    consoles.sync(ctx.toolstack, vm)
 
 
 def _clean_or_hard(body: Callable[..., Awaitable[None]], op: str, clean: bool) -> None:
@@ -128,18 +140,25 @@ async def suspend(ctx: Context, vm: str) -> None:
     host = db.get("VM", vm)["resident_on"]
     await xenstore_nodes.ask_guest(ctx, vm, "suspend", True)
     image = await suspend_image.create(ctx, vm, host)
+    storage = ctx.toolstack.storage
     try:
+        target = await image_disk(ctx.toolstack, image, writable=True)
         with backend_errors():
-            await hv.backend.vm_suspend(vm)
+            await hv.backend.vm_suspend(vm, target)
     except BaseException:
+        if db.exists("VDI", image):
+            await storage.detach(db.get("VDI", image)["uuid"])
         await suspend_image.destroy(ctx, image)
         raise
+    await storage.detach(db.get("VDI", image)["uuid"])  # the image is durable
+    await detach_disks(ctx.toolstack, vm)
     with db.transaction():
         xenstore_nodes.destroy(ctx, vm)
         drop_guest_metrics(db, vm)
         record_suspended(db, vm, clock=ctx.toolstack.clock)
         db.set("VM", vm, "suspend_VDI", image)
         hv.sync_memory(db, host)
+    consoles.sync(ctx.toolstack, vm)
 
 
 async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
@@ -148,15 +167,38 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
     target = host if host is not None else placed(ctx, hv, vm)
     assert_can_boot_here(hv, db, vm, target)
     async with making_room(hv, db, target, start_memory(db.get("VM", vm))):
-        with backend_errors():
-            info = await hv.backend.vm_resume(hv.host(db, target), vm, paused)
+        info = await _resume_domain(ctx, hv, vm, target, paused)
     await sync_hotplug(hv, db, vm, info)
     info = hv.backend.vm_info(vm) or info
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
         hv.sync_memory(db, target)
     xenstore_nodes.create(ctx, vm, target, info.domid)
+    consoles.sync(ctx.toolstack, vm)
     await suspend_image.drop(ctx, vm)
+
+
+async def _resume_domain(
+    ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool
+) -> DomainInfo:
+    """Rebuild the domain from the VM's suspend VDI (given to a backend that opens disks)."""
+    db, toolstack = ctx.db, ctx.toolstack
+    image_vdi = db.get("VM", vm)["suspend_VDI"]
+    image = (
+        await image_disk(toolstack, image_vdi, writable=False)
+        if db.exists("VDI", image_vdi)
+        else None
+    )
+    spec = await attach_disks(toolstack, domain_spec(db, vm))
+    try:
+        with backend_errors():
+            return await hv.backend.vm_resume(hv.host(db, host), vm, paused, spec, image)
+    except BaseException:
+        await detach_disks(toolstack, vm)
+        raise
+    finally:
+        if image is not None:
+            await toolstack.storage.detach(db.get("VDI", image_vdi)["uuid"])
 
 
 @implements("VM.resume")

@@ -206,3 +206,15 @@ def _refreshing(setter_name: str) -> Any:
 
 for _verb in ("set", "add_to", "remove_from"):
     implements(f"VM.{_verb}_blocked_operations")(_refreshing(_verb))
+
+
+def _action_setter(field: str) -> None:
+    def run(ctx: Context, self_: str, value: str) -> None:
+        with ctx.db.transaction() as db:
+            db.set("VM", self_, field, value)
+
+    implements(f"VM.set_{field}")(run)
+
+
+for _field in ("actions_after_shutdown", "actions_after_reboot", "actions_after_crash"):
+    _action_setter(_field)  # what a domain that ends by itself leads to (impl/vm/domains.py)

@@ -1,0 +1,116 @@
+"""Domains that end on their own, and domains found running when the toolstack starts.
+
+A real backend reports a domain that ended without being asked (the guest powered off,
+rebooted or panicked, or its hypervisor process vanished) to :func:`domain_exited`, which
+applies the VM's ``actions_after_shutdown``/``_reboot``/``_crash`` as XAPI does: restart the
+VM in a fresh domain on the same host, or record it Halted. At start-up :func:`adopt`
+takes back every domain the database says is running (a toolstack restart leaves guests
+running, as ``xe-toolstack-restart`` does); one that vanished meanwhile is handled as a
+crash, so nothing stays a zombie ``Running``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ...xenops.interface import XenopsError
+from ..host.hypervisor import Hypervisor, info_from_row
+from ..host.specs import attach_disks, detach_disks, domain_spec
+from . import consoles
+from .metrics import drop_guest_metrics, record_domain, record_halted
+
+log = logging.getLogger(__name__)
+
+LIVE_STATES = ("Running", "Paused")
+RESTARTS = ("restart", "rename_restart", "coredump_and_restart")
+ACTION_FIELD = {"poweroff": "actions_after_shutdown", "reboot": "actions_after_reboot"}
+
+
+def domain_exited(toolstack: Any, vm: str, domid: int, why: str) -> None:
+    """The backend's exit listener: handle the end soon, on the event loop."""
+    task = asyncio.get_running_loop().create_task(after_exit(toolstack, vm, domid, why))
+    toolstack.background.add(task)
+    task.add_done_callback(toolstack.background.discard)
+
+
+async def after_exit(toolstack: Any, vm: str, domid: int, why: str) -> None:
+    db = toolstack.db
+    row = db.table("VM").rows.get(vm)
+    if row is None or row["domid"] != domid or row["power_state"] not in LIVE_STATES:
+        return
+    action = row[ACTION_FIELD.get(why, "actions_after_crash")]
+    log.info("VM %s domain %d ended (%s): %s", row["uuid"], domid, why, action)
+    host = row["resident_on"]
+    hv: Hypervisor = toolstack.hypervisor
+    if action in RESTARTS and await restart(toolstack, hv, vm, host):
+        return
+    with db.transaction():
+        record_halted(db, vm, toolstack.clock)
+        hv.sync_memory(db, host)
+    consoles.sync(toolstack, vm)
+    await detach_disks(toolstack, vm)
+
+
+async def restart(toolstack: Any, hv: Hypervisor, vm: str, host: str) -> bool:
+    """Boot the VM again on ``host``; whether it worked."""
+    db = toolstack.db
+    try:
+        spec = await attach_disks(toolstack, domain_spec(db, vm))
+        info = await hv.backend.vm_start(hv.host(db, host), spec, False)
+    except (XenopsError, Exception):
+        log.exception("restarting VM %s failed", vm)
+        return False
+    with db.transaction():
+        drop_guest_metrics(db, vm)
+        record_domain(db, vm, info, started=True, clock=toolstack.clock)
+        hv.sync_memory(db, host)
+    consoles.sync(toolstack, vm)
+    return True
+
+
+async def adopt(toolstack: Any) -> None:
+    """Take back the running domains of a backend that keeps them across restarts."""
+    hv: Hypervisor = toolstack.hypervisor
+    if hv.simulator is not None:
+        return  # the simulator's domains were restored from the database already
+    db = toolstack.db
+    await record_host_facts(toolstack, hv)
+    for ref, vm in list(db.table("VM").rows.items()):
+        if vm["is_control_domain"] or vm["power_state"] not in LIVE_STATES:
+            continue
+        if not db.exists("host", vm["resident_on"]):
+            continue
+        spec = await attach_disks(toolstack, domain_spec(db, ref))
+        try:
+            info = await hv.backend.adopt(
+                hv.host(db, vm["resident_on"]), spec, info_from_row(db, ref, vm)
+            )
+        except XenopsError:
+            log.exception("adopting VM %s failed", ref)
+            info = None
+        if info is None:
+            await after_exit(toolstack, ref, vm["domid"], "vanished")
+            continue
+        with db.transaction():
+            record_domain(db, ref, info, started=False, clock=toolstack.clock)
+            hv.sync_memory(db, vm["resident_on"])
+        consoles.sync(toolstack, ref)
+
+
+async def record_host_facts(toolstack: Any, hv: Hypervisor) -> None:
+    """The machine's memory, CPUs and accelerator on the hosts this toolstack runs."""
+    facts = await hv.backend.host_facts()
+    if facts is None:
+        return
+    db = toolstack.db
+    with db.transaction():
+        for ref, host in db.table("host").rows.items():
+            db.update("host", ref, cpu_info=facts["cpu_info"], capabilities=facts["capabilities"])
+            if db.exists("host_metrics", host["metrics"]):
+                db.set("host_metrics", host["metrics"], "memory_total", facts["memory_total"])
+    for ref in list(db.table("host").rows):
+        hv.known_hosts.discard(ref)  # told again, with the real memory
+        with db.transaction():
+            hv.sync_memory(db, ref)

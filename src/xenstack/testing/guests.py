@@ -1,0 +1,144 @@
+"""Real test guests for tests and benchmarks: the guest image, a qemu host, the console.
+
+- :func:`guest_image_dir` builds (or finds in its cache) the test guest with
+  ``tools/test-guest/build.sh`` and returns its directory.
+- :func:`qemu_host` gives a ``xenstack serve`` of a state made by
+  ``xenstack init --backend qemu``, its QEMUs in a private :func:`guest_network`.
+- :class:`Console` types into a guest's serial console and waits for what it prints,
+  reading the console log the backend keeps per domain.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .guestnet import GuestNetwork, guest_network
+from .pool import ServerProcess, free_port
+
+REPO = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO / "tools" / "test-guest" / "build.sh"
+
+
+@functools.cache
+def guest_image_dir() -> Path:
+    """The test guest's files (vmlinux, initrd.img, disk.raw, cmdline), built if needed
+    (once per process: the script's cache check itself asks apt)."""
+    out = subprocess.run(
+        ["sh", str(BUILD_SCRIPT)], check=True, capture_output=True, text=True, timeout=300
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def run_dir(state_dir: Path, vm_uuid: str) -> Path:
+    """Where the qemu backend keeps a domain's sockets and logs."""
+    return state_dir / "run" / "qemu" / vm_uuid
+
+
+@dataclass
+class QemuHost:
+    server: ServerProcess
+    network: GuestNetwork
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def password(self) -> str:
+        return self.server.password
+
+
+@contextmanager
+def qemu_host(
+    prefix: str = "xq", state_dir: Path | None = None, init_args: tuple[str, ...] = ()
+) -> Iterator[QemuHost]:
+    """``xenstack init --backend qemu`` then ``xenstack serve --netns``, on a private net.
+
+    ``init_args`` go to ``xenstack init`` (``--hosts 2 --shared-sr`` for a pool)."""
+    guest_image_dir()
+    with guest_network(prefix) as net, tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
+        state = state_dir or Path(tmp) / "state"
+        cli = [sys.executable, "-m", "xenstack.cli.main"]
+        init = [*cli, "init", "--state-dir", str(state), "--backend", "qemu", *init_args]
+        subprocess.run(init, check=True, timeout=120)
+        server = ServerProcess(state, free_port(), ["--netns", net.netns])
+        server.start(timeout=120)
+        try:
+            yield QemuHost(server, net, state)
+        finally:
+            server.stop()
+            stop_guests(state)
+
+
+def stop_guests(state_dir: Path) -> None:
+    """Kill the QEMUs a state left running (tests end with no guest behind), by pid file."""
+    root = state_dir / "run" / "qemu"
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        try:
+            pid = int((entry / "qemu.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if str(entry).encode() in cmdline:
+            os.kill(pid, 9)
+
+
+def install(x: Any, name: str) -> str:
+    """``xe vm-install template="xenstack test guest"``: clone, provision, a VIF on xenbr0."""
+    template = x.VM.get_by_name_label("xenstack test guest")[0]
+    vm = x.VM.clone(template, name)
+    x.VM.provision(vm)
+    net = next(n for n in x.network.get_all() if x.network.get_bridge(n) == "xenbr0")
+    vif = {"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500", "other_config": {}}
+    x.VIF.create({**vif, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    return str(vm)
+
+
+class Console:
+    """A guest's serial console: type a command, wait for its output in console.log."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.log = run / "console.log"
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, marker: str, timeout: float = 90.0, start: int = 0) -> str:
+        """The log's text from ``start`` once ``marker`` is in it (TimeoutError if not)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()[start:]
+            if marker in text:
+                return text
+            time.sleep(0.05)
+        raise TimeoutError(f"{marker!r} not on the console of {self.run}:\n{self.text()[-2000:]}")
+
+    def run_command(self, command: str, timeout: float = 90.0) -> str:
+        """Run ``command`` in the guest's shell; what it printed (before the end marker)."""
+        tag = uuidlib.uuid4().hex[:8]
+        start = len(self.text())
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.run / "serial.sock"))
+            s.sendall(f"{command}; echo XQ-END-$((1+0)){tag}\n".encode())
+            text = self.wait_for(f"XQ-END-1{tag}", timeout, start)
+        body = text.split(f"XQ-END-1{tag}")[0]
+        return body.split("\n", 1)[1] if "\n" in body else body

@@ -1,0 +1,603 @@
+"""The QEMU backend: every domain is a ``qemu-system-x86_64`` of its own.
+
+A domain is built paused (``-S``), its QMP session and agent channel opened, ballooned to its
+dynamic maximum, then let run: so nothing the guest says is missed. Every way a domain can
+end is an exit of its QEMU (``-action reboot=shutdown,panic=shutdown``): the QMP events say
+why (SHUTDOWN's ``reason``), and an end the toolstack did not ask for is reported to the exit
+listener, which applies the VM's ``actions_after_*``. QEMU outlives the toolstack; a
+restarted toolstack takes its domains back with :meth:`QemuBackend.adopt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..interface import (
+    Backend,
+    BadDomainState,
+    BootFailed,
+    Capabilities,
+    DeviceError,
+    DiskSpec,
+    DomainExists,
+    DomainInfo,
+    DomainSpec,
+    GuestReport,
+    HostSpec,
+    MissingPvDrivers,
+    NicSpec,
+    NoSuchDomain,
+    OutOfMemory,
+    PortHooks,
+    Unimplemented,
+    UnknownHost,
+    XenopsError,
+)
+from . import cmdline, hostinfo, process
+from .agent import GuestChannel
+from .bridge import LinuxBridgeHooks
+from .cmdline import RunDir
+from .domain import Domain, load
+from .qmp import Monitor
+from .suspend import migrate, resume, suspend
+
+log = logging.getLogger(__name__)
+
+QEMU_CAPABILITIES = Capabilities(
+    name="qemu",
+    live_migration=True,
+    suspend=True,
+    pause=True,
+    vcpu_hotplug=False,
+    memory_ballooning=True,
+    device_hotplug=True,
+    max_vcpus=16,
+    domain_types=("hvm", "pv", "pvh", "pv_in_pvh"),
+    opens_disks=True,
+)
+CLEAN_SHUTDOWN_TIMEOUT = 120.0
+HARD_SHUTDOWN_TIMEOUT = 30.0
+EXIT_REASONS = {"guest-shutdown": "poweroff", "guest-reset": "reboot", "guest-panic": "crash"}
+
+
+@dataclass(slots=True)
+class _Host:
+    spec: HostSpec
+
+
+class QemuBackend(Backend):
+    """Domains as QEMU processes, their files under ``<state>/run/qemu/``."""
+
+    capabilities = QEMU_CAPABILITIES
+
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        netns: str = "",
+        hooks: PortHooks | None = None,
+        binary: str = "qemu-system-x86_64",
+        accel: str = "",
+        runas: str = "",
+    ) -> None:
+        self.root = os.path.join(state_dir, "run", "qemu")
+        self.netns = netns
+        self.hooks: PortHooks = hooks or LinuxBridgeHooks(netns)
+        self.binary = binary
+        self.runas = runas
+        self.hosts: dict[str, _Host] = {}
+        self.domains: dict[str, Domain] = {}
+        self.images: set[str] = set()  # VMs suspended into a VDI (the toolstack keeps it)
+        self._accel = accel
+        self._probe: asyncio.Task[str] | None = None
+        self._next_domid = 1
+        self.migrations: dict[str, dict[str, float]] = {}  # the last one of each VM
+        self.facts = hostinfo.machine_facts()
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    async def accel(self) -> str:
+        """ "kvm" if it works here (probed once, with a timeout), else "tcg"."""
+        cache = os.path.join(self.root, "accel")
+        if not self._accel:
+            with contextlib.suppress(OSError), open(cache) as f:
+                self._accel = f.read().strip()
+        if self._accel not in ("kvm", "tcg"):
+            if self._probe is None:
+                self._probe = asyncio.ensure_future(hostinfo.probe_kvm(self.binary))
+            self._accel = await self._probe
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            with open(cache, "w") as f:
+                f.write(self._accel)
+        return self._accel
+
+    def new_domid(self) -> int:
+        domid, self._next_domid = self._next_domid, self._next_domid + 1
+        return domid
+
+    def _host(self, host_id: str) -> _Host:
+        host = self.hosts.get(host_id)
+        if host is None:
+            raise UnknownHost(host_id)
+        return host
+
+    def _domain(self, vm_id: str) -> Domain:
+        dom = self.domains.get(vm_id)
+        if dom is None:
+            raise NoSuchDomain(vm_id)
+        return dom
+
+    def _run_dir(self, spec: DomainSpec, domid: int) -> RunDir:
+        name = spec.uuid or spec.vm_id.removeprefix("OpaqueRef:")
+        path = os.path.join(self.root, name)
+        if os.path.exists(path) and any(d.run.path == path for d in self.domains.values()):
+            path = f"{path}~{domid}"  # a migration's destination beside its source
+        if len(os.path.join(path, "serial.sock").encode()) > 107:
+            path = os.path.join(self.root, name.split("-")[0] + f"~{domid}")
+        return RunDir(path)
+
+    def _used(self, host_id: str) -> int:
+        return sum(
+            d.spec.memory_static_max + d.spec.memory_overhead
+            for d in self.domains.values()
+            if d.host_id == host_id
+        )
+
+    # ---- HOST ----------------------------------------------------------------------------
+
+    def host_add(self, spec: HostSpec) -> None:
+        self.hosts[spec.host_id] = _Host(spec)
+
+    def host_remove(self, host_id: str) -> None:
+        if self.host_domains(host_id):
+            raise BadDomainState(f"host {host_id} still runs domains")
+        self.hosts.pop(host_id, None)
+
+    def host_ids(self) -> list[str]:
+        return list(self.hosts)
+
+    def host_memory_free(self, host_id: str) -> int:
+        """What the accounting leaves, but never more than the machine has available."""
+        host = self._host(host_id)
+        booked = host.spec.memory_total - host.spec.memory_reserved - self._used(host_id)
+        return max(0, min(booked, hostinfo.memory_available()))
+
+    def host_domains(self, host_id: str) -> list[DomainInfo]:
+        self._host(host_id)
+        return [d.info() for d in self.domains.values() if d.host_id == host_id]
+
+    # ---- VM: start -----------------------------------------------------------------------
+
+    def vm_info(self, vm_id: str) -> DomainInfo | None:
+        dom = self.domains.get(vm_id)
+        return dom.info() if dom is not None else None
+
+    def vm_has_image(self, vm_id: str) -> bool:
+        return vm_id in self.images
+
+    async def vm_start(self, host_id: str, spec: DomainSpec, paused: bool) -> DomainInfo:
+        if spec.vm_id in self.domains:
+            raise DomainExists(spec.vm_id)
+        return await self._build(host_id, spec, paused)
+
+    async def _build(
+        self, host_id: str, spec: DomainSpec, paused: bool, incoming: str = ""
+    ) -> DomainInfo:
+        """Make the domain: taps, run directory, QEMU, monitor and agent; undo all on failure."""
+        needed = spec.memory_static_max + spec.memory_overhead
+        free = self.host_memory_free(host_id)
+        if free < needed:
+            raise OutOfMemory(needed, free)
+        domid = self.new_domid()
+        run = self._run_dir(spec, domid)
+        dom = Domain(spec, host_id, domid, run, time.time(), state="paused")
+        dom.vbds = [d.device for d in spec.disks]
+        dom.vifs = [n.device for n in spec.nics]
+        self.domains[spec.vm_id] = dom
+        try:
+            await self._make(dom, incoming)
+            if incoming:
+                await self._wait_incoming(dom)
+            await self._balloon(dom, spec.memory_dynamic_max)
+            if not paused:
+                await self._qmp(dom).execute("cont")
+                dom.state = "running"
+        except BaseException:
+            await self._destroy(dom)
+            raise
+        return dom.info()
+
+    async def _make(self, dom: Domain, incoming: str) -> None:
+        run, spec = dom.run, dom.spec
+        for path in (spec.boot.kernel, spec.boot.ramdisk):
+            if path and not os.path.isfile(path):
+                raise BootFailed(spec.vm_id, f"cannot read {path}")
+        shutil.rmtree(run.path, ignore_errors=True)
+        os.makedirs(run.path, mode=0o700)
+        if spec.boot.firmware == "uefi" and not spec.boot.kernel:
+            shutil.copyfile(cmdline.OVMF_VARS, run.nvram)
+        for nic in spec.nics:
+            await self.hooks.vif_plug(
+                spec.vm_id, dom.domid, nic, cmdline.tap_name(dom.domid, nic.device)
+            )
+        argv = cmdline.argv(
+            spec, run, dom.domid, accel=await self.accel(), binary=self.binary,
+            incoming=incoming, runas=self.runas,
+        )  # fmt: skip
+        argv.insert(1, "-S")
+        dom.save()
+        await process.launch(argv, run.log, self.netns)
+        pid = process.read_pid(run.pidfile, run.path)
+        if pid is None:
+            raise process.QemuFailed("qemu exited as soon as it started")
+        dom.pid = pid
+        await self._attach(dom)
+
+    async def _attach(self, dom: Domain) -> None:
+        """Open the domain's QMP session and agent channel."""
+        dom.monitor = Monitor(dom.run.path, dom.run.qmp, lambda n, d: self._event(dom, n, d))
+        await dom.monitor.connect()
+        macs = {n.mac.lower(): n.device for n in dom.spec.nics}
+        dom.channel = GuestChannel(
+            dom.vm_id, dom.domid, dom.run.agent, macs,
+            lambda k, v: self.report_guest_key(dom.vm_id, dom.domid, k, v),
+            lambda r: self._report(dom, r),
+        )  # fmt: skip
+        dom.channel.start()
+        for key, value in dom.spec.xenstore_data:
+            dom.channel.write(key, value)
+
+    def _report(self, dom: Domain, report: GuestReport) -> None:
+        if self.domains.get(dom.vm_id) is dom:
+            self.report_guest(report)
+
+    async def _wait_incoming(self, dom: Domain) -> None:
+        qmp = self._qmp(dom)
+        while True:
+            status = await qmp.execute("query-status")
+            if status["status"] not in ("inmigrate",):
+                break
+            await asyncio.sleep(0.02)
+        mig = await qmp.execute("query-migrate")
+        if mig.get("status") == "failed":
+            raise XenopsError(f"restoring the memory image failed: {mig.get('error-desc', '')}")
+
+    async def _balloon(self, dom: Domain, target: int) -> None:
+        static = max(dom.spec.memory_static_max, dom.spec.memory_dynamic_max)
+        dom.memory_actual = min(target, static)
+        if target < static:
+            await self._qmp(dom).execute("balloon", {"value": int(target)})
+
+    def _qmp(self, dom: Domain) -> Monitor:
+        if dom.monitor is None:
+            raise XenopsError(f"domain {dom.domid} has no QMP session")
+        return dom.monitor
+
+    # ---- the end of a domain -------------------------------------------------------------
+
+    def _event(self, dom: Domain, name: str, data: dict[str, Any]) -> None:
+        if name == "SHUTDOWN":
+            dom.reason = str(data.get("reason", ""))
+        elif name == "STOP" and dom.state == "running" and not dom.expected:
+            dom.state = "paused"
+        elif name == "RESUME":
+            dom.state = "running"
+        elif name == "BALLOON_CHANGE":
+            dom.memory_actual = int(data.get("actual", dom.memory_actual))
+        elif name == "DISCONNECTED":
+            asyncio.get_running_loop().create_task(self._ended(dom))
+
+    async def _ended(self, dom: Domain) -> None:
+        """QEMU is gone: release what the domain held; report an end nobody asked for."""
+        await process.wait_gone(dom.pid, dom.run.path, HARD_SHUTDOWN_TIMEOUT)
+        expected = dom.expected
+        await self._destroy(dom)
+        if not expected:
+            why = EXIT_REASONS.get(dom.reason, "vanished")
+            self.report_exit(dom.vm_id, dom.domid, why)
+
+    async def _destroy(self, dom: Domain) -> None:
+        """Kill the QEMU if it still runs and remove everything the domain had."""
+        dom.expected = True
+        if dom.pid:
+            process.kill(dom.pid, dom.run.path)
+            await process.wait_gone(dom.pid, dom.run.path, HARD_SHUTDOWN_TIMEOUT)
+        if dom.channel is not None:
+            await dom.channel.stop()
+        if dom.monitor is not None:
+            await dom.monitor.close()
+        for nic in dom.spec.nics:
+            with contextlib.suppress(Exception):
+                tap = cmdline.tap_name(dom.domid, nic.device)
+                await self.hooks.vif_unplug(dom.vm_id, dom.domid, nic, tap)
+        shutil.rmtree(dom.run.path, ignore_errors=True)
+        if self.domains.get(dom.vm_id) is dom:
+            del self.domains[dom.vm_id]
+        dom.gone.set()
+
+    async def _stop(self, dom: Domain, clean: bool, reboot: bool = False) -> None:
+        """Ask the guest (clean) or QEMU to end the domain; wait until it has."""
+        dom.expected = True
+        qmp = self._qmp(dom)
+        features = dom.channel.keys if dom.channel is not None else {}
+        try:
+            if clean and reboot:
+                if "control/feature-reboot" not in features or dom.channel is None:
+                    raise MissingPvDrivers(dom.vm_id)
+                dom.channel.write("control/shutdown", "reboot")
+            elif clean and "control/feature-shutdown" in features and dom.channel is not None:
+                dom.channel.write("control/shutdown", "poweroff")
+            elif clean:
+                await qmp.execute("system_powerdown")
+            else:
+                with contextlib.suppress(XenopsError):
+                    await qmp.execute("quit")
+            timeout = CLEAN_SHUTDOWN_TIMEOUT if clean else HARD_SHUTDOWN_TIMEOUT
+            await asyncio.wait_for(dom.gone.wait(), timeout)
+        except TimeoutError:
+            dom.expected = False
+            raise XenopsError(f"domain {dom.domid} did not shut down in time") from None
+        except MissingPvDrivers:
+            dom.expected = False
+            raise
+
+    async def vm_shutdown(self, vm_id: str, clean: bool) -> None:
+        await self._stop(self._domain(vm_id), clean)
+
+    async def vm_reboot(self, vm_id: str, clean: bool, spec: DomainSpec) -> DomainInfo:
+        dom = self._domain(vm_id)
+        await self._stop(dom, clean, reboot=True)
+        return await self._build(dom.host_id, spec, paused=False)
+
+    # ---- pause, memory -------------------------------------------------------------------
+
+    async def vm_pause(self, vm_id: str) -> DomainInfo:
+        dom = self._domain(vm_id)
+        if dom.state != "running":
+            raise BadDomainState(f"{vm_id} is {dom.state}")
+        await self._qmp(dom).execute("stop")
+        dom.state = "paused"
+        return dom.info()
+
+    async def vm_unpause(self, vm_id: str) -> DomainInfo:
+        dom = self._domain(vm_id)
+        if dom.state != "paused":
+            raise BadDomainState(f"{vm_id} is {dom.state}")
+        await self._qmp(dom).execute("cont")
+        dom.state = "running"
+        return dom.info()
+
+    async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
+        raise Unimplemented("VM.set_VCPUs_number_live")
+
+    async def vm_set_memory_dynamic_range(self, vm_id: str, low: int, high: int) -> DomainInfo:
+        dom = self._domain(vm_id)
+        await self._balloon(dom, high)
+        return dom.info()
+
+    def vm_reset(self, vm_id: str) -> None:
+        dom = self.domains.pop(vm_id, None)
+        if dom is not None and dom.pid:
+            process.kill(dom.pid, dom.run.path)
+        self.images.discard(vm_id)
+
+    # ---- guest agent ---------------------------------------------------------------------
+
+    async def guest_write(self, vm_id: str, key: str, value: str) -> None:
+        dom = self._domain(vm_id)
+        if dom.channel is None:
+            raise XenopsError(f"domain {dom.domid} has no agent channel")
+        dom.channel.write(key, value)
+
+    def console(self, vm_id: str) -> str:
+        dom = self.domains.get(vm_id)
+        return dom.run.vnc if dom is not None else ""
+
+    def console_log(self, vm_id: str) -> str:
+        dom = self.domains.get(vm_id)
+        return dom.run.console_log if dom is not None else ""
+
+    # ---- adoption ------------------------------------------------------------------------
+
+    async def host_facts(self) -> dict[str, object] | None:
+        accel = await self.accel()
+        cpu = dict(self.facts.cpu)
+        cpu["accelerator"] = accel  # KVM only when its probe boot worked; TCG otherwise
+        return {
+            "memory_total": self.facts.memory_total,
+            "cpu_info": cpu,
+            "capabilities": [f"qemu-{accel}-x86_64", "hvm-3.0-x86_64", "hvm-3.0-x86_32"],
+        }
+
+    async def close(self) -> None:
+        """Leave every domain's sessions; the QEMU processes run on."""
+        for dom in list(self.domains.values()):
+            dom.expected = True
+            if dom.channel is not None:
+                await dom.channel.stop()
+            if dom.monitor is not None:
+                await dom.monitor.close()
+
+    async def adopt(self, host_id: str, spec: DomainSpec, info: DomainInfo) -> DomainInfo | None:
+        """Take back the domain of ``spec`` if its QEMU still runs; else clean up after it."""
+        if spec.vm_id in self.domains:
+            return self.domains[spec.vm_id].info()
+        found = self._find_run(spec)
+        if found is None:
+            return None
+        if found.pid == 0:
+            await self._destroy(found)
+            return None
+        self.domains[spec.vm_id] = found
+        self._next_domid = max(self._next_domid, found.domid + 1)
+        try:
+            await self._attach(found)
+            status = await self._qmp(found).execute("query-status")
+        except XenopsError:
+            await self._destroy(found)
+            return None
+        found.state = "running" if status.get("running") else "paused"
+        with contextlib.suppress(XenopsError):
+            balloon = await self._qmp(found).execute("query-balloon")
+            found.memory_actual = int(balloon["actual"])
+        return found.info()
+
+    def _find_run(self, spec: DomainSpec) -> Domain | None:
+        if not os.path.isdir(self.root):
+            return None
+        for name in sorted(os.listdir(self.root)):
+            dom = load(RunDir(os.path.join(self.root, name)))
+            if dom is not None and dom.vm_id == spec.vm_id:
+                dom.pid = process.read_pid(dom.run.pidfile, dom.run.path) or 0
+                return dom
+        return None
+
+    # ---- images and migration (see .suspend) ---------------------------------------------
+
+    async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
+        return await suspend(self, self._domain(vm_id), image)
+
+    async def vm_resume(
+        self,
+        host_id: str,
+        vm_id: str,
+        paused: bool,
+        spec: DomainSpec | None = None,
+        image: DiskSpec | None = None,
+    ) -> DomainInfo:
+        if vm_id in self.domains:
+            raise DomainExists(vm_id)
+        if spec is None or image is None:
+            raise NoSuchDomain(vm_id)
+        info = await resume(self, host_id, spec, image, paused)
+        self.images.discard(vm_id)
+        return info
+
+    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+        raise Unimplemented("VM.checkpoint")
+
+    def vm_copy_image(self, image_id: str, vm_id: str) -> None:
+        raise Unimplemented("VM.revert (to a checkpoint)")
+
+    def vm_discard_image(self, vm_id: str) -> None:
+        self.images.discard(vm_id)
+
+    async def vm_migrate(
+        self, vm_id: str, host_id: str, spec: DomainSpec | None = None
+    ) -> DomainInfo:
+        dom = self._domain(vm_id)
+        self._host(host_id)
+        if dom.host_id == host_id:
+            return dom.info()
+        return await migrate(self, dom, host_id, spec or dom.spec)
+
+    # ---- VBD / VIF hot-plug --------------------------------------------------------------
+
+    async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
+        dom = self._domain(vm_id)
+        if device in dom.vbds:
+            raise DeviceError(f"disk {device} is plugged already")
+        if disk is None:
+            raise DeviceError(f"disk {device}: nothing to open")
+        qmp = self._qmp(dom)
+        if not disk.empty:
+            for args in cmdline.blockdev(disk):
+                await qmp.execute("blockdev-add", args)
+        await qmp.execute("device_add", cmdline.disk_device(disk, None))
+        dom.vbds.append(device)
+        dom.spec = _with_disk(dom.spec, disk)
+        dom.save()
+
+    async def vbd_unplug(self, vm_id: str, device: str) -> None:
+        dom = self._domain(vm_id)
+        if device not in dom.vbds:
+            raise DeviceError(f"disk {device} is not plugged")
+        await self._device_del(dom, cmdline.disk_id(device))
+        disk = dom.spec.disk(device)
+        if disk is not None and not disk.empty:
+            for args in reversed(cmdline.blockdev(disk)):
+                with contextlib.suppress(XenopsError):
+                    await self._qmp(dom).execute("blockdev-del", {"node-name": args["node-name"]})
+        dom.vbds.remove(device)
+        dom.save()
+
+    async def vbd_media(self, vm_id: str, device: str, disk: DiskSpec) -> None:
+        dom = self._domain(vm_id)
+        qmp, dev_id = self._qmp(dom), cmdline.disk_id(device)
+        old = dom.spec.disk(device)
+        await qmp.execute("blockdev-open-tray", {"id": dev_id, "force": True})
+        await qmp.execute("blockdev-remove-medium", {"id": dev_id})
+        if old is not None and not old.empty:
+            for args in reversed(cmdline.blockdev(old)):
+                with contextlib.suppress(XenopsError):
+                    await qmp.execute("blockdev-del", {"node-name": args["node-name"]})
+        if not disk.empty:
+            for args in cmdline.blockdev(disk):
+                await qmp.execute("blockdev-add", args)
+            await qmp.execute(
+                "blockdev-insert-medium", {"id": dev_id, "node-name": cmdline.node(device)}
+            )
+            await qmp.execute("blockdev-close-tray", {"id": dev_id})
+        dom.spec = _with_disk(dom.spec, disk)
+        dom.save()
+
+    async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
+        dom = self._domain(vm_id)
+        if device in dom.vifs:
+            raise DeviceError(f"interface {device} is plugged already")
+        if nic is None:
+            raise DeviceError(f"interface {device}: no port")
+        await self.hooks.vif_plug(vm_id, dom.domid, nic, cmdline.tap_name(dom.domid, device))
+        qmp = self._qmp(dom)
+        await qmp.execute("netdev_add", cmdline.netdev(nic, dom.domid))
+        await qmp.execute("device_add", cmdline.nic_device(nic, None))
+        dom.vifs.append(device)
+        dom.spec = _with_nic(dom.spec, nic)
+        if dom.channel is not None:
+            dom.channel.macs[nic.mac.lower()] = device
+        dom.save()
+
+    async def vif_unplug(self, vm_id: str, device: str) -> None:
+        dom = self._domain(vm_id)
+        if device not in dom.vifs:
+            raise DeviceError(f"interface {device} is not plugged")
+        await self._device_del(dom, cmdline.nic_id(device))
+        with contextlib.suppress(XenopsError):
+            await self._qmp(dom).execute("netdev_del", {"id": f"net{device}"})
+        nic = dom.spec.nic(device)
+        if nic is not None:
+            tap = cmdline.tap_name(dom.domid, device)
+            await self.hooks.vif_unplug(vm_id, dom.domid, nic, tap)
+        dom.vifs.remove(device)
+        dom.save()
+
+    async def _device_del(self, dom: Domain, dev_id: str) -> None:
+        qmp = self._qmp(dom)
+        deleted = qmp.expect("DEVICE_DELETED")
+        await qmp.execute("device_del", {"id": dev_id})
+        try:
+            while True:
+                data = await asyncio.wait_for(asyncio.shield(deleted), HARD_SHUTDOWN_TIMEOUT)
+                if data.get("device") == dev_id:
+                    return
+                deleted = qmp.expect("DEVICE_DELETED")
+        except TimeoutError:
+            deleted.cancel()
+            raise DeviceError(f"the guest did not release {dev_id}") from None
+
+
+def _with_disk(spec: DomainSpec, disk: DiskSpec) -> DomainSpec:
+    disks = (*(d for d in spec.disks if d.device != disk.device), disk)
+    return replace(spec, disks=disks, vbds=tuple(d.device for d in disks))
+
+
+def _with_nic(spec: DomainSpec, nic: NicSpec) -> DomainSpec:
+    nics = (*(n for n in spec.nics if n.device != nic.device), nic)
+    return replace(spec, nics=nics, vifs=tuple(n.device for n in nics))
