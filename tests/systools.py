@@ -14,6 +14,7 @@ import pytest
 
 # the Debian package each tool comes from (what .ci/run installs)
 PACKAGES = {
+    "openssl": "openssl",
     "qemu-img": "qemu-utils",
     "qemu-io": "qemu-utils",
     "qemu-system-x86_64": "qemu-system-x86",

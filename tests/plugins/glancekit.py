@@ -84,8 +84,8 @@ class Glance:
 def glance_server() -> Iterator[Glance]:
     bindir = VENV / "bin"
     if not (bindir / "gunicorn").exists() or not (bindir / "glance-manage").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no glance venv at {VENV} and CI is set")
+        if os.environ.get("CI") and os.environ.get("XENSTACK_OPENSTACK_VENV"):
+            pytest.fail(f"no glance venv at {VENV}, which XENSTACK_OPENSTACK_VENV names")
         pytest.skip(f"no glance venv at {VENV} (pip install glance==33.0.0 gunicorn)")
     directory = Path(tempfile.mkdtemp(prefix="xs-glance-"))
     port = _free_port()

@@ -202,3 +202,30 @@ def test_special_watches(xs: Served) -> None:
         dom0.ack(Op.RELEASE, b"12\x00")  # pyxs asks /proc/xen first: sent as is
         assert ev.one() == (b"@releaseDomain", b"out")
         assert dom0.is_domain_introduced(12) is False
+
+
+def test_directory_part_pages_a_long_listing(xs: Served) -> None:
+    from xenstack.xenstore.client import Client
+    from xenstack.xenstore.wire import Op as XsOp
+
+    names = [f"child-{i:04d}-" + "x" * 40 for i in range(200)]  # about 10 KiB of names
+    with pyxs_client(xs.path) as c:
+        for name in names:
+            c.mkdir(b"/tool/big/" + name.encode())
+        with pytest.raises(PyXSError) as info:
+            c.list(b"/tool/big")  # one XS_DIRECTORY answer cannot hold it
+        assert info.value.args[0] == errno.E2BIG
+    got: list[bytes] = []
+    offset = 0
+    with Client(str(xs.path)) as raw:  # pyxs knows no XS_DIRECTORY_PART
+        while True:
+            part = raw.call(XsOp.DIRECTORY_PART, b"/tool/big\0" + str(offset).encode() + b"\0")
+            assert len(part) <= 4096
+            gen, _, rest = part.partition(b"\0")
+            assert gen == b"0"
+            chunk = [n for n in rest.split(b"\0") if n]
+            got += chunk
+            offset += sum(len(n) + 1 for n in chunk)
+            if rest.endswith(b"\0\0") or rest == b"\0":
+                break
+    assert got == [n.encode() for n in names]

@@ -63,7 +63,12 @@ def _directory_part(c: Connection, a: list[bytes], payload: bytes, tx: int) -> b
     children = c.directory(_arg(a, 0), tx)
     offset = int(_arg(a, 1)) if len(a) > 1 and _arg(a, 1).isdigit() else 0
     body = b"".join(name.encode() + NUL for name in children)
-    return b"0" + NUL + body[offset:] + NUL
+    head = b"0" + NUL  # the generation: 0, as nothing here tells listings apart
+    room = wire.PAYLOAD_MAX - len(head) - 1
+    part = body[offset : offset + room]
+    if offset + room < len(body):  # more to come: end at a whole name, no terminator
+        return head + part[: part.rfind(NUL) + 1]
+    return head + part + NUL
 
 
 def _ack(fn: Callable[[Connection, list[bytes], int], object]) -> Handler:
