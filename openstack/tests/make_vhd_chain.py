@@ -9,7 +9,7 @@ import sys
 import tarfile
 import tempfile
 
-from xenstack.storage.vhd import VhdImage, create_dynamic, export_raw_file
+from xenstack.storage.vhd import DiskType, VhdImage, create_dynamic, export_raw_file, read_footer
 from xenstack.storage.vhd.ops import set_parent
 
 MiB = 1 << 20
@@ -44,6 +44,9 @@ def tar_to_raw(tar_path: str, out: str) -> None:
         with tarfile.open(tar_path, "r:gz") as tar:
             tar.extractall(d, filter="data")
         names = sorted((n for n in os.listdir(d) if n.endswith(".vhd")), key=lambda n: int(n[:-4]))
+        last = read_footer(os.path.join(d, names[-1]))
+        if last.disk_type is DiskType.DIFFERENCING:  # its parent is not in the image
+            raise SystemExit(f"{names[-1]}, the chain's last member, is a differencing disk")
         for child, parent in itertools.pairwise(names):
             set_parent(os.path.join(d, child), os.path.join(d, parent))
         to_raw(os.path.join(d, names[0]), out)
