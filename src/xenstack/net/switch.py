@@ -36,6 +36,10 @@ class Switch(abc.ABC):
     async def ports(self) -> dict[str, PortState]:
         """Every port that is not a bridge's own, by name."""
 
+    async def state(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+        """:meth:`bridges` and :meth:`ports` read at once (without the ports' counters)."""
+        return await self.bridges(), await self.ports()
+
     # bridges ------------------------------------------------------------------------------
 
     @abc.abstractmethod

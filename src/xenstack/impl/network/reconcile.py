@@ -94,8 +94,7 @@ async def reconcile(services: Services) -> Repairs:
     known_networks = {row["uuid"] for row in services.db.table("network").rows.values()}
     known_vifs = {row["uuid"] for row in services.db.table("VIF").rows.values()}
     repairs = Repairs()
-    have_bridges = await sw.bridges()
-    have_ports = await sw.ports()
+    have_bridges, have_ports = await sw.state()
     make_bridges: list[BridgeSpec] = []
     for spec in bridges.values():
         have = have_bridges.get(spec.name)

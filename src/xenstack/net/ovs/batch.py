@@ -29,13 +29,25 @@ async def apply(
     vifs: Sequence[VifSpec],
     ports: Sequence[tuple[str, str]],
 ) -> None:
-    await _remove(sw, remove_ports, remove_bridges)
     live = [v for v in vifs if v.locking.mode != "disabled"]
+    made_names = {v.name for v in live} | {d for _, d in ports} | {b.name for b in bridges}
+    # names removed and made again need two transactions (OVSDB checks a name's uniqueness
+    # against what the transaction leaves); otherwise one does it all
+    apart = bool(made_names & ({*remove_ports, *remove_bridges}))
+    await _drop_flows(sw, remove_ports)
+    if apart:
+        await asyncio.to_thread(sw.db.transact, _removals(sw, remove_ports, remove_bridges), True)
     if not (bridges or live or ports):
+        if not apart:
+            await asyncio.to_thread(
+                sw.db.transact, _removals(sw, remove_ports, remove_bridges), True
+            )
         return
     requested: dict[str, tuple[str, int]] = {}
 
     def edit(txn: Any) -> None:
+        if not apart:
+            _removals(sw, remove_ports, remove_bridges)(txn)
         made = _bridges(sw, txn, bridges)
         where = _placement(sw, bridges)
         numbers: dict[str, int] = {}
@@ -71,21 +83,24 @@ async def apply(
     await _flows(sw, live, requested)
 
 
-async def _remove(sw: OvsSwitch, ports: Sequence[str], bridges: Sequence[str]) -> None:
-    if not (ports or bridges):
+async def _drop_flows(sw: OvsSwitch, ports: Sequence[str]) -> None:
+    """Delete the locking flows of ports about to go (only those that have flows of ours)."""
+    if not ports:
         return
     have = await sw.ports()
     by_bridge: dict[str, set[int]] = {}
     for name in ports:
         if name in have and have[name].ofport > 0:
             by_bridge.setdefault(have[name].parent, set()).add(have[name].ofport)
-    for bridge, numbers in by_bridge.items():  # only ports that have flows of ours
+    for bridge, numbers in by_bridge.items():
         ours = {
             flowlib.parse(f)[1].get("in_port") for f in await sw.flows(bridge) if "cookie=0x1," in f
         }
         for number in sorted(n for n in numbers if str(n) in ours):
             await sw._ofctl("del-flows", bridge, f"in_port={number},cookie=1/-1")
 
+
+def _removals(sw: OvsSwitch, ports: Sequence[str], bridges: Sequence[str]) -> Any:
     def edit(txn: Any) -> None:
         for name in ports:
             found = sw._port_row(name)
@@ -94,7 +109,7 @@ async def _remove(sw: OvsSwitch, ports: Sequence[str], bridges: Sequence[str]) -
         for name in bridges:
             sw._destroy_bridge_edit(name)
 
-    await asyncio.to_thread(sw.db.transact, edit, True)
+    return edit
 
 
 def _bridges(sw: OvsSwitch, txn: Any, specs: Sequence[BridgeSpec]) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class OvsSwitch(Switch):
 
     # reading ------------------------------------------------------------------------------
 
-    def _read(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+    def _read(self, stats: bool = True) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
         db = self.db
         with db.lock:
             db.idl.run()
@@ -142,8 +142,13 @@ class OvsSwitch(Switch):
                     if port.fake_bridge or port.name == br.name:
                         continue
                     tag = _one(port.tag)
-                    ports[port.name] = _port_state(port, fakes.get(tag, br.name), br.name, tag)
+                    ports[port.name] = _port_state(
+                        port, fakes.get(tag, br.name), br.name, tag, stats
+                    )
             return bridges, ports
+
+    async def state(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+        return await asyncio.to_thread(self._read, False)
 
     async def bridges(self) -> dict[str, BridgeState]:
         return (await asyncio.to_thread(self._read))[0]
@@ -520,11 +525,15 @@ def _mtu(port: Row) -> int:
     return int(_one(iface.mtu_request, 0) or _one(iface.mtu, 0) or 0)
 
 
-def _port_state(port: Row, bridge: str, parent: str, tag: int) -> PortState:
+def _port_state(
+    port: Row, bridge: str, parent: str, tag: int, with_stats: bool = True
+) -> PortState:
     ifaces = list(port.interfaces)
     iface = ifaces[0] if ifaces else None
     kind = "bond" if len(ifaces) > 1 else (iface.type or "system") if iface is not None else ""
-    stats = {k: int(v) for k, v in iface.statistics.items()} if iface is not None else {}
+    stats = (
+        {k: int(v) for k, v in iface.statistics.items()} if iface is not None and with_stats else {}
+    )
     return PortState(
         port.name,
         bridge,
