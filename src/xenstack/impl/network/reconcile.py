@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ...idl.types import NULL_REF
 from ...net import BridgeSpec, BridgeState, PortState, VifSpec
 from .pif_devices import allowed_devices, real_devices
 from .ports import bridge_specs, running_domid, switch, vif_spec
@@ -43,16 +44,15 @@ def wanted(services: Services) -> tuple[dict[str, BridgeSpec], dict[str, VifSpec
     bridges: dict[str, BridgeSpec] = {}
     vifs: dict[str, VifSpec] = {}
     pifs: dict[str, str] = {}
-    for ref, pif in db.table("PIF").rows.items():
+    for pif in db.table("PIF").rows.values():
         if pif["host"] != host or not pif["currently_attached"]:
             continue
         if not db.exists("network", pif["network"]):
             continue
         for spec in bridge_specs(db, host, pif["network"]):
             bridges[spec.name] = spec
-        if pif["physical"] and pif["bond_slave_of"] == "OpaqueRef:NULL":
+        if pif["physical"] and pif["bond_slave_of"] == NULL_REF:
             pifs[pif["device"]] = db.get("network", pif["network"])["bridge"]
-        del ref
     for ref, vif in db.table("VIF").rows.items():
         domid = running_domid(db, vif)
         vm = db.get("VM", vif["VM"])
