@@ -232,8 +232,12 @@ class Toolstack:
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
         await self.network.start()  # the switch made to hold what the database says
-        await self.server.start()
-        await self.network.serve_himn(self.server.ports.get("http", 0))
+        try:
+            await self.server.start()
+            await self.network.serve_himn(self.server.ports.get("http", 0))
+        except BaseException:
+            await self.network.stop()
+            raise
         self._reaper = asyncio.create_task(self._reap_sessions())
 
     async def stop(self) -> None:
@@ -241,10 +245,12 @@ class Toolstack:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await self.storage.stop()
-        if self.server is not None:
-            await self.server.stop()
-        await self.network.stop()
+        try:
+            await self.storage.stop()
+            if self.server is not None:
+                await self.server.stop()
+        finally:  # a private switch's daemons must not outlive the toolstack
+            await self.network.stop()
         for job in list(self.tasks.running.values()):
             job.cancel()
         await self.db.durable()
