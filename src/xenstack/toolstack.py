@@ -345,8 +345,12 @@ class Toolstack:
             if self.this_host:
                 write_inventory(self.state_dir, inventory(self.db, self.this_host))
         await vm_domains.adopt(self)  # running guests (and their disks' exports) first
-        await self.server.start()
-        await self.network.serve_himn(self.server.ports.get("http", 0))
+        try:
+            await self.server.start()
+            await self.network.serve_himn(self.server.ports.get("http", 0))
+        except BaseException:
+            await self.network.stop()
+            raise
         await self._refresh_members()
         self._reaper = asyncio.create_task(self._reap_sessions())
         self._start_election()
@@ -391,12 +395,14 @@ class Toolstack:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await self.storage.stop()
-        if self.xenstore_server is not None:
-            await self.xenstore_server.stop()
-        if self.server is not None:
-            await self.server.stop()
-        await self.network.stop()
+        try:
+            await self.storage.stop()
+            if self.xenstore_server is not None:
+                await self.xenstore_server.stop()
+            if self.server is not None:
+                await self.server.stop()
+        finally:  # a private switch's daemons must not outlive the toolstack
+            await self.network.stop()
         self._journal_stop()
         await self.hypervisor.backend.close()  # the guests keep running
         for job in list(self.tasks.running.values()):

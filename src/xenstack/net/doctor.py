@@ -228,7 +228,21 @@ async def _traces(report: Report, switch: Switch, e: Expected, port: PortState) 
                 fix,
             )
         else:
-            report.add(OK, "flows", f"{label} from {e.port} passes ({result.flow})")
+            where = _datapath_actions(result.text)
+            report.add(
+                OK,
+                "flows",
+                f"{label} from {e.port} passes ({result.flow})"
+                + (f"; datapath actions: {where}" if where else ""),
+            )
+
+
+def _datapath_actions(text: str) -> str:
+    """Where the packet went, as the trace's last line says (output ports, or drop)."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("Datapath actions:"):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def _match_of(flow: str) -> str:

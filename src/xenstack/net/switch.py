@@ -8,7 +8,7 @@ are what XenServer writes, so that ``ovs-vsctl`` and neutron's agent see the sam
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .model import BridgeSpec, BridgeState, Locking, PortState, TraceResult, VifSpec
 
@@ -35,6 +35,10 @@ class Switch(abc.ABC):
     @abc.abstractmethod
     async def ports(self) -> dict[str, PortState]:
         """Every port that is not a bridge's own, by name."""
+
+    async def state(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+        """:meth:`bridges` and :meth:`ports` read at once (without the ports' counters)."""
+        return await self.bridges(), await self.ports()
 
     # bridges ------------------------------------------------------------------------------
 
@@ -99,6 +103,30 @@ class Switch(abc.ABC):
     @abc.abstractmethod
     async def set_mtu(self, name: str, mtu: int) -> None:
         """The MTU of a port's interface (or of a bridge's own interface)."""
+
+    async def apply(
+        self,
+        *,
+        remove_ports: Sequence[str] = (),
+        remove_bridges: Sequence[str] = (),
+        bridges: Sequence[BridgeSpec] = (),
+        vifs: Sequence[VifSpec] = (),
+        ports: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Many changes at once (start-up repairs): remove ``remove_ports`` and
+        ``remove_bridges``, then make ``bridges`` (parents first), the ports of existing
+        guest links ``vifs`` and the system ports ``ports`` ((bridge, device) pairs). A driver
+        may do it in fewer steps than one call each; this one does one call each."""
+        for name in remove_ports:
+            await self.remove_port(name)
+        for name in remove_bridges:
+            await self.destroy_bridge(name)
+        for spec in sorted(bridges, key=lambda b: bool(b.parent)):
+            await self.ensure_bridge(spec)
+        for vif in vifs:
+            await self.attach_vif(vif)
+        for bridge, device in ports:
+            await self.add_port(bridge, device)
 
     # flows --------------------------------------------------------------------------------
 

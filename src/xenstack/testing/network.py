@@ -10,6 +10,7 @@ starts with the caller's prefix, and everything is removed by name at the end.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -221,6 +222,7 @@ def switch_for(kind: str, state_dir: Any, prefix: str) -> Iterator[SwitchKit]:
         return
     spaces = Namespaces(prefix)
     guests: VethGuests | None = None
+    daemons: OvsDaemons | None = None
     try:
         ns = spaces.add("sw")
         sh(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
@@ -229,6 +231,10 @@ def switch_for(kind: str, state_dir: Any, prefix: str) -> Iterator[SwitchKit]:
         daemons = OvsDaemons(state_dir, netns=ns, use_system=False)
         yield SwitchKit(OvsSwitch(daemons, guests), spaces, guests)
     finally:
+        if daemons is not None:  # whatever a failed test left running, by its pid files
+            asyncio.run(daemons.stop_stale())
+            if daemons.rundir.is_symlink():
+                daemons.rundir.unlink()
         if guests is not None:
             guests.close()
         spaces.close()

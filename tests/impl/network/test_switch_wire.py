@@ -161,15 +161,20 @@ def test_start_up_repairs_drift_and_leaves_the_rest(machine: Any) -> None:
     async def drift() -> None:
         sw = kit.switch
         await sw.start()
-        await sw.destroy_bridge(bridge)
-        await sw.ensure_bridge(BridgeSpec("xnforeign"))
-        await sw.ensure_bridge(BridgeSpec("xapi99", "no-such-network"))
-        await sw.plug_vif(
-            VifSpec(
-                "vif99.0", "xnforeign", "02:00:00:00:00:99", external_ids=(("xs-vif-uuid", "gone"),)
+        try:
+            await sw.destroy_bridge(bridge)
+            await sw.ensure_bridge(BridgeSpec("xnforeign"))
+            await sw.ensure_bridge(BridgeSpec("xapi99", "no-such-network"))
+            await sw.plug_vif(
+                VifSpec(
+                    "vif99.0",
+                    "xnforeign",
+                    "02:00:00:00:00:99",
+                    external_ids=(("xs-vif-uuid", "gone"),),
+                )
             )
-        )
-        await sw.stop()
+        finally:
+            await sw.stop()
 
     asyncio.run(drift())
     with _started(kit, state, phys) as host:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ...idl.types import NULL_REF
 from ...net import BridgeSpec, BridgeState, PortState, VifSpec
 from .pif_devices import allowed_devices, real_devices
 from .ports import bridge_specs, running_domid, switch, vif_spec
@@ -43,16 +44,15 @@ def wanted(services: Services) -> tuple[dict[str, BridgeSpec], dict[str, VifSpec
     bridges: dict[str, BridgeSpec] = {}
     vifs: dict[str, VifSpec] = {}
     pifs: dict[str, str] = {}
-    for ref, pif in db.table("PIF").rows.items():
+    for pif in db.table("PIF").rows.values():
         if pif["host"] != host or not pif["currently_attached"]:
             continue
         if not db.exists("network", pif["network"]):
             continue
         for spec in bridge_specs(db, host, pif["network"]):
             bridges[spec.name] = spec
-        if pif["physical"] and pif["bond_slave_of"] == "OpaqueRef:NULL":
+        if pif["physical"] and pif["bond_slave_of"] == NULL_REF:
             pifs[pif["device"]] = db.get("network", pif["network"])["bridge"]
-        del ref
     for ref, vif in db.table("VIF").rows.items():
         domid = running_domid(db, vif)
         vm = db.get("VM", vif["VM"])
@@ -94,37 +94,48 @@ async def reconcile(services: Services) -> Repairs:
     known_networks = {row["uuid"] for row in services.db.table("network").rows.values()}
     known_vifs = {row["uuid"] for row in services.db.table("VIF").rows.values()}
     repairs = Repairs()
-    have_bridges = await sw.bridges()
-    # bridges: parents before fake bridges
-    for spec in sorted(bridges.values(), key=lambda s: bool(s.parent)):
+    have_bridges, have_ports = await sw.state()
+    make_bridges: list[BridgeSpec] = []
+    for spec in bridges.values():
         have = have_bridges.get(spec.name)
         if have is None or _bridge_drifted(spec, have):
             if have is not None and (have.parent != spec.parent or have.tag != spec.tag):
-                await sw.destroy_bridge(spec.name)
-            await sw.ensure_bridge(spec)
+                repairs.bridges_removed.append(spec.name)
+            make_bridges.append(spec)
             repairs.bridges_made.append(spec.name)
-    for name, have in sorted(have_bridges.items(), key=lambda kv: not kv[1].parent):
+    for name, have in have_bridges.items():
         uuid = have.external_ids.get("xs-network-uuids")
         if uuid and name not in bridges and uuid not in known_networks:
-            await sw.destroy_bridge(name)
             repairs.bridges_removed.append(name)
-    have_ports = await sw.ports()
+    gone = set(repairs.bridges_removed)
     for name, port in have_ports.items():
         vif_uuid = port.external_ids.get("xs-vif-uuid")
-        if (vif_uuid and name not in vifs) or (vif_uuid and vif_uuid not in known_vifs):
-            await sw.unplug_vif(name)
+        if vif_uuid and (name not in vifs or vif_uuid not in known_vifs):
             repairs.ports_removed.append(name)
+    make_vifs: list[VifSpec] = []
+    drifted: list[str] = []
     for name, vif in vifs.items():
         have_port = have_ports.get(name)
         if vif.locking.mode == "disabled":
             continue
-        if have_port is None or _port_drifted(vif, have_port):
-            await sw.attach_vif(vif)
+        if have_port is None or have_port.bridge in gone or _port_drifted(vif, have_port):
+            if have_port is not None:
+                drifted.append(name)
+            make_vifs.append(vif)
             repairs.ports_made.append(name)
-    for device, bridge in pifs.items():
-        if device not in have_ports:
-            await sw.add_port(bridge, device)
-            repairs.ports_made.append(device)
+    make_ports = [
+        (b, d) for d, b in pifs.items() if d not in have_ports or have_ports[d].bridge in gone
+    ]
+    repairs.ports_made += [d for _, d in make_ports]
+    await sw.apply(
+        remove_ports=[*repairs.ports_removed, *drifted],
+        remove_bridges=repairs.bridges_removed,
+        bridges=make_bridges,
+        vifs=make_vifs,
+        ports=make_ports,
+    )
+    for name in repairs.ports_removed:  # a dead VM's port: its host side goes too
+        await sw.unplug_vif(name)
     if repairs.changed:
         log.warning("switch repaired at start-up: %s", repairs)
     return repairs

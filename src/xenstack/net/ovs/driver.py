@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..model import (
     VifSpec,
 )
 from ..switch import Switch
+from . import batch
 from .daemons import SCHEMA, OvsDaemons
 from .ovsdb import Ovsdb, Row
 
@@ -112,7 +113,7 @@ class OvsSwitch(Switch):
 
     # reading ------------------------------------------------------------------------------
 
-    def _read(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+    def _read(self, stats: bool = True) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
         db = self.db
         with db.lock:
             db.idl.run()
@@ -141,8 +142,13 @@ class OvsSwitch(Switch):
                     if port.fake_bridge or port.name == br.name:
                         continue
                     tag = _one(port.tag)
-                    ports[port.name] = _port_state(port, fakes.get(tag, br.name), br.name, tag)
+                    ports[port.name] = _port_state(
+                        port, fakes.get(tag, br.name), br.name, tag, stats
+                    )
             return bridges, ports
+
+    async def state(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+        return await asyncio.to_thread(self._read, False)
 
     async def bridges(self) -> dict[str, BridgeState]:
         return (await asyncio.to_thread(self._read))[0]
@@ -189,31 +195,33 @@ class OvsSwitch(Switch):
         def edit(txn: Any) -> None:
             if spec.parent:
                 self._ensure_fake(txn, spec)
-                return
-            br = self._bridge_row(spec.name)
-            if br is None:
-                br = txn.insert(self.db.idl.tables["Bridge"])
-                br.name = spec.name
-                br.datapath_type = self.daemons.datapath
-                br.fail_mode = "standalone"
-                port, _ = self._new_port(txn, spec.name, "internal", spec.mtu)
-                br.ports = [port]
-                br.external_ids = (
-                    {"xs-network-uuids": spec.network_uuid} if spec.network_uuid else {}
-                )
-                br.other_config = {"hwaddr": spec.hwaddr} if spec.hwaddr else {}
-                self.db.root().addvalue("bridges", br.uuid)
-                return
             else:
-                own = next((p for p in br.ports if p.name == spec.name), None)
-                if own is not None and _mtu(own) != spec.mtu:
-                    own.interfaces[0].mtu_request = spec.mtu
-            if spec.network_uuid and br.external_ids.get("xs-network-uuids") != spec.network_uuid:
-                br.setkey("external_ids", "xs-network-uuids", spec.network_uuid)
-            if spec.hwaddr and br.other_config.get("hwaddr") != spec.hwaddr:
-                br.setkey("other_config", "hwaddr", spec.hwaddr)
+                self._ensure_real(txn, spec)
 
         await self._transact(edit)
+
+    def _ensure_real(self, txn: Any, spec: BridgeSpec) -> Row | None:
+        """Make or update a real bridge; the row when it is a new one."""
+        br = self._bridge_row(spec.name)
+        if br is None:
+            br = txn.insert(self.db.idl.tables["Bridge"])
+            br.name = spec.name
+            br.datapath_type = self.daemons.datapath
+            br.fail_mode = "standalone"
+            port, _ = self._new_port(txn, spec.name, "internal", spec.mtu)
+            br.ports = [port]
+            br.external_ids = {"xs-network-uuids": spec.network_uuid} if spec.network_uuid else {}
+            br.other_config = {"hwaddr": spec.hwaddr} if spec.hwaddr else {}
+            self.db.root().addvalue("bridges", br.uuid)
+            return br
+        own = next((p for p in br.ports if p.name == spec.name), None)
+        if own is not None and _mtu(own) != spec.mtu:
+            own.interfaces[0].mtu_request = spec.mtu
+        if spec.network_uuid and br.external_ids.get("xs-network-uuids") != spec.network_uuid:
+            br.setkey("external_ids", "xs-network-uuids", spec.network_uuid)
+        if spec.hwaddr and br.other_config.get("hwaddr") != spec.hwaddr:
+            br.setkey("other_config", "hwaddr", spec.hwaddr)
+        return None
 
     def _ensure_fake(self, txn: Any, spec: BridgeSpec) -> None:
         parent = self._bridge_row(spec.parent)
@@ -239,23 +247,34 @@ class OvsSwitch(Switch):
             port.setkey("external_ids", key, spec.network_uuid)
 
     async def destroy_bridge(self, name: str) -> None:
-        def edit(txn: Any) -> None:
-            br = self._bridge_row(name)
-            if br is not None:
-                self.db.root().delvalue("bridges", br.uuid)
-                return
-            found = self._port_row(name)
-            if found is None or not found[1].fake_bridge:
-                return
-            parent, fake = found
-            tag = _one(fake.tag)
-            for port in parent.ports:
-                if port.fake_bridge and port.name != name:
-                    continue
-                if port.name == name or _one(port.tag) == tag:
-                    parent.delvalue("ports", port.uuid)
+        await self._transact(lambda txn: self._destroy_bridge_edit(name))
 
-        await self._transact(edit)
+    def _destroy_bridge_edit(self, name: str) -> None:
+        br = self._bridge_row(name)
+        if br is not None:
+            self.db.root().delvalue("bridges", br.uuid)
+            return
+        found = self._port_row(name)
+        if found is None or not found[1].fake_bridge:
+            return
+        parent, fake = found
+        tag = _one(fake.tag)
+        for port in parent.ports:
+            if port.fake_bridge and port.name != name:
+                continue
+            if port.name == name or _one(port.tag) == tag:
+                parent.delvalue("ports", port.uuid)
+
+    async def apply(
+        self,
+        *,
+        remove_ports: Sequence[str] = (),
+        remove_bridges: Sequence[str] = (),
+        bridges: Sequence[BridgeSpec] = (),
+        vifs: Sequence[VifSpec] = (),
+        ports: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        await batch.apply(self, remove_ports, remove_bridges, bridges, vifs, ports)
 
     # ports --------------------------------------------------------------------------------
 
@@ -506,11 +525,15 @@ def _mtu(port: Row) -> int:
     return int(_one(iface.mtu_request, 0) or _one(iface.mtu, 0) or 0)
 
 
-def _port_state(port: Row, bridge: str, parent: str, tag: int) -> PortState:
+def _port_state(
+    port: Row, bridge: str, parent: str, tag: int, with_stats: bool = True
+) -> PortState:
     ifaces = list(port.interfaces)
     iface = ifaces[0] if ifaces else None
     kind = "bond" if len(ifaces) > 1 else (iface.type or "system") if iface is not None else ""
-    stats = {k: int(v) for k, v in iface.statistics.items()} if iface is not None else {}
+    stats = (
+        {k: int(v) for k, v in iface.statistics.items()} if iface is not None and with_stats else {}
+    )
     return PortState(
         port.name,
         bridge,
