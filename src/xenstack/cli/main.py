@@ -101,9 +101,23 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_address(toolstack: Toolstack, listen: str) -> None:
+    """A host served on one address of its own (not loopback, not every address) is known
+    by it in its pool: members and masters reach each other there."""
+    if listen in ("127.0.0.1", "0.0.0.0", "::", "localhost") or toolstack.master_address:
+        return
+    db = toolstack.db
+    if db.exists("host", toolstack.this_host) and (
+        db.get("host", toolstack.this_host)["address"] != listen
+    ):
+        with db.transaction():
+            db.set("host", toolstack.this_host, "address", listen)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     state_dir = state_path(args.state_dir)
     toolstack = init_state(state_dir, args)
+    _own_address(toolstack, args.listen)
     config = HttpConfig(
         listen=args.listen,
         port=args.port,

@@ -105,8 +105,7 @@ class HaRuntime:
         return True
 
     async def _fence(self) -> None:
-        fence_domains(self.ts)
-        self.persistence.set_meta("ha_fenced", "1")
+        fence_domains(self.ts)  # nothing may wait for etcd here: it is unreachable
         log.error("HA: fenced; this host stops serving")
         os._exit(75)  # the host is gone as far as the pool is concerned
 
@@ -300,8 +299,6 @@ def resume(ts: Services) -> asyncio.Task[None] | None:
     me = ts.db.table("host").rows.get(ts.this_host)
     if me is not None:
         armed["me"] = me["uuid"]
-    if ts.persistence.get_meta("ha_fenced") == "1":
-        ts.persistence.set_meta("ha_fenced", "")
     if not ts.master_address:
         start_armed(ts, armed)
         return None
