@@ -77,3 +77,63 @@ def test_a_host_that_loses_etcd_alone_keeps_its_guests(tmp_path: Path) -> None:
         assert len(pool.runs()[vm]) == 1  # not restarted anywhere
         pool.net.heal("h1")
         pool.assert_never_twice()
+
+
+def test_etcd_losing_one_member_changes_nothing(tmp_path: Path) -> None:
+    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
+        vm = protect_on(pool, 2, "calm")
+        pool.net.cut("e2")
+        time.sleep(3 * TIMEOUT)
+        assert all(h.alive() for h in pool.hosts)
+        pool.call(lambda x: x.VM.set_name_description(vm, "written with two of three"))
+        assert where(pool, vm) == ("Running", pool.ref(2))
+        assert len(pool.runs()[vm]) == 1
+        pool.assert_never_twice()
+
+
+def test_the_master_partitioned_into_a_minority(tmp_path: Path) -> None:
+    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
+        vm = protect_on(pool, 0, "on-the-master")
+        old = pool.ref(0)
+        pool.net.cut("h0")
+        wait_for("the old master fences", lambda: not pool.hosts[0].alive(), 3 * TIMEOUT)
+        wait_for("restarted under a new master", lambda: where(pool, vm)[0] == "Running"
+                 and where(pool, vm)[1] != old)  # fmt: skip
+        master = pool.call(lambda x: x.pool.get_master(x.pool.get_all()[0]))
+        assert master in (pool.ref(1), pool.ref(2))
+        pool.assert_never_twice()
+
+
+def test_a_host_returning_after_fencing_rejoins_without_a_restart_storm(tmp_path: Path) -> None:
+    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
+        vm = protect_on(pool, 1, "moved-once")
+        lost = pool.ref(1)
+        pool.net.cut("h1")
+        wait_for("fenced", lambda: not pool.hosts[1].alive(), 3 * TIMEOUT)
+        wait_for("restarted", lambda: where(pool, vm)[0] == "Running"
+                 and where(pool, vm)[1] != lost)  # fmt: skip
+        moved_to = where(pool, vm)[1]
+        pool.net.heal("h1")
+        pool.hosts[1].start()
+        metrics = pool.call(lambda x: x.host.get_metrics(lost))
+        wait_for("live again", lambda: pool.call(lambda x: x.host_metrics.get_live(metrics)),
+                 6 * TIMEOUT)  # fmt: skip
+        time.sleep(TIMEOUT)
+        assert where(pool, vm) == ("Running", moved_to)  # not moved again
+        assert len(pool.runs()[vm]) == 2
+        pool.assert_never_twice()
+
+
+def test_flapping_links_fence_nobody(tmp_path: Path) -> None:
+    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
+        vm = protect_on(pool, 1, "flapping")
+        for _ in range(5):
+            pool.net.cut("h1")
+            time.sleep(0.7)
+            pool.net.heal("h1")
+            time.sleep(1.0)
+        time.sleep(TIMEOUT)
+        assert pool.hosts[1].alive()
+        assert where(pool, vm) == ("Running", pool.ref(1))
+        assert len(pool.runs()[vm]) == 1
+        pool.assert_never_twice()
