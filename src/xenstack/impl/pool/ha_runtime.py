@@ -213,7 +213,10 @@ def mark_dead(ts: Services, host: str) -> list[str]:
     backend = ts.hypervisor.backend
     forget = getattr(backend, "forget_domains", None)
     if forget is not None:
-        forget(host)
+        forget(host)  # a member's toolstack: its domains went with it
+    for vm in lost:  # a host of this process (a simulated pool): its domains go now
+        if backend.vm_info(vm) is not None:
+            backend.vm_reset(vm)
     return lost
 
 
