@@ -37,6 +37,8 @@ from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, open_etcd_persistence, write_secret
 from . import handover
 
+STOP_WITHIN = 15.0  # seconds a stopping toolstack may take
+
 
 def _read_password(path: str) -> str:
     text = Path(path).read_text().strip()
@@ -150,7 +152,12 @@ async def _serve(args: argparse.Namespace) -> None:
     logging.getLogger("xenstack").info("serving on %s %s", args.listen, ports)
     print(f"xenstack: serving {state_dir} on {args.listen} {ports}", flush=True)
     await stop.wait()
-    await toolstack.stop()
+    try:
+        await asyncio.wait_for(toolstack.stop(), STOP_WITHIN)
+    except TimeoutError:  # etcd gone, say: what was acknowledged is safe, go
+        logging.getLogger("xenstack").error("stopping took too long; leaving now")
+        if not restart:
+            os._exit(1)
     if restart:  # elected master, or no longer master: serve again, on the new database
         os.execv(sys.executable, [sys.executable, "-m", "xenstack.cli.main", *sys.argv[1:]])
 
