@@ -105,13 +105,10 @@ def test_pool_maintenance_line(pool: RunningPool) -> None:
         "xe pool-ha-disable; echo ha=$?; xe pool-sync-database; echo sync=$?; "
         "xe pool-recover-slaves; echo recover=$?",
     )
-    # HA is not written yet: xe says so, names the call and fails; the line goes on. (With HA
-    # off, XAPI fails too, with HA_NOT_ENABLED: ocaml/xapi/xapi_ha.ml.)
+    # HA is off: pool.disable_ha fails with HA_NOT_ENABLED, as XAPI's (ocaml/xapi/xapi_ha.ml);
+    # xe says so and fails; the line goes on.
     assert res.stdout.splitlines() == ["ha=1", "sync=0", "recover=0"]
-    assert res.stderr.splitlines() == [
-        f"This toolstack {NOT_YET} yet.",
-        "function: pool.disable_ha",
-    ]
+    assert res.stderr.splitlines() == ["High availability is not enabled on this pool."]
 
 
 def test_vm_cd_eject_multiple(pool: RunningPool) -> None:
