@@ -163,7 +163,7 @@ class MasterAgent:
             return  # joined without etcd: nothing to watch
         lease = Lease(p.etcd, f"{ROOT}/db/{pool_db}/master", self.ttl)
         while True:
-            await asyncio.sleep(max(0.2, self.ttl / 5))
+            await asyncio.sleep(max(0.2, self.ttl / 10))  # campaign soon after expiry
             try:
                 held = await asyncio.to_thread(lease.holder)
             except Exception as exc:
