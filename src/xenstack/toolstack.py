@@ -363,9 +363,12 @@ class Toolstack:
             agent = MasterAgent(self, self.persistence, self.master_lease, self._restart)
             self.election = agent
             self._agents.append(asyncio.create_task(agent.run()))
-            later = ha_runtime.resume(self)  # armed before a restart: armed again
-            if later is not None:
-                self._agents.append(later)
+
+    def rearm(self) -> None:
+        """HA as it was before a restart (called by the election once the role is known)."""
+        later = ha_runtime.resume(self)
+        if later is not None:
+            self._agents.append(later)
 
     def _restart(self) -> None:
         if self.restart is not None:

@@ -46,6 +46,8 @@ from ..toolstack import BACKENDS, Toolstack, open_etcd_persistence, write_secret
 from . import handover
 from .dom0 import commands as dom0_commands
 
+STOP_WITHIN = 15.0  # seconds a stopping toolstack may take
+
 
 def _read_password(path: str) -> str:
     text = Path(path).read_text().strip()
@@ -155,9 +157,23 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_address(toolstack: Toolstack, listen: str) -> None:
+    """A host served on one address of its own (not loopback, not every address) is known
+    by it in its pool: members and masters reach each other there."""
+    if listen in ("127.0.0.1", "0.0.0.0", "::", "localhost") or toolstack.master_address:
+        return
+    db = toolstack.db
+    if db.exists("host", toolstack.this_host) and (
+        db.get("host", toolstack.this_host)["address"] != listen
+    ):
+        with db.transaction():
+            db.set("host", toolstack.this_host, "address", listen)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     state_dir = state_path(args.state_dir)
     toolstack = init_state(state_dir, args)
+    _own_address(toolstack, args.listen)
     config = HttpConfig(
         listen=args.listen,
         port=args.port,
@@ -190,7 +206,12 @@ async def _serve(args: argparse.Namespace) -> None:
     logging.getLogger("xenstack").info("serving on %s %s", args.listen, ports)
     print(f"xenstack: serving {state_dir} on {args.listen} {ports}", flush=True)
     await stop.wait()
-    await toolstack.stop()
+    try:
+        await asyncio.wait_for(toolstack.stop(), STOP_WITHIN)
+    except TimeoutError:  # etcd gone, say: what was acknowledged is safe, go
+        logging.getLogger("xenstack").error("stopping took too long; leaving now")
+        if not restart:
+            os._exit(1)
     if restart:  # elected master, or no longer master: serve again, on the new database
         os.execv(sys.executable, [sys.executable, "-m", "xenstack.cli.main", *sys.argv[1:]])
 

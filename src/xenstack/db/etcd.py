@@ -89,8 +89,12 @@ class EtcdLoop:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="etcd", daemon=True)
         self.thread.start()
-        self.client = Etcd3Client(endpoints(urls), rpc_max_attempts=2)
+        self.endpoints = endpoints(urls)
+        self.client = Etcd3Client(self.endpoints, rpc_max_attempts=2)
         self.run(self.client.connect())
+        # one client per member, for lease renewals: they must not wait on a member that
+        # is unreachable (the shared client's round robin notices only after seconds)
+        self.singles: list[Etcd3Client | None] = [None] * len(self.endpoints)
 
     @property
     def kv(self) -> KVService:
@@ -104,7 +108,32 @@ class EtcdLoop:
     def spawn(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(_as_coro(coro), self.loop)
 
+    async def keepalive(self, lease_id: int, within: float) -> int:
+        """Renew ``lease_id`` through every member at once; the first answer within
+        ``within`` seconds wins (the TTL left; 0: the lease is gone)."""
+        for i, client in enumerate(self.singles):
+            if client is None:
+                client = self.singles[i] = Etcd3Client([self.endpoints[i]], rpc_max_attempts=1)
+                await client.connect()
+        tries = [
+            asyncio.ensure_future(_keepalive(c, lease_id)) for c in self.singles if c is not None
+        ]
+        try:
+            for done in asyncio.as_completed(tries, timeout=within):
+                with contextlib.suppress(Exception):
+                    return await done
+        except TimeoutError:
+            pass
+        finally:
+            for t in tries:
+                t.cancel()
+        raise ConnectionError("no etcd member renewed the lease in time")
+
     def close(self) -> None:
+        for single in self.singles:
+            if single is not None:
+                with contextlib.suppress(Exception):
+                    self.run(single.close(), 2)
         with contextlib.suppress(Exception):
             self.run(self.client.close(), 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -468,7 +497,8 @@ class Lease:
         return True
 
     def renew_id(self, lease_id: int) -> int:
-        return self.etcd.run(_keepalive(self.etcd, lease_id), 5)
+        within = max(0.3, self.ttl / 6)
+        return self.etcd.run(self.etcd.keepalive(lease_id, within), within + 2)
 
     def renew(self) -> int:
         return self.renew_id(self.lease_id) if self.lease_id else 0
@@ -480,8 +510,8 @@ class Lease:
             self.lease_id = 0
 
 
-async def _keepalive(etcd: EtcdLoop, lease_id: int) -> int:
-    lease = etcd.client.lease
+async def _keepalive(client: Etcd3Client, lease_id: int) -> int:
+    lease = client.lease
     assert lease is not None
     stream = lease.keep_alive(lease_id)
     try:
@@ -489,4 +519,4 @@ async def _keepalive(etcd: EtcdLoop, lease_id: int) -> int:
             return max(0, int(response.TTL))
     finally:
         stream.cancel()
-    return 0
+    raise ConnectionError("etcd closed the keep-alive stream without an answer")

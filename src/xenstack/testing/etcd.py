@@ -38,10 +38,12 @@ class EtcdMember:
     client_port: int
     peer_port: int
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    wrap: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NS]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
 
 @dataclass
@@ -56,7 +58,7 @@ class EtcdCluster:
         return ",".join(m.url for m in self.members)
 
     def _initial(self) -> str:
-        return ",".join(f"{m.name}=http://{self.listen}:{m.peer_port}" for m in self.members)
+        return ",".join(f"{m.name}=http://{m.host}:{m.peer_port}" for m in self.members)
 
     def start_member(self, i: int, state: str = "new") -> None:
         m = self.members[i]
@@ -64,19 +66,20 @@ class EtcdCluster:
             return
         m.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
+            *m.wrap,
             ETCD,
             "--name",
             m.name,
             "--data-dir",
             str(m.data_dir),
             "--listen-client-urls",
-            f"http://{self.listen}:{m.client_port}",
+            m.url,
             "--advertise-client-urls",
-            f"http://{self.listen}:{m.client_port}",
+            m.url,
             "--listen-peer-urls",
-            f"http://{self.listen}:{m.peer_port}",
+            f"http://{m.host}:{m.peer_port}",
             "--initial-advertise-peer-urls",
-            f"http://{self.listen}:{m.peer_port}",
+            f"http://{m.host}:{m.peer_port}",
             "--initial-cluster",
             self._initial(),
             "--initial-cluster-state",
@@ -106,16 +109,23 @@ class EtcdCluster:
         wanted = members if members is not None else range(len(self.members))
         for i in wanted:
             while True:
-                try:
-                    url = self.members[i].url + "/health"
-                    with urllib.request.urlopen(url, timeout=2) as reply:
-                        if b'"true"' in reply.read():
-                            break
-                except OSError:
-                    pass
+                if self._healthy(self.members[i]):
+                    break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"etcd member {i} not healthy")
                 time.sleep(0.1)
+
+    @staticmethod
+    def _healthy(m: EtcdMember) -> bool:
+        if m.wrap:  # in a namespace: ask from there
+            cmd = [*m.wrap, "etcdctl", "--endpoints", m.url, "endpoint", "health"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return done.returncode == 0
+        try:
+            with urllib.request.urlopen(m.url + "/health", timeout=2) as reply:
+                return b'"true"' in reply.read()
+        except OSError:
+            return False
 
     def stop(self) -> None:
         for i in range(len(self.members)):
@@ -123,15 +133,20 @@ class EtcdCluster:
 
 
 @contextmanager
-def etcd_cluster(root: Path, size: int = 3) -> Iterator[EtcdCluster]:
-    """A started cluster of ``size`` members under ``root``; all stopped at the end."""
+def etcd_cluster(
+    root: Path, size: int = 3, places: list[tuple[str, list[str]]] | None = None
+) -> Iterator[EtcdCluster]:
+    """A started cluster of ``size`` members under ``root``; all stopped at the end.
+    ``places`` gives each member its address and command prefix (a network namespace)."""
     if shutil.which(ETCD) is None:
         raise FileNotFoundError(ETCD)
     root.mkdir(parents=True, exist_ok=True)
     cluster = EtcdCluster(root)
     for i in range(size):
+        host, wrap = places[i] if places else ("127.0.0.1", [])
+        ports = (2379, 2380) if places else (_free_port(), _free_port())
         cluster.members.append(
-            EtcdMember(f"xp-etcd{i}", root / f"etcd{i}", _free_port(), _free_port())
+            EtcdMember(f"xp-etcd{i}", root / f"etcd{i}", *ports, host=host, wrap=wrap)
         )
     try:
         for i in range(size):

@@ -120,3 +120,18 @@ def test_the_plan_counts_protected_memory(pool: RunningPool) -> None:
     x.pool.ha_prevent_restarts_for("10")
     x.pool.disable_ha()
     assert failure(x.pool.ha_prevent_restarts_for, "10") == ["HA_NOT_ENABLED"]
+
+
+def test_declare_dead_halts_the_hosts_vms(pool: RunningPool) -> None:
+    x = api(pool)
+    (p,) = x.pool.get_all()
+    master = x.pool.get_master(p)
+    other = next(h for h in x.host.get_all() if h != master)
+    vm = halted_vm(x, "on-other")
+    x.VM.start_on(vm, other, False, False)
+    assert failure(x.host.declare_dead, master) == ["HOST_IS_LIVE", master]
+    x.host.declare_dead(other)
+    assert x.VM.get_power_state(vm) == "Halted"
+    assert not x.host_metrics.get_live(x.host.get_metrics(other))
+    x.VM.start_on(vm, master, False, False)  # its domain is gone: it starts again
+    assert x.VM.get_resident_on(vm) == master

@@ -82,6 +82,11 @@ async def leave(ctx: Context, pool_secret: str) -> None:
     if not membership.secret_matches(ts.persistence, pool_secret):
         # xapi: ocaml/xapi/xapi_session.ml passes 2
         raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    persistence = ts.persistence
+    if getattr(persistence, "namespace", None) == persistence.get_meta("pool_db"):
+        # a former master on etcd serves the pool's own database: resetting it would wipe
+        # the pool's (not done yet: it needs a database of its own first)
+        raise ApiError("OPERATION_NOT_ALLOWED", ["this host serves the pool's database"])
     await reset_standalone(ts)
 
 

@@ -49,6 +49,7 @@ class MasterAgent:
         self.leading = False
         self.took_over_at = 0.0
         self._lease: Lease | None = None
+        self._armed = False
 
     def _value(self) -> str:
         ts = self.ts
@@ -84,6 +85,7 @@ class MasterAgent:
         self.leading = True
         self.ts.hypervisor.adopt()  # this database is ours: its domains here are ours
         await self._take_over()
+        self._rearm()  # HA only once this host is named master: its recovery acts as one
         while True:
             await asyncio.sleep(self.ttl / 3)
             if self.ts.master_address:  # this host joined a pool: follow its master now
@@ -140,6 +142,13 @@ class MasterAgent:
         p.fence = 0
         await self._demote(address)
 
+    def _rearm(self) -> None:
+        if not self._armed:
+            self._armed = True
+            rearm = getattr(self.ts, "rearm", None)
+            if rearm is not None:
+                rearm()
+
     def _uuid(self) -> str:
         return _uuid(self._value())
 
@@ -149,11 +158,12 @@ class MasterAgent:
         p = self.persistence
         pool_db = p.get_meta("pool_db")
         self.ts.hypervisor.adopt(self.ts.this_host)  # a member runs its own host's alone
+        self._rearm()
         if not pool_db:
             return  # joined without etcd: nothing to watch
         lease = Lease(p.etcd, f"{ROOT}/db/{pool_db}/master", self.ttl)
         while True:
-            await asyncio.sleep(max(0.2, self.ttl / 5))
+            await asyncio.sleep(max(0.2, self.ttl / 10))  # campaign soon after expiry
             try:
                 held = await asyncio.to_thread(lease.holder)
             except Exception as exc:

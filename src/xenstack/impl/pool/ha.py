@@ -236,3 +236,18 @@ def set_ha_restart_priority(ctx: Context, self_: str, value: str) -> None:
 
 implements("VM.set_order")(field_setter("VM", "order"))
 implements("VM.set_start_delay")(field_setter("VM", "start_delay"))
+
+
+@implements("host.declare_dead")
+async def declare_dead(ctx: Context, host: str) -> None:
+    """The administrator says ``host`` is dead: not live, its VMs halted (none restarted
+    here: HA's recovery does that for a host it lost). Not for this host, nor one that is
+    heard or holds its HA liveness key."""
+    ts = ctx.toolstack
+    if host == ctx.this_host:
+        raise ApiError("HOST_IS_LIVE", [host])
+    rt = ha_runtime.runtime(ts)
+    if rt is not None and rt.daemon.sees(ctx.db.get("host", host)["uuid"]):
+        raise ApiError("HOST_IS_LIVE", [host])
+    ha_runtime.mark_dead(ts, host)
+    ha_runtime.update_plan(ts)

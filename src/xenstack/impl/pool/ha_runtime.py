@@ -105,8 +105,7 @@ class HaRuntime:
         return True
 
     async def _fence(self) -> None:
-        fence_domains(self.ts)
-        self.persistence.set_meta("ha_fenced", "1")
+        fence_domains(self.ts)  # nothing may wait for etcd here: it is unreachable
         log.error("HA: fenced; this host stops serving")
         os._exit(75)  # the host is gone as far as the pool is concerned
 
@@ -214,7 +213,10 @@ def mark_dead(ts: Services, host: str) -> list[str]:
     backend = ts.hypervisor.backend
     forget = getattr(backend, "forget_domains", None)
     if forget is not None:
-        forget(host)
+        forget(host)  # a member's toolstack: its domains went with it
+    for vm in lost:  # a host of this process (a simulated pool): its domains go now
+        if backend.vm_info(vm) is not None:
+            backend.vm_reset(vm)
     return lost
 
 
@@ -300,8 +302,6 @@ def resume(ts: Services) -> asyncio.Task[None] | None:
     me = ts.db.table("host").rows.get(ts.this_host)
     if me is not None:
         armed["me"] = me["uuid"]
-    if ts.persistence.get_meta("ha_fenced") == "1":
-        ts.persistence.set_meta("ha_fenced", "")
     if not ts.master_address:
         start_armed(ts, armed)
         return None
