@@ -16,8 +16,9 @@ The layers of xenstack, top to bottom (a module may import its own layer and any
     api              policy: dispatch, sessions, roles, tasks, coercion
     impl             one module per XenAPI class, in subpackages by area (vm, storage,
                      network, devices, host, pool, system, install)
-    xenops storage xenstore net plugins
-                     the backends: peers, none of which imports another
+    xenops storage xenstore net plugins rrd ui
+                     the backends: peers, none of which imports another (rrd: the metric
+                     archives; ui: the browser UI's files)
     core             what every layer above shares: ids and clock, the call context and the
                      ``Services`` protocol it is typed against, call origins, XML-RPC value
                      text, XML-safe strings, TLS, validation, roles and task ownership. It sits
@@ -56,7 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rpc",),
     ("api",),
     ("impl",),
-    ("xenops", "storage", "xenstore", "net", "plugins"),
+    ("xenops", "storage", "xenstore", "net", "plugins", "rrd", "ui"),
     ("core",),
     ("db",),
     ("idl",),
@@ -73,6 +74,8 @@ APART: dict[str, tuple[str, ...]] = {
     "storage": ("db",),
     "net": ("db",),
     "xenstore": ("db",),
+    "rrd": ("db",),
+    "ui": ("db",),
 }
 
 

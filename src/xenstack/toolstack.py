@@ -46,6 +46,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 from . import impl  # noqa: F401  (registers the server functions)
 from .api.auth import Authenticator
@@ -57,6 +58,7 @@ from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
+from .impl.host.rrd_feed import DbFeed, record_rates
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.storage.service import StorageService
@@ -66,8 +68,12 @@ from .impl.vm.export import open_export
 from .impl.vm.xva_import import open_import
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
+from .rpc.rrd_http import rrd_routes
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
+from .rrd import query as rrd_query
+from .rrd.collector import Collector
+from .rrd.store import RrdStore
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
 from .xenops.interface import Backend
 from .xenops.simulator import SimulatorBackend
@@ -148,6 +154,7 @@ class Toolstack:
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
         self.hypervisor = self._make_hypervisor(backend or make_backend(self.config))
+        self.rrd, self.collector = self._make_metrics()
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -155,6 +162,27 @@ class Toolstack:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database."""
         backend.on_guest_report(functools.partial(guest_metrics.record, self.db, self.clock))
         return Hypervisor(self, backend)
+
+    def _make_metrics(self) -> tuple[RrdStore, Collector]:
+        """The metric archives (kept in ``STATE/rrd``) and their collector, fed from the
+        database and the backend; this host's figures from ``/proc`` unless simulated. Each
+        tick's rates keep the ``*_metrics`` records current."""
+        store = RrdStore(self.state_dir / "rrd" if self.state_dir is not None else None)
+        store.load()
+        local = self.hypervisor.simulator is None
+        feed = DbFeed(self.db, self.hypervisor, lambda: self.this_host, local)
+        on_tick = lambda rates: record_rates(self.db, self.clock.now(), rates)  # noqa: E731
+        return store, Collector(store, feed, on_tick=on_tick)
+
+    def _rrd_answer(self, path: str, query: Any, accept: str | None) -> tuple[bytes, str]:
+        host = self.db.table("host").rows.get(self.this_host)
+        host_uuid = str(host["uuid"]) if host else ""
+        if path == "/rrd_updates":
+            return rrd_query.rrd_updates(self.rrd, host_uuid, query, accept)
+        if path == "/host_rrd":
+            return rrd_query.whole_rrd(self.rrd, "host", host_uuid)
+        owner = "vm" if path == "/vm_rrd" else "sr"
+        return rrd_query.whole_rrd(self.rrd, owner, query.get("uuid", ""))
 
     @property
     def initialised(self) -> bool:
@@ -193,6 +221,7 @@ class Toolstack:
         gc.freeze()
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
+        routes += rrd_routes(self._rrd_answer)
         checker = http_checker(self)  # every handler's RBAC check, by its declared permission
         config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
         uploads = {
@@ -204,12 +233,14 @@ class Toolstack:
         await self.storage.start()  # crash repairs first, before anything is served
         await self.server.start()
         self._reaper = asyncio.create_task(self._reap_sessions())
+        self.collector.start(self.config.rrd_step)
 
     async def stop(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.collector.stop()
         await self.storage.stop()
         if self.server is not None:
             await self.server.stop()

@@ -54,6 +54,11 @@ _DECLARED = (
     HttpAction("put_import_raw_vdi", "PUT", "/import_raw_vdi", VM_ADMIN),
     HttpAction("get_export", "GET", "/export", VM_ADMIN),
     HttpAction("get_export_raw_vdi", "GET", "/export_raw_vdi", VM_ADMIN),
+    # The metrics (XAPI: read-only, with a session)
+    HttpAction("get_rrd_updates", "GET", "/rrd_updates", READ_ONLY),
+    HttpAction("get_host_rrd", "GET", "/host_rrd", READ_ONLY),
+    HttpAction("get_vm_rrd", "GET", "/vm_rrd", READ_ONLY),
+    HttpAction("get_sr_rrd", "GET", "/sr_rrd", READ_ONLY),
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),

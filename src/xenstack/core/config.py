@@ -42,6 +42,7 @@ class ToolstackConfig:
     plugin_timeout: float = PLUGIN_TIMEOUT
     plugin_dirs: tuple[Path, ...] = ()
     extension_dirs: tuple[Path, ...] = ()
+    rrd_step: float = 5.0  # seconds between metric samples; 0: none in the background
 
 
 def _paths(text: str) -> tuple[Path, ...]:
