@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ class RrdStore:
             rrd = self.rrds[key] = Rrd([], timestamp)
         if len(rrd.sources) != len(values) or key in self.recorded:
             self._add_sources(owner, key, rrd, values)
+        if rrd.last_updated == timestamp:  # a new RRD: the counters' origin is this sample
+            for source in rrd.sources:
+                source.last = float(values.get(source.name, math.nan))
         rrd.update(timestamp, values)
         return rrd
 
