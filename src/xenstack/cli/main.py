@@ -6,6 +6,8 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--max-connections N] [--max-connections-per-peer N] [--head-timeout S]
                [--request-timeout S]                       (the front door's limits)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+xenstack top   [--server URL] [--state-dir DIR | --password-file FILE] [--interval S] [--once]
+               (a live view of the host and its VMs from /rrd_updates, as xentop: cli/top.py)
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
 simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
@@ -31,6 +33,7 @@ from ..core.config import from_environment
 from ..idl.model import ROLES
 from ..rpc.http import HttpConfig
 from ..toolstack import Toolstack, write_secret
+from . import top
 
 
 def _read_password(path: str) -> str:
@@ -181,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--role", choices=ROLES, default="read-only")
     user.add_argument("--password-file", required=True)
     user.set_defaults(func=cmd_user_add)
+    top.add_parser(sub)
     return ap
 
 
