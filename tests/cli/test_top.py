@@ -63,7 +63,7 @@ def test_one_frame_shows_what_the_guests_do(
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert out.startswith("xenstack top - ") and "2 VMs" in out
-    name, state, cpu, mem, vcpus, rd, wr, rx, tx = _columns(out, "busy-vm")
+    _, state, cpu, _, vcpus, rd, _, rx, _ = _columns(out, "busy-vm")
     assert (state, cpu, vcpus, rd, rx) == ("Running", "90.0", "1", "4.0", "2.0")
     assert _columns(out, "idle-vm")[2] == "0.0"
     lines = out.splitlines()
