@@ -69,12 +69,15 @@ from .impl.vm.xva_import import open_import
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
 from .rpc.rrd_http import rrd_routes
+from .rpc.ui_http import ui_routes
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
 from .rrd import query as rrd_query
 from .rrd.collector import Collector
 from .rrd.store import RrdStore
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
+from .ui import asset as ui_asset
+from .ui import index as ui_index
 from .xenops.interface import Backend
 from .xenops.simulator import SimulatorBackend
 
@@ -221,7 +224,7 @@ class Toolstack:
         gc.freeze()
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
-        routes += rrd_routes(self._rrd_answer)
+        routes += rrd_routes(self._rrd_answer) + ui_routes(ui_index, ui_asset)
         checker = http_checker(self)  # every handler's RBAC check, by its declared permission
         config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
         uploads = {

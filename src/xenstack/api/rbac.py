@@ -43,6 +43,7 @@ class HttpAction:
     method: str
     path: str
     roles: frozenset[str]
+    public: bool = False  # served without a session (the UI's own files: its login page)
 
     @property
     def permission(self) -> str:
@@ -59,6 +60,9 @@ _DECLARED = (
     HttpAction("get_host_rrd", "GET", "/host_rrd", READ_ONLY),
     HttpAction("get_vm_rrd", "GET", "/vm_rrd", READ_ONLY),
     HttpAction("get_sr_rrd", "GET", "/sr_rrd", READ_ONLY),
+    # The browser UI's page and files, as XAPI serves XO Lite: a client that logs in itself
+    HttpAction("get_root", "GET", "/", READ_ONLY, public=True),
+    HttpAction("get_ui", "GET", "/ui/{path:.*}", READ_ONLY, public=True),
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),
@@ -93,6 +97,8 @@ def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, 
     lacks the permission. A refused request that names a ``task_id`` fails that task with the
     error (when the request's session may modify it), so that nothing waits on it forever.
     """
+    if action.public:
+        return
     session = query.get("session_id", "")
     try:
         info = toolstack.auth.check(session)
