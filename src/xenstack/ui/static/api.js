@@ -127,6 +127,7 @@ export class Cache {
       }
       this.token = answer.token
       const changed = new Set()
+      const refs = new Set()
       for (const event of answer.events) {
         const cls = this.byLower[String(event.class).toLowerCase()]
         const table = this.objects[cls]
@@ -134,8 +135,9 @@ export class Cache {
         if (event.operation === 'del') table.delete(event.ref)
         else if (event.snapshot) table.set(event.ref, event.snapshot)
         changed.add(cls)
+        refs.add(event.ref)
       }
-      if (changed.size) this.onChange(changed)
+      if (changed.size) this.onChange(changed, refs)
     }
   }
 

@@ -72,30 +72,39 @@ async function start() {
   main.innerHTML = '<p class="muted">Loading…</p>'
   state.allowed = await permissions()
   for (const link of document.querySelectorAll('[data-needs]')) link.hidden = !state.allowed.has(link.dataset.needs)
-  state.cache = new Cache(CLASSES, changed => schedule(changed))
+  state.cache = new Cache(CLASSES, (changed, refs) => schedule(changed, refs))
   await state.cache.load()
   state.cache.watch()
   pollHosts()
 }
 
 let pending = null
-function schedule(changed) { // one render per frame, however many events arrived
-  if (pending) { for (const c of changed) pending.add(c); return }
+let pendingRefs = null
+function schedule(changed, refs) { // one render per frame, however many events arrived
+  if (pending) {
+    for (const c of changed) pending.add(c)
+    if (refs && pendingRefs) for (const r of refs) pendingRefs.add(r)
+    else pendingRefs = null
+    return
+  }
   pending = new Set(changed)
+  pendingRefs = refs ? new Set(refs) : null
   requestAnimationFrame(() => {
     const classes = pending
-    pending = null
-    render(classes)
+    const changedRefs = pendingRefs
+    pending = pendingRefs = null
+    render(classes, changedRefs)
   })
 }
 
-function render(changed = new Set(CLASSES)) {
+function render(changed = new Set(CLASSES), refs = null) {
   if (!state.cache) return
   if (changed.has('task')) renderTasks()
   const [, view, ref] = location.hash.split('/')
   if (view === 'vm' && ref) return renderVm(decodeURIComponent(ref), changed)
   if (view === 'create') return changed.has('VM') && renderCreate()
   if (view === 'import') return changed.has('SR') && renderImport()
+  if (refs && updateVmRows(changed, refs)) return
   renderPool()
 }
 
@@ -114,7 +123,8 @@ async function pollHosts() {
         if (owner === 'host') (stats[uuid] ??= {})[name] = last[i]
       })
       state.hostStats = stats
-      if (!location.hash.startsWith('#/vm/')) schedule(new Set(['host']))
+      const body = $('#hosts tbody') // the host rows alone: the VM list stays as it is
+      if (body && state.cache) { body.innerHTML = hostRows(); bars() }
     } catch {}
     await new Promise(resolve => setTimeout(resolve, 5000))
   }
@@ -129,9 +139,39 @@ function actionButtons(ref, vm) {
     .map(([op, , , label]) => `<button data-vm="${esc(ref)}" data-op="${op}">${label}</button>`).join('')
 }
 
-function renderPool() {
+function matches(vm) {
+  const filter = state.filter.toLowerCase()
+  return (!state.power || vm.power_state === state.power) && (!filter || vm.name_label.toLowerCase().includes(filter))
+}
+
+function vmRow(ref, vm) {
+  return `<tr data-vm-row="${esc(ref)}"><td><a href="#/vm/${encodeURIComponent(ref)}">${esc(vm.name_label)}</a></td>
+    <td class="state-${esc(vm.power_state)}" data-state>${esc(vm.power_state)}</td>
+    <td>${esc(state.cache.get('host', vm.resident_on)?.name_label || '')}</td><td>${vm.VCPUs_at_startup}</td>
+    <td>${size(+vm.memory_static_max)}</td><td class="actions">${actionButtons(ref, vm)}</td></tr>`
+}
+
+// VMs that changed but stay where they are in the list: their rows alone are redrawn
+function updateVmRows(changed, refs) {
+  if ([...changed].some(c => !['VM', 'VM_metrics', 'task', 'host_metrics', 'VBD', 'VIF'].includes(c))) return false
+  const body = $('#vms tbody')
+  if (!body) return false
+  const rows = []
+  for (const ref of refs) {
+    const vm = state.cache.get('VM', ref)
+    if (!vm) { if (body.querySelector(`tr[data-vm-row="${CSS.escape(ref)}"]`)) return false; continue }
+    if (vm.is_a_template || vm.is_control_domain || vm.is_a_snapshot) continue
+    const row = body.querySelector(`tr[data-vm-row="${CSS.escape(ref)}"]`)
+    if (!row || !matches(vm) || row.querySelector('a').textContent !== vm.name_label) return false
+    rows.push([row, ref, vm])
+  }
+  for (const [row, ref, vm] of rows) row.outerHTML = vmRow(ref, vm)
+  return true
+}
+
+function hostRows() {
   const cache = state.cache
-  const hosts = [...cache.of('host')].map(([ref, host]) => {
+  return [...cache.of('host')].map(([ref, host]) => {
     const metrics = cache.get('host_metrics', host.metrics) || {}
     const stats = state.hostStats[host.uuid] || {}
     const total = +metrics.memory_total || 0
@@ -141,19 +181,19 @@ function renderPool() {
       <td>${cpu === null ? '–' : `${(cpu * 100).toFixed(1)} %`}</td><td>${stats.loadavg ?? '–'}</td>
       <td><div class="bar"><span data-fraction="${total ? used / total : 0}"></span></div>${size(used)} / ${size(total)}</td></tr>`
   }).join('')
+}
+
+function renderPool() {
+  const cache = state.cache
+  const hosts = hostRows()
   const srs = [...cache.of('SR')].filter(([, sr]) => +sr.physical_size > 0).map(([, sr]) => {
     const fraction = +sr.physical_utilisation / +sr.physical_size
     return `<tr><td>${esc(sr.name_label)}</td><td>${esc(sr.type)}</td>
       <td><div class="bar"><span data-fraction="${fraction}"></span></div>${size(+sr.physical_utilisation)} / ${size(+sr.physical_size)}</td></tr>`
   }).join('')
-  const filter = state.filter.toLowerCase()
-  const vms = userVms().filter(([, vm]) => (!state.power || vm.power_state === state.power) &&
-    (!filter || vm.name_label.toLowerCase().includes(filter)))
+  const vms = userVms().filter(([, vm]) => matches(vm))
   vms.sort((a, b) => a[1].name_label.localeCompare(b[1].name_label))
-  const rows = vms.map(([ref, vm]) => `<tr data-vm-row="${esc(ref)}"><td><a href="#/vm/${encodeURIComponent(ref)}">${esc(vm.name_label)}</a></td>
-    <td class="state-${esc(vm.power_state)}" data-state>${esc(vm.power_state)}</td>
-    <td>${esc(cache.get('host', vm.resident_on)?.name_label || '')}</td><td>${vm.VCPUs_at_startup}</td>
-    <td>${size(+vm.memory_static_max)}</td><td class="actions">${actionButtons(ref, vm)}</td></tr>`).join('')
+  const rows = vms.map(([ref, vm]) => vmRow(ref, vm)).join('')
   const focused = document.activeElement?.id
   main.innerHTML = `
     <section class="card"><h2>Hosts</h2><table id="hosts"><thead><tr><th>Host</th><th>Address</th><th>CPU</th><th>Load</th><th>Memory</th></tr></thead><tbody>${hosts}</tbody></table></section>
