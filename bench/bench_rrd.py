@@ -20,6 +20,7 @@ ui        the pool page with 1,000 VMs in headless Chromium (the system browser)
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -84,10 +85,8 @@ def fetch(url: str) -> tuple[float, int]:
 
 
 def jsonrpc_round_trip(pool: Any, session: str) -> float:
-    body = (
-        '{"jsonrpc":"2.0","id":1,"method":"session.get_this_host","params":["%s","%s"]}'
-        % (session, session)
-    ).encode()
+    call = {"jsonrpc": "2.0", "id": 1, "method": "session.get_this_host"}
+    body = json.dumps({**call, "params": [session, session]}).encode()
     request = urllib.request.Request(
         pool.jsonrpc_url, data=body, headers={"Content-Type": "application/json"}
     )
@@ -149,9 +148,9 @@ def main() -> int:
             )
         every = pool.url.rstrip("/") + f"/rrd_updates?session_id={s._session}&start={start}"
         runs = [fetch(every + "&host=true&json=true") for _ in range(5)]
+        median = statistics.median(t for t, _ in runs)
         print(
-            f"    all three CFs (no cf=): JSON {statistics.median(t for t, _ in runs) * 1000:.1f} ms, "
-            f"{runs[0][1] / 1024:.0f} KiB"
+            f"    all three CFs (no cf=): JSON {median * 1000:.1f} ms, {runs[0][1] / 1024:.0f} KiB"
         )
         s.xenapi.session.logout()
     return 0
