@@ -16,6 +16,7 @@ the role check it shares with this module, are ``core.access``'s, where impl use
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ READ_ONLY = frozenset(ROLES)  # every role
 LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
 
 HTTP_PREFIX = "http/"
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ _DECLARED = (
     HttpAction("get_sr_rrd", "GET", "/sr_rrd", READ_ONLY),
     # The browser UI's page and files, as XAPI serves XO Lite: a client that logs in itself
     HttpAction("get_root", "GET", "/", READ_ONLY, public=True),
-    HttpAction("get_ui", "GET", "/ui/{path:.*}", READ_ONLY, public=True),
+    HttpAction("get_ui", "GET", "/ui/{path}", READ_ONLY, public=True),
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),
@@ -74,6 +76,7 @@ HTTP_ACTIONS: dict[tuple[str, str], HttpAction] = {(a.method, a.path): a for a i
 def http_action(method: str, path: str) -> HttpAction:
     """The declaration of ``method path`` (a trailing ``/`` ignored); LookupError if none, so
     that a handler cannot be served without a declared permission."""
+    path = _PATTERN.sub(r"{\1}", path)  # "/ui/{path:.*}" is declared as "/ui/{path}"
     key = (method.upper(), path.rstrip("/") or "/")
     action = HTTP_ACTIONS.get(key)
     if action is None:
