@@ -211,3 +211,34 @@ def test_a_read_only_user_sees_no_actions_and_the_api_refuses_them(
     )
     assert refused == "RBAC_PERMISSION_DENIED"
     assert session.xenapi.VM.get_power_state(vm) == "Running"
+
+
+def test_create_from_a_template_and_export_with_its_task(
+    page: Any, pool: RunningPool, session: Any
+) -> None:
+    x = session.xenapi
+    log_in(page, pool)
+    page.click("a[href='#/create']")
+    page.wait_for_selector("#create-form")
+    template = x.VM.get_by_name_label("Other install media")[0]
+    page.select_option("#create-form select[name=template]", template)
+    page.fill("#create-form input[name=name]", "made-in-the-browser")
+    page.click("#create-form button")
+    page.wait_for_selector("#vm-name")
+    (vm,) = x.VM.get_by_name_label("made-in-the-browser")
+    assert page.inner_text("#vm-name") == "made-in-the-browser"
+    assert not x.VM.get_is_a_template(vm)
+    with page.expect_download(timeout=TIMEOUT) as download:
+        page.click("#export")
+    path = download.value.path()
+    assert Path(path).stat().st_size > 0
+    label = "Export of made-in-the-browser"
+    page.wait_for_function(  # the task list follows the export's task through event.from
+        """label => [...document.querySelectorAll('#task-list li')].some(li =>
+             li.textContent.includes(label) &&
+             li.querySelector('[data-status]').textContent === 'success')""",
+        arg=label,
+    )
+    (task,) = x.task.get_by_name_label(label)
+    assert x.task.get_status(task) == "success"
+    shot(page, "tasks")
