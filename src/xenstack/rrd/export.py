@@ -21,6 +21,15 @@ import orjson
 from .archive import CFS, Ring, Rrd, Timescale
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
+# what "%.5g" writes -> what XAPI's f_to_s writes
+_SPECIAL = (
+    ("<v>nan</v>", "<v>NaN</v>"),
+    ("<v>-nan</v>", "<v>NaN</v>"),
+    ("<v>inf</v>", "<v>Infinity</v>"),
+    ("<v>-inf</v>", "<v>-Infinity</v>"),
+    ("<v>0</v>", "<v>0.0</v>"),
+    ("<v>-0</v>", "<v>0.0</v>"),
+)
 
 
 class NoArchive(Exception):
@@ -124,15 +133,16 @@ def xport_xml(u: Updates) -> bytes:
     ]
     parts.extend(f"<entry>{_escape(e)}</entry>" for e in u.legend)
     parts.append("</legend></meta><data>")
-    text_columns = [[f_to_s(v) for v in column] for column in u.columns]
-    for i, t in enumerate(u.times):
-        if text_columns:
-            values = "</v><v>".join(c[i] for c in text_columns)
-            parts.append(f"<row><t>{t}</t><v>{values}</v></row>")
-        else:
-            parts.append(f"<row><t>{t}</t></row>")
+    # one C-level format per row, XAPI's spellings of the special values fixed afterwards
+    cell = "<v>%.5g</v>" * len(u.columns)
+    for t, values in zip(u.times, zip(*u.columns, strict=True), strict=False):
+        parts.append(f"<row><t>{t}</t>{cell % values}</row>")
+    if not u.columns:
+        parts.extend(f"<row><t>{t}</t></row>" for t in u.times)
     parts.append("</data></xport>")
     text = "".join(parts)
+    for python, xapi in _SPECIAL:
+        text = text.replace(python, xapi)
     return text.encode()
 
 
