@@ -33,6 +33,8 @@ def rrd_routes(answer: Answer) -> list[tuple[str, str, Any]]:
         except ValueError as exc:
             return web.Response(status=400, text=f"{exc}\n")
         headers = {"Content-Type": content_type, "Access-Control-Allow-Origin": "*"}
-        return web.Response(body=body, headers=headers)
+        response = web.Response(body=body, headers=headers)
+        response.force_close()  # as the UI's files: keep the browser's uploads off this one
+        return response
 
     return [("GET", path, handle) for path in PATHS]

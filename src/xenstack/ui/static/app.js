@@ -351,8 +351,8 @@ function renderImport() {
       const task = await call('task.create', `Import of ${form.get('file').name}`, '')
       $('#import-status').textContent = 'Uploading…'
       const query = new URLSearchParams({ session_id: session.ref, task_id: task, sr_id: form.get('sr') })
-      await fetch(`/import?${query}`, { method: 'PUT', body: form.get('file') })
-      $('#import-status').textContent = 'Sent; the task list shows its progress.'
+      const response = await fetch(`/import?${query}`, { method: 'PUT', body: form.get('file') })
+      $('#import-status').textContent = response.ok ? 'Sent; the task list shows its progress.' : `Refused: ${response.status} ${await response.text()}`
     } catch (error) { flash(error) }
   })
 }
