@@ -103,7 +103,10 @@ def test_the_page_and_api_clients_share_slash(pool: RunningPool) -> None:
     assert status == 200 and b'<script type="module" src="/ui/app.js">' in body
     assert get(pool, "/")[0] == 405  # not a page request, and no call either
     assert get(pool, "/ui/../toolstack.py")[0] == 404
-    assert get(pool, "/ui/vendor/novnc/core/rfb.js")[0] == 200  # from npm, not the tree
+    from xenstack.ui import has_vendor
+
+    if has_vendor("novnc") or os.environ.get("CI"):  # .ci/run installs it with npm ci
+        assert get(pool, "/ui/vendor/novnc/core/rfb.js")[0] == 200  # from npm, not the tree
     s = XenAPI.Session(pool.url)  # XML-RPC on / is unaffected
     s.xenapi.login_with_password("root", pool.password)
     s.xenapi.session.logout()
