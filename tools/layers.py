@@ -16,9 +16,10 @@ The layers of xenstack, top to bottom (a module may import its own layer and any
     api              policy: dispatch, sessions, roles, tasks, coercion
     impl             one module per XenAPI class, in subpackages by area (vm, storage,
                      network, devices, host, pool, system, install)
-    xenops storage xenstore net plugins ha
+    xenops storage xenstore net plugins ha rrd ui
                      the backends: peers, none of which imports another (ha: the per-host
-                     HA daemon: liveness and fencing, given its lease, peers and fence)
+                     HA daemon: liveness and fencing, given its lease, peers and fence; rrd:
+                     the metric archives; ui: the browser UI's files)
     core             what every layer above shares: ids and clock, the call context and the
                      ``Services`` protocol it is typed against, call origins, XML-RPC value
                      text, XML-safe strings, TLS, validation, roles and task ownership. It sits
@@ -57,7 +58,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rpc",),
     ("api",),
     ("impl",),
-    ("xenops", "storage", "xenstore", "net", "plugins", "ha"),
+    ("xenops", "storage", "xenstore", "net", "plugins", "ha", "rrd", "ui"),
     ("core",),
     ("db",),
     ("idl",),
@@ -75,6 +76,8 @@ APART: dict[str, tuple[str, ...]] = {
     "net": ("db",),
     "xenstore": ("db",),
     "ha": ("db",),
+    "rrd": ("db",),
+    "ui": ("db",),
 }
 
 

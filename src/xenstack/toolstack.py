@@ -47,6 +47,7 @@ import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import impl  # noqa: F401  (registers the server functions)
 from .api.auth import Authenticator
@@ -60,6 +61,7 @@ from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
 from .impl.host.hypervisor import Hypervisor
 from .impl.host.plugins import inventory, write_inventory
+from .impl.host.rrd_feed import DbFeed, record_rates
 from .impl.install.bootstrap import create_pool
 from .impl.install.storage import use_real_local_storage
 from .impl.network.doctor import doctor_routes
@@ -82,9 +84,16 @@ from .net.simulated import SimulatedSwitch
 from .rpc.console_http import guard_connects
 from .rpc.disk_http import disk_routes, disk_upload, guard_routes
 from .rpc.http import HttpConfig, RpcServer
+from .rpc.rrd_http import rrd_routes
+from .rpc.ui_http import ui_routes
 from .rpc.upload import guard_uploads
 from .rpc.vm_http import vm_routes, vm_upload
+from .rrd import query as rrd_query
+from .rrd.collector import Collector
+from .rrd.store import RrdStore
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
+from .ui import asset as ui_asset
+from .ui import index as ui_index
 from .xenops.interface import Backend, PortHooks, XenopsError
 from .xenops.simulator import SimulatorBackend
 from .xenstore import XenStore, XsError
@@ -216,6 +225,7 @@ class Toolstack:
         self.background: set[asyncio.Task[None]] = set()
         self.hypervisor = self._make_hypervisor(backend or self._backend(), domain_log)
         attach_members(self)  # a master of member toolstacks sends them their hosts' work
+        self.rrd, self.collector = self._make_metrics()
         self.server: RpcServer | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._agents: list[asyncio.Task[None]] = []
@@ -282,6 +292,27 @@ class Toolstack:
         except XsError as exc:
             log.info("guest %s: %s not written: %s", domid, key, exc.name)
 
+    def _make_metrics(self) -> tuple[RrdStore, Collector]:
+        """The metric archives (kept in ``STATE/rrd``) and their collector, fed from the
+        database and the backend; this host's figures from ``/proc`` unless simulated. Each
+        tick's rates keep the ``*_metrics`` records current."""
+        store = RrdStore(self.state_dir / "rrd" if self.state_dir is not None else None)
+        store.load()
+        local = self.hypervisor.simulator is None
+        feed = DbFeed(self.db, self.hypervisor, lambda: self.this_host, local)
+        on_tick = lambda rates: record_rates(self.db, self.clock.now(), rates)  # noqa: E731
+        return store, Collector(store, feed, on_tick=on_tick)
+
+    def _rrd_answer(self, path: str, query: Any, accept: str | None) -> tuple[bytes, str]:
+        host = self.db.table("host").rows.get(self.this_host)
+        host_uuid = str(host["uuid"]) if host else ""
+        if path == "/rrd_updates":
+            return rrd_query.rrd_updates(self.rrd, host_uuid, query, accept)
+        if path == "/host_rrd":
+            return rrd_query.whole_rrd(self.rrd, "host", host_uuid)
+        owner = "vm" if path == "/vm_rrd" else "sr"
+        return rrd_query.whole_rrd(self.rrd, owner, query.get("uuid", ""))
+
     @property
     def initialised(self) -> bool:
         return bool(self.this_host)
@@ -325,6 +356,7 @@ class Toolstack:
         disks = functools.partial(open_transfer, self)
         routes = disk_routes(disks) + vm_routes(functools.partial(open_export, self))
         routes += doctor_routes(self)
+        routes += rrd_routes(self._rrd_answer) + ui_routes(ui_index, ui_asset)
         checker = http_checker(self)  # every handler's RBAC check, by its declared permission
         config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
         uploads = {
@@ -353,6 +385,7 @@ class Toolstack:
             raise
         await self._refresh_members()
         self._reaper = asyncio.create_task(self._reap_sessions())
+        self.collector.start(self.config.rrd_step)
         self._start_election()
 
     def _start_election(self) -> None:
@@ -398,6 +431,7 @@ class Toolstack:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.collector.stop()  # the archives saved
         try:
             await self.storage.stop()
             if self.xenstore_server is not None:

@@ -16,6 +16,7 @@ the role check it shares with this module, are ``core.access``'s, where impl use
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ LOCAL_ROOT_ONLY: frozenset[str] = frozenset()
 NETWORK_ADMIN = frozenset({"pool-admin", "pool-operator"})
 
 HTTP_PREFIX = "http/"
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class HttpAction:
     method: str
     path: str
     roles: frozenset[str]
+    public: bool = False  # served without a session (the UI's own files: its login page)
 
     @property
     def permission(self) -> str:
@@ -59,6 +62,14 @@ _DECLARED = (
     # xenstack's own: the network doctor's report on a VM's VIFs (impl/network/doctor.py)
     HttpAction("get_network_doctor", "GET", "/network_doctor", NETWORK_ADMIN),
     HttpAction("connect_console", "CONNECT", "/console", VM_OPERATOR),  # a VM's console (RFB)
+    # The metrics (XAPI: read-only, with a session)
+    HttpAction("get_rrd_updates", "GET", "/rrd_updates", READ_ONLY),
+    HttpAction("get_host_rrd", "GET", "/host_rrd", READ_ONLY),
+    HttpAction("get_vm_rrd", "GET", "/vm_rrd", READ_ONLY),
+    HttpAction("get_sr_rrd", "GET", "/sr_rrd", READ_ONLY),
+    # The browser UI's page and files, as XAPI serves XO Lite: a client that logs in itself
+    HttpAction("get_root", "GET", "/", READ_ONLY, public=True),
+    HttpAction("get_ui", "GET", "/ui/{path}", READ_ONLY, public=True),
     # The API itself: every call is checked against its message's roles by the dispatcher.
     HttpAction("post_root", "POST", "/", READ_ONLY),
     HttpAction("post_RPC2", "POST", "/RPC2", READ_ONLY),
@@ -70,6 +81,7 @@ HTTP_ACTIONS: dict[tuple[str, str], HttpAction] = {(a.method, a.path): a for a i
 def http_action(method: str, path: str) -> HttpAction:
     """The declaration of ``method path`` (a trailing ``/`` ignored); LookupError if none, so
     that a handler cannot be served without a declared permission."""
+    path = _PATTERN.sub(r"{\1}", path)  # "/ui/{path:.*}" is declared as "/ui/{path}"
     key = (method.upper(), path.rstrip("/") or "/")
     action = HTTP_ACTIONS.get(key)
     if action is None:
@@ -93,6 +105,8 @@ def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, 
     lacks the permission. A refused request that names a ``task_id`` fails that task with the
     error (when the request's session may modify it), so that nothing waits on it forever.
     """
+    if action.public:
+        return
     session = query.get("session_id", "")
     try:
         info = toolstack.auth.check(session)

@@ -7,13 +7,14 @@ xenstack serve --state-dir DIR [--listen 127.0.0.1] [--port 8080] [--socket PATH
                [--max-connections N] [--max-connections-per-peer N] [--head-timeout S]
                [--request-timeout S]                       (the front door's limits)
                [--switch KIND] [--netns NAME] [--ovsdb-tcp ptcp:6640:ADDR]  (the switch)
-xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
-xenstack doctor network --state-dir DIR --vm NAME [--vif UUID] [--json] [--interval S]
                [--etcd URL[,URL...]] [--master-lease S]    (the pool's database in etcd)
                [--domain-log FILE]                         (when each domain ran where)
 xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
+xenstack doctor network --state-dir DIR --vm NAME [--vif UUID] [--json] [--interval S]
 xenstack pool handover --to HOST [--url URL] [--user root] --password-file FILE
 xenstack chaos run FILE                                    (a fault-injection scenario)
+xenstack top   [--server URL] [--state-dir DIR | --password-file FILE] [--interval S] [--once]
+               (a live view of the host and its VMs from /rrd_updates, as xentop: cli/top.py)
 
 The environment configures what no option does: XENSTACK_GUEST_AGENT_DELAY (seconds before a
 simulated guest reports), XENSTACK_PLUGIN_TIMEOUT, XENSTACK_PLUGIN_DIR and
@@ -43,7 +44,7 @@ from ..idl.model import ROLES
 from ..net import SwitchError
 from ..rpc.http import HttpConfig
 from ..toolstack import BACKENDS, Toolstack, open_etcd_persistence, write_secret
-from . import handover
+from . import handover, top
 from .dom0 import commands as dom0_commands
 
 STOP_WITHIN = 15.0  # seconds a stopping toolstack may take
@@ -346,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
     chaos.add_argument("verb", choices=["run"])
     chaos.add_argument("file")
     chaos.set_defaults(func=cmd_chaos)
+    top.add_parser(sub)
     return ap
 
 

@@ -56,6 +56,7 @@ class ToolstackConfig:
     # Variables every plug-in (and ``xenstack shell``) gets besides dom0's own: how its
     # tools reach this host's services, e.g. ("OVS_RUNDIR", dir) for the host's switch.
     plugin_env: tuple[tuple[str, str], ...] = ()
+    rrd_step: float = 5.0  # seconds between metric samples; 0: none in the background
 
 
 def _paths(text: str) -> tuple[Path, ...]:

@@ -134,6 +134,12 @@ class Services(Protocol):
         ...
 
     @property
+    def rrd(self) -> Any:
+        """The ``rrd.store.RrdStore`` of the toolstack's metric archives (typed loosely: core
+        sits below rrd; ``impl.host.data_sources.store(ctx)`` types it)."""
+        ...
+
+    @property
     def sr_drivers(self) -> Any:
         """The ``storage.sr.registry.SrDrivers`` the toolstack was given (typed loosely: core
         sits below storage; ``impl.storage.sr_backend.drivers(ctx)`` types it)."""

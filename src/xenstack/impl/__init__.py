@@ -3,6 +3,7 @@ package registers them all (the subpackages themselves import nothing)."""
 
 from .devices import vbd as devices_vbd
 from .devices import vif as devices_vif
+from .host import data_sources as host_data_sources
 from .host import host as host_class
 from .host import plugins as host_plugins
 from .network import bond as network_bond
@@ -35,6 +36,7 @@ __all__ = [
     "devices_vbd",
     "devices_vif",
     "host_class",
+    "host_data_sources",
     "host_plugins",
     "network_bond",
     "network_class",

@@ -256,6 +256,25 @@ class DomainInfo:
     os_hint: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class DomainStats:
+    """A domain's counters, for the metrics (``rrd``): cumulative since the domain was built.
+
+    ``cpu_seconds`` has one entry per vCPU; memory figures are bytes (``memory_internal_free``
+    as the guest reports it, 0 when it does not); the device maps are keyed by device name
+    (``xvda``, a VIF's device number) and count bytes.
+    """
+
+    cpu_seconds: tuple[float, ...]
+    memory_actual: int
+    memory_target: int
+    memory_internal_free: int
+    vbd_read_bytes: dict[str, int] = field(default_factory=dict)
+    vbd_write_bytes: dict[str, int] = field(default_factory=dict)
+    vif_rx_bytes: dict[str, int] = field(default_factory=dict)
+    vif_tx_bytes: dict[str, int] = field(default_factory=dict)
+
+
 # ---- the contract -----------------------------------------------------------------------
 
 
@@ -450,3 +469,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         """Detach a network interface from a running domain."""
+
+    # Metrics ------------------------------------------------------------------------------
+
+    def vm_stats(self, vm_id: str) -> DomainStats | None:
+        """The domain's counters now, or None if it has none (or the backend keeps none)."""
+        return None

@@ -6,6 +6,8 @@ an image (on "shared storage": any host can resume it) and frees the memory; mig
 a domain between hosts. ``delays`` makes chosen operations take time (seconds, by operation
 name such as ``"start"``), so that callers can observe operations in progress.
 
+Its domains show seeded synthetic load (:mod:`.sim_load`, read with ``vm_stats``).
+
 Its guests run simulated agents (:mod:`.guest_agent`): ``guest_agent_delay`` seconds after a
 domain boots (start, reboot, resume, or arrives by migration) its guest writes its XenStore
 keys through :meth:`Backend.report_guest_key`, unless the domain is gone by then; a
@@ -29,12 +31,14 @@ from .interface import (
     DomainExists,
     DomainInfo,
     DomainSpec,
+    DomainStats,
     HostSpec,
     NicSpec,
     NoSuchDomain,
     OutOfMemory,
     UnknownHost,
 )
+from .sim_load import SimLoad
 
 SIMULATOR_CAPABILITIES = Capabilities(
     name="simulator",
@@ -73,6 +77,7 @@ class SimulatorBackend(Backend):
         self.images: dict[str, DomainInfo] = {}  # suspended domains, by VM
         self._next_domid = 1
         self.agents = GuestAgents(guest_agent_delay, self.report_guest_key)
+        self.load = SimLoad()  # the domains' synthetic counters (vm_stats)
 
     @property
     def guest_agent_delay(self) -> float:
@@ -308,6 +313,15 @@ class SimulatorBackend(Backend):
             self._release(dom)
         self.agents.stop(vm_id)
         self.images.pop(vm_id, None)
+
+    # ---- metrics -------------------------------------------------------------------------
+
+    def vm_stats(self, vm_id: str) -> DomainStats | None:
+        dom = self.domains.get(vm_id)
+        if dom is None:
+            self.load.forget(vm_id)
+            return None
+        return self.load.stats(dom, dom.memory_actual)
 
     # ---- VBD / VIF -----------------------------------------------------------------------
 
