@@ -31,7 +31,7 @@ from typing import Any
 import XenAPI
 from qemu.qmp import QMPClient
 
-from xenstack.testing.guests import install, qemu_host, stop_guests, guest_image_dir
+from xenstack.testing.guests import guest_image_dir, install, qemu_host, stop_guests
 from xenstack.xenops.interface import NicSpec
 from xenstack.xenops.qemu.bridge import LinuxBridgeHooks
 
