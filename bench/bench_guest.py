@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -120,7 +121,8 @@ async def bare_suspend_resume(guest: Path) -> tuple[float, float]:
         while (await qmp.execute("query-migrate"))["status"] != "completed":  # type: ignore[index]
             await asyncio.sleep(0.005)
         await qmp.execute("quit")
-        await qmp.disconnect()
+        with contextlib.suppress(Exception):  # QEMU closes the socket as it quits
+            await qmp.disconnect()
         proc.wait()
         suspend = time.monotonic() - t0
         (tmp / "qmp.sock").unlink(missing_ok=True)
@@ -134,7 +136,8 @@ async def bare_suspend_resume(guest: Path) -> tuple[float, float]:
         await qmp.execute("cont")
         resume = time.monotonic() - t0
         await qmp.execute("quit")
-        await qmp.disconnect()
+        with contextlib.suppress(Exception):  # QEMU closes the socket as it quits
+            await qmp.disconnect()
         proc.wait()
         return suspend, resume
 

@@ -198,3 +198,15 @@ def test_a_guest_that_powers_off_is_reported(kit: Kit) -> None:
         assert b.vm_info("e") is None
 
     asyncio.run(go())
+
+
+def test_ballooning_within_the_dynamic_range(kit: Kit) -> None:
+    async def go() -> None:
+        b = kit.backend
+        info = await b.vm_start("h1", kit.spec("f", 256 * MIB), paused=False)
+        await kit.reported(info.domid)
+        after = await b.vm_set_memory_dynamic_range("f", 128 * MIB, 192 * MIB)
+        assert 128 * MIB <= after.memory_actual <= 192 * MIB
+        await b.vm_shutdown("f", clean=False)
+
+    asyncio.run(go())

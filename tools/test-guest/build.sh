@@ -48,7 +48,7 @@ mkdir -p "$R/bin" "$R/sbin" "$R/etc/acpi/PWRF" "$R/lib/modules" "$R/proc" "$R/sy
          "$R/run" "$R/tmp" "$R/newroot" "$R/root" "$R/mnt" "$R/var"
 : > "$R/etc/modules"
 for m in virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_balloon button evdev \
-         pvpanic_isa; do
+         pvpanic_mmio; do
   modprobe -d "$W/k" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
   b=$(basename "$ko"); cp "$ko" "$R/lib/modules/$b"; echo "$b" >> "$R/etc/modules"

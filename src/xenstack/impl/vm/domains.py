@@ -76,7 +76,9 @@ async def adopt(toolstack: Any) -> None:
     if hv.simulator is not None:
         return  # the simulator's domains were restored from the database already
     db = toolstack.db
-    await record_host_facts(toolstack, hv)
+    facts = asyncio.get_running_loop().create_task(record_host_facts(toolstack, hv))
+    toolstack.background.add(facts)  # the KVM probe may take seconds: not on the start path
+    facts.add_done_callback(toolstack.background.discard)
     for ref, vm in list(db.table("VM").rows.items()):
         if vm["is_control_domain"] or vm["power_state"] not in LIVE_STATES:
             continue

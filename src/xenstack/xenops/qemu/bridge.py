@@ -27,6 +27,16 @@ async def run(*argv: str) -> str:
     return out.decode()
 
 
+async def run_batch(argv: list[str], script: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate(script.encode())
+    if proc.returncode != 0:
+        raise XenopsError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()}")
+
+
 class LinuxBridgeHooks:
     """Taps in ``netns`` (or the toolstack's own namespace), on Linux bridges."""
 
@@ -37,17 +47,19 @@ class LinuxBridgeHooks:
         return ["ip", "-n", self.netns] if self.netns else ["ip"]
 
     async def vif_plug(self, vm_id: str, domid: int, nic: NicSpec, tap: str) -> None:
-        ip = self._ip()
+        bridged = bool(nic.bridge) and await self._is_bridge(nic.bridge)
         await self.vif_unplug(vm_id, domid, nic, tap)  # a tap left by a domain long gone
-        await run(*ip, "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr")
-        await run(*ip, "link", "set", "dev", tap, "arp", "off", "multicast", "off",
-                  "address", HOST_SIDE_MAC, "mtu", str(nic.mtu or 1500))  # fmt: skip
+        lines = [
+            f"tuntap add dev {tap} mode tap vnet_hdr",
+            f"link set dev {tap} arp off multicast off address {HOST_SIDE_MAC}"
+            f" mtu {nic.mtu or 1500}",
+            *([f"link set dev {tap} master {nic.bridge}"] if bridged else []),
+        ]
+        await run_batch([*self._ip(), "-batch", "-"], "\n".join(lines) + "\n")
         sysctl = f"net.ipv6.conf.{tap.replace('.', '/')}.disable_ipv6=1"
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         await run(*prefix, "sysctl", "-qw", sysctl)
-        if nic.bridge and await self._is_bridge(nic.bridge):
-            await run(*ip, "link", "set", "dev", tap, "master", nic.bridge)
-        await run(*ip, "link", "set", "dev", tap, "up")
+        await run(*self._ip(), "link", "set", "dev", tap, "up")
 
     async def vif_unplug(self, vm_id: str, domid: int, nic: NicSpec, tap: str) -> None:
         proc = await asyncio.create_subprocess_exec(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import glob
 import os
+import signal
 import tempfile
 from dataclasses import dataclass, field
 
@@ -87,7 +88,9 @@ async def probe_kvm(binary: str = "qemu-system-x86_64", timeout: float = KVM_PRO
         return "tcg"
     with tempfile.TemporaryDirectory(prefix="xenstack-kvm-") as tmp:
         log = os.path.join(tmp, "serial")
+        # `timeout`: the probe ends even if the toolstack dies while it runs
         argv = [
+            "timeout", "-s", "KILL", str(int(timeout) + 2),
             binary, "-accel", "kvm", "-M", "pc", "-nodefaults", "-no-user-config",
             "-display", "none", "-m", "256", "-no-reboot", "-kernel", kernel,
             "-append", "console=ttyS0 panic=-1 root=/dev/nowhere",
@@ -95,21 +98,27 @@ async def probe_kvm(binary: str = "qemu-system-x86_64", timeout: float = KVM_PRO
         ]  # fmt: skip
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+                *argv,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,  # its own group: ended with timeout's child
             )
         except OSError:
             return "tcg"
         works = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while loop.time() < deadline and proc.returncode is None:
-            with contextlib.suppress(OSError), open(log, "rb") as f:
-                text = f.read()
-                if b"VFS: " in text or b"Kernel panic" in text:
-                    works = True
-                    break
-            await asyncio.sleep(0.1)
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+        try:
+            while loop.time() < deadline and proc.returncode is None:
+                with contextlib.suppress(OSError), open(log, "rb") as f:
+                    text = f.read()
+                    if b"VFS: " in text or b"Kernel panic" in text:
+                        works = True
+                        break
+                await asyncio.sleep(0.1)
+        finally:  # cancelled too (the toolstack stopping): no probe left behind
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
         return "kvm" if works else "tcg"
