@@ -81,7 +81,7 @@ def test_a_real_guest_through_its_lifecycle(host: QemuHost, sdk: Any, x: Any) ->
     # the console relays RFB through CONNECT, with a session only
     [rfb] = [c for c in x.VM.get_consoles(vm) if x.console.get_protocol(c) == "rfb"]
     location = x.console.get_location(rfb)
-    assert "/console?ref=" in location
+    assert "/console?uuid=" in location  # as xapi_xenops.ml locates a domain's console
     answer = connect(host, location, sdk._session)
     assert answer.startswith(b"HTTP/1.1 200") and b"RFB 003.00" in answer
     refused = connect(host, location, "")
