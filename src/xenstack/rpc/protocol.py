@@ -33,7 +33,8 @@ import httptools
 
 from . import console_http
 from .console_http import ConsoleOpener
-from .limits import Admission, Counted, Limits, peer_key
+from .handback import HandBack
+from .limits import Admission, Limits, peer_key
 from .upload import UploadOpener, UploadRequest, plain_response, upload_query
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
@@ -448,11 +449,14 @@ class RpcProtocol(asyncio.Protocol):
             self.idle = None
         self._cancel_deadline()
         self.endpoint.connections.discard(self)
-        protocol: asyncio.Protocol = self.endpoint.fallback()
+        release = None
         if self.admitted:  # the connection keeps its place under the caps till it closes
             release = functools.partial(self.endpoint.admission.release, self.admitted)
-            protocol = Counted(protocol, release)
             self.admitted = ""
+        # a later upload or CONNECT on this connection comes back to a protocol connection
+        served = {(b"PUT", p) for p in self.endpoint.uploads}
+        served |= {(b"CONNECT", p) for p in self.endpoint.connects}
+        protocol = HandBack(self.endpoint.fallback(), release, served, self.endpoint)
         self.closed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
