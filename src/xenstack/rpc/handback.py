@@ -37,7 +37,7 @@ class HandBack(Counted):
         self.fresh = fresh  # a new protocol connection
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.between = True  # the last request seen is complete
+        self.between = False  # the last request seen is complete (the first is aiohttp's)
         self.url = b""
         self.take = False
 
