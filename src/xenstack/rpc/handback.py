@@ -9,7 +9,9 @@ transport and aiohttp's protocol and follows the request boundaries with its own
 a request that begins a read, for a path served by the protocol, with its head complete in
 that read, is given to a fresh protocol connection instead (aiohttp is told the connection
 is gone, and releases it without closing the transport). A request pipelined into the middle
-of a read, or after an upgrade, stays with aiohttp.
+of a read, or after an upgrade, stays with aiohttp. A client that pipelines (browsers do
+not) could have its upload taken back while aiohttp still answers the request before it; that
+answer is then lost, and the upload served.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable, Container
 import httptools
 
 from .limits import Counted
+
+MAX_URL = 1 << 16  # past this the parser stops following (aiohttp's own limit is lower)
 
 
 class HandBack(Counted):
@@ -79,6 +83,8 @@ class HandBack(Counted):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_URL:  # aiohttp refuses such a line; nothing to follow then
+            raise ValueError("request line too long to follow")
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
