@@ -5,6 +5,7 @@ from .devices import vbd as devices_vbd
 from .devices import vif as devices_vif
 from .host import host as host_class
 from .host import plugins as host_plugins
+from .host import power as host_power
 from .network import bond as network_bond
 from .network import network as network_class
 from .network import pif as network_pif
@@ -36,6 +37,7 @@ __all__ = [
     "devices_vif",
     "host_class",
     "host_plugins",
+    "host_power",
     "network_bond",
     "network_class",
     "network_pif",
