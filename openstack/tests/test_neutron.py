@@ -5,9 +5,11 @@ VLAN of its network and installs the provider VLAN translation on the physical b
 false.
 
 The host is a simulated one on a private Open vSwitch (``ovs_xenstack.py``: daemons in an
-``xo``-prefixed network namespace, veth stand-ins for the guests' NICs); the agent runs in
-that namespace, where xenstack's OVSDB listens on 127.0.0.1. Needs root and the Open vSwitch
-tools; skipped otherwise (failed under CI).
+``xo``-prefixed network namespace, veth stand-ins for the guests' NICs). The agent runs in
+that namespace, where ovs-vswitchd calls its OpenFlow controller on 127.0.0.1; it reaches
+xenstack's OVSDB TCP remote (ovsdb-server runs outside the namespace) through a plain TCP
+relay, and ``OVS_RUNDIR`` gives its local ``ovs-vsctl`` calls dom0's OVSDB socket. Needs root
+and the Open vSwitch tools; skipped otherwise (failed under CI).
 """
 
 from __future__ import annotations
