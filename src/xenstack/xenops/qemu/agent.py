@@ -98,6 +98,10 @@ class GuestChannel:
         self.last: GuestReport | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.pending: list[bytes] = []  # written before the channel was up
+        # what the host said that stays true (vm-data/...): said again once the guest's agent
+        # speaks, for lines QEMU took before the guest had its port open are lost
+        self.said: dict[str, str] = {}
+        self.heard = False
         self.task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()
 
@@ -113,6 +117,8 @@ class GuestChannel:
             self.writer.close()
 
     def write(self, key: str, value: str) -> None:
+        if not key.startswith("control/"):
+            self.said[key] = value
         line = f"{key}={value}\n".encode()
         if self.writer is None:
             self.pending.append(line)
@@ -130,6 +136,7 @@ class GuestChannel:
             for line in self.pending:
                 writer.write(line)
             self.pending.clear()
+            self.heard = False
             try:
                 await self._read(reader)
             finally:
@@ -151,6 +158,10 @@ class GuestChannel:
             self._apply(buffered.decode(errors="replace").splitlines())
 
     def _apply(self, lines: list[str]) -> None:
+        if not self.heard and self.writer is not None:
+            self.heard = True
+            for key, value in self.said.items():
+                self.writer.write(f"{key}={value}\n".encode())
         for line in lines:
             key, sep, value = line.partition("=")
             key = key.strip().strip("/")
@@ -163,7 +174,8 @@ class GuestChannel:
                     continue  # as XenStore's quota: a guest cannot grow the host's memory
                 self.keys[key] = value
                 self.on_key(key, value)
-            elif self.keys.pop(key, None) is not None:
+            else:  # removed: also a key dom0 wrote (``control/shutdown=`` takes a request)
+                self.keys.pop(key, None)
                 self.on_key(key, None)
         self.changed.set()
         current = report(self.vm_id, self.domid, self.keys, self.macs)
