@@ -3,14 +3,16 @@
 ``agent.py`` (os-xenapi's plug-in) writes a request into ``data/host/<id>`` of the guest's
 domain; the toolstack forwards it down the guest's agent channel, the guest's agent answers in
 ``data/guest/<id>`` and the plug-in returns the answer: ``version``, ``resetnetwork`` and
-``inject_file`` (the file lands in the guest). ``key_init``/``password`` are not in the guest
-(its busybox has no bignum arithmetic for Diffie-Hellman).
+``inject_file`` (the file lands in the guest), and ``key_init`` (Diffie-Hellman in busybox's
+``bc``: both ends share the secret). ``password`` is not in the guest: busybox has no
+AES-128-CBC to decrypt it with.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import secrets
 from typing import Any
 
 import pytest
@@ -19,6 +21,9 @@ from integkit import WAIT, OvsQemuHost, guest_ip, install, network_on
 from xenstack.testing.guests import Console, run_dir
 
 pytestmark = [pytest.mark.guest, pytest.mark.ovs, pytest.mark.root, pytest.mark.slow]
+
+
+PRIME, BASE = 162259276829213363391578010288127, 5  # nova's SimpleDH
 
 
 def b64(text: str) -> str:
@@ -43,6 +48,12 @@ def test_nova_agent_requests_reach_the_real_guest(host: OvsQemuHost, x: Any) -> 
         assert done["returncode"] == "0"
         con = Console(run_dir(host.state_dir, x.VM.get_uuid(vm)))
         assert "injected by nova" in con.run_command("cat /root/nova.txt")
+        # key_init: Diffie-Hellman as nova's SimpleDH; both ends end with one secret
+        mine = secrets.randbelow(PRIME - 2) + 1
+        answer = call("key_init", "5", pub=str(pow(BASE, mine, PRIME)))
+        assert answer["returncode"] == "D0"
+        shared = pow(int(answer["message"]), mine, PRIME)
+        assert str(shared) == con.run_command("cat /run/nova.shared").strip()
         assert call("resetnetwork", "3")["returncode"] == "0"
         assert call("agentupdate", "4", url="http://x/a", md5sum="0")["returncode"] == "404"
     finally:
