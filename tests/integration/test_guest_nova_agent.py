@@ -3,20 +3,23 @@
 ``agent.py`` (os-xenapi's plug-in) writes a request into ``data/host/<id>`` of the guest's
 domain; the toolstack forwards it down the guest's agent channel, the guest's agent answers in
 ``data/guest/<id>`` and the plug-in returns the answer: ``version``, ``resetnetwork`` and
-``inject_file`` (the file lands in the guest), and ``key_init`` (Diffie-Hellman in busybox's
-``bc``: both ends share the secret). ``password`` is not in the guest: busybox has no
-AES-128-CBC to decrypt it with.
+``inject_file`` (the file lands in the guest), ``key_init`` (Diffie-Hellman in busybox's
+``bc``: both ends share the secret) and ``password`` (decrypted with the guest's openssl; its
+agent then reports the change in XenStore).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from integkit import WAIT, OvsQemuHost, guest_ip, install, network_on
+from integkit import WAIT, OvsQemuHost, guest_ip, install, network_on, until
 
 from xenstack.testing.guests import Console, run_dir
 
@@ -24,6 +27,15 @@ pytestmark = [pytest.mark.guest, pytest.mark.ovs, pytest.mark.root, pytest.mark.
 
 
 PRIME, BASE = 162259276829213363391578010288127, 5  # nova's SimpleDH
+
+
+def xenstore_read(host: OvsQemuHost, path: str) -> str:
+    env = {**os.environ, "XENSTORED_PATH": str(host.state_dir / "run" / "xenstored" / "socket")}
+    done = subprocess.run(
+        [sys.executable, "-m", "xenstack.cli.dom0", "xenstore-read", path],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout.strip()
 
 
 def b64(text: str) -> str:
@@ -54,6 +66,18 @@ def test_nova_agent_requests_reach_the_real_guest(host: OvsQemuHost, x: Any) -> 
         assert answer["returncode"] == "D0"
         shared = pow(int(answer["message"]), mine, PRIME)
         assert str(shared) == con.run_command("cat /run/nova.shared").strip()
+        # password: encrypted as nova does with the shared secret; the guest decrypts it, and
+        # what its agent reports changes (data/nova/password_changes in its XenStore)
+        enc = subprocess.run(
+            ["openssl", "enc", "-aes-128-cbc", "-a", "-A", "-nosalt", "-pass", f"pass:{shared}"],
+            input="n3w-Passw0rd\n", capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.strip()  # fmt: skip
+        assert call("password", "6", enc_pass=enc)["returncode"] == "0"
+        assert con.run_command("cat /run/nova.password").strip() == "n3w-Passw0rd"
+        key = f"/local/domain/{args['dom_id']}/data/nova/password_changes"
+        until(lambda: xenstore_read(host, key) == "1", WAIT, "the agent's report of the change")
+        bad = call("password", "7", enc_pass=b64("not encrypted"))
+        assert bad["returncode"] == "500"
         assert call("resetnetwork", "3")["returncode"] == "0"
         assert call("agentupdate", "4", url="http://x/a", md5sum="0")["returncode"] == "404"
     finally:
