@@ -17,7 +17,7 @@ from systools import require_root, require_tool
 
 def need_tools() -> None:
     for tool in ("qemu-system-x86_64", "dnsmasq", "ethtool", "ovs-vsctl", "ovsdb-server",
-                 "ovs-vswitchd", "ovsdb-tool", "ovsdb-client", "ovs-ofctl"):  # fmt: skip
+                 "ovs-vswitchd", "ovsdb-tool", "ovsdb-client", "ovs-ofctl", "openssl"):  # fmt: skip
         require_tool(tool)
     require_root()
 
