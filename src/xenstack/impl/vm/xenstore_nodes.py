@@ -171,9 +171,14 @@ async def request_shutdown(ctx: Context, vm: str, reason: str) -> bool:
     asked = False
 
     def seen(path: str, token: str) -> None:
-        with contextlib.suppress(XsError):
-            if asked and path == key and not xs.dom0.read(key) and not taken.done():
-                taken.set_result(True)
+        if not asked or path != key or taken.done():
+            return
+        try:
+            value = xs.dom0.read(key)
+        except XsError:  # removed: taken too (a guest agent whose channel can only remove)
+            value = b""
+        if not value:
+            taken.set_result(True)
 
     watcher = xs.connect(0, seen)
     try:
