@@ -30,7 +30,7 @@ ALLOW_LIST = os.path.join(HERE, "not_implemented.txt")
 SWALLOWED = re.compile(r"does not implement (\w+) required for test (\w+)")
 SERVER: xenstack_server.XenstackServer | None = None
 FOUND: list[tuple[str, str]] = []
-MAX_SWALLOWED = 6
+MAX_SWALLOWED = 3
 
 
 def setUpModule() -> None:
@@ -89,6 +89,7 @@ class XenstackDriverTestCase(test_virt_drivers._VirtDriverTestCase, test.TestCas
     def _clean_pool(self) -> None:
         assert SERVER is not None
         xenstack_server.destroy_nova_vms(SERVER.session())
+        xenstack_server.restore_hosts(SERVER.session())
         if self.connection._conn is not None:
             self.connection._conn.session.close()
 
@@ -114,7 +115,7 @@ class LoadDriverTestCase(test.NoDBTestCase):
         self.assertIsInstance(drv, nova_driver.ComputeDriver)
 
     def test_allow_list_may_only_shrink(self) -> None:
-        # The target is 2, the fake driver's own number; 4 more wait on calls the host does
-        # not implement yet (see not_implemented.txt). Lower this as entries leave the list,
-        # never raise it.
+        # The target is 2, the fake driver's own number; one more is VM.send_trigger, which
+        # XAPI itself does not implement (see not_implemented.txt). Lower this as entries
+        # leave the list, never raise it.
         self.assertLessEqual(len(allowed()), MAX_SWALLOWED, sorted(allowed()))

@@ -1,8 +1,9 @@
 """The image handlers move real images between the real Glance (standalone: sqlite, file
 store, no Keystone) and a xenstack SR, both ways, bytes compared: raw images and
 ``disk_format=vhd``, ``container_format=ovf`` gzip tars of a two-file VHD chain, through
-``vdi_remote_stream`` and ``direct_vhd`` (a ``glance.py`` dom0 plug-in of the tests'
-plug-in directory, called with os-xenapi's argument encoding).
+``vdi_remote_stream`` and ``direct_vhd`` (xenstack's own ``glance.py`` dom0 plug-in, called
+with os-xenapi's argument encoding; the chain goes both ways as a chain, through the VDIs'
+``sm_config:vhd-parent``).
 
 ``vdi_local_dev`` is not run here: it attaches the VDI to the compute VM itself and reads
 the ``/dev/xvdX`` that appears, which needs nova-compute in a real Xen guest."""
@@ -184,11 +185,31 @@ class ImageHandlerTest(test.NoDBTestCase):
         self.assertEqual(expected, self.vdi_bytes(vdi))
         self.assertEqual("root", self.session.call("VDI.get_other_config", vdi)["nova_disk_type"])
 
+        parent = self.session.call("VDI.get_sm_config", vdi)["vhd-parent"]
+        parent_vdi = self.session.call("VDI.get_by_uuid", parent)
+        self.assertNotIn("vhd-parent", self.session.call("VDI.get_sm_config", parent_vdi))
+
         snap_id = self.new_image(None, "vhd", "ovf")
         handler.upload(self.ctx, self.instance, snap_id, vdi, {"properties": {"os_type": "linux"}})
         meta = self.images.get(self.ctx, snap_id)
         self.assertEqual(("vhd", "ovf"), (meta["disk_format"], meta["container_format"]))
+        self.assertEqual(["0.vhd", "1.vhd"], self.uploaded_members(snap_id))  # the chain
         self.assertEqual(expected, self.uploaded_disk(snap_id))
+
+        # a snapshot's parent is a hidden base, no VDI: a standalone copy goes instead
+        snapshot = self.session.call("VDI.snapshot", vdi, {})
+        copy_id = self.new_image(None, "vhd", "ovf")
+        before = set(self.session.call("SR.get_VDIs", self.sr))
+        handler.upload(self.ctx, self.instance, copy_id, snapshot, {})
+        self.assertEqual(["0.vhd"], self.uploaded_members(copy_id))
+        self.assertEqual(expected, self.uploaded_disk(copy_id))
+        self.assertEqual(before, set(self.session.call("SR.get_VDIs", self.sr)))
+        for ref in (snapshot, vdi, parent_vdi):
+            self.session.call("VDI.destroy", ref)
+
+    def uploaded_members(self, image_id: str) -> list[str]:
+        with tarfile.open(fileobj=io.BytesIO(self.glance_bytes(image_id)), mode="r:gz") as tar:
+            return sorted(os.path.basename(name) for name in tar.getnames())
 
 
 _ = fake_instance

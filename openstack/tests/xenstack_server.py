@@ -134,6 +134,19 @@ class XenstackServer:
         }
 
 
+def restore_hosts(session: XenAPI.Session) -> None:
+    """Bring back, enabled, the hosts a test shut down (host_power_action): a simulated
+    host powers on once its power_on_mode names a way (as XAPI requires)."""
+    x = session.xenapi
+    for host in x.host.get_all():
+        if not x.host_metrics.get_live(x.host.get_metrics(host)):
+            if not x.host.get_power_on_mode(host):
+                x.host.set_power_on_mode(host, "wake-on-lan", {})
+            x.host.power_on(host)
+        if not x.host.get_enabled(host):
+            x.host.enable(host)
+
+
 def destroy_nova_vms(session: XenAPI.Session) -> None:
     """Remove every VM the driver made (tagged nova_uuid) with its disks."""
     x = session.xenapi

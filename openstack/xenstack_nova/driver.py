@@ -20,6 +20,7 @@ from . import conf as xconf
 from . import image as image_mod
 from . import vif as vif_mod
 from . import vm_utils
+from .agent import GuestAgent
 from .host import HostState
 from .inspect_ops import Inspector
 from .migrate import Migrations
@@ -318,10 +319,15 @@ class XenAPIDriver(driver.ComputeDriver):
         self._ops.unrescue(instance)
 
     def set_admin_password(self, instance: Any, new_pass: str) -> None:
-        # nova's XenServer agent exchanged the password with the guest through xenstore
-        # (data/host <-> data/guest), which the XenAPI itself does not reach; the config
-        # drive carries the admin password at spawn instead.
-        raise NotImplementedError()
+        """Through the guest agent (the ``agent.py`` dom0 plug-in), where it is in use for
+        the instance (its image says, else ``use_agent_default``)."""
+        vm = self._ops.vm(instance)
+        if vm_utils.power(self.conn.session, vm) != "Running":
+            raise exception.InstanceNotRunning(instance_id=instance.uuid)
+        if not self._ops.agent_enabled(instance):
+            raise exception.InstanceAgentNotEnabled()
+        guest = GuestAgent(self.conn.session, vm, CONF.xenserver.agent_timeout)
+        guest.set_admin_password(instance, new_pass)
 
     def trigger_crash_dump(self, instance: Any) -> None:
         """An NMI to the guest (``VM.send_trigger(vm, "nmi")``), which makes a Linux guest

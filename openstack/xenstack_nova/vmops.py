@@ -263,16 +263,18 @@ class VMOps:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def wait_agent(self, instance: Any, vm: str) -> dict[str, Any] | None:
-        """Wait for the guest agent where it is in use (the image says, else the default)."""
+    @staticmethod
+    def agent_enabled(instance: Any) -> bool:
+        """The image's ``xenapi_use_agent`` (or ``os_xenapi_use_agent``), else the default."""
         props = instance.system_metadata or {}
         use = props.get("image_xenapi_use_agent", props.get("image_os_xenapi_use_agent"))
-        enabled = (
-            CONF.xenserver.use_agent_default
-            if use is None
-            else str(use).lower() in ("true", "1", "yes")
-        )
-        if not enabled:
+        if use is None:
+            return bool(CONF.xenserver.use_agent_default)
+        return str(use).lower() in ("true", "1", "yes")
+
+    def wait_agent(self, instance: Any, vm: str) -> dict[str, Any] | None:
+        """Wait for the guest agent where it is in use (the image says, else the default)."""
+        if not self.agent_enabled(instance):
             return None
         metrics = vm_utils.wait_agent(self.session, vm, CONF.xenserver.agent_timeout)
         if metrics is None:

@@ -20,6 +20,9 @@ kpkg=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-/{prin
 [ -n "$kpkg" ] || { echo "build.sh: cannot resolve $META (run apt-get update)" >&2; exit 1; }
 ver() { apt-cache policy "$1" | awk '/Candidate:/{print $2; exit}'; }
 versions="$kpkg=$(ver "$kpkg") busybox-static=$(ver busybox-static)"
+# openssl (and the libraries it needs) for nova's agent protocol: the password is AES-128-CBC
+SSL_DEBS="openssl libssl3 libc6"
+for p in $SSL_DEBS; do versions="$versions $p=$(ver "$p")"; done
 key=$( (echo "$versions"; cat "$HERE"/build.sh "$HERE"/init "$HERE"/xsg-agent "$HERE"/udhcpc.script) |
        sha256sum | cut -c1-16)
 OUT=$CACHE/$key
@@ -29,7 +32,7 @@ mkdir -p "$DEBS"
 W=$(mktemp -d "$CACHE/build.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 ( cd "$DEBS"
-  for p in "$kpkg" busybox-static; do
+  for p in "$kpkg" busybox-static $SSL_DEBS; do
     ls "${p}"_*.deb >/dev/null 2>&1 || apt-get download -q "$p" >/dev/null 2>&1
   done )
 mkdir -p "$W/k" "$W/bb" "$W/out"
@@ -56,6 +59,15 @@ done
 cp "$W/bb/bin/busybox" "$R/bin/busybox"
 for a in $("$R/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
 ln -sf ../bin/busybox "$R/sbin/init"
+mkdir -p "$W/ssl" "$R/lib/x86_64-linux-gnu" "$R/lib64"
+for p in $SSL_DEBS; do dpkg -x "$DEBS"/"${p}"_*.deb "$W/ssl"; done
+cp "$W/ssl/usr/bin/openssl" "$R/bin/openssl"
+for l in libssl.so.3 libcrypto.so.3 libc.so.6; do
+  cp -L "$W/ssl/usr/lib/x86_64-linux-gnu/$l" "$R/lib/x86_64-linux-gnu/$l" 2>/dev/null ||
+    cp -L "$W/ssl/lib/x86_64-linux-gnu/$l" "$R/lib/x86_64-linux-gnu/$l"
+done
+cp -L "$W/ssl/lib64/ld-linux-x86-64.so.2" "$R/lib64/" 2>/dev/null ||
+  cp -L "$W/ssl/usr/lib64/ld-linux-x86-64.so.2" "$R/lib64/"
 ln -sf ../run "$R/var/run"
 cat > "$R/etc/os-release" <<OS
 NAME="xenstack test guest"

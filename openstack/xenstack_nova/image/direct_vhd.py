@@ -20,6 +20,7 @@ from nova.image import glance
 from oslo_config import cfg
 
 from .. import vm_utils
+from ..session import failure_code
 from .base import ImageHandler, identity_headers, round_mib
 
 CONF = cfg.CONF
@@ -81,28 +82,48 @@ class DirectVhdHandler(ImageHandler):
     def upload(
         self, context: Any, instance: Any, image_id: str, vdi: str, meta: dict[str, Any]
     ) -> None:
-        """The VDI's chain, leaf first, as XAPI names it (``sm_config:vhd-parent``); a host
-        that does not name parents gets a standalone copy (``VDI.copy``) uploaded instead,
-        so that the plug-in never sends a differencing disk without its parents."""
-        if not self.session.call("VDI.get_sm_config", vdi).get("vhd-parent"):
-            copy = str(self.session.call("VDI.copy", vdi, self.session.call("VDI.get_SR", vdi)))
-            try:
-                self._upload_chain(context, instance, image_id, copy, meta)
-            finally:
-                vm_utils.destroy_vdis(self.session, [copy])
+        """The VDI's chain, leaf first, as XAPI names it (``sm_config:vhd-parent``). A chain
+        the XenAPI cannot follow to its end (a parent that is no VDI, such as xenstack's
+        hidden snapshot bases) is uploaded as a standalone copy (``VDI.copy``) instead, so
+        that the plug-in never sends a differencing disk without its parents."""
+        chain = self._chain(vdi)
+        if chain is not None:
+            self._upload_chain(context, instance, image_id, vdi, chain, meta)
             return
-        self._upload_chain(context, instance, image_id, vdi, meta)
+        copy = str(self.session.call("VDI.copy", vdi, self.session.call("VDI.get_SR", vdi)))
+        try:
+            whole = self._chain(copy) or [str(self.session.call("VDI.get_uuid", copy))]
+            self._upload_chain(context, instance, image_id, copy, whole, meta)
+        finally:
+            vm_utils.destroy_vdis(self.session, [copy])
+
+    def _chain(self, vdi: str) -> list[str] | None:
+        """The uuids of the VDI's VHD chain, leaf first; None if a parent is not a VDI."""
+        rec = self.session.call("VDI.get_record", vdi)
+        chain = [rec["uuid"]]
+        parent = rec["sm_config"].get("vhd-parent")
+        while parent:
+            if len(chain) >= CHAIN_MAX:
+                return None
+            try:
+                ref = self.session.call("VDI.get_by_uuid", parent)
+            except Exception as exc:
+                if failure_code(exc) == "UUID_INVALID":
+                    return None
+                raise
+            chain.append(parent)
+            parent = self.session.call("VDI.get_sm_config", ref).get("vhd-parent")
+        return chain
 
     def _upload_chain(
-        self, context: Any, instance: Any, image_id: str, vdi: str, meta: dict[str, Any]
+        self,
+        context: Any,
+        instance: Any,
+        image_id: str,
+        vdi: str,
+        chain: list[str],
+        meta: dict[str, Any],
     ) -> None:
-        chain = []
-        ref = vdi
-        while ref and ref != "OpaqueRef:NULL" and len(chain) < CHAIN_MAX:
-            rec = self.session.call("VDI.get_record", ref)
-            chain.append(rec["uuid"])
-            parent = rec["sm_config"].get("vhd-parent")
-            ref = str(self.session.call("VDI.get_by_uuid", parent)) if parent else ""
         props = {k: str(v) for k, v in (meta.get("properties") or {}).items()}
         props.setdefault("os_type", instance.os_type or "linux")
         args = serialize(

@@ -6,6 +6,7 @@ from .devices import vif as devices_vif
 from .host import data_sources as host_data_sources
 from .host import host as host_class
 from .host import plugins as host_plugins
+from .host import power as host_power
 from .network import bond as network_bond
 from .network import network as network_class
 from .network import pif as network_pif
@@ -38,6 +39,7 @@ __all__ = [
     "host_class",
     "host_data_sources",
     "host_plugins",
+    "host_power",
     "network_bond",
     "network_class",
     "network_pif",

@@ -50,6 +50,7 @@ from ...storage.sr.gc import GcResult, collect, recover_sr
 from ...storage.vhd import VhdImage
 from .sr_backend import driver_of, drivers
 from .sr_usage import refresh_usage
+from .vdi_files import refresh_parents
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ class StorageService:
                 if db.exists("SR", sr):
                     with db.transaction():
                         refresh_usage(drivers(self.toolstack), db, sr)
+                        refresh_parents(drivers(self.toolstack), db, sr)
         return done
 
     def nbd_socket(self, vdi_uuid: str) -> str:

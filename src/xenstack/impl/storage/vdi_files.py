@@ -23,7 +23,7 @@ from ...storage.vhd import VhdImage
 from ...storage.vhd.importer import copy_image
 from .sr_backend import UUID_RE, backend_error, drivers, file_sr, sr_driver
 from .sr_usage import record_usage
-from .vdi_rows import _derived_fields, _destroy_row, make_vdi, round_size
+from .vdi_rows import VHD_PARENT, _derived_fields, _destroy_row, make_vdi, round_size
 
 
 def _call(fn: Any, *args: Any) -> Any:
@@ -56,9 +56,33 @@ def scan_files(registry: SrDrivers, db: Database, sr: str) -> None:
             virtual_size=info.virtual_size,
             physical_utilisation=info.physical_utilisation,
         )
+        _set_parent(db, ref, info)
     for location, info in found.items():
         if location not in rows:
             _add_found(registry, db, sr, info, drv)
+
+
+def with_parent(sm_config: dict[str, str], info: VdiInfo) -> dict[str, str]:
+    """``sm_config`` naming the VHD the VDI's leaf differs from, as SM's ``vhd-parent``."""
+    rest = {k: v for k, v in sm_config.items() if k != VHD_PARENT}
+    return rest | ({VHD_PARENT: info.parent} if info.parent else {})
+
+
+def _set_parent(db: Database, vdi: str, info: VdiInfo) -> None:
+    current = db.get("VDI", vdi)["sm_config"]
+    wanted = with_parent(current, info)
+    if wanted != current:
+        db.set("VDI", vdi, "sm_config", wanted)
+
+
+def refresh_parents(registry: SrDrivers, db: Database, sr: str) -> None:
+    """Re-read every VDI's parent (after the GC merged nodes of the SR's trees)."""
+    drv = sr_driver(registry, db, sr)
+    if not drv.holds_data:
+        return
+    for vdi in db.get("SR", sr)["VDIs"]:
+        with contextlib.suppress(Exception):  # a VDI whose file went: the next scan drops it
+            _set_parent(db, vdi, drv.info(db.get("VDI", vdi)["location"]))
 
 
 def _set_sizes(db: Database, vdi: str, info: VdiInfo) -> None:
@@ -77,7 +101,7 @@ def _add_found(registry: SrDrivers, db: Database, sr: str, info: VdiInfo, drv: S
         "read_only": info.read_only,
         "sharable": info.read_only,
     }
-    fields |= {"virtual_size": info.virtual_size}
+    fields |= {"virtual_size": info.virtual_size, "sm_config": with_parent({}, info)}
     make_vdi(registry, db, sr, fields, usage=info.physical_utilisation, check_space=False)
 
 
@@ -100,7 +124,9 @@ def _record(
     info: VdiInfo,
 ) -> str:
     """Insert the row of a VDI whose file exists; remove the file if that fails."""
+    sm_config = with_parent(fields.get("sm_config", {}), info)
     fields = fields | {"location": info.location, "virtual_size": info.virtual_size}
+    fields["sm_config"] = sm_config
     try:
         return make_vdi(registry, db, sr, fields, usage=info.physical_utilisation)
     except BaseException:
@@ -130,6 +156,7 @@ def _refresh_row(db: Database, vdi: str, drv: SrDriver) -> None:
             virtual_size=info.virtual_size,
             physical_utilisation=info.physical_utilisation,
         )
+        _set_parent(db, vdi, info)
         record_usage(db, db.get("VDI", vdi)["SR"], drv)
 
 

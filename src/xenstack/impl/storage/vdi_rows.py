@@ -19,6 +19,9 @@ from . import sm
 from .sr_backend import SIZE_ROUNDED
 from .sr_usage import assert_space, refresh_usage
 
+#: the sm_config key naming the VHD node a VDI's leaf differs from (SM's, as XAPI shows it)
+VHD_PARENT = "vhd-parent"
+
 #: vdi operation -> the SM feature it needs
 _VDI_OP_FEATURE = {
     "clone": "VDI_CLONE",

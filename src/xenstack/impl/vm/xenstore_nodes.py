@@ -148,8 +148,21 @@ async def ask_guest(ctx: Context, vm: str, reason: str, clean: bool) -> None:
     row = ctx.db.get("VM", vm)
     if not clean or row["power_state"] != "Running" or _on_a_member(ctx, row["resident_on"]):
         return
-    if not ctx.db.exists("host", row["resident_on"]) or not await request_shutdown(ctx, vm, reason):
+    if not ctx.db.exists("host", row["resident_on"]):
         raise ApiError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", [vm])
+    if reason == "suspend" and not _has_feature(ctx, row, "suspend"):
+        return  # no PV suspend: the device model saves the whole machine, as for HVM guests
+    if not await request_shutdown(ctx, vm, reason):
+        raise ApiError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", [vm])
+
+
+def _has_feature(ctx: Context, row: dict[str, Any], feature: str) -> bool:
+    """Whether the guest's agent advertised ``control/feature-<feature>``."""
+    key = f"/local/domain/{int(row['domid'])}/control/feature-{feature}"
+    try:
+        return _dom0(ctx, row["resident_on"]).read(key) == b"1"
+    except XsError:
+        return False
 
 
 def _on_a_member(ctx: Context, host: str) -> bool:
@@ -171,9 +184,14 @@ async def request_shutdown(ctx: Context, vm: str, reason: str) -> bool:
     asked = False
 
     def seen(path: str, token: str) -> None:
-        with contextlib.suppress(XsError):
-            if asked and path == key and not xs.dom0.read(key) and not taken.done():
-                taken.set_result(True)
+        if not asked or path != key or taken.done():
+            return
+        try:
+            value = xs.dom0.read(key)
+        except XsError:  # removed: taken too (a guest agent whose channel can only remove)
+            value = b""
+        if not value:
+            taken.set_result(True)
 
     watcher = xs.connect(0, seen)
     try:

@@ -65,13 +65,15 @@ def inside(directory: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class VdiInfo:
-    """What a driver knows of one VDI: its uuid, file name and sizes."""
+    """What a driver knows of one VDI: its uuid, file name and sizes; ``parent``, the uuid
+    of the VHD node its leaf differs from ("" for a whole disk), as SM's ``vhd-parent``."""
 
     uuid: str
     location: str
     virtual_size: int
     physical_utilisation: int
     read_only: bool = False
+    parent: str = ""
 
 
 class SrDriver(Protocol):

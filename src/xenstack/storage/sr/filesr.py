@@ -28,7 +28,6 @@ from xenstack.storage.vhd import (
     coalesce,
     create_dynamic,
     export_raw_chunks,
-    read_footer,
     recover,
 )
 from xenstack.storage.vhd import resize as vhd_resize
@@ -150,11 +149,16 @@ class FileSr:
     def info(self, vdi_uuid: str) -> VdiInfo:
         path = self.path(vdi_uuid)
         try:
-            size = read_footer(path).current_size
+            footer, header = read_metadata(path)
             physical = os.stat(path).st_size
         except FileNotFoundError:
             raise SrDriverError(ERR_NO_VDI, f"VDI {vdi_uuid} has no file") from None
-        return VdiInfo(vdi_uuid, vdi_uuid, size, physical)
+        parent = ""
+        if footer.disk_type is DiskType.DIFFERENCING and header is not None:
+            name = os.path.basename(header.parent_name)
+            if name.endswith(SUFFIX) and os.path.isfile(os.path.join(self.directory, name)):
+                parent = name[: -len(SUFFIX)]
+        return VdiInfo(vdi_uuid, vdi_uuid, footer.current_size, physical, parent=parent)
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
         if size <= 0:

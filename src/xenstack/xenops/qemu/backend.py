@@ -29,7 +29,6 @@ from ..interface import (
     DomainExists,
     DomainInfo,
     DomainSpec,
-    GuestReport,
     HostSpec,
     MissingPvDrivers,
     NicSpec,
@@ -248,15 +247,10 @@ class QemuBackend(Backend):
         dom.channel = GuestChannel(
             dom.vm_id, dom.domid, dom.run.agent, macs,
             lambda k, v: self.report_guest_key(dom.vm_id, dom.domid, k, v),
-            lambda r: self._report(dom, r),
         )  # fmt: skip
         dom.channel.start()
         for key, value in dom.spec.xenstore_data:
             dom.channel.write(key, value)
-
-    def _report(self, dom: Domain, report: GuestReport) -> None:
-        if self.domains.get(dom.vm_id) is dom:
-            self.report_guest(report)
 
     async def _wait_incoming(self, dom: Domain) -> None:
         qmp = self._qmp(dom)
