@@ -245,3 +245,30 @@ def test_create_from_a_template_and_export_with_its_task(
     (task,) = x.task.get_by_name_label(label)
     assert x.task.get_status(task) == "success"
     shot(page, "tasks")
+
+
+def test_import_from_the_browser(
+    page: Any, pool: RunningPool, session: Any, tmp_path: Path
+) -> None:
+    """The page's PUT /import reaches the upload path, on whatever connection Chromium reuses
+    (one that served the page's files was handed to aiohttp, which answered 404)."""
+    x = session.xenapi
+    vm = vm_from_template(session, "carried-in")
+    status, xva = get(pool, f"/export?session_id={session._session}&ref={vm}")
+    assert status == 200
+    (tmp_path / "carried-in.xva").write_bytes(xva)
+    before = len(x.VM.get_by_name_label("carried-in"))
+    log_in(page, pool)
+    page.evaluate("location.hash = '#/import'")
+    page.set_input_files("#import-form input[name=file]", str(tmp_path / "carried-in.xva"))
+    page.click("#import-form button")
+    page.wait_for_function(
+        "document.querySelector('#import-status').textContent.startsWith('Sent')"
+        " || document.querySelector('#import-status').textContent.startsWith('Refused')"
+    )
+    assert page.inner_text("#import-status").startswith("Sent"), page.inner_text("#import-status")
+    deadline = time.monotonic() + 60
+    while len(x.VM.get_by_name_label("carried-in")) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(x.VM.get_by_name_label("carried-in")) == before + 1
+    shot(page, "import")

@@ -86,26 +86,39 @@ class Relay(asyncio.Protocol):
         self.pending.clear()
 
 
+def status_line(status: str, body: bytes = b"") -> bytes:
+    """A complete answer that ends the connection."""
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+async def open_stream(
+    transport: asyncio.Transport, opener: ConsoleOpener, query: dict[str, str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """Check the request and open the console's stream; None once a refusal is answered."""
+    try:
+        path = await opener(query)
+        return await asyncio.open_unix_connection(path)
+    except ApiError as err:
+        body = ("\n".join([err.code, *map(str, err.params)]) + "\n").encode()
+        code = "403 Forbidden" if "SESSION" in err.code or "RBAC" in err.code else "404 Not Found"
+        transport.write(status_line(code, body))
+    except OSError:
+        transport.write(status_line("503 Service Unavailable"))
+    transport.close()
+    return None
+
+
 async def serve(
     transport: asyncio.Transport, opener: ConsoleOpener, query: dict[str, str], early: bytes
 ) -> None:
     """Check, answer and relay one CONNECT (``early``: bytes the client sent after the head)."""
     relay = Relay(transport, early)
     transport.set_protocol(relay)
-    try:
-        path = await opener(query)
-        reader, writer = await asyncio.open_unix_connection(path)
-    except ApiError as err:
-        body = ("\n".join([err.code, *map(str, err.params)]) + "\n").encode()
-        code = "403 Forbidden" if "SESSION" in err.code or "RBAC" in err.code else "404 Not Found"
-        transport.write(f"HTTP/1.1 {code}\r\nContent-Length: {len(body)}\r\n"
-                        f"Connection: close\r\n\r\n".encode() + body)  # fmt: skip
-        transport.close()
+    streams = await open_stream(transport, opener, query)
+    if streams is None:
         return
-    except OSError:
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n")
-        transport.close()
-        return
+    reader, writer = streams
     transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     relay.attach(writer)
     try:

@@ -31,9 +31,10 @@ from typing import Any
 
 import httptools
 
-from . import console_http
+from . import console_http, console_ws
 from .console_http import ConsoleOpener
-from .limits import Admission, Counted, Limits, peer_key
+from .handback import HandBack
+from .limits import Admission, Limits, peer_key
 from .upload import UploadOpener, UploadRequest, plain_response, upload_query
 
 RPC_PATHS = {b"/": "xmlrpc", b"/RPC2": "xmlrpc", b"/jsonrpc": "jsonrpc"}
@@ -304,7 +305,10 @@ class RpcProtocol(asyncio.Protocol):
             self.upload = UploadRequest(self, opener, query, length, expect)
             return
         connect = self.endpoint.connects.get(path.rstrip(b"/"))
-        if connect is not None and method == b"CONNECT" and not self.busy and not self.queue:
+        relayed = method == b"CONNECT" or (  # or a browser's console, over a WebSocket
+            method == b"GET" and connect is not None and console_ws.is_websocket(b"".join(self.raw))
+        )
+        if connect is not None and relayed and not self.busy and not self.queue:
             self.busy = True  # the connection becomes the relayed stream
             self.connect = connect
             return
@@ -429,10 +433,15 @@ class RpcProtocol(asyncio.Protocol):
             self.admitted = ""
         self.closed = True
         data = b"".join(self.raw)
-        start = data.find(b"CONNECT ")
+        method = self.parser.get_method()
+        start = data.find(b"%s %s " % (method, self.url))
         head, _, early = data[max(start, 0) :].partition(b"\r\n\r\n")
         query = console_http.connect_query(self.url, head)
-        task = self.loop.create_task(console_http.serve(self.transport, self.connect, query, early))
+        if method == b"CONNECT":
+            relay = console_http.serve(self.transport, self.connect, query, early)
+        else:  # GET with Upgrade: websocket
+            relay = console_ws.serve(self.transport, self.connect, query, head, early)
+        task = self.loop.create_task(relay)
         self.endpoint.relays.add(task)
         task.add_done_callback(self.endpoint.relays.discard)
 
@@ -448,11 +457,14 @@ class RpcProtocol(asyncio.Protocol):
             self.idle = None
         self._cancel_deadline()
         self.endpoint.connections.discard(self)
-        protocol: asyncio.Protocol = self.endpoint.fallback()
+        release = None
         if self.admitted:  # the connection keeps its place under the caps till it closes
             release = functools.partial(self.endpoint.admission.release, self.admitted)
-            protocol = Counted(protocol, release)
             self.admitted = ""
+        # a later upload or CONNECT on this connection comes back to a protocol connection
+        served = {(b"PUT", p) for p in self.endpoint.uploads}
+        served |= {(m, p) for p in self.endpoint.connects for m in (b"CONNECT", b"GET")}
+        protocol = HandBack(self.endpoint.fallback(), release, served, self.endpoint)
         self.closed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)

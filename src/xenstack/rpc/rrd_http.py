@@ -33,8 +33,6 @@ def rrd_routes(answer: Answer) -> list[tuple[str, str, Any]]:
         except ValueError as exc:
             return web.Response(status=400, text=f"{exc}\n")
         headers = {"Content-Type": content_type, "Access-Control-Allow-Origin": "*"}
-        response = web.Response(body=body, headers=headers)
-        response.force_close()  # as the UI's files: keep the browser's uploads off this one
-        return response
+        return web.Response(body=body, headers=headers)
 
     return [("GET", path, handle) for path in PATHS]

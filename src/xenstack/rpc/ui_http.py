@@ -2,9 +2,6 @@
 under ``GET /ui/``. API clients posting to ``/`` are not affected (the protocol layer answers
 their calls before any route). The page is a XenAPI client: it logs in over JSON-RPC itself,
 so these routes are public (declared so in ``api/rbac.py``) and serve files only.
-
-Each answer closes its connection: a connection handed to the web application stays with it,
-and the page's uploads (``PUT /import``) must reach the protocol layer on a fresh one.
 """
 
 from __future__ import annotations
@@ -31,11 +28,9 @@ def ui_routes(
     async def root(request: web.Request) -> web.Response:
         if "text/html" not in request.headers.get("Accept", ""):
             return web.Response(status=405, text="POST XML-RPC calls to /, or GET it as a page\n")
-        response = web.Response(
+        return web.Response(
             body=index(), headers={**SECURITY_HEADERS, "Content-Type": "text/html; charset=utf-8"}
         )
-        response.force_close()
-        return response
 
     async def files(request: web.Request) -> web.Response:
         found = asset(request.match_info.get("path", ""))
@@ -43,8 +38,6 @@ def ui_routes(
             return web.Response(status=404, text="no such file\n")
         body, content_type = found
         headers = {**SECURITY_HEADERS, "Content-Type": content_type, "Cache-Control": "no-cache"}
-        response = web.Response(body=body, headers=headers)
-        response.force_close()
-        return response
+        return web.Response(body=body, headers=headers)
 
     return [("GET", "/", root), ("GET", "/ui/{path:.*}", files)]
