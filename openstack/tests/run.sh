@@ -15,7 +15,7 @@ fi
 export XENSTACK_PYTHON="${XENSTACK_PYTHON:-$repo/.venv/bin/python}"
 [ -x "$OPENSTACK_VENV/bin/python" ] || python3 -m venv "$OPENSTACK_VENV"
 "$OPENSTACK_VENV/bin/pip" install -q -c openstack/constraints.txt \
-    nova glance openstack-placement gunicorn XenAPI \
+    nova glance neutron openstack-placement gunicorn XenAPI \
     ddt fixtures oslotest osprofiler requests-mock stestr testresources testscenarios \
     testtools wsgi-intercept
 "$OPENSTACK_VENV/bin/pip" install -q --no-deps ./openstack

@@ -177,6 +177,7 @@ class DriverTest(test.TestCase):
         (vm,) = self.x.VM.get_by_name_label(instance.name)
         self.assertEqual("", drv.get_console_output(self.ctxt, instance))
         log = "Debian GNU/Linux 12 xo ttyS0\nxo login: \u00e9\n"
+        os.makedirs(SERVER.console_dir, exist_ok=True)
         path = os.path.join(SERVER.console_dir, f"console.{self.x.VM.get_domid(vm)}")
         with open(path, "w") as f:
             f.write(log)

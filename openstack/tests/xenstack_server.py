@@ -49,8 +49,8 @@ class XenstackServer:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(self.tmp, "server.log")
-        self.console_dir = os.path.join(self.tmp, "console")
-        os.makedirs(self.console_dir)
+        # where the host's console.py plug-in reads a domain's log: STATE/console/console.<domid>
+        self.console_dir = os.path.join(self.state, "console")
 
     @property
     def python(self) -> str:
@@ -70,7 +70,6 @@ class XenstackServer:
         env["XENSTACK_GUEST_AGENT_DELAY"] = env.get("XENSTACK_GUEST_AGENT_DELAY", "0")
         if self.plugin_dir:
             env["XENSTACK_PLUGIN_DIR"] = self.plugin_dir
-        env["XENSTACK_NOVA_CONSOLE_DIR"] = self.console_dir
         env.update(self.extra_env)
         for key in ("OS_NOVA_DISABLE_EVENTLET_PATCHING",):
             env.pop(key, None)
