@@ -78,6 +78,7 @@ APART: dict[str, tuple[str, ...]] = {
     "ha": ("db",),
     "rrd": ("db",),
     "ui": ("db",),
+    "plugins": ("db",),
 }
 
 
