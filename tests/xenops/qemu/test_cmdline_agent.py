@@ -4,7 +4,7 @@ agent's keys amount to (xapi_guest_agent's rules)."""
 from __future__ import annotations
 
 from xenstack.xenops.interface import BootSpec, DiskSpec, DomainSpec, NicSpec
-from xenstack.xenops.qemu.agent import report
+from xenstack.xenops.qemu.agent import GuestChannel
 from xenstack.xenops.qemu.cmdline import RunDir, argv, boot_indexes
 
 MIB = 1 << 20
@@ -51,20 +51,28 @@ def test_boot_order_and_direct_kernel_boot() -> None:
     assert "OVMF_CODE_4M.fd" in uefi and "file=/r/OVMF_VARS.fd" in uefi
 
 
-def test_agent_keys_become_guest_metrics() -> None:
-    keys = {
-        "data/os_distro": "xsg",
-        "data/os_uname": "6.1",
-        "attr/PVAddons/MajorVersion": "9",
-        "attr/vif/0/mac": "AA:00:00:00:00:02",  # eth0 is the VIF of device 3
-        "attr/vif/0/ipv4/0": "10.0.0.5",
-        "control/feature-shutdown": "1",
-        "data/meminfo_free": "1000",
-    }
-    assert report("vm", 4, keys, {"aa:00:00:00:00:02": "3"}) is None  # before data/updated
-    got = report("vm", 4, {**keys, "data/updated": "1"}, {"aa:00:00:00:00:02": "3"})
-    assert got is not None
-    assert got.networks == {"3/ipv4/0": "10.0.0.5", "3/ip": "10.0.0.5"}
-    assert got.os_version == {"distro": "xsg", "uname": "6.1"}
-    assert got.pv_drivers_version == {"major": "9"}
-    assert got.features == {"feature-shutdown": "1"} and got.memory == {"free": "1000"}
+def test_agent_keys_reach_xenstore_with_the_vifs_device() -> None:
+    """The channel hands every key on as the guest wrote it, except that the guest's
+    interface number becomes the VIF's device (by the MAC the agent reports beside it); guest
+    metrics are then derived from XenStore, one path for both backends."""
+    seen: list[tuple[str, str | None]] = []
+    channel = GuestChannel("vm", 4, "/nonexistent", {"aa:00:00:00:00:02": "3"},
+                           lambda key, value: seen.append((key, value)))  # fmt: skip
+    channel._apply(
+        [
+            "data/os_distro=xsg",
+            "attr/vif/0/mac=AA:00:00:00:00:02",  # eth0 is the VIF of device 3
+            "attr/vif/0/ipv4/0=10.0.0.5",
+            "bad line without a value",
+            "control/feature-shutdown=1",
+            "data/os_distro=xsg",  # unchanged: not said again
+            "control/feature-shutdown=",  # removed
+        ]
+    )
+    assert seen == [
+        ("data/os_distro", "xsg"),
+        ("attr/vif/3/mac", "AA:00:00:00:00:02"),
+        ("attr/vif/3/ipv4/0", "10.0.0.5"),
+        ("control/feature-shutdown", "1"),
+        ("control/feature-shutdown", None),
+    ]
