@@ -182,8 +182,13 @@ class NeutronAgentTest(test.TestCase):
         tag = wait(lambda: self.vsctl("get", "Port", name, "tag").strip("[] ") or "",
                    f"the agent tagging {name}")  # fmt: skip
         self.assertGreaterEqual(int(tag), 1)
-        other = self.vsctl("get", "Port", name, "other_config")
-        self.assertIn('segmentation_id="1000"', other)
+        # the agent may write the port's other_config in a later transaction than its tag
+        other = wait(
+            lambda: (lambda o: o if 'segmentation_id="1000"' in o else "")(
+                self.vsctl("get", "Port", name, "other_config")
+            ),
+            f"the agent's network details on {name}",
+        )
         self.assertIn("physical_network=physnet1", other)
         mgmt = os.path.join(self.info["rundir"], "xenbr0.mgmt")
         flow = f"dl_vlan={tag} actions=mod_vlan_vid:1000"
