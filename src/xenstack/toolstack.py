@@ -300,7 +300,8 @@ class Toolstack:
         store.load()
         local = self.hypervisor.simulator is None
         feed = DbFeed(self.db, self.hypervisor, lambda: self.this_host, local)
-        on_tick = lambda rates: record_rates(self.db, self.clock.now(), rates)  # noqa: E731
+        vifs = not isinstance(self.switch, OvsSwitch)  # a real switch writes VIF_metrics
+        on_tick = lambda rates: record_rates(self.db, self.clock.now(), rates, vifs)  # noqa: E731
         return store, Collector(store, feed, on_tick=on_tick)
 
     def _rrd_answer(self, path: str, query: Any, accept: str | None) -> tuple[bytes, str]:

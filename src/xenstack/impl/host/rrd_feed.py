@@ -102,8 +102,9 @@ class DbFeed:
         ]
 
 
-def record_rates(db: Database, now: Any, rates: Rates) -> None:
-    """Write a tick's rates into the metrics records (``now``: the XenAPI date to stamp)."""
+def record_rates(db: Database, now: Any, rates: Rates, vifs: bool = True) -> None:
+    """Write a tick's rates into the metrics records (``now``: the XenAPI date to stamp);
+    ``vifs`` False leaves VIF_metrics to a real switch, whose port counters write them."""
     if not rates.vms and not rates.hosts:
         return
     by_uuid = {
@@ -112,19 +113,21 @@ def record_rates(db: Database, now: Any, rates: Rates) -> None:
     with db.transaction():
         for uuid, vm_rates in rates.vms.items():
             if uuid in by_uuid and vm_rates:
-                _record_vm(db, now, by_uuid[uuid][1], vm_rates)
+                _record_vm(db, now, by_uuid[uuid][1], vm_rates, vifs)
         hosts = {h["uuid"]: (ref, h) for ref, h in db.table("host").rows.items()}
         for uuid, host_rates in rates.hosts.items():
             if uuid in hosts and host_rates:
                 _record_host(db, now, *hosts[uuid], host_rates)
 
 
-def _record_vm(db: Database, now: Any, vm: dict[str, Any], rates: dict[str, float]) -> None:
+def _record_vm(
+    db: Database, now: Any, vm: dict[str, Any], rates: dict[str, float], vifs: bool = True
+) -> None:
     metrics = vm["metrics"]
     if db.exists("VM_metrics", metrics):
         cpus = {str(i): round(rates.get(f"cpu{i}", 0.0), 4) for i in range(vm_cpus(rates))}
         db.update("VM_metrics", metrics, VCPUs_utilisation=cpus, last_updated=now)
-    for vif in map(db.table("VIF").rows.get, vm["VIFs"]):
+    for vif in map(db.table("VIF").rows.get, vm["VIFs"] if vifs else ()):
         if vif is not None and db.exists("VIF_metrics", vif["metrics"]):
             rx, tx = (
                 rates.get(f"vif_{vif['device']}_rx", 0.0),
