@@ -48,6 +48,7 @@ import XenAPI
 
 from ..impl.pool import timeline
 from .etcd import EtcdCluster, etcd_cluster
+from .factories import vm_record
 from .pool import ServerProcess, free_port
 
 STEPS = frozenset(
@@ -114,7 +115,14 @@ class Run:
         if timeout > 0:
             x.pool.enable_ha([], {"timeout": str(int(timeout))})
         for vm in self.spec.get("vm", []):
-            ref = x.VM.create(_vm_record(str(vm["name"]), int(vm.get("memory_mib", 256))))
+            ref = x.VM.create(
+                vm_record(
+                    str(vm["name"]),
+                    int(vm.get("memory_mib", 256)) << 20,
+                    name_description="chaos",
+                    VCPUs_max="1",
+                )
+            )
             x.VM.set_ha_restart_priority(ref, str(vm.get("priority", "restart")))
             host = x.host.get_by_uuid(self.uuids[int(vm.get("host", 0))])
             x.VM.start_on(ref, host, False, False)
@@ -182,39 +190,6 @@ class Run:
         if twice:
             self.ok = False
         return "\n".join(lines)
-
-
-def _vm_record(name: str, mib: int) -> dict[str, Any]:
-    size = str(mib << 20)
-    return {
-        "name_label": name,
-        "name_description": "chaos",
-        "user_version": "1",
-        "is_a_template": False,
-        "affinity": "OpaqueRef:NULL",
-        "memory_static_max": size,
-        "memory_dynamic_max": size,
-        "memory_dynamic_min": size,
-        "memory_static_min": str((mib // 2) << 20),
-        "VCPUs_params": {},
-        "VCPUs_max": "1",
-        "VCPUs_at_startup": "1",
-        "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart",
-        "actions_after_crash": "restart",
-        "PV_bootloader": "pygrub",
-        "PV_kernel": "",
-        "PV_ramdisk": "",
-        "PV_args": "",
-        "PV_bootloader_args": "",
-        "PV_legacy_args": "",
-        "HVM_boot_policy": "",
-        "HVM_boot_params": {},
-        "platform": {},
-        "PCI_bus": "",
-        "other_config": {},
-        "recommendations": "",
-    }
 
 
 def _args(step: dict[str, Any]) -> str:
