@@ -307,6 +307,14 @@ class SimulatorBackend(Backend):
     async def guest_write(self, vm_id: str, key: str, value: str) -> None:
         self.agents.acknowledge(self._domain(vm_id), key, value)
 
+    def guest_ends(self, vm_id: str, why: str) -> None:
+        """The guest ends its domain itself (``why``: poweroff, reboot, crash), as a real guest
+        does from inside: the domain goes and its end is reported to the exit listener."""
+        dom = self._domain(vm_id)
+        self._release(dom)
+        self.agents.stop(vm_id)
+        self.report_exit(vm_id, dom.domid, why)
+
     def vm_reset(self, vm_id: str) -> None:
         dom = self.domains.get(vm_id)
         if dom is not None:

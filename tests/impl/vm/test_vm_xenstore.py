@@ -115,6 +115,38 @@ def test_guest_metrics_arrive_through_xenstore(x: Any, pool: RunningPool) -> Non
     x.VM.hard_shutdown(vm)
 
 
+def guest_ends(pool: RunningPool, vm: str, why: str) -> None:
+    """The simulated guest of ``vm`` ends its domain from inside (``why``)."""
+
+    def end(ts: Any) -> None:
+        ts.hypervisor.simulator.guest_ends(vm, why)
+
+    pool.call(end)
+
+
+def test_a_guest_that_ends_itself_moves_its_nodes(x: Any, pool: RunningPool) -> None:
+    """A reboot from inside gives the new domain its nodes and its guest metrics again; a
+    poweroff from inside removes them (as XAPI's xenopsd events do)."""
+    vm = halted_vm(x, "xs-ends", reference_label="debian-12")
+    x.VM.start(vm, False, True)
+    old = int(x.VM.get_domid(vm))
+    wait_for(lambda: x.VM.get_guest_metrics(vm) != "OpaqueRef:NULL", timeout=60)
+    guest_ends(pool, vm, "reboot")
+    new = wait_for(lambda: (d := int(x.VM.get_domid(vm))) not in (old, -1) and d, timeout=60)
+    dom0 = client(pool)
+    try:
+        assert not dom0.exists(f"/local/domain/{old}".encode())
+        assert dom0.read(f"/local/domain/{new}/vm".encode()) == f"/vm/{x.VM.get_uuid(vm)}".encode()
+        gm = wait_for(lambda: (g := x.VM.get_guest_metrics(vm)) != "OpaqueRef:NULL" and g, 60)
+        assert x.VM_guest_metrics.get_os_version(gm)["distro"] == "debian"
+        guest_ends(pool, vm, "poweroff")
+        wait_for(lambda: x.VM.get_power_state(vm) == "Halted", timeout=60)
+        assert not dom0.exists(f"/local/domain/{new}".encode())
+        assert not dom0.exists(f"/vm/{x.VM.get_uuid(vm)}".encode())
+    finally:
+        dom0.close()
+
+
 def test_clean_shutdown_goes_through_control_shutdown(x: Any, pool: RunningPool) -> None:
     vm = halted_vm(x, "xs-shutdown")
     x.VM.start(vm, False, True)

@@ -15,10 +15,11 @@ import asyncio
 import logging
 from typing import Any
 
+from ...core.context import Context
 from ...xenops.interface import XenopsError
 from ..host.hypervisor import Hypervisor, info_from_row
 from ..host.specs import attach_disks, detach_disks, domain_spec
-from . import consoles
+from . import consoles, xenstore_nodes
 from .metrics import drop_guest_metrics, record_domain, record_halted
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ async def after_exit(toolstack: Any, vm: str, domid: int, why: str) -> None:
     log.info("VM %s domain %d ended (%s): %s", row["uuid"], domid, why, action)
     host = row["resident_on"]
     hv: Hypervisor = toolstack.hypervisor
+    xenstore_nodes.destroy(Context(toolstack, ""), vm)  # the ended domain's nodes go with it
     if action in RESTARTS and await restart(toolstack, hv, vm, host):
         return
     with db.transaction():
@@ -66,6 +68,7 @@ async def restart(toolstack: Any, hv: Hypervisor, vm: str, host: str) -> bool:
         drop_guest_metrics(db, vm)
         record_domain(db, vm, info, started=True, clock=toolstack.clock)
         hv.sync_memory(db, host)
+    xenstore_nodes.create(Context(toolstack, ""), vm, host, info.domid)
     consoles.sync(toolstack, vm)
     return True
 
