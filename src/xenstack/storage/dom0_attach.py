@@ -213,7 +213,7 @@ class Dom0Disks:
             if proc.returncode is not None or time.monotonic() > deadline:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 0.02)
+                await asyncio.wait_for(proc.wait(), 0.005)
         if proc.returncode is not None:
             err = await proc.stderr.read() if proc.stderr else b""
             raise Dom0AttachError(f"qemu-storage-daemon: {err.decode(errors='replace').strip()}")

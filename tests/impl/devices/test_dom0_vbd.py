@@ -244,3 +244,32 @@ def test_sizes_only_simulator_records_the_plug() -> None:
         assert s.xenapi.VBD.get_device(vbd).startswith("xvd")  # no /dev node: nothing to open
         s.xenapi.VBD.unplug(vbd)
         assert s.xenapi.VBD.get_currently_attached(vbd) is False
+
+
+def test_dom0_plug_with_xe(state: Path) -> None:
+    """As an administrator in dom0 does it: xe vbd-create on the control domain, vbd-plug,
+    then /dev/<device> is the disk."""
+    needs_devices()
+    from xekit import xe
+
+    with simulated_pool(state) as pool:
+        s = login(pool.url, pool.password)
+        vdi = new_vdi(s)
+        vm_uuid = s.xenapi.VM.get_uuid(control_domain(s))
+        vdi_uuid = s.xenapi.VDI.get_uuid(vdi)
+        rc, vbd, err = xe(pool, "vbd-create", f"vm-uuid={vm_uuid}", f"vdi-uuid={vdi_uuid}",
+                          "device=autodetect", "mode=RW", "type=Disk")  # fmt: skip
+        assert rc == 0, err
+        vbd = vbd.strip()
+        assert xe(pool, "vbd-plug", f"uuid={vbd}")[0] == 0
+        rc, device, _ = xe(pool, "vbd-param-get", f"uuid={vbd}", "param-name=device")
+        device = device.strip()
+        assert rc == 0 and device.startswith("loop")
+        with open(f"/dev/{device}", "r+b") as f:
+            f.write(b"written through xe's device")
+            f.flush()
+            os.fsync(f.fileno())
+        assert xe(pool, "vbd-unplug", f"uuid={vbd}")[0] == 0
+        assert wait_gone(state) == []
+        assert export_raw(pool.url, s, vdi).startswith(b"written through xe's device")
+        assert xe(pool, "vbd-destroy", f"uuid={vbd}")[0] == 0
