@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+# seconds the daemon retries a lost NBD server before I/O errors: an export restarted on a
+# new chain (VDI.snapshot of a plugged VDI) only stalls the device, as it does a guest's disk
+NBD_RECONNECT_DELAY = 30
 
 
 class Dom0AttachError(Exception):
@@ -87,12 +90,14 @@ def _alive_with(pid: int, needle: str) -> bool:
 
 
 def _mounted(path: Path) -> bool:
-    """Whether something is mounted on the file ``path`` (its device differs from its
-    directory's)."""
+    """Whether something is mounted on ``path`` (a mount point of this mount namespace,
+    answering or not)."""
+    target = str(path).replace("\\", "\\134").replace(" ", "\\040")
     try:
-        return os.stat(path).st_dev != os.stat(path.parent).st_dev
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         return False
+    return any(line.split()[4] == target for line in lines if len(line.split()) > 4)
 
 
 class Dom0Disks:
@@ -188,6 +193,7 @@ class Dom0Disks:
             "read-only": not writable,
             "server": {"type": "unix", "path": nbd_socket},
             "export": export,
+            "reconnect-delay": NBD_RECONNECT_DELAY,
         }
         fuse = {
             "type": "fuse",
@@ -227,44 +233,43 @@ class Dom0Disks:
         return os.path.basename(path)
 
     async def detach(self, key: str) -> None:
-        """Remove attachment ``key``: its loop device, its daemon, its directory."""
+        """Remove attachment ``key``: its loop device, its daemon, its directory.
+
+        A live attachment of this toolstack loses its loop device first, then its daemon
+        stops (flushing into the export). A daemon a killed toolstack left has lost its NBD
+        server, so it can flush nothing: it is killed first (else closing the loop would
+        wait on its reconnection), then the loop device and the mount are removed."""
         record = self._record(key)
         mountpoint = str(record.get("mountpoint", ""))
-        backing = mountpoint or str(record.get("file", ""))
-        device = str(record.get("device", ""))
-        if device and backing and _loop_backing(device) == backing:
+        proc = self._procs.pop(key, None)
+        if proc is None:
+            self._kill_leftover(record.get("pid"), mountpoint)
+        await self._detach_loop(record, mountpoint or str(record.get("file", "")))
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                await _run("losetup", "--detach", f"/dev/{device}")
-            except Dom0AttachError as exc:
-                log.warning("dom0 device %s: %s", device, exc.reason)
-        await self._stop_daemon(key, record, mountpoint)
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
         if mountpoint and _mounted(Path(mountpoint)):  # the daemon could not unmount it
             with contextlib.suppress(Dom0AttachError):
                 await _run("umount", "--lazy", mountpoint)
         with contextlib.suppress(ValueError):
             shutil.rmtree(self._dir(key), ignore_errors=True)
 
-    async def _stop_daemon(self, key: str, record: dict[str, object], mountpoint: str) -> None:
-        proc = self._procs.pop(key, None)
-        if proc is not None:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-            return
-        pid = record.get("pid")
-        if not isinstance(pid, int) or not mountpoint or not _alive_with(pid, mountpoint):
-            return
-        os.kill(pid, signal.SIGTERM)  # a daemon a killed toolstack left: not our child
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive_with(pid, mountpoint):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                break
-            await asyncio.sleep(0.05)
+    async def _detach_loop(self, record: dict[str, object], backing: str) -> None:
+        device = str(record.get("device", ""))
+        if device and backing and _loop_backing(device) == backing:
+            try:
+                await _run("losetup", "--detach", f"/dev/{device}")
+            except Dom0AttachError as exc:
+                log.warning("dom0 device %s: %s", device, exc.reason)
+
+    @staticmethod
+    def _kill_leftover(pid: object, mountpoint: str) -> None:
+        if isinstance(pid, int) and mountpoint and _alive_with(pid, mountpoint):
+            os.kill(pid, signal.SIGKILL)  # not our child: its zombie is init's to reap
 
     async def detach_all(self) -> list[str]:
         """Remove every attachment on record (at stop, or what a killed toolstack left at

@@ -273,3 +273,29 @@ def test_dom0_plug_with_xe(state: Path) -> None:
         assert wait_gone(state) == []
         assert export_raw(pool.url, s, vdi).startswith(b"written through xe's device")
         assert xe(pool, "vbd-destroy", f"uuid={vbd}")[0] == 0
+
+
+def test_snapshot_of_a_dom0_plugged_vdi(state: Path) -> None:
+    """The export of a plugged VDI restarts on its new chain at a snapshot; the device
+    reconnects: what was written before is in the snapshot, what after only in the VDI."""
+    needs_devices()
+    with simulated_pool(state) as pool:
+        s = login(pool.url, pool.password)
+        vdi = new_vdi(s)
+        vbd = dom0_vbd(s, vdi)
+        s.xenapi.VBD.plug(vbd)
+        path = f"/dev/{s.xenapi.VBD.get_device(vbd)}"
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.pwrite(fd, b"before" * 100, 0)
+            os.fsync(fd)
+            snap = s.xenapi.VDI.snapshot(vdi, {})
+            os.pwrite(fd, b"after!" * 100, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        s.xenapi.VBD.unplug(vbd)
+        assert export_raw(pool.url, s, vdi).startswith(b"after!" * 100)
+        assert export_raw(pool.url, s, snap).startswith(b"before" * 100)
+        s.xenapi.VBD.destroy(vbd)
+    assert wait_gone(state) == []
