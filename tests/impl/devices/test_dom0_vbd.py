@@ -80,14 +80,14 @@ def new_vdi(session: Any, size: int = SIZE) -> str:
     return str(session.xenapi.VDI.create(record))
 
 
-def dom0_vbd(session: Any, vdi: str, mode: str = "RW") -> str:
+def dom0_vbd(session: Any, vdi: str, mode: str = "RW", kind: str = "Disk") -> str:
     record = {
         "VM": control_domain(session),
         "VDI": vdi,
         "userdevice": "autodetect",
         "bootable": False,
         "mode": mode,
-        "type": "Disk",
+        "type": kind,
         "unpluggable": True,
         "empty": False,
         "other_config": {},
@@ -299,3 +299,33 @@ def test_snapshot_of_a_dom0_plugged_vdi(state: Path) -> None:
         assert export_raw(pool.url, s, snap).startswith(b"before" * 100)
         s.xenapi.VBD.destroy(vbd)
     assert wait_gone(state) == []
+
+
+def test_iso_in_dom0_is_a_read_only_loop_of_its_file(state: Path) -> None:
+    needs_devices()
+    library = state.parent / "isos"
+    library.mkdir()
+    content = os.urandom(64 * 1024)
+    (library / "d0.iso").write_bytes(content)
+    with simulated_pool(state) as pool:
+        s = login(pool.url, pool.password)
+        host = s.xenapi.session.get_this_host(s._session)
+        sr = s.xenapi.SR.create(
+            host, {"location": str(library)}, "0", "d0 isos", "", "iso", "iso", True, {}
+        )
+        [iso] = s.xenapi.SR.get_VDIs(sr)
+        cd = dom0_vbd(s, iso, "RO", "CD")
+        s.xenapi.VBD.plug(cd)
+        device = s.xenapi.VBD.get_device(cd)
+        assert _backing_of(device) == str(library / "d0.iso")
+        assert Path(f"/sys/block/{device}/ro").read_text().strip() == "1"
+        with open(f"/dev/{device}", "rb") as f:
+            assert f.read() == content
+        s.xenapi.VBD.unplug(cd)
+        assert _backing_of(device) != str(library / "d0.iso")
+    assert wait_gone(state.parent) == []
+
+
+def _backing_of(device: str) -> str:
+    path = Path(f"/sys/block/{device}/loop/backing_file")
+    return path.read_text().strip() if path.exists() else ""
