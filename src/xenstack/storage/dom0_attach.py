@@ -129,8 +129,9 @@ class Dom0Disks:
         return str(record.get("device", ""))
 
     def _record(self, key: str) -> dict[str, object]:
+        path = self._dir(key) / "record.json"
         try:
-            value = json.loads((self._dir(key) / "record.json").read_text())
+            value = json.loads(path.read_text())
         except (OSError, ValueError):
             return {}
         return value if isinstance(value, dict) else {}
