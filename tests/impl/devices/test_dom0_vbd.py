@@ -329,3 +329,28 @@ def test_iso_in_dom0_is_a_read_only_loop_of_its_file(state: Path) -> None:
 def _backing_of(device: str) -> str:
     path = Path(f"/sys/block/{device}/loop/backing_file")
     return path.read_text().strip() if path.exists() else ""
+
+
+def test_snapshot_plugged_rw_reads_as_exported(state: Path) -> None:
+    """xenstack exports a snapshot read-only: a RW plug of one into dom0 gives a read-only
+    device holding the snapshot's bytes (rather than failing in the daemon)."""
+    needs_devices()
+    with simulated_pool(state) as pool:
+        s = login(pool.url, pool.password)
+        vdi = new_vdi(s)
+        vbd = dom0_vbd(s, vdi)
+        s.xenapi.VBD.plug(vbd)
+        with open(f"/dev/{s.xenapi.VBD.get_device(vbd)}", "r+b") as f:
+            f.write(b"snapshotted")
+            f.flush()
+            os.fsync(f.fileno())
+        s.xenapi.VBD.unplug(vbd)
+        snap = s.xenapi.VDI.snapshot(vdi, {})
+        on_snap = dom0_vbd(s, snap)
+        s.xenapi.VBD.plug(on_snap)
+        device = s.xenapi.VBD.get_device(on_snap)
+        assert Path(f"/sys/block/{device}/ro").read_text().strip() == "1"
+        with open(f"/dev/{device}", "rb") as f:
+            assert f.read(11) == b"snapshotted"
+        s.xenapi.VBD.unplug(on_snap)
+    assert wait_gone(state) == []

@@ -92,8 +92,11 @@ async def _attach_export(
 ) -> str:
     if reason := disks.missing():  # refused before the export starts: nothing changes
         raise Dom0AttachError(reason)
-    vdi_uuid = toolstack.db.get("VDI", row["VDI"])["uuid"]
+    vdi = toolstack.db.get("VDI", row["VDI"])
+    vdi_uuid = vdi["uuid"]
     sock, export = await toolstack.storage.attach(row["VDI"], writable)
+    # the export writes only a writable VDI's leaf (a snapshot's is exported read-only)
+    writable = writable and not (vdi["read_only"] or vdi["is_a_snapshot"])
     try:
         return await disks.attach(row["uuid"], sock, export, writable)
     except BaseException:
