@@ -59,6 +59,7 @@ from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
 from .db.etcd import EtcdPersistence
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
+from .impl.devices import dom0 as dom0_vbds
 from .impl.host.hypervisor import Hypervisor
 from .impl.host.plugins import inventory, write_inventory
 from .impl.host.rrd_feed import DbFeed, record_rates
@@ -91,6 +92,7 @@ from .rpc.vm_http import vm_routes, vm_upload
 from .rrd import query as rrd_query
 from .rrd.collector import Collector
 from .rrd.store import RrdStore
+from .storage.dom0_attach import Dom0Disks
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
 from .ui import asset as ui_asset
 from .ui import index as ui_index
@@ -218,6 +220,8 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
+        # VDIs plugged into this host's control domain, as its block devices (impl.devices.dom0)
+        self.dom0_disks = Dom0Disks(self.state_dir / "dom0" / "disks") if self.state_dir else None
         self.switch: Switch = switch or make_switch(self.config, self.state_dir)
         self.network = NetworkService(self, self.switch)
         self.xenstores: dict[str, XenStore] = {}
@@ -369,6 +373,7 @@ class Toolstack:
         config.connects = guard_connects(consoles, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
+        await dom0_vbds.repair(self)  # dom0 devices a killed toolstack left: removed
         await self.network.start()  # the switch made to hold what the database says
         xenstore_nodes.restore(self)
         if self.state_dir is not None:  # dom0's connection to this host's XenStore
@@ -434,6 +439,7 @@ class Toolstack:
                 await self._reaper
         await self.collector.stop()  # the archives saved
         try:
+            await dom0_vbds.release_all(self)  # no dom0 device outlives the toolstack
             await self.storage.stop()
             if self.xenstore_server is not None:
                 await self.xenstore_server.stop()
