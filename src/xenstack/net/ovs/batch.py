@@ -97,7 +97,7 @@ async def _drop_flows(sw: OvsSwitch, ports: Sequence[str]) -> None:
             flowlib.parse(f)[1].get("in_port") for f in await sw.flows(bridge) if "cookie=0x1," in f
         }
         for number in sorted(n for n in numbers if str(n) in ours):
-            await sw._ofctl("del-flows", bridge, f"in_port={number},cookie=1/-1")
+            await sw._del_flows_of(bridge, number)
 
 
 def _removals(sw: OvsSwitch, ports: Sequence[str], bridges: Sequence[str]) -> Any:
@@ -180,5 +180,5 @@ async def _flows(sw: OvsSwitch, vifs: Sequence[VifSpec], requested: dict[str, An
         parent, number = requested[vif.name]
         port = have.get(vif.name)
         if port is not None and port.ofport > 0 and port.ofport != number:
-            await sw._ofctl("del-flows", parent, f"in_port={number},cookie=1/-1")
+            await sw._del_flows_of(parent, number)
             await sw._apply_flows(parent, port.ofport, vif.locking)

@@ -32,6 +32,7 @@ from ..model import (
 from ..switch import Switch
 from . import batch
 from .daemons import SCHEMA, OvsDaemons
+from .openflow import Channel
 from .ovsdb import Ovsdb, Row
 
 FAKE_PREFIX = "fake-bridge-"
@@ -54,6 +55,7 @@ class OvsSwitch(Switch):
         self.links = links or Links(self.netns, ipv6_off_by_default=False)
         self._db: Ovsdb | None = None
         self.own_netns = False
+        self._channels: dict[str, Channel] = {}  # OpenFlow to each bridge, for flow writes
 
     @property
     def db(self) -> Ovsdb:
@@ -94,11 +96,18 @@ class OvsSwitch(Switch):
 
     async def detach(self) -> None:
         """Disconnect, leaving the daemons running (after :meth:`attach`)."""
+        await self._close_channels()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
 
+    async def _close_channels(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
+
     async def stop(self) -> None:
+        await self._close_channels()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
@@ -248,6 +257,9 @@ class OvsSwitch(Switch):
 
     async def destroy_bridge(self, name: str) -> None:
         await self._transact(lambda txn: self._destroy_bridge_edit(name))
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            await channel.close()
 
     def _destroy_bridge_edit(self, name: str) -> None:
         br = self._bridge_row(name)
@@ -331,7 +343,7 @@ class OvsSwitch(Switch):
         if port is None:
             return
         if port.ofport > 0:
-            await self._ofctl("del-flows", port.parent, f"in_port={port.ofport},cookie=1/-1")
+            await self._del_flows_of(port.parent, port.ofport)
         await self._transact(edit)
 
     async def set_port(
@@ -379,7 +391,7 @@ class OvsSwitch(Switch):
             got = made.ofport if made is not None else "none"
             raise SwitchError(f"{spec.name} has no OpenFlow port number ({got})")
         if made.ofport != wanted and flows:  # the number was taken meanwhile: flows again
-            await self._ofctl("del-flows", parent, f"in_port={wanted},cookie=1/-1")
+            await self._del_flows_of(parent, wanted)
             await self._apply_flows(parent, made.ofport, spec.locking)
         return made
 
@@ -425,19 +437,29 @@ class OvsSwitch(Switch):
 
         await self._transact(edit)
 
+    def _channel(self, bridge: str) -> Channel:
+        channel = self._channels.get(bridge)
+        if channel is None:
+            channel = self._channels[bridge] = Channel(self.daemons.rundir / f"{bridge}.mgmt")
+        return channel
+
     async def _add_flows(self, bridge: str, flows: list[str]) -> None:
+        """Our flows (locking rules), in place when this returns: over the bridge's
+        OpenFlow connection (see :mod:`.openflow`)."""
         if flows:
-            await self._ofctl("add-flows", bridge, "-", stdin="\n".join(flows) + "\n")
+            await self._channel(bridge).add_flows(flows)
+
+    async def _del_flows_of(self, bridge: str, ofport: int) -> None:
+        """Our flows (cookie 1) of the port numbered ``ofport``."""
+        await self._channel(bridge).del_port_flows(ofport)
 
     async def _apply_flows(self, bridge: str, ofport: int, locking: Locking) -> None:
-        rules = flowlib.locking_flows(ofport, locking)
-        if rules:
-            await self._ofctl("add-flows", bridge, "-", stdin="\n".join(rules) + "\n")
+        await self._add_flows(bridge, flowlib.locking_flows(ofport, locking))
 
     async def _del_port_flows(self, name: str) -> None:
         port = (await self.ports()).get(name)
         if port is not None and port.ofport > 0:
-            await self._ofctl("del-flows", port.parent, f"in_port={port.ofport},cookie=1/-1")
+            await self._del_flows_of(port.parent, port.ofport)
 
     async def unplug_vif(self, name: str) -> None:
         await self.remove_port(name)
