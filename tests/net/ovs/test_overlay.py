@@ -22,7 +22,7 @@ from systools import require_root, require_tool
 
 from xenstack.net import BridgeSpec, VifSpec
 from xenstack.net.ovs import OvsDaemons, OvsSwitch
-from xenstack.testing.network import Namespaces, VethGuests, netns_exec, sh
+from xenstack.testing.network import Capture, Namespaces, VethGuests, netns_exec, sh
 
 pytestmark = [pytest.mark.ovs, pytest.mark.root, pytest.mark.slow]
 PREFIX = "n4"
@@ -137,22 +137,12 @@ def test_traffic_crosses_a_vxlan_tunnel_between_two_hosts(
             # the frames on the cable are VXLAN (UDP 4789, VNI 77) carrying the guests' IPv4
             # (the inner EtherType at UDP offset 28: 8 of UDP, 8 of VXLAN, 12 of MACs)
             inner_ip = "udp port 4789 and udp[28:2] = 0x0800"
-            dump = ["tcpdump", "-l", "-nn", "-c", "2", "-i", "n4ub", inner_ip]
-            capture = subprocess.Popen(
-                ["ip", "netns", "exec", b.netns, *dump],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            capture = Capture(b.netns, "n4ub", inner_ip)
             try:
-                assert capture.stderr is not None  # "listening on": its socket is open
-                assert "listening on" in capture.stderr.readline()
                 assert pings(ga, "10.99.0.2")
-                out, _ = capture.communicate(timeout=60)
+                out = capture.lines()
             finally:
-                if capture.poll() is None:
-                    capture.kill()
-                    capture.wait()
+                capture.close()
             assert "VXLAN" in out and "vni 77" in out, out
             assert "10.99.0.1 > 10.99.0.2: ICMP echo request" in out, out
             # the guests' network is only the tunnel: without it they do not meet
