@@ -1,7 +1,7 @@
 """Bonds, tunnels and counters over the wire, on both switches: a bond is one port of its
 network's bridge over its members (mode as XenServer names it, links_up from the members'
 links), a tunnel a GRE or VXLAN port to the remote the network names, VIF_metrics and
-PIF_metrics from the switch and the kernel."""
+PIF_metrics from the switch and the kernel (the device's own namespace's sysfs)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,11 @@ def test_vif_and_pif_metrics_from_the_switch_and_kernel(ovs_host: Host) -> None:
     assert float(metrics["io_write_kbs"]) > 0 and float(metrics["io_read_kbs"]) > 0
     pif = ovs_host.pif()
     assert x.PIF.get_device(pif) == PIF_DEVICE
+    # read in the switch's namespace, where the device is: a veth says 10000 Mbit/s, full
+    # duplex, and has no PCI vendor or device
+    pif_metrics = x.PIF_metrics.get_record(x.PIF.get_metrics(pif))
+    assert (pif_metrics["speed"], pif_metrics["duplex"]) == ("10000", True), pif_metrics
+    assert pif_metrics["vendor_id"] == "" and pif_metrics["carrier"] is True
     sh(["ip", "-n", ovs_host.phys_ns, "link", "set", "xnp0p", "down"])
     (this,) = x.host.get_all()
     x.PIF.scan(this)  # refreshes the given devices' metrics from the kernel

@@ -87,11 +87,11 @@ async def _drop_flows(sw: OvsSwitch, ports: Sequence[str]) -> None:
     """Delete the locking flows of ports about to go (only those that have flows of ours)."""
     if not ports:
         return
-    have = await sw.ports()
+    have = await asyncio.to_thread(sw.numbers, ports)
     by_bridge: dict[str, set[int]] = {}
-    for name in ports:
-        if name in have and have[name].ofport > 0:
-            by_bridge.setdefault(have[name].parent, set()).add(have[name].ofport)
+    for bridge, number in have.values():
+        if number > 0:
+            by_bridge.setdefault(bridge, set()).add(number)
     for bridge, numbers in by_bridge.items():
         ours = {
             flowlib.parse(f)[1].get("in_port") for f in await sw.flows(bridge) if "cookie=0x1," in f
@@ -175,10 +175,10 @@ async def _flows(sw: OvsSwitch, vifs: Sequence[VifSpec], requested: dict[str, An
     for bridge, flows in by_bridge.items():
         if flows:
             await sw._add_flows(bridge, flows)
-    have = await sw.ports()
+    have = await asyncio.to_thread(sw.numbers, [v.name for v in vifs])
     for vif in vifs:  # a number taken meanwhile: that port's flows again
         parent, number = requested[vif.name]
-        port = have.get(vif.name)
-        if port is not None and port.ofport > 0 and port.ofport != number:
+        got = have.get(vif.name, (parent, -1))[1]
+        if got > 0 and got != number:
             await sw._del_flows_of(parent, number)
-            await sw._apply_flows(parent, port.ofport, vif.locking)
+            await sw._apply_flows(parent, got, vif.locking)

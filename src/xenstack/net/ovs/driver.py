@@ -33,7 +33,7 @@ from ..switch import Switch
 from . import batch
 from .daemons import SCHEMA, OvsDaemons
 from .openflow import Channel
-from .ovsdb import Ovsdb, Row
+from .ovsdb import ON_DEMAND, Ovsdb, Row
 
 FAKE_PREFIX = "fake-bridge-"
 _TRACE_FLOW = re.compile(r"^\s*\d+\.\s+(.*)$")
@@ -56,6 +56,7 @@ class OvsSwitch(Switch):
         self._db: Ovsdb | None = None
         self.own_netns = False
         self._channels: dict[str, Channel] = {}  # OpenFlow to each bridge, for flow writes
+        self._index: tuple[int, dict[str, tuple[Row, Row]]] | None = None
 
     @property
     def db(self) -> Ovsdb:
@@ -123,6 +124,7 @@ class OvsSwitch(Switch):
     # reading ------------------------------------------------------------------------------
 
     def _read(self, stats: bool = True) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+        counters = self._counters() if stats else {}
         db = self.db
         with db.lock:
             db.idl.run()
@@ -152,9 +154,17 @@ class OvsSwitch(Switch):
                         continue
                     tag = _one(port.tag)
                     ports[port.name] = _port_state(
-                        port, fakes.get(tag, br.name), br.name, tag, stats
+                        port, fakes.get(tag, br.name), br.name, tag, counters
                     )
             return bridges, ports
+
+    def _counters(self) -> dict[str, dict[str, int]]:
+        """Every interface's statistics by name (``select``: the replica keeps none)."""
+        found: dict[str, dict[str, int]] = {}
+        for row in self.db.select(*next(iter(ON_DEMAND.items()))):
+            pairs = row.get("statistics", ["map", []])[1]
+            found[str(row["name"])] = {str(k): int(v) for k, v in pairs}
+        return found
 
     async def state(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
         return await asyncio.to_thread(self._read, False)
@@ -172,11 +182,34 @@ class OvsSwitch(Switch):
 
     def _port_row(self, name: str) -> tuple[Row, Row] | None:
         """(bridge row, port row) of the port named ``name``."""
-        for br in self.db.rows("Bridge"):
-            for port in br.ports:
-                if port.name == name:
-                    return br, port
-        return None
+        return self._port_index().get(name)
+
+    def _port_index(self) -> dict[str, tuple[Row, Row]]:
+        """Every port by name, with its bridge: made again only when the replica changed
+        (reading a row's columns through the IDL is slow: a scan of a thousand ports cost
+        ~30 ms, once per lookup)."""
+        seqno = self.db.idl.change_seqno
+        if self._index is None or self._index[0] != seqno:
+            index: dict[str, tuple[Row, Row]] = {}
+            for br in self.db.rows("Bridge"):
+                for port in br.ports:
+                    index[port.name] = (br, port)
+            self._index = (seqno, index)
+        return self._index[1]
+
+    def numbers(self, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(real bridge, ofport) of each of the ports ``names`` that exists."""
+        with self.db.lock:
+            self.db.idl.run()
+            index = self._port_index()
+            found = {}
+            for name in names:
+                if name in index:
+                    br, port = index[name]
+                    iface = port.interfaces[0] if port.interfaces else None
+                    ofport = int(_one(iface.ofport, -1)) if iface is not None else -1
+                    found[name] = (str(br.name), ofport)
+            return found
 
     def _parent_of(self, bridge: str) -> tuple[Row, int]:
         """The real bridge row behind ``bridge`` and the tag its ports get (-1 for none)."""
@@ -548,14 +581,12 @@ def _mtu(port: Row) -> int:
 
 
 def _port_state(
-    port: Row, bridge: str, parent: str, tag: int, with_stats: bool = True
+    port: Row, bridge: str, parent: str, tag: int, counters: dict[str, dict[str, int]] | None = None
 ) -> PortState:
     ifaces = list(port.interfaces)
     iface = ifaces[0] if ifaces else None
     kind = "bond" if len(ifaces) > 1 else (iface.type or "system") if iface is not None else ""
-    stats = (
-        {k: int(v) for k, v in iface.statistics.items()} if iface is not None and with_stats else {}
-    )
+    stats = dict((counters or {}).get(iface.name, {})) if iface is not None else {}
     return PortState(
         port.name,
         bridge,

@@ -178,12 +178,17 @@ class Channel:
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._xid = 1
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _next(self) -> int:
         self._xid = (self._xid + 1) & 0xFFFFFFFF or 1
         return self._xid
 
     async def _open(self) -> asyncio.StreamWriter:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a connection of another (finished) event loop: drop it
+            self._writer, self._reader_task, self._waiting = None, None, {}
+            self._loop, self._lock = loop, asyncio.Lock()
         if self._writer is not None and not self._writer.is_closing():
             return self._writer
         try:
@@ -244,6 +249,8 @@ class Channel:
     async def send(self, make: Sequence[Callable[[int], bytes]], timeout: float = 60.0) -> None:
         """Send the messages ``make`` builds (each given its xid), then a barrier; return
         once the switch has applied them all."""
+        if self._loop is not asyncio.get_running_loop():
+            await self._open()
         async with self._lock:
             writer = await self._open()
             data = b"".join(build(self._next()) for build in make)
@@ -268,6 +275,9 @@ class Channel:
 
     async def close(self) -> None:
         task, self._reader_task = self._reader_task, None
+        if self._loop is not asyncio.get_running_loop():  # its loop is gone, and it with it
+            self._writer = None
+            return
         if self._writer is not None:
             self._writer.close()
             self._writer = None
