@@ -51,6 +51,13 @@ class Links:
     async def remove(self, name: str) -> None:
         await self._kernel(kernel.tap_delete, name)
 
+    async def quiet(self, name: str) -> None:
+        """``arp off`` on a device that becomes a port of a userspace-datapath bridge (a
+        PIF, a bond member): that datapath reads the device beside the kernel's stack, not
+        in its place, so the kernel would otherwise answer ARP there for the addresses of the
+        bridge's own port, from the device's MAC."""
+        await self._kernel(kernel.set_noarp, name)
+
     async def set_mtu(self, name: str, mtu: int) -> None:
         await self._kernel(kernel.set_mtu, name, mtu)
 

@@ -35,6 +35,9 @@ async def apply(
     # against what the transaction leaves); otherwise one does it all
     apart = bool(made_names & ({*remove_ports, *remove_bridges}))
     await _drop_flows(sw, remove_ports)
+    if sw.daemons.datapath == "netdev":  # as add_port does for a system port
+        for _, device in ports:
+            await sw.links.quiet(device)
     if apart:
         await asyncio.to_thread(sw.db.transact, _removals(sw, remove_ports, remove_bridges), True)
     if not (bridges or live or ports):

@@ -364,6 +364,9 @@ class OvsSwitch(Switch):
                 port.tag = tag
             parent.addvalue("ports", port.uuid)
 
+        if self.daemons.datapath == "netdev" and kind in ("system", "bond"):
+            for device in members if kind == "bond" else (name,):
+                await self.links.quiet(device)
         await self._transact(edit)
 
     async def remove_port(self, name: str) -> None:
