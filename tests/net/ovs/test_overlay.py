@@ -179,7 +179,8 @@ def test_an_lacp_bond_negotiates_and_survives_a_link_down(
                 sh(["ip", "-n", sw.netns, "addr", "add", f"10.45.0.{i}/24", "dev", "xenbr0"])
                 sh(["ip", "-n", sw.netns, "link", "set", "xenbr0", "up"])
             port = (await a.ports())["bond0"]
-            assert port.kind == "bond" and port.options["mode"] == "balance-tcp"
+            assert port.kind == "bond" and port.options["mode"] == "lacp"
+            assert port.options["bond_mode"] == "balance-tcp"  # no hashing_algorithm given
             link = sh(["ip", "-n", a.netns, "link", "show", "n4l0a"])
             assert "NOARP" in link, link
             negotiated = until(lambda: "active negotiated" in appctl(a, "lacp/show", "bond0"))

@@ -20,7 +20,7 @@ from .. import flows as flowlib
 from ..command import run
 from ..links import Links
 from ..model import (
-    BOND_MODES,
+    BOND_OTHER_CONFIG,
     BridgeSpec,
     BridgeState,
     Locking,
@@ -28,6 +28,7 @@ from ..model import (
     SwitchError,
     TraceResult,
     VifSpec,
+    bond_columns,
 )
 from ..switch import Switch
 from . import batch
@@ -350,10 +351,7 @@ class OvsSwitch(Switch):
                         iface.mtu_request = mtu
                     ifaces.append(iface)
                 port.interfaces = ifaces
-                mode = (options or {}).get("mode", "balance-slb")
-                port.bond_mode = BOND_MODES.get(mode, mode)
-                if mode == "lacp":
-                    port.lacp = "active"
+                port.bond_mode, port.lacp, port.other_config = bond_columns(options or {})
             else:
                 port, iface = self._new_port(txn, name, kind, mtu)
                 if options:
@@ -393,8 +391,9 @@ class OvsSwitch(Switch):
             if tag is not None:
                 port.tag = tag if tag >= 0 else []
             if options and "mode" in options:
-                port.bond_mode = BOND_MODES.get(options["mode"], options["mode"])
-                port.lacp = "active" if options["mode"] == "lacp" else []
+                port.bond_mode, port.lacp, other = bond_columns(options)
+                kept = {k: v for k, v in port.other_config.items() if k not in BOND_OTHER_CONFIG}
+                port.other_config = {**kept, **other}
 
         await self._transact(edit)
 
@@ -576,6 +575,16 @@ class OvsSwitch(Switch):
         return TraceResult("drop", "", text)
 
 
+def _bond_options(port: Row) -> dict[str, str]:
+    """A bond port's mode as XenServer names it (``lacp`` when LACP is on), with Open
+    vSwitch's own ``bond_mode`` and the LACP settings from its other_config."""
+    bond_mode = str(_one(port.bond_mode, ""))
+    lacp = _one(port.lacp, "off") == "active"
+    found = {"mode": "lacp" if lacp else bond_mode, "bond_mode": bond_mode}
+    found.update({k: str(v) for k, v in port.other_config.items() if k in BOND_OTHER_CONFIG})
+    return found
+
+
 def _mtu(port: Row) -> int:
     iface = port.interfaces[0] if port.interfaces else None
     if iface is None:
@@ -603,7 +612,7 @@ def _port_state(
         int(iface.ingress_policing_rate) if iface is not None else 0,
         stats,
         tuple(sorted(i.name for i in ifaces)) if len(ifaces) > 1 else (),
-        {"mode": str(_one(port.bond_mode, ""))}
+        _bond_options(port)
         if len(ifaces) > 1
         else (dict(iface.options) if iface is not None else {}),
         sum(1 for i in ifaces if _one(i.link_state, "") == "up"),

@@ -21,9 +21,10 @@ import ovs.stream  # type: ignore[import-untyped]
 import ovs.util  # type: ignore[import-untyped]
 
 from ..model import SwitchError
-from . import fastjson
+from . import fastidl, fastjson
 
 fastjson.install()
+fastidl.install()
 
 T = TypeVar("T")
 Row = Any  # ovs.db.idl.Row: columns are attributes
@@ -34,7 +35,16 @@ Row = Any  # ovs.db.idl.Row: columns are attributes
 COLUMNS = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "external_ids", "other_config", "datapath_type", "fail_mode"],
-    "Port": ["name", "interfaces", "tag", "fake_bridge", "external_ids", "bond_mode", "lacp"],
+    "Port": [
+        "name",
+        "interfaces",
+        "tag",
+        "fake_bridge",
+        "external_ids",
+        "bond_mode",
+        "lacp",
+        "other_config",
+    ],
     "Interface": [
         "name",
         "type",
