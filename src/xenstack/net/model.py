@@ -26,6 +26,13 @@ def bond_columns(options: Mapping[str, str]) -> tuple[str, str, dict[str, str]]:
     return ("balance-slb" if hashing == "src_mac" else "balance-tcp"), "active", other
 
 
+def bond_view(options: Mapping[str, str]) -> dict[str, str]:
+    """A bond port's options as a switch reports them: XenServer's ``mode``, Open vSwitch's
+    ``bond_mode`` and the LACP settings that reach the port."""
+    bond_mode, _, other = bond_columns(options)
+    return {"mode": options.get("mode", "balance-slb"), "bond_mode": bond_mode, **other}
+
+
 TUNNEL_PROTOCOLS = ("gre", "vxlan")
 
 

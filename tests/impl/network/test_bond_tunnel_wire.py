@@ -61,6 +61,14 @@ def test_a_bond_is_one_port_over_its_members(host: Host) -> None:
             deadline_samples += 1
         assert x.Bond.get_links_up(bond) == "1"
     device = x.PIF.get_device(master)
+    # lacp as XenServer makes it: by source MAC unless hashing by TCP/UDP ports
+    x.Bond.set_mode(bond, "lacp")
+    options = host.ports()[device].options
+    assert (options["mode"], options["bond_mode"]) == ("lacp", "balance-slb"), options
+    x.Bond.set_property(bond, "hashing_algorithm", "tcpudp_ports")
+    x.Bond.set_property(bond, "lacp-time", "fast")
+    options = host.ports()[device].options
+    assert (options["bond_mode"], options["lacp-time"]) == ("balance-tcp", "fast"), options
     x.Bond.destroy(bond)
     after = host.ports()
     assert device not in after and members <= set(after)
