@@ -13,7 +13,7 @@ import pytest
 from xenstack.net import BridgeSpec, Locking, SwitchError
 from xenstack.net import flows as flowlib
 from xenstack.net.ovs.openflow import HEADER, delete_mod, flow_mod
-from xenstack.testing.network import SwitchKit
+from xenstack.testing.network import SwitchKit, sh
 
 LOCKED = Locking("locked", "02:00:00:00:00:01", ("10.0.0.5", "10.0.0.6"), ("fe80::1",))
 
@@ -62,6 +62,12 @@ def test_native_flows_are_those_ovs_ofctl_makes(ovs_kit: SwitchKit) -> None:
                 await sw._add_flows("xenbr0", [bad])  # nd_sll without its prerequisites
             await sw._add_flows("xenbr0", flowlib.locking_flows(9, LOCKED))  # still usable
             assert [f for f in await sw.flows("xenbr0") if "in_port=9" in f]
+            # the bridge deleted by hand and made again: the kept connection is to a bridge
+            # that is gone, and the next write goes over a new one
+            sh(sw.daemons.vsctl("del-br", "xenbr0"), check=True)
+            await sw.ensure_bridge(BridgeSpec("xenbr0", "n0"))
+            await sw._add_flows("xenbr0", flowlib.locking_flows(10, LOCKED))
+            assert [f for f in await sw.flows("xenbr0") if "in_port=10" in f]
         finally:
             await sw.stop()
 

@@ -168,6 +168,10 @@ def _flow_mod_of(flow: str, xid: int) -> bytes:
     return flow_mod(flow, xid)
 
 
+class Closed(SwitchError):
+    """The connection closed before the switch answered."""
+
+
 class Channel:
     """One bridge's OpenFlow connection (opened at first use, again after a failure)."""
 
@@ -201,7 +205,7 @@ class Channel:
         return writer
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        failure: BaseException = SwitchError(f"OpenFlow connection {self.path} closed")
+        failure: BaseException = Closed(f"OpenFlow connection {self.path} closed")
         try:
             while True:
                 head = await reader.readexactly(HEADER.size)
@@ -248,7 +252,15 @@ class Channel:
 
     async def send(self, make: Sequence[Callable[[int], bytes]], timeout: float = 60.0) -> None:
         """Send the messages ``make`` builds (each given its xid), then a barrier; return
-        once the switch has applied them all."""
+        once the switch has applied them all. A connection that closed meanwhile (the
+        bridge was made again, vswitchd restarted) is opened again and the messages sent
+        once more: adding a flow twice and deleting twice leave the same table."""
+        try:
+            await self._send(make, timeout)
+        except Closed:
+            await self._send(make, timeout)
+
+    async def _send(self, make: Sequence[Callable[[int], bytes]], timeout: float) -> None:
         if self._loop is not asyncio.get_running_loop():
             await self._open()
         async with self._lock:
@@ -257,6 +269,10 @@ class Channel:
             barrier = self._next()
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting[barrier] = future
+            if writer.is_closing():
+                self._waiting.pop(barrier, None)
+                self._writer = None
+                raise Closed(f"OpenFlow connection {self.path} closed")
             writer.write(data + HEADER.pack(VERSION, BARRIER_REQUEST, HEADER.size, barrier))
         try:
             await asyncio.wait_for(future, timeout)
