@@ -72,3 +72,24 @@ def test_native_flows_are_those_ovs_ofctl_makes(ovs_kit: SwitchKit) -> None:
             await sw.stop()
 
     asyncio.run(body())
+
+
+@pytest.mark.ovs
+@pytest.mark.root
+def test_a_bridge_without_openflow_13_gets_its_flows_through_ovs_ofctl(
+    ovs_kit: SwitchKit,
+) -> None:
+    async def body() -> None:
+        sw = ovs_kit.switch
+        await sw.start()
+        try:
+            await sw.ensure_bridge(BridgeSpec("xenbr0", "n0"))
+            sh(sw.daemons.vsctl("set", "bridge", "xenbr0", "protocols=OpenFlow10"))
+            await sw._add_flows("xenbr0", flowlib.locking_flows(7, LOCKED))
+            assert [f for f in await sw.flows("xenbr0") if "in_port=7" in f]
+            await sw._del_flows_of("xenbr0", 7)
+            assert not [f for f in await sw.flows("xenbr0") if "in_port=7" in f]
+        finally:
+            await sw.stop()
+
+    asyncio.run(body())

@@ -33,7 +33,7 @@ from ..model import (
 from ..switch import Switch
 from . import batch
 from .daemons import SCHEMA, OvsDaemons
-from .openflow import Channel
+from .openflow import Channel, Unavailable
 from .ovsdb import ON_DEMAND, Ovsdb, Row
 
 FAKE_PREFIX = "fake-bridge-"
@@ -481,12 +481,19 @@ class OvsSwitch(Switch):
     async def _add_flows(self, bridge: str, flows: list[str]) -> None:
         """Our flows (locking rules), in place when this returns: over the bridge's
         OpenFlow connection (see :mod:`.openflow`)."""
-        if flows:
+        if not flows:
+            return
+        try:
             await self._channel(bridge).add_flows(flows)
+        except Unavailable:  # a bridge without OpenFlow 1.3: the tool speaks what it has
+            await self._ofctl("add-flows", bridge, "-", stdin="\n".join(flows) + "\n")
 
     async def _del_flows_of(self, bridge: str, ofport: int) -> None:
         """Our flows (cookie 1) of the port numbered ``ofport``."""
-        await self._channel(bridge).del_port_flows(ofport)
+        try:
+            await self._channel(bridge).del_port_flows(ofport)
+        except Unavailable:
+            await self._ofctl("del-flows", bridge, f"in_port={ofport},cookie=1/-1")
 
     async def _apply_flows(self, bridge: str, ofport: int, locking: Locking) -> None:
         await self._add_flows(bridge, flowlib.locking_flows(ofport, locking))

@@ -168,7 +168,12 @@ def _flow_mod_of(flow: str, xid: int) -> bytes:
     return flow_mod(flow, xid)
 
 
-class Closed(SwitchError):
+class Unavailable(SwitchError):
+    """No OpenFlow 1.3 here: no socket, or a bridge that allows only older versions (the
+    caller falls back to ``ovs-ofctl``)."""
+
+
+class Closed(Unavailable):
     """The connection closed before the switch answered."""
 
 
@@ -198,7 +203,7 @@ class Channel:
         try:
             reader, writer = await asyncio.open_unix_connection(str(self.path))
         except OSError as exc:
-            raise SwitchError(f"no OpenFlow at {self.path}: {exc}") from None
+            raise Unavailable(f"no OpenFlow at {self.path}: {exc}") from None
         writer.write(HEADER.pack(VERSION, HELLO, HEADER.size, self._next()))
         self._writer = writer
         self._reader_task = asyncio.create_task(self._read(reader, writer))
@@ -212,7 +217,7 @@ class Channel:
                 version, kind, length, xid = HEADER.unpack(head)
                 body = await reader.readexactly(length - HEADER.size)
                 if kind == HELLO and version < VERSION:
-                    raise SwitchError(f"{self.path} speaks OpenFlow only up to 0x{version:02x}")
+                    raise Unavailable(f"{self.path} speaks OpenFlow only up to 0x{version:02x}")
                 if kind == ECHO_REQUEST:
                     writer.write(HEADER.pack(VERSION, ECHO_REPLY, length, xid) + body)
                 elif kind == ERROR:
