@@ -55,7 +55,7 @@ from .api.dispatch import Dispatcher
 from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .core.clock import Clock, SystemClock
-from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
+from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig, remembered, to_remember
 from .db.etcd import EtcdPersistence
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
@@ -204,11 +204,12 @@ class Toolstack:
         switch: Switch | None = None,
         domain_log: Path | None = None,
     ) -> None:
-        self.config = config or ToolstackConfig()
         self.clock: Clock = clock or SystemClock()
         self.sr_drivers: SrDrivers = sr_drivers or DEFAULT_DRIVERS
         self.state_dir = Path(os.path.abspath(state_dir)) if state_dir is not None else None
         self.persistence = persistence or open_persistence(self.state_dir)
+        # the switch options init was given come back unless these name others
+        self.config = remembered(config or ToolstackConfig(), self.persistence.get_meta)
         self.db = Database(self.persistence)
         self.db.load()
         timeout = self.config.session_timeout if session_timeout is None else session_timeout
@@ -350,8 +351,11 @@ class Toolstack:
             with self.db.transaction():
                 use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
         self.persistence.set_meta("this_host", self.this_host)
-        if self.state_dir is not None:  # `serve` brings the same backend back
+        if self.state_dir is not None:  # `serve` brings the same backend and switch back
             self.persistence.set_meta("backend", self.hypervisor.backend.capabilities.name)
+            kept = to_remember(self.config, self.switch.kind, self.switch.netns)
+            for key, value in kept.items():
+                self.persistence.set_meta(key, value)
         return password
 
     async def start(self, config: HttpConfig) -> None:
