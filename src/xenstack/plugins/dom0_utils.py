@@ -79,6 +79,13 @@ def _run(cmd: list[str], cmd_input: str | None = None) -> Any:
     return subprocess.run(cmd, input=cmd_input, capture_output=True, text=True, timeout=600)
 
 
+def in_dom0_net(cmd: list[str]) -> list[str]:
+    """``cmd`` run in dom0's network: the toolstack's namespace (``XENSTACK_NETNS``) if it
+    has one, so that a plug-in never touches the machine's own interfaces or firewall."""
+    netns = os.environ.get("XENSTACK_NETNS", "")
+    return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+
+
 def run_command(cmd: list[str], cmd_input: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
     """Run ``cmd`` (no shell); its stdout, or PluginError with its stderr."""
     proc = _run(cmd, cmd_input)
