@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOOLS = ("qemu-system-x86_64", "dnsmasq", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
          "ovs-ofctl", *boot_image.TOOLS)  # fmt: skip
 WAIT = 240.0  # seconds: this machine's load swings from 1 to 13
+PROVIDER_VLAN = 1000  # the segment beyond the PIF that neutron's agent translates to
 
 
 def missing() -> str:
