@@ -6,6 +6,7 @@ what a test reads of a guest. Needs root, QEMU, dnsmasq, Open vSwitch, mtools an
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -110,6 +111,19 @@ class QemuHost:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+_SHARED: QemuHost | None = None
+
+
+def shared() -> QemuHost:
+    """One qemu host for every real-guest test of this process (started on first use,
+    stopped at exit): a host takes longer to start than most of these tests take."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = QemuHost()
+        atexit.register(_SHARED.stop)
+    return _SHARED
 
 
 def guest_ip(x: Any, vm: str, timeout: float = WAIT) -> str:

@@ -31,13 +31,12 @@ def setUpModule() -> None:
     if guest_host.missing():
         return
     GLANCE = glance_server.GlanceServer().start()
-    HOST = guest_host.QemuHost()
+    HOST = guest_host.shared()
 
 
 def tearDownModule() -> None:
-    for server in (HOST, GLANCE):
-        if server is not None:
-            server.stop()
+    if GLANCE is not None:
+        GLANCE.stop()
 
 
 class XenstackGuestCloudTest(integrated_helpers._IntegratedTestBase):

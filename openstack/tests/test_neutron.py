@@ -250,8 +250,9 @@ class NeutronAgentGuestTest(NeutronAgentTest):
     def start_host(self) -> None:
         guest_host.skip_or_fail(self)
         assert GLANCE is not None
-        self.guest_host = guest_host.QemuHost()
-        self.addCleanup(self.guest_host.stop)
+        self.guest_host = guest_host.shared()
+        # the host serves the next test too: the guest goes, with its disks
+        self.addCleanup(lambda: xenstack_server.destroy_nova_vms(self.guest_host.session()))
         self.info = self.guest_host.info
         self.flags(api_servers=[GLANCE.url], group="glance")
         for key, value in self.guest_host.flags().items():
@@ -279,4 +280,3 @@ class NeutronAgentGuestTest(NeutronAgentTest):
                       "the provider segment's lease")  # fmt: skip
         self.assertEqual(leased, ip)
         self.assertTrue(ip.startswith(self.info["subnets"][str(guest_host.PROVIDER_VLAN)] + "."))
-        x.VM.hard_shutdown(self.vm)
