@@ -144,3 +144,6 @@ class DelegatingBackend(Backend):
 
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         await self.local.vif_unplug(vm_id, device)
+
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        await self.local.vm_send_trigger(vm_id, trigger)

@@ -475,3 +475,11 @@ class Backend(abc.ABC):
     def vm_stats(self, vm_id: str) -> DomainStats | None:
         """The domain's counters now, or None if it has none (or the backend keeps none)."""
         return None
+
+    # Triggers -----------------------------------------------------------------------------
+
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        """Press one of a running domain's hardware buttons, named as ``xl trigger`` names
+        them: ``nmi``, ``reset``, ``power`` (the ACPI power button), ``init``, ``sleep``,
+        ``s3resume``. Unimplemented for a trigger the backend cannot send."""
+        raise Unimplemented("send_trigger")

@@ -299,6 +299,9 @@ class PoolBackend(DelegatingBackend):
         if rem is not None:
             rem.domains.clear()
 
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        await self._on_vm("vm_send_trigger", vm_id, trigger)
+
     # ---- VBD / VIF ----------------------------------------------------------------------
 
     async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:

@@ -45,6 +45,7 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vif_plug": (True, ("s", "s")),
     "vif_unplug": (True, ("s", "s")),
     "snapshot": (False, ()),
+    "vm_send_trigger": (True, ("s", "s")),
 }
 
 _ERRORS: dict[str, type[xi.XenopsError]] = {

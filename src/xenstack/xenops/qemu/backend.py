@@ -586,6 +586,18 @@ class QemuBackend(Backend):
             deleted.cancel()
             raise DeviceError(f"the guest did not release {dev_id}") from None
 
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        """``nmi``: QMP ``inject-nmi`` (the guest's kernel logs it, or panics as it is set
+        to); ``power``: the ACPI power button (``system_powerdown``), which the guest may
+        act on; the domain's end then comes as any guest-made end does."""
+        command = QMP_TRIGGERS.get(trigger)
+        if command is None:
+            raise Unimplemented("send_trigger")
+        dom = self._domain(vm_id)
+        if dom.state != "running":
+            raise BadDomainState(f"{vm_id} is {dom.state}")
+        await self._qmp(dom).execute(command)
+
 
 def _with_disk(spec: DomainSpec, disk: DiskSpec) -> DomainSpec:
     disks = (*(d for d in spec.disks if d.device != disk.device), disk)
@@ -595,3 +607,7 @@ def _with_disk(spec: DomainSpec, disk: DiskSpec) -> DomainSpec:
 def _with_nic(spec: DomainSpec, nic: NicSpec) -> DomainSpec:
     nics = (*(n for n in spec.nics if n.device != nic.device), nic)
     return replace(spec, nics=nics, vifs=tuple(n.device for n in nics))
+
+
+#: the triggers (``xl trigger`` names) QEMU can send, and the QMP command for each
+QMP_TRIGGERS = {"nmi": "inject-nmi", "power": "system_powerdown"}
