@@ -273,6 +273,13 @@ class DomainStats:
     vbd_write_bytes: dict[str, int] = field(default_factory=dict)
     vif_rx_bytes: dict[str, int] = field(default_factory=dict)
     vif_tx_bytes: dict[str, int] = field(default_factory=dict)
+    # per disk, as QEMU's query-blockstats counts them: requests completed and the
+    # nanoseconds they took; requests in flight now (only where the backend knows it)
+    vbd_read_ops: dict[str, int] = field(default_factory=dict)
+    vbd_write_ops: dict[str, int] = field(default_factory=dict)
+    vbd_read_ns: dict[str, int] = field(default_factory=dict)
+    vbd_write_ns: dict[str, int] = field(default_factory=dict)
+    vbd_inflight: dict[str, int] = field(default_factory=dict)
 
 
 # ---- the contract -----------------------------------------------------------------------
@@ -474,4 +481,10 @@ class Backend(abc.ABC):
 
     def vm_stats(self, vm_id: str) -> DomainStats | None:
         """The domain's counters now, or None if it has none (or the backend keeps none)."""
+        return None
+
+    async def refresh_stats(self) -> None:
+        """Read every domain's counters afresh for :meth:`vm_stats` (called before each
+        metrics tick): a backend whose counters take I/O to read (QEMU's QMP, a member's
+        toolstack) reads them here; :meth:`vm_stats` then answers from what was read."""
         return None
