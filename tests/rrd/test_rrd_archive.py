@@ -14,9 +14,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xenstack.rrd.archive import DERIVE, DataSource, Rrd
+from xenstack.rrd.archive import DERIVE, DataSource, Ring, Rrd
 from xenstack.rrd.dump import from_xml, to_xml
-from xenstack.rrd.export import updates, xport_json, xport_xml
+from xenstack.rrd.export import f_to_s, updates, xport_json, xport_xml
 
 SCALES = ((1, 12), (3, 8), (12, 4))  # small timescales: same code, quick to fill
 START = 6000  # a multiple of every span (5, 15, 60 seconds)
@@ -150,3 +150,30 @@ def test_xport_rows_are_newest_first_with_xapis_legend() -> None:
     assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta><start>')
     assert "<row><t>6100</t><v>20</v></row>" in xml
     assert b'"legend":["AVERAGE:vm:abc:x"]' in xport_json(u)
+
+
+_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e-300, 123456789.0, 0.1]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(_VALUES, max_size=9), st.integers(0, 6)), max_size=12))
+def test_cached_cells_are_a_fresh_rendering(steps: list[tuple[list[float], int]]) -> None:
+    """Pushes between reads of any number of cells: what the ring's cached xport cells say is
+    what formatting its values afresh says (XAPI's spellings: NaN, Infinity, 0.0)."""
+    ring = Ring(6)
+    for pushed, count in steps:
+        for value in pushed:
+            ring.push(value)
+        fresh = [f"<v>{f_to_s(v)}</v>" for v in ring.newest(count)]
+        assert ring.newest_cells(count) == fresh
+
+
+def test_the_xml_form_from_cells_is_the_xml_form_from_values() -> None:
+    rrd, _ = _feed([(1, float(i) * 1.37) for i in range(1, 40)])
+    u = updates([("vm:abc:", rrd)], START + 50, 0, None, as_cells=True)
+    v = updates([("vm:abc:", rrd)], START + 50, 0, None)
+    assert u.cells is not None and not u.columns
+    assert xport_xml(u) == xport_xml(v)

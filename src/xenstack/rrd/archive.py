@@ -25,6 +25,7 @@ import math
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 NAN = math.nan
 STEP = 5
@@ -38,14 +39,43 @@ GAUGE, ABSOLUTE, DERIVE = "GAUGE", "ABSOLUTE", "DERIVE"
 KINDS = (GAUGE, ABSOLUTE, DERIVE)
 
 
-class Ring:
-    """A fixed number of floats, newest first by :meth:`peek`; starts full of NaN."""
+# what "%.5g" writes -> what XAPI's f_to_s writes, inside an xport cell
+_SPECIAL = (
+    ("<v>nan</v>", "<v>NaN</v>"),
+    ("<v>-nan</v>", "<v>NaN</v>"),
+    ("<v>inf</v>", "<v>Infinity</v>"),
+    ("<v>-inf</v>", "<v>-Infinity</v>"),
+    ("<v>0</v>", "<v>0.0</v>"),
+    ("<v>-0</v>", "<v>0.0</v>"),
+)
+_SEP = "\x00"
 
-    __slots__ = ("data", "head")
+
+def cells(values: Sequence[float]) -> list[str]:
+    """Each value as an xport cell, ``<v>...</v>``, in XAPI's spelling: one C-level format
+    for them all, the special values fixed afterwards."""
+    if not values:
+        return []
+    text = ("<v>%.5g</v>" + _SEP) * len(values) % tuple(values)
+    for python, xapi in _SPECIAL:
+        text = text.replace(python, xapi)
+    return text.split(_SEP)[:-1]
+
+
+class Ring:
+    """A fixed number of floats, newest first by :meth:`peek`; starts full of NaN.
+
+    It keeps its values as xport cells too (:meth:`newest_cells`), formatted once: a push
+    only marks its slot to format again, so an ``/rrd_updates`` read formats what changed
+    since the previous read, not the whole archive."""
+
+    __slots__ = ("data", "head", "stale", "texts")
 
     def __init__(self, size: int, values: Sequence[float] = ()) -> None:
         self.data = array("d", [NAN]) * size
         self.head = size - 1  # index of the newest value
+        self.texts: list[str] | None = None  # the cells, once read
+        self.stale = 0  # pushes since the cells were last brought up to date
         for value in values:  # oldest first
             self.push(value)
 
@@ -58,6 +88,7 @@ class Ring:
             head = 0
         self.data[head] = value
         self.head = head
+        self.stale += 1
 
     def peek(self, age: int) -> float:
         """The value pushed ``age`` pushes ago (0: the newest)."""
@@ -66,6 +97,35 @@ class Ring:
     def oldest_first(self) -> list[float]:
         size = len(self.data)
         return [self.data[(self.head + 1 + i) % size] for i in range(size)]
+
+    def newest(self, count: int) -> list[float]:
+        """The newest ``count`` values, newest first."""
+        values: list[float] = _newest(self.data, self.head, count).tolist()
+        values.reverse()
+        return values
+
+    def newest_cells(self, count: int) -> list[str]:
+        """The newest ``count`` values as xport cells, newest first."""
+        size = len(self.data)
+        texts = self.texts
+        if texts is None or self.stale >= size:
+            texts = self.texts = cells(self.data)
+        elif self.stale:
+            slots = [(self.head - age) % size for age in range(self.stale)]
+            for slot, text in zip(slots, cells([self.data[i] for i in slots]), strict=True):
+                texts[slot] = text
+        self.stale = 0
+        part: list[str] = _newest(texts, self.head, count)
+        part.reverse()
+        return part
+
+
+def _newest(data: Any, head: int, count: int) -> Any:
+    """The slice of ring storage ``data`` holding its newest ``count`` entries, oldest first."""
+    size = len(data)
+    if count <= head + 1:
+        return data[head - count + 1 : head + 1]
+    return data[size - (count - head - 1) :] + data[: head + 1]
 
 
 @dataclass(slots=True)

@@ -18,18 +18,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from .archive import CFS, Ring, Rrd, Timescale
+from .archive import CFS, Ring, Rrd, cells
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
-# what "%.5g" writes -> what XAPI's f_to_s writes
-_SPECIAL = (
-    ("<v>nan</v>", "<v>NaN</v>"),
-    ("<v>-nan</v>", "<v>NaN</v>"),
-    ("<v>inf</v>", "<v>Infinity</v>"),
-    ("<v>-inf</v>", "<v>-Infinity</v>"),
-    ("<v>0</v>", "<v>0.0</v>"),
-    ("<v>-0</v>", "<v>0.0</v>"),
-)
 
 
 class NoArchive(Exception):
@@ -49,7 +40,8 @@ def f_to_s(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Updates:
-    """The answer of an ``/rrd_updates`` query: its times, legend and columns."""
+    """The answer of an ``/rrd_updates`` query: its times, legend and columns (the values, or
+    for the XML form their xport cells)."""
 
     start: int
     step: int
@@ -57,29 +49,24 @@ class Updates:
     legend: list[str]
     times: list[int]  # newest first
     columns: list[list[float]]  # one per legend entry, newest first
+    cells: list[list[str]] | None = None  # the same as xport cells, when asked for
 
     def rows(self) -> list[tuple[int, list[float]]]:
         return [(t, [c[i] for c in self.columns]) for i, t in enumerate(self.times)]
 
 
-def _newest(ring: Ring, count: int) -> list[float]:
-    """The ring's newest ``count`` values, newest first."""
-    data, head, size = ring.data, ring.head, len(ring.data)
-    if count <= head + 1:
-        part = data[head - count + 1 : head + 1]
-    else:
-        part = data[size - (count - head - 1) :] + data[: head + 1]
-    values = part.tolist()
-    values.reverse()
-    return values
-
-
 def updates(
-    prefixed: Sequence[tuple[str, Rrd]], start: int, interval: int, cf: str | None
+    prefixed: Sequence[tuple[str, Rrd]],
+    start: int,
+    interval: int,
+    cf: str | None,
+    *,
+    as_cells: bool = False,
 ) -> Updates:
     """The rows of ``prefixed`` RRDs (each with its legend prefix, ``host:<uuid>:``) from
     ``start`` (negative: seconds before the last update) at ``interval`` seconds or coarser,
-    for one consolidation function or (None) all. NoArchive when there is nothing to read."""
+    for one consolidation function or (None) all; ``as_cells``: as xport cells (for
+    :func:`xport_xml`) rather than values. NoArchive when there is nothing to read."""
     if not prefixed:
         raise NoArchive("no RRD")
     first = prefixed[0][1]
@@ -100,50 +87,41 @@ def updates(
     while len(times) < shape[1] and end - len(times) * span >= start:
         times.append(end - len(times) * span)
     legend: list[str] = []
-    columns: list[list[float]] = []
+    rings: list[Ring] = []
     for prefix, rrd, scale in scales:
         if (scale.pdp_per_row, scale.rows) != shape:
             continue
-        _columns_of(prefix, rrd, scale, cfs, len(times), legend, columns)
+        names = rrd.names()
+        for c in cfs:
+            legend.extend(f"{c}:{prefix}{name}" for name in names)
+            rings.extend(scale.rings[c])
+    count = len(times)
+    if as_cells:
+        cells = [ring.newest_cells(count) for ring in rings]
+        return Updates(first_time, span, end, legend, times, [], cells)
+    columns = [ring.newest(count) for ring in rings]
     return Updates(first_time, span, end, legend, times, columns)
-
-
-def _columns_of(
-    prefix: str,
-    rrd: Rrd,
-    scale: Timescale,
-    cfs: Sequence[str],
-    count: int,
-    legend: list[str],
-    columns: list[list[float]],
-) -> None:
-    names = rrd.names()
-    for cf in cfs:
-        for name, ring in zip(names, scale.rings[cf], strict=True):
-            legend.append(f"{cf}:{prefix}{name}")
-            columns.append(_newest(ring, count))
 
 
 def xport_xml(u: Updates) -> bytes:
     """``u`` as XAPI's ``xport`` XML."""
+    columns = u.cells if u.cells is not None else [cells(c) for c in u.columns]
     parts = [
         XML_HEAD,
         f"<xport><meta><start>{u.start}</start><step>{u.step}</step><end>{u.end}</end>",
         f"<rows>{len(u.times)}</rows><columns>{len(u.legend)}</columns><legend>",
+        "".join(f"<entry>{_escape(e)}</entry>" for e in u.legend),
+        "</legend></meta><data>",
     ]
-    parts.extend(f"<entry>{_escape(e)}</entry>" for e in u.legend)
-    parts.append("</legend></meta><data>")
-    # one C-level format per row, XAPI's spellings of the special values fixed afterwards
-    cell = "<v>%.5g</v>" * len(u.columns)
-    for t, values in zip(u.times, zip(*u.columns, strict=True), strict=False):
-        parts.append(f"<row><t>{t}</t>{cell % values}</row>")
-    if not u.columns:
+    if columns:
+        for t, row in zip(u.times, zip(*columns, strict=True), strict=False):
+            parts.append(f"<row><t>{t}</t>")
+            parts.append("".join(row))
+            parts.append("</row>")
+    else:
         parts.extend(f"<row><t>{t}</t></row>" for t in u.times)
     parts.append("</data></xport>")
-    text = "".join(parts)
-    for python, xapi in _SPECIAL:
-        text = text.replace(python, xapi)
-    return text.encode()
+    return "".join(parts).encode()
 
 
 def xport_json(u: Updates) -> bytes:
