@@ -5,9 +5,10 @@
 ``cf`` (AVERAGE, MIN, MAX; all when absent), ``interval`` (seconds, default 0: the finest),
 ``host=true`` (include the host), ``vm_uuid`` (``all`` by default, ``none``, or one VM),
 ``sr_uuid`` (``none`` by default, ``all``, or one SR) and ``json`` (any value) or an
-``Accept: application/json``: as XAPI's rrdd does. Only VMs last sampled on the host answer
-with it (a VM's RRD is where it runs). A bad query raises :class:`BadQuery` (a
-ValueError), one naming nothing kept :class:`Missing` (a LookupError).
+``Accept: application/json``: as XAPI's rrdd does. ``vm_uuid=all`` is the VMs last sampled on
+the host; one VM named is answered wherever it runs, for the master keeps the archives of
+its members' VMs too (their counters come with the members' reports). A bad query raises
+:class:`BadQuery` (a ValueError), one naming nothing kept :class:`Missing` (a LookupError).
 """
 
 from __future__ import annotations
@@ -66,20 +67,24 @@ def rrd_updates(
     if query.get("host") == "true" and host is not None:
         chosen.append((f"host:{host_uuid}:", host))
     vm_uuid = query.get("vm_uuid", "all")
-    for uuid, resident in store.resident.items():
-        rrd = store.get("vm", uuid)
-        if resident == host_uuid and rrd is not None and vm_uuid in ("all", uuid):
-            chosen.append((f"vm:{uuid}:", rrd))
+    if vm_uuid == "all":
+        for uuid, resident in store.resident.items():
+            rrd = store.get("vm", uuid)
+            if resident == host_uuid and rrd is not None:
+                chosen.append((f"vm:{uuid}:", rrd))
+    elif (one := store.get("vm", vm_uuid)) is not None:
+        chosen.append((f"vm:{vm_uuid}:", one))  # kept here wherever it runs (a pool member)
     sr_uuid = query.get("sr_uuid", "none")
     if sr_uuid != "none":
         for (owner, uuid), rrd in store.rrds.items():
             if owner == "sr" and sr_uuid in ("all", uuid):
                 chosen.append((f"sr:{uuid}:", rrd))
+    as_json = wants_json(query, accept)
     try:
-        result = updates(chosen, start, interval, cf)
+        result = updates(chosen, start, interval, cf, as_cells=not as_json)
     except NoArchive as exc:
         raise Missing(str(exc)) from None
-    if wants_json(query, accept):
+    if as_json:
         return xport_json(result), JSON
     return xport_xml(result), XML
 

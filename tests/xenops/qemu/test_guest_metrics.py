@@ -1,0 +1,117 @@
+"""A real guest's disk in the metrics: QEMU's ``query-blockstats`` behind XAPI's iostat sources.
+
+The guest reads its disk (page cache dropped) and writes a file with fsync, over and over;
+``/rrd_updates`` (JSON, as Xen Orchestra reads it) then shows nonzero read and write rates,
+request rates and latencies for ``vbd_xvda``, each consistent with the others as counters
+over the same interval make them: throughput in MiB/s is the byte rate, the total request
+rate the sum of reads and writes, the time waited per second the latency times the request
+rate. Its own host (prefix ``r3``), one guest.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import XenAPI
+from conftest import console, guest_ip, install, until
+from systools import require_root, require_tool
+
+from xenstack.testing.guests import QemuHost, qemu_host
+
+pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.root, pytest.mark.slow]
+
+LOAD = (
+    "sh -c 'while :; do echo 3 > /proc/sys/vm/drop_caches;"
+    " dd if=/dev/vda of=/dev/null bs=64k count=128 2>/dev/null;"
+    " dd if=/dev/zero of=/root/r3-load bs=64k count=32 conv=fsync 2>/dev/null;"
+    " sleep 1; done' >/dev/null 2>&1 & true"
+)
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[QemuHost]:
+    require_tool("qemu-system-x86_64")
+    require_tool("dnsmasq")
+    require_root()
+    with qemu_host("r3") as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def sdk(host: QemuHost) -> Iterator[Any]:
+    s = XenAPI.Session(host.url)
+    s.xenapi.login_with_password("root", host.password, "1.0", "r3-metrics")
+    yield s
+    s.xenapi.session.logout()
+
+
+def newest_rows(host: QemuHost, session: str, uuid: str) -> list[dict[str, float]]:
+    """The VM's AVERAGE rows of the last minute, newest first, by source name."""
+    url = (
+        f"{host.url}rrd_updates?session_id={session}&start=-60&cf=AVERAGE&json=true&vm_uuid={uuid}"
+    )
+    with urllib.request.urlopen(url, timeout=60) as r:
+        doc = json.load(r)
+    names = [entry.split(":", 3)[3] for entry in doc["meta"]["legend"]]
+    rows = []
+    for row in doc["data"]:
+        values = {n: v for n, v in zip(names, row["values"], strict=True) if v is not None}
+        rows.append(values)
+    return rows
+
+
+def _answers(con: Any) -> bool:
+    try:
+        con.run_command("true", timeout=10)
+    except TimeoutError:
+        return False
+    return True
+
+
+def busy_row(host: QemuHost, session: str, uuid: str) -> dict[str, float] | None:
+    for row in newest_rows(host, session, uuid):
+        keys = ("read", "write", "read_latency", "write_latency", "iops_read", "iops_write")
+        if all(row.get(f"vbd_xvda_{k}", 0.0) > 0 for k in keys):
+            return row
+    return None
+
+
+def test_a_guest_doing_io_shows_rates_and_latencies(host: QemuHost, sdk: Any) -> None:
+    x = sdk.xenapi
+    vm = install(x, "r3-io")
+    x.VM.start(vm, False, False)
+    try:
+        guest_ip(x, vm)  # its agent runs: so does its shell
+        con = console(host, x, vm)
+        until(lambda: _answers(con), 180, "the guest's shell")
+        con.run_command(LOAD)
+        uuid = x.VM.get_uuid(vm)
+        row = until(lambda: busy_row(host, sdk._session, uuid), 180, "a row with disk I/O")
+        d = {k.removeprefix("vbd_xvda_"): v for k, v in row.items() if k.startswith("vbd_xvda_")}
+        # the same counters over the same interval (values carry 5 significant digits)
+        assert d["io_throughput_read"] * MIB == pytest.approx(d["read"], rel=1e-3)
+        assert d["io_throughput_write"] * MIB == pytest.approx(d["write"], rel=1e-3)
+        assert d["io_throughput_total"] == pytest.approx(
+            d["io_throughput_read"] + d["io_throughput_write"], rel=1e-3
+        )
+        assert d["iops_total"] == pytest.approx(d["iops_read"] + d["iops_write"], rel=1e-3)
+        waited = (d["read_latency"] * d["iops_read"] + d["write_latency"] * d["iops_write"]) / 1e6
+        assert d["iowait"] == pytest.approx(waited, rel=1e-2)
+        assert d["latency"] * d["iops_total"] / 1e6 == pytest.approx(d["iowait"], rel=1e-2)
+        assert d["avgqu_sz"] == pytest.approx(d["iowait"], rel=1e-2)
+        # plausible requests: between a sector and QEMU's largest, latencies under a second
+        assert 512 <= d["read"] / d["iops_read"] <= 4 * MIB
+        assert 0 < d["read_latency"] < 1e6 and 0 < d["write_latency"] < 1e6
+        # the host's view of the SR, and VBD_metrics, from the same source
+        vbd = next(v for v in x.VM.get_VBDs(vm) if x.VBD.get_userdevice(v) == "0")
+        metrics = x.VBD.get_metrics(vbd)
+        until(lambda: float(x.VBD_metrics.get_io_read_kbs(metrics)) > 0, 120, "VBD_metrics")
+        assert row.get("cpu0", 0.0) > 0  # the vCPU thread's own CPU time
+    finally:
+        x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
