@@ -201,15 +201,23 @@ class Collector:
 
     async def _run(self, step: float) -> None:
         saved = time.monotonic()
+        last = 0.0
         while True:
             now = self.now()
-            await asyncio.sleep(step - now % step)  # on the step's boundaries, as rrdd
+            boundary = now - now % step + step
+            if boundary <= last:  # woke a hair early last time: this boundary is done
+                boundary += step
+            await asyncio.sleep(boundary - now)  # on the step's boundaries, as rrdd
+            # stamped with the boundary the sleep aimed at (unless it overslept badly), not
+            # when a slow backend answered: each 5-second row is then one interval's figures
+            t = self.now()
+            t = last = boundary if t - boundary < step / 2 else t
             try:
                 await asyncio.wait_for(self.feed.refresh(), step / 2)
             except Exception:  # a backend that cannot say: its last counters are used
                 log.warning("the backend's counters could not be read afresh", exc_info=True)
             try:
-                self.tick()
+                self.tick(t)
             except Exception:
                 log.exception("metrics collection failed")
             if time.monotonic() - saved > SAVE_EVERY:

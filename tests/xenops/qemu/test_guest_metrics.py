@@ -1,6 +1,7 @@
 """A real guest's disk in the metrics: QEMU's ``query-blockstats`` behind XAPI's iostat sources.
 
-The guest reads its disk (page cache dropped) and writes a file with fsync, over and over;
+The guest reads its disk (page cache dropped) and writes to it with fsync, until a 5-second
+row has both;
 ``/rrd_updates`` (JSON, as Xen Orchestra reads it) then shows nonzero read and write rates,
 request rates and latencies for ``vbd_xvda``, each consistent with the others as counters
 over the same interval make them: throughput in MiB/s is the byte rate, the total request
@@ -24,11 +25,12 @@ from xenstack.testing.guests import QemuHost, qemu_host
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.root, pytest.mark.slow]
 
+# short lines: the serial console takes them whole (the guest's root is its initramfs, so
+# the disk is free to read and write; the lifecycle test's markers live at sector 4096)
 LOAD = (
-    "sh -c 'while :; do echo 3 > /proc/sys/vm/drop_caches;"
-    " dd if=/dev/vda of=/dev/null bs=64k count=128 2>/dev/null;"
-    " dd if=/dev/zero of=/root/r3-load bs=64k count=32 conv=fsync 2>/dev/null;"
-    " sleep 1; done' >/dev/null 2>&1 & true"
+    "echo 3 > /proc/sys/vm/drop_caches",
+    "dd if=/dev/vda of=/dev/null bs=64k count=128 skip=64",
+    "dd if=/dev/zero of=/dev/vda bs=64k count=16 seek=128 conv=fsync",
 )
 MIB = 1024 * 1024
 
@@ -89,9 +91,17 @@ def test_a_guest_doing_io_shows_rates_and_latencies(host: QemuHost, sdk: Any) ->
         guest_ip(x, vm)  # its agent runs: so does its shell
         con = console(host, x, vm)
         until(lambda: _answers(con), 180, "the guest's shell")
-        con.run_command(LOAD)
         uuid = x.VM.get_uuid(vm)
-        row = until(lambda: busy_row(host, sdk._session, uuid), 180, "a row with disk I/O")
+
+        def io_seen() -> dict[str, float] | None:
+            for command in LOAD:
+                con.run_command(command)
+            try:
+                return until(lambda: busy_row(host, sdk._session, uuid), 12, "a busy row")
+            except TimeoutError:  # the reads and the writes fell in two rows: again
+                return None
+
+        row = until(io_seen, 240, "a row with disk reads and writes")
         d = {k.removeprefix("vbd_xvda_"): v for k, v in row.items() if k.startswith("vbd_xvda_")}
         # the same counters over the same interval (values carry 5 significant digits)
         assert d["io_throughput_read"] * MIB == pytest.approx(d["read"], rel=1e-3)
@@ -100,10 +110,12 @@ def test_a_guest_doing_io_shows_rates_and_latencies(host: QemuHost, sdk: Any) ->
             d["io_throughput_read"] + d["io_throughput_write"], rel=1e-3
         )
         assert d["iops_total"] == pytest.approx(d["iops_read"] + d["iops_write"], rel=1e-3)
+        # a row is the interval's figures, but a sample a little past the row's boundary
+        # lends it some of the next interval's: products of two sources agree to a few %
         waited = (d["read_latency"] * d["iops_read"] + d["write_latency"] * d["iops_write"]) / 1e6
-        assert d["iowait"] == pytest.approx(waited, rel=1e-2)
-        assert d["latency"] * d["iops_total"] / 1e6 == pytest.approx(d["iowait"], rel=1e-2)
-        assert d["avgqu_sz"] == pytest.approx(d["iowait"], rel=1e-2)
+        assert d["iowait"] == pytest.approx(waited, rel=3e-2)
+        assert d["latency"] * d["iops_total"] / 1e6 == pytest.approx(d["iowait"], rel=3e-2)
+        assert d["avgqu_sz"] == pytest.approx(d["iowait"], rel=3e-2)
         # plausible requests: between a sector and QEMU's largest, latencies under a second
         assert 512 <= d["read"] / d["iops_read"] <= 4 * MIB
         assert 0 < d["read_latency"] < 1e6 and 0 < d["write_latency"] < 1e6
