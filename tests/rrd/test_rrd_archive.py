@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import math
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xenstack.rrd.archive import DERIVE, DataSource, Ring, Rrd
 from xenstack.rrd.dump import from_xml, to_xml
-from xenstack.rrd.export import f_to_s, updates, xport_json, xport_xml
+from xenstack.rrd.export import RowCache, f_to_s, updates, xport_json, xport_xml
 
 SCALES = ((1, 12), (3, 8), (12, 4))  # small timescales: same code, quick to fill
 START = 6000  # a multiple of every span (5, 15, 60 seconds)
@@ -159,21 +160,50 @@ _VALUES = st.one_of(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.lists(_VALUES, max_size=9), st.integers(0, 6)), max_size=12))
-def test_cached_cells_are_a_fresh_rendering(steps: list[tuple[list[float], int]]) -> None:
-    """Pushes between reads of any number of cells: what the ring's cached xport cells say is
-    what formatting its values afresh says (XAPI's spellings: NaN, Infinity, 0.0)."""
-    ring = Ring(6)
+@given(st.lists(st.tuples(st.lists(_VALUES, max_size=4), st.integers(0, 6)), max_size=10))
+def test_cached_rows_are_a_fresh_rendering(steps: list[tuple[list[float], int]]) -> None:
+    """Pushes (one a step, as ticks do) between reads of any number of rows: the row cache
+    answers what rendering the rings afresh does, in XAPI's spellings (NaN, Infinity, 0.0)."""
+    cache = RowCache()
+    rings = [Ring(6), Ring(6)]
+    end = 1000
     for pushed, count in steps:
         for value in pushed:
-            ring.push(value)
-        fresh = [f"<v>{f_to_s(v)}</v>" for v in ring.newest(count)]
-        assert ring.newest_cells(count) == fresh
+            end += 5
+            rings[0].push(value)
+            rings[1].push(-value)
+        times = [end - 5 * i for i in range(count)]
+        fresh = [
+            f"<row><t>{t}</t>" + "".join(f"<v>{f_to_s(r.peek(i))}</v>" for r in rings) + "</row>"
+            for i, t in enumerate(times)
+        ]
+        key = ("k", tuple(rings))
+        assert [r.decode() for r in cache.rows(key, rings, times, end, 5)] == fresh
 
 
-def test_the_xml_form_from_cells_is_the_xml_form_from_values() -> None:
+def test_the_xml_form_from_rows_is_the_xml_form_from_values() -> None:
     rrd, _ = _feed([(1, float(i) * 1.37) for i in range(1, 40)])
-    u = updates([("vm:abc:", rrd)], START + 50, 0, None, as_cells=True)
-    v = updates([("vm:abc:", rrd)], START + 50, 0, None)
-    assert u.cells is not None and not u.columns
+    for _ in range(2):  # rendered, then from the cache
+        u = updates([("vm:abc:", rrd)], START + 50, 0, None, as_xml=True)
+        v = updates([("vm:abc:", rrd)], START + 50, 0, None)
+        assert u.xml_rows is not None and not u.columns
+        assert xport_xml(u) == xport_xml(v)
+    rrd.update(rrd.last_updated + 5, {"x": 2.0})  # a tick: one new row, the rest reused
+    u = updates([("vm:abc:", rrd)], START + 55, 0, None, as_xml=True)
+    v = updates([("vm:abc:", rrd)], START + 55, 0, None)
     assert xport_xml(u) == xport_xml(v)
+
+
+def test_the_json_form_from_rows_is_the_json_form_from_values() -> None:
+    rrd, _ = _feed([(1, float(i) * 1.37) for i in range(1, 40)])
+    rrd.update(rrd.last_updated + 400, {})  # a gap past the heartbeat: unknown values, null
+    for _ in range(2):
+        u = updates([("vm:abc:", rrd)], START + 50, 0, None, as_json=True)
+        v = updates([("vm:abc:", rrd)], START + 50, 0, None)
+        assert u.json_rows is not None and not u.columns
+        assert xport_json(u) == xport_json(v)
+        assert b"null" in xport_json(u) and b"NaN" not in xport_json(u)
+        doc = orjson.loads(xport_json(u))
+        assert [row["values"] for row in doc["data"]] == [
+            [None if x != x else x for x in values] for _, values in v.rows()
+        ]

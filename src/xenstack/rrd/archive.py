@@ -63,19 +63,13 @@ def cells(values: Sequence[float]) -> list[str]:
 
 
 class Ring:
-    """A fixed number of floats, newest first by :meth:`peek`; starts full of NaN.
+    """A fixed number of floats, newest first by :meth:`peek`; starts full of NaN."""
 
-    It keeps its values as xport cells too (:meth:`newest_cells`), formatted once: a push
-    only marks its slot to format again, so an ``/rrd_updates`` read formats what changed
-    since the previous read, not the whole archive."""
-
-    __slots__ = ("data", "head", "stale", "texts")
+    __slots__ = ("data", "head")
 
     def __init__(self, size: int, values: Sequence[float] = ()) -> None:
         self.data = array("d", [NAN]) * size
         self.head = size - 1  # index of the newest value
-        self.texts: list[str] | None = None  # the cells, once read
-        self.stale = 0  # pushes since the cells were last brought up to date
         for value in values:  # oldest first
             self.push(value)
 
@@ -88,7 +82,6 @@ class Ring:
             head = 0
         self.data[head] = value
         self.head = head
-        self.stale += 1
 
     def peek(self, age: int) -> float:
         """The value pushed ``age`` pushes ago (0: the newest)."""
@@ -103,21 +96,6 @@ class Ring:
         values: list[float] = _newest(self.data, self.head, count).tolist()
         values.reverse()
         return values
-
-    def newest_cells(self, count: int) -> list[str]:
-        """The newest ``count`` values as xport cells, newest first."""
-        size = len(self.data)
-        texts = self.texts
-        if texts is None or self.stale >= size:
-            texts = self.texts = cells(self.data)
-        elif self.stale:
-            slots = [(self.head - age) % size for age in range(self.stale)]
-            for slot, text in zip(slots, cells([self.data[i] for i in slots]), strict=True):
-                texts[slot] = text
-        self.stale = 0
-        part: list[str] = _newest(texts, self.head, count)
-        part.reverse()
-        return part
 
 
 def _newest(data: Any, head: int, count: int) -> Any:
