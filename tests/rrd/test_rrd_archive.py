@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from xenstack.rrd.archive import DERIVE, DataSource, Ring, Rrd
 from xenstack.rrd.dump import from_xml, to_xml
-from xenstack.rrd.export import RowCache, f_to_s, updates, xport_json, xport_xml
+from xenstack.rrd.export import SegmentCache, f_to_s, updates, xport_json, xport_xml
 
 SCALES = ((1, 12), (3, 8), (12, 4))  # small timescales: same code, quick to fill
 START = 6000  # a multiple of every span (5, 15, 60 seconds)
@@ -161,10 +161,11 @@ _VALUES = st.one_of(
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.lists(_VALUES, max_size=4), st.integers(0, 6)), max_size=10))
-def test_cached_rows_are_a_fresh_rendering(steps: list[tuple[list[float], int]]) -> None:
-    """Pushes (one a step, as ticks do) between reads of any number of rows: the row cache
-    answers what rendering the rings afresh does, in XAPI's spellings (NaN, Infinity, 0.0)."""
-    cache = RowCache()
+def test_cached_segments_are_a_fresh_rendering(steps: list[tuple[list[float], int]]) -> None:
+    """Pushes (one a step, as ticks do) between reads of any number of rows: the segment
+    cache answers what rendering the rings afresh does, in XAPI's spellings (NaN, Infinity,
+    0.0) and as JSON (null)."""
+    cache = SegmentCache()
     rings = [Ring(6), Ring(6)]
     end = 1000
     for pushed, count in steps:
@@ -172,13 +173,15 @@ def test_cached_rows_are_a_fresh_rendering(steps: list[tuple[list[float], int]])
             end += 5
             rings[0].push(value)
             rings[1].push(-value)
-        times = [end - 5 * i for i in range(count)]
         fresh = [
-            f"<row><t>{t}</t>" + "".join(f"<v>{f_to_s(r.peek(i))}</v>" for r in rings) + "</row>"
-            for i, t in enumerate(times)
+            "".join(f"<v>{f_to_s(r.peek(i))}</v>" for r in rings).encode() for i in range(count)
         ]
-        key = ("k", tuple(rings))
-        assert [r.decode() for r in cache.rows(key, rings, times, end, 5)] == fresh
+        assert cache.segments("xml", rings, end, 5, count) == fresh
+        as_json = [
+            b",".join(orjson.dumps(r.peek(i) if math.isfinite(r.peek(i)) else None) for r in rings)
+            for i in range(count)
+        ]
+        assert cache.segments("json", rings, end, 5, count) == as_json
 
 
 def test_the_xml_form_from_rows_is_the_xml_form_from_values() -> None:

@@ -39,29 +39,6 @@ GAUGE, ABSOLUTE, DERIVE = "GAUGE", "ABSOLUTE", "DERIVE"
 KINDS = (GAUGE, ABSOLUTE, DERIVE)
 
 
-# what "%.5g" writes -> what XAPI's f_to_s writes, inside an xport cell
-_SPECIAL = (
-    ("<v>nan</v>", "<v>NaN</v>"),
-    ("<v>-nan</v>", "<v>NaN</v>"),
-    ("<v>inf</v>", "<v>Infinity</v>"),
-    ("<v>-inf</v>", "<v>-Infinity</v>"),
-    ("<v>0</v>", "<v>0.0</v>"),
-    ("<v>-0</v>", "<v>0.0</v>"),
-)
-_SEP = "\x00"
-
-
-def cells(values: Sequence[float]) -> list[str]:
-    """Each value as an xport cell, ``<v>...</v>``, in XAPI's spelling: one C-level format
-    for them all, the special values fixed afterwards."""
-    if not values:
-        return []
-    text = ("<v>%.5g</v>" + _SEP) * len(values) % tuple(values)
-    for python, xapi in _SPECIAL:
-        text = text.replace(python, xapi)
-    return text.split(_SEP)[:-1]
-
-
 class Ring:
     """A fixed number of floats, newest first by :meth:`peek`; starts full of NaN."""
 

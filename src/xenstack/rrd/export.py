@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import orjson
 
-from .archive import CFS, Ring, Rrd, Timescale, cells
+from .archive import CFS, Ring, Rrd, Timescale
 
 _SEP = "\x00"
 
@@ -104,12 +105,12 @@ def updates(
             legend.extend(f"{c}:{prefix}{name}" for name in names)
             rings.extend(scale.rings[c])
     if as_xml or as_json:
-        aligned = all(r.row_time(sc) == end for r, sc in used)
         form = "json" if as_json else "xml"
-        # the rings themselves: a forgotten source's new rings are another key
-        key = (form, shape, tuple(legend), tuple(rings)) if aligned else None
-        render = _render_json_rows if as_json else _render_rows
-        rows = _ROWS.rows(key, rings, times, end, span, render)
+        count, parts = len(times), []
+        for rrd, scale in used:
+            rrd_rings = [ring for c in cfs for ring in scale.rings[c]]
+            parts.append(_SEGMENTS.segments(form, rrd_rings, rrd.row_time(scale), span, count))
+        rows = _join_rows(form, times, parts)
         if as_json:
             return Updates(first_time, span, end, legend, times, [], json_rows=rows)
         return Updates(first_time, span, end, legend, times, [], rows)
@@ -117,88 +118,88 @@ def updates(
     return Updates(first_time, span, end, legend, times, columns)
 
 
-def _render_rows(rings: Sequence[Ring], times: Sequence[int], ages: Sequence[int]) -> list[bytes]:
-    """``<row>`` elements for the rows ``ages`` pushes old (times ``times``), in one format."""
-    if not rings:
-        return [f"<row><t>{t}</t></row>".encode() for t in times]
-    count = len(ages)
-    if count > 1 and list(ages) == list(range(count)):  # the newest rows: column slices
-        flat: list[float] = []
-        for ring in rings:
-            flat.extend(ring.newest(count))
-        texts = cells(flat)  # column-major: row i is every count-th cell from i
-        return [
-            f"<row><t>{t}</t>{''.join(texts[i::count])}</row>".encode() for i, t in enumerate(times)
-        ]
-    rows = []
-    for t, age in zip(times, ages, strict=True):
-        rows.append(f"<row><t>{t}</t>{''.join(cells([r.peek(age) for r in rings]))}</row>".encode())
-    return rows
+# what "%.5g" writes -> what XAPI's f_to_s writes, inside an xport cell
+_SPECIAL = (
+    ("<v>nan</v>", "<v>NaN</v>"),
+    ("<v>inf</v>", "<v>Infinity</v>"),
+    ("<v>-inf</v>", "<v>-Infinity</v>"),
+    ("<v>0</v>", "<v>0.0</v>"),
+    ("<v>-0</v>", "<v>0.0</v>"),
+)
 
 
-def _render_json_rows(
-    rings: Sequence[Ring], times: Sequence[int], ages: Sequence[int]
-) -> list[bytes]:
-    """The JSON form's rows, ``{"t": T, "values": [...]}`` (unknown values null)."""
-    count = len(ages)
-    if count > 1 and list(ages) == list(range(count)):
-        flat: list[float] = []
-        for ring in rings:
-            flat.extend(ring.newest(count))
-        return [orjson.dumps({"t": t, "values": flat[i::count]}) for i, t in enumerate(times)]
-    return [
-        orjson.dumps({"t": t, "values": [r.peek(age) for r in rings]})
-        for t, age in zip(times, ages, strict=True)
-    ]
+def render_segments(form: str, rings: Sequence[Ring], ages: Sequence[int]) -> list[bytes]:
+    """The part of each row (``ages`` pushes old) that ``rings`` (one RRD's) make: XML cells
+    ``<v>..</v>`` in XAPI's spellings, or JSON numbers (null unknown) joined by commas. One
+    format for them all."""
+    n, count = len(rings), len(ages)
+    if n == 0 or count == 0:
+        return [b""] * count
+    if list(ages) == list(range(count)):  # the newest rows: a transpose of the columns
+        rows: Sequence[Sequence[float]] = list(zip(*(r.newest(count) for r in rings), strict=True))
+    else:
+        rows = [[r.peek(age) for r in rings] for age in ages]
+    if form == "json":
+        text = orjson.dumps(rows)[2:-2]  # [[a,b],[c,d]] -> a,b],[c,d
+        return text.split(b"],[")
+    xml = (("<v>%.5g</v>" * n + _SEP) * count) % tuple(chain.from_iterable(rows))
+    for python, xapi in _SPECIAL:
+        xml = xml.replace(python, xapi)
+    return [part.encode() for part in xml.split(_SEP)[:-1]]
 
 
-Render = Callable[[Sequence[Ring], Sequence[int], Sequence[int]], list[bytes]]
+class SegmentCache:
+    """Rendered row segments: per RRD read (the very rings, so a forgotten source's new rings
+    are another entry), what it puts in the row of each time.
 
+    A row is final once its time has passed (the rings only push), and XAPI's clients (Xen
+    Orchestra, XenCenter) ask for the same host and VMs every few seconds: a read after a
+    tick renders each RRD's one new row and reuses the rest, and a VM that starts costs its
+    own rows only. Segments are kept by their RRD's own time (an RRD a tick behind the
+    others is read at the same ages, as XAPI does, and cached by what its rows stand for).
+    The least recently read entries go first past ``size``."""
 
-class RowCache:
-    """Rendered xport rows, by what was asked (the legend and the very rings read).
-
-    A row is final once its time has passed (the rings only push), so a read after a tick
-    renders the one new row and reuses the others: XAPI's clients (Xen Orchestra, XenCenter)
-    ask for the same host and VMs every few seconds. Only reads where every RRD's newest row
-    is at the same time are cached (rows then name the same moment in every RRD). A few
-    shapes are kept, the least recently read dropped first."""
-
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
         self.entries: OrderedDict[Hashable, dict[int, bytes]] = OrderedDict()
 
-    def rows(
-        self,
-        key: Hashable | None,
-        rings: Sequence[Ring],
-        times: Sequence[int],
-        end: int,
-        span: int,
-        render: Render = _render_rows,
+    def segments(
+        self, form: str, rings: Sequence[Ring], newest: int, span: int, count: int
     ) -> list[bytes]:
-        ages = [(end - t) // span for t in times]
-        if key is None:
-            return render(rings, times, ages)
-        known = self.entries.pop(key, {})
+        """The segments of the rows 0..``count``-1 pushes old, the newest one at ``newest``."""
+        key = (form, span, tuple(rings))
+        known = self.entries.pop(key, None)
+        if known is None:
+            known = {}
         self.entries[key] = known
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
-        missing = [(t, a) for t, a in zip(times, ages, strict=True) if t not in known]
+        times = [newest - age * span for age in range(count)]
+        missing = [age for age, t in enumerate(times) if t not in known]
         if missing:
-            if len(missing) > len(times) // 2:
-                fresh = dict(zip(times, render(rings, times, ages), strict=True))
-            else:
-                new_times, new_ages = [t for t, _ in missing], [a for _, a in missing]
-                fresh = dict(zip(new_times, render(rings, new_times, new_ages), strict=True))
-            oldest = times[-1] if times else end
+            if len(missing) == count:
+                missing = list(range(count))
+            for age, text in zip(missing, render_segments(form, rings, missing), strict=True):
+                known[times[age]] = text
+            oldest = times[-1] if times else newest
             for t in [t for t in known if t < oldest]:
                 del known[t]
-            known.update(fresh)
         return [known[t] for t in times]
 
 
-_ROWS = RowCache()
+_SEGMENTS = SegmentCache()
+
+
+def _join_rows(form: str, times: Sequence[int], parts: Sequence[Sequence[bytes]]) -> list[bytes]:
+    """Each time's row from every RRD's segment of it."""
+    rows = []
+    for i, t in enumerate(times):
+        if form == "json":
+            values = b",".join([p[i] for p in parts if p[i]])
+            rows.append(b'{"t":%d,"values":[%b]}' % (t, values))
+        else:
+            rows.append(b"<row><t>%d</t>%b</row>" % (t, b"".join([p[i] for p in parts])))
+    return rows
 
 
 def xport_xml(u: Updates) -> bytes:
@@ -214,9 +215,9 @@ def xport_xml(u: Updates) -> bytes:
     ]
     rows = u.xml_rows
     if rows is None:
-        rings = [Ring(len(c), list(reversed(c))) for c in u.columns]
-        ages = list(range(len(u.times)))
-        rows = _render_rows(rings, u.times, ages) if u.columns else _render_rows([], u.times, [])
+        rings = [Ring(len(u.times), list(reversed(c))) for c in u.columns]
+        segments = render_segments("xml", rings, range(len(u.times)))
+        rows = _join_rows("xml", u.times, [segments])
     return b"".join([("".join(head)).encode(), *rows, b"</data></xport>"])
 
 
