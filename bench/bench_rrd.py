@@ -143,7 +143,9 @@ def main() -> int:
 
         rtt = statistics.median(jsonrpc_round_trip(pool, s._session) for _ in range(20))
         for form, suffix in (("XML", ""), ("JSON", "&json=true")):
-            pool.call(lambda ts: rrd_export._SEGMENTS.entries.clear())
+            pool.call(
+                lambda ts: (rrd_export._SEGMENTS.entries.clear(), rrd_export._ROWS.entries.clear())
+            )
             cold, size = fetch(url(suffix))  # every row rendered
             after = []
             for _ in range(10):  # as Xen Orchestra polls: one tick, one read

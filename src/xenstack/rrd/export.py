@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -106,11 +106,18 @@ def updates(
             rings.extend(scale.rings[c])
     if as_xml or as_json:
         form = "json" if as_json else "xml"
-        count, parts = len(times), []
-        for rrd, scale in used:
-            rrd_rings = [ring for c in cfs for ring in scale.rings[c]]
-            parts.append(_SEGMENTS.segments(form, rrd_rings, rrd.row_time(scale), span, count))
-        rows = _join_rows(form, times, parts)
+        count = len(times)
+
+        def build(indexes: Sequence[int]) -> list[bytes]:
+            parts = []
+            for rrd, scale in used:
+                rrd_rings = [ring for c in cfs for ring in scale.rings[c]]
+                parts.append(_SEGMENTS.segments(form, rrd_rings, rrd.row_time(scale), span, count))
+            return _join_rows(form, [times[i] for i in indexes], parts, indexes)
+
+        # a whole row is final too while the same rings are read at the same offsets
+        offsets = tuple(end - rrd.row_time(scale) for rrd, scale in used)
+        rows = _ROWS.rows((form, span, tuple(rings), offsets), times, build)
         if as_json:
             return Updates(first_time, span, end, legend, times, [], json_rows=rows)
         return Updates(first_time, span, end, legend, times, [], rows)
@@ -190,10 +197,51 @@ class SegmentCache:
 _SEGMENTS = SegmentCache()
 
 
-def _join_rows(form: str, times: Sequence[int], parts: Sequence[Sequence[bytes]]) -> list[bytes]:
-    """Each time's row from every RRD's segment of it."""
+class RowCache:
+    """Whole rows of the answers last given, by what was read (the form, the rings and each
+    RRD's offset): a client asking the same again after a tick gets the rows it had, and
+    the new one joined from the RRDs' segments. A few answers are kept."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.entries: OrderedDict[Hashable, dict[int, bytes]] = OrderedDict()
+
+    def rows(
+        self,
+        key: Hashable,
+        times: Sequence[int],
+        build: Callable[[Sequence[int]], list[bytes]],
+    ) -> list[bytes]:
+        known = self.entries.pop(key, None)
+        if known is None:
+            known = {}
+        self.entries[key] = known
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        missing = [i for i, t in enumerate(times) if t not in known]
+        if missing:
+            for i, row in zip(missing, build(missing), strict=True):
+                known[times[i]] = row
+            oldest = times[-1]
+            for t in [t for t in known if t < oldest]:
+                del known[t]
+        return [known[t] for t in times]
+
+
+_ROWS = RowCache()
+
+
+def _join_rows(
+    form: str,
+    times: Sequence[int],
+    parts: Sequence[Sequence[bytes]],
+    indexes: Sequence[int] | None = None,
+) -> list[bytes]:
+    """Each time's row from every RRD's segment of it (segment ``indexes[k]`` for
+    ``times[k]``; by default the k-th)."""
     rows = []
-    for i, t in enumerate(times):
+    for k, t in enumerate(times):
+        i = k if indexes is None else indexes[k]
         if form == "json":
             values = b",".join([p[i] for p in parts if p[i]])
             rows.append(b'{"t":%d,"values":[%b]}' % (t, values))
