@@ -21,7 +21,7 @@ export XENSTACK_PYTHON="${XENSTACK_PYTHON:-$repo/.venv/bin/python}"
 "$OPENSTACK_VENV/bin/pip" install -q --no-deps ./openstack
 rm -rf openstack/build openstack/*.egg-info
 cd openstack/tests
-modules="test_generic test_functional test_images test_vif test_driver test_root_helper test_agent test_neutron"
+modules="test_generic test_functional test_images test_local_dev test_vif test_driver test_root_helper test_agent test_neutron"
 echo "openstack tests, eventlet mode"
 "$OPENSTACK_VENV/bin/python" -m testtools.run $modules
 echo "openstack tests, native threading mode"

@@ -55,10 +55,11 @@ from .api.dispatch import Dispatcher
 from .api.rbac import http_checker
 from .api.tasks import TaskManager
 from .core.clock import Clock, SystemClock
-from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig
+from .core.config import SESSION_IDLE_TIMEOUT, ToolstackConfig, remembered, to_remember
 from .db.etcd import EtcdPersistence
 from .db.persistence import MemoryPersistence, Persistence, SqlitePersistence
 from .db.store import Database
+from .impl.devices import dom0 as dom0_vbds
 from .impl.host.hypervisor import Hypervisor
 from .impl.host.plugins import inventory, write_inventory
 from .impl.host.rrd_feed import DbFeed, record_rates
@@ -91,6 +92,7 @@ from .rpc.vm_http import vm_routes, vm_upload
 from .rrd import query as rrd_query
 from .rrd.collector import Collector
 from .rrd.store import RrdStore
+from .storage.dom0_attach import Dom0Disks
 from .storage.sr import DEFAULT_DRIVERS, SrDrivers
 from .ui import asset as ui_asset
 from .ui import index as ui_index
@@ -202,11 +204,12 @@ class Toolstack:
         switch: Switch | None = None,
         domain_log: Path | None = None,
     ) -> None:
-        self.config = config or ToolstackConfig()
         self.clock: Clock = clock or SystemClock()
         self.sr_drivers: SrDrivers = sr_drivers or DEFAULT_DRIVERS
         self.state_dir = Path(os.path.abspath(state_dir)) if state_dir is not None else None
         self.persistence = persistence or open_persistence(self.state_dir)
+        # the switch options init was given come back unless these name others
+        self.config = remembered(config or ToolstackConfig(), self.persistence.get_meta)
         self.db = Database(self.persistence)
         self.db.load()
         timeout = self.config.session_timeout if session_timeout is None else session_timeout
@@ -218,6 +221,8 @@ class Toolstack:
         self.master_address = (self.persistence.get_meta("master_address") or "") if slave else ""
         self.dispatcher = Dispatcher(self)
         self.storage = StorageService(self)
+        # VDIs plugged into this host's control domain, as its block devices (impl.devices.dom0)
+        self.dom0_disks = Dom0Disks(self.state_dir / "dom0" / "disks") if self.state_dir else None
         self.switch: Switch = switch or make_switch(self.config, self.state_dir)
         self.network = NetworkService(self, self.switch)
         self.xenstores: dict[str, XenStore] = {}
@@ -346,8 +351,11 @@ class Toolstack:
             with self.db.transaction():
                 use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
         self.persistence.set_meta("this_host", self.this_host)
-        if self.state_dir is not None:  # `serve` brings the same backend back
+        if self.state_dir is not None:  # `serve` brings the same backend and switch back
             self.persistence.set_meta("backend", self.hypervisor.backend.capabilities.name)
+            kept = to_remember(self.config, self.switch.kind, self.switch.netns)
+            for key, value in kept.items():
+                self.persistence.set_meta(key, value)
         return password
 
     async def start(self, config: HttpConfig) -> None:
@@ -369,6 +377,7 @@ class Toolstack:
         config.connects = guard_connects(consoles, checker)
         self.server = RpcServer(self.dispatcher.call, config)
         await self.storage.start()  # crash repairs first, before anything is served
+        await dom0_vbds.repair(self)  # dom0 devices a killed toolstack left: removed
         await self.network.start()  # the switch made to hold what the database says
         xenstore_nodes.restore(self)
         if self.state_dir is not None:  # dom0's connection to this host's XenStore
@@ -434,6 +443,7 @@ class Toolstack:
                 await self._reaper
         await self.collector.stop()  # the archives saved
         try:
+            await dom0_vbds.release_all(self)  # no dom0 device outlives the toolstack
             await self.storage.stop()
             if self.xenstore_server is not None:
                 await self.xenstore_server.stop()

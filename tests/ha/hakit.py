@@ -88,10 +88,10 @@ def wait_until(what: str, test: Any, timeout: float = 60.0) -> float:
 def _show_logs(hosts: list[ServerProcess]) -> None:
     """Print what each host logged (pytest shows it for a failed test)."""
     for server in hosts:
-        if server.proc is not None and server.proc.stderr is not None:
+        if server.proc is not None:
             if server.proc.poll() is None:
                 server.stop()
-            print(f"--- {server.state_dir.name}:\n{server.proc.stderr.read().decode()[-3000:]}")
+            print(f"--- {server.state_dir.name}:\n{server.stderr_text(3000)}")
 
 
 @contextmanager

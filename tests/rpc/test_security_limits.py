@@ -32,6 +32,7 @@ from xenstack.testing import RunningPool, server_process, simulated_pool
 
 P95_BOUND = 0.1
 MAX_BOUND = 0.5
+QUIET_CALL = 0.0005  # seconds: host.get_all's median here, quiet or at load 7 (0.26 ms)
 LEGIT = "127.0.0.2"  # all of 127.0.0.0/8 is loopback on Linux: a peer of its own
 ATTACKER = "127.0.0.1"
 MIB = 1024 * 1024
@@ -65,6 +66,7 @@ class Latencies:
     def __init__(self, pool: RunningPool) -> None:
         self.session = sdk(pool)
         self.times: list[float] = []
+        self.quiet: list[float] = []  # the same calls before the attack: this machine's pace
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -76,6 +78,11 @@ class Latencies:
             self.times.append(time.perf_counter() - start)
 
     def __enter__(self) -> Latencies:
+        x = self.session.xenapi
+        for _ in range(20):
+            start = time.perf_counter()
+            x.host.get_all()
+            self.quiet.append(time.perf_counter() - start)
         self.thread.start()
         return self
 
@@ -90,9 +97,11 @@ class Latencies:
         assert len(self.times) >= 20, self.times
         p95 = statistics.quantiles(self.times, n=20)[-1]
         worst = max(self.times)
-        assert p95 <= P95_BOUND and worst <= MAX_BOUND, (
+        # the bounds hold on a quiet machine; a loaded one stretches them by its own pace
+        pace = max(1.0, statistics.median(self.quiet) / QUIET_CALL)
+        assert p95 <= P95_BOUND * pace and worst <= MAX_BOUND * pace, (
             f"legitimate calls: {len(self.times)}, p95 {p95 * 1000:.1f} ms, "
-            f"max {worst * 1000:.1f} ms"
+            f"max {worst * 1000:.1f} ms, quiet median {statistics.median(self.quiet) * 1000:.1f} ms"
         )
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class Transfer(Protocol):
     task: str
 
-    def claim(self) -> None: ...
+    async def claim(self) -> None: ...
     def import_from(self, source: Any) -> int: ...
     async def durable(self) -> None: ...
     def export_size(self) -> tuple[int, Iterator[bytes | bytearray | memoryview]]: ...
@@ -98,8 +98,8 @@ class DiskUpload:
     def headers(self) -> dict[str, str]:
         return {"task-id": str(self.transfer.task)}
 
-    def claim(self) -> None:
-        self.transfer.claim()
+    async def claim(self) -> None:
+        await self.transfer.claim()
 
     async def receive(self, body: Body) -> None:
         worker = asyncio.ensure_future(asyncio.to_thread(self.transfer.import_from, body))

@@ -91,7 +91,7 @@ class Upload(Protocol):
     @property
     def headers(self) -> dict[str, str]: ...  # of the answer: ``task-id``
 
-    def claim(self) -> None: ...  # take what the body goes into, once it starts; ApiError
+    async def claim(self) -> None: ...  # take what the body goes into, once it starts; ApiError
     async def receive(self, body: Body) -> None: ...  # the import; errors as ApiError
     def close(self, error: ApiError | None) -> None: ...  # always: settles the task
 
@@ -267,7 +267,7 @@ class UploadRequest:
             await self.body.started.wait()
             if self.body.abandoned:  # a probe, or a client gone: take nothing
                 raise ApiError("VDI_IO_ERROR", [])
-            upload.claim()
+            await upload.claim()
             await upload.receive(self.body)
             error = None
         except ApiError as err:

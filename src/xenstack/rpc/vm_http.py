@@ -79,7 +79,7 @@ class VmUpload:
     def headers(self) -> dict[str, str]:
         return self.transfer.headers
 
-    def claim(self) -> None:
+    async def claim(self) -> None:
         pass  # the import makes new objects: nothing to take first
 
     async def receive(self, body: Body) -> None:

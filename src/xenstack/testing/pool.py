@@ -60,6 +60,9 @@ class RunningPool:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
 
+STOP_WAIT = 30.0  # seconds a simulated pool's toolstack has to stop
+
+
 @contextmanager
 def simulated_pool(
     state_dir: Path | None = None,
@@ -134,7 +137,9 @@ def simulated_pool(
         yield pool
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
+        thread.join(STOP_WAIT)
+        if thread.is_alive():  # a stop that hangs is a defect, not a slow teardown
+            raise RuntimeError(f"the simulated pool did not stop within {STOP_WAIT:.0f} s")
 
 
 def kit_config(
@@ -155,10 +160,19 @@ class ServerProcess:
         self.port = port
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
+        # its stderr goes to a file, never a pipe nobody reads (a chatty server would block)
+        self.stderr = tempfile.TemporaryFile(prefix="xenstack-serve-")  # noqa: SIM115 (lives as long as the server)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    def stderr_text(self, tail: int = 0) -> str:
+        """What the server wrote to stderr so far (its last ``tail`` characters if given)."""
+        self.stderr.flush()
+        self.stderr.seek(0)
+        text = self.stderr.read().decode(errors="replace")
+        return text[-tail:] if tail else text
 
     @property
     def password(self) -> str:
@@ -176,12 +190,11 @@ class ServerProcess:
             str(self.port),
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"xenstack serve exited: {err}")
+                raise RuntimeError(f"xenstack serve exited: {self.stderr_text()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return

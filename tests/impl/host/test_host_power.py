@@ -72,3 +72,24 @@ def test_shutdown_then_power_on(x: Any) -> None:
     x.VM.hard_shutdown(vm)
     x.host.power_on(host)  # a live host: nothing to do
     assert live(x, host)
+
+
+def test_power_on_config_keeps_its_password_in_a_secret(x: Any) -> None:
+    """XenCenter keeps a BMC's password as a secret named by ``power_on_password_secret``; a new
+    config forgets the old one's secrets (XAPI's clean_out_passwds), keeps one still named."""
+    host = master(x)
+    old = x.secret.create({"value": "bmc-1", "other_config": {}})
+    kept = x.secret.create({"value": "shared", "other_config": {}})
+    config = {"power_on_ip": "192.0.2.9", "power_on_user": "admin"}
+    x.host.set_power_on_mode(host, "DRAC", config | {
+        "power_on_password_secret": x.secret.get_uuid(old),
+        "other_password_secret": x.secret.get_uuid(kept)})  # fmt: skip
+    new = x.secret.create({"value": "bmc-2", "other_config": {}})
+    x.host.set_power_on_mode(host, "DRAC", config | {
+        "power_on_password_secret": x.secret.get_uuid(new),
+        "other_password_secret": x.secret.get_uuid(kept)})  # fmt: skip
+    assert failure(x.secret.get_value, old)[0] == "HANDLE_INVALID"
+    assert x.secret.get_value(kept) == "shared" and x.secret.get_value(new) == "bmc-2"
+    assert x.host.get_power_on_config(host)["power_on_password_secret"] == x.secret.get_uuid(new)
+    x.host.set_power_on_mode(host, "", {})
+    assert failure(x.secret.get_value, new)[0] == "HANDLE_INVALID"

@@ -175,3 +175,36 @@ def test_random_upload_byte_exact_plain_and_chunked(
         back = tmp_path / "back.raw"
         assert get_file(xenstack_pool, session, vdi, back, "raw") == 200
         assert back.read_bytes() == data
+
+
+def test_an_import_waits_out_a_gc_pass(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    """A GC pass holding the VDI's file delays an import (as other chain changes wait for it);
+    any other holder refuses it with VDI_IN_USE."""
+    import threading
+
+    assert xenstack_pool.toolstack is not None
+    claims = xenstack_pool.toolstack.storage.busy
+    vdi = new_vdi(session, 4 * MIB)
+    location = session.xenapi.VDI.get_location(vdi)
+    source = tmp_path / "in.raw"
+    write_pattern(source, 4 * MIB)
+
+    assert claims.gc_claim([location])
+    timer = threading.Timer(0.5, claims.gc_release, [location])
+    timer.start()
+    task = session.xenapi.task.create("after the GC", "")
+    try:
+        assert put_file(xenstack_pool, session, vdi, source, "raw", task) == 200
+    finally:
+        timer.join()
+    assert session.xenapi.task.get_status(task) == "success"
+
+    claims.add(location)  # another user (an export, a copy): no waiting for it
+    task = session.xenapi.task.create("while in use", "")
+    try:
+        assert put_file(xenstack_pool, session, vdi, source, "raw", task) == 200
+    finally:
+        claims.discard(location)
+    assert session.xenapi.task.get_error_info(task) == ["VDI_IN_USE", vdi, "import"]

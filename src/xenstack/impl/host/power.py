@@ -75,5 +75,14 @@ def power_on(ctx: Context, host: str) -> None:
 def set_power_on_mode(
     ctx: Context, self_: str, power_on_mode: str, power_on_config: dict[str, str]
 ) -> None:
+    """Keep the new mode and config; the secrets the old config named (its
+    ``*password_secret`` keys, as XenCenter stores a BMC password) are destroyed, as XAPI's
+    ``Xapi_secret.clean_out_passwds`` does. A secret the new config still names is kept."""
     with ctx.db.transaction() as db:
+        old = db.get("host", self_)["power_on_config"]
         db.update("host", self_, power_on_mode=power_on_mode, power_on_config=power_on_config)
+        kept = set(power_on_config.values())
+        secrets = db.table("secret").by_uuid
+        for key, uuid in old.items():
+            if key.endswith("password_secret") and uuid not in kept and uuid in secrets:
+                db.destroy("secret", secrets[uuid])

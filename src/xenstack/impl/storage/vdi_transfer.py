@@ -156,9 +156,10 @@ class DiskTransfer:
         self._last = 0.0
         self._lock = threading.Lock()
 
-    def claim(self) -> None:
-        """Take the VDI for an import (once its body starts); VDI_IN_USE if it is busy."""
-        if not self.toolstack.storage.busy.try_claim([self.location]):
+    async def claim(self) -> None:
+        """Take the VDI for an import (once its body starts), waiting out a GC pass that holds
+        it; VDI_IN_USE if anything else does."""
+        if not await self.toolstack.storage.busy.claim_waiting_for_gc(self.location):
             raise ApiError("VDI_IN_USE", [self.vdi, "import"])
         self.claimed = self.location
 
