@@ -29,6 +29,7 @@ from ..interface import (
     DomainExists,
     DomainInfo,
     DomainSpec,
+    DomainStats,
     HostSpec,
     MissingPvDrivers,
     NicSpec,
@@ -40,6 +41,7 @@ from ..interface import (
     XenopsError,
 )
 from . import cmdline, hostinfo, process
+from . import stats as domain_stats
 from .agent import GuestChannel
 from .bridge import LinuxBridgeHooks
 from .cmdline import RunDir
@@ -98,6 +100,7 @@ class QemuBackend(Backend):
         self._probe: asyncio.Task[str] | None = None
         self._next_domid = 1
         self.migrations: dict[str, dict[str, float]] = {}  # the last one of each VM
+        self.stats: dict[str, DomainStats] = {}  # each domain's counters, read by refresh_stats
         self.facts = hostinfo.machine_facts()
 
     # ---- helpers -------------------------------------------------------------------------
@@ -491,6 +494,16 @@ class QemuBackend(Backend):
         if dom.host_id == host_id:
             return dom.info()
         return await migrate(self, dom, host_id, spec or dom.spec)
+
+    # ---- metrics (see .stats) -----------------------------------------------------------
+
+    def vm_stats(self, vm_id: str) -> DomainStats | None:
+        return self.stats.get(vm_id) if vm_id in self.domains else None
+
+    async def refresh_stats(self) -> None:
+        doms = list(self.domains.values())
+        read = await asyncio.gather(*(domain_stats.read(d) for d in doms))
+        self.stats = {d.vm_id: s for d, s in zip(doms, read, strict=True) if s is not None}
 
     # ---- VBD / VIF hot-plug --------------------------------------------------------------
 
