@@ -5,8 +5,8 @@ store, no Keystone) and a xenstack SR, both ways, bytes compared: raw images and
 with os-xenapi's argument encoding; the chain goes both ways as a chain, through the VDIs'
 ``sm_config:vhd-parent``).
 
-``vdi_local_dev`` is not run here: it attaches the VDI to the compute VM itself and reads
-the ``/dev/xvdX`` that appears, which needs nova-compute in a real Xen guest."""
+``vdi_local_dev`` has its own module, ``test_local_dev``: it attaches the VDI to the compute
+VM itself, here the control domain, whose VBDs are real dom0 block devices."""
 
 from __future__ import annotations
 
