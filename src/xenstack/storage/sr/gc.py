@@ -161,7 +161,7 @@ def _merge_one(
 def gc_active(lock_dir: str, sr_uuid: str) -> Iterator[None]:
     """Hold ``<lock_dir>/<sr_uuid>/gc_active`` locked while an SR's GC runs, as SM's cleanup
     holds its ``gc_active`` lock: whoever asks (``cleanup.py -q``, xenhost's ``query_gc``)
-    tries the lock without blocking."""
+    tries the lock without blocking (a dom0 plug-in, it reads the file itself)."""
     directory = os.path.join(lock_dir, sr_uuid)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(directory, "gc_active"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -170,21 +170,6 @@ def gc_active(lock_dir: str, sr_uuid: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # the lock goes with it
-
-
-def gc_running(lock_dir: str, sr_uuid: str) -> bool:
-    """Whether an SR's GC holds its ``gc_active`` lock now."""
-    try:
-        fd = os.open(os.path.join(lock_dir, sr_uuid, "gc_active"), os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def collect(sr: FileSr, busy: ClaimSet | None = None, *, recovering: bool = True) -> GcResult:
