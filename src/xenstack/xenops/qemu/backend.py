@@ -35,17 +35,16 @@ from ..interface import (
     NoSuchDomain,
     OutOfMemory,
     PortHooks,
-    Unimplemented,
     UnknownHost,
     XenopsError,
 )
-from . import cmdline, hostinfo, process
+from . import cmdline, hostinfo, live, process
 from .agent import GuestChannel
 from .bridge import LinuxBridgeHooks
 from .cmdline import RunDir
 from .domain import Domain, load
 from .qmp import Monitor
-from .suspend import migrate, resume, suspend
+from .suspend import checkpoint, migrate, resume, suspend
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ QEMU_CAPABILITIES = Capabilities(
     live_migration=True,
     suspend=True,
     pause=True,
-    vcpu_hotplug=False,
+    vcpu_hotplug=True,
     memory_ballooning=True,
     device_hotplug=True,
     max_vcpus=16,
@@ -264,6 +263,8 @@ class QemuBackend(Backend):
             raise XenopsError(f"restoring the memory image failed: {mig.get('error-desc', '')}")
 
     async def _balloon(self, dom: Domain, target: int) -> None:
+        """At start: ask for ``target`` (the guest inflates its balloon as it boots, and
+        BALLOON_CHANGE events then give the real figure)."""
         static = max(dom.spec.memory_static_max, dom.spec.memory_dynamic_max)
         dom.memory_actual = min(target, static)
         if target < static:
@@ -369,11 +370,19 @@ class QemuBackend(Backend):
         return dom.info()
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
-        raise Unimplemented("VM.set_VCPUs_number_live")
+        dom = self._domain(vm_id)
+        await live.set_vcpus(self, dom, vcpus)
+        dom.spec = replace(dom.spec, vcpus=vcpus)
+        dom.save()
+        return dom.info()
 
     async def vm_set_memory_dynamic_range(self, vm_id: str, low: int, high: int) -> DomainInfo:
+        """Balloon to ``high`` (the host has room: the squeezer lowers it first if not)."""
         dom = self._domain(vm_id)
-        await self._balloon(dom, high)
+        static = max(dom.spec.memory_static_max, dom.spec.memory_dynamic_max)
+        await live.balloon(self, dom, high, static)
+        dom.spec = replace(dom.spec, memory_dynamic_min=low, memory_dynamic_max=high)
+        dom.save()
         return dom.info()
 
     def vm_reset(self, vm_id: str) -> None:
@@ -474,11 +483,17 @@ class QemuBackend(Backend):
         self.images.discard(vm_id)
         return info
 
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
-        raise Unimplemented("VM.checkpoint")
+    async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
+        size = await checkpoint(self, self._domain(vm_id), image)
+        self.images.add(image_id)
+        return size
 
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:
-        raise Unimplemented("VM.revert (to a checkpoint)")
+        """Revert: the image itself is the VM's new suspend VDI (a clone the toolstack makes
+        of the checkpoint's); the VM is now one that resumes from a VDI."""
+        if vm_id in self.domains:
+            raise DomainExists(vm_id)
+        self.images.add(vm_id)
 
     def vm_discard_image(self, vm_id: str) -> None:
         self.images.discard(vm_id)
