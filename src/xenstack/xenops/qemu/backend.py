@@ -39,6 +39,7 @@ from ..interface import (
     XenopsError,
 )
 from . import cmdline, hostinfo, live, process
+from . import runas as deprivilege
 from .agent import GuestChannel
 from .bridge import LinuxBridgeHooks
 from .cmdline import RunDir
@@ -90,6 +91,8 @@ class QemuBackend(Backend):
         self.hooks: PortHooks = hooks or LinuxBridgeHooks(netns)
         self.binary = binary
         self.runas = runas
+        self.state_dir = state_dir
+        self._user: deprivilege.QemuUser | None = None
         self.hosts: dict[str, _Host] = {}
         self.domains: dict[str, Domain] = {}
         self.images: set[str] = set()  # VMs suspended into a VDI (the toolstack keeps it)
@@ -115,6 +118,13 @@ class QemuBackend(Backend):
             with open(cache, "w") as f:
                 f.write(self._accel)
         return self._accel
+
+    def grant(self, socket_path: str) -> None:
+        """Let the deprivileged QEMU reach ``socket_path`` (see :mod:`.runas`)."""
+        if self.runas:
+            if self._user is None:
+                self._user = deprivilege.ensure_user(self.runas)
+            deprivilege.grant(self._user, socket_path, self.state_dir)
 
     def new_domid(self) -> int:
         domid, self._next_domid = self._next_domid, self._next_domid + 1
@@ -230,6 +240,8 @@ class QemuBackend(Backend):
             incoming=incoming, runas=self.runas,
         )  # fmt: skip
         argv.insert(1, "-S")
+        for disk in spec.disks:
+            self.grant(disk.nbd_socket)
         dom.save()
         await process.launch(argv, run.log, self.netns)
         pid = process.read_pid(run.pidfile, run.path)
@@ -440,6 +452,8 @@ class QemuBackend(Backend):
             return None
         self.domains[spec.vm_id] = found
         self._next_domid = max(self._next_domid, found.domid + 1)
+        for disk in spec.disks:  # a restarted toolstack made its NBD sockets anew
+            self.grant(disk.nbd_socket)
         try:
             await self._attach(found)
             status = await self._qmp(found).execute("query-status")
@@ -516,6 +530,7 @@ class QemuBackend(Backend):
         if disk is None:
             raise DeviceError(f"disk {device}: nothing to open")
         qmp = self._qmp(dom)
+        self.grant(disk.nbd_socket)
         if not disk.empty:
             for args in cmdline.blockdev(disk):
                 await qmp.execute("blockdev-add", args)

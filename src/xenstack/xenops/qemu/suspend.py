@@ -35,6 +35,8 @@ class QemuBackend(Protocol):
 
     def _qmp(self, dom: Domain) -> Monitor: ...
 
+    def grant(self, socket_path: str) -> None: ...
+
     def new_domid(self) -> int: ...
 
     def _run_dir(self, spec: DomainSpec, domid: int) -> RunDir: ...
@@ -94,6 +96,7 @@ async def suspend(backend: QemuBackend, dom: Domain, image: DiskSpec | None) -> 
     if image is None:
         raise XenopsError("no suspend image to write into")
     qmp = backend._qmp(dom)
+    backend.grant(image.nbd_socket)  # QEMU's exec: child writes it, as QEMU's user
     was_running = dom.state == "running"
     dom.expected = True  # the STOP below is ours
     await qmp.execute("stop")
@@ -119,6 +122,7 @@ async def checkpoint(backend: QemuBackend, dom: Domain, image: DiskSpec | None) 
     if image is None:
         raise XenopsError("no checkpoint image to write into")
     qmp = backend._qmp(dom)
+    backend.grant(image.nbd_socket)
     was_running = dom.state == "running"
     if was_running:
         await qmp.execute("stop")
@@ -136,6 +140,7 @@ async def checkpoint(backend: QemuBackend, dom: Domain, image: DiskSpec | None) 
 async def resume(
     backend: QemuBackend, host_id: str, spec: DomainSpec, image: DiskSpec, paused: bool
 ) -> DomainInfo:
+    backend.grant(image.nbd_socket)
     return await backend._build(host_id, spec, paused, incoming=_nbdio("load", image))
 
 
