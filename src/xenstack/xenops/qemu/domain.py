@@ -31,6 +31,7 @@ class Domain:
     vbds: list[str] = field(default_factory=list)
     vifs: list[str] = field(default_factory=list)
     hot_cpus: list[str] = field(default_factory=list)  # ids of the vCPUs added live
+    timings: dict[str, float] = field(default_factory=dict)  # the last build's marks
     monitor: Monitor | None = None
     channel: GuestChannel | None = None
     expected: bool = False  # the toolstack asked for the end it sees

@@ -1,8 +1,9 @@
 """Suspend, resume and live migration of QEMU domains.
 
-Suspend stops the guest and streams its memory (``migrate exec:``) into the suspend VDI
-through the VDI's NBD export (:mod:`.nbdio`); resume builds the same domain with
-``-incoming exec:`` reading it back. Live migration between two hosts of this backend starts
+Suspend stops the guest and streams its memory (``migrate fd:``, a pipe the toolstack
+pumps, see :func:`pump`) into the suspend VDI through the VDI's NBD export (:mod:`.nbdio`);
+resume builds the same domain with ``-incoming defer`` and reads it back the same way.
+Live migration between two hosts of this backend starts
 the destination QEMU with ``-incoming tcp:127.0.0.1:<port>`` beside the source (both open
 the same NBD exports, which allow it) and moves the guest with QMP ``migrate``; the
 downtime QEMU measured is kept in :attr:`QemuBackend.migrations`.
@@ -14,13 +15,12 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import socket
-import sys
 import time
 from typing import Any, Protocol
 
 from ..interface import DiskSpec, DomainInfo, DomainSpec, XenopsError
+from . import nbdio
 from .cmdline import RunDir
 from .domain import Domain
 from .qmp import Monitor
@@ -50,7 +50,12 @@ class QemuBackend(Protocol):
     async def _stop(self, dom: Domain, clean: bool, reboot: bool = False) -> None: ...
 
     async def _build(
-        self, host_id: str, spec: DomainSpec, paused: bool, incoming: str = ""
+        self,
+        host_id: str,
+        spec: DomainSpec,
+        paused: bool,
+        incoming: str = "",
+        image: DiskSpec | None = None,
     ) -> DomainInfo: ...
 
 
@@ -58,18 +63,44 @@ MIGRATION_TIMEOUT = 300.0
 log = logging.getLogger(__name__)
 
 
-def _nbdio(verb: str, image: DiskSpec) -> str:
+async def pump(backend: QemuBackend, dom: Domain, verb: str, image: DiskSpec) -> Any:
+    """Stream the memory image between QEMU and the VDI from this process: one end of a
+    pipe goes to QEMU (QMP ``getfd``; the URI is ``fd:xs-image``), a thread moves the bytes
+    to or from the VDI's NBD export. No helper process starts (it saves an interpreter's
+    start per suspend and resume, and needs nothing QEMU's own user could not reach).
+    Returns the thread's future (the image's length)."""
     if not image.nbd_socket:
         raise XenopsError("the suspend image has no NBD export")
-    argv = [
-        sys.executable,
-        "-m",
-        "xenstack.xenops.qemu.nbdio",
-        verb,
-        image.nbd_socket,
-        image.export,
-    ]
-    return "exec:" + " ".join(shlex.quote(a) for a in argv)
+    qmp = backend._qmp(dom)
+    r, w = os.pipe()
+    ours, theirs = (r, w) if verb == "save" else (w, r)
+    try:
+        qmp.send_fd(theirs)
+        await qmp.execute("getfd", {"fdname": "xs-image"})
+    except BaseException:
+        os.close(ours)
+        raise
+    finally:
+        os.close(theirs)
+
+    def run() -> int:
+        with os.fdopen(ours, "rb" if verb == "save" else "wb") as stream:
+            client = nbdio.Client(image.nbd_socket, image.export)
+            try:
+                if verb == "save":
+                    return nbdio.save(client, stream)
+                return nbdio.load(client, stream)
+            finally:
+                client.close()
+
+    return asyncio.get_running_loop().run_in_executor(None, run)
+
+
+async def finish_image(task: Any) -> None:
+    try:
+        await asyncio.wait_for(task, MIGRATION_TIMEOUT)
+    except (OSError, nbdio.NbdIoError) as exc:
+        raise XenopsError(f"the memory image: {exc}") from None
 
 
 async def wait_migration(backend: QemuBackend, dom: Domain) -> dict[str, Any]:
@@ -101,8 +132,10 @@ async def suspend(backend: QemuBackend, dom: Domain, image: DiskSpec | None) -> 
     dom.expected = True  # the STOP below is ours
     await qmp.execute("stop")
     try:
-        await qmp.execute("migrate", {"uri": _nbdio("save", image)})
+        task = await pump(backend, dom, "save", image)
+        await qmp.execute("migrate", {"uri": "fd:xs-image"})
         status = await wait_migration(backend, dom)
+        await finish_image(task)
     except BaseException:
         if was_running:
             await qmp.execute("cont")
@@ -128,8 +161,10 @@ async def checkpoint(backend: QemuBackend, dom: Domain, image: DiskSpec | None) 
         await qmp.execute("stop")
         dom.state = "paused"
     try:
-        await qmp.execute("migrate", {"uri": _nbdio("save", image)})
+        task = await pump(backend, dom, "save", image)
+        await qmp.execute("migrate", {"uri": "fd:xs-image"})
         status = await wait_migration(backend, dom)
+        await finish_image(task)
     finally:
         if was_running:
             await qmp.execute("cont")
@@ -140,8 +175,7 @@ async def checkpoint(backend: QemuBackend, dom: Domain, image: DiskSpec | None) 
 async def resume(
     backend: QemuBackend, host_id: str, spec: DomainSpec, image: DiskSpec, paused: bool
 ) -> DomainInfo:
-    backend.grant(image.nbd_socket)
-    return await backend._build(host_id, spec, paused, incoming=_nbdio("load", image))
+    return await backend._build(host_id, spec, paused, image=image)
 
 
 def _move_home(dom: Domain, home: str) -> None:
