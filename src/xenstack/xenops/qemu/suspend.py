@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any, Protocol
 
 from ..interface import DiskSpec, DomainInfo, DomainSpec, XenopsError
-from . import nbdio
 from .cmdline import RunDir
 from .domain import Domain
 from .qmp import Monitor
@@ -65,10 +65,9 @@ log = logging.getLogger(__name__)
 
 async def pump(backend: QemuBackend, dom: Domain, verb: str, image: DiskSpec) -> Any:
     """Stream the memory image between QEMU and the VDI from this process: one end of a
-    pipe goes to QEMU (QMP ``getfd``; the URI is ``fd:xs-image``), a thread moves the bytes
-    to or from the VDI's NBD export. No helper process starts (it saves an interpreter's
-    start per suspend and resume, and needs nothing QEMU's own user could not reach).
-    Returns the thread's future (the image's length)."""
+    pipe goes to QEMU (QMP ``getfd``; the URI is ``fd:xs-image``), a helper moves the bytes
+    to or from the VDI's NBD export: QEMU starts no helper of its own, so a deprivileged
+    QEMU needs nothing it could not reach. Returns the helper's future."""
     if not image.nbd_socket:
         raise XenopsError("the suspend image has no NBD export")
     qmp = backend._qmp(dom)
@@ -83,24 +82,29 @@ async def pump(backend: QemuBackend, dom: Domain, verb: str, image: DiskSpec) ->
     finally:
         os.close(theirs)
 
-    def run() -> int:
-        with os.fdopen(ours, "rb" if verb == "save" else "wb") as stream:
-            client = nbdio.Client(image.nbd_socket, image.export)
-            try:
-                if verb == "save":
-                    return nbdio.save(client, stream)
-                return nbdio.load(client, stream)
-            finally:
-                client.close()
+    # the bytes move in a helper process of the toolstack's (its own interpreter, so it
+    # does not contend with the NBD server in this one), given the other end of the pipe
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "xenstack.xenops.qemu.nbdio", verb,
+            image.nbd_socket, image.export,
+            stdin=ours if verb == "save" else asyncio.subprocess.DEVNULL,
+            stdout=ours if verb == "load" else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(ours)
+    return asyncio.ensure_future(_helper(proc))
 
-    return asyncio.get_running_loop().run_in_executor(None, run)
+
+async def _helper(proc: asyncio.subprocess.Process) -> None:
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise XenopsError(f"the memory image: {err.decode(errors='replace').strip()[-500:]}")
 
 
 async def finish_image(task: Any) -> None:
-    try:
-        await asyncio.wait_for(task, MIGRATION_TIMEOUT)
-    except (OSError, nbdio.NbdIoError) as exc:
-        raise XenopsError(f"the memory image: {exc}") from None
+    await asyncio.wait_for(task, MIGRATION_TIMEOUT)
 
 
 async def wait_migration(backend: QemuBackend, dom: Domain) -> dict[str, Any]:
