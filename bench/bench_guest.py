@@ -142,6 +142,24 @@ async def bare_suspend_resume(guest: Path) -> tuple[float, float]:
         return suspend, resume
 
 
+PHASES = (
+    ("call", "build", "API to backend (checks, placement, NBD exports)"),
+    ("build", "launch", "taps, run directory, argv"),
+    ("launch", "launched", "QEMU's own start (-S -daemonize)"),
+    ("launched", "attached", "QMP and agent channel"),
+    ("attached", "cont", "incoming/balloon/cont"),
+    ("cont", "done", "back to the API (database, XenStore, consoles)"),
+)
+
+
+def phases(run: Path, called: float, done: float) -> dict[str, float]:
+    """The build's marks (the backend's timings.json) as seconds per phase."""
+    import json
+
+    marks = {**json.loads((run / "timings.json").read_text()), "call": called, "done": done}
+    return {a: marks[b] - marks[a] for a, b, _ in PHASES if a in marks and b in marks}
+
+
 def xenstack_runs(runs: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"boot": [], "start": [], "suspend": [], "resume": []}
     with qemu_host("xq") as host:
@@ -151,10 +169,15 @@ def xenstack_runs(runs: int) -> dict[str, list[float]]:
         vm = install(x, "xq-bench")
         x.VM.start(vm, False, False)  # the first start probes KVM: not timed
         x.VM.hard_shutdown(vm)
+        from xenstack.testing.guests import run_dir
+
+        run = run_dir(host.state_dir, x.VM.get_uuid(vm))
         for _ in range(runs):
-            t0 = time.monotonic()
+            t0, w0 = time.monotonic(), time.time()
             x.VM.start(vm, False, False)
             out["start"].append(time.monotonic() - t0)
+            for name, took in phases(run, w0, time.time()).items():
+                out.setdefault(f"start.{name}", []).append(took)
 
             def ip() -> str:
                 gm = x.VM.get_guest_metrics(vm)
@@ -169,9 +192,11 @@ def xenstack_runs(runs: int) -> dict[str, list[float]]:
             t0 = time.monotonic()
             x.VM.suspend(vm)
             out["suspend"].append(time.monotonic() - t0)
-            t0 = time.monotonic()
+            t0, w0 = time.monotonic(), time.time()
             x.VM.resume(vm, False, False)
             out["resume"].append(time.monotonic() - t0)
+            for name, took in phases(run, w0, time.time()).items():
+                out.setdefault(f"resume.{name}", []).append(took)
             x.VM.hard_shutdown(vm)
         netns = host.network.netns
         out["bare_boot"] = [bare_boot(netns, guest_image_dir()) for _ in range(runs)]
@@ -201,6 +226,12 @@ def main() -> int:
         f"  bare qemu start {bare_start_s * 1000:.0f} ms"
         f"  overhead {(med['start'] - bare_start_s) * 1000:.0f} ms (target <= 100 ms)"
     )
+    for op in ("start", "resume"):
+        for a, _, what in PHASES:
+            if f"{op}.{a}" in med:
+                print(f"  {op:6} {what:52} {med[f'{op}.{a}'] * 1000:7.0f} ms")
+    own = med["start"] - med.get("start.launch", 0.0)
+    print(f"start    overhead without QEMU's own start, measured inside: {own * 1000:.0f} ms")
     print(
         f"suspend  xenstack {med['suspend']:.2f} s  bare {bs:.2f} s"
         f"  ratio {med['suspend'] / bs:.2f}x"

@@ -56,6 +56,15 @@ for m in virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_ball
 done | awk '!seen[$0]++' | while read -r ko; do
   b=$(basename "$ko"); cp "$ko" "$R/lib/modules/$b"; echo "$b" >> "$R/etc/modules"
 done
+# the CD drive (IDE on the pc machine) and ISO 9660: loaded by /init in the background, after
+# the boot's own modules, so probing the IDE ports does not delay the boot
+: > "$R/etc/modules.late"
+for m in ata_piix sr_mod isofs; do
+  modprobe -d "$W/k" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}'
+done | awk '!seen[$0]++' | while read -r ko; do
+  b=$(basename "$ko"); grep -qx "$b" "$R/etc/modules" && continue
+  cp "$ko" "$R/lib/modules/$b"; echo "$b" >> "$R/etc/modules.late"
+done
 cp "$W/bb/bin/busybox" "$R/bin/busybox"
 for a in $("$R/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
 ln -sf ../bin/busybox "$R/sbin/init"

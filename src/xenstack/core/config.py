@@ -27,6 +27,7 @@ SWITCH_ENV = "XENSTACK_SWITCH"
 NETNS_ENV = "XENSTACK_NETNS"
 OVSDB_TCP_ENV = "XENSTACK_OVSDB_TCP"
 BACKEND_ENV = "XENSTACK_BACKEND"
+QEMU_USER_ENV = "XENSTACK_QEMU_USER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ class ToolstackConfig:
     # tools reach this host's services, e.g. ("OVS_RUNDIR", dir) for the host's switch.
     plugin_env: tuple[tuple[str, str], ...] = ()
     rrd_step: float = 5.0  # seconds between metric samples; 0: none in the background
+    # the system user the qemu backend runs QEMU as (``-runas``; made if missing), "" for
+    # the toolstack's own
+    qemu_user: str = ""
 
 
 def _paths(text: str) -> tuple[Path, ...]:
@@ -85,6 +89,8 @@ def from_environment(
             changes[name] = environ[env]
     if environ.get(BACKEND_ENV):
         changes["backend"] = environ[BACKEND_ENV]
+    if environ.get(QEMU_USER_ENV):
+        changes["qemu_user"] = environ[QEMU_USER_ENV]
     return replace(config, **changes)
 
 

@@ -102,6 +102,11 @@ def install(x: Any, name: str) -> str:
     """``xe vm-install template="xenstack test guest"``: clone, provision, a VIF on xenbr0."""
     template = x.VM.get_by_name_label("xenstack test guest")[0]
     vm = x.VM.clone(template, name)
+    # the build of this checkout, not whatever build.sh last pointed the shared cache's
+    # "current" at (other checkouts on the machine move it)
+    image = guest_image_dir()
+    x.VM.set_PV_kernel(vm, str(image / "vmlinux"))
+    x.VM.set_PV_ramdisk(vm, str(image / "initrd.img"))
     x.VM.provision(vm)
     net = next(n for n in x.network.get_all() if x.network.get_bridge(n) == "xenbr0")
     vif = {"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500", "other_config": {}}

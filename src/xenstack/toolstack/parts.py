@@ -32,7 +32,7 @@ def make_backend(
             raise ValueError("the qemu backend needs a state directory")
         from ..xenops.qemu.backend import QemuBackend
 
-        return QemuBackend(str(state_dir), netns=config.netns, hooks=hooks)
+        return QemuBackend(str(state_dir), netns=config.netns, hooks=hooks, runas=config.qemu_user)
     raise ValueError(f"no such hypervisor backend: {name!r}")
 
 

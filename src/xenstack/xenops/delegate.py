@@ -114,8 +114,8 @@ class DelegatingBackend(Backend):
     ) -> DomainInfo:
         return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
 
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
-        return await self.local.vm_save_image(vm_id, image_id)
+    async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
+        return await self.local.vm_save_image(vm_id, image_id, image)
 
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:
         self.local.vm_copy_image(image_id, vm_id)

@@ -426,8 +426,10 @@ class Backend(abc.ABC):
         the domain to rebuild, ``image`` the suspend VDI holding the memory."""
 
     @abc.abstractmethod
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
-        """Save a copy of a live domain's memory as ``image_id``; the domain runs on."""
+    async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
+        """Save a copy of a live domain's memory as ``image_id``; the domain runs on (a paused
+        one stays paused, so its disks can be snapshotted at the same instant). ``image`` is
+        the checkpoint's suspend VDI to write into (a backend that keeps images may ignore it)."""
 
     @abc.abstractmethod
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:

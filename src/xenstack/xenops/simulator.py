@@ -250,7 +250,7 @@ class SimulatorBackend(Backend):
         del self.images[vm_id]
         return self._booted(info)
 
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+    async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
         self._domain(vm_id)
         await self._wait("checkpoint")
         dom = self._domain(vm_id)

@@ -82,7 +82,7 @@ class SkeletonBackend(Backend):
     ) -> DomainInfo:
         raise Unimplemented("VM.resume")
 
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+    async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
         raise Unimplemented("VM.checkpoint")
 
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:

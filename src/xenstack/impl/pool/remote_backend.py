@@ -252,7 +252,9 @@ class PoolBackend(DelegatingBackend):
             return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
         raise Unimplemented("vm_resume on another member than the one holding the image")
 
-    async def vm_save_image(self, vm_id: str, image_id: str) -> int:
+    async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
+        if self._holder(vm_id) is None:
+            return await self.local.vm_save_image(vm_id, image_id, image)
         return int(await self._on_vm("vm_save_image", vm_id, image_id))
 
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:

@@ -262,7 +262,9 @@ class StorageService:
         return "nbd" in purposes and "insecure_nbd" not in purposes
 
     async def _start_nbd(self, vdi_uuid: str, path: str, location: str, writable: bool) -> None:
-        if writable and not self.busy.try_claim([location]):
+        # the GC coalescing the chain holds it a moment (say, right after a revert dropped
+        # the old disk): wait for it; any other writer is refused
+        if writable and not await self.busy.claim_waiting_for_gc(location):
             raise ApiError("VDI_IN_USE", ["", "nbd"])
         try:
             image = await asyncio.to_thread(VhdImage.open, path, writable=writable)

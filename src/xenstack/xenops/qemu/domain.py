@@ -30,6 +30,8 @@ class Domain:
     memory_actual: int = 0
     vbds: list[str] = field(default_factory=list)
     vifs: list[str] = field(default_factory=list)
+    hot_cpus: list[str] = field(default_factory=list)  # ids of the vCPUs added live
+    timings: dict[str, float] = field(default_factory=dict)  # the last build's marks
     monitor: Monitor | None = None
     channel: GuestChannel | None = None
     expected: bool = False  # the toolstack asked for the end it sees
@@ -67,6 +69,7 @@ class Domain:
             "start_time": self.start_time,
             "vbds": self.vbds,
             "vifs": self.vifs,
+            "hot_cpus": self.hot_cpus,
         }
         tmp = self.run.domain + ".tmp"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -108,4 +111,5 @@ def load(run: RunDir) -> Domain | None:
         start_time=float(record["start_time"]),
         vbds=list(record.get("vbds", [])),
         vifs=list(record.get("vifs", [])),
+        hot_cpus=list(record.get("hot_cpus", [])),
     )

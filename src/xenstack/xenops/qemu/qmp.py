@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +92,17 @@ class Monitor:
             raise QmpError(f"{cmd}: {exc.error.error.desc}") from None
         except Exception as exc:
             raise XenopsError(f"{cmd}: QMP connection lost ({exc})") from None
+
+    def send_fd(self, fd: int) -> None:
+        """Pass ``fd`` to QEMU (for a ``getfd`` next) on the QMP socket, with one blank byte
+        (whitespace between QMP messages). ``qemu.qmp``'s own ``send_fd_scm`` wants the
+        standard event loop's socket object; this works under uvloop too."""
+        writer = self.client._writer
+        if writer is None:
+            raise XenopsError(f"QMP {self.path}: not connected")
+        raw = writer.transport.get_extra_info("socket")
+        with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+            socket.send_fds(sock, [b" "], [fd])
 
     async def close(self) -> None:
         """Leave the session (QEMU runs on); no DISCONNECTED event follows."""

@@ -1,8 +1,9 @@
 """Suspend, resume and live migration of QEMU domains.
 
-Suspend stops the guest and streams its memory (``migrate exec:``) into the suspend VDI
-through the VDI's NBD export (:mod:`.nbdio`); resume builds the same domain with
-``-incoming exec:`` reading it back. Live migration between two hosts of this backend starts
+Suspend stops the guest and streams its memory (``migrate fd:``, a pipe the toolstack
+pumps, see :func:`pump`) into the suspend VDI through the VDI's NBD export (:mod:`.nbdio`);
+resume builds the same domain with ``-incoming defer`` and reads it back the same way.
+Live migration between two hosts of this backend starts
 the destination QEMU with ``-incoming tcp:127.0.0.1:<port>`` beside the source (both open
 the same NBD exports, which allow it) and moves the guest with QMP ``migrate``; the
 downtime QEMU measured is kept in :attr:`QemuBackend.migrations`.
@@ -14,7 +15,6 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import socket
 import sys
 import time
@@ -35,6 +35,8 @@ class QemuBackend(Protocol):
 
     def _qmp(self, dom: Domain) -> Monitor: ...
 
+    def grant(self, socket_path: str) -> None: ...
+
     def new_domid(self) -> int: ...
 
     def _run_dir(self, spec: DomainSpec, domid: int) -> RunDir: ...
@@ -48,7 +50,12 @@ class QemuBackend(Protocol):
     async def _stop(self, dom: Domain, clean: bool, reboot: bool = False) -> None: ...
 
     async def _build(
-        self, host_id: str, spec: DomainSpec, paused: bool, incoming: str = ""
+        self,
+        host_id: str,
+        spec: DomainSpec,
+        paused: bool,
+        incoming: str = "",
+        image: DiskSpec | None = None,
     ) -> DomainInfo: ...
 
 
@@ -56,18 +63,48 @@ MIGRATION_TIMEOUT = 300.0
 log = logging.getLogger(__name__)
 
 
-def _nbdio(verb: str, image: DiskSpec) -> str:
+async def pump(backend: QemuBackend, dom: Domain, verb: str, image: DiskSpec) -> Any:
+    """Stream the memory image between QEMU and the VDI from this process: one end of a
+    pipe goes to QEMU (QMP ``getfd``; the URI is ``fd:xs-image``), a helper moves the bytes
+    to or from the VDI's NBD export: QEMU starts no helper of its own, so a deprivileged
+    QEMU needs nothing it could not reach. Returns the helper's future."""
     if not image.nbd_socket:
         raise XenopsError("the suspend image has no NBD export")
-    argv = [
-        sys.executable,
-        "-m",
-        "xenstack.xenops.qemu.nbdio",
-        verb,
-        image.nbd_socket,
-        image.export,
-    ]
-    return "exec:" + " ".join(shlex.quote(a) for a in argv)
+    qmp = backend._qmp(dom)
+    r, w = os.pipe()
+    ours, theirs = (r, w) if verb == "save" else (w, r)
+    try:
+        qmp.send_fd(theirs)
+        await qmp.execute("getfd", {"fdname": "xs-image"})
+    except BaseException:
+        os.close(ours)
+        raise
+    finally:
+        os.close(theirs)
+
+    # the bytes move in a helper process of the toolstack's (its own interpreter, so it
+    # does not contend with the NBD server in this one), given the other end of the pipe
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "xenstack.xenops.qemu.nbdio", verb,
+            image.nbd_socket, image.export,
+            stdin=ours if verb == "save" else asyncio.subprocess.DEVNULL,
+            stdout=ours if verb == "load" else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(ours)
+    return asyncio.ensure_future(_helper(proc))
+
+
+async def _helper(proc: asyncio.subprocess.Process) -> None:
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise XenopsError(f"the memory image: {err.decode(errors='replace').strip()[-500:]}")
+
+
+async def finish_image(task: Any) -> None:
+    await asyncio.wait_for(task, MIGRATION_TIMEOUT)
 
 
 async def wait_migration(backend: QemuBackend, dom: Domain) -> dict[str, Any]:
@@ -94,12 +131,15 @@ async def suspend(backend: QemuBackend, dom: Domain, image: DiskSpec | None) -> 
     if image is None:
         raise XenopsError("no suspend image to write into")
     qmp = backend._qmp(dom)
+    backend.grant(image.nbd_socket)  # QEMU's exec: child writes it, as QEMU's user
     was_running = dom.state == "running"
     dom.expected = True  # the STOP below is ours
     await qmp.execute("stop")
     try:
-        await qmp.execute("migrate", {"uri": _nbdio("save", image)})
+        task = await pump(backend, dom, "save", image)
+        await qmp.execute("migrate", {"uri": "fd:xs-image"})
         status = await wait_migration(backend, dom)
+        await finish_image(task)
     except BaseException:
         if was_running:
             await qmp.execute("cont")
@@ -110,10 +150,36 @@ async def suspend(backend: QemuBackend, dom: Domain, image: DiskSpec | None) -> 
     return int(status.get("ram", {}).get("total", 0))
 
 
+async def checkpoint(backend: QemuBackend, dom: Domain, image: DiskSpec | None) -> int:
+    """Save the memory of the live domain into ``image``; it goes on as it was.
+
+    The guest is stopped while its memory streams out (a paused one stays paused, for the
+    toolstack to snapshot its disks at the same instant); QEMU's ``cont`` takes back the
+    disks a completed migration handed over."""
+    if image is None:
+        raise XenopsError("no checkpoint image to write into")
+    qmp = backend._qmp(dom)
+    backend.grant(image.nbd_socket)
+    was_running = dom.state == "running"
+    if was_running:
+        await qmp.execute("stop")
+        dom.state = "paused"
+    try:
+        task = await pump(backend, dom, "save", image)
+        await qmp.execute("migrate", {"uri": "fd:xs-image"})
+        status = await wait_migration(backend, dom)
+        await finish_image(task)
+    finally:
+        if was_running:
+            await qmp.execute("cont")
+            dom.state = "running"
+    return int(status.get("ram", {}).get("total", 0))
+
+
 async def resume(
     backend: QemuBackend, host_id: str, spec: DomainSpec, image: DiskSpec, paused: bool
 ) -> DomainInfo:
-    return await backend._build(host_id, spec, paused, incoming=_nbdio("load", image))
+    return await backend._build(host_id, spec, paused, image=image)
 
 
 def _move_home(dom: Domain, home: str) -> None:
