@@ -24,7 +24,8 @@ from . import membership
 
 BACKEND_CALL = "host.xenstack_backend"
 
-# backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec
+# backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec,
+# doc (a JSON object: a domain's state or image on its way between two backends)
 OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "host_add": (False, ("hostspec",)),
     "vm_start": (True, ("s", "spec", "b")),
@@ -44,6 +45,13 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vbd_unplug": (True, ("s", "s")),
     "vif_plug": (True, ("s", "s")),
     "vif_unplug": (True, ("s", "s")),
+    "vm_migrate": (True, ("s", "s")),
+    "vm_migrate_receive": (True, ("s", "spec", "i")),
+    "vm_migrate_send": (True, ("s", "s")),
+    "vm_migrate_finish": (True, ("s", "doc")),
+    "vm_migrate_abort": (False, ("s",)),
+    "vm_image_send": (False, ("s",)),
+    "vm_image_receive": (False, ("s", "doc")),
     "snapshot": (False, ()),
 }
 
@@ -95,6 +103,10 @@ def _argument(kind: str, value: Any) -> Any:
         return domain_spec(value)
     if kind == "hostspec":
         return xi.HostSpec(**value)
+    if kind == "doc":
+        if not isinstance(value, dict):
+            raise ApiError("INVALID_VALUE", ["state", str(value)[:80]])
+        return value
     if kind == "b":
         return bool(value)
     if kind == "i":
