@@ -105,11 +105,26 @@ def runs_on(xa: Any, uuids: dict[str, str], vm: str) -> list[str]:
     return [n for n, u in uuids.items() if vm in backend_domains(xa.master, u)["domains"]]
 
 
+def master_xenstore(xa: Any, vm: str) -> dict[str, str]:
+    """The master host's own XenStore (its dom0 socket, read with pyxs): the VM's ``/vm``
+    node and its domain's name, {} when it has neither."""
+    import pyxs
+
+    uuid = xa.VM.get_uuid(vm)
+    socket = xa.master.state_dir / "run" / "xenstored" / "socket"
+    with pyxs.Client(unix_socket_path=str(socket)) as xs:
+        if not xs.exists(f"/vm/{uuid}".encode()):
+            return {}
+        domid = xs[f"/vm/{uuid}/domid".encode()].decode()
+        return {"domid": domid, "name": xs[f"/local/domain/{domid}/name".encode()].decode()}
+
+
 def test_pool_migrate_moves_the_domain_between_member_toolstacks(pool: Any) -> None:
     xa, hosts, uuids = pool
     vm, vbd = vm_on_shared_disk(xa, "mover")
     xa.VM.start_on(vm, hosts["a"], False, False)
     assert runs_on(xa, uuids, vm) == ["a"]
+    assert master_xenstore(xa, vm) == {"domid": xa.VM.get_domid(vm), "name": "mover"}
     for dest in ("b", "c", "a"):  # master -> member, member -> member, member -> master
         xa.VM.pool_migrate(vm, hosts[dest], {})
         assert xa.VM.get_resident_on(vm) == hosts[dest]
@@ -118,6 +133,9 @@ def test_pool_migrate_moves_the_domain_between_member_toolstacks(pool: Any) -> N
         assert xa.VBD.get_currently_attached(vbd)
         assert int(xa.VM.get_domid(vm)) > 0  # a domain of the destination's (its own domids)
         assert xa.VM.get_current_operations(vm) == {}
+        # its XenStore nodes left the master's store, and came back with it
+        here = {"domid": xa.VM.get_domid(vm), "name": "mover"} if dest == "a" else {}
+        assert master_xenstore(xa, vm) == here
     # the disk on the shared SR stays usable on the host it moved to
     xa.VM.pool_migrate(vm, hosts["b"], {})
     xa.VBD.unplug(vbd)
