@@ -244,6 +244,8 @@ class PoolBackend(DelegatingBackend):
         image: DiskSpec | None = None,
     ) -> DomainInfo:
         holder, dest = self._holder(vm_id), self._backend_of(host_id)
+        if holder is None and dest is None:
+            return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
         if holder is None and not self.local.vm_has_image(vm_id):
             raise NoSuchDomain(vm_id)
         if self._backend_of(holder) != self._backend_of(dest):
