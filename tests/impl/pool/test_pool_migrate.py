@@ -4,13 +4,16 @@ Three ``xenstack serve`` processes, each with its own simulator backend: A (the 
 a shared SR) and members B and C. A VM with a disk on the shared SR moves master -> member,
 member -> member and member -> master: each time its domain leaves the source's backend and
 runs in the destination's (asked of each backend over TLS with the pool secret), its
-``resident_on`` follows and its disk stays attached and pluggable. XAPI's checks answer with
-its errors and change nothing. A VM suspended on one member resumes on another.
+``resident_on`` follows, its XenStore nodes move from the source host's own XenStore to the
+destination's (read over each one's dom0 socket) and its disk stays attached and pluggable.
+XAPI's checks answer with its errors and change nothing. A VM suspended on one member resumes
+on another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ def pool(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str], dict[str, str]]]
         xa = connect(a)
         hosts = {name: xa.host.get_by_uuid(uuid) for name, uuid in uuids.items()}
         xa.master = a  # for the backends' snapshots
+        xa.servers = {"a": a, "b": b, "c": c}  # for their own XenStores
         yield xa, hosts, uuids
 
 
@@ -105,13 +109,13 @@ def runs_on(xa: Any, uuids: dict[str, str], vm: str) -> list[str]:
     return [n for n, u in uuids.items() if vm in backend_domains(xa.master, u)["domains"]]
 
 
-def master_xenstore(xa: Any, vm: str) -> dict[str, str]:
-    """The master host's own XenStore (its dom0 socket, read with pyxs): the VM's ``/vm``
+def xenstore_of(xa: Any, name: str, vm: str) -> dict[str, str]:
+    """Toolstack ``name``'s own XenStore (its dom0 socket, read with pyxs): the VM's ``/vm``
     node and its domain's name, {} when it has neither."""
     import pyxs
 
     uuid = xa.VM.get_uuid(vm)
-    socket = xa.master.state_dir / "run" / "xenstored" / "socket"
+    socket = xa.servers[name].state_dir / "run" / "xenstored" / "socket"
     with pyxs.Client(unix_socket_path=str(socket)) as xs:
         if not xs.exists(f"/vm/{uuid}".encode()):
             return {}
@@ -119,12 +123,26 @@ def master_xenstore(xa: Any, vm: str) -> dict[str, str]:
         return {"domid": domid, "name": xs[f"/local/domain/{domid}/name".encode()].decode()}
 
 
+def stores(xa: Any, vm: str) -> dict[str, dict[str, str]]:
+    """Which toolstacks' own XenStores hold the VM's nodes, and what they say."""
+    found = {name: xenstore_of(xa, name, vm) for name in xa.servers}
+    return {name: nodes for name, nodes in found.items() if nodes}
+
+
+def wait_for(what: str, check: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in {timeout} s: {what}")
+        time.sleep(0.05)
+
+
 def test_pool_migrate_moves_the_domain_between_member_toolstacks(pool: Any) -> None:
     xa, hosts, uuids = pool
     vm, vbd = vm_on_shared_disk(xa, "mover")
     xa.VM.start_on(vm, hosts["a"], False, False)
     assert runs_on(xa, uuids, vm) == ["a"]
-    assert master_xenstore(xa, vm) == {"domid": xa.VM.get_domid(vm), "name": "mover"}
+    assert stores(xa, vm) == {"a": {"domid": xa.VM.get_domid(vm), "name": "mover"}}
     for dest in ("b", "c", "a"):  # master -> member, member -> member, member -> master
         xa.VM.pool_migrate(vm, hosts[dest], {})
         assert xa.VM.get_resident_on(vm) == hosts[dest]
@@ -133,9 +151,9 @@ def test_pool_migrate_moves_the_domain_between_member_toolstacks(pool: Any) -> N
         assert xa.VBD.get_currently_attached(vbd)
         assert int(xa.VM.get_domid(vm)) > 0  # a domain of the destination's (its own domids)
         assert xa.VM.get_current_operations(vm) == {}
-        # its XenStore nodes left the master's store, and came back with it
-        here = {"domid": xa.VM.get_domid(vm), "name": "mover"} if dest == "a" else {}
-        assert master_xenstore(xa, vm) == here
+        # its XenStore nodes left the source host's own store for the destination's
+        expected = {dest: {"domid": xa.VM.get_domid(vm), "name": "mover"}}
+        wait_for(f"the nodes on {dest} alone", lambda e=expected: stores(xa, vm) == e)
     # the disk on the shared SR stays usable on the host it moved to
     xa.VM.pool_migrate(vm, hosts["b"], {})
     xa.VBD.unplug(vbd)
@@ -149,6 +167,7 @@ def test_pool_migrate_moves_the_domain_between_member_toolstacks(pool: Any) -> N
     assert runs_on(xa, uuids, vm) == ["c"]
     xa.VM.hard_shutdown(vm)
     assert runs_on(xa, uuids, vm) == []
+    wait_for("no store holds the nodes", lambda: stores(xa, vm) == {})
     # the memory each backend holds follows: every member's free memory is back
     free = {n: int(xa.host.compute_free_memory(h)) for n, h in hosts.items()}
     assert free["b"] == free["c"]

@@ -321,6 +321,14 @@ class PoolBackend(DelegatingBackend):
         rem.images.discard(vm_id)
         self._queue(host, "vm_reset", vm_id)
 
+    def mirror_xenstore(
+        self, host_id: str, domid: int, tops: list[str], nodes: list[list[Any]] | None
+    ) -> None:
+        """Give member ``host_id``'s own XenStore a domain's nodes (None: remove them);
+        sent with its next batch (:mod:`.xenstore_mirror`)."""
+        if self.remote(host_id) is not None:
+            self._queue(host_id, "xenstore_nodes", domid, tops, nodes)
+
     def forget_domains(self, host_id: str) -> None:
         """A dead member's domains are gone (it was fenced or lost): forget them here."""
         rem = self.remotes.get(host_id)
