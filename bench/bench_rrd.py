@@ -8,7 +8,9 @@ collect   one collector tick (every host, VM and SR sampled, the archives update
           seconds of this process per tick: target <= 2 % of one core at the 5 s step (<= 100 ms
           a tick). Baseline: the same tick with no VM running (the host and SRs alone).
 updates   GET /rrd_updates for the host and 100 VMs over the last 10 minutes (120 rows of 5 s),
-          XML and JSON, median of 20 to the last byte: target <= 50 ms; sizes reported.
+          XML and JSON, to the last byte: a read after each of 10 ticks (as Xen Orchestra
+          polls; median), the first read (every row rendered), and the same read repeated:
+          target <= 50 ms for the first two; sizes reported.
           Baseline: a JSON-RPC session.get_this_host round trip on the same server.
 ui        the pool page with 1,000 VMs in headless Chromium (the system browser): time from
           navigation to the page's own "xenstack-interactive" mark (browser timing API): target
@@ -34,6 +36,7 @@ import XenAPI
 from vmkit import vbd_record, vif_record
 
 from xenstack.core.config import ToolstackConfig
+from xenstack.rrd import export as rrd_export
 from xenstack.testing import simulated_pool, vm_from_template
 
 STEP = 5.0
@@ -119,6 +122,7 @@ def main() -> int:
         busy = tick_cost(pool, now, args.ticks)
         now += STEP * args.ticks
         tick_cost(pool, now, 125)  # at least ten minutes of history for everything
+        now += STEP * 125
         print(f"metrics collection, {args.vms} running VMs, simulator backend")
         share = busy / STEP
         report(
@@ -128,24 +132,43 @@ def main() -> int:
             share <= 0.02,
         )
         print(f"    baseline, no VM: {empty * 1000:.2f} ms a tick; ratio {busy / empty:.0f}x")
-        end = pool.call(lambda ts: ts.rrd.get("host", ts.db.get("host", ts.this_host)["uuid"]))
-        start = int(end.last_updated) - 600 + 5
-        base = pool.url.rstrip("/") + f"/rrd_updates?session_id={s._session}&start={start}"
-        base += "&host=true&cf=AVERAGE"
+
+        def host_rrd(ts: Any) -> Any:
+            return ts.rrd.get("host", ts.db.get("host", ts.this_host)["uuid"])
+
+        def url(suffix: str) -> str:
+            last = int(pool.call(host_rrd).last_updated)
+            query = f"session_id={s._session}&start={last - 600 + 5}&host=true&cf=AVERAGE"
+            return pool.url.rstrip("/") + f"/rrd_updates?{query}{suffix}"
+
         rtt = statistics.median(jsonrpc_round_trip(pool, s._session) for _ in range(20))
         for form, suffix in (("XML", ""), ("JSON", "&json=true")):
-            runs = [fetch(base + suffix) for _ in range(20)]
-            median = statistics.median(t for t, _ in runs)
-            size = runs[0][1]
+            pool.call(
+                lambda ts: (rrd_export._SEGMENTS.entries.clear(), rrd_export._ROWS.entries.clear())
+            )
+            cold, size = fetch(url(suffix))  # every row rendered
+            after = []
+            for _ in range(10):  # as Xen Orchestra polls: one tick, one read
+                pool.call(lambda ts, t=now: ts.collector.tick(t))
+                now += STEP
+                after.append(fetch(url(suffix))[0])
+            again = url(suffix)
+            repeated = statistics.median(fetch(again)[0] for _ in range(20))
+            median = statistics.median(after)
             report(
                 f"updates: host + {args.vms} VMs, 10 min, {form}",
                 f"{median * 1000:.1f} ms, {size / 1024:.0f} KiB",
                 "<= 50 ms",
-                median <= 0.05,
+                median <= 0.05 and cold <= 0.05,
+            )
+            print(
+                f"    read after each tick (median of 10); first read, every row rendered:"
+                f" {cold * 1000:.1f} ms; the same read again: {repeated * 1000:.1f} ms"
             )
             print(
                 f"    baseline JSON-RPC round trip {rtt * 1000:.2f} ms; ratio {median / rtt:.0f}x"
             )
+        start = int(pool.call(host_rrd).last_updated) - 600 + 5
         every = pool.url.rstrip("/") + f"/rrd_updates?session_id={s._session}&start={start}"
         runs = [fetch(every + "&host=true&json=true") for _ in range(5)]
         median = statistics.median(t for t, _ in runs)

@@ -11,7 +11,7 @@ The layers of xenstack, top to bottom (a module may import its own layer and any
 
     testing          test fixtures: may import everything; nothing in src may import it
     cli              the ``xenstack`` and ``xe`` commands
-    toolstack        the composition root (toolstack.py): builds and wires every layer below
+    toolstack        the composition root (a package): builds and wires every layer below
     rpc              the wire: HTTP, XML-RPC, JSON-RPC, the streaming endpoints
     api              policy: dispatch, sessions, roles, tasks, coercion
     impl             one module per XenAPI class, in subpackages by area (vm, storage,

@@ -10,6 +10,12 @@ that namespace, where ovs-vswitchd calls its OpenFlow controller on 127.0.0.1; i
 xenstack's OVSDB TCP remote (ovsdb-server runs outside the namespace) through a plain TCP
 relay, and ``OVS_RUNDIR`` gives its local ``ovs-vsctl`` calls dom0's OVSDB socket. Needs root
 and the Open vSwitch tools; skipped otherwise (failed under CI).
+
+``NeutronAgentGuestTest`` does the same with a real guest: the driver spawns the test guest
+from the standalone Glance on a qemu host on Open vSwitch (``guest_host.py``), its QEMU tap
+``vifN.0`` on ``br-int``; once the agent has tagged it and translated the tag to the provider
+VLAN 1000, the guest's DHCP request crosses the physical bridge and the PIF to the segment's
+DHCP server, and the guest's agent reports the address that server leased.
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ import tempfile
 import time
 import uuid
 
+import glance_server
+import guest_host
 import xenstack_nova.driver
 import xenstack_server
-from nova import test
+from nova import context as nova_context
+from nova import objects, test
+from nova.image import glance as nova_glance
 from nova.network import model as network_model
 from nova.tests import fixtures as nova_fixtures
 from nova.virt import fake
@@ -79,6 +89,10 @@ class NeutronAgentTest(test.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="xo-neutron-", dir=os.environ.get("XO_KEEP") or None)
         if not os.environ.get("XO_KEEP"):
             self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.start_host()
+        self.ctxt = test_utils.get_test_admin_context()
+
+    def start_host(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(xenstack_server.REPO / "src"))
         python = os.environ.get("XENSTACK_PYTHON") or str(xenstack_server.REPO / ".venv/bin/python")
         self.host = subprocess.Popen(
@@ -96,7 +110,6 @@ class NeutronAgentTest(test.TestCase):
         self.flags(connection_password=self.info["password"], group="xenserver")
         self.flags(vif_driver="ovs", ovs_integration_bridge="br-int", group="xenserver")
         self.flags(sr_base_path=os.path.join(self.tmp, "s", "xs", "sr"), group="xenserver")
-        self.ctxt = test_utils.get_test_admin_context()
 
     def _stop_host(self) -> None:
         self.host.stdin.close()  # type: ignore[union-attr]
@@ -124,13 +137,17 @@ class NeutronAgentTest(test.TestCase):
         mac = "fa:16:3e:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:3])
         port = network_model.VIF(id=str(uuid.uuid4()), address=mac, network=net, type="ovs")
         instance = test_utils.get_test_instance(obj=True)
-        image_meta = test_utils.get_test_image_object(None, instance)
+        image_meta = self.image(instance)
         drv.spawn(self.ctxt, instance, image_meta, [], None, {},
                   network_info=network_model.NetworkInfo([port]))  # fmt: skip
         x = drv.conn.session
         (vm,) = x.call("VM.get_by_name_label", instance.name)
+        self.vm = vm
         name = f"vif{x.call('VM.get_domid', vm)}.0"
         return port, name
+
+    def image(self, instance: object) -> object:
+        return test_utils.get_test_image_object(None, instance)
 
     def agent(self, port: network_model.VIF, minimize: bool) -> subprocess.Popen:
         conf = os.path.join(self.tmp, "agent.ini")
@@ -194,9 +211,72 @@ class NeutronAgentTest(test.TestCase):
         flow = f"dl_vlan={tag} actions=mod_vlan_vid:1000"
         wait(lambda: flow in self.sh("ovs-ofctl", "dump-flows", f"unix:{mgmt}"),
              "the provider VLAN translation on xenbr0")  # fmt: skip
+        self.after_tagging(port)
+
+    def after_tagging(self, port: network_model.VIF) -> None:
+        """What a real guest shows once its port is wired (nothing for a veth stand-in)."""
 
     def test_agent_tags_the_port_minimize_polling(self) -> None:
         self._tags_the_port(minimize=True)
 
     def test_agent_tags_the_port_polling(self) -> None:
         self._tags_the_port(minimize=False)
+
+
+GLANCE: glance_server.GlanceServer | None = None
+
+
+def setUpModule() -> None:
+    # here, not in a test: nova's tests give each test a temporary directory of its own
+    global GLANCE
+    if not guest_host.missing():
+        GLANCE = glance_server.GlanceServer().start()
+
+
+def tearDownModule() -> None:
+    if GLANCE is not None:
+        GLANCE.stop()
+
+
+class NeutronAgentGuestTest(NeutronAgentTest):
+    """The agent and a real guest the driver spawned from Glance (see the module)."""
+
+    def useFixture(self, fixture):  # type: ignore[no-untyped-def]
+        # nova's fake Glance stays out: the driver reads the standalone one
+        if isinstance(fixture, nova_fixtures.GlanceFixture):
+            return fixture
+        return super().useFixture(fixture)
+
+    def start_host(self) -> None:
+        guest_host.skip_or_fail(self)
+        assert GLANCE is not None
+        self.guest_host = guest_host.shared()
+        # the host serves the next test too: the guest goes, with its disks
+        self.addCleanup(lambda: xenstack_server.destroy_nova_vms(self.guest_host.session()))
+        self.info = self.guest_host.info
+        self.flags(api_servers=[GLANCE.url], group="glance")
+        for key, value in self.guest_host.flags().items():
+            self.flags(**{key: value, "group": "xenserver"})
+        self.flags(vif_driver="ovs", ovs_integration_bridge="br-int", group="xenserver")
+
+    def image(self, instance: object) -> object:
+        ctx = nova_context.RequestContext("n3", "n3", auth_token="x")
+        try:
+            image_id = guest_host.upload_guest_image(nova_glance.API(), ctx)
+        except Exception as exc:
+            assert GLANCE is not None
+            raise AssertionError(f"{exc}: {GLANCE.log()}") from exc
+        instance.image_ref = image_id  # type: ignore[attr-defined]
+        instance.flavor.vcpus = 1  # type: ignore[attr-defined] # this host has 2 cores
+        instance.flavor.memory_mb = 256  # type: ignore[attr-defined]
+        self.ctxt = ctx  # the spawn reads the image with a token, as the project's own
+        return objects.ImageMeta.from_dict({"id": image_id, "disk_format": "raw",
+                                            "container_format": "bare"})  # fmt: skip
+
+    def after_tagging(self, port: network_model.VIF) -> None:
+        x = self.guest_host.session().xenapi
+        ip = guest_host.guest_ip(x, self.vm)
+        leased = wait(lambda: self.guest_host.leased(guest_host.PROVIDER_VLAN, port["address"]),
+                      "the provider segment's lease")  # fmt: skip
+        self.assertEqual(leased, ip)
+        self.assertTrue(ip.startswith(self.info["subnets"][str(guest_host.PROVIDER_VLAN)] + "."))

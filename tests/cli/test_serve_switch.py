@@ -1,7 +1,8 @@
-"""``xenstack init/serve --switch openvswitch --netns NS --pif DEV`` as processes: the
-private daemons start under the state, the given device becomes xenbr0's PIF and nothing
-else is taken, OVSDB answers on the TCP remote asked for, and SIGTERM stops the daemons
-(and a restart after kill -9 finds and replaces the ones left)."""
+"""``xenstack init --switch openvswitch --netns NS --pif DEV`` then ``serve`` as processes:
+serve brings the switch options back from the state, the private daemons start under it,
+the given device becomes xenbr0's PIF and nothing else is taken, OVSDB answers on the TCP
+remote asked for, and SIGTERM stops the daemons (and a restart after kill -9 finds and
+replaces the ones left)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import XenAPI
 from systools import require_root, require_tool
 
+from xenstack.cli.main import main, open_toolstack
 from xenstack.testing import free_port
 from xenstack.testing.network import namespaces, sh
 from xenstack.testing.pool import ServerProcess
@@ -63,7 +65,8 @@ def test_serve_on_a_private_open_vswitch(tmp_path: Path) -> None:
             check=True,
             timeout=120,
         )
-        server = ServerProcess(state, free_port(), [*switch, "--ovsdb-tcp", "ptcp:0:127.0.0.1"])
+        # no switch options: the state keeps those init was given
+        server = ServerProcess(state, free_port(), ["--ovsdb-tcp", "ptcp:0:127.0.0.1"])
         server.start(timeout=120)
         rundir = state / "ovs"
         try:
@@ -95,3 +98,38 @@ def test_serve_on_a_private_open_vswitch(tmp_path: Path) -> None:
         while any(alive(p) for p in restarted.values()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(p) for p in restarted.values())
+
+
+def test_init_keeps_the_switch_options_for_serve(tmp_path: Path) -> None:
+    """As the backend: what init was told comes back when nothing else is said, and an
+    option given later wins over the state."""
+    state = tmp_path / "kept"
+    opts = ["--switch", "openvswitch", "--netns", "n4kept", "--ovsdb-tcp", "ptcp:0:127.0.0.1"]
+    assert main(["init", "--state-dir", str(state), *opts]) == 0
+    args = parser_args("serve", "--state-dir", str(state))
+    again = open_toolstack(state, args)
+    try:
+        assert again.switch.kind == "openvswitch"
+        assert (again.config.switch, again.config.netns) == ("openvswitch", "n4kept")
+        assert again.config.ovsdb_tcp == "ptcp:0:127.0.0.1"
+        assert again.switch.netns == "n4kept"
+    finally:
+        again.persistence.close()
+    other = open_toolstack(state, parser_args("serve", "--state-dir", str(state), "--netns", "n4x"))
+    try:
+        assert (other.config.switch, other.config.netns) == ("openvswitch", "n4x")
+    finally:
+        other.persistence.close()
+    plain = tmp_path / "plain"
+    assert main(["init", "--state-dir", str(plain)]) == 0
+    simulated = open_toolstack(plain, parser_args("serve", "--state-dir", str(plain)))
+    try:
+        assert simulated.switch.kind == "simulated" and simulated.config.netns == ""
+    finally:
+        simulated.persistence.close()
+
+
+def parser_args(*argv: str) -> object:
+    from xenstack.cli.main import parser
+
+    return parser().parse_args(list(argv))

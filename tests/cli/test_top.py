@@ -127,3 +127,20 @@ def _wait_screen(session: str, text: str) -> str:
             return screen
         time.sleep(0.1)
     raise AssertionError(f"{text!r} never showed:\n{screen}")
+
+
+def test_disk_rates_are_the_byte_rates_alone() -> None:
+    """RD and WR sum ``vbd_<dev>_read``/``_write``, not the iostat sources named after them
+    (``vbd_xvda_iops_read``, ``vbd_xvda_io_throughput_write``...)."""
+    from xenstack.cli.top import render
+
+    legend = ["vbd_xvda_read", "vbd_xvda_iops_read", "vbd_xvda_io_throughput_read"]
+    legend += ["vbd_xvdb_write", "vbd_xvdb_iops_write", "cpu0", "memory"]
+    values = [2048.0, 1e6, 1e6, 3072.0, 1e6, 0.5, 1024.0 * 1024]
+    doc = {
+        "meta": {"end": 0, "legend": [f"AVERAGE:vm:u1:{n}" for n in legend]},
+        "data": [{"t": 0, "values": values}],
+    }
+    out = render(doc, {"u1": ("disk-vm", "Running")}, "h")
+    _, _, _, _, _, rd, wr, _, _ = _columns(out, "disk-vm")
+    assert (rd, wr) == ("2.0", "3.0")

@@ -223,8 +223,7 @@ def test_xenhost_host_data_and_uptime(x: Any) -> None:
     assert data["host_ip_address"] == x.host.get_address(host(x))
     uptime = json.loads(x.host.call_plugin(host(x), "xenhost.py", "host_uptime", {}))
     assert "load average" in uptime["uptime"]
-    err = failure(x.host.call_plugin, host(x), "xenhost.py", "network_config",
-                  {"cmd": json.dumps("rm_rf"), "args": "{}"})  # fmt: skip
+    err = failure(call_serialized, x, "xenhost.py", "network_config", {"cmd": "rm_rf", "args": {}})
     assert "not permitted" in err[-1]
 
 

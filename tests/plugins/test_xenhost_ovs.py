@@ -5,8 +5,8 @@ plug-ins through the environment the toolstack gives them (``plugin_env``: OVS_R
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -76,20 +76,29 @@ def test_network_config_makes_real_ports(switch: Path, tmp_path: Path) -> None:
         host = x.host.get_all()[0]
 
         def network_config(cmd: str, **args: str) -> Any:
-            params = {"cmd": json.dumps(cmd), "args": json.dumps(args)}
-            return json.loads(x.host.call_plugin(host, "xenhost.py", "network_config", params))
+            """os-xenapi's host_network: call_plugin_serialized with {cmd, args}."""
+            message = {"args": ({"cmd": cmd, "args": args},), "kwargs": {}}
+            params = {"params": pickle.dumps(message, protocol=0).decode("latin-1")}
+            answer = x.host.call_plugin(host, "xenhost.py", "network_config", params)
+            return pickle.loads(answer.encode("latin-1"))
 
-        network_config("ovs_create_port", bridge="xsbr0", port="xsint0")
+        network_config("ovs_create_port", bridge="xsbr0", port="xsint0", mac="aa:bb:cc:00:00:01",
+                       status="active", **{"iface-id": "port-1"})  # fmt: skip
         assert vsctl(switch, "list-ports", "xsbr0").split() == ["xsint0"]
-        assert vsctl(switch, "get", "interface", "xsint0", "type") == "internal"
-        network_config("ovs_add_patch_port", bridge="xsbr0", port="xspatch0", peer_port="xspeer")
+        ids = vsctl(switch, "get", "interface", "xsint0", "external_ids")
+        assert "iface-id=port-1" in ids.replace('"', "") and "attached-mac" in ids
+        network_config("ovs_add_port", bridge_name="xsbr0", port_name="xsplain0")
+        assert "xsplain0" in vsctl(switch, "list-ports", "xsbr0").split()
+        network_config("ovs_add_patch_port", bridge_name="xsbr0", port_name="xspatch0",
+                       peer_port_name="xspeer")  # fmt: skip
         assert vsctl(switch, "get", "interface", "xspatch0", "options:peer") == "xspeer"
-        network_config("ovs_set_if_external_id", interface="xsint0", external_id="iface-id",
+        network_config("ovs_set_if_external_id", interface="xsint0", extneral_id="iface-id",
                        value="vif-1")  # fmt: skip
         assert (
             vsctl(switch, "get", "interface", "xsint0", "external-ids:iface-id").strip('"')
             == "vif-1"
         )
-        network_config("ovs_del_port", bridge="xsbr0", port="xsint0")
+        network_config("ovs_del_port", bridge_name="xsbr0", port_name="xsint0")
+        network_config("ovs_del_port", bridge_name="xsbr0", port_name="xsplain0")
         assert vsctl(switch, "list-ports", "xsbr0").split() == ["xspatch0"]
         session.xenapi.session.logout()

@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import math
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xenstack.rrd.archive import DERIVE, DataSource, Rrd
+from xenstack.rrd.archive import DERIVE, DataSource, Ring, Rrd
 from xenstack.rrd.dump import from_xml, to_xml
-from xenstack.rrd.export import updates, xport_json, xport_xml
+from xenstack.rrd.export import SegmentCache, f_to_s, updates, xport_json, xport_xml
 
 SCALES = ((1, 12), (3, 8), (12, 4))  # small timescales: same code, quick to fill
 START = 6000  # a multiple of every span (5, 15, 60 seconds)
@@ -150,3 +151,62 @@ def test_xport_rows_are_newest_first_with_xapis_legend() -> None:
     assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta><start>')
     assert "<row><t>6100</t><v>20</v></row>" in xml
     assert b'"legend":["AVERAGE:vm:abc:x"]' in xport_json(u)
+
+
+_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e-300, 123456789.0, 0.1]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(_VALUES, max_size=4), st.integers(0, 6)), max_size=10))
+def test_cached_segments_are_a_fresh_rendering(steps: list[tuple[list[float], int]]) -> None:
+    """Pushes (one a step, as ticks do) between reads of any number of rows: the segment
+    cache answers what rendering the rings afresh does, in XAPI's spellings (NaN, Infinity,
+    0.0) and as JSON (null)."""
+    cache = SegmentCache()
+    rings = [Ring(6), Ring(6)]
+    end = 1000
+    for pushed, count in steps:
+        for value in pushed:
+            end += 5
+            rings[0].push(value)
+            rings[1].push(-value)
+        fresh = [
+            "".join(f"<v>{f_to_s(r.peek(i))}</v>" for r in rings).encode() for i in range(count)
+        ]
+        assert cache.segments("xml", rings, end, 5, count) == fresh
+        as_json = [
+            b",".join(orjson.dumps(r.peek(i) if math.isfinite(r.peek(i)) else None) for r in rings)
+            for i in range(count)
+        ]
+        assert cache.segments("json", rings, end, 5, count) == as_json
+
+
+def test_the_xml_form_from_rows_is_the_xml_form_from_values() -> None:
+    rrd, _ = _feed([(1, float(i) * 1.37) for i in range(1, 40)])
+    for _ in range(2):  # rendered, then from the cache
+        u = updates([("vm:abc:", rrd)], START + 50, 0, None, as_xml=True)
+        v = updates([("vm:abc:", rrd)], START + 50, 0, None)
+        assert u.xml_rows is not None and not u.columns
+        assert xport_xml(u) == xport_xml(v)
+    rrd.update(rrd.last_updated + 5, {"x": 2.0})  # a tick: one new row, the rest reused
+    u = updates([("vm:abc:", rrd)], START + 55, 0, None, as_xml=True)
+    v = updates([("vm:abc:", rrd)], START + 55, 0, None)
+    assert xport_xml(u) == xport_xml(v)
+
+
+def test_the_json_form_from_rows_is_the_json_form_from_values() -> None:
+    rrd, _ = _feed([(1, float(i) * 1.37) for i in range(1, 40)])
+    rrd.update(rrd.last_updated + 400, {})  # a gap past the heartbeat: unknown values, null
+    for _ in range(2):
+        u = updates([("vm:abc:", rrd)], START + 50, 0, None, as_json=True)
+        v = updates([("vm:abc:", rrd)], START + 50, 0, None)
+        assert u.json_rows is not None and not u.columns
+        assert xport_json(u) == xport_json(v)
+        assert b"null" in xport_json(u) and b"NaN" not in xport_json(u)
+        doc = orjson.loads(xport_json(u))
+        assert [row["values"] for row in doc["data"]] == [
+            [None if x != x else x for x in values] for _, values in v.rows()
+        ]

@@ -1,16 +1,19 @@
-"""``vdi_local_dev``: nova-compute runs in a guest of the host it drives; a VDI is attached to
-that guest (the compute VM, ``/sys/hypervisor/uuid``) and read or written through the block
-device it appears as. Downloads stream the raw image onto the device; uploads read it back.
+"""``vdi_local_dev``: the VDI attached to the compute VM itself (``VBD.plug``) and read or
+written through the block device it appears as there (``/dev/<VBD.device>``). Downloads
+stream the raw image onto the device; uploads read it back.
 
-This needs a real Xen guest (a ``/dev/xvdX`` appears on plug), which neither CI nor a
-simulated host provides: the handler is tested against a stand-in compute VM whose "block
-device" is the disk's file, found through the SR directory (see openstack/tests).
+The compute VM is found as nova's XenAPI driver found it: ``/sys/hypervisor/uuid`` in a Xen
+guest; else (no ``/sys/hypervisor``, or the all-zero uuid Xen gives dom0) through XenStore,
+``xenstore-read domid`` then ``/local/domain/<domid>/vm`` (``/vm/<uuid>``). A nova-compute
+in xenstack's control domain (dom0's tools on its ``PATH``, as ``xenstack shell`` sets them)
+is its control domain, and the VDI appears as a loop device there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,18 +28,34 @@ CONF = cfg.CONF
 DEVICE_TIMEOUT = 30.0
 
 
+NO_UUID = "00000000-0000-0000-0000-000000000000"
+SYS_UUID = "/sys/hypervisor/uuid"  # a Xen guest's own uuid
+
+
 def this_vm_uuid() -> str:
-    """The compute VM's own UUID (a Xen guest knows it from sysfs)."""
-    override = os.environ.get("XENSTACK_NOVA_COMPUTE_VM_UUID")
-    if override:
-        return override
+    """The compute VM's own UUID: sysfs in a Xen guest, else XenStore (dom0)."""
     try:
-        with open("/sys/hypervisor/uuid") as f:
-            return f.read().strip()
-    except OSError as exc:
+        with open(SYS_UUID) as f:
+            uuid = f.read().strip()
+        if uuid and uuid != NO_UUID:
+            return uuid
+    except OSError:
+        pass
+    try:
+        domid = _xenstore_read("domid")
+        vm = _xenstore_read(f"/local/domain/{domid}/vm")
+    except (OSError, subprocess.CalledProcessError) as exc:
         raise exception.NovaException(
-            "vdi_local_dev needs nova-compute to run in a guest of its XenAPI host"
+            "vdi_local_dev needs nova-compute on its XenAPI host: in a guest or in dom0"
         ) from exc
+    return vm.removeprefix("/vm/")
+
+
+def _xenstore_read(path: str) -> str:
+    done = subprocess.run(
+        ["xenstore-read", path], capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stdout.strip()
 
 
 class LocalDevHandler(ImageHandler):
@@ -53,18 +72,12 @@ class LocalDevHandler(ImageHandler):
             self.session.call("VBD.plug", vbd)
             try:
                 device = self.session.call("VBD.get_device", vbd)
-                yield wait_device(self._device_path(vdi, str(device)))
+                yield wait_device(f"/dev/{device}")
             finally:
                 with vm_utils.ignore("DEVICE_ALREADY_DETACHED"):
                     self.session.call("VBD.unplug", vbd)
         finally:
             self.session.call("VBD.destroy", vbd)
-
-    def _device_path(self, vdi: str, device: str) -> str:
-        override = os.environ.get("XENSTACK_NOVA_DEVICE_DIR")  # the tests' stand-in devices
-        if override:
-            return os.path.join(override, self.session.call("VDI.get_uuid", vdi) + ".raw")
-        return f"/dev/{device}"
 
     def download(self, context: Any, instance: Any, image_id: str, sr: str, min_size: int) -> str:
         meta = self.image_meta(context, image_id)

@@ -135,6 +135,7 @@ POLICY: dict[str, Rule] = {
     **{f"VM.{op}": _vm(op) for op in _SAME_NAME},
     **{f"VM.{name}": _vm(op, "self") for name, op in _MEMORY.items()},
     "VM.get_boot_record": _vm("get_boot_record", "self"),
+    "VM.send_trigger": _vm("send_trigger"),
     "VM.revert": Rule(
         (Mark("VM", "snapshot", "revert"), Mark("VM", "snapshot", "reverting", via="snapshot_of")),
         Where("field", "snapshot", "VM", "resident_on"),

@@ -38,12 +38,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.config import from_environment
+from ..core.config import from_environment, remembered
 from ..errors import ApiError
 from ..idl.model import ROLES
 from ..net import SwitchError
 from ..rpc.http import HttpConfig
-from ..toolstack import BACKENDS, Toolstack, open_etcd_persistence, write_secret
+from ..toolstack import (
+    BACKENDS,
+    Toolstack,
+    open_etcd_persistence,
+    open_persistence,
+    write_secret,
+)
 from . import handover, top
 from .dom0 import commands as dom0_commands
 
@@ -120,9 +126,10 @@ def cmd_doctor_network(args: argparse.Namespace) -> int:
     from ..net.ovs import OvsDaemons, OvsSwitch
 
     state_dir = state_path(args.state_dir)
-    config = from_environment(os.environ)
+    persistence = open_persistence(state_dir)  # the state says which namespace
+    config = remembered(from_environment(os.environ), persistence.get_meta)
     switch = OvsSwitch(OvsDaemons(state_dir, netns=config.netns, use_system=args.system_switch))
-    toolstack = Toolstack(state_dir, config=config, switch=switch)
+    toolstack = Toolstack(state_dir, config=config, switch=switch, persistence=persistence)
 
     async def run() -> list[Any]:
         try:
@@ -269,9 +276,16 @@ def _add_switch_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--switch",
         choices=("simulated", "openvswitch"),
-        help="the virtual switch (default simulated; XENSTACK_SWITCH)",
+        help="the virtual switch (default simulated; XENSTACK_SWITCH); init keeps it, and "
+        "--netns and --ovsdb-tcp, in the state for serve",
     )
     sub.add_argument("--netns", help="the network namespace of the switch and the guests' taps")
+    sub.add_argument(
+        "--ovsdb-tcp",
+        metavar="REMOTE",
+        help="also serve the private switch's OVSDB on this remote, e.g. ptcp:6640:127.0.0.1 "
+        "(for neutron's agent; XENSTACK_OVSDB_TCP)",
+    )
     sub.add_argument(
         "--pif",
         action="append",
@@ -334,12 +348,6 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_pool_options(serve)
     _add_switch_options(serve)
-    serve.add_argument(
-        "--ovsdb-tcp",
-        metavar="REMOTE",
-        help="also serve the private switch's OVSDB on this remote, e.g. ptcp:6640:127.0.0.1 "
-        "(for neutron's agent; XENSTACK_OVSDB_TCP)",
-    )
     serve.set_defaults(func=cmd_serve)
     user = sub.add_parser("user-add", help="add a local user with a role")
     user.add_argument("--state-dir", required=True)

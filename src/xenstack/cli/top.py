@@ -106,8 +106,8 @@ def render(
                 f.total(r"cpu\d+") * 100,
                 f.values.get("memory", 0.0) / MIB,
                 f.count(r"cpu\d+"),
-                f.total(r"vbd_\w+_read") / KIB,
-                f.total(r"vbd_\w+_write") / KIB,
+                f.total(r"vbd_[^_]+_read") / KIB,
+                f.total(r"vbd_[^_]+_write") / KIB,
                 f.total(r"vif_\d+_rx") / KIB,
                 f.total(r"vif_\d+_tx") / KIB,
             )

@@ -9,7 +9,7 @@ test kit (``xenstack.testing``) build a :class:`ToolstackConfig`, from their opt
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -86,3 +86,25 @@ def from_environment(
     if environ.get(BACKEND_ENV):
         changes["backend"] = environ[BACKEND_ENV]
     return replace(config, **changes)
+
+
+# The switch options ``init`` keeps in the state (meta key = field name), as it keeps the
+# backend: ``serve`` and the tools beside it bring them back unless told otherwise.
+REMEMBERED_SWITCH = ("switch", "netns", "ovsdb_tcp")
+
+
+def remembered(config: ToolstackConfig, stored: Callable[[str], str | None]) -> ToolstackConfig:
+    """``config`` with the switch options the state keeps (``stored(name)``) for the fields
+    it leaves at their defaults: an option given (or a variable set) wins over the state."""
+    defaults = ToolstackConfig()
+    changes: dict[str, Any] = {}
+    for name in REMEMBERED_SWITCH:
+        value = stored(name)
+        if value and getattr(config, name) == getattr(defaults, name):
+            changes[name] = value
+    return replace(config, **changes) if changes else config
+
+
+def to_remember(config: ToolstackConfig, switch_kind: str, netns: str) -> dict[str, str]:
+    """What :func:`remembered` will read back: the switch a state was initialised with."""
+    return {"switch": switch_kind, "netns": netns, "ovsdb_tcp": config.ovsdb_tcp}

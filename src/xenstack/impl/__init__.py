@@ -30,6 +30,7 @@ from .vm import memory as vm_memory
 from .vm import migrate as vm_migrate
 from .vm import power as vm_power
 from .vm import provision as vm_provision
+from .vm import triggers as vm_triggers
 from .vm import vm as vm_class
 from .vm import xva_import as vm_xva_import
 
@@ -64,5 +65,6 @@ __all__ = [
     "vm_migrate",
     "vm_power",
     "vm_provision",
+    "vm_triggers",
     "vm_xva_import",
 ]

@@ -122,3 +122,16 @@ def prepare_vif(name: str, mac: str, mtu: int, ipv6_off: bool) -> None:
 def set_mtu(name: str, mtu: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock, SIOCSIFMTU, _ifreq(name, struct.pack("i", mtu)))
+
+
+def set_noarp(name: str) -> bool:
+    """``arp off`` on ``name``; False when there is no such link here."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = struct.unpack("H", fcntl.ioctl(sock, SIOCGIFFLAGS, _ifreq(name))[16:18])[0]
+        if not flags & IFF_NOARP:
+            fcntl.ioctl(sock, SIOCSIFFLAGS, _ifreq(name, struct.pack("H", flags | IFF_NOARP)))
+    return True

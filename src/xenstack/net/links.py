@@ -51,6 +51,13 @@ class Links:
     async def remove(self, name: str) -> None:
         await self._kernel(kernel.tap_delete, name)
 
+    async def quiet(self, name: str) -> None:
+        """``arp off`` on a device that becomes a port of a userspace-datapath bridge (a
+        PIF, a bond member): that datapath reads the device beside the kernel's stack, not
+        in its place, so the kernel would otherwise answer ARP there for the addresses of the
+        bridge's own port, from the device's MAC."""
+        await self._kernel(kernel.set_noarp, name)
+
     async def set_mtu(self, name: str, mtu: int) -> None:
         await self._kernel(kernel.set_mtu, name, mtu)
 
@@ -67,26 +74,50 @@ class Links:
             return {}
 
 
+_SYSFS = (
+    ("address", "MAC"),
+    ("carrier", "carrier"),
+    ("speed", "speed"),
+    ("mtu", "MTU"),
+    ("duplex", "duplex"),
+    ("device/vendor", "vendor_id"),
+    ("device/device", "device_id"),
+)
+
+
 def kernel_nic(device: str, netns: str = "") -> dict[str, str]:
-    """What the kernel says of a network device in the host's namespace (sysfs): MAC, carrier,
-    speed, MTU, vendor and device ids. Empty when there is no such device."""
+    """What the kernel says of a network device (sysfs): MAC, carrier, speed, MTU, duplex,
+    and the vendor and device ids of a PCI NIC. In a namespace, its own sysfs is read
+    (``ip netns exec`` mounts it) in one process. Empty when there is no such device."""
+    if netns:
+        return _kernel_nic_in(device, netns)
     base = Path("/sys/class/net") / device
-    if netns or not base.exists():
+    if not base.exists():
         return {}
     info: dict[str, str] = {}
-    for key, name in (
-        ("address", "MAC"),
-        ("carrier", "carrier"),
-        ("speed", "speed"),
-        ("mtu", "MTU"),
-        ("duplex", "duplex"),
-        ("device/vendor", "vendor_id"),
-        ("device/device", "device_id"),
-    ):
+    for key, name in _SYSFS:
         try:
             info[name] = (base / key).read_text().strip()
         except OSError:
             continue
+    return info
+
+
+def _kernel_nic_in(device: str, netns: str) -> dict[str, str]:
+    if "/" in device or device.startswith("."):
+        return {}
+    base = f"/sys/class/net/{device}"
+    argv = ["ip", "netns", "exec", netns, "grep", "-sH", ".", *(f"{base}/{k}" for k, _ in _SYSFS)]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    names = {f"{base}/{k}": name for k, name in _SYSFS}
+    info: dict[str, str] = {}
+    for line in out.splitlines():
+        path, _, value = line.partition(":")
+        if path in names:  # unreadable files (no speed while the link is down) are absent
+            info[names[path]] = value.strip()
     return info
 
 
@@ -101,8 +132,8 @@ def read_links(netns: str = "") -> dict[str, dict[str, object]]:
 
 
 def nic_facts(device: str, netns: str = "") -> dict[str, str]:
-    """A device's MAC, carrier, MTU (and speed and vendor, from sysfs, in the host's own
-    namespace); empty when the device does not exist."""
+    """A device's MAC, carrier, MTU (``ip link``), and speed, duplex and PCI ids (sysfs, in
+    its namespace); empty when the device does not exist."""
     link = read_links(netns).get(device)
     if link is None:
         return {}

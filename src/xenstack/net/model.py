@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import XenstackError
@@ -9,6 +10,29 @@ from ..errors import XenstackError
 VIF_MAC = "fe:ff:ff:ff:ff:ff"  # the host side of every guest tap, as XenServer's vif script sets
 LOCKING_MODES = ("unlocked", "locked", "disabled")
 BOND_MODES = {"balance-slb": "balance-slb", "active-backup": "active-backup", "lacp": "balance-tcp"}
+# Bond.properties that become the port's other_config on Open vSwitch, as XenServer sets them
+BOND_OTHER_CONFIG = ("lacp-time", "lacp-fallback-ab", "lacp-aggregation-key")
+
+
+def bond_columns(options: Mapping[str, str]) -> tuple[str, str, dict[str, str]]:
+    """(bond_mode, lacp, other_config) of a bond port in XenServer's ``mode`` with its
+    properties: an lacp bond hashes by source MAC (balance-slb) unless its
+    ``hashing_algorithm`` is ``tcpudp_ports`` (balance-tcp, also when none is given)."""
+    mode = options.get("mode", "balance-slb")
+    other = {k: options[k] for k in BOND_OTHER_CONFIG if options.get(k)}
+    if mode != "lacp":
+        return BOND_MODES.get(mode, mode), "off", {}
+    hashing = options.get("hashing_algorithm", "")
+    return ("balance-slb" if hashing == "src_mac" else "balance-tcp"), "active", other
+
+
+def bond_view(options: Mapping[str, str]) -> dict[str, str]:
+    """A bond port's options as a switch reports them: XenServer's ``mode``, Open vSwitch's
+    ``bond_mode`` and the LACP settings that reach the port."""
+    bond_mode, _, other = bond_columns(options)
+    return {"mode": options.get("mode", "balance-slb"), "bond_mode": bond_mode, **other}
+
+
 TUNNEL_PROTOCOLS = ("gre", "vxlan")
 
 

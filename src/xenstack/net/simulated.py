@@ -19,6 +19,7 @@ from .model import (
     SwitchError,
     TraceResult,
     VifSpec,
+    bond_view,
 )
 from .switch import Switch
 
@@ -125,7 +126,7 @@ class SimulatedSwitch(Switch):
         port = self._new_port(bridge, name, kind, mtu)
         port.members = tuple(sorted(members))
         port.links_up = len(members) or 1
-        port.options = dict(options or {})
+        port.options = bond_view(options or {}) if kind == "bond" else dict(options or {})
         port.external_ids = dict(external_ids or {})
 
     async def remove_port(self, name: str) -> None:
@@ -139,7 +140,9 @@ class SimulatedSwitch(Switch):
         port = self._port(name)
         if tag is not None:
             port.tag = tag
-        if options is not None:
+        if options is not None and port.kind == "bond" and "mode" in options:
+            port.options = bond_view(options)
+        elif options is not None:
             port.options.update(options)
 
     def _port(self, name: str) -> PortState:

@@ -79,6 +79,13 @@ def _run(cmd: list[str], cmd_input: str | None = None) -> Any:
     return subprocess.run(cmd, input=cmd_input, capture_output=True, text=True, timeout=600)
 
 
+def in_dom0_net(cmd: list[str]) -> list[str]:
+    """``cmd`` run in dom0's network: the toolstack's namespace (``XENSTACK_NETNS``) if it
+    has one, so that a plug-in never touches the machine's own interfaces or firewall."""
+    netns = os.environ.get("XENSTACK_NETNS", "")
+    return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+
+
 def run_command(cmd: list[str], cmd_input: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
     """Run ``cmd`` (no shell); its stdout, or PluginError with its stderr."""
     proc = _run(cmd, cmd_input)
@@ -143,3 +150,50 @@ def import_vhds(sr_path: str, staging: str, uuid_stack: list[str]) -> dict[str, 
     for uuid in reversed(uuids):  # parents first: a leaf never shows without its chain
         os.rename(os.path.join(staging, f"{uuid}.vhd"), os.path.join(sr_path, f"{uuid}.vhd"))
     return imported
+
+
+# ---- VDIs in dom0 (kernel.py, partition_utils.py) ----------------------------------------
+
+
+def make_dev_path(dev: str, partition: int | None = None, base: str = "/dev") -> str:
+    """``/dev/<dev>`` (``/dev/<dev>p<n>`` for partition ``n``); ``dev`` a bare device name."""
+    dev = str(dev)
+    if not dev or "/" in dev or dev.startswith("."):
+        raise PluginError(f"bad device name: {dev!r}")
+    path = os.path.join(base, dev)
+    return f"{path}p{partition}" if partition is not None else path
+
+
+def this_control_domain(session: Any) -> str:
+    """The control domain of the host the plug-in runs on (the caller's session's host)."""
+    xenapi = session.xenapi
+    host = xenapi.session.get_this_host(session._session)
+    return str(xenapi.host.get_control_domain(host))
+
+
+def with_vdi_in_dom0(session: Any, vdi: str, read_only: bool, fn: Callable[[str], Any]) -> Any:
+    """``fn(device)`` with ``vdi`` plugged into dom0 (``/dev/<device>``), unplugged and its
+    VBD destroyed afterwards whatever happens."""
+    xenapi = session.xenapi
+    record = {
+        "VM": this_control_domain(session),
+        "VDI": vdi,
+        "userdevice": "autodetect",
+        "bootable": False,
+        "mode": "RO" if read_only else "RW",
+        "type": "Disk",
+        "unpluggable": True,
+        "empty": False,
+        "other_config": {},
+        "qos_algorithm_type": "",
+        "qos_algorithm_params": {},
+    }
+    vbd = xenapi.VBD.create(record)
+    try:
+        xenapi.VBD.plug(vbd)
+        try:
+            return fn(str(xenapi.VBD.get_device(vbd)))
+        finally:
+            xenapi.VBD.unplug(vbd)
+    finally:
+        xenapi.VBD.destroy(vbd)

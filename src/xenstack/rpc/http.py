@@ -43,6 +43,7 @@ MAX_PARAMS = 256
 # Descriptors kept back from the connection cap: the database, disks being copied, NBD...
 FD_RESERVE = 256
 # Connections the kernel may hold before they are accepted (and, over a cap, closed at once).
+STOP_GRACE = 1.0  # seconds the web application's handlers have to end at stop
 BACKLOG = 1024
 XML = "text/xml"
 JSON = "application/json"
@@ -325,6 +326,9 @@ class RpcServer:
             access_log=None,
             keepalive_timeout=cfg.idle_timeout,
             handle_signals=False,
+            # at stop, calls in flight on handed-over connections (a browser's event.from
+            # long poll) get a moment to end, then are cancelled: a stop never waits minutes
+            shutdown_timeout=STOP_GRACE,
             max_line_size=cfg.max_request_line,
             max_field_size=cfg.max_head,
             max_headers=cfg.max_headers,

@@ -25,6 +25,7 @@ import math
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 NAN = math.nan
 STEP = 5
@@ -66,6 +67,20 @@ class Ring:
     def oldest_first(self) -> list[float]:
         size = len(self.data)
         return [self.data[(self.head + 1 + i) % size] for i in range(size)]
+
+    def newest(self, count: int) -> list[float]:
+        """The newest ``count`` values, newest first."""
+        values: list[float] = _newest(self.data, self.head, count).tolist()
+        values.reverse()
+        return values
+
+
+def _newest(data: Any, head: int, count: int) -> Any:
+    """The slice of ring storage ``data`` holding its newest ``count`` entries, oldest first."""
+    size = len(data)
+    if count <= head + 1:
+        return data[head - count + 1 : head + 1]
+    return data[size - (count - head - 1) :] + data[: head + 1]
 
 
 @dataclass(slots=True)

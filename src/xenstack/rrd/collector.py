@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .hoststats import ProcHost, SimHosts
-from .sources import DomainCounters, HostSample, cpu_avg, host_values, vm_values
+from .sources import (
+    DiskDelta,
+    DomainCounters,
+    HostSample,
+    cpu_avg,
+    disk_deltas,
+    host_values,
+    sr_values,
+    vm_values,
+)
 from .store import RrdStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,8 @@ class Feed(Protocol):
     def hosts(self) -> Sequence[HostView]: ...
     def vms(self) -> Sequence[VmView]: ...
     def srs(self) -> Sequence[SrView]: ...
+    async def refresh(self) -> None:
+        """Read the backend's counters afresh (before each tick of the loop)."""
 
 
 @dataclass(slots=True)
@@ -96,6 +107,7 @@ class Collector:
         self.sim = SimHosts()
         self.on_tick = on_tick
         self.previous: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
+        self.counters: dict[str, tuple[float, DomainCounters]] = {}  # VM -> its last sample
         self._task: asyncio.Task[None] | None = None
 
     def tick(self, timestamp: float | None = None) -> Rates:
@@ -103,11 +115,12 @@ class Collector:
         t = self.now() if timestamp is None else timestamp
         rates = Rates(t)
         guest_cpu: dict[str, float] = {}
-        sr_read: dict[str, dict[str, float]] = {}
-        sr_write: dict[str, dict[str, float]] = {}
+        sr_io: dict[str, dict[str, DiskDelta]] = {}  # host -> SR -> what its disks did
+        sr_dt: dict[str, float] = {}  # host -> the interval its disks' figures cover
         sampled: set[str] = set()
         for vm in self.feed.vms():
-            values = vm_values(vm.stats, vm.disks, vm.vifs)
+            moved, dt = self._disks_moved(vm, t)
+            values = vm_values(vm.stats, vm.disks, vm.vifs, moved, dt)
             vm_rates = self._counted("vm", vm.uuid, t, values)
             rates.vms[vm.uuid] = vm_rates
             self.store.update("vm", vm.uuid, t, values)
@@ -115,13 +128,16 @@ class Collector:
             sampled.add(vm.uuid)
             busy = sum(v for k, v in vm_rates.items() if k.startswith("cpu"))
             guest_cpu[vm.host] = guest_cpu.get(vm.host, 0.0) + busy
-            for disk, sr in vm.disk_srs.items():
-                reads, writes = sr_read.setdefault(vm.host, {}), sr_write.setdefault(vm.host, {})
-                reads[sr] = reads.get(sr, 0.0) + vm_rates.get(f"vbd_{disk}_read", 0.0)
-                writes[sr] = writes.get(sr, 0.0) + vm_rates.get(f"vbd_{disk}_write", 0.0)
+            for key, delta in moved.items():
+                sr = vm.disk_srs.get(vm.disks.get(key, key))
+                if sr is not None:
+                    sr_io.setdefault(vm.host, {}).setdefault(sr, DiskDelta()).add(delta)
+                    sr_dt[vm.host] = dt
         for host in self.feed.hosts():
             sample = self._host_sample(host, t, guest_cpu.get(host.uuid, 0.0))
-            values = host_values(sample, sr_read.get(host.uuid, {}), sr_write.get(host.uuid, {}))
+            dt = sr_dt.get(host.uuid, 0.0)
+            io = {sr: sr_values(d, dt) for sr, d in sr_io.get(host.uuid, {}).items()}
+            values = host_values(sample, io)
             host_rates = self._counted("host", host.uuid, t, values)
             cpus = [host_rates.get(f"cpu{i}", float("nan")) for i in range(len(sample.cpu_seconds))]
             values["cpu_avg"] = cpu_avg(cpus)
@@ -134,6 +150,14 @@ class Collector:
         if self.on_tick is not None:
             self.on_tick(rates)
         return rates
+
+    def _disks_moved(self, vm: VmView, t: float) -> tuple[dict[str, DiskDelta], float]:
+        """What the VM's disks did since its previous sample, and over how many seconds."""
+        before = self.counters.get(vm.uuid)
+        self.counters[vm.uuid] = (t, vm.stats)
+        if before is None or t <= before[0]:
+            return {}, 0.0
+        return disk_deltas(vm.stats, before[1]), t - before[0]
 
     def _counted(
         self, owner: str, uuid: str, t: float, values: dict[str, float]
@@ -155,6 +179,7 @@ class Collector:
         for vm in [v for v in self.store.resident if v not in sampled]:
             del self.store.resident[vm]
             self.previous.pop(("vm", vm), None)
+            self.counters.pop(vm, None)
             try:
                 self.store.save("vm", vm)
             except OSError as exc:
@@ -176,11 +201,23 @@ class Collector:
 
     async def _run(self, step: float) -> None:
         saved = time.monotonic()
+        last = 0.0
         while True:
             now = self.now()
-            await asyncio.sleep(step - now % step)  # on the step's boundaries, as rrdd
+            boundary = now - now % step + step
+            if boundary <= last:  # woke a hair early last time: this boundary is done
+                boundary += step
+            await asyncio.sleep(boundary - now)  # on the step's boundaries, as rrdd
+            # stamped with the boundary the sleep aimed at (unless it overslept badly), not
+            # when a slow backend answered: each 5-second row is then one interval's figures
+            t = self.now()
+            t = last = boundary if t - boundary < step / 2 else t
             try:
-                self.tick()
+                await asyncio.wait_for(self.feed.refresh(), step / 2)
+            except Exception:  # a backend that cannot say: its last counters are used
+                log.warning("the backend's counters could not be read afresh", exc_info=True)
+            try:
+                self.tick(t)
             except Exception:
                 log.exception("metrics collection failed")
             if time.monotonic() - saved > SAVE_EVERY:
@@ -197,8 +234,4 @@ class Collector:
 
 
 def _sr_values(sr: SrView) -> dict[str, float]:
-    return {
-        "physical_size": sr.physical_size,
-        "physical_utilisation": sr.physical_utilisation,
-        "virtual_allocation": sr.virtual_allocation,
-    }
+    return {"size": sr.physical_size, "physical_utilisation": sr.physical_utilisation}

@@ -13,23 +13,18 @@ and browsers parse without a JSON5 reader).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import orjson
 
 from .archive import CFS, Ring, Rrd, Timescale
 
+_SEP = "\x00"
+
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
-# what "%.5g" writes -> what XAPI's f_to_s writes
-_SPECIAL = (
-    ("<v>nan</v>", "<v>NaN</v>"),
-    ("<v>-nan</v>", "<v>NaN</v>"),
-    ("<v>inf</v>", "<v>Infinity</v>"),
-    ("<v>-inf</v>", "<v>-Infinity</v>"),
-    ("<v>0</v>", "<v>0.0</v>"),
-    ("<v>-0</v>", "<v>0.0</v>"),
-)
 
 
 class NoArchive(Exception):
@@ -49,7 +44,8 @@ def f_to_s(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Updates:
-    """The answer of an ``/rrd_updates`` query: its times, legend and columns."""
+    """The answer of an ``/rrd_updates`` query: its times, legend and columns (the values, or
+    for the XML form its rows already rendered)."""
 
     start: int
     step: int
@@ -57,29 +53,27 @@ class Updates:
     legend: list[str]
     times: list[int]  # newest first
     columns: list[list[float]]  # one per legend entry, newest first
+    xml_rows: list[bytes] | None = None  # ``<row>...</row>`` per time, when asked for
+    json_rows: list[bytes] | None = None  # ``{"t":..,"values":[..]}`` per time, when asked
 
     def rows(self) -> list[tuple[int, list[float]]]:
         return [(t, [c[i] for c in self.columns]) for i, t in enumerate(self.times)]
 
 
-def _newest(ring: Ring, count: int) -> list[float]:
-    """The ring's newest ``count`` values, newest first."""
-    data, head, size = ring.data, ring.head, len(ring.data)
-    if count <= head + 1:
-        part = data[head - count + 1 : head + 1]
-    else:
-        part = data[size - (count - head - 1) :] + data[: head + 1]
-    values = part.tolist()
-    values.reverse()
-    return values
-
-
 def updates(
-    prefixed: Sequence[tuple[str, Rrd]], start: int, interval: int, cf: str | None
+    prefixed: Sequence[tuple[str, Rrd]],
+    start: int,
+    interval: int,
+    cf: str | None,
+    *,
+    as_xml: bool = False,
+    as_json: bool = False,
 ) -> Updates:
     """The rows of ``prefixed`` RRDs (each with its legend prefix, ``host:<uuid>:``) from
     ``start`` (negative: seconds before the last update) at ``interval`` seconds or coarser,
-    for one consolidation function or (None) all. NoArchive when there is nothing to read."""
+    for one consolidation function or (None) all; ``as_xml``/``as_json``: the rows rendered
+    for :func:`xport_xml`/:func:`xport_json` rather than the values. NoArchive when there is
+    nothing to read."""
     if not prefixed:
         raise NoArchive("no RRD")
     first = prefixed[0][1]
@@ -100,56 +94,184 @@ def updates(
     while len(times) < shape[1] and end - len(times) * span >= start:
         times.append(end - len(times) * span)
     legend: list[str] = []
-    columns: list[list[float]] = []
+    rings: list[Ring] = []
+    used: list[tuple[Rrd, Timescale]] = []
     for prefix, rrd, scale in scales:
         if (scale.pdp_per_row, scale.rows) != shape:
             continue
-        _columns_of(prefix, rrd, scale, cfs, len(times), legend, columns)
+        names = rrd.names()
+        used.append((rrd, scale))
+        for c in cfs:
+            legend.extend(f"{c}:{prefix}{name}" for name in names)
+            rings.extend(scale.rings[c])
+    if as_xml or as_json:
+        form = "json" if as_json else "xml"
+        count = len(times)
+
+        def build(indexes: Sequence[int]) -> list[bytes]:
+            parts = []
+            for rrd, scale in used:
+                rrd_rings = [ring for c in cfs for ring in scale.rings[c]]
+                parts.append(_SEGMENTS.segments(form, rrd_rings, rrd.row_time(scale), span, count))
+            return _join_rows(form, [times[i] for i in indexes], parts, indexes)
+
+        # a whole row is final too while the same rings are read at the same offsets
+        offsets = tuple(end - rrd.row_time(scale) for rrd, scale in used)
+        rows = _ROWS.rows((form, span, tuple(rings), offsets), times, build)
+        if as_json:
+            return Updates(first_time, span, end, legend, times, [], json_rows=rows)
+        return Updates(first_time, span, end, legend, times, [], rows)
+    columns = [ring.newest(len(times)) for ring in rings]
     return Updates(first_time, span, end, legend, times, columns)
 
 
-def _columns_of(
-    prefix: str,
-    rrd: Rrd,
-    scale: Timescale,
-    cfs: Sequence[str],
-    count: int,
-    legend: list[str],
-    columns: list[list[float]],
-) -> None:
-    names = rrd.names()
-    for cf in cfs:
-        for name, ring in zip(names, scale.rings[cf], strict=True):
-            legend.append(f"{cf}:{prefix}{name}")
-            columns.append(_newest(ring, count))
+# what "%.5g" writes -> what XAPI's f_to_s writes, inside an xport cell
+_SPECIAL = (
+    ("<v>nan</v>", "<v>NaN</v>"),
+    ("<v>inf</v>", "<v>Infinity</v>"),
+    ("<v>-inf</v>", "<v>-Infinity</v>"),
+    ("<v>0</v>", "<v>0.0</v>"),
+    ("<v>-0</v>", "<v>0.0</v>"),
+)
+
+
+def render_segments(form: str, rings: Sequence[Ring], ages: Sequence[int]) -> list[bytes]:
+    """The part of each row (``ages`` pushes old) that ``rings`` (one RRD's) make: XML cells
+    ``<v>..</v>`` in XAPI's spellings, or JSON numbers (null unknown) joined by commas. One
+    format for them all."""
+    n, count = len(rings), len(ages)
+    if n == 0 or count == 0:
+        return [b""] * count
+    if list(ages) == list(range(count)):  # the newest rows: a transpose of the columns
+        rows: Sequence[Sequence[float]] = list(zip(*(r.newest(count) for r in rings), strict=True))
+    else:
+        rows = [[r.peek(age) for r in rings] for age in ages]
+    if form == "json":
+        text = orjson.dumps(rows)[2:-2]  # [[a,b],[c,d]] -> a,b],[c,d
+        return text.split(b"],[")
+    xml = (("<v>%.5g</v>" * n + _SEP) * count) % tuple(chain.from_iterable(rows))
+    for python, xapi in _SPECIAL:
+        xml = xml.replace(python, xapi)
+    return [part.encode() for part in xml.split(_SEP)[:-1]]
+
+
+class SegmentCache:
+    """Rendered row segments: per RRD read (the very rings, so a forgotten source's new rings
+    are another entry), what it puts in the row of each time.
+
+    A row is final once its time has passed (the rings only push), and XAPI's clients (Xen
+    Orchestra, XenCenter) ask for the same host and VMs every few seconds: a read after a
+    tick renders each RRD's one new row and reuses the rest, and a VM that starts costs its
+    own rows only. Segments are kept by their RRD's own time (an RRD a tick behind the
+    others is read at the same ages, as XAPI does, and cached by what its rows stand for).
+    The least recently read entries go first past ``size``."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.entries: OrderedDict[Hashable, dict[int, bytes]] = OrderedDict()
+
+    def segments(
+        self, form: str, rings: Sequence[Ring], newest: int, span: int, count: int
+    ) -> list[bytes]:
+        """The segments of the rows 0..``count``-1 pushes old, the newest one at ``newest``."""
+        key = (form, span, tuple(rings))
+        known = self.entries.pop(key, None)
+        if known is None:
+            known = {}
+        self.entries[key] = known
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        times = [newest - age * span for age in range(count)]
+        missing = [age for age, t in enumerate(times) if t not in known]
+        if missing:
+            if len(missing) == count:
+                missing = list(range(count))
+            for age, text in zip(missing, render_segments(form, rings, missing), strict=True):
+                known[times[age]] = text
+            oldest = times[-1] if times else newest
+            for t in [t for t in known if t < oldest]:
+                del known[t]
+        return [known[t] for t in times]
+
+
+_SEGMENTS = SegmentCache()
+
+
+class RowCache:
+    """Whole rows of the answers last given, by what was read (the form, the rings and each
+    RRD's offset): a client asking the same again after a tick gets the rows it had, and
+    the new one joined from the RRDs' segments. A few answers are kept."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.entries: OrderedDict[Hashable, dict[int, bytes]] = OrderedDict()
+
+    def rows(
+        self,
+        key: Hashable,
+        times: Sequence[int],
+        build: Callable[[Sequence[int]], list[bytes]],
+    ) -> list[bytes]:
+        known = self.entries.pop(key, None)
+        if known is None:
+            known = {}
+        self.entries[key] = known
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        missing = [i for i, t in enumerate(times) if t not in known]
+        if missing:
+            for i, row in zip(missing, build(missing), strict=True):
+                known[times[i]] = row
+            oldest = times[-1]
+            for t in [t for t in known if t < oldest]:
+                del known[t]
+        return [known[t] for t in times]
+
+
+_ROWS = RowCache()
+
+
+def _join_rows(
+    form: str,
+    times: Sequence[int],
+    parts: Sequence[Sequence[bytes]],
+    indexes: Sequence[int] | None = None,
+) -> list[bytes]:
+    """Each time's row from every RRD's segment of it (segment ``indexes[k]`` for
+    ``times[k]``; by default the k-th)."""
+    rows = []
+    for k, t in enumerate(times):
+        i = k if indexes is None else indexes[k]
+        if form == "json":
+            values = b",".join([p[i] for p in parts if p[i]])
+            rows.append(b'{"t":%d,"values":[%b]}' % (t, values))
+        else:
+            rows.append(b"<row><t>%d</t>%b</row>" % (t, b"".join([p[i] for p in parts])))
+    return rows
 
 
 def xport_xml(u: Updates) -> bytes:
     """``u`` as XAPI's ``xport`` XML."""
-    parts = [
+    head = [
         XML_HEAD,
         f"<xport><meta><start>{u.start}</start><step>{u.step}</step><end>{u.end}</end>",
         f"<rows>{len(u.times)}</rows><columns>{len(u.legend)}</columns><legend>",
+        f"<entry>{_escape(_SEP.join(u.legend))}</entry>".replace(_SEP, "</entry><entry>")
+        if u.legend
+        else "",
+        "</legend></meta><data>",
     ]
-    parts.extend(f"<entry>{_escape(e)}</entry>" for e in u.legend)
-    parts.append("</legend></meta><data>")
-    # one C-level format per row, XAPI's spellings of the special values fixed afterwards
-    cell = "<v>%.5g</v>" * len(u.columns)
-    for t, values in zip(u.times, zip(*u.columns, strict=True), strict=False):
-        parts.append(f"<row><t>{t}</t>{cell % values}</row>")
-    if not u.columns:
-        parts.extend(f"<row><t>{t}</t></row>" for t in u.times)
-    parts.append("</data></xport>")
-    text = "".join(parts)
-    for python, xapi in _SPECIAL:
-        text = text.replace(python, xapi)
-    return text.encode()
+    rows = u.xml_rows
+    if rows is None:
+        rings = [Ring(len(u.times), list(reversed(c))) for c in u.columns]
+        segments = render_segments("xml", rings, range(len(u.times)))
+        rows = _join_rows("xml", u.times, [segments])
+    return b"".join([("".join(head)).encode(), *rows, b"</data></xport>"])
 
 
 def xport_json(u: Updates) -> bytes:
     """``u`` as JSON: ``{"meta": {start, step, end, rows, columns, legend}, "data": [{t,
     values}]}``, rows newest first."""
-    data = [{"t": t, "values": values} for t, values in u.rows()]
     meta = {
         "start": u.start,
         "step": u.step,
@@ -158,7 +280,14 @@ def xport_json(u: Updates) -> bytes:
         "columns": len(u.legend),
         "legend": u.legend,
     }
-    return orjson.dumps({"meta": meta, "data": data})
+    rows = u.json_rows
+    if rows is None:
+        if u.columns:  # the rows by one C-level transpose (orjson writes tuples as arrays)
+            data = zip(u.times, zip(*u.columns, strict=True), strict=True)
+            rows = [orjson.dumps({"t": t, "values": v}) for t, v in data]
+        else:
+            rows = [orjson.dumps({"t": t, "values": []}) for t in u.times]
+    return b"".join([b'{"meta":', orjson.dumps(meta), b',"data":[', b",".join(rows), b"]}"])
 
 
 def _escape(text: str) -> str:

@@ -5,14 +5,17 @@
 ``cf`` (AVERAGE, MIN, MAX; all when absent), ``interval`` (seconds, default 0: the finest),
 ``host=true`` (include the host), ``vm_uuid`` (``all`` by default, ``none``, or one VM),
 ``sr_uuid`` (``none`` by default, ``all``, or one SR) and ``json`` (any value) or an
-``Accept: application/json``: as XAPI's rrdd does. Only VMs last sampled on the host answer
-with it (a VM's RRD is where it runs). A bad query raises :class:`BadQuery` (a
-ValueError), one naming nothing kept :class:`Missing` (a LookupError).
+``Accept: application/json``: as XAPI's rrdd does. ``vm_uuid=all`` is the VMs last sampled on
+the host; one VM named is answered wherever it runs, for the master keeps the archives of
+its members' VMs too (their counters come with the members' reports). A bad query raises
+:class:`BadQuery` (a ValueError), one naming nothing kept :class:`Missing` (a LookupError).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import gc
+from collections.abc import Iterator, Mapping
 
 from .archive import CFS, Rrd
 from .dump import to_xml
@@ -66,22 +69,41 @@ def rrd_updates(
     if query.get("host") == "true" and host is not None:
         chosen.append((f"host:{host_uuid}:", host))
     vm_uuid = query.get("vm_uuid", "all")
-    for uuid, resident in store.resident.items():
-        rrd = store.get("vm", uuid)
-        if resident == host_uuid and rrd is not None and vm_uuid in ("all", uuid):
-            chosen.append((f"vm:{uuid}:", rrd))
+    if vm_uuid == "all":
+        for uuid, resident in store.resident.items():
+            rrd = store.get("vm", uuid)
+            if resident == host_uuid and rrd is not None:
+                chosen.append((f"vm:{uuid}:", rrd))
+    elif (one := store.get("vm", vm_uuid)) is not None:
+        chosen.append((f"vm:{vm_uuid}:", one))  # kept here wherever it runs (a pool member)
     sr_uuid = query.get("sr_uuid", "none")
     if sr_uuid != "none":
         for (owner, uuid), rrd in store.rrds.items():
             if owner == "sr" and sr_uuid in ("all", uuid):
                 chosen.append((f"sr:{uuid}:", rrd))
+    as_json = wants_json(query, accept)
+    with _no_collection():
+        try:
+            result = updates(chosen, start, interval, cf, as_xml=not as_json, as_json=as_json)
+        except NoArchive as exc:
+            raise Missing(str(exc)) from None
+        if as_json:
+            return xport_json(result), JSON
+        return xport_xml(result), XML
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while an answer is built: it makes hundreds of thousands
+    of short-lived objects (no cycles among them), each batch of which would otherwise make
+    the collector walk every archive the toolstack keeps."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        result = updates(chosen, start, interval, cf)
-    except NoArchive as exc:
-        raise Missing(str(exc)) from None
-    if wants_json(query, accept):
-        return xport_json(result), JSON
-    return xport_xml(result), XML
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def whole_rrd(store: RrdStore, owner: str, uuid: str) -> tuple[bytes, str]:

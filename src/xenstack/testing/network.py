@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
+import struct
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,6 +131,65 @@ class VethGuests(Links):
             sh(["ip", "netns", "del", ns], check=False)
         self.guests.clear()
         self.shutdown()
+
+
+class Capture:
+    """``tcpdump`` of ``count`` frames matching ``expression`` on ``device`` in ``ns``, its
+    socket open when the constructor returns; :meth:`lines` waits for them (``-e``: the
+    link-level header, VLAN tags included, is printed)."""
+
+    def __init__(
+        self, ns: str, device: str, expression: str, count: int = 2, inbound: bool = False
+    ) -> None:
+        argv = ["tcpdump", "-l", "-nn", "-e", "-c", str(count), "-i", device]
+        argv += [*(("-Q", "in") if inbound else ()), expression]
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:  # "listening on DEV": the socket is open
+            if "listening on" in line:
+                return
+        self.close()
+        raise RuntimeError(f"tcpdump on {device} in {ns} did not start")
+
+    def lines(self, timeout: float = 60.0) -> str:
+        """What it printed once ``count`` frames came (or the timeout passed)."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            out, _ = self.proc.communicate()
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_SEND = (
+    "import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n"
+    "s.bind((sys.argv[1],0))\ns.send(bytes.fromhex(sys.argv[2]))"
+)
+
+
+def send_frame(ns: str, device: str, frame: bytes) -> None:
+    """Put one Ethernet frame, as it is (a VLAN tag included), on ``device`` in ``ns``."""
+    netns_exec(ns, sys.executable, "-c", _SEND, device, frame.hex())
+
+
+def arp_request(src_mac: str, src_ip: str, target_ip: str, vlan: int = -1) -> bytes:
+    """A broadcast ARP request, 802.1Q-tagged with ``vlan`` when it is not -1."""
+    mac = bytes.fromhex(src_mac.replace(":", ""))
+    tag = struct.pack("!HH", 0x8100, vlan) if vlan >= 0 else b""
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(src_ip)
+    arp += b"\0" * 6 + socket.inet_aton(target_ip)
+    frame = b"\xff" * 6 + mac + tag + struct.pack("!H", 0x0806) + arp
+    return frame.ljust(60 + len(tag), b"\0")
 
 
 @dataclass(frozen=True, slots=True)

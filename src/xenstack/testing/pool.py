@@ -60,6 +60,9 @@ class RunningPool:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
 
+STOP_WAIT = 30.0  # seconds a simulated pool's toolstack has to stop
+
+
 @contextmanager
 def simulated_pool(
     state_dir: Path | None = None,
@@ -134,7 +137,9 @@ def simulated_pool(
         yield pool
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
+        thread.join(STOP_WAIT)
+        if thread.is_alive():  # a stop that hangs is a defect, not a slow teardown
+            raise RuntimeError(f"the simulated pool did not stop within {STOP_WAIT:.0f} s")
 
 
 def kit_config(

@@ -15,6 +15,7 @@ from .interface import (
     DomainExitListener,
     DomainInfo,
     DomainSpec,
+    DomainStats,
     GuestKeyListener,
     GuestListener,
     HostSpec,
@@ -54,6 +55,13 @@ class DelegatingBackend(Backend):
 
     def console_log(self, vm_id: str) -> str:
         return self.local.console_log(vm_id)
+
+    # metrics
+    def vm_stats(self, vm_id: str) -> DomainStats | None:
+        return self.local.vm_stats(vm_id)
+
+    async def refresh_stats(self) -> None:
+        await self.local.refresh_stats()
 
     # hosts
     def host_add(self, spec: HostSpec) -> None:
@@ -163,3 +171,6 @@ class DelegatingBackend(Backend):
 
     def vm_image_receive(self, vm_id: str, image: dict[str, object]) -> None:
         self.local.vm_image_receive(vm_id, image)
+
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        await self.local.vm_send_trigger(vm_id, trigger)

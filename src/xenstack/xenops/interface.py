@@ -273,6 +273,13 @@ class DomainStats:
     vbd_write_bytes: dict[str, int] = field(default_factory=dict)
     vif_rx_bytes: dict[str, int] = field(default_factory=dict)
     vif_tx_bytes: dict[str, int] = field(default_factory=dict)
+    # per disk, as QEMU's query-blockstats counts them: requests completed and the
+    # nanoseconds they took; requests in flight now (only where the backend knows it)
+    vbd_read_ops: dict[str, int] = field(default_factory=dict)
+    vbd_write_ops: dict[str, int] = field(default_factory=dict)
+    vbd_read_ns: dict[str, int] = field(default_factory=dict)
+    vbd_write_ns: dict[str, int] = field(default_factory=dict)
+    vbd_inflight: dict[str, int] = field(default_factory=dict)
 
 
 # ---- the contract -----------------------------------------------------------------------
@@ -512,3 +519,17 @@ class Backend(abc.ABC):
     def vm_image_receive(self, vm_id: str, image: dict[str, object]) -> None:
         """Keep ``image`` (from another backend's ``vm_image_send``) as the VM's."""
         raise Unimplemented("vm_image_receive")
+
+    # Triggers -----------------------------------------------------------------------------
+
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        """Press one of a running domain's hardware buttons, named as ``xl trigger`` names
+        them: ``nmi``, ``reset``, ``power`` (the ACPI power button), ``init``, ``sleep``,
+        ``s3resume``. Unimplemented for a trigger the backend cannot send."""
+        raise Unimplemented("send_trigger")
+
+    async def refresh_stats(self) -> None:
+        """Read every domain's counters afresh for :meth:`vm_stats` (called before each
+        metrics tick): a backend whose counters take I/O to read (QEMU's QMP, a member's
+        toolstack) reads them here; :meth:`vm_stats` then answers from what was read."""
+        return None

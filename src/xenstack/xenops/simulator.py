@@ -37,6 +37,7 @@ from .interface import (
     NicSpec,
     NoSuchDomain,
     OutOfMemory,
+    Unimplemented,
     UnknownHost,
 )
 from .sim_load import SimLoad
@@ -80,6 +81,7 @@ class SimulatorBackend(Backend):
         self._next_domid = 1
         self.agents = GuestAgents(guest_agent_delay, self.report_guest_key)
         self.load = SimLoad()  # the domains' synthetic counters (vm_stats)
+        self.triggers: list[tuple[str, int, str]] = []  # (vm, domid, trigger) sent, in order
 
     @property
     def guest_agent_delay(self) -> float:
@@ -396,6 +398,18 @@ class SimulatorBackend(Backend):
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         dom = self._domain(vm_id)
         dom.vifs = _unplugged(dom.vifs, device, "interface")
+
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        """A simulated guest has no firmware or OS to act on a button: an NMI (logged by a
+        real kernel, which runs on) is recorded in :attr:`triggers`; the others, which a
+        real guest would act on, are not simulated."""
+        dom = self._domain(vm_id)
+        if dom.state != "running":
+            raise BadDomainState(f"{vm_id} is {dom.state}")
+        if trigger != "nmi":
+            raise Unimplemented("send_trigger")
+        await self._wait("send_trigger")
+        self.triggers.append((vm_id, dom.domid, trigger))
 
 
 def _plugged(devices: tuple[str, ...], device: str, kind: str) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Bonds, tunnels and counters over the wire, on both switches: a bond is one port of its
 network's bridge over its members (mode as XenServer names it, links_up from the members'
 links), a tunnel a GRE or VXLAN port to the remote the network names, VIF_metrics and
-PIF_metrics from the switch and the kernel."""
+PIF_metrics from the switch and the kernel (the device's own namespace's sysfs)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,14 @@ def test_a_bond_is_one_port_over_its_members(host: Host) -> None:
             deadline_samples += 1
         assert x.Bond.get_links_up(bond) == "1"
     device = x.PIF.get_device(master)
+    # lacp as XenServer makes it: by source MAC unless hashing by TCP/UDP ports
+    x.Bond.set_mode(bond, "lacp")
+    options = host.ports()[device].options
+    assert (options["mode"], options["bond_mode"]) == ("lacp", "balance-slb"), options
+    x.Bond.set_property(bond, "hashing_algorithm", "tcpudp_ports")
+    x.Bond.set_property(bond, "lacp-time", "fast")
+    options = host.ports()[device].options
+    assert (options["bond_mode"], options["lacp-time"]) == ("balance-tcp", "fast"), options
     x.Bond.destroy(bond)
     after = host.ports()
     assert device not in after and members <= set(after)
@@ -104,6 +112,11 @@ def test_vif_and_pif_metrics_from_the_switch_and_kernel(ovs_host: Host) -> None:
     assert float(metrics["io_write_kbs"]) > 0 and float(metrics["io_read_kbs"]) > 0
     pif = ovs_host.pif()
     assert x.PIF.get_device(pif) == PIF_DEVICE
+    # read in the switch's namespace, where the device is: a veth says 10000 Mbit/s, full
+    # duplex, and has no PCI vendor or device
+    pif_metrics = x.PIF_metrics.get_record(x.PIF.get_metrics(pif))
+    assert (pif_metrics["speed"], pif_metrics["duplex"]) == ("10000", True), pif_metrics
+    assert pif_metrics["vendor_id"] == "" and pif_metrics["carrier"] is True
     sh(["ip", "-n", ovs_host.phys_ns, "link", "set", "xnp0p", "down"])
     (this,) = x.host.get_all()
     x.PIF.scan(this)  # refreshes the given devices' metrics from the kernel

@@ -79,9 +79,10 @@ def test_clone_and_snapshot_are_constant_time(session: Any, xenstack_pool: Runni
                 assert session.xenapi.VDI.get_virtual_size(
                     new
                 ) == session.xenapi.VDI.get_virtual_size(vdi)
-    # no data is copied (2 TiB would take minutes): a 2 TiB disk costs what a 1 GiB one does,
-    # measured in the same run, since this machine's load swings (an absolute bound failed)
-    assert min(timings["big"]) <= 3 * min(timings["small"]) + 0.020, timings
+    # no data is copied (2 TiB would take minutes): the new leaf's header and BAT are all that
+    # is written (a 2 TiB leaf's BAT is 4 MiB, a 1 GiB one's 2 KiB), measured against the small
+    # disk in the same run, since this machine's load swings (an absolute bound failed)
+    assert min(timings["big"]) <= 8 * min(timings["small"]) + 0.050, timings
     assert max(timings["big"]) < 2.0, timings
 
 

@@ -55,6 +55,7 @@ def _host_simple(name: str, method: str, help: str) -> None:
 _host_simple("host-enable", "host.enable", "Allow VMs to start on the selected hosts again.")
 _host_simple("host-reboot", "host.reboot", "Reboot the selected (disabled) hosts.")
 _host_simple("host-shutdown", "host.shutdown", "Power off the selected (disabled) hosts.")
+_host_simple("host-power-on", "host.power_on", "Power on the selected hosts.")
 
 
 @command(

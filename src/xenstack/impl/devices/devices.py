@@ -104,13 +104,15 @@ def backend_device(cls: str, row: dict[str, Any]) -> str:
     return str(row["userdevice"] if cls == "VBD" else row["device"])
 
 
-def set_attached(db: Database, cls: str, ref: str, attached: bool) -> None:
-    """Record that the device is (or is no longer) attached to its VM's domain."""
+def set_attached(db: Database, cls: str, ref: str, attached: bool, device: str = "") -> None:
+    """Record that the device is (or is no longer) attached to its VM's domain; a VBD's
+    ``device`` is ``device`` when given (a dom0 block device's name), else its ``xvd*``."""
     row = db.get(cls, ref)
     fields: dict[str, Any] = {"currently_attached": attached}
     if cls == "VBD":
         number = disk_number(row["userdevice"])
-        fields["device"] = disk_name(number) if number is not None else row["userdevice"]
+        named = disk_name(number) if number is not None else row["userdevice"]
+        fields["device"] = device or named
     with db.transaction():
         db.update(cls, ref, **fields)
         touch_metrics(db, f"{cls}_metrics", row["metrics"])

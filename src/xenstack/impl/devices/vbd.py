@@ -14,7 +14,7 @@ from ..host.hypervisor import backend_errors, hypervisor
 from ..host.specs import attach_disk, disk_spec, opens_disks
 from ..registry import implements
 from ..storage.vdi_rows import refresh_allowed as refresh_vdi
-from . import devices
+from . import devices, dom0
 from . import lifecycle as device_lifecycle
 
 ATTACHABLE_VDI_TYPES = frozenset(
@@ -113,19 +113,32 @@ def destroy(ctx: Context, self_: str) -> None:
             refresh_vdi(db, row["VDI"])
 
 
+def _of_control_domain(ctx: Context, vbd: str) -> bool:
+    return bool(ctx.db.get("VM", ctx.db.get("VBD", vbd)["VM"])["is_control_domain"])
+
+
 @implements("VBD.plug")
 async def plug(ctx: Context, self_: str) -> None:
-    await devices.hotplug(ctx, "VBD", self_, "plug")
+    if _of_control_domain(ctx, self_):
+        await dom0.plug(ctx, self_)  # a block device of the host itself
+    else:
+        await devices.hotplug(ctx, "VBD", self_, "plug")
 
 
 @implements("VBD.unplug")
 async def unplug(ctx: Context, self_: str) -> None:
-    await devices.hotplug(ctx, "VBD", self_, "unplug")
+    if _of_control_domain(ctx, self_):
+        await dom0.unplug(ctx, self_)
+    else:
+        await devices.hotplug(ctx, "VBD", self_, "unplug")
 
 
 @implements("VBD.unplug_force")
 async def unplug_force(ctx: Context, self_: str) -> None:
-    await devices.hotplug(ctx, "VBD", self_, "unplug_force")
+    if _of_control_domain(ctx, self_):
+        await dom0.unplug(ctx, self_)
+    else:
+        await devices.hotplug(ctx, "VBD", self_, "unplug_force")
 
 
 async def _live_media(ctx: Context, vbd: str) -> None:

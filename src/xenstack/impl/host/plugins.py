@@ -87,6 +87,8 @@ def dom0_env(ctx: Context, host: str) -> dict[str, str]:
         env["XENSTACK_SOCKET"] = str(socket_path)
     if ctx.session:
         env["XENSTACK_SESSION"] = ctx.session
+    if ctx.toolstack.config.netns:  # dom0's network is this namespace, not the machine's
+        env["XENSTACK_NETNS"] = ctx.toolstack.config.netns
     state = ctx.toolstack.state_dir
     if state is not None:
         env["XENSTACK_STATE_DIR"] = str(state)

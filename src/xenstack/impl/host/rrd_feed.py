@@ -36,6 +36,9 @@ class DbFeed:
         self.this_host = this_host  # the ref of the host this toolstack runs on
         self.local = local  # this host's figures come from /proc (a real backend)
 
+    async def refresh(self) -> None:
+        await self.hypervisor.backend.refresh_stats()
+
     def hosts(self) -> list[HostView]:
         db = self.db
         views = []

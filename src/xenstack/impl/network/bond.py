@@ -126,6 +126,12 @@ async def create(
     return bond
 
 
+def _options(row: dict[str, Any]) -> dict[str, str]:
+    """The switch's options of a bond: its mode and properties (``hashing_algorithm``,
+    ``lacp-time``...), which the switch turns into Open vSwitch's columns."""
+    return {**row["properties"], "mode": row["mode"]}
+
+
 async def _make_bond_port(ctx: Context, bond: str) -> None:
     """The bond as one port of its network's bridge, its members' own ports gone."""
     db = ctx.db
@@ -139,7 +145,7 @@ async def _make_bond_port(ctx: Context, bond: str) -> None:
         await ports.ensure_network(ctx.toolstack, master["network"])
         bridge = db.get("network", master["network"])["bridge"]
         await sw.add_port(
-            bridge, master["device"], kind="bond", members=devices, options={"mode": row["mode"]}
+            bridge, master["device"], kind="bond", members=devices, options=_options(row)
         )
     except SwitchError as exc:
         raise ApiError("INTERNAL_ERROR", [f"switch: {exc}"]) from None
@@ -175,13 +181,18 @@ async def set_mode(ctx: Context, self_: str, value: str) -> None:
     if master["host"] == ctx.toolstack.this_host:
         sw = ports.switch(ctx)
         if master["device"] in await sw.ports():
-            await sw.set_port(master["device"], options={"mode": value})
+            await sw.set_port(master["device"], options=_options(ctx.db.get("Bond", self_)))
 
 
 @implements("Bond.set_property")
-def set_property(ctx: Context, self_: str, name: str, value: str) -> None:
+async def set_property(ctx: Context, self_: str, name: str, value: str) -> None:
     row = ctx.db.get("Bond", self_)
     if name not in ("hashing_algorithm", "lacp-time", "lacp-aggregation-key", "lacp-fallback-ab"):
         raise ApiError("INVALID_VALUE", ["properties", name])
     with ctx.db.transaction() as db:
         db.set("Bond", self_, "properties", {**row["properties"], name: value})
+    master = ctx.db.get("PIF", row["master"])
+    if master["host"] == ctx.toolstack.this_host:  # the switch's bond follows
+        sw = ports.switch(ctx)
+        if master["device"] in await sw.ports():
+            await sw.set_port(master["device"], options=_options(ctx.db.get("Bond", self_)))

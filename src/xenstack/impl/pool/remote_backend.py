@@ -32,6 +32,7 @@ from ...xenops.interface import (
     DiskSpec,
     DomainInfo,
     DomainSpec,
+    DomainStats,
     HostSpec,
     NicSpec,
     NoSuchDomain,
@@ -42,7 +43,7 @@ from ...xenops.interface import (
 from . import membership, moves
 from .peer import Peer
 from .remote import Unreachable
-from .wire_backend import BACKEND_CALL, domain_info, dump, raise_failure
+from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
 
 if TYPE_CHECKING:
     from ...core.context import Services
@@ -64,6 +65,7 @@ class _Remote:
     memory_free: int = 0
     domains: dict[str, DomainInfo] = field(default_factory=dict)
     images: set[str] = field(default_factory=set)
+    stats: dict[str, DomainStats] = field(default_factory=dict)  # its domains' counters
     queued: list[list[Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -334,6 +336,36 @@ class PoolBackend(DelegatingBackend):
         rem = self.remotes.get(host_id)
         if rem is not None:
             rem.domains.clear()
+
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        await self._on_vm("vm_send_trigger", vm_id, trigger)
+
+    # ---- metrics ------------------------------------------------------------------------
+
+    def vm_stats(self, vm_id: str) -> DomainStats | None:
+        """The counters of a domain here, or of one a member runs as it last reported them
+        (the master records every VM's metrics, as XAPI's master keeps every archive)."""
+        stats = self.local.vm_stats(vm_id)
+        if stats is not None:
+            return stats
+        for rem in self.remotes.values():
+            if vm_id in rem.domains:
+                return rem.stats.get(vm_id)
+        return None
+
+    async def refresh_stats(self) -> None:
+        """This host's counters, and every member's, asked afresh (one call a member); a
+        member that does not answer has none until it does."""
+        await self.local.refresh_stats()
+        asked: dict[str, dict[str, DomainStats]] = {}
+        for host, rem in list(self.remotes.items()):
+            if rem.peer.url not in asked:
+                try:
+                    raw = await self._send(host, "refresh_stats")
+                    asked[rem.peer.url] = {vm: domain_stats(doc) for vm, doc in raw.items()}
+                except XenopsError:
+                    asked[rem.peer.url] = {}
+            rem.stats = asked[rem.peer.url]
 
     # ---- VBD / VIF ----------------------------------------------------------------------
 

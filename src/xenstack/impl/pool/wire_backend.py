@@ -56,6 +56,8 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vm_image_receive": (False, ("s", "doc")),
     "xenstore_nodes": (False, ("i", "strs", "nodes")),
     "snapshot": (False, ()),
+    "vm_send_trigger": (True, ("s", "s")),
+    "refresh_stats": (True, ()),  # answers every domain's counters (the metrics' feed)
 }
 
 _ERRORS: dict[str, type[xi.XenopsError]] = {
@@ -147,6 +149,22 @@ def snapshot(backend: xi.Backend) -> dict[str, Any]:
     return {"hosts": hosts, "images": images}
 
 
+async def _all_stats(backend: xi.Backend) -> dict[str, Any]:
+    """Every domain's counters, read afresh: what the master's metrics record for them."""
+    await backend.refresh_stats()
+    found = {}
+    for host in backend.host_ids():
+        for dom in backend.host_domains(host):
+            stats = backend.vm_stats(dom.vm_id)
+            if stats is not None:
+                found[dom.vm_id] = dump(stats)
+    return found
+
+
+def domain_stats(doc: dict[str, Any]) -> xi.DomainStats:
+    return xi.DomainStats(**{**doc, "cpu_seconds": tuple(doc["cpu_seconds"])})
+
+
 def _images(backend: xi.Backend) -> list[str]:
     known = getattr(backend, "images", None)
     return sorted(known) if isinstance(known, dict) else []
@@ -170,6 +188,9 @@ async def run_batch(
             raise ApiError("INVALID_VALUE", ["arguments", str(name)])
         if name == "snapshot":
             results.append(None)
+            continue
+        if name == "refresh_stats":
+            results.append(await _all_stats(backend))
             continue
         values = [_argument(k, v) for k, v in zip(kinds, args, strict=True)]
         if name == "xenstore_nodes":

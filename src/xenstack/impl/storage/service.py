@@ -46,7 +46,7 @@ from ...idl.model import message
 from ...storage import nbd_protocol
 from ...storage.nbd import NbdGrant, NbdRefused, NbdServer, VhdBackend, serve_nbd
 from ...storage.sr import FileSr
-from ...storage.sr.gc import GcResult, collect, recover_sr
+from ...storage.sr.gc import GcResult, collect, gc_active, recover_sr
 from ...storage.vhd import VhdImage
 from .sr_backend import driver_of, drivers
 from .sr_usage import refresh_usage
@@ -190,12 +190,24 @@ class StorageService:
         done: dict[str, GcResult] = {}
         async with self._gc_lock:
             for sr, drv in self._local_file_srs():
-                done[sr] = await asyncio.to_thread(collect, drv, self.busy, recovering=False)
+                done[sr] = await asyncio.to_thread(self._collect, db.get("SR", sr)["uuid"], drv)
                 if db.exists("SR", sr):
                     with db.transaction():
                         refresh_usage(drivers(self.toolstack), db, sr)
                         refresh_parents(drivers(self.toolstack), db, sr)
         return done
+
+    def gc_lock_dir(self) -> str | None:
+        """Where each SR's ``gc_active`` lock lives (SM's ``/var/lock/sm``): ``STATE/run/sm``."""
+        state = self.toolstack.state_dir
+        return os.path.join(str(state), "run", "sm") if state is not None else None
+
+    def _collect(self, sr_uuid: str, drv: FileSr) -> GcResult:
+        lock_dir = self.gc_lock_dir()
+        if lock_dir is None:
+            return collect(drv, self.busy, recovering=False)
+        with gc_active(lock_dir, sr_uuid):
+            return collect(drv, self.busy, recovering=False)
 
     def nbd_socket(self, vdi_uuid: str) -> str:
         """The Unix socket of a VDI's NBD export: ``<state>/nbd/<uuid>.sock``, or with the

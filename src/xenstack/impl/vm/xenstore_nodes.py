@@ -70,10 +70,25 @@ def restore(toolstack: Services) -> None:
     """At start: the nodes of every domain the database says runs (XenStore is in memory,
     the guests outlived the toolstack)."""
     ctx = Context(toolstack, "")
+    for host, host_row in list(ctx.db.table("host").rows.items()):
+        if ctx.db.exists("VM", host_row["control_domain"]):
+            control_domain(ctx, host, host_row["control_domain"])
     for vm, row in list(ctx.db.table("VM").rows.items()):
         live = row["power_state"] in ("Running", "Paused") and not row["is_control_domain"]
         if live and ctx.db.exists("host", row["resident_on"]) and int(row["domid"]) > 0:
             create(ctx, vm, row["resident_on"], int(row["domid"]))
+
+
+def control_domain(ctx: Context, host: str, vm: str) -> None:
+    """dom0's own nodes, as on a Xen host: ``/local/domain/0/{name,domid,vm}`` and its
+    ``/vm/<uuid>`` (how a process in dom0 finds its own VM, as nova's compute does)."""
+    row = ctx.db.get("VM", vm)
+    xs, readable = _dom0(ctx, host), ["n0"]
+    keys = {"name": row["name_label"], "domid": "0", "vm": f"/vm/{row['uuid']}"}
+    for key, value in keys.items():
+        _put(xs, f"/local/domain/0/{key}", value, readable)
+    for key, value in (("uuid", row["uuid"]), ("name", row["name_label"]), ("domid", "0")):
+        _put(xs, f"/vm/{row['uuid']}/{key}", value, readable)
 
 
 def _domain_keys(ctx: Context, row: dict[str, Any], domid: int) -> dict[str, str]:

@@ -35,6 +35,9 @@ async def apply(
     # against what the transaction leaves); otherwise one does it all
     apart = bool(made_names & ({*remove_ports, *remove_bridges}))
     await _drop_flows(sw, remove_ports)
+    if sw.daemons.datapath == "netdev":  # as add_port does for a system port
+        for _, device in ports:
+            await sw.links.quiet(device)
     if apart:
         await asyncio.to_thread(sw.db.transact, _removals(sw, remove_ports, remove_bridges), True)
     if not (bridges or live or ports):
@@ -87,17 +90,17 @@ async def _drop_flows(sw: OvsSwitch, ports: Sequence[str]) -> None:
     """Delete the locking flows of ports about to go (only those that have flows of ours)."""
     if not ports:
         return
-    have = await sw.ports()
+    have = await asyncio.to_thread(sw.numbers, ports)
     by_bridge: dict[str, set[int]] = {}
-    for name in ports:
-        if name in have and have[name].ofport > 0:
-            by_bridge.setdefault(have[name].parent, set()).add(have[name].ofport)
+    for bridge, number in have.values():
+        if number > 0:
+            by_bridge.setdefault(bridge, set()).add(number)
     for bridge, numbers in by_bridge.items():
         ours = {
             flowlib.parse(f)[1].get("in_port") for f in await sw.flows(bridge) if "cookie=0x1," in f
         }
         for number in sorted(n for n in numbers if str(n) in ours):
-            await sw._ofctl("del-flows", bridge, f"in_port={number},cookie=1/-1")
+            await sw._del_flows_of(bridge, number)
 
 
 def _removals(sw: OvsSwitch, ports: Sequence[str], bridges: Sequence[str]) -> Any:
@@ -175,10 +178,10 @@ async def _flows(sw: OvsSwitch, vifs: Sequence[VifSpec], requested: dict[str, An
     for bridge, flows in by_bridge.items():
         if flows:
             await sw._add_flows(bridge, flows)
-    have = await sw.ports()
+    have = await asyncio.to_thread(sw.numbers, [v.name for v in vifs])
     for vif in vifs:  # a number taken meanwhile: that port's flows again
         parent, number = requested[vif.name]
-        port = have.get(vif.name)
-        if port is not None and port.ofport > 0 and port.ofport != number:
-            await sw._ofctl("del-flows", parent, f"in_port={number},cookie=1/-1")
-            await sw._apply_flows(parent, port.ofport, vif.locking)
+        got = have.get(vif.name, (parent, -1))[1]
+        if got > 0 and got != number:
+            await sw._del_flows_of(parent, number)
+            await sw._apply_flows(parent, got, vif.locking)

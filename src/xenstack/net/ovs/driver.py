@@ -20,7 +20,7 @@ from .. import flows as flowlib
 from ..command import run
 from ..links import Links
 from ..model import (
-    BOND_MODES,
+    BOND_OTHER_CONFIG,
     BridgeSpec,
     BridgeState,
     Locking,
@@ -28,11 +28,13 @@ from ..model import (
     SwitchError,
     TraceResult,
     VifSpec,
+    bond_columns,
 )
 from ..switch import Switch
 from . import batch
 from .daemons import SCHEMA, OvsDaemons
-from .ovsdb import Ovsdb, Row
+from .openflow import Channel, Unavailable
+from .ovsdb import ON_DEMAND, Ovsdb, Row
 
 FAKE_PREFIX = "fake-bridge-"
 _TRACE_FLOW = re.compile(r"^\s*\d+\.\s+(.*)$")
@@ -54,6 +56,8 @@ class OvsSwitch(Switch):
         self.links = links or Links(self.netns, ipv6_off_by_default=False)
         self._db: Ovsdb | None = None
         self.own_netns = False
+        self._channels: dict[str, Channel] = {}  # OpenFlow to each bridge, for flow writes
+        self._index: tuple[int, dict[str, tuple[Row, Row]]] | None = None
 
     @property
     def db(self) -> Ovsdb:
@@ -94,11 +98,18 @@ class OvsSwitch(Switch):
 
     async def detach(self) -> None:
         """Disconnect, leaving the daemons running (after :meth:`attach`)."""
+        await self._close_channels()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
 
+    async def _close_channels(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
+
     async def stop(self) -> None:
+        await self._close_channels()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)
             self._db = None
@@ -114,6 +125,7 @@ class OvsSwitch(Switch):
     # reading ------------------------------------------------------------------------------
 
     def _read(self, stats: bool = True) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
+        counters = self._counters() if stats else {}
         db = self.db
         with db.lock:
             db.idl.run()
@@ -143,9 +155,17 @@ class OvsSwitch(Switch):
                         continue
                     tag = _one(port.tag)
                     ports[port.name] = _port_state(
-                        port, fakes.get(tag, br.name), br.name, tag, stats
+                        port, fakes.get(tag, br.name), br.name, tag, counters
                     )
             return bridges, ports
+
+    def _counters(self) -> dict[str, dict[str, int]]:
+        """Every interface's statistics by name (``select``: the replica keeps none)."""
+        found: dict[str, dict[str, int]] = {}
+        for row in self.db.select(*next(iter(ON_DEMAND.items()))):
+            pairs = row.get("statistics", ["map", []])[1]
+            found[str(row["name"])] = {str(k): int(v) for k, v in pairs}
+        return found
 
     async def state(self) -> tuple[dict[str, BridgeState], dict[str, PortState]]:
         return await asyncio.to_thread(self._read, False)
@@ -163,11 +183,34 @@ class OvsSwitch(Switch):
 
     def _port_row(self, name: str) -> tuple[Row, Row] | None:
         """(bridge row, port row) of the port named ``name``."""
-        for br in self.db.rows("Bridge"):
-            for port in br.ports:
-                if port.name == name:
-                    return br, port
-        return None
+        return self._port_index().get(name)
+
+    def _port_index(self) -> dict[str, tuple[Row, Row]]:
+        """Every port by name, with its bridge: made again only when the replica changed
+        (reading a row's columns through the IDL is slow: a scan of a thousand ports cost
+        ~30 ms, once per lookup)."""
+        seqno = self.db.idl.change_seqno
+        if self._index is None or self._index[0] != seqno:
+            index: dict[str, tuple[Row, Row]] = {}
+            for br in self.db.rows("Bridge"):
+                for port in br.ports:
+                    index[port.name] = (br, port)
+            self._index = (seqno, index)
+        return self._index[1]
+
+    def numbers(self, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(real bridge, ofport) of each of the ports ``names`` that exists."""
+        with self.db.lock:
+            self.db.idl.run()
+            index = self._port_index()
+            found = {}
+            for name in names:
+                if name in index:
+                    br, port = index[name]
+                    iface = port.interfaces[0] if port.interfaces else None
+                    ofport = int(_one(iface.ofport, -1)) if iface is not None else -1
+                    found[name] = (str(br.name), ofport)
+            return found
 
     def _parent_of(self, bridge: str) -> tuple[Row, int]:
         """The real bridge row behind ``bridge`` and the tag its ports get (-1 for none)."""
@@ -248,6 +291,9 @@ class OvsSwitch(Switch):
 
     async def destroy_bridge(self, name: str) -> None:
         await self._transact(lambda txn: self._destroy_bridge_edit(name))
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            await channel.close()
 
     def _destroy_bridge_edit(self, name: str) -> None:
         br = self._bridge_row(name)
@@ -305,10 +351,7 @@ class OvsSwitch(Switch):
                         iface.mtu_request = mtu
                     ifaces.append(iface)
                 port.interfaces = ifaces
-                mode = (options or {}).get("mode", "balance-slb")
-                port.bond_mode = BOND_MODES.get(mode, mode)
-                if mode == "lacp":
-                    port.lacp = "active"
+                port.bond_mode, port.lacp, port.other_config = bond_columns(options or {})
             else:
                 port, iface = self._new_port(txn, name, kind, mtu)
                 if options:
@@ -319,6 +362,9 @@ class OvsSwitch(Switch):
                 port.tag = tag
             parent.addvalue("ports", port.uuid)
 
+        if self.daemons.datapath == "netdev" and kind in ("system", "bond"):
+            for device in members if kind == "bond" else (name,):
+                await self.links.quiet(device)
         await self._transact(edit)
 
     async def remove_port(self, name: str) -> None:
@@ -331,7 +377,7 @@ class OvsSwitch(Switch):
         if port is None:
             return
         if port.ofport > 0:
-            await self._ofctl("del-flows", port.parent, f"in_port={port.ofport},cookie=1/-1")
+            await self._del_flows_of(port.parent, port.ofport)
         await self._transact(edit)
 
     async def set_port(
@@ -345,8 +391,9 @@ class OvsSwitch(Switch):
             if tag is not None:
                 port.tag = tag if tag >= 0 else []
             if options and "mode" in options:
-                port.bond_mode = BOND_MODES.get(options["mode"], options["mode"])
-                port.lacp = "active" if options["mode"] == "lacp" else []
+                port.bond_mode, port.lacp, other = bond_columns(options)
+                kept = {k: v for k, v in port.other_config.items() if k not in BOND_OTHER_CONFIG}
+                port.other_config = {**kept, **other}
 
         await self._transact(edit)
 
@@ -379,7 +426,7 @@ class OvsSwitch(Switch):
             got = made.ofport if made is not None else "none"
             raise SwitchError(f"{spec.name} has no OpenFlow port number ({got})")
         if made.ofport != wanted and flows:  # the number was taken meanwhile: flows again
-            await self._ofctl("del-flows", parent, f"in_port={wanted},cookie=1/-1")
+            await self._del_flows_of(parent, wanted)
             await self._apply_flows(parent, made.ofport, spec.locking)
         return made
 
@@ -425,19 +472,36 @@ class OvsSwitch(Switch):
 
         await self._transact(edit)
 
+    def _channel(self, bridge: str) -> Channel:
+        channel = self._channels.get(bridge)
+        if channel is None:
+            channel = self._channels[bridge] = Channel(self.daemons.rundir / f"{bridge}.mgmt")
+        return channel
+
     async def _add_flows(self, bridge: str, flows: list[str]) -> None:
-        if flows:
+        """Our flows (locking rules), in place when this returns: over the bridge's
+        OpenFlow connection (see :mod:`.openflow`)."""
+        if not flows:
+            return
+        try:
+            await self._channel(bridge).add_flows(flows)
+        except Unavailable:  # a bridge without OpenFlow 1.3: the tool speaks what it has
             await self._ofctl("add-flows", bridge, "-", stdin="\n".join(flows) + "\n")
 
+    async def _del_flows_of(self, bridge: str, ofport: int) -> None:
+        """Our flows (cookie 1) of the port numbered ``ofport``."""
+        try:
+            await self._channel(bridge).del_port_flows(ofport)
+        except Unavailable:
+            await self._ofctl("del-flows", bridge, f"in_port={ofport},cookie=1/-1")
+
     async def _apply_flows(self, bridge: str, ofport: int, locking: Locking) -> None:
-        rules = flowlib.locking_flows(ofport, locking)
-        if rules:
-            await self._ofctl("add-flows", bridge, "-", stdin="\n".join(rules) + "\n")
+        await self._add_flows(bridge, flowlib.locking_flows(ofport, locking))
 
     async def _del_port_flows(self, name: str) -> None:
         port = (await self.ports()).get(name)
         if port is not None and port.ofport > 0:
-            await self._ofctl("del-flows", port.parent, f"in_port={port.ofport},cookie=1/-1")
+            await self._del_flows_of(port.parent, port.ofport)
 
     async def unplug_vif(self, name: str) -> None:
         await self.remove_port(name)
@@ -518,6 +582,16 @@ class OvsSwitch(Switch):
         return TraceResult("drop", "", text)
 
 
+def _bond_options(port: Row) -> dict[str, str]:
+    """A bond port's mode as XenServer names it (``lacp`` when LACP is on), with Open
+    vSwitch's own ``bond_mode`` and the LACP settings from its other_config."""
+    bond_mode = str(_one(port.bond_mode, ""))
+    lacp = _one(port.lacp, "off") == "active"
+    found = {"mode": "lacp" if lacp else bond_mode, "bond_mode": bond_mode}
+    found.update({k: str(v) for k, v in port.other_config.items() if k in BOND_OTHER_CONFIG})
+    return found
+
+
 def _mtu(port: Row) -> int:
     iface = port.interfaces[0] if port.interfaces else None
     if iface is None:
@@ -526,14 +600,12 @@ def _mtu(port: Row) -> int:
 
 
 def _port_state(
-    port: Row, bridge: str, parent: str, tag: int, with_stats: bool = True
+    port: Row, bridge: str, parent: str, tag: int, counters: dict[str, dict[str, int]] | None = None
 ) -> PortState:
     ifaces = list(port.interfaces)
     iface = ifaces[0] if ifaces else None
     kind = "bond" if len(ifaces) > 1 else (iface.type or "system") if iface is not None else ""
-    stats = (
-        {k: int(v) for k, v in iface.statistics.items()} if iface is not None and with_stats else {}
-    )
+    stats = dict((counters or {}).get(iface.name, {})) if iface is not None else {}
     return PortState(
         port.name,
         bridge,
@@ -547,7 +619,7 @@ def _port_state(
         int(iface.ingress_policing_rate) if iface is not None else 0,
         stats,
         tuple(sorted(i.name for i in ifaces)) if len(ifaces) > 1 else (),
-        {"mode": str(_one(port.bond_mode, ""))}
+        _bond_options(port)
         if len(ifaces) > 1
         else (dict(iface.options) if iface is not None else {}),
         sum(1 for i in ifaces if _one(i.link_state, "") == "up"),

@@ -15,12 +15,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import ovs.db.idl  # type: ignore[import-untyped]
+import ovs.jsonrpc  # type: ignore[import-untyped]
 import ovs.poller  # type: ignore[import-untyped]
+import ovs.stream  # type: ignore[import-untyped]
+import ovs.util  # type: ignore[import-untyped]
 
 from ..model import SwitchError
-from . import fastjson
+from . import fastidl, fastjson
 
 fastjson.install()
+fastidl.install()
 
 T = TypeVar("T")
 Row = Any  # ovs.db.idl.Row: columns are attributes
@@ -31,7 +35,16 @@ Row = Any  # ovs.db.idl.Row: columns are attributes
 COLUMNS = {
     "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
     "Bridge": ["name", "ports", "external_ids", "other_config", "datapath_type", "fail_mode"],
-    "Port": ["name", "interfaces", "tag", "fake_bridge", "external_ids", "bond_mode", "lacp"],
+    "Port": [
+        "name",
+        "interfaces",
+        "tag",
+        "fake_bridge",
+        "external_ids",
+        "bond_mode",
+        "lacp",
+        "other_config",
+    ],
     "Interface": [
         "name",
         "type",
@@ -44,13 +57,16 @@ COLUMNS = {
         "link_state",
         "ingress_policing_rate",
         "ingress_policing_burst",
-        "statistics",
     ],
 }
+# read when asked (select), not kept: vswitchd rewrites every interface's counters every
+# few seconds, and a replica holding them took most of a thousand-port host's sync
+ON_DEMAND = {"Interface": ["name", "statistics"]}
 
 
 class Ovsdb:
     def __init__(self, remote: str, schema: str, timeout: float = 60.0) -> None:
+        self.remote = remote
         helper = ovs.db.idl.SchemaHelper(location=schema)
         for table, columns in COLUMNS.items():
             helper.register_columns(table, columns)
@@ -76,6 +92,23 @@ class Ovsdb:
                 if time.monotonic() > deadline:
                     raise SwitchError("OVSDB did not answer within the timeout")
                 self._block(deadline)
+
+    def select(self, table: str, columns: list[str]) -> list[dict[str, Any]]:
+        """Every row of ``table`` with ``columns``, as OVSDB's JSON gives them, read once on a
+        connection of its own (not through the replica)."""
+        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.remote))
+        if error:
+            raise SwitchError(f"OVSDB at {self.remote}: {ovs.util.strerror(error)}")
+        conn = ovs.jsonrpc.Connection(stream)
+        try:
+            op = {"op": "select", "table": table, "where": [], "columns": columns}
+            request = ovs.jsonrpc.Message.create_request("transact", ["Open_vSwitch", op])
+            error, reply = conn.transact_block(request)
+            if error or reply.error is not None:
+                raise SwitchError(f"OVSDB select on {table}: {error or reply.error}")
+            return list(reply.result[0].get("rows", []))
+        finally:
+            conn.close()
 
     def close(self) -> None:
         with self.lock:

@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
 """xenstack's ``xenhost.py``: the host facts and dom0 network setup nova and neutron ask for.
 
-JSON functions, as os-xenapi's plug-in of that name (arguments in the plain dict):
+As os-xenapi's plug-in of that name: four functions take pickled params
+(``call_plugin_serialized``), the others a plain dict and answer JSON.
 
-- ``host_data``: the host's record from ``xe host-param-list`` (this host:
-  ``INSTALLATION_UUID``), cut to what nova reads (``host_name-label``, ``host_hostname``,
-  ``host_uuid``, ``enabled``, ``host_memory`` {total, overhead, free, free-computed},
-  ``host_ip_address``, ``host_capabilities``, ``host_other-config``, ``host_cpu_info``).
-- ``host_uptime``: ``{"uptime": <uptime's output>}``.
-- ``network_config``: ``cmd`` (JSON: one of ``ALLOWED_NETWORK_CMDS``) with ``args`` (JSON
-  dict), run with ``ovs-vsctl`` / ``ip`` against the host's switch (the environment the
-  toolstack gives plug-ins names it, e.g. ``OVS_RUNDIR``).
-- ``get_pci_device_details``: ``lspci -vmmnk``'s text; ``get_pci_type``: ``type-PF``,
-  ``type-VF`` or ``type-PCI`` of ``pci_device`` (a ``0000:00:00.0`` address).
-- ``set_host_enabled``: ``enabled`` ``"true"``/``"false"`` through ``xe host-enable`` /
-  ``host-disable``; answers ``{"status": "enabled"|"disabled"}`` as the host then is.
-- ``get_config`` / ``set_config``: ``key`` (and ``value``, JSON) in the plug-in's own JSON
-  configuration file (``$XENSTACK_STATE_DIR/xenhost.conf``; XenServer's
-  ``/usr/etc/xenhost.conf``); a ``value`` of null removes the key.
+Pickled: ``network_config(args)`` with ``args`` ``{"cmd": one of ALLOWED_NETWORK_CMDS, "args":
+{...}}`` (os-xenapi's command names and argument keys, ``extneral_id`` spelt as its client
+spells it; brctl's done with ip(8)), answering the command's output; ``get_pci_device_details()``
+(``lspci -vmmnk``); ``get_pci_type(pci_device)`` (``type-PF``/``type-VF``/``type-PCI``);
+``query_gc(sr_uuid, vdi_uuid)`` (whether the SR's GC holds its ``gc_active`` lock).
+
+Plain: ``host_data`` (the host's record from ``xe host-param-list``, cut to what nova reads),
+``host_uptime`` (``{"uptime": ...}``), ``set_host_enabled`` (``enabled`` "true"/"false";
+``{"status": ...}``), ``host_reboot``/``host_shutdown``/``host_start`` (``host_uuid``: the
+host disabled, its running VMs shut down, then ``xe host-reboot``/``-shutdown``/``-power-on``;
+``{"power_action": ...}``), ``iptables_config`` (``cmd_args`` a JSON list starting with
+iptables-save/-restore or ip6tables', ``process_input``; ``{"out": ..., "err": ""}``),
+``get_config``/``set_config`` (``key``, ``value`` JSON, in ``$XENSTACK_STATE_DIR/xenhost.conf``;
+XenServer's ``/usr/etc/xenhost.conf``; null removes the key).
+
+Commands that touch dom0's network (``ip``, iptables) run in the toolstack's network namespace
+when it has one (``XENSTACK_NETNS``); ``ovs-vsctl`` reaches the host's switch through the
+environment the toolstack gives plug-ins (``OVS_RUNDIR``).
 """
 
 import json
@@ -86,92 +90,164 @@ def _vsctl(*args):
     return dom0_utils.run_command(["ovs-vsctl", "--timeout=30", *args])
 
 
-def ovs_create_port(args):
-    bridge, port = args["bridge"], args["port"]
-    _vsctl("--", "--if-exists", "del-port", port, "--", "add-port", bridge, port,
-           "--", "set", "interface", port, "type=internal")  # fmt: skip
-    return ""
+def _ip(*args):
+    return dom0_utils.run_command(dom0_utils.in_dom0_net(["ip", *args]))
+
+
+def _need(args, key):
+    if key not in args:
+        raise dom0_utils.PluginError(f"Argument {key} is required.")
+    return args[key]
 
 
 def ovs_add_patch_port(args):
-    bridge, port, peer = args["bridge"], args["port"], args["peer_port"]
-    _vsctl("--", "--if-exists", "del-port", port, "--", "add-port", bridge, port,
-           "--", "set", "interface", port, "type=patch", f"options:peer={peer}")  # fmt: skip
-    return ""
+    bridge, port = _need(args, "bridge_name"), _need(args, "port_name")
+    peer = _need(args, "peer_port_name")
+    return _vsctl("--", "--if-exists", "del-port", port, "--", "add-port", bridge, port,
+                  "--", "set", "interface", port, "type=patch", f"options:peer={peer}")  # fmt: skip
+
+
+def ovs_add_port(args):
+    bridge, port = _need(args, "bridge_name"), _need(args, "port_name")
+    return _vsctl("--", "--if-exists", "del-port", port, "--", "add-port", bridge, port)
+
+
+def ovs_create_port(args):
+    bridge, port, iface_id = _need(args, "bridge"), _need(args, "port"), _need(args, "iface-id")
+    mac, status = _need(args, "mac"), _need(args, "status")
+    return _vsctl("--", "--if-exists", "del-port", port, "--", "add-port", bridge, port,
+                  "--", "set", "Interface", port, f"external_ids:iface-id={iface_id}",
+                  f"external_ids:iface-status={status}", f"external_ids:attached-mac={mac}",
+                  f"external_ids:xs-vif-uuid={iface_id}")  # fmt: skip
 
 
 def ovs_del_port(args):
-    _vsctl("--", "--if-exists", "del-port", args["bridge"], args["port"])
-    return ""
+    return _vsctl("--", "--if-exists", "del-port", _need(args, "bridge_name"),
+                  _need(args, "port_name"))  # fmt: skip
 
 
 def ovs_del_br(args):
-    _vsctl("--", "--if-exists", "del-br", args["bridge_name"])
-    return ""
+    return _vsctl("--", "--if-exists", "del-br", _need(args, "bridge_name"))
 
 
 def ovs_set_if_external_id(args):
-    iface, key, value = args["interface"], args["external_id"], args["value"]
-    _vsctl("set", "Interface", iface, f"external-ids:{key}={value}")
-    return ""
+    # "extneral_id": the key os-xenapi's client sends, spelt as it spells it
+    iface, key, value = _need(args, "interface"), _need(args, "extneral_id"), _need(args, "value")
+    return _vsctl("set", "Interface", iface, f"external-ids:{key}={value}")
 
 
 def ip_link_get_dev(args):
-    return dom0_utils.run_command(["ip", "link", "show", args["device_name"]], ok=(0, 1))
+    return _ip("link", "show", _need(args, "device_name"))
 
 
 def ip_link_del_dev(args):
-    return dom0_utils.run_command(["ip", "link", "delete", args["device_name"]])
+    return _ip("link", "delete", _need(args, "device_name"))
 
 
 def ip_link_add_veth_pair(args):
-    cmd = ["ip", "link", "add", args["dev1_name"], "type", "veth", "peer", "name"]
-    return dom0_utils.run_command([*cmd, args["dev2_name"]])
+    return _ip("link", "add", _need(args, "dev1_name"), "type", "veth", "peer", "name",
+               _need(args, "dev2_name"))  # fmt: skip
 
 
 def ip_link_set_dev(args):
-    return dom0_utils.run_command(["ip", "link", "set", args["device_name"], args["option"]])
+    return _ip("link", "set", _need(args, "device_name"), _need(args, "option"))
 
 
 def ip_link_set_promisc(args):
-    cmd = ["ip", "link", "set", args["device_name"], "promisc", args["option"]]
-    return dom0_utils.run_command(cmd)
+    return _ip("link", "set", _need(args, "device_name"), "promisc", _need(args, "option"))
+
+
+# brctl's commands, done with ip(8) (dom0 here has no bridge-utils): the same bridges
+def brctl_add_br(args):
+    return _ip("link", "add", _need(args, "bridge_name"), "type", "bridge")
+
+
+def brctl_del_br(args):
+    return _ip("link", "delete", _need(args, "bridge_name"), "type", "bridge")
+
+
+def brctl_set_fd(args):
+    centis = str(int(float(_need(args, "fd")) * 100))  # brctl takes seconds, ip centiseconds
+    return _ip("link", "set", _need(args, "bridge_name"), "type", "bridge", "forward_delay",
+               centis)  # fmt: skip
+
+
+def brctl_set_stp(args):
+    state = "1" if _need(args, "option") in ("on", "yes", "1") else "0"
+    return _ip("link", "set", _need(args, "bridge_name"), "type", "bridge", "stp_state", state)
+
+
+def brctl_add_if(args):
+    return _ip("link", "set", _need(args, "interface_name"), "master", _need(args, "bridge_name"))
+
+
+def brctl_del_if(args):
+    _need(args, "bridge_name")
+    return _ip("link", "set", _need(args, "interface_name"), "nomaster")
 
 
 ALLOWED_NETWORK_CMDS = {
     f.__name__: f
     for f in (
-        ovs_create_port,
         ovs_add_patch_port,
+        ovs_add_port,
+        ovs_create_port,
         ovs_del_port,
         ovs_del_br,
         ovs_set_if_external_id,
-        ip_link_get_dev,
-        ip_link_del_dev,
         ip_link_add_veth_pair,
+        ip_link_del_dev,
+        ip_link_get_dev,
         ip_link_set_dev,
         ip_link_set_promisc,
+        brctl_add_br,
+        brctl_add_if,
+        brctl_del_br,
+        brctl_del_if,
+        brctl_set_fd,
+        brctl_set_stp,
     )
 }
 
 
-@dom0_utils.jsonify
-def network_config(session, arg_dict):
-    cmd = json.loads(arg_dict.get("cmd", "null"))
-    args = json.loads(arg_dict.get("args", "{}"))
-    if cmd not in ALLOWED_NETWORK_CMDS or not isinstance(args, dict):
+def network_config(session, args):
+    cmd = _need(args, "cmd")
+    if not isinstance(cmd, str):
+        raise dom0_utils.PluginError(f"invalid command '{cmd}'")
+    if cmd not in ALLOWED_NETWORK_CMDS:
         raise dom0_utils.PluginError(f"Dom0 execution of '{cmd}' is not permitted")
-    return ALLOWED_NETWORK_CMDS[cmd](args)
+    cmd_args = _need(args, "args")
+    if not isinstance(cmd_args, dict):
+        raise dom0_utils.PluginError("args must be a dict")
+    return ALLOWED_NETWORK_CMDS[cmd](cmd_args)
 
 
-@dom0_utils.jsonify
-def get_pci_device_details(session, arg_dict):
+def query_gc(session, sr_uuid, vdi_uuid):
+    """Whether the GC of SR ``sr_uuid`` runs now (SM's ``cleanup.py -q -u SR``: its
+    ``gc_active`` lock, here under ``$XENSTACK_STATE_DIR/run/sm``)."""
+    import fcntl
+
+    state = os.environ.get("XENSTACK_STATE_DIR", "")
+    lock = os.path.join(state, "run", "sm", sr_uuid, "gc_active") if state else ""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def get_pci_device_details(session):
     return dom0_utils.run_command(["lspci", "-vmmnk"])
 
 
-@dom0_utils.jsonify
-def get_pci_type(session, arg_dict):
-    address = arg_dict["pci_device"]
+def get_pci_type(session, pci_device):
+    address = pci_device if pci_device.count(":") != 1 else f"0000:{pci_device}"
     if not re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]", address):
         raise dom0_utils.PluginError(f"bad PCI address: {address!r}")
     base = f"/sys/bus/pci/devices/{address}"
@@ -197,6 +273,51 @@ def set_host_enabled(session, arg_dict):
                             _this_host()])  # fmt: skip
     now = dom0_utils.run_command(["xe", "host-param-get", _this_host(), "param-name=enabled"])
     return {"status": "enabled" if now.strip() == "true" else "disabled"}
+
+
+def _power_action(action, arg_dict):
+    """os-xenapi's sequence: disable the host, shut its running VMs down, then the action."""
+    host = f"uuid={arg_dict['host_uuid']}"
+    dom0_utils.run_command(["xe", "host-disable", host])
+    running = dom0_utils.run_command(["xe", "vm-list", f"resident-on={arg_dict['host_uuid']}",
+                                      "is-control-domain=false", "power-state=running",
+                                      "--minimal"]).strip()  # fmt: skip
+    for vm in filter(None, running.split(",")):
+        dom0_utils.run_command(["xe", "vm-shutdown", f"uuid={vm}"])
+    command = {"reboot": "host-reboot", "startup": "host-power-on", "shutdown": "host-shutdown"}
+    dom0_utils.run_command(["xe", command[action], host])
+    return {"power_action": action}
+
+
+@dom0_utils.jsonify
+def host_reboot(session, arg_dict):
+    return _power_action("reboot", arg_dict)
+
+
+@dom0_utils.jsonify
+def host_shutdown(session, arg_dict):
+    return _power_action("shutdown", arg_dict)
+
+
+@dom0_utils.jsonify
+def host_start(session, arg_dict):
+    return _power_action("startup", arg_dict)
+
+
+IPTABLES = ("iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")
+
+
+def iptables_config(session, arg_dict):
+    """``cmd_args`` (JSON list): one of iptables(-save|-restore) and ip6tables', with
+    ``process_input`` for a restore; run in dom0's network (its namespace, when the toolstack
+    has one). Answers JSON ``{"out": ..., "err": ""}``."""
+    if "cmd_args" not in arg_dict:
+        raise dom0_utils.PluginError("Argument cmd_args is required.")
+    cmd = [str(part) for part in json.loads(arg_dict["cmd_args"])]
+    if not cmd or cmd[0] not in IPTABLES:
+        raise dom0_utils.PluginError("Invalid iptables command")
+    out = dom0_utils.run_command(dom0_utils.in_dom0_net(cmd), arg_dict.get("process_input"))
+    return json.dumps({"out": out, "err": ""})
 
 
 def _config_path():
@@ -233,16 +354,26 @@ def set_config(session, arg_dict):
     return None
 
 
+SERIALIZED = (query_gc, get_pci_device_details, get_pci_type, network_config)
+
 if __name__ == "__main__":
-    XenAPIPlugin.dispatch(
-        {
-            "set_host_enabled": set_host_enabled,
-            "get_config": get_config,
-            "set_config": set_config,
-            "host_data": host_data,
-            "host_uptime": host_uptime,
-            "network_config": network_config,
-            "get_pci_device_details": get_pci_device_details,
-            "get_pci_type": get_pci_type,
-        }
-    )
+    import sys
+    import xmlrpc.client
+
+    # as os-xenapi's: these four take pickled params, the others a plain dict
+    if xmlrpc.client.loads(sys.argv[1])[1] in [f.__name__ for f in SERIALIZED]:
+        dom0_utils.register_plugin_calls(*SERIALIZED)
+    else:
+        XenAPIPlugin.dispatch(
+            {
+                "set_host_enabled": set_host_enabled,
+                "host_shutdown": host_shutdown,
+                "host_reboot": host_reboot,
+                "host_start": host_start,
+                "get_config": get_config,
+                "set_config": set_config,
+                "iptables_config": iptables_config,
+                "host_data": host_data,
+                "host_uptime": host_uptime,
+            }
+        )

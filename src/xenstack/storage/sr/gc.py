@@ -19,8 +19,10 @@ take a snapshot that is being made for the leftovers of one that crashed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -153,6 +155,36 @@ def _merge_one(
                     busy.gc_release(n)
         return node if hidden else parent
     return None
+
+
+@contextlib.contextmanager
+def gc_active(lock_dir: str, sr_uuid: str) -> Iterator[None]:
+    """Hold ``<lock_dir>/<sr_uuid>/gc_active`` locked while an SR's GC runs, as SM's cleanup
+    holds its ``gc_active`` lock: whoever asks (``cleanup.py -q``, xenhost's ``query_gc``)
+    tries the lock without blocking."""
+    directory = os.path.join(lock_dir, sr_uuid)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(directory, "gc_active"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # the lock goes with it
+
+
+def gc_running(lock_dir: str, sr_uuid: str) -> bool:
+    """Whether an SR's GC holds its ``gc_active`` lock now."""
+    try:
+        fd = os.open(os.path.join(lock_dir, sr_uuid, "gc_active"), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def collect(sr: FileSr, busy: ClaimSet | None = None, *, recovering: bool = True) -> GcResult:

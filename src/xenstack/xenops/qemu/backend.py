@@ -29,6 +29,7 @@ from ..interface import (
     DomainExists,
     DomainInfo,
     DomainSpec,
+    DomainStats,
     HostSpec,
     MissingPvDrivers,
     NicSpec,
@@ -40,6 +41,7 @@ from ..interface import (
     XenopsError,
 )
 from . import cmdline, hostinfo, process
+from . import stats as domain_stats
 from .agent import GuestChannel
 from .bridge import LinuxBridgeHooks
 from .cmdline import RunDir
@@ -98,6 +100,7 @@ class QemuBackend(Backend):
         self._probe: asyncio.Task[str] | None = None
         self._next_domid = 1
         self.migrations: dict[str, dict[str, float]] = {}  # the last one of each VM
+        self.stats: dict[str, DomainStats] = {}  # each domain's counters, read by refresh_stats
         self.facts = hostinfo.machine_facts()
 
     # ---- helpers -------------------------------------------------------------------------
@@ -492,6 +495,16 @@ class QemuBackend(Backend):
             return dom.info()
         return await migrate(self, dom, host_id, spec or dom.spec)
 
+    # ---- metrics (see .stats) -----------------------------------------------------------
+
+    def vm_stats(self, vm_id: str) -> DomainStats | None:
+        return self.stats.get(vm_id) if vm_id in self.domains else None
+
+    async def refresh_stats(self) -> None:
+        doms = list(self.domains.values())
+        read = await asyncio.gather(*(domain_stats.read(d) for d in doms))
+        self.stats = {d.vm_id: s for d, s in zip(doms, read, strict=True) if s is not None}
+
     # ---- VBD / VIF hot-plug --------------------------------------------------------------
 
     async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
@@ -586,6 +599,18 @@ class QemuBackend(Backend):
             deleted.cancel()
             raise DeviceError(f"the guest did not release {dev_id}") from None
 
+    async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
+        """``nmi``: QMP ``inject-nmi`` (the guest's kernel logs it, or panics as it is set
+        to); ``power``: the ACPI power button (``system_powerdown``), which the guest may
+        act on; the domain's end then comes as any guest-made end does."""
+        command = QMP_TRIGGERS.get(trigger)
+        if command is None:
+            raise Unimplemented("send_trigger")
+        dom = self._domain(vm_id)
+        if dom.state != "running":
+            raise BadDomainState(f"{vm_id} is {dom.state}")
+        await self._qmp(dom).execute(command)
+
 
 def _with_disk(spec: DomainSpec, disk: DiskSpec) -> DomainSpec:
     disks = (*(d for d in spec.disks if d.device != disk.device), disk)
@@ -595,3 +620,7 @@ def _with_disk(spec: DomainSpec, disk: DiskSpec) -> DomainSpec:
 def _with_nic(spec: DomainSpec, nic: NicSpec) -> DomainSpec:
     nics = (*(n for n in spec.nics if n.device != nic.device), nic)
     return replace(spec, nics=nics, vifs=tuple(n.device for n in nics))
+
+
+#: the triggers (``xl trigger`` names) QEMU can send, and the QMP command for each
+QMP_TRIGGERS = {"nmi": "inject-nmi", "power": "system_powerdown"}
