@@ -90,25 +90,37 @@ def _api_ok(pool: HaPool) -> bool:
     return True
 
 
-def handover(pool: HaPool, to: str, tmp: Path) -> tuple[int, str]:
+def handover(pool: HaPool, to: str, tmp: Path, via: str) -> tuple[int, str]:
+    """``xenstack pool handover --to`` or ``xe pool-designate-new-master --safe``."""
     import subprocess
     import sys
 
     secret = tmp / "password"
     secret.write_text(pool.password)
-    cmd = [sys.executable, "-m", "xenstack.cli.main", "pool", "handover", "--to", to]
-    cmd += ["--url", pool.hosts[0].url, "--password-file", str(secret)]
+    if via == "xe":
+        cmd = [str(Path(sys.executable).parent / "xe"), "pool-designate-new-master"]
+        cmd += [f"host-uuid={to}", "--safe", "-s", "127.0.0.1", "-p", str(pool.hosts[0].port)]
+        credentials = tmp / "xe-credentials"
+        credentials.write_text(f"root\n{pool.password}\n")
+        cmd += ["-pwf", str(credentials)]
+    else:
+        cmd = [sys.executable, "-m", "xenstack.cli.main", "pool", "handover", "--to", to]
+        cmd += ["--url", pool.hosts[0].url, "--password-file", str(secret)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
 
-def test_handover_under_a_running_ha_pool(tmp_path: Path) -> None:
+VIA = pytest.mark.parametrize("via", ["xenstack", "xe"])
+
+
+@VIA
+def test_handover_under_a_running_ha_pool(tmp_path: Path, via: str) -> None:
     with ha_pool(tmp_path) as pool:
         x = pool.api()
         p = x.pool.get_all()[0]
         master, (b, _c) = hosts_of(pool, x)
         vm = protected_on(x, master, "keeps-running")
-        rc, out = handover(pool, x.host.get_uuid(b), tmp_path)
+        rc, out = handover(pool, x.host.get_uuid(b), tmp_path, via)
         assert rc == 0, out
         assert "[4/6] designating" in out and "[6/6] enabling HA again" in out
         server, y = pool.master_api()
@@ -122,7 +134,8 @@ def test_handover_under_a_running_ha_pool(tmp_path: Path) -> None:
         pool.assert_never_twice()
 
 
-def test_a_handover_that_fails_half_way_is_rolled_back(tmp_path: Path) -> None:
+@VIA
+def test_a_handover_that_fails_half_way_is_rolled_back(tmp_path: Path, via: str) -> None:
     with ha_pool(tmp_path) as pool:
         x = pool.api()
         p = x.pool.get_all()[0]
@@ -130,7 +143,7 @@ def test_a_handover_that_fails_half_way_is_rolled_back(tmp_path: Path) -> None:
         # the designated host is dead (HA has declared it so): designating it fails
         pool.kill(pool.hosts[1])
         wait_until("declared dead", lambda: not x.host_metrics.get_live(x.host.get_metrics(b)))
-        rc, out = handover(pool, x.host.get_uuid(b), tmp_path)
+        rc, out = handover(pool, x.host.get_uuid(b), tmp_path, via)
         assert rc == 1, out
         assert "[1/6] disabling HA" in out and "[undo] enable HA again" in out
         assert "HOST_OFFLINE" in out

@@ -10,7 +10,9 @@ goes, and what was done undone, in reverse, if a later step fails:
 5. wait until the new master answers and every member is live (``pool.recover_slaves``);
 6. enable HA again with the same configuration, on the new master.
 
-It speaks the XenAPI over XML-RPC to the master (``--url``), as any client.
+It speaks the XenAPI over XML-RPC to the master (``--url``), as any client. ``xe
+pool-designate-new-master host-uuid=... --safe`` runs the same steps (:func:`run`) over xe's
+JSON-RPC connection.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 WAIT = 120.0
+
+Call = Callable[..., Any]  # x(method, *args) with the session; XenAPI errors as Failure
+Connect = Callable[[str | None], Call]  # a new session: None, the first URL; or "host:port"
 
 
 class Failure(Exception):
@@ -59,32 +64,32 @@ def _say(step: str, text: str) -> None:
     print(f"[{step}] {text}", flush=True)
 
 
-def _find_host(x: Client, name: str) -> str:
+def _find_host(x: Call, name: str) -> str:
     for ref, row in x("host.get_all_records").items():
         if name in (ref, row["uuid"], row["name_label"], row["hostname"], row["address"]):
             return str(ref)
     raise SystemExit(f"xenstack: no host {name!r} in the pool")
 
 
-def _wait_new_master(old_url: str, user: str, password: str, target: str) -> Client:
+def _wait_new_master(connect: Connect, target: str) -> Call:
     """Follow HOST_IS_SLAVE from the old master to the new one, until it answers."""
     deadline = time.monotonic() + WAIT
-    url = old_url
+    address: str | None = None
     while time.monotonic() < deadline:
         try:
-            x = Client(url, user, password)
+            x = connect(address)
             if x("pool.get_master", x("pool.get_all")[0]) == target:
                 return x
         except Failure as exc:
             if exc.details[0] == "HOST_IS_SLAVE" and len(exc.details) > 1:
-                url = f"http://{exc.details[1]}/"
+                address = exc.details[1]
         except OSError:
-            url = old_url
+            address = None
         time.sleep(0.2)
     raise Failure(["INTERNAL_ERROR", "the new master did not answer in time"])
 
 
-def _wait_members_live(x: Client) -> None:
+def _wait_members_live(x: Call) -> None:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         x("pool.recover_slaves")
@@ -96,7 +101,15 @@ def _wait_members_live(x: Client) -> None:
 
 
 def handover(url: str, user: str, password: str, to: str) -> int:
-    x = Client(url, user, password)
+    def connect(address: str | None) -> Call:
+        return Client(url if address is None else f"http://{address}/", user, password)
+
+    return run(connect(None), connect, to)
+
+
+def run(x: Call, connect: Connect, to: str) -> int:
+    """The handover to ``to`` (name, uuid, address or ref) through session ``x``; 0 when
+    done, 1 when it failed (and what was done is undone)."""
     pool = x("pool.get_all")[0]
     target = _find_host(x, to)
     if x("pool.get_master", pool) == target:
@@ -108,7 +121,7 @@ def handover(url: str, user: str, password: str, to: str) -> int:
     config = dict(record["ha_configuration"])
     tolerate = record["ha_host_failures_to_tolerate"]
     srs = _statefile_srs(x, record["ha_statefiles"])
-    current = {"client": x}
+    current: dict[str, Call] = {"client": x}
 
     def enable_ha_again() -> None:
         c = current["client"]
@@ -130,7 +143,7 @@ def handover(url: str, user: str, password: str, to: str) -> int:
         _say("4/6", f"designating {to} the new master")
         x("pool.designate_new_master", target)
         _say("5/6", "waiting for the new master and every member")
-        current["client"] = _wait_new_master(url, user, password, target)
+        current["client"] = _wait_new_master(connect, target)
         _wait_members_live(current["client"])
         if ha:
             _say("6/6", "enabling HA again with the same configuration")
@@ -151,7 +164,7 @@ def handover(url: str, user: str, password: str, to: str) -> int:
     return 0
 
 
-def _statefile_srs(x: Client, statefiles: list[str]) -> list[str]:
+def _statefile_srs(x: Call, statefiles: list[str]) -> list[str]:
     found = []
     for name in statefiles:
         if name.startswith("sr:"):
@@ -159,7 +172,7 @@ def _statefile_srs(x: Client, statefiles: list[str]) -> list[str]:
     return found
 
 
-def _eject_isos(x: Client) -> list[tuple[str, str]]:
+def _eject_isos(x: Call) -> list[tuple[str, str]]:
     ejected = []
     for ref, vbd in x("VBD.get_all_records").items():
         if vbd["type"] == "CD" and not vbd["empty"]:
@@ -168,7 +181,7 @@ def _eject_isos(x: Client) -> list[tuple[str, str]]:
     return ejected
 
 
-def _insert(x: Client, ejected: list[tuple[str, str]]) -> None:
+def _insert(x: Call, ejected: list[tuple[str, str]]) -> None:
     for vbd, vdi in ejected:
         x("VBD.insert", vbd, vdi)
 

@@ -178,7 +178,22 @@ def _own_address(toolstack: Toolstack, listen: str) -> None:
             db.set("host", toolstack.this_host, "address", listen)
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace) -> bool:
+    """Serve until told to stop; True if this process must re-execute itself.
+
+    An election (this host elected master, or no longer master) restarts the toolstack on
+    the database it now serves: in this process, whose modules are loaded already (a
+    re-execution costs seconds of interpreter start-up, the better part of a takeover), or
+    by re-executing when the old toolstack did not stop in time."""
+    terminated: list[bool] = []
+    while True:
+        again = await _serve_once(args, terminated)
+        if again != "again" or terminated:
+            return again == "exec" and not terminated
+
+
+async def _serve_once(args: argparse.Namespace, terminated: list[bool]) -> str:
+    """One toolstack's life: "stop", "again" (serve again: elected) or "exec"."""
     state_dir = state_path(args.state_dir)
     toolstack = init_state(state_dir, args)
     _own_address(toolstack, args.listen)
@@ -208,8 +223,15 @@ async def _serve(args: argparse.Namespace) -> None:
     toolstack.master_lease = args.master_lease
     await toolstack.start(config)
     loop = asyncio.get_running_loop()
+
+    def terminate() -> None:
+        terminated.append(True)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, terminate)
+    if terminated:  # a signal came while the toolstack restarted
+        stop.set()
     ports = toolstack.server.ports if toolstack.server else {}
     logging.getLogger("xenstack").info("serving on %s %s", args.listen, ports)
     print(f"xenstack: serving {state_dir} on {args.listen} {ports}", flush=True)
@@ -220,8 +242,8 @@ async def _serve(args: argparse.Namespace) -> None:
         logging.getLogger("xenstack").error("stopping took too long; leaving now")
         if not restart:
             os._exit(1)
-    if restart:  # elected master, or no longer master: serve again, on the new database
-        os.execv(sys.executable, [sys.executable, "-m", "xenstack.cli.main", *sys.argv[1:]])
+        return "exec"  # what did not stop is left to the old process image
+    return "again" if restart else "stop"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -229,7 +251,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(_serve(args))
+    if asyncio.run(_serve(args)):
+        os.execv(sys.executable, [sys.executable, "-m", "xenstack.cli.main", *sys.argv[1:]])
     return 0
 
 

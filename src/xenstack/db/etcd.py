@@ -60,7 +60,8 @@ MAX_OPS = 120  # etcd refuses a transaction of more than 128 operations by defau
 MAX_BYTES = 1 << 20  # ... or of more than 1.5 MiB
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0
 DEPTH = 2  # transactions of the writer in flight at once (etcd may reorder concurrent ones)
-LINGER, LINGER_MAX = 0.0003, 0.002  # seconds a batch may wait for more writes
+LINGER_MAX = 0.004  # seconds a batch may wait for the writers just answered
+MAX_LINGER_WRITES = 64
 CALL_TIMEOUT = 10.0
 
 
@@ -156,6 +157,7 @@ class _Unit:
     gen: int
     ops: list[Any]
     version: int
+    writes: int = 0  # the commits it carries (a batch's last chunk)
     task: asyncio.Future[bool] | None = None
     done: bool = False
     behind: bool = False  # came before its predecessor: send again once that one is in
@@ -184,6 +186,7 @@ class EtcdPersistence:
         self._lost = False
         self._closing = False
         self._revision = 0
+        self._expect = 1  # writes the last acknowledged batch carried (see _linger)
         seq = self.etcd.run(self.etcd.kv.get(self.prefix + "seq"))
         self._next_version = int(seq.kvs[0].version) if seq.kvs else 0
         self._wake = asyncio.Event()
@@ -320,8 +323,9 @@ class EtcdPersistence:
                 closing = self._closing
             if batch:
                 for i, ops in enumerate(chunks := self._ops(batch)):
-                    gen = batch[-1][0] if i == len(chunks) - 1 else 0
-                    units.append(_Unit(gen, ops, self._next_version))
+                    last = i == len(chunks) - 1
+                    gen = batch[-1][0] if last else 0
+                    units.append(_Unit(gen, ops, self._next_version, len(batch) if last else 0))
                     self._next_version += 1
             if not units:
                 if closing:
@@ -352,18 +356,25 @@ class EtcdPersistence:
                 delay = 0.0
 
     async def _linger(self) -> None:
-        """Let a batch fill while its writers are still sending (they were just answered):
-        wait while the queue grows, :data:`LINGER` at a time, up to :data:`LINGER_MAX`."""
-        waited = 0.0
-        seen = -1
-        while waited < LINGER_MAX:
+        """Let a batch fill while its writers are still sending: the writers of the batch
+        just acknowledged were answered and are likely to write again, so wait (up to
+        :data:`LINGER_MAX`) until as many writes wait as that batch carried. Fewer, larger
+        transactions cost etcd less per write than many small ones, and a lone writer
+        (one write acknowledged) does not wait."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_MAX
+        while True:
             with self._cond:
                 size = len(self._queue)
-            if size == 0 or size == seen:
+            if size == 0 or size >= self._expect:
                 return
-            seen = size
-            await asyncio.sleep(LINGER)
-            waited += LINGER
+            left = deadline - loop.time()
+            if left <= 0:
+                self._expect = max(1, size)  # fewer came back: expect as many next time
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
 
     def _settle(self, units: collections.deque[_Unit]) -> BaseException | None:
         """Take in the finished sends: release what is in, in order; the first failure."""
@@ -384,6 +395,8 @@ class EtcdPersistence:
         while units and units[0].done:
             unit = units.popleft()
             released = max(released, unit.gen)
+            if unit.writes:
+                self._expect = min(unit.writes, MAX_LINGER_WRITES)
         if released:
             with self._cond:
                 self._error = None

@@ -153,5 +153,24 @@ class DelegatingBackend(Backend):
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         await self.local.vif_unplug(vm_id, device)
 
+    # moving a domain to another backend
+    async def vm_migrate_receive(self, host_id: str, spec: DomainSpec, memory: int) -> str:
+        return await self.local.vm_migrate_receive(host_id, spec, memory)
+
+    async def vm_migrate_send(self, vm_id: str, to: str) -> dict[str, object]:
+        return await self.local.vm_migrate_send(vm_id, to)
+
+    async def vm_migrate_finish(self, vm_id: str, state: dict[str, object]) -> DomainInfo:
+        return await self.local.vm_migrate_finish(vm_id, state)
+
+    def vm_migrate_abort(self, vm_id: str) -> None:
+        self.local.vm_migrate_abort(vm_id)
+
+    def vm_image_send(self, vm_id: str) -> dict[str, object]:
+        return self.local.vm_image_send(vm_id)
+
+    def vm_image_receive(self, vm_id: str, image: dict[str, object]) -> None:
+        self.local.vm_image_receive(vm_id, image)
+
     async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
         await self.local.vm_send_trigger(vm_id, trigger)

@@ -485,6 +485,43 @@ class Backend(abc.ABC):
         """The domain's counters now, or None if it has none (or the backend keeps none)."""
         return None
 
+    # Moving a domain to another backend (another toolstack's) --------------------------
+    #
+    # Within one backend, ``vm_migrate`` moves a domain. Between two (the hosts of a pool are
+    # toolstacks of their own), the caller drives both: ``vm_migrate_receive`` on the
+    # destination, ``vm_migrate_send`` on the source, then ``vm_migrate_finish`` on the
+    # destination with what the send returned (``vm_migrate_abort`` if the send failed). A
+    # saved image (a suspended VM resumed elsewhere) moves with ``vm_image_send`` and
+    # ``vm_image_receive``. Backends that cannot leave these raise ``Unimplemented``.
+
+    async def vm_migrate_receive(self, host_id: str, spec: DomainSpec, memory: int) -> str:
+        """Get ready to take ``spec``'s domain on ``host_id`` (``memory`` bytes, overhead
+        included, are held for it); return where the sender sends its state ("" when the
+        state travels with ``vm_migrate_send``'s answer)."""
+        raise Unimplemented("vm_migrate_receive")
+
+    async def vm_migrate_send(self, vm_id: str, to: str) -> dict[str, object]:
+        """Send the domain's state to the receiver at ``to``; the domain leaves this
+        backend. Return what the receiver needs besides (JSON-able data)."""
+        raise Unimplemented("vm_migrate_send")
+
+    async def vm_migrate_finish(self, vm_id: str, state: dict[str, object]) -> DomainInfo:
+        """Run the domain received (``state``: what ``vm_migrate_send`` answered)."""
+        raise Unimplemented("vm_migrate_finish")
+
+    def vm_migrate_abort(self, vm_id: str) -> None:
+        """Drop what ``vm_migrate_receive`` prepared (the send failed); no error if none."""
+        return None
+
+    def vm_image_send(self, vm_id: str) -> dict[str, object]:
+        """Hand the VM's saved image to another backend: it leaves this one. Return it as
+        JSON-able data ({} for a backend whose image lives in the suspend VDI itself)."""
+        raise Unimplemented("vm_image_send")
+
+    def vm_image_receive(self, vm_id: str, image: dict[str, object]) -> None:
+        """Keep ``image`` (from another backend's ``vm_image_send``) as the VM's."""
+        raise Unimplemented("vm_image_receive")
+
     # Triggers -----------------------------------------------------------------------------
 
     async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:

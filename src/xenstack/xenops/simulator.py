@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from ..core.config import GUEST_AGENT_DELAY
 from .guest_agent import GuestAgents
@@ -76,6 +77,7 @@ class SimulatorBackend(Backend):
         self.hosts: dict[str, _Host] = {}
         self.domains: dict[str, DomainInfo] = {}
         self.images: dict[str, DomainInfo] = {}  # suspended domains, by VM
+        self._incoming: dict[str, tuple[str, int]] = {}  # vm -> (host, memory held)
         self._next_domid = 1
         self.agents = GuestAgents(guest_agent_delay, self.report_guest_key)
         self.load = SimLoad()  # the domains' synthetic counters (vm_stats)
@@ -288,6 +290,52 @@ class SimulatorBackend(Backend):
         self._booted(info)  # the guest's keys are written again on the new host's XenStore
         return info
 
+    # ---- moves to and from another backend (another toolstack's simulator) ---------------
+
+    async def vm_migrate_receive(self, host_id: str, spec: DomainSpec, memory: int) -> str:
+        host = self._host(host_id)
+        if spec.vm_id in self.domains or spec.vm_id in self.images:
+            raise DomainExists(spec.vm_id)
+        if host.free < memory:
+            raise OutOfMemory(memory, max(0, host.free))
+        self.vm_migrate_abort(spec.vm_id)
+        host.used += memory  # held until the domain arrives
+        self._incoming[spec.vm_id] = (host_id, memory)
+        return ""  # the domain's state travels with the send's answer
+
+    async def vm_migrate_send(self, vm_id: str, to: str) -> dict[str, object]:
+        self._domain(vm_id)
+        await self._wait("pool_migrate")
+        dom = self._domain(vm_id)
+        self._release(dom)
+        self.agents.stop(vm_id)
+        return _domain_doc(dom)
+
+    async def vm_migrate_finish(self, vm_id: str, state: dict[str, object]) -> DomainInfo:
+        if vm_id not in self._incoming:
+            raise NoSuchDomain(vm_id)
+        host_id, _ = self._incoming[vm_id]
+        self.vm_migrate_abort(vm_id)
+        dom = replace(_domain_of(state), domid=self._domid(), host_id=host_id)
+        info = self._place(self.hosts[host_id], dom, dom.memory_actual, dom.memory_actual)
+        return self._booted(info)  # its guest writes its keys in this host's XenStore
+
+    def vm_migrate_abort(self, vm_id: str) -> None:
+        held = self._incoming.pop(vm_id, None)
+        if held is not None and held[0] in self.hosts:
+            self.hosts[held[0]].used -= held[1]
+
+    def vm_image_send(self, vm_id: str) -> dict[str, object]:
+        image = self.images.pop(vm_id, None)
+        if image is None:
+            raise NoSuchDomain(vm_id)
+        return _domain_doc(image)
+
+    def vm_image_receive(self, vm_id: str, image: dict[str, object]) -> None:
+        if vm_id in self.domains:
+            raise DomainExists(vm_id)
+        self.images[vm_id] = replace(_domain_of(image), vm_id=vm_id)
+
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
         dom = self._domain(vm_id)
         await self._wait("set_vcpus")
@@ -394,4 +442,21 @@ def _new_domain(spec: DomainSpec, host_id: str, domid: int, state: str) -> Domai
         platform=dict(spec.platform),
         vif_networks=spec.vif_networks,
         os_hint=spec.os_hint,
+    )
+
+
+def _domain_doc(dom: DomainInfo) -> dict[str, object]:
+    """A domain as JSON-able data, for another backend's :func:`_domain_of`."""
+    return asdict(dom)
+
+
+def _domain_of(doc: dict[str, Any]) -> DomainInfo:
+    return DomainInfo(
+        **{
+            **doc,
+            "vbds": tuple(doc["vbds"]),
+            "vifs": tuple(doc["vifs"]),
+            "platform": dict(doc["platform"]),
+            "vif_networks": tuple(tuple(p) for p in doc["vif_networks"]),
+        }
     )

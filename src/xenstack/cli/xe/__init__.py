@@ -134,7 +134,9 @@ def _run(client: Client, user: str, password: str, run, params, printer: Printer
             sys.stderr.write(FOR_USAGE + "\n")
             return 1
         try:
-            run(Ctx(client, printer, list(params)))
+            ctx = Ctx(client, printer, list(params))
+            ctx.credentials = (user, password)
+            run(ctx)
             printer.finish()
             return 0
         except XenApiError as err:

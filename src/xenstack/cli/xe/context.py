@@ -36,6 +36,7 @@ class Ctx:
         self.printer = printer
         self.params = params
         self.res = Resolver(client)
+        self.credentials = ("", "")  # user and password, for a command that reconnects
 
     def call(self, method: str, *args: Any) -> Any:
         return self.client.call(method, *args)

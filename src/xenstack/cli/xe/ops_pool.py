@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .client import XenApiError
+from .client import Client, ConnectError, XenApiError
 from .context import STDPARAMS, Ctx
 from .ops_common import host_op
 from .output import CliError
@@ -15,6 +15,9 @@ H = "host"
 
 TYPE_CHECKING = False  # typing is not imported at run time: start-up speed matters
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from .select import Row
 
 
@@ -138,10 +141,20 @@ def _eject_confirmed(ctx: Ctx, host: str) -> bool:
 @command(
     "pool-designate-new-master",
     reqd="host-uuid",
-    help="Hand the master role to another host of the pool.",
+    optn="safe",
+    help="Hand the master role to another host of the pool. With --safe (xenstack's), first "
+    "disable HA, eject ISOs and sync the database, then wait for every member and enable HA "
+    "again, undoing what was done if a step fails (as 'xenstack pool handover').",
 )
 def pool_designate_new_master(ctx: Ctx) -> None:
-    ctx.call("pool.designate_new_master", ctx.ref_by_uuid("host", ctx.req("host-uuid")))
+    host = ctx.ref_by_uuid("host", ctx.req("host-uuid"))
+    if not ctx.flag("safe"):
+        ctx.call("pool.designate_new_master", host)
+        return
+    from ..handover import run
+
+    if run(_handover_call(ctx.client), lambda where: _handover_session(ctx, where), host):
+        raise CliError("the handover failed; what it had done was undone")
 
 
 @command("pool-sync-database", help="Copy the pool database to every member now.")
@@ -269,3 +282,34 @@ def message_create(ctx: Ctx) -> None:
     except ValueError:
         raise CliError("Priority field should be an integer") from None
     ctx.call("message.create", ctx.req("name"), priority, cls, uuid, ctx.req("body"))
+
+
+def _handover_call(client: Client) -> Callable[..., Any]:
+    """xe's connection as the handover's session (XenAPI errors as its Failure)."""
+    from ..handover import Failure
+
+    def call(method: str, *args: Any) -> Any:
+        try:
+            return client.call(method, *args)
+        except XenApiError as err:
+            raise Failure([err.code, *err.params]) from err
+        except ConnectError as err:
+            raise OSError(str(err)) from err
+
+    return call
+
+
+def _handover_session(ctx: Ctx, where: str | None) -> Callable[..., Any]:
+    """A new session on the first server (``where`` None) or on ``host:port``."""
+    from ..handover import Failure
+
+    old = ctx.client
+    host, _, port = (where or "").rpartition(":")
+    fresh = Client(host, int(port), None) if where else Client(old.host, old.port, old.unix_path)
+    try:
+        fresh.login(*ctx.credentials)
+    except XenApiError as err:
+        raise Failure([err.code, *err.params]) from err
+    except ConnectError as err:
+        raise OSError(str(err)) from err
+    return _handover_call(fresh)

@@ -1,4 +1,5 @@
-"""Pool-level operations of the simulated pool: master handover and recovery.
+"""Pool-level operations: master handover and recovery (across toolstacks: :mod:`.designate`,
+:mod:`.recovery`).
 
 All hosts live in this one process, so a handover needs no two-phase commit: the pool's
 ``master`` field moves, and "recovering" the slaves means finding the hosts that answer (every
@@ -12,6 +13,7 @@ from ...db.store import Database
 from ...errors import ApiError
 from ..registry import implements
 from ..vm.placement import host_is_live
+from . import membership, recovery
 from .designate import hand_over, separate
 
 
@@ -56,11 +58,17 @@ async def designate_new_master(ctx: Context, host: str) -> None:
 
 
 @implements("pool.recover_slaves")
-def recover_slaves(ctx: Context) -> list[str]:
-    """Point every live slave at the current master; return those that were recovered."""
+async def recover_slaves(ctx: Context) -> list[str]:
+    """Point every slave at the current master; return those that were recovered: members
+    that are toolstacks of their own once they answered (:mod:`.recovery`), hosts of this
+    toolstack when they are live."""
     db = ctx.db
     master = db.get("pool", the_pool(db))["master"]
-    return [h for h in db.refs("host") if h != master and host_is_live(db, h)]
+    separate = membership.members(ctx.toolstack.persistence)
+    others = [h for h in db.refs("host") if h != master]
+    remote = [h for h in others if db.get("host", h)["uuid"] in separate]
+    here = [h for h in others if h not in remote and host_is_live(db, h)]
+    return here + await recovery.recover_members(ctx, remote)
 
 
 @implements("pool.sync_database")
@@ -83,8 +91,12 @@ def emergency_reset_master(ctx: Context, master_address: str) -> None:
 
     In one process every host already shares the master's database, so this only moves the
     master (and ``this_host``) to that host; an address no host has changes nothing, as a
-    slave pointed at an unreachable master would simply keep waiting.
+    slave pointed at an unreachable master would simply keep waiting. A member that is a
+    toolstack of its own follows ``master_address`` from now on.
     """
+    if recovery.is_separate_member(ctx.toolstack):
+        recovery.follow(ctx.toolstack, master_address)
+        return
     db = ctx.db
     for host, row in db.table("host").rows.items():
         if row["address"] == master_address:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from ...xenops.interface import (
     UnknownHost,
     XenopsError,
 )
-from . import membership
+from . import membership, moves
 from .peer import Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
@@ -244,13 +245,18 @@ class PoolBackend(DelegatingBackend):
         spec: DomainSpec | None = None,
         image: DiskSpec | None = None,
     ) -> DomainInfo:
-        holder = self._holder(vm_id)
-        target = self.remote(host_id)
-        if holder is None and target is None:
+        holder, dest = self._holder(vm_id), self._backend_of(host_id)
+        if holder is None and dest is None:
             return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
-        if holder is not None and holder == host_id:
-            return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
-        raise Unimplemented("vm_resume on another member than the one holding the image")
+        if holder is None and not self.local.vm_has_image(vm_id):
+            raise NoSuchDomain(vm_id)
+        if self._backend_of(holder) != self._backend_of(dest):
+            # the image moves to the backend that resumes it (its memory in the suspend VDI,
+            # on a shared SR, the destination sees: the policy checked VM_REQUIRES_SR)
+            await moves.move_image(self._do, holder, dest, vm_id)
+        if dest is None:
+            return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
+        return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
 
     async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
         if self._holder(vm_id) is None:
@@ -276,10 +282,32 @@ class PoolBackend(DelegatingBackend):
     async def vm_migrate(
         self, vm_id: str, host_id: str, spec: DomainSpec | None = None
     ) -> DomainInfo:
-        holder, target = self._holder(vm_id), self.remote(host_id)
-        if holder is None and target is None:
-            return await self.local.vm_migrate(vm_id, host_id, spec)
-        raise Unimplemented("vm_migrate between the toolstacks of two pool members")
+        holder, dest = self._holder(vm_id), self._backend_of(host_id)
+        if self._backend_of(holder) == dest:  # within one backend
+            if dest is None:
+                return await self.local.vm_migrate(vm_id, host_id, spec)
+            return domain_info(await self._send(dest, "vm_migrate", vm_id, host_id))
+        info = self.vm_info(vm_id)
+        if info is None:
+            raise NoSuchDomain(vm_id)
+        if spec is None:
+            raise Unimplemented("vm_migrate between toolstacks without the domain's spec")
+        return await moves.migrate(self._do, holder, info.host_id, dest, host_id, info, spec)
+
+    def _backend_of(self, host_id: str | None) -> str | None:
+        """The member host that stands for ``host_id``'s backend (None: this toolstack's):
+        hosts a member toolstack runs together share one backend."""
+        rem = None if host_id is None else self.remote(host_id)
+        if rem is None:
+            return None
+        return next(h for h, r in self.remotes.items() if r.peer.url == rem.peer.url)
+
+    async def _do(self, host: str | None, name: str, *args: Any) -> Any:
+        """Backend operation ``name`` on ``host``'s backend (None: this toolstack's own)."""
+        if host is not None:
+            return await self._send(host, name, *args)
+        result = getattr(self.local, name)(*args)
+        return await result if inspect.isawaitable(result) else result
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
         return await self._info_on_vm("vm_set_vcpus", vm_id, vcpus)
@@ -296,6 +324,14 @@ class PoolBackend(DelegatingBackend):
         rem.domains.pop(vm_id, None)
         rem.images.discard(vm_id)
         self._queue(host, "vm_reset", vm_id)
+
+    def mirror_xenstore(
+        self, host_id: str, domid: int, tops: list[str], nodes: list[list[Any]] | None
+    ) -> None:
+        """Give member ``host_id``'s own XenStore a domain's nodes (None: remove them);
+        sent with its next batch (:mod:`.xenstore_mirror`)."""
+        if self.remote(host_id) is not None:
+            self._queue(host_id, "xenstore_nodes", domid, tops, nodes)
 
     def forget_domains(self, host_id: str) -> None:
         """A dead member's domains are gone (it was fenced or lost): forget them here."""

@@ -91,6 +91,16 @@ class TimelineBackend(DelegatingBackend):
             self.record("start", vm_id, info.host_id)
         return info
 
+    async def vm_migrate_send(self, vm_id: str, to: str) -> dict[str, object]:
+        before = self.local.vm_info(vm_id)
+        state = await self.local.vm_migrate_send(vm_id, to)
+        if before is not None:
+            self.record("stop", vm_id, before.host_id)
+        return state
+
+    async def vm_migrate_finish(self, vm_id: str, state: dict[str, object]) -> DomainInfo:
+        return self.started(await self.local.vm_migrate_finish(vm_id, state))
+
     def vm_reset(self, vm_id: str) -> None:
         self.stopped(vm_id)
         self.local.vm_reset(vm_id)

@@ -12,6 +12,8 @@ cannot tell a member's backend from its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,11 +22,12 @@ from ...core.context import Context
 from ...errors import ApiError
 from ...xenops import interface as xi
 from ..registry import internal
-from . import membership
+from . import membership, xenstore_mirror
 
 BACKEND_CALL = "host.xenstack_backend"
 
-# backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec
+# backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec,
+# doc (a JSON object: a domain's state or image on its way between two backends)
 OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "host_add": (False, ("hostspec",)),
     "vm_start": (True, ("s", "spec", "b")),
@@ -44,6 +47,14 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vbd_unplug": (True, ("s", "s")),
     "vif_plug": (True, ("s", "s")),
     "vif_unplug": (True, ("s", "s")),
+    "vm_migrate": (True, ("s", "s")),
+    "vm_migrate_receive": (True, ("s", "spec", "i")),
+    "vm_migrate_send": (True, ("s", "s")),
+    "vm_migrate_finish": (True, ("s", "doc")),
+    "vm_migrate_abort": (False, ("s",)),
+    "vm_image_send": (False, ("s",)),
+    "vm_image_receive": (False, ("s", "doc")),
+    "xenstore_nodes": (False, ("i", "strs", "nodes")),
     "snapshot": (False, ()),
     "vm_send_trigger": (True, ("s", "s")),
     "refresh_stats": (True, ()),  # answers every domain's counters (the metrics' feed)
@@ -97,6 +108,18 @@ def _argument(kind: str, value: Any) -> Any:
         return domain_spec(value)
     if kind == "hostspec":
         return xi.HostSpec(**value)
+    if kind == "doc":
+        if not isinstance(value, dict):
+            raise ApiError("INVALID_VALUE", ["state", str(value)[:80]])
+        return value
+    if kind == "strs":
+        if not isinstance(value, list):
+            raise ApiError("INVALID_VALUE", ["paths", str(value)[:80]])
+        return [str(v) for v in value]
+    if kind == "nodes":
+        if value is not None and not isinstance(value, list):
+            raise ApiError("INVALID_VALUE", ["nodes", str(value)[:80]])
+        return value
     if kind == "b":
         return bool(value)
     if kind == "i":
@@ -147,8 +170,14 @@ def _images(backend: xi.Backend) -> list[str]:
     return sorted(known) if isinstance(known, dict) else []
 
 
-async def run_batch(backend: xi.Backend, ops: list[list[Any]]) -> dict[str, Any]:
-    """Run ``ops`` in order on ``backend``; stop at the first failure."""
+XenstoreNodes = Callable[[int, list[str], Any], None]  # domid, tops, nodes (None: removed)
+
+
+async def run_batch(
+    backend: xi.Backend, ops: list[list[Any]], xenstore: XenstoreNodes | None = None
+) -> dict[str, Any]:
+    """Run ``ops`` in order on ``backend`` (``xenstore_nodes`` on this host's XenStore);
+    stop at the first failure."""
     results: list[Any] = []
     failure: dict[str, Any] | None = None
     for name, args in ops:
@@ -164,6 +193,14 @@ async def run_batch(backend: xi.Backend, ops: list[list[Any]]) -> dict[str, Any]
             results.append(await _all_stats(backend))
             continue
         values = [_argument(k, v) for k, v in zip(kinds, args, strict=True)]
+        if name == "xenstore_nodes":
+            if xenstore is not None:
+                try:
+                    xenstore(*values)
+                except ValueError as exc:
+                    raise ApiError("INVALID_VALUE", ["nodes", str(exc)[:80]]) from exc
+            results.append(None)
+            continue
         try:
             result = getattr(backend, name)(*values)
             if is_async:
@@ -191,5 +228,6 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
     # this host's own backend (its journal included), not a pool's view of its members
     local = backend.local if hasattr(backend, "is_remote") else backend
     ops = orjson.loads(operations)
-    answer = await run_batch(local, ops)
+    store = ts.xenstore(ts.this_host)
+    answer = await run_batch(local, ops, functools.partial(xenstore_mirror.apply, store))
     return orjson.dumps(answer).decode()

@@ -22,6 +22,7 @@ from ...db.store import Database
 from ...errors import ApiError
 from ...xenstore import Connection, XenStore, XsError
 from ..host.hypervisor import hypervisor
+from ..pool import xenstore_mirror
 from ..pool.remote_backend import PoolBackend
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def create(ctx: Context, vm: str, host: str, domid: int) -> None:
     for key, value in (("uuid", row["uuid"]), ("name", row["name_label"]), ("domid", str(domid))):
         _put(xs, f"{vm_path}/{key}", value, readonly)
     xs.introduce(domid)
+    _mirror(ctx, host, domid, [home, vm_path], created=True)
 
 
 def restore(toolstack: Services) -> None:
@@ -154,6 +156,15 @@ def destroy(ctx: Context, vm: str) -> None:
             xs.rm(path)
     with contextlib.suppress(XsError):
         xs.release(domid)
+    _mirror(ctx, host, domid, [f"/local/domain/{domid}", f"/vm/{uuid}"], created=False)
+
+
+def _mirror(ctx: Context, host: str, domid: int, tops: list[str], *, created: bool) -> None:
+    """A member toolstack's own XenStore gets the same nodes (impl/pool/xenstore_mirror)."""
+    backend = hypervisor(ctx).backend
+    if isinstance(backend, PoolBackend) and backend.is_remote(host):
+        nodes = xenstore_mirror.dump(xenstore(ctx, host), tops) if created else None
+        backend.mirror_xenstore(host, domid, tops, nodes)
 
 
 async def ask_guest(ctx: Context, vm: str, reason: str, clean: bool) -> None:
