@@ -114,6 +114,9 @@ def install(x: Any, name: str) -> str:
     return str(vm)
 
 
+STATUS = "XSG-"  # the test guest's status lines on its console (tools/test-guest)
+
+
 class Console:
     """A guest's serial console: type a command, wait for its output in console.log."""
 
@@ -138,7 +141,8 @@ class Console:
         raise TimeoutError(f"{marker!r} not on the console of {self.run}:\n{self.text()[-2000:]}")
 
     def run_command(self, command: str, timeout: float = 90.0) -> str:
-        """Run ``command`` in the guest's shell; what it printed (before the end marker)."""
+        """Run ``command`` in the guest's shell; what it printed (before the end marker),
+        without the status lines the test guest writes to its console meanwhile."""
         tag = uuidlib.uuid4().hex[:8]
         start = len(self.text())
         with socket.socket(socket.AF_UNIX) as s:
@@ -146,4 +150,6 @@ class Console:
             s.sendall(f"{command}; echo XQ-END-$((1+0)){tag}\n".encode())
             text = self.wait_for(f"XQ-END-1{tag}", timeout, start)
         body = text.split(f"XQ-END-1{tag}")[0]
-        return body.split("\n", 1)[1] if "\n" in body else body
+        body = body.split("\n", 1)[1] if "\n" in body else body
+        # the guest's own status lines (a DHCP renewal...) may land amid the output: not its
+        return "".join(line for line in body.splitlines(True) if not line.startswith(STATUS))
