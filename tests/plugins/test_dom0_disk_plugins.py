@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import XenAPI
+from pluginkit import call_serialized
 from systools import require_root, require_tool
 
 from xenstack.testing import RunningPool, failure, simulated_pool
@@ -54,9 +55,7 @@ def dom0(s: Any) -> str:
 
 
 def serialized(s: Any, plugin: str, fn: str, *args: Any) -> Any:
-    params = pickle.dumps({"args": args, "kwargs": {}}, protocol=0).decode("latin-1")
-    answer = s.xenapi.host.call_plugin(this_host(s), plugin, fn, {"params": params})
-    return pickle.loads(answer.encode("latin-1"))
+    return call_serialized(s.xenapi, this_host(s), plugin, fn, *args)
 
 
 def new_vdi(s: Any, size: int) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import XenAPI
 from glancekit import Glance, glance_server
+from pluginkit import call_serialized
 
 from xenstack.storage.vhd import VhdImage, create_dynamic
 from xenstack.testing import RunningPool, simulated_pool
@@ -46,9 +46,7 @@ def x(pool: RunningPool) -> Iterator[Any]:
 
 
 def serialized(x: Any, fn: str, **kwargs: Any) -> Any:
-    params = pickle.dumps({"args": (), "kwargs": kwargs}, protocol=0).decode("latin-1")
-    answer = x.host.call_plugin(x.host.get_all()[0], "glance.py", fn, {"params": params})
-    return pickle.loads(answer.encode("latin-1"))
+    return call_serialized(x, x.host.get_all()[0], "glance.py", fn, **kwargs)
 
 
 def local_sr(x: Any) -> tuple[str, Path]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import XenAPI
+from pluginkit import call_serialized
 from pyxs._internal import Op
 
 from xenstack.testing import RunningPool, failure, halted_vm, simulated_pool
@@ -57,11 +58,9 @@ def host(x: Any) -> str:
     return str(x.host.get_all()[0])
 
 
-def call_serialized(x: Any, plugin: str, fn: str, *args: Any, **kwargs: Any) -> Any:
-    """os-xenapi's ``call_plugin_serialized``: a protocol-0 pickle each way."""
-    params = pickle.dumps({"args": args, "kwargs": kwargs}, protocol=0).decode("latin-1")
-    answer = x.host.call_plugin(host(x), plugin, fn, {"params": params})
-    return pickle.loads(answer.encode("latin-1"))
+def serialized(x: Any, plugin: str, fn: str, *args: Any, **kwargs: Any) -> Any:
+    """os-xenapi's ``call_plugin_serialized`` on the pool's host."""
+    return call_serialized(x, host(x), plugin, fn, *args, **kwargs)
 
 
 def xs(pool: RunningPool, domid: int | None = None) -> Any:
@@ -76,7 +75,7 @@ def xs(pool: RunningPool, domid: int | None = None) -> Any:
 
 
 def test_dom0_plugin_version(x: Any) -> None:
-    assert call_serialized(x, "dom0_plugin_version.py", "get_version") == "2.1"
+    assert serialized(x, "dom0_plugin_version.py", "get_version") == "2.1"
 
 
 def test_pickles_carry_plain_data_only(x: Any, tmp_path: Path) -> None:
@@ -196,7 +195,7 @@ def test_netwrap_runs_only_allowed_commands(x: Any, tmp_path: Path) -> None:
 
 
 def test_bandwidth_answers_the_vif_counters(x: Any) -> None:
-    counters = call_serialized(x, "bandwidth.py", "fetch_all_bandwidth")
+    counters = serialized(x, "bandwidth.py", "fetch_all_bandwidth")
     assert isinstance(counters, dict)  # no vif<domid>.<devid> on a simulated host
     assert all(k.isdigit() for k in counters)
 
@@ -223,7 +222,7 @@ def test_xenhost_host_data_and_uptime(x: Any) -> None:
     assert data["host_ip_address"] == x.host.get_address(host(x))
     uptime = json.loads(x.host.call_plugin(host(x), "xenhost.py", "host_uptime", {}))
     assert "load average" in uptime["uptime"]
-    err = failure(call_serialized, x, "xenhost.py", "network_config", {"cmd": "rm_rf", "args": {}})
+    err = failure(serialized, x, "xenhost.py", "network_config", {"cmd": "rm_rf", "args": {}})
     assert "not permitted" in err[-1]
 
 
@@ -241,7 +240,7 @@ def test_migration_moves_a_received_chain_into_the_sr(x: Any, pool: RunningPool)
     srs = [r for r in x.SR.get_all_records().values() if r["sm_config"].get("xenstack_path")]
     sr_path = Path(srs[0]["sm_config"]["xenstack_path"])
     stack = ["11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"]
-    imported = call_serialized(x, "migration.py", "move_vhds_into_sr", instance_uuid=instance,
+    imported = serialized(x, "migration.py", "move_vhds_into_sr", instance_uuid=instance,
                                sr_path=str(sr_path), uuid_stack=stack)  # fmt: skip
     assert imported == {"root": {"uuid": stack[-1]}}
     with VhdImage.open(str(sr_path / f"{stack[-1]}.vhd"), writable=False) as img:

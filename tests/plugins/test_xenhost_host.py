@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import XenAPI
+from pluginkit import call_serialized
 from systools import require_root, require_tool
 from vmkit import GIB, add_hosts, master
 
@@ -41,10 +41,7 @@ def x(pool: RunningPool) -> Iterator[Any]:
 
 
 def serialized(x: Any, fn: str, *args: Any) -> Any:
-    """os-xenapi's ``call_plugin_serialized``: a protocol-0 pickle each way."""
-    message = pickle.dumps({"args": args, "kwargs": {}}, protocol=0).decode("latin-1")
-    answer = x.host.call_plugin(master(x), "xenhost.py", fn, {"params": message})
-    return pickle.loads(answer.encode("latin-1"))
+    return call_serialized(x, master(x), "xenhost.py", fn, *args)
 
 
 def plain(x: Any, fn: str, args: dict[str, str]) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import XenAPI
+from pluginkit import call_serialized
 from systools import require_root, require_tool
 
 from xenstack.core.config import ToolstackConfig
@@ -77,10 +77,8 @@ def test_network_config_makes_real_ports(switch: Path, tmp_path: Path) -> None:
 
         def network_config(cmd: str, **args: str) -> Any:
             """os-xenapi's host_network: call_plugin_serialized with {cmd, args}."""
-            message = {"args": ({"cmd": cmd, "args": args},), "kwargs": {}}
-            params = {"params": pickle.dumps(message, protocol=0).decode("latin-1")}
-            answer = x.host.call_plugin(host, "xenhost.py", "network_config", params)
-            return pickle.loads(answer.encode("latin-1"))
+            return call_serialized(x, host, "xenhost.py", "network_config",
+                                   {"cmd": cmd, "args": args})  # fmt: skip
 
         network_config("ovs_create_port", bridge="xsbr0", port="xsint0", mac="aa:bb:cc:00:00:01",
                        status="active", **{"iface-id": "port-1"})  # fmt: skip
