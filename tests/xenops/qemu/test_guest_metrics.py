@@ -6,22 +6,19 @@ row has both;
 request rates and latencies for ``vbd_xvda``, each consistent with the others as counters
 over the same interval make them: throughput in MiB/s is the byte rate, the total request
 rate the sum of reads and writes, the time waited per second the latency times the request
-rate. Its own host (prefix ``r3``), one guest.
+rate. The module's qemu host (conftest's), one guest.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import XenAPI
 from conftest import console, guest_ip, install, until
-from systools import require_root, require_tool
 
-from xenstack.testing.guests import QemuHost, qemu_host
+from xenstack.testing.guests import QemuHost
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.root, pytest.mark.slow]
 
@@ -33,23 +30,6 @@ LOAD = (
     "dd if=/dev/zero of=/dev/vda bs=64k count=16 seek=128 conv=fsync",
 )
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[QemuHost]:
-    require_tool("qemu-system-x86_64")
-    require_tool("dnsmasq")
-    require_root()
-    with qemu_host("r3") as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
-def sdk(host: QemuHost) -> Iterator[Any]:
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password, "1.0", "r3-metrics")
-    yield s
-    s.xenapi.session.logout()
 
 
 def newest_rows(
