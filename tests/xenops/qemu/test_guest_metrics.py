@@ -12,6 +12,7 @@ rate. The module's qemu host (conftest's), one guest.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -38,8 +39,13 @@ def newest_rows(
     """The VM's (``extra``: and more) AVERAGE rows, newest first, by source name."""
     query = f"session_id={session}&cf=AVERAGE&json=true&vm_uuid={uuid}{extra}"
     url = f"{host.url}rrd_updates?{query}"
-    with urllib.request.urlopen(url, timeout=60) as r:
-        doc = json.load(r)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            doc = json.load(r)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # no archive yet: the VM has not been sampled
+            return []
+        raise
     names = [entry.split(":", 3)[3] for entry in doc["meta"]["legend"]]
     rows = []
     for row in doc["data"]:

@@ -553,9 +553,18 @@ class QemuBackend(Backend):
         return self.stats.get(vm_id) if vm_id in self.domains else None
 
     async def refresh_stats(self) -> None:
-        doms = list(self.domains.values())
-        read = await asyncio.gather(*(domain_stats.read(d) for d in doms))
-        self.stats = {d.vm_id: s for d, s in zip(doms, read, strict=True) if s is not None}
+        """Each domain's counters afresh, each kept as soon as it is read: a domain whose
+        monitor is slow to answer (the collector stops waiting) keeps its last counters and
+        does not cost the others theirs."""
+        for gone in [v for v in self.stats if v not in self.domains]:
+            del self.stats[gone]
+
+        async def one(dom: Domain) -> None:
+            read = await domain_stats.read(dom)
+            if read is not None and self.domains.get(dom.vm_id) is dom:
+                self.stats[dom.vm_id] = read
+
+        await asyncio.gather(*(one(d) for d in list(self.domains.values())))
 
     # ---- VBD / VIF hot-plug --------------------------------------------------------------
 

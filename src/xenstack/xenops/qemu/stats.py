@@ -11,6 +11,7 @@ left out, never guessed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -66,11 +67,12 @@ async def read(dom: Domain) -> DomainStats | None:
     if dom.monitor is None:
         return None
     try:
-        disks = blockstats(await dom.monitor.execute("query-blockstats"))
-        cpus = await dom.monitor.execute("query-cpus-fast")
-        balloon = await dom.monitor.execute("query-balloon")
+        # one round trip, not three: QEMU's monitor answers slowly while a TCG guest is busy
+        queries = ("query-blockstats", "query-cpus-fast", "query-balloon")
+        replies = await asyncio.gather(*(dom.monitor.execute(q) for q in queries))
     except XenopsError:
         return None
+    disks, cpus, balloon = blockstats(replies[0]), replies[1], replies[2]
     threads = [int(c["thread-id"]) for c in sorted(cpus, key=lambda c: int(c["cpu-index"]))]
     cpu = tuple(_ticks(f"/proc/{dom.pid}/task/{tid}/stat") for tid in threads)
     taps = net_dev(dom.pid)
