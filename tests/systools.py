@@ -26,6 +26,9 @@ PACKAGES = {
     "dnsmasq": "dnsmasq-base",
     "etcd": "etcd-server",
     "chromium": "chromium",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "rsync": "rsync",
 }
 
 

@@ -4,6 +4,7 @@ simulator's exact counters (a disk that moved N bytes in requests of R bytes tak
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -113,10 +114,20 @@ def test_values_follow_the_counters(session: Any, driver: Driver) -> None:
 def test_a_paused_disk_has_nothing_in_flight(session: Any, driver: Driver) -> None:
     x = session.xenapi
     vm = busy_vm(session)
-    driver.tick(3)
     uuid = x.VM.get_uuid(vm)
-    rrd = driver.pool.call(lambda ts: ts.rrd.get("vm", uuid))
-    assert rrd.latest("vbd_xvda_read_latency") > 0  # the synthetic load makes requests
+
+    def requests_seen() -> bool:  # the synthetic load makes requests once the guest is up
+        driver.tick()
+        rrd = driver.pool.call(lambda ts: ts.rrd.get("vm", uuid))
+        try:
+            return bool(rrd.latest("vbd_xvda_read_latency") > 0)
+        except (AttributeError, KeyError):  # not sampled yet, or no rate yet
+            return False
+
+    deadline = time.monotonic() + 60
+    while not requests_seen():
+        assert time.monotonic() < deadline, "the synthetic load made no disk requests"
+        time.sleep(0.05)
     x.VM.pause(vm)
     driver.tick(2)
     rrd = driver.pool.call(lambda ts: ts.rrd.get("vm", uuid))
