@@ -4,6 +4,10 @@ A VM started on B runs in B's backend; its counters come to the master with B's 
 A's archive records it (``/rrd_updates?vm_uuid=``, ``/vm_rrd``, ``VM_metrics``) as XAPI's
 master keeps every VM's archive. Stopped on B, its archive is written out on A; started
 again on A, the same archive goes on, its history from B kept; and so again back on B.
+
+B's own handlers (``/rrd_updates``, ``/host_rrd``) take a session made on A, as XAPI's
+members do (Xen Orchestra logs in to the master and reads each host's RRDs from that host):
+B asks A about it, and refuses it again within seconds of its logout on A.
 """
 
 from __future__ import annotations
@@ -80,10 +84,41 @@ def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
         yield a, b, member
 
 
+def status(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def members_own_handlers(a: ServerProcess, b: ServerProcess, member_uuid: str) -> None:
+    """B's /rrd_updates and /host_rrd with sessions made on A: good, bad, logged out."""
+    s = connect(a)
+    query = "rrd_updates?start=-60&host=true&vm_uuid=none&json=true&session_id="
+    code, body = until(
+        lambda: (got := status(f"{b.url}{query}{s._session}"))[0] != 404 and got,
+        "the member's first tick",
+    )
+    assert code == 200, body
+    doc = json.loads(body)
+    assert doc["data"] and doc["meta"]["legend"]
+    assert {e.split(":")[2] for e in doc["meta"]["legend"]} == {member_uuid}  # B's host rows
+    code, body = status(f"{b.url}host_rrd?session_id={s._session}")
+    assert code == 200 and b"<name>memory_total_kib</name>" in body
+    assert status(f"{b.url}{query}OpaqueRef:not-a-session")[0] == 401
+    assert status(f"{b.url}{query}")[0] == 401
+    s.xenapi.session.logout()
+    logged_out = time.monotonic()
+    until(lambda: status(f"{b.url}{query}{s._session}")[0] == 401, "refused after logout")
+    assert time.monotonic() - logged_out < 10.0  # kept two seconds at most, then asked again
+
+
 def test_a_members_vm_is_archived_on_the_master_and_follows_it_back(pool: Any) -> None:
-    a, _b, member = pool
+    a, b, member = pool
     sa = connect(a)
     xa, session = sa.xenapi, sa._session
+    members_own_handlers(a, b, xa.host.get_uuid(member))
     (pool_ref,) = xa.pool.get_all()
     master = xa.pool.get_master(pool_ref)
     vm = halted_vm(xa, "r3-member")

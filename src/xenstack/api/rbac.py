@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..core.access import allowed, denied, fail_named_task
 from ..errors import ApiError
 from ..idl.model import ROLES
+from ..impl.pool.member_sessions import master_session
+from .auth import SessionInfo
 
 if TYPE_CHECKING:
     from ..core.context import Services
-    from .auth import SessionInfo
 
 VM_ADMIN = frozenset({"pool-admin", "pool-operator", "vm-power-admin", "vm-admin"})
 READ_ONLY = frozenset(ROLES)  # every role
@@ -114,6 +115,41 @@ def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, 
     except ApiError as err:
         fail_named_task(toolstack, query, err)
         raise
+
+
+async def authorize_http_in_pool(
+    toolstack: Services, action: HttpAction, query: Mapping[str, str]
+) -> None:
+    """:func:`authorize_http`, where a pool member also takes a session of its master's
+    (sessions are pool-wide, as XAPI's): one it does not know is asked of the master
+    (``impl/pool/member_sessions.py``), and the declared permission checked here."""
+    if action.public:
+        return
+    session = query.get("session_id", "")
+    try:
+        try:
+            info = toolstack.auth.check(session)
+        except ApiError:
+            if not toolstack.master_address:
+                raise
+            user, role, superuser = await master_session(toolstack, session)
+            info = SessionInfo(user, role, 0.0, local_superuser=superuser)
+        check(info, action.permission, action.roles)
+    except ApiError as err:
+        fail_named_task(toolstack, query, err)
+        raise
+
+
+def pool_http_checker(
+    toolstack: Services,
+) -> Callable[[str, str], Callable[[Mapping[str, str]], Awaitable[None]]]:
+    """:func:`http_checker` for the web application's routes, whose checks may wait: on a
+    pool member, a master's session is checked with the master."""
+
+    def checker(method: str, path: str) -> Callable[[Mapping[str, str]], Awaitable[None]]:
+        return functools.partial(authorize_http_in_pool, toolstack, http_action(method, path))
+
+    return checker
 
 
 def http_checker(toolstack: Services) -> Callable[[str, str], Callable[[Mapping[str, str]], None]]:

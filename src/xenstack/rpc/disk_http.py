@@ -23,8 +23,6 @@ from aiohttp import web
 from ..errors import ApiError
 from .upload import (
     Body,
-    Check,
-    Checker,
     Upload,
     UploadOpener,
     refusal_headers,
@@ -62,16 +60,22 @@ def _http_error(err: ApiError) -> web.Response:
     )
 
 
-def guard_routes(routes: list[tuple[str, str, Handler]], checker: Checker) -> list[Any]:
-    """Each route behind the check of its declared permission; LookupError for a route that
-    has none (so none can be served unchecked)."""
+AsyncCheck = Callable[[Mapping[str, str]], Awaitable[None]]
+
+
+def guard_routes(
+    routes: list[tuple[str, str, Handler]], checker: Callable[[str, str], AsyncCheck]
+) -> list[Any]:
+    """Each route behind the check of its declared permission (a check that may wait: a pool
+    member asks its master about a session); LookupError for a route that has none (so none
+    can be served unchecked)."""
     return [(m, p, _guarded(checker(m, p), h)) for m, p, h in routes]
 
 
-def _guarded(check: Check, handler: Handler) -> Handler:
+def _guarded(check: AsyncCheck, handler: Handler) -> Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
         try:
-            check(_query(request))
+            await check(_query(request))
         except ApiError as err:
             response = _http_error(err)
             response.force_close()

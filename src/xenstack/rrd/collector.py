@@ -6,6 +6,11 @@ database and hypervisor) says what exists now, as plain views. Host figures come
 figures are the backend's counters. After each tick ``on_tick`` (the toolstack's: it keeps
 the ``*_metrics`` records current) is given the tick's rates. A VM that is no longer sampled
 has its archive written out (as XAPI archives a stopped VM's RRD on the master).
+
+The rows clients read (each live RRD's 5-second AVERAGE rows, as ``/rrd_updates`` XML and
+JSON) are rendered ahead of the reads: after each tick its new row, and when the loop starts
+every row of the archives read from disk that reach into the last ten minutes, one RRD per
+turn of the event loop. A first read after a restart then costs what any other does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import export
+from .archive import Rrd
 from .hoststats import ProcHost, SimHosts
 from .sources import (
     DiskDelta,
@@ -185,6 +192,40 @@ class Collector:
             except OSError as exc:
                 log.warning("could not archive the RRD of VM %s: %s", vm, exc)
 
+    # ---- rendering ahead of the reads ---------------------------------------------------
+
+    def live(self) -> list[Rrd]:
+        """What ``/rrd_updates`` reads: every host's and SR's RRD, and the sampled VMs'."""
+        resident = self.store.resident
+        return [
+            r for (owner, uuid), r in self.store.rrds.items() if owner != "vm" or uuid in resident
+        ]
+
+    def recent(self, now: float) -> list[Rrd]:
+        """The RRDs updated within their finest archive's reach of ``now`` (ten minutes)."""
+        found = []
+        for rrd in self.store.rrds.values():
+            finest = rrd.timescales[0]
+            if now - rrd.last_updated < rrd.step * finest.pdp_per_row * finest.rows:
+                found.append(rrd)
+        return found
+
+    def prerender(self, rrds: Sequence[Rrd] | None = None) -> int:
+        """Render the rows clients read of ``rrds`` (default: the live ones) now; return how
+        many segments were rendered."""
+        return sum(export.prerender(rrd) for rrd in (self.live() if rrds is None else rrds))
+
+    async def prerender_gently(self, rrds: Sequence[Rrd]) -> int:
+        """:meth:`prerender`, one RRD per turn of the event loop (a few milliseconds each)."""
+        rendered = 0
+        for rrd in rrds:
+            try:
+                rendered += export.prerender(rrd)
+            except Exception:
+                log.exception("rendering the rows of an RRD failed")
+            await asyncio.sleep(0)
+        return rendered
+
     # ---- the loop ---------------------------------------------------------------------------
 
     def start(self, step: float = STEP) -> None:
@@ -202,6 +243,7 @@ class Collector:
     async def _run(self, step: float) -> None:
         saved = time.monotonic()
         last = 0.0
+        await self.prerender_gently(self.recent(self.now()))  # the archives read at start
         while True:
             now = self.now()
             boundary = now - now % step + step
@@ -220,6 +262,7 @@ class Collector:
                 self.tick(t)
             except Exception:
                 log.exception("metrics collection failed")
+            await self.prerender_gently(self.live())
             if time.monotonic() - saved > SAVE_EVERY:
                 saved = time.monotonic()
                 await self._save_gently()

@@ -109,10 +109,11 @@ def updates(
         count = len(times)
 
         def build(indexes: Sequence[int]) -> list[bytes]:
-            parts = []
-            for rrd, scale in used:
-                rrd_rings = [ring for c in cfs for ring in scale.rings[c]]
-                parts.append(_SEGMENTS.segments(form, rrd_rings, rrd.row_time(scale), span, count))
+            parts = [  # each RRD's segments, one consolidation function at a time
+                _SEGMENTS.segments(form, scale.rings[c], rrd.row_time(scale), span, count)
+                for rrd, scale in used
+                for c in cfs
+            ]
             return _join_rows(form, [times[i] for i in indexes], parts, indexes)
 
         # a whole row is final too while the same rings are read at the same offsets
@@ -156,45 +157,96 @@ def render_segments(form: str, rings: Sequence[Ring], ages: Sequence[int]) -> li
 
 
 class SegmentCache:
-    """Rendered row segments: per RRD read (the very rings, so a forgotten source's new rings
-    are another entry), what it puts in the row of each time.
+    """Rendered row segments: per RRD and consolidation function read (the very rings, so a
+    forgotten source's new rings are another entry), what it puts in the row of each time.
 
     A row is final once its time has passed (the rings only push), and XAPI's clients (Xen
     Orchestra, XenCenter) ask for the same host and VMs every few seconds: a read after a
     tick renders each RRD's one new row and reuses the rest, and a VM that starts costs its
     own rows only. Segments are kept by their RRD's own time (an RRD a tick behind the
-    others is read at the same ages, as XAPI does, and cached by what its rows stand for).
-    The least recently read entries go first past ``size``."""
+    others is read at the same ages, as XAPI does, and cached by what its rows stand for)
+    until they fall out of their ring, whatever the reads ask for. The collector renders
+    the finest AVERAGE rows ahead of any read (:func:`prerender`). The least recently used
+    entries go first past ``size``."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 8192) -> None:
         self.size = size
         self.entries: OrderedDict[Hashable, dict[int, bytes]] = OrderedDict()
 
-    def segments(
-        self, form: str, rings: Sequence[Ring], newest: int, span: int, count: int
-    ) -> list[bytes]:
-        """The segments of the rows 0..``count``-1 pushes old, the newest one at ``newest``."""
-        key = (form, span, tuple(rings))
+    def _known(self, key: Hashable) -> dict[int, bytes]:
         known = self.entries.pop(key, None)
         if known is None:
             known = {}
         self.entries[key] = known
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
+        return known
+
+    def segments(
+        self, form: str, rings: Sequence[Ring], newest: int, span: int, count: int
+    ) -> list[bytes]:
+        """The segments of the rows 0..``count``-1 pushes old, the newest one at ``newest``."""
+        known = self._known((form, span, tuple(rings)))
         times = [newest - age * span for age in range(count)]
         missing = [age for age, t in enumerate(times) if t not in known]
         if missing:
-            if len(missing) == count:
-                missing = list(range(count))
-            for age, text in zip(missing, render_segments(form, rings, missing), strict=True):
-                known[times[age]] = text
-            oldest = times[-1] if times else newest
-            for t in [t for t in known if t < oldest]:
-                del known[t]
+            self._render(form, rings, known, times, missing, newest, span)
         return [known[t] for t in times]
+
+    def fill(self, form: str, rings: Sequence[Ring], newest: int, span: int) -> int:
+        """Render every row the rings hold that is not rendered yet (after a tick: the new
+        one); return how many were."""
+        known = self._known((form, span, tuple(rings)))
+        count = len(rings[0]) if rings else 0
+        if len(known) == count and newest in known:  # kept whole since the last tick
+            return 0
+        times = [newest - age * span for age in range(count)]
+        missing = [age for age, t in enumerate(times) if t not in known]
+        if missing:
+            self._render(form, rings, known, times, missing, newest, span)
+        return len(missing)
+
+    @staticmethod
+    def _render(
+        form: str,
+        rings: Sequence[Ring],
+        known: dict[int, bytes],
+        times: Sequence[int],
+        missing: list[int],
+        newest: int,
+        span: int,
+    ) -> None:
+        if len(missing) == len(times):
+            missing = list(range(len(times)))
+        for age, text in zip(missing, render_segments(form, rings, missing), strict=True):
+            known[times[age]] = text
+        held = len(rings[0]) if rings else len(times)  # older rows have left the rings
+        oldest = newest - (held - 1) * span
+        for t in [t for t in known if t < oldest]:
+            del known[t]
 
 
 _SEGMENTS = SegmentCache()
+PRERENDERED = ("AVERAGE",)  # what Xen Orchestra, XenCenter and ``xenstack top`` read
+
+
+def prerender(rrd: Rrd) -> int:
+    """Render, in both forms, the rows of ``rrd``'s finest archives that clients read (its
+    AVERAGE rows) not rendered yet: all of them for an RRD just read from disk, the new row
+    after a tick. Returns how many segments were rendered."""
+    scale = rrd.timescales[0]
+    span = rrd.step * scale.pdp_per_row
+    newest = rrd.row_time(scale)
+    rendered = 0
+    for cf in PRERENDERED:
+        for form in ("xml", "json"):
+            rendered += _SEGMENTS.fill(form, scale.rings[cf], newest, span)
+    return rendered
+
+
+def prerendered_bytes() -> int:
+    """The size of every segment kept rendered (for the benchmark)."""
+    return sum(len(text) for known in _SEGMENTS.entries.values() for text in known.values())
 
 
 class RowCache:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..api.rbac import http_checker
+from ..api.rbac import http_checker, pool_http_checker
 from ..impl.network.doctor import doctor_routes
 from ..impl.storage.vdi_transfer import open_transfer
 from ..impl.vm import consoles as vm_consoles
@@ -36,7 +36,8 @@ def add_http_surface(toolstack: Any, config: HttpConfig) -> None:
     routes += rrd_routes(functools.partial(rrd_answer, toolstack))
     routes += ui_routes(ui_index, ui_asset)
     checker = http_checker(toolstack)  # every handler's RBAC check, by its declared permission
-    config.extra_routes = guard_routes([*config.extra_routes, *routes], checker)
+    in_pool = pool_http_checker(toolstack)  # the same, a master's session taken on a member
+    config.extra_routes = guard_routes([*config.extra_routes, *routes], in_pool)
     uploads = {
         b"/import_raw_vdi": disk_upload(disks),
         b"/import": vm_upload(functools.partial(open_import, toolstack)),
