@@ -15,6 +15,7 @@ the role check it shares with this module, are ``core.access``'s, where impl use
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -99,8 +100,14 @@ def check(info: SessionInfo, permission: str, roles: frozenset[str]) -> None:
 # ---- HTTP handlers -----------------------------------------------------------------------
 
 
-def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, str]) -> None:
-    """Check the request's session and role against the handler's declaration.
+def authorize_http(
+    toolstack: Services,
+    action: HttpAction,
+    query: Mapping[str, str],
+    info: SessionInfo | None = None,
+) -> None:
+    """Check the request's session (``info``: as already found) and role against the
+    handler's declaration.
 
     SESSION_INVALID for a missing or dead session, RBAC_PERMISSION_DENIED for a role that
     lacks the permission. A refused request that names a ``task_id`` fails that task with the
@@ -108,9 +115,9 @@ def authorize_http(toolstack: Services, action: HttpAction, query: Mapping[str, 
     """
     if action.public:
         return
-    session = query.get("session_id", "")
     try:
-        info = toolstack.auth.check(session)
+        if info is None:
+            info = toolstack.auth.check(query.get("session_id", ""))
         check(info, action.permission, action.roles)
     except ApiError as err:
         fail_named_task(toolstack, query, err)
@@ -123,21 +130,16 @@ async def authorize_http_in_pool(
     """:func:`authorize_http`, where a pool member also takes a session of its master's
     (sessions are pool-wide, as XAPI's): one it does not know is asked of the master
     (``impl/pool/member_sessions.py``), and the declared permission checked here."""
-    if action.public:
-        return
-    session = query.get("session_id", "")
-    try:
+    info = None
+    if toolstack.master_address and not action.public:
+        session = query.get("session_id", "")
         try:
             info = toolstack.auth.check(session)
         except ApiError:
-            if not toolstack.master_address:
-                raise
-            user, role, superuser = await master_session(toolstack, session)
-            info = SessionInfo(user, role, 0.0, local_superuser=superuser)
-        check(info, action.permission, action.roles)
-    except ApiError as err:
-        fail_named_task(toolstack, query, err)
-        raise
+            with contextlib.suppress(ApiError):  # refused there too: the check below says so
+                user, role, superuser = await master_session(toolstack, session)
+                info = SessionInfo(user, role, 0.0, local_superuser=superuser)
+    authorize_http(toolstack, action, query, info)
 
 
 def pool_http_checker(
