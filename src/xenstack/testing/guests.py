@@ -150,6 +150,9 @@ class Console:
             s.sendall(f"{command}; echo XQ-END-$((1+0)){tag}\n".encode())
             text = self.wait_for(f"XQ-END-1{tag}", timeout, start)
         body = text.split(f"XQ-END-1{tag}")[0]
+        echoed = f")){tag}"  # the echoed command's end, however the guest's tty wrapped it
+        if echoed in body:
+            body = body.rsplit(echoed, 1)[1]
         body = body.split("\n", 1)[1] if "\n" in body else body
         # the guest's own status lines (a DHCP renewal...) may land amid the output: not its
         return "".join(line for line in body.splitlines(True) if not line.startswith(STATUS))
