@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
@@ -51,6 +52,7 @@ class QemuHost:
     server: ServerProcess
     network: GuestNetwork
     state_dir: Path
+    host_uuid: str = ""  # its host's uuid (set by qemu_pool)
 
     @property
     def url(self) -> str:
@@ -63,24 +65,63 @@ class QemuHost:
 
 @contextmanager
 def qemu_host(
-    prefix: str = "xq", state_dir: Path | None = None, init_args: tuple[str, ...] = ()
+    prefix: str = "xq",
+    state_dir: Path | None = None,
+    init_args: tuple[str, ...] = (),
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[QemuHost]:
     """``xenstack init --backend qemu`` then ``xenstack serve --netns``, on a private net.
 
-    ``init_args`` go to ``xenstack init`` (``--hosts 2 --shared-sr`` for a pool)."""
+    ``init_args`` go to ``xenstack init`` (``--hosts 2 --shared-sr`` for a pool of one
+    toolstack), ``serve_args`` to ``xenstack serve``."""
     guest_image_dir()
     with guest_network(prefix) as net, tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
         state = state_dir or Path(tmp) / "state"
         cli = [sys.executable, "-m", "xenstack.cli.main"]
         init = [*cli, "init", "--state-dir", str(state), "--backend", "qemu", *init_args]
         subprocess.run(init, check=True, timeout=120)
-        server = ServerProcess(state, free_port(), ["--netns", net.netns])
+        server = ServerProcess(state, free_port(), ["--netns", net.netns, *serve_args])
         server.start(timeout=120)
         try:
             yield QemuHost(server, net, state)
         finally:
             server.stop()
             stop_guests(state)
+
+
+@contextmanager
+def qemu_pool(prefix: str = "xp", size: int = 2) -> Iterator[list[QemuHost]]:
+    """A pool of ``size`` toolstacks of their own (``xenstack serve`` processes with the
+    QEMU backend, each on its own guest network, HTTPS on for the master's calls to its
+    members' backends), the first the master, the others joined to it; and a shared SR on
+    real files (an NFS-like directory every host sees), the pool's default SR."""
+    with contextlib.ExitStack() as stack:
+        hosts = [
+            stack.enter_context(qemu_host(f"{prefix}{i}", serve_args=("--https-port", "0")))
+            for i in range(size)
+        ]
+        for qh in hosts:
+            mine = _login(qh).xenapi
+            qh.host_uuid = mine.host.get_uuid(mine.host.get_all()[0])
+            if qh is not hosts[0]:
+                mine.pool.join(f"127.0.0.1:{hosts[0].server.port}", "root", hosts[0].password)
+        master = _login(hosts[0])
+        export = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"{prefix}-nfs-"))
+        x = master.xenapi
+        sr = x.SR.create(
+            x.pool.get_master(x.pool.get_all()[0]), {"path": export}, "0", "shared",
+            "", "nfs", "user", True, {},
+        )  # fmt: skip
+        x.pool.set_default_SR(x.pool.get_all()[0], sr)
+        yield hosts
+
+
+def _login(host: QemuHost) -> Any:
+    import XenAPI  # the PyPI SDK: what a client of the pool uses
+
+    session = XenAPI.Session(host.url)
+    session.xenapi.login_with_password("root", host.password, "1.0", "xenstack-tests")
+    return session
 
 
 def stop_guests(state_dir: Path) -> None:

@@ -124,7 +124,9 @@ class DiskSpec:
 
     ``nbd_socket``/``export`` name the toolstack's NBD export of the VDI (a Unix socket and
     the export name to ask for), ``path`` a local file (an ISO); an ``empty`` drive has
-    neither. ``device`` is the VBD's userdevice.
+    neither. ``device`` is the VBD's userdevice. ``vhd`` is the VDI's leaf file on a shared
+    SR when the domain runs on a pool member: the member's toolstack exports it itself and
+    fills in ``nbd_socket``/``export`` before its backend sees the disk.
     """
 
     device: str
@@ -136,6 +138,7 @@ class DiskSpec:
     export: str = ""
     path: str = ""
     bootable: bool = False
+    vhd: str = ""
 
 
 @dataclass(frozen=True, slots=True)

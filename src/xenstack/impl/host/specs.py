@@ -110,8 +110,9 @@ def _userdevice(vbd: dict[str, Any]) -> int:
     return _num(vbd["userdevice"])
 
 
-async def attach_disk(toolstack: Any, disk: DiskSpec) -> DiskSpec:
-    """``disk`` with what opens it: its NBD export (started now) or its ISO file."""
+async def attach_disk(toolstack: Any, disk: DiskSpec, member: bool = False) -> DiskSpec:
+    """``disk`` with what opens it: its NBD export (started now) or its ISO file; for a
+    domain a pool ``member`` runs, the VHD file the member exports itself."""
     if disk.empty or not disk.vdi_id:
         return disk
     db, storage = toolstack.db, toolstack.storage
@@ -121,16 +122,26 @@ async def attach_disk(toolstack: Any, disk: DiskSpec) -> DiskSpec:
         return replace(disk, path=drv.path(row["location"]))
     if not storage.can_attach(disk.vdi_id):
         return disk  # a sizes-only SR: nothing to open (the simulator needs nothing)
+    if member:  # the member's NBD server opens the chain (the SR is shared: VM_REQUIRES_SR)
+        return replace(disk, vhd=drv.path(row["location"]))
     sock, export = await storage.attach(disk.vdi_id, disk.mode == "RW")
     return replace(disk, nbd_socket=sock, export=export)
 
 
-async def attach_disks(toolstack: Any, spec: DomainSpec) -> DomainSpec:
-    """``spec`` with every disk given its export or file (see :func:`attach_disk`), for a
-    backend that opens disks; ``spec`` itself for one that does not."""
+def run_by_member(toolstack: Any, host: str | None) -> bool:
+    """Whether a pool member's own toolstack runs ``host``'s domains (not this one)."""
+    is_remote = getattr(toolstack.hypervisor.backend, "is_remote", None)
+    return bool(host and is_remote is not None and is_remote(host))
+
+
+async def attach_disks(toolstack: Any, spec: DomainSpec, host: str | None = None) -> DomainSpec:
+    """``spec`` with every disk given its export or file (see :func:`attach_disk`) for the
+    domain on ``host`` (by default: this toolstack's), for a backend that opens disks;
+    ``spec`` itself for one that does not."""
     if not opens_disks(toolstack):
         return spec
-    disks = tuple([await attach_disk(toolstack, d) for d in spec.disks])
+    member = run_by_member(toolstack, host)
+    disks = tuple([await attach_disk(toolstack, d, member) for d in spec.disks])
     return replace(spec, disks=disks)
 
 

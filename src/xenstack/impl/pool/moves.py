@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from ...xenops.interface import DomainInfo, DomainSpec, NoSuchDomain, XenopsError
@@ -31,11 +30,6 @@ Do = Callable[..., Awaitable[Any]]
 
 def _info(result: Any) -> DomainInfo:
     return result if isinstance(result, DomainInfo) else domain_info(result)
-
-
-def _spec_for(host: str | None, spec: DomainSpec) -> DomainSpec:
-    """A member builds its own devices (the spec's exports and ports are this host's)."""
-    return spec if host is None else replace(spec, disks=(), nics=())
 
 
 async def migrate(
@@ -50,7 +44,7 @@ async def migrate(
     """Move ``info``'s domain from ``source`` (running it on ``source_host``) to ``dest``'s
     ``dest_host``; the domain as it runs there."""
     vm, memory = info.vm_id, info.memory_actual + info.memory_overhead
-    to = await do(dest, "vm_migrate_receive", dest_host, _spec_for(dest, spec), memory)
+    to = await do(dest, "vm_migrate_receive", dest_host, spec, memory)
     try:
         state = await do(source, "vm_migrate_send", vm, str(to))
     except BaseException:
@@ -61,7 +55,7 @@ async def migrate(
         return _info(await do(dest, "vm_migrate_finish", vm, state))
     except XenopsError:
         # the destination could not run it: the source takes it back, as it was
-        await do(source, "vm_migrate_receive", source_host, _spec_for(source, spec), memory)
+        await do(source, "vm_migrate_receive", source_host, spec, memory)
         await do(source, "vm_migrate_finish", vm, state)
         raise
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from ...core.context import Context
 from ...errors import ApiError
 from ...xenops import interface as xi
 from ..registry import internal
-from . import membership, xenstore_mirror
+from . import member_disks, membership, xenstore_mirror
 
 BACKEND_CALL = "host.xenstack_backend"
 
@@ -91,21 +91,35 @@ def domain_info(doc: dict[str, Any]) -> xi.DomainInfo:
     )
 
 
+def _pairs(items: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in items)
+
+
 def domain_spec(doc: dict[str, Any]) -> xi.DomainSpec:
+    """The spec a master sent, with its devices and boot method as the backend's data
+    classes again (JSON made them plain objects)."""
+    nics = [{**n, "other_config": _pairs(n.get("other_config", ()))} for n in doc.get("nics", ())]
     return xi.DomainSpec(
         **{
             **doc,
             "vbds": tuple(doc["vbds"]),
             "vifs": tuple(doc["vifs"]),
-            "platform": tuple(tuple(p) for p in doc["platform"]),
-            "vif_networks": tuple(tuple(p) for p in doc["vif_networks"]),
+            "platform": _pairs(doc["platform"]),
+            "vif_networks": _pairs(doc["vif_networks"]),
+            "disks": tuple(xi.DiskSpec(**d) for d in doc.get("disks", ())),
+            "nics": tuple(xi.NicSpec(**n) for n in nics),
+            "boot": xi.BootSpec(**doc["boot"]) if "boot" in doc else xi.BootSpec(),
+            "xenstore_data": _pairs(doc.get("xenstore_data", ())),
         }
     )
 
 
 def _argument(kind: str, value: Any) -> Any:
     if kind == "spec":
-        return domain_spec(value)
+        try:
+            return domain_spec(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError("INVALID_VALUE", ["spec", str(exc)[:80]]) from exc
     if kind == "hostspec":
         return xi.HostSpec(**value)
     if kind == "doc":
@@ -171,13 +185,18 @@ def _images(backend: xi.Backend) -> list[str]:
 
 
 XenstoreNodes = Callable[[int, list[str], Any], None]  # domid, tops, nodes (None: removed)
+# what this host makes of a spec before its backend sees it (the disks it exports itself)
+Localise = Callable[[xi.DomainSpec], Awaitable[xi.DomainSpec]]
 
 
 async def run_batch(
-    backend: xi.Backend, ops: list[list[Any]], xenstore: XenstoreNodes | None = None
+    backend: xi.Backend,
+    ops: list[list[Any]],
+    xenstore: XenstoreNodes | None = None,
+    localise: Localise | None = None,
 ) -> dict[str, Any]:
-    """Run ``ops`` in order on ``backend`` (``xenstore_nodes`` on this host's XenStore);
-    stop at the first failure."""
+    """Run ``ops`` in order on ``backend`` (``xenstore_nodes`` on this host's XenStore, each
+    spec through ``localise`` first); stop at the first failure."""
     results: list[Any] = []
     failure: dict[str, Any] | None = None
     for name, args in ops:
@@ -193,6 +212,9 @@ async def run_batch(
             results.append(await _all_stats(backend))
             continue
         values = [_argument(k, v) for k, v in zip(kinds, args, strict=True)]
+        if localise is not None:
+            pairs = zip(kinds, values, strict=True)
+            values = [await localise(v) if k == "spec" else v for k, v in pairs]
         if name == "xenstore_nodes":
             if xenstore is not None:
                 try:
@@ -229,5 +251,9 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
     local = backend.local if hasattr(backend, "is_remote") else backend
     ops = orjson.loads(operations)
     store = ts.xenstore(ts.this_host)
-    answer = await run_batch(local, ops, functools.partial(xenstore_mirror.apply, store))
+    mirror = functools.partial(xenstore_mirror.apply, store)
+    try:
+        answer = await run_batch(local, ops, mirror, functools.partial(member_disks.localise, ts))
+    finally:
+        await member_disks.release_unused(ts, local)
     return orjson.dumps(answer).decode()

@@ -335,6 +335,18 @@ class StorageService:
         self.attached[uuid] = writable or self.attached.get(uuid, False)
         return self.nbd_socket(uuid), self.attach_name(uuid)
 
+    async def attach_file(self, key: str, path: str, writable: bool) -> tuple[str, str]:
+        """Export the VHD file ``path`` to a domain of this host under ``key`` (its VDI's
+        uuid) although no VDI row of this database names it: a pool member running a
+        domain whose disk is on the pool's shared SR (the master named the file).
+        ``(unix socket, export name)``; the export is stopped by :meth:`detach`."""
+        if key in self._nbd and self._nbd[key][3] == "" and writable:
+            await self.stop_nbd(key)
+        if key not in self._nbd:
+            await self._start_nbd(key, path, path, writable)
+        self.attached[key] = writable or self.attached.get(key, False)
+        return self.nbd_socket(key), self.attach_name(key)
+
     async def detach(self, vdi_uuid: str) -> None:
         """The last domain using the export is gone: stop it (its writes made durable)."""
         if self.attached.pop(vdi_uuid, None) is not None:
@@ -366,13 +378,15 @@ class StorageService:
         the export allows; any other live session (read-only, vm-operator...) reads only.
         """
         named, session = parse_export_name(name)
-        if named != vdi_uuid or named not in self.toolstack.db.table("VDI").by_uuid:
+        if named != vdi_uuid:
             raise NbdRefused(nbd_protocol.REP_ERR_UNKNOWN, f"no export for VDI {named!r} here")
         token = parse_qs(urlsplit(name).query).get("attach", [""])[0]
-        if token and named in self.attached:
+        if token and named in self.attached:  # a domain's disk (maybe the pool's, on a member)
             if hmac.compare_digest(token, self.attach_token(named)):
                 return NbdGrant(vdi_uuid, read_only=not self.attached[named])
             raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: bad attach token")
+        if named not in self.toolstack.db.table("VDI").by_uuid:
+            raise NbdRefused(nbd_protocol.REP_ERR_UNKNOWN, f"no export for VDI {named!r} here")
         if session is None:
             raise NbdRefused(nbd_protocol.REP_ERR_POLICY, f"VDI {named}: no session_id")
         try:

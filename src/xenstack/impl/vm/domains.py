@@ -59,7 +59,7 @@ async def restart(toolstack: Any, hv: Hypervisor, vm: str, host: str) -> bool:
     """Boot the VM again on ``host``; whether it worked."""
     db = toolstack.db
     try:
-        spec = await attach_disks(toolstack, domain_spec(db, vm))
+        spec = await attach_disks(toolstack, domain_spec(db, vm), host)
         info = await hv.backend.vm_start(hv.host(db, host), spec, False)
     except (XenopsError, Exception):
         log.exception("restarting VM %s failed", vm)
@@ -87,7 +87,7 @@ async def adopt(toolstack: Any) -> None:
             continue
         if not db.exists("host", vm["resident_on"]):
             continue
-        spec = await attach_disks(toolstack, domain_spec(db, ref))
+        spec = await attach_disks(toolstack, domain_spec(db, ref), vm["resident_on"])
         try:
             info = await hv.backend.adopt(
                 hv.host(db, vm["resident_on"]), spec, info_from_row(db, ref, vm)

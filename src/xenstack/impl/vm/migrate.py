@@ -20,7 +20,8 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
     """Migrate the VM's domain to ``host`` (the operation is already marked)."""
     source = db.get("VM", vm)["resident_on"]
     assert_can_boot_here(hv, db, vm, host)
-    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))  # the same exports
+    # the same exports, or for a member the files it exports itself
+    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm), host)
     with backend_errors():
         info = await hv.backend.vm_migrate(vm, hv.host(db, host), spec)
     xenstore_nodes.destroy(ctx, vm)

@@ -28,7 +28,7 @@ async def boot(ctx: Context, hv: Hypervisor, vm: str, host: str, paused: bool) -
     db = ctx.db
     assert_can_boot_here(hv, db, vm, host)
     async with making_room(hv, db, host, start_memory(db.get("VM", vm))):
-        spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))
+        spec = await attach_disks(ctx.toolstack, domain_spec(db, vm), host)
         try:
             with backend_errors():
                 info = await hv.backend.vm_start(hv.host(db, host), spec, paused)
@@ -94,7 +94,7 @@ async def reboot(ctx: Context, vm: str, clean: bool) -> None:
     host = db.get("VM", vm)["resident_on"]
     await xenstore_nodes.ask_guest(ctx, vm, "reboot", clean)
     xenstore_nodes.destroy(ctx, vm)
-    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm))
+    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm), host)
     with backend_errors():
         info = await hv.backend.vm_reboot(vm, clean, spec)
     with db.transaction():
@@ -189,7 +189,7 @@ async def _resume_domain(
         if db.exists("VDI", image_vdi)
         else None
     )
-    spec = await attach_disks(toolstack, domain_spec(db, vm))
+    spec = await attach_disks(toolstack, domain_spec(db, vm), host)
     try:
         with backend_errors():
             return await hv.backend.vm_resume(hv.host(db, host), vm, paused, spec, image)
