@@ -187,6 +187,10 @@ class NbdServer:
         else:
             self._server = await asyncio.start_server(self._serve, host=host, port=port or 0)
 
+    def backend(self, name: str) -> NbdBackend:
+        """What export ``name`` serves."""
+        return self._exports[name].backend
+
     @property
     def port(self) -> int:
         """The TCP port listened on (for ``port=0``)."""

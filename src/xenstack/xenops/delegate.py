@@ -166,6 +166,12 @@ class DelegatingBackend(Backend):
     def vm_migrate_abort(self, vm_id: str) -> None:
         self.local.vm_migrate_abort(vm_id)
 
+    async def vm_migrate_release(self, vm_id: str) -> None:
+        await self.local.vm_migrate_release(vm_id)
+
+    def vm_migrating_in(self, vm_id: str) -> bool:
+        return self.local.vm_migrating_in(vm_id)
+
     def vm_image_send(self, vm_id: str) -> dict[str, object]:
         return self.local.vm_image_send(vm_id)
 

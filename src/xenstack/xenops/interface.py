@@ -516,6 +516,16 @@ class Backend(abc.ABC):
         """Drop what ``vm_migrate_receive`` prepared (the send failed); no error if none."""
         return None
 
+    async def vm_migrate_release(self, vm_id: str) -> None:
+        """The destination runs the domain sent: let go of what the source kept (a QEMU
+        paused after sending, to continue should the destination fail); no error if none."""
+        return None
+
+    def vm_migrating_in(self, vm_id: str) -> bool:
+        """Whether a migration's destination is being prepared here for ``vm_id`` (its
+        devices are in use although it has no domain yet)."""
+        return False
+
     def vm_image_send(self, vm_id: str) -> dict[str, object]:
         """Hand the VM's saved image to another backend: it leaves this one. Return it as
         JSON-able data ({} for a backend whose image lives in the suspend VDI itself)."""

@@ -10,6 +10,9 @@ and what the guest writes lands in the VDI's file. The export goes with the doma
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +25,7 @@ from xenstack.storage.vhd.image import VhdImage
 from xenstack.testing.guests import Console, QemuHost, install, qemu_pool, run_dir
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.root, pytest.mark.slow]
+SECTOR = 4096  # where the markers go on /dev/vda (in 512-byte sectors)
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +79,69 @@ def test_guest_started_through_the_master_boots_on_the_member(pool: list[QemuHos
     directory = x.SR.get_sm_config(x.VDI.get_SR(vdi))["xenstack_path"]
     with VhdImage.open(f"{directory}/{vdi_uuid}.vhd", writable=False) as image:
         assert bytes(image.read(0, 10)) == b"xp-data-42"
+
+
+@pytest.fixture(scope="module")
+def pool3() -> Iterator[list[QemuHost]]:
+    require_tool("qemu-system-x86_64")
+    require_tool("dnsmasq")
+    require_root()
+    with qemu_pool("xm", size=3) as hosts:
+        yield hosts
+
+
+def ticks(text: str) -> list[tuple[int, float]]:
+    return [(int(n), float(t)) for n, t in re.findall(r"XQ-TICK (\d+) ([\d.]+)", text)]
+
+
+def test_live_migration_between_member_toolstacks_keeps_the_guest_running(
+    pool3: list[QemuHost],
+) -> None:
+    """Member B -> member C: QEMU to QEMU over TCP, each host's NBD server on the same
+    chain; the counter keeps counting, the writes before and after are on the disk."""
+    s = XenAPI.Session(pool3[0].url)
+    s.xenapi.login_with_password("root", pool3[0].password, "1.0", "xm-tests")
+    x = s.xenapi
+    _, b, c = pool3
+    vm = install(x, "xm-mover")
+    uuid = x.VM.get_uuid(vm)
+    x.VM.start_on(vm, host_of(x, b), False, False)
+    con = Console(run_dir(b.state_dir, uuid))
+    con.wait_for("XSG-READY")
+    assert con.run_command("echo up") == "up\n"
+    con.run_command(f"printf '%-16s' before | dd of=/dev/vda bs=512 seek={SECTOR} conv=fsync"
+                    " 2>/dev/null")  # fmt: skip
+    con.run_command("(i=0; while :; do i=$((i+1)); read -r u _ < /proc/uptime;"
+                    " echo XQ-TICK $i $u > /dev/console; sleep 0.1; done) & true")  # fmt: skip
+    last_before = ticks(con.wait_for("XQ-TICK 5 "))[-1][0]
+    x.VM.pool_migrate(vm, host_of(x, c), {"live": "true"})
+    assert x.VM.get_resident_on(vm) == host_of(x, c)
+    assert x.VM.get_power_state(vm) == "Running"
+    after = Console(run_dir(c.state_dir, uuid))
+    first = ticks(after.wait_for("XQ-TICK"))[0][0]
+    assert first > last_before  # the same counter, not a new boot
+    seen = ticks(after.wait_for(f"XQ-TICK {first + 5} "))
+    assert [n for n, _ in seen[:6]] == list(range(first, first + 6))
+    until(lambda: not run_dir(b.state_dir, uuid).exists(), what="the source QEMU gone")
+    assert member_exports(b) == [] and len(member_exports(c)) == 1
+    # the disk: what was written before is read on the destination, which writes on
+    got = after.run_command(f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 iflag=direct"
+                            " 2>/dev/null | head -c 16")  # fmt: skip
+    assert [line for line in got.split() if line.startswith("before")] == ["before"]
+    after.run_command(f"printf '%-16s' after | dd of=/dev/vda bs=512 seek={SECTOR + 8}"
+                      " conv=fsync 2>/dev/null")  # fmt: skip
+    stats = json.loads((after.run / "migration.json").read_text())
+    gaps = [q[1] - p[1] for p, q in itertools.pairwise(seen)]
+    print(
+        f"\nlive migration between toolstacks: downtime {stats['downtime_ms']:.0f} ms (QEMU),"
+        f" total {stats['total_ms']:.0f} ms (QEMU), {stats['wall_s']:.2f} s wall;"
+        f" guest ticks after it at most {max(gaps):.2f} s apart"
+    )
+    x.VM.hard_shutdown(vm)
+    until(lambda: member_exports(c) == [], what="the destination's export gone")
+    vdi = x.VBD.get_VDI(next(v for v in x.VM.get_VBDs(vm) if x.VBD.get_type(v) == "Disk"))
+    directory = x.SR.get_sm_config(x.VDI.get_SR(vdi))["xenstack_path"]
+    with VhdImage.open(f"{directory}/{x.VDI.get_uuid(vdi)}.vhd", writable=False) as image:
+        assert bytes(image.read(SECTOR * 512, 6)) == b"before"
+        assert bytes(image.read((SECTOR + 8) * 512, 5)) == b"after"
+    s.xenapi.session.logout()

@@ -8,9 +8,14 @@ itself. The member has no row for that VDI, so the export is made from the file
 the attach token, which only this host's backend is given. The master is trusted to name
 files (it holds the pool secret); the name must still look like a VHD of an SR.
 
-An export lives while a domain of this host's backend uses it (or a migration holds it):
-after every batch of the master's operations :func:`release_unused` stops the others, their
-writes made durable.
+A live migration's destination opens the chain read-only while the source's host still
+writes it (``vm_migrate_receive``), and for writing, afresh, just before the domain runs
+(``vm_migrate_finish``): by then the source's export is closed, its writes durable.
+
+An export lives while a domain of this host's backend uses it (or a migration prepares
+one): after every batch of the master's operations :meth:`MemberDisks.release_unused` stops
+the others, their writes made durable (so a migration's source lets the chain go as soon
+as it has sent the domain).
 """
 
 from __future__ import annotations
@@ -25,14 +30,8 @@ from ...errors import ApiError
 from ...xenops.interface import Backend, DomainSpec
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
+# per toolstack: VM id -> the keys (VDI uuids) of the exports its domain opens here
 _HELD: weakref.WeakKeyDictionary[Any, dict[str, set[str]]] = weakref.WeakKeyDictionary()
-
-
-def _held(ts: Any) -> dict[str, set[str]]:
-    """VM id -> the keys (VDI uuids) of the exports its domain opens, on this member."""
-    return _HELD.setdefault(ts, {})
 
 
 def key_of(vhd: str) -> str:
@@ -46,24 +45,46 @@ def key_of(vhd: str) -> str:
     return key
 
 
-async def localise(ts: Any, spec: DomainSpec) -> DomainSpec:
-    """``spec`` with each disk the master named by file exported here."""
-    disks = []
-    for disk in spec.disks:
-        if disk.vhd and not disk.empty:
-            key = key_of(disk.vhd)
-            sock, export = await ts.storage.attach_file(key, disk.vhd, disk.mode == "RW")
-            _held(ts).setdefault(spec.vm_id, set()).add(key)
-            disk = replace(disk, nbd_socket=sock, export=export)
-        disks.append(disk)
-    return replace(spec, disks=tuple(disks))
+class MemberDisks:
+    """The hooks :func:`.wire_backend.run_batch` calls around a member's backend."""
 
+    def __init__(self, ts: Any, backend: Backend) -> None:
+        self.ts, self.backend = ts, backend
+        self.held = _HELD.setdefault(ts, {})
 
-async def release_unused(ts: Any, backend: Backend) -> None:
-    """Stop the exports no domain (or saved image) of ``backend`` uses any more."""
-    held = _held(ts)
-    for vm in [v for v in held if backend.vm_info(v) is None and not backend.vm_has_image(v)]:
-        keys = held.pop(vm)
-        in_use = set().union(*held.values()) if held else set()
-        for key in keys - in_use:
-            await ts.storage.detach(key)
+    async def localise(self, op: str, spec: DomainSpec) -> DomainSpec:
+        """``spec`` with each disk the master named by file exported here."""
+        deferred = op == "vm_migrate_receive"
+        disks = []
+        for disk in spec.disks:
+            if disk.vhd and not disk.empty:
+                key = key_of(disk.vhd)
+                writable = disk.mode == "RW"
+                sock, export = await self.ts.storage.attach_file(key, disk.vhd, writable, deferred)
+                self.held.setdefault(spec.vm_id, set()).add(key)
+                disk = replace(disk, nbd_socket=sock, export=export)
+            disks.append(disk)
+        return replace(spec, disks=tuple(disks))
+
+    async def before(self, op: str, values: list[Any]) -> None:
+        """A migrated domain is about to run here: its disks opened for writing."""
+        if op == "vm_migrate_finish":
+            for key in sorted(self.held.get(str(values[0]), ())):
+                await self.ts.storage.take_over(key)
+
+    async def release_unused(self) -> None:
+        """Stop the exports no domain (or saved image, or migration) here uses any more."""
+        held, backend = self.held, self.backend
+
+        def unused(vm: str) -> bool:
+            return (
+                backend.vm_info(vm) is None
+                and not backend.vm_has_image(vm)
+                and not backend.vm_migrating_in(vm)
+            )
+
+        for vm in [v for v in held if unused(v)]:
+            keys = held.pop(vm)
+            in_use = set().union(*held.values()) if held else set()
+            for key in keys - in_use:
+                await self.ts.storage.detach(key)

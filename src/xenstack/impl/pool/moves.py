@@ -52,12 +52,15 @@ async def migrate(
             await do(dest, "vm_migrate_abort", vm)
         raise
     try:
-        return _info(await do(dest, "vm_migrate_finish", vm, state))
+        moved = _info(await do(dest, "vm_migrate_finish", vm, state))
     except XenopsError:
         # the destination could not run it: the source takes it back, as it was
         await do(source, "vm_migrate_receive", source_host, spec, memory)
         await do(source, "vm_migrate_finish", vm, state)
         raise
+    with contextlib.suppress(XenopsError):  # what the source kept meanwhile (a paused QEMU)
+        await do(source, "vm_migrate_release", vm)
+    return moved
 
 
 async def move_image(do: Do, holder: str | None, dest: str | None, vm: str) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -52,6 +52,7 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vm_migrate_send": (True, ("s", "s")),
     "vm_migrate_finish": (True, ("s", "doc")),
     "vm_migrate_abort": (False, ("s",)),
+    "vm_migrate_release": (True, ("s",)),
     "vm_image_send": (False, ("s",)),
     "vm_image_receive": (False, ("s", "doc")),
     "xenstore_nodes": (False, ("i", "strs", "nodes")),
@@ -185,18 +186,25 @@ def _images(backend: xi.Backend) -> list[str]:
 
 
 XenstoreNodes = Callable[[int, list[str], Any], None]  # domid, tops, nodes (None: removed)
-# what this host makes of a spec before its backend sees it (the disks it exports itself)
-Localise = Callable[[xi.DomainSpec], Awaitable[xi.DomainSpec]]
+
+
+class BatchHooks(Protocol):
+    """What this host does around its backend's operations (the disks it exports itself,
+    see :mod:`.member_disks`)."""
+
+    async def localise(self, op: str, spec: xi.DomainSpec) -> xi.DomainSpec: ...
+
+    async def before(self, op: str, values: list[Any]) -> None: ...
 
 
 async def run_batch(
     backend: xi.Backend,
     ops: list[list[Any]],
     xenstore: XenstoreNodes | None = None,
-    localise: Localise | None = None,
+    hooks: BatchHooks | None = None,
 ) -> dict[str, Any]:
     """Run ``ops`` in order on ``backend`` (``xenstore_nodes`` on this host's XenStore, each
-    spec through ``localise`` first); stop at the first failure."""
+    spec through ``hooks`` first); stop at the first failure."""
     results: list[Any] = []
     failure: dict[str, Any] | None = None
     for name, args in ops:
@@ -212,9 +220,10 @@ async def run_batch(
             results.append(await _all_stats(backend))
             continue
         values = [_argument(k, v) for k, v in zip(kinds, args, strict=True)]
-        if localise is not None:
+        if hooks is not None:
             pairs = zip(kinds, values, strict=True)
-            values = [await localise(v) if k == "spec" else v for k, v in pairs]
+            values = [await hooks.localise(name, v) if k == "spec" else v for k, v in pairs]
+            await hooks.before(name, values)
         if name == "xenstore_nodes":
             if xenstore is not None:
                 try:
@@ -252,8 +261,9 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
     ops = orjson.loads(operations)
     store = ts.xenstore(ts.this_host)
     mirror = functools.partial(xenstore_mirror.apply, store)
+    disks = member_disks.MemberDisks(ts, local)
     try:
-        answer = await run_batch(local, ops, mirror, functools.partial(member_disks.localise, ts))
+        answer = await run_batch(local, ops, mirror, disks)
     finally:
-        await member_disks.release_unused(ts, local)
+        await disks.release_unused()
     return orjson.dumps(answer).decode()

@@ -134,6 +134,7 @@ class StorageService:
         self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int, str]] = {}
         self._tls: tuple[ssl.SSLContext, str, str] | None = None  # context, cert PEM, subject
         self.attached: dict[str, bool] = {}  # VDI uuid -> writable, exported to domains
+        self._pending: dict[str, str] = {}  # deferred exports (see attach_file): key -> path
         self._attach_key: bytes | None = None
 
     async def start(self) -> None:
@@ -335,17 +336,51 @@ class StorageService:
         self.attached[uuid] = writable or self.attached.get(uuid, False)
         return self.nbd_socket(uuid), self.attach_name(uuid)
 
-    async def attach_file(self, key: str, path: str, writable: bool) -> tuple[str, str]:
+    async def attach_file(
+        self, key: str, path: str, writable: bool, deferred: bool = False
+    ) -> tuple[str, str]:
         """Export the VHD file ``path`` to a domain of this host under ``key`` (its VDI's
         uuid) although no VDI row of this database names it: a pool member running a
         domain whose disk is on the pool's shared SR (the master named the file).
-        ``(unix socket, export name)``; the export is stopped by :meth:`detach`."""
-        if key in self._nbd and self._nbd[key][3] == "" and writable:
+        ``(unix socket, export name)``; the export is stopped by :meth:`detach`.
+
+        ``deferred`` (a live migration's destination, while the source's host still
+        writes the file): the chain is opened read-only, no lock taken, but offered
+        writable; :meth:`take_over` opens it for writing once the source let it go."""
+        pending = key in self._pending
+        if key in self._nbd and writable and not deferred and (pending or not self._nbd[key][3]):
             await self.stop_nbd(key)
         if key not in self._nbd:
-            await self._start_nbd(key, path, path, writable)
+            await self._start_nbd(key, path, path, writable and not deferred)
+            if writable and deferred:
+                self._pending[key] = path
+                self._vhd_backend(key).read_only = False  # refused by the read-only chain
         self.attached[key] = writable or self.attached.get(key, False)
         return self.nbd_socket(key), self.attach_name(key)
+
+    def _vhd_backend(self, key: str) -> VhdBackend:
+        backend = self._nbd[key][0][0].backend(key)
+        assert isinstance(backend, VhdBackend)
+        return backend
+
+    async def take_over(self, key: str) -> None:
+        """Open a deferred export's chain afresh, for writing: the metadata as the host that
+        wrote it last left it (VDI_IN_USE while another writer holds it)."""
+        path = self._pending.get(key)
+        if path is None or key not in self._nbd:
+            return
+        servers, old, port, _ = self._nbd[key]
+        if not await self.busy.claim_waiting_for_gc(path):
+            raise ApiError("VDI_IN_USE", ["", "nbd"])
+        try:
+            image = await asyncio.to_thread(VhdImage.open, path, writable=True)
+        except Exception as exc:
+            self.busy.discard(path)
+            raise ApiError("VDI_IN_USE", ["", key]) from exc
+        self._vhd_backend(key).image = image  # the same object behind every server
+        del self._pending[key]
+        old.close()
+        self._nbd[key] = (servers, image, port, path)
 
     async def detach(self, vdi_uuid: str) -> None:
         """The last domain using the export is gone: stop it (its writes made durable)."""
@@ -396,6 +431,7 @@ class StorageService:
         return NbdGrant(vdi_uuid, read_only=info.role not in _NBD_WRITERS)
 
     async def stop_nbd(self, vdi_uuid: str) -> None:
+        self._pending.pop(vdi_uuid, None)
         entry = self._nbd.pop(vdi_uuid, None)
         if entry is None:
             return

@@ -41,7 +41,7 @@ from ..interface import (
     UnknownHost,
     XenopsError,
 )
-from . import cmdline, hostinfo, live, process
+from . import cmdline, handoff, hostinfo, live, process
 from . import runas as deprivilege
 from . import stats as domain_stats
 from .agent import GuestChannel
@@ -104,6 +104,9 @@ class QemuBackend(Backend):
         self._probe: asyncio.Task[str] | None = None
         self._next_domid = 1
         self.migrations: dict[str, dict[str, float]] = {}  # the last one of each VM
+        self.incoming: dict[str, handoff.Incoming] = {}  # destinations of migrations
+        self.departed: dict[str, handoff.Departed] = {}  # sources waiting for release
+        self._background: set[asyncio.Task[None]] = set()
         self.stats: dict[str, DomainStats] = {}  # each domain's counters, read by refresh_stats
         self.facts = hostinfo.machine_facts()
 
@@ -537,6 +540,30 @@ class QemuBackend(Backend):
 
     def vm_discard_image(self, vm_id: str) -> None:
         self.images.discard(vm_id)
+
+    # ---- live migration between toolstacks (see .handoff) --------------------------------
+
+    async def vm_migrate_receive(self, host_id: str, spec: DomainSpec, memory: int) -> str:
+        self._host(host_id)
+        return await handoff.receive(self, host_id, spec, memory)
+
+    async def vm_migrate_send(self, vm_id: str, to: str) -> dict[str, object]:
+        return await handoff.send(self, vm_id, to)
+
+    async def vm_migrate_finish(self, vm_id: str, state: dict[str, object]) -> DomainInfo:
+        return await handoff.finish(self, vm_id, state)
+
+    def vm_migrate_abort(self, vm_id: str) -> None:
+        if vm_id in self.incoming:
+            task = asyncio.get_running_loop().create_task(handoff.abort(self, vm_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def vm_migrate_release(self, vm_id: str) -> None:
+        await handoff.release(self, vm_id)
+
+    def vm_migrating_in(self, vm_id: str) -> bool:
+        return vm_id in self.incoming
 
     async def vm_migrate(
         self, vm_id: str, host_id: str, spec: DomainSpec | None = None

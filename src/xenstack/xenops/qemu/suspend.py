@@ -107,7 +107,11 @@ async def finish_image(task: Any) -> None:
     await asyncio.wait_for(task, MIGRATION_TIMEOUT)
 
 
-async def wait_migration(backend: QemuBackend, dom: Domain) -> dict[str, Any]:
+class HasMonitor(Protocol):
+    def _qmp(self, dom: Domain) -> Monitor: ...
+
+
+async def wait_migration(backend: HasMonitor, dom: Domain) -> dict[str, Any]:
     """Poll ``query-migrate`` until it completes; its last answer."""
     qmp = backend._qmp(dom)
     loop = asyncio.get_running_loop()
