@@ -14,7 +14,7 @@ cross-backend migration, and the source's release.
   kept aside until released. The answer carries QEMU's figures (downtime, total time).
 - **finish** (destination): wait for the incoming side to complete, then ``cont`` (a VM that
   ran runs on).
-- **release** (source, once the destination runs it): QEMU quits. If the destination cannot
+- **release** (source, once the destination runs it): QEMU is ended. If the destination cannot
   run it, the master asks the source to ``receive`` and ``finish`` it back instead: the
   source QEMU continues where it paused.
 """
@@ -243,6 +243,9 @@ async def abort(backend: Backend, vm_id: str) -> None:
 
 
 async def release(backend: Backend, vm_id: str) -> None:
+    """End the source QEMU: killed, since its disks are inactive (flushed when the
+    migration completed) and their exports closed (a ``quit`` would wait out the NBD
+    client's reconnect delay)."""
     back = backend.departed.pop(vm_id, None)
     if back is not None:
-        await backend._stop(back.dom, clean=False)
+        await backend._destroy(back.dom)
