@@ -145,3 +145,28 @@ def test_live_migration_between_member_toolstacks_keeps_the_guest_running(
         assert bytes(image.read(SECTOR * 512, 6)) == b"before"
         assert bytes(image.read((SECTOR + 8) * 512, 5)) == b"after"
     s.xenapi.session.logout()
+
+
+def test_migration_off_the_masters_host_is_refused_and_changes_nothing(
+    pool3: list[QemuHost],
+) -> None:
+    """The master's own domains open its exports, which hand no chain over: NOT_IMPLEMENTED,
+    and the guest runs on where it was."""
+    s = XenAPI.Session(pool3[0].url)
+    s.xenapi.login_with_password("root", pool3[0].password, "1.0", "xm-tests")
+    x = s.xenapi
+    a, b, _ = pool3
+    vm = install(x, "xm-stayer")
+    x.VM.start_on(vm, host_of(x, a), False, False)
+    con = Console(run_dir(a.state_dir, x.VM.get_uuid(vm)))
+    con.wait_for("XSG-READY")
+    with pytest.raises(XenAPI.Failure) as err:
+        x.VM.pool_migrate(vm, host_of(x, b), {"live": "true"})
+    assert err.value.details[0] == "NOT_IMPLEMENTED"
+    assert x.VM.get_resident_on(vm) == host_of(x, a)
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_current_operations(vm) == {}
+    assert con.run_command("echo still") == "still\n"
+    assert not run_dir(b.state_dir, x.VM.get_uuid(vm)).exists()
+    x.VM.hard_shutdown(vm)
+    s.xenapi.session.logout()

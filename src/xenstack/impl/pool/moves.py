@@ -12,6 +12,10 @@ Resuming a suspended VM on another member than the one holding its image first m
 image (``vm_image_send``, ``vm_image_receive``; a backend whose images live in the suspend
 VDI on a shared SR moves nothing).
 
+The spec is the destination's (a member's disks named by file, see :mod:`.member_disks`).
+Once the destination runs the domain the source is told to let go (``vm_migrate_release``:
+a QEMU source waits paused until then).
+
 ``Do`` is the caller's router: ``do(host, name, *args)`` runs backend operation ``name`` on
 the backend of ``host``, None for this toolstack's own.
 """
@@ -55,6 +59,8 @@ async def migrate(
         moved = _info(await do(dest, "vm_migrate_finish", vm, state))
     except XenopsError:
         # the destination could not run it: the source takes it back, as it was
+        with contextlib.suppress(XenopsError):
+            await do(dest, "vm_migrate_abort", vm)
         await do(source, "vm_migrate_receive", source_host, spec, memory)
         await do(source, "vm_migrate_finish", vm, state)
         raise

@@ -72,9 +72,10 @@ class _Remote:
 
 class PoolBackend(DelegatingBackend):
     """Routes each call to the backend of the host that must do it: this toolstack's own
-    (``local``, by delegation) or a member's, over the wire. Device specs (disks, NICs,
-    suspend images) name this host's exports and ports, so they go to the local backend
-    only; a member builds its own."""
+    (``local``, by delegation) or a member's, over the wire. A spec sent to a member names
+    its shared-SR disks by file, which the member exports itself (see :mod:`.member_disks`);
+    hot-plugged devices and suspend images name this host's exports, so they go to the
+    local backend only."""
 
     def __init__(self, local: Backend, peer_of: PeerOf) -> None:
         super().__init__(local)
@@ -292,6 +293,10 @@ class PoolBackend(DelegatingBackend):
             raise NoSuchDomain(vm_id)
         if spec is None:
             raise Unimplemented("vm_migrate between toolstacks without the domain's spec")
+        if self.local.capabilities.opens_disks and None in (holder, dest):
+            # the master's own domains open its exports, which cannot hand a chain over
+            # to another host's NBD server (member_disks does, between members)
+            raise Unimplemented("vm_migrate between the master's host and a member")
         return await moves.migrate(self._do, holder, info.host_id, dest, host_id, info, spec)
 
     def _backend_of(self, host_id: str | None) -> str | None:

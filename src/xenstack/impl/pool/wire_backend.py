@@ -221,9 +221,13 @@ async def run_batch(
             continue
         values = [_argument(k, v) for k, v in zip(kinds, args, strict=True)]
         if hooks is not None:
-            pairs = zip(kinds, values, strict=True)
-            values = [await hooks.localise(name, v) if k == "spec" else v for k, v in pairs]
-            await hooks.before(name, values)
+            try:
+                pairs = zip(kinds, values, strict=True)
+                values = [await hooks.localise(name, v) if k == "spec" else v for k, v in pairs]
+                await hooks.before(name, values)
+            except ApiError as exc:  # this host could not open a disk: the operation failed
+                failure = {"kind": "XenopsError", "args": [exc.code, *map(str, exc.params)]}
+                break
         if name == "xenstore_nodes":
             if xenstore is not None:
                 try:
