@@ -19,6 +19,7 @@ from xenstack.testing import halted_vm
 
 pytestmark = [pytest.mark.etcd, pytest.mark.root, pytest.mark.slow]
 TIMEOUT = 4
+NULL = "OpaqueRef:NULL"
 
 
 def protect_on(pool: NsPool, i: int, name: str) -> str:
@@ -34,7 +35,9 @@ def protect_on(pool: NsPool, i: int, name: str) -> str:
 
 
 def where(pool: NsPool, vm: str) -> tuple[str, str]:
-    return pool.call(lambda x: (x.VM.get_power_state(vm), x.VM.get_resident_on(vm)))
+    """The VM's power state and host, read together (two calls could straddle a move)."""
+    record = pool.call(lambda x: x.VM.get_record(vm))
+    return record["power_state"], record["resident_on"]
 
 
 def test_a_member_cut_from_everyone_fences_and_its_vm_restarts(tmp_path: Path) -> None:
@@ -48,7 +51,7 @@ def test_a_member_cut_from_everyone_fences_and_its_vm_restarts(tmp_path: Path) -
         assert fenced_after < TIMEOUT, "fenced before its lease could expire"
         assert pool.hosts[1].proc is not None and pool.hosts[1].proc.returncode == 75
         wait_for("restarted elsewhere", lambda: where(pool, vm)[0] == "Running"
-                 and where(pool, vm)[1] != lost)  # fmt: skip
+                 and where(pool, vm)[1] not in (lost, NULL))  # fmt: skip
         pool.assert_never_twice()
         assert {span[0] for span in pool.runs()[vm]} == {lost, where(pool, vm)[1]}
 
@@ -97,8 +100,10 @@ def test_the_master_partitioned_into_a_minority(tmp_path: Path) -> None:
         old = pool.ref(0)
         pool.net.cut("h0")
         wait_for("the old master fences", lambda: not pool.hosts[0].alive(), 3 * TIMEOUT)
+        # the new master neither waits on the cut host (its connect fails fast) nor loses
+        # the master key while it restarts to lead (it was 40-60 s, the key passing around)
         wait_for("restarted under a new master", lambda: where(pool, vm)[0] == "Running"
-                 and where(pool, vm)[1] != old)  # fmt: skip
+                 and where(pool, vm)[1] not in (old, NULL), 6 * TIMEOUT)  # fmt: skip
         master = pool.call(lambda x: x.pool.get_master(x.pool.get_all()[0]))
         assert master in (pool.ref(1), pool.ref(2))
         pool.assert_never_twice()
@@ -111,7 +116,7 @@ def test_a_host_returning_after_fencing_rejoins_without_a_restart_storm(tmp_path
         pool.net.cut("h1")
         wait_for("fenced", lambda: not pool.hosts[1].alive(), 3 * TIMEOUT)
         wait_for("restarted", lambda: where(pool, vm)[0] == "Running"
-                 and where(pool, vm)[1] != lost)  # fmt: skip
+                 and where(pool, vm)[1] not in (lost, NULL))  # fmt: skip
         moved_to = where(pool, vm)[1]
         pool.net.heal("h1")
         pool.hosts[1].start()
