@@ -9,6 +9,7 @@ journal shows no VM ran on two hosts at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,44 +57,6 @@ def test_a_member_cut_from_everyone_fences_and_its_vm_restarts(tmp_path: Path) -
         assert {span[0] for span in pool.runs()[vm]} == {lost, where(pool, vm)[1]}
 
 
-def test_etcd_losing_quorum_fences_nobody_while_peers_see_each_other(tmp_path: Path) -> None:
-    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
-        vm = protect_on(pool, 1, "steady")
-        pool.net.cut("e1")
-        pool.net.cut("e2")
-        time.sleep(3 * TIMEOUT)
-        assert all(h.alive() for h in pool.hosts), "a host fenced"
-        assert where(pool, vm) == ("Running", pool.ref(1))  # reads go on
-        pool.net.heal("e1")
-        pool.net.heal("e2")
-        pool.assert_never_twice()
-        assert len(pool.runs()[vm]) == 1
-
-
-def test_a_host_that_loses_etcd_alone_keeps_its_guests(tmp_path: Path) -> None:
-    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
-        vm = protect_on(pool, 1, "degraded")
-        pool.net.drop("h1", [pool.net.ip(f"e{i}") for i in range(3)])
-        time.sleep(3 * TIMEOUT)
-        assert pool.hosts[1].alive()
-        assert where(pool, vm) == ("Running", pool.ref(1))
-        assert len(pool.runs()[vm]) == 1  # not restarted anywhere
-        pool.net.heal("h1")
-        pool.assert_never_twice()
-
-
-def test_etcd_losing_one_member_changes_nothing(tmp_path: Path) -> None:
-    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
-        vm = protect_on(pool, 2, "calm")
-        pool.net.cut("e2")
-        time.sleep(3 * TIMEOUT)
-        assert all(h.alive() for h in pool.hosts)
-        pool.call(lambda x: x.VM.set_name_description(vm, "written with two of three"))
-        assert where(pool, vm) == ("Running", pool.ref(2))
-        assert len(pool.runs()[vm]) == 1
-        pool.assert_never_twice()
-
-
 def test_the_master_partitioned_into_a_minority(tmp_path: Path) -> None:
     with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
         vm = protect_on(pool, 0, "on-the-master")
@@ -129,8 +92,63 @@ def test_a_host_returning_after_fencing_rejoins_without_a_restart_storm(tmp_path
         pool.assert_never_twice()
 
 
-def test_flapping_links_fence_nobody(tmp_path: Path) -> None:
-    with ns_pool(tmp_path, timeout=TIMEOUT) as pool:
+@pytest.fixture(scope="class")
+def calm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsPool]:
+    """One pool for a class of tests (torn down when the class is done, before the next
+    test makes its own: they share namespace names)."""
+    with ns_pool(tmp_path_factory.mktemp("calm"), timeout=TIMEOUT) as pool:
+        yield pool
+
+
+class TestNothingChanges:
+    """Partitions after which every guest stays where it runs. They share one pool (a pool
+    costs seconds to make): each test heals what it cut, and starts once every host is
+    alive and the pool takes writes again."""
+
+    @pytest.fixture
+    def pool(self, calm: NsPool) -> Iterator[NsPool]:
+        assert all(h.alive() for h in calm.hosts), "a host fenced in an earlier test"
+        wait_for("the pool takes writes", lambda: calm.call(settled), 6 * TIMEOUT)
+        yield calm
+        for node in ("h0", "h1", "h2", "e0", "e1", "e2"):  # whatever a failed test left cut
+            calm.net.heal(node)
+
+    def test_etcd_losing_quorum_fences_nobody_while_peers_see_each_other(
+        self, pool: NsPool
+    ) -> None:
+        vm = protect_on(pool, 1, "steady")
+        pool.net.cut("e1")
+        pool.net.cut("e2")
+        time.sleep(3 * TIMEOUT)
+        assert all(h.alive() for h in pool.hosts), "a host fenced"
+        assert where(pool, vm) == ("Running", pool.ref(1))  # reads go on
+        pool.net.heal("e1")
+        pool.net.heal("e2")
+        pool.assert_never_twice()
+        assert len(pool.runs()[vm]) == 1
+
+    def test_a_host_that_loses_etcd_alone_keeps_its_guests(self, pool: NsPool) -> None:
+        vm = protect_on(pool, 1, "degraded")
+        pool.net.drop("h1", [pool.net.ip(f"e{i}") for i in range(3)])
+        time.sleep(3 * TIMEOUT)
+        assert pool.hosts[1].alive()
+        assert where(pool, vm) == ("Running", pool.ref(1))
+        assert len(pool.runs()[vm]) == 1  # not restarted anywhere
+        pool.net.heal("h1")
+        pool.assert_never_twice()
+
+    def test_etcd_losing_one_member_changes_nothing(self, pool: NsPool) -> None:
+        vm = protect_on(pool, 2, "calm")
+        pool.net.cut("e2")
+        time.sleep(3 * TIMEOUT)
+        assert all(h.alive() for h in pool.hosts)
+        pool.call(lambda x: x.VM.set_name_description(vm, "written with two of three"))
+        assert where(pool, vm) == ("Running", pool.ref(2))
+        assert len(pool.runs()[vm]) == 1
+        pool.net.heal("e2")
+        pool.assert_never_twice()
+
+    def test_flapping_links_fence_nobody(self, pool: NsPool) -> None:
         vm = protect_on(pool, 1, "flapping")
         for _ in range(5):
             pool.net.cut("h1")
@@ -142,3 +160,9 @@ def test_flapping_links_fence_nobody(tmp_path: Path) -> None:
         assert where(pool, vm) == ("Running", pool.ref(1))
         assert len(pool.runs()[vm]) == 1
         pool.assert_never_twice()
+
+
+def settled(x: Any) -> bool:
+    """A write goes through (etcd has its quorum back after a test healed it)."""
+    x.pool.set_name_description(x.pool.get_all()[0], "settled")
+    return True
