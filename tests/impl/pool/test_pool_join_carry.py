@@ -1,0 +1,105 @@
+"""pool.join carries the joining host's VMs and local storage into the pool, uuids kept.
+
+Two ``xenstack serve`` processes serving HTTPS, each with its own simulator backend and file
+SRs: B has a halted VM with a disk on its Local storage (bytes written through B's HTTP
+handler) and a VIF, and a snapshot of it. After B joins A's pool, A's database has them all
+with B's uuids; the disk is still B's file, read through A; the VM starts on B (placed there
+by its disk) in B's own backend, through A. A failure of the import on the master does not
+fail the join (XAPI's best effort).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from poolkit import DATA, connect, guest_with_disk, member_domains, raw_vdi
+
+from xenstack.errors import ApiError
+from xenstack.impl.pool import carry_import
+from xenstack.testing import ServerProcess, failure, halted_vm, server_process, simulated_pool
+
+NULL = "OpaqueRef:NULL"
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    https = ["--https-port", "0"]
+    with (
+        server_process(tmp_path / "a", https) as a,
+        server_process(tmp_path / "b", https) as b,
+    ):
+        yield a, b
+
+
+@pytest.mark.slow
+def test_join_carries_a_halted_vm_with_its_disk_and_vif(pool: Any) -> None:
+    a, b = pool
+    xb = connect(b)
+    (b_host,) = xb.host.get_all()
+    b_uuid = xb.host.get_uuid(b_host)
+    carried = guest_with_disk(xb, b, "carried")
+    xb.VM.set_affinity(carried["ref"], b_host)
+    snap_uuid = xb.VM.get_uuid(xb.VM.snapshot(carried["ref"], "before-join"))
+    xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
+
+    xa = connect(a)
+    member = xa.host.get_by_uuid(b_uuid)
+    vm = xa.VM.get_by_uuid(carried["VM"])
+    record = xa.VM.get_record(vm)
+    assert (record["power_state"], record["resident_on"]) == ("Halted", NULL)
+    assert record["affinity"] == member  # B's host is the member
+    snap = xa.VM.get_by_uuid(snap_uuid)
+    assert xa.VM.get_snapshot_of(snap) == vm and xa.VM.get_snapshots(vm) == [snap]
+    (vbd,) = record["VBDs"]
+    (vif,) = record["VIFs"]
+    assert xa.VBD.get_uuid(vbd) == carried["VBD"]
+    assert (xa.VIF.get_uuid(vif), xa.VIF.get_MAC(vif)) == (carried["VIF"], "02:00:00:0a:0b:0c")
+    assert xa.network.get_bridge(xa.VIF.get_network(vif)) == "xenbr0"
+    vdi = xa.VBD.get_VDI(vbd)
+    assert xa.VDI.get_uuid(vdi) == carried["VDI"]
+    sr = xa.VDI.get_SR(vdi)
+    assert xa.SR.get_uuid(sr) == carried["SR"]
+    assert [xa.PBD.get_host(p) for p in xa.SR.get_PBDs(sr)] == [member]
+    assert xa.host.get_suspend_image_sr(member) == sr  # B's Local storage, not a fresh one
+    locals_of_b = [s for s in xa.SR.get_by_name_label("Local storage") if
+                   member in [xa.PBD.get_host(p) for p in xa.SR.get_PBDs(s)]]  # fmt: skip
+    assert locals_of_b == [sr]
+    # the disk is B's own file, read through the master
+    path = Path(xa.SR.get_sm_config(sr)["xenstack_path"])
+    assert path.is_relative_to(b.state_dir)
+    assert any(p.name.startswith(carried["VDI"]) for p in path.iterdir())
+    assert raw_vdi(a, vdi)[: len(DATA)] == DATA
+
+    # it starts on B (its disk is on B's local SR), in B's own backend, through the master
+    xa.VM.start(vm, False, False)
+    assert xa.VM.get_resident_on(vm) == member
+    assert member_domains(a, b_uuid, member) == [vm]
+    xa.VM.hard_shutdown(vm)
+    xa.VM.start_on(vm, member, False, False)
+    assert member_domains(a, b_uuid, member) == [vm]
+    xa.VM.clean_shutdown(vm)
+    assert member_domains(a, b_uuid, member) == []
+    boss = xa.pool.get_master(xa.pool.get_all()[0])
+    assert failure(xa.VM.start_on, vm, boss, False, False)[0] == "VM_REQUIRES_SR"
+
+
+def test_a_failed_import_does_not_fail_the_join(tmp_path: Path, monkeypatch: Any) -> None:
+    def broken(metadata: str) -> Any:
+        raise ApiError("INTERNAL_ERROR", ["the import broke"])
+
+    with (
+        simulated_pool(tmp_path / "a", sim_storage=True, shared_sr=False) as a,
+        simulated_pool(tmp_path / "b", sim_storage=True, shared_sr=False) as b,
+    ):
+        xa, xb = connect(a), connect(b)
+        uuid = xb.VM.get_uuid(halted_vm(xb, "left-behind"))
+        kept = xa.VM.get_uuid(halted_vm(xa, "the-masters"))
+        monkeypatch.setattr(carry_import, "_parse", broken)
+        xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
+        assert len(xa.host.get_all()) == 2
+        assert failure(xb.VM.get_all) == ["HOST_IS_SLAVE", f"127.0.0.1:{a.port}"]
+        assert failure(xa.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+        assert xa.VM.get_by_uuid(kept)
