@@ -10,6 +10,7 @@ fail the join (XAPI's best effort).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from poolkit import DATA, connect, guest_with_disk, member_domains, raw_vdi
 
 from xenstack.errors import ApiError
 from xenstack.impl.pool import carry_import
-from xenstack.testing import ServerProcess, failure, halted_vm, server_process, simulated_pool
+from xenstack.testing import (
+    RunningPool,
+    ServerProcess,
+    failure,
+    halted_vm,
+    server_process,
+    simulated_pool,
+)
 
 NULL = "OpaqueRef:NULL"
 
@@ -103,3 +111,21 @@ def test_a_failed_import_does_not_fail_the_join(tmp_path: Path, monkeypatch: Any
         assert failure(xb.VM.get_all) == ["HOST_IS_SLAVE", f"127.0.0.1:{a.port}"]
         assert failure(xa.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
         assert xa.VM.get_by_uuid(kept)
+
+
+def test_a_member_leaves_its_carried_sr_to_the_masters_storage(tmp_path: Path) -> None:
+    """Two garbage collectors on one directory would race: once its SRs are the pool's, the
+    member's storage repairs and collects none of them, the master's does."""
+
+    def gc_pass(pool: RunningPool) -> dict[str, Any]:
+        assert pool.toolstack is not None and pool.loop is not None
+        run = pool.toolstack.storage.run_gc()
+        return dict(asyncio.run_coroutine_threadsafe(run, pool.loop).result(60))
+
+    with simulated_pool(tmp_path / "a") as a, simulated_pool(tmp_path / "b") as b:
+        xa, xb = connect(a), connect(b)
+        local = xb.SR.get_uuid(xb.pool.get_default_SR(xb.pool.get_all()[0]))
+        assert len(gc_pass(b)) == 1  # its Local storage, a file SR
+        xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
+        assert gc_pass(b) == {}
+        assert xa.SR.get_by_uuid(local) in gc_pass(a)
