@@ -51,6 +51,9 @@ def test_join_carries_a_halted_vm_with_its_disk_and_vif(pool: Any) -> None:
     carried = guest_with_disk(xb, b, "carried")
     xb.VM.set_affinity(carried["ref"], b_host)
     snap_uuid = xb.VM.get_uuid(xb.VM.snapshot(carried["ref"], "before-join"))
+    sleeper = guest_with_disk(xb, b, "sleeper")
+    xb.VM.start(sleeper["ref"], False, False)
+    xb.VM.suspend(sleeper["ref"])
     xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
 
     xa = connect(a)
@@ -90,6 +93,14 @@ def test_join_carries_a_halted_vm_with_its_disk_and_vif(pool: Any) -> None:
     assert member_domains(a, b_uuid, member) == [vm]
     xa.VM.clean_shutdown(vm)
     assert member_domains(a, b_uuid, member) == []
+    # a suspended VM stays so, and resumes on B from the image B's backend kept
+    slept = xa.VM.get_by_uuid(sleeper["VM"])
+    assert xa.VM.get_power_state(slept) == "Suspended"
+    assert xa.VDI.get_SR(xa.VM.get_suspend_VDI(slept)) == sr
+    xa.VM.resume(slept, False, False)
+    assert xa.VM.get_resident_on(slept) == member
+    assert member_domains(a, b_uuid, member) == [slept]
+    xa.VM.hard_shutdown(slept)
     boss = xa.pool.get_master(xa.pool.get_all()[0])
     assert failure(xa.VM.start_on, vm, boss, False, False)[0] == "VM_REQUIRES_SR"
 
@@ -111,6 +122,20 @@ def test_a_failed_import_does_not_fail_the_join(tmp_path: Path, monkeypatch: Any
         assert failure(xb.VM.get_all) == ["HOST_IS_SLAVE", f"127.0.0.1:{a.port}"]
         assert failure(xa.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
         assert xa.VM.get_by_uuid(kept)
+        monkeypatch.undo()
+        # the hidden call itself refuses bad input with XenAPI's errors, changing nothing
+        carry = xa.pool.xenstack_carry_member
+        member = next(h for h in xa.host.get_all() if h != xa.pool.get_master(xa.pool.get_all()[0]))
+        before = len(xa.VM.get_all())
+        assert failure(carry, "no-such-host", "{}")[:2] == ["UUID_INVALID", "host"]
+        assert failure(carry, xa.host.get_uuid(member), "not json") == [
+            "INVALID_VALUE",
+            "metadata",
+            "not JSON",
+        ]
+        bad = '{"host": "h", "objects": [["VM", "OpaqueRef:x", {"uuid": 1}], ["pool", "p", {}]]}'
+        assert failure(carry, xa.host.get_uuid(member), bad)[:2] == ["INVALID_VALUE", "metadata"]
+        assert len(xa.VM.get_all()) == before
 
 
 def test_a_member_leaves_its_carried_sr_to_the_masters_storage(tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ As XAPI's ``create_or_get_*_on_master`` and its metadata import with ``restore``
 the pool has already (same uuid; the tools SR; a physical network of the same bridge) is
 used as it is; the member's fresh Local storage (and DVD drives), made when it was added and
 still empty, becomes the joiner's SR (its uuid and its directory, so the disks are the files
-the joiner wrote); anything else is made. VMs come in halted, not resident anywhere, with
-their uuids, MACs, snapshots and affinity (the joiner's host is the member here); a VM whose
-uuid the pool has already is left alone, with its devices. All in one transaction: a bad
-document changes nothing (and the joiner, as XAPI's does, logs it and stays joined).
+the joiner wrote); anything else is made, with the joiner's ref where it is free. VMs come
+in halted (a suspended one suspended, with its suspend VDI: its image stays in the joiner's
+backend, which resumes it), not resident anywhere, with their uuids, MACs, snapshots and
+affinity (the joiner's host is the member here); a VM whose uuid the pool has already is
+left alone, with its devices. All in one transaction: a bad document changes nothing (and
+the joiner, as XAPI's does, logs it and stays joined).
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def _map(db: Database, host: str, plan: _Plan, cls: str, ref: str, record: dict[
             return
     if not _wanted(db, plan, cls, record):
         return
-    plan.table[ref] = new_ref()
+    # the joiner's ref where it is free: its backend knows a suspended VM's image by it
+    plan.table[ref] = ref if ref.startswith("OpaqueRef:") and not db.exists(cls, ref) else new_ref()
     plan.make.append((cls, ref, record))
 
 
@@ -200,11 +203,9 @@ def _remap_field(plan: _Plan, cls: str, name: str, value: Any) -> Any:
 
 _RUNTIME: dict[str, dict[str, Any]] = {
     "VM": {
-        "power_state": "Halted",
         "resident_on": NULL_REF,
         "scheduled_to_be_resident_on": NULL_REF,
         "domid": -1,
-        "suspend_VDI": NULL_REF,
         "guest_metrics": NULL_REF,
         "current_operations": {},
     },
@@ -230,6 +231,11 @@ def _make(
         installed = ctx.toolstack.clock.now()
         db.create("VM_metrics", metrics, {"uuid": new_uuid(), "install_time": installed})
         row["metrics"] = metrics
+        # suspended stays suspended with its image's VDI (the image is in the joiner's
+        # backend, which resumes it); anything else comes in halted
+        suspended = record.get("power_state") == "Suspended" and row["suspend_VDI"] != NULL_REF
+        row["power_state"] = "Suspended" if suspended else "Halted"
+        row["suspend_VDI"] = row["suspend_VDI"] if suspended else NULL_REF
     elif cls == "VBD" and row["VDI"] == NULL_REF:
         row["empty"] = True
     links = {k: row.pop(k) for k in list(row) if k in cdef.relations}
