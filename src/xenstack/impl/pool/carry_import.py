@@ -63,7 +63,7 @@ def carry_member(ctx: Context, host_uuid: str, metadata: str) -> None:
         made = [_make(ctx, plan, cls, ref, record) for cls, ref, record in plan.make]
         for sr, record in plan.rewrite:
             db.update("SR", sr, **{k: record[k] for k in SR_FIELDS if k in record})
-        _link(db, plan, made)
+        _link(db, made)
         _refresh(ctx, [(c, plan.table[r]) for c, r, _ in plan.make], [s for s, _ in plan.rewrite])
 
 
@@ -233,10 +233,11 @@ def _make(
         row["metrics"] = metrics
         # suspended stays suspended with its image's VDI (the image is in the joiner's
         # backend, which resumes it); anything else comes in halted
-        suspended = record.get("power_state") == "Suspended" and row["suspend_VDI"] != NULL_REF
+        image = row.get("suspend_VDI", NULL_REF)
+        suspended = record.get("power_state") == "Suspended" and image != NULL_REF
         row["power_state"] = "Suspended" if suspended else "Halted"
-        row["suspend_VDI"] = row["suspend_VDI"] if suspended else NULL_REF
-    elif cls == "VBD" and row["VDI"] == NULL_REF:
+        row["suspend_VDI"] = image if suspended else NULL_REF
+    elif cls == "VBD" and row.get("VDI", NULL_REF) == NULL_REF:
         row["empty"] = True
     links = {k: row.pop(k) for k in list(row) if k in cdef.relations}
     target = plan.table[ref]
@@ -244,7 +245,7 @@ def _make(
     return cls, target, links
 
 
-def _link(db: Database, plan: _Plan, made: list[tuple[str, str, dict[str, Any]]]) -> None:
+def _link(db: Database, made: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Set the relations once every row exists, so that both sides are kept."""
     for cls, ref, links in made:
         for name, value in links.items():
