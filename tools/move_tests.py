@@ -98,7 +98,7 @@ TABLE: list[tuple[str, str]] = [
 # Stay at the top of tests/: the one conftest, the helpers every folder imports, the smoke test.
 KEEP = {"conftest.py", "vmkit.py", "sim_helpers.py", "xekit.py", "test_core_support.py"}
 KEEP |= {"test_smoke.py", "systools.py"}
-KEEP |= {"rrdkit.py"}
+KEEP |= {"rrdkit.py", "poolkit.py"}
 
 # Where path mentions are rewritten (and never in golden outputs or in this table).
 TEXT_SUFFIXES = {".md", ".py", ".toml", ".cfg", ".ini", ".yml", ".yaml", ".sh"}

@@ -47,6 +47,10 @@ class NsHost:
         return f"http://{self.ip}:{PORT}/"
 
     @property
+    def log(self) -> Path:
+        return self.state_dir.parent / f"{self.state_dir.name}.log"
+
+    @property
     def password(self) -> str:
         return (self.state_dir / "root-password").read_text().strip()
 
@@ -54,11 +58,13 @@ class NsHost:
         cmd = [*self.net.exec(self.node), sys.executable, "-m", "xenstack.cli.main", "serve"]
         cmd += ["--state-dir", str(self.state_dir), "--listen", self.ip, "--port", str(PORT)]
         cmd += ["--https-port", str(HTTPS), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # a file, not a pipe: a pipe nobody reads stalls the host once it fills
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("serve exited: " + (self.proc.stderr or b"").read().decode())
+                raise RuntimeError("serve exited: " + self.log.read_text()[-4000:])
             if self.net.client(_connects, self.ip, PORT):
                 return
             time.sleep(0.1)

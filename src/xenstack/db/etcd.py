@@ -523,6 +523,35 @@ class Lease:
             self.lease_id = 0
 
 
+class LeaseCarrier:
+    """Keeps a lease alive from a thread and client of its own, until stopped or the lease is
+    gone: a host that won the master key renews it so while its toolstack restarts to serve
+    as master (a restart outlasts a short lease on a loaded machine, and the key lost
+    meanwhile would pass to another host, which would restart in turn...)."""
+
+    def __init__(self, urls: str, lease_id: int, ttl: int) -> None:
+        self._stopped = threading.Event()
+        args = (urls, lease_id, max(2, int(ttl)))
+        self.thread = threading.Thread(target=self._run, args=args, name="etcd-lease", daemon=True)
+        self.thread.start()
+
+    def _run(self, urls: str, lease_id: int, ttl: int) -> None:
+        etcd = EtcdLoop(urls)
+        lease = Lease(etcd, "", ttl)
+        lease.lease_id = lease_id
+        try:
+            while not self._stopped.is_set():
+                with contextlib.suppress(Exception):
+                    if lease.renew() == 0:
+                        return
+                self._stopped.wait(ttl / 3)
+        finally:
+            etcd.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 async def _keepalive(client: Etcd3Client, lease_id: int) -> int:
     lease = client.lease
     assert lease is not None

@@ -13,6 +13,7 @@ from .network import pif as network_pif
 from .network import pif_lifecycle as network_pif_lifecycle
 from .network import tunnel as network_tunnel
 from .network import vlan as network_vlan
+from .pool import carry_import as pool_carry_import
 from .pool import eject as pool_eject
 from .pool import ha as pool_ha
 from .pool import join as pool_join
@@ -47,6 +48,7 @@ __all__ = [
     "network_pif_lifecycle",
     "network_tunnel",
     "network_vlan",
+    "pool_carry_import",
     "pool_class",
     "pool_eject",
     "pool_ha",

@@ -21,6 +21,7 @@ from ..core.config import ToolstackConfig, remembered, to_remember
 from ..db.etcd import EtcdPersistence
 from ..db.persistence import Persistence
 from ..db.store import Database
+from ..errors import ApiError
 from ..impl.devices import dom0 as dom0_vbds
 from ..impl.host.hypervisor import Hypervisor
 from ..impl.host.plugins import inventory, write_inventory
@@ -264,8 +265,12 @@ class Toolstack:
         await self.hypervisor.backend.close()  # the guests keep running
         for job in list(self.tasks.running.values()):
             job.cancel()
-        await self.db.durable()
-        self.persistence.close()
+        try:
+            await self.db.durable()
+        except ApiError as exc:  # etcd gone, or the key lost: what was acknowledged is safe
+            log.warning("stopping with writes not made durable: %s", exc)
+        finally:
+            self.persistence.close()
 
     async def _reap_sessions(self) -> None:
         while True:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ...db.etcd import ROOT, EtcdPersistence, Lease
+from ...db.etcd import ROOT, EtcdPersistence, Lease, LeaseCarrier
 from .pool import the_pool
 
 if TYPE_CHECKING:
@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "master_lease"
+
+# the master key won by this process, kept alive across the toolstack's restart to lead
+_carried: list[LeaseCarrier] = []
+
+
+def _carry(carrier: LeaseCarrier) -> None:
+    _drop_carried()
+    _carried.append(carrier)
+
+
+def _drop_carried() -> None:
+    while _carried:
+        _carried.pop().stop()
 
 
 class MasterAgent:
@@ -79,9 +92,11 @@ class MasterAgent:
         while not await asyncio.to_thread(lease.campaign, self._value(), stored):
             held = await asyncio.to_thread(lease.holder)
             if held is not None and _uuid(held[0]) != self._uuid():
+                _drop_carried()
                 await self._demote(_address(held[0]))
                 return
             await asyncio.sleep(self.ttl / 4)
+        _drop_carried()  # renewed here from now on
         p.fence = lease.revision
         await asyncio.to_thread(p.set_meta, LEASE_KEY, str(lease.lease_id))
         self.leading = True
@@ -180,6 +195,7 @@ class MasterAgent:
                 continue
             with contextlib.suppress(Exception):
                 if await asyncio.to_thread(lease.campaign, self._value()):
+                    _carry(LeaseCarrier(p.urls, lease.lease_id, self.ttl))
                     await asyncio.to_thread(self._promote, lease)
                     self.restart()
                     return

@@ -2,14 +2,17 @@
 
 The joining host logs in to the master over the XenAPI, checks that it may join (XAPI's
 pre-join checks, the soft ones skipped by ``join_force``), and has the master add it to the
-pool database through the hidden ``pool.xenstack_add_member``. Then it records that it is a
-slave: from now on it answers HOST_IS_SLAVE, giving the master's address, to every call but
-logout (see the dispatcher). Its own database is left as it was; it is not read again until
-the host is ejected, which resets it (see :mod:`.eject`).
+pool database through the hidden ``pool.xenstack_add_member``. Then, best effort as XAPI's
+(a failure is logged and the join goes on), it carries its local SRs, their VDIs and its VMs
+into the pool's database, uuids kept (:mod:`.carry`, :mod:`.carry_import`). Then it records
+that it is a slave: from now on it answers HOST_IS_SLAVE, giving the master's address, to
+every call but logout (see the dispatcher). Its own database is left as it was; it is not
+read again until the host is ejected, which resets it (see :mod:`.eject`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ...core.context import Context
@@ -18,7 +21,7 @@ from ..install.bootstrap import create_host
 from ..install.storage import use_real_local_storage
 from ..registry import implements, internal
 from ..storage.sr_backend import drivers
-from . import membership
+from . import carry, membership
 from .pool import the_pool
 from .remote import RemoteSession, ServiceFailed, Unreachable
 from .remote_backend import attach_members
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 
 ADD_MEMBER = "pool.xenstack_add_member"
 MEMBER_FIELDS = ("uuid", "hostname", "address", "port")
+
+log = logging.getLogger(__name__)
 
 
 @implements("pool.join")
@@ -50,6 +55,7 @@ async def _join(ctx: Context, address: str, username: str, password: str, *, for
         try:
             await _pre_join_checks(ctx, remote, force=force)
             answer = await remote.call(ADD_MEMBER, _member_record(ctx))
+            await _carry(ctx, remote, str(answer["uuid"]))
         finally:
             await remote.logout()
     except ServiceFailed as exc:
@@ -62,6 +68,15 @@ async def _join(ctx: Context, address: str, username: str, password: str, *, for
     persistence.set_meta("pool_db", str(answer.get("pool_db", "")))
     persistence.set_meta("pool_host", str(answer["host"]))
     ctx.toolstack.master_address = address
+
+
+async def _carry(ctx: Context, remote: RemoteSession, host_uuid: str) -> None:
+    """Carry this host's storage and VMs into the pool; as XAPI, a failure is only logged
+    (the join goes on, and the VMs the master did not take are not in the pool)."""
+    try:
+        await remote.call(carry.CARRY_MEMBER, host_uuid, carry.export(ctx))
+    except Exception:
+        log.exception("importing this host's objects into the master failed; joining anyway")
 
 
 def _member_record(ctx: Context) -> dict[str, str]:

@@ -20,6 +20,9 @@ from ...errors import ApiError
 from .remote import ServiceFailed, Unreachable
 
 CALL_TIMEOUT = 30.0
+# a member that does not take a TCP connection within this is unreachable (a cut link drops
+# the SYN: without it a call to a partitioned host waits out its whole CALL_TIMEOUT)
+CONNECT_TIMEOUT = 3.0
 
 
 @dataclass(slots=True)
@@ -59,7 +62,9 @@ class Peer:
                 self.url,
                 json=body,
                 ssl=self._context(),
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT)
+                ),
             ) as reply:
                 if reply.status != 200:
                     raise ServiceFailed(f"HTTP {reply.status} from {self.url}")

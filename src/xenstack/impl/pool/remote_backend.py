@@ -41,9 +41,11 @@ from ...xenops.interface import (
     XenopsError,
 )
 from . import membership, moves
-from .peer import Peer
+from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
+
+REFRESH_TIMEOUT = 10.0  # a member's state at a (re)start; a cut one fails its connect sooner
 
 if TYPE_CHECKING:
     from ...core.context import Services
@@ -108,13 +110,16 @@ class PoolBackend(DelegatingBackend):
                 return host
         return None
 
-    async def _send(self, host_id: str, name: str, *args: Any) -> Any:
+    async def _send(
+        self, host_id: str, name: str, *args: Any, timeout: float = CALL_TIMEOUT
+    ) -> Any:
         rem = self.remote(host_id)
         assert rem is not None
         async with rem.lock:
             ops, rem.queued = [*rem.queued, [name, [dump(a) for a in args]]], []
             try:
-                raw = await rem.peer.call(BACKEND_CALL, rem.secret, orjson.dumps(ops).decode())
+                batch = orjson.dumps(ops).decode()
+                raw = await rem.peer.call(BACKEND_CALL, rem.secret, batch, timeout=timeout)
             except Unreachable as exc:
                 rem.queued = ops[:-1] + rem.queued  # the queued changes are sent next time
                 raise MemberUnreachable(f"host {host_id}: {exc}") from exc
@@ -144,15 +149,16 @@ class PoolBackend(DelegatingBackend):
         with contextlib.suppress(RuntimeError):  # no loop: sent with the next batch
             asyncio.get_running_loop().create_task(self._flush(host_id))
 
-    async def _flush(self, host_id: str) -> None:
+    async def _flush(self, host_id: str, timeout: float = CALL_TIMEOUT) -> None:
         with contextlib.suppress(XenopsError):
-            await self._send(host_id, "snapshot")
+            await self._send(host_id, "snapshot", timeout=timeout)
 
     async def refresh(self) -> None:
-        """Ask every known member host for its backend's state (members that do not answer
-        keep what was known)."""
-        for host in list(self.remotes):
-            await self._flush(host)
+        """Ask every known member host for its backend's state, all at once and briefly
+        (members that do not answer keep what was known): a master taking over must not
+        wait on the host it replaces, which may be cut off."""
+        hosts = list(self.remotes)
+        await asyncio.gather(*(self._flush(host, REFRESH_TIMEOUT) for host in hosts))
 
     async def forget(self, host_id: str) -> None:
         rem = self.remotes.pop(host_id, None)

@@ -147,6 +147,10 @@ class StorageService:
         self.kick_gc()  # a first pass at once: what the repairs left to merge
 
     def _local_file_srs(self) -> Iterator[tuple[str, FileSr]]:
+        if self.toolstack.master_address:
+            # a pool member: its SRs are the pool's now (the joiner's went over to the
+            # master, files and all), repaired and collected by the master's storage alone
+            return
         db, registry = self.toolstack.db, drivers(self.toolstack)
         for sr, row in list(db.table("SR").rows.items()):
             drv = driver_of(registry, db, row)

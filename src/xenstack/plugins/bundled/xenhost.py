@@ -17,7 +17,12 @@ host disabled, its running VMs shut down, then ``xe host-reboot``/``-shutdown``/
 ``{"power_action": ...}``), ``iptables_config`` (``cmd_args`` a JSON list starting with
 iptables-save/-restore or ip6tables', ``process_input``; ``{"out": ..., "err": ""}``),
 ``get_config``/``set_config`` (``key``, ``value`` JSON, in ``$XENSTACK_STATE_DIR/xenhost.conf``;
-XenServer's ``/usr/etc/xenhost.conf``; null removes the key).
+XenServer's ``/usr/etc/xenhost.conf``; null removes the key), ``host_join`` (called on the
+master: ``url``, ``user``, ``password`` of the joining host, ``compute_uuid``, ``master_addr``,
+``master_user``, ``master_pass``, ``force`` "true"/"false": the compute VM is shut down on the
+joiner, which then joins (or join_forces) this pool; the VM is started again whatever
+happened, through the joiner's session while it answers, else with this master's ``xe
+vm-start``, tried until it works; ``null``).
 
 Commands that touch dom0's network (``ip``, iptables) run in the toolstack's network namespace
 when it has one (``XENSTACK_NETNS``); ``ovs-vsctl`` reaches the host's switch through the
@@ -27,6 +32,7 @@ environment the toolstack gives plug-ins (``OVS_RUNDIR``).
 import json
 import os
 import re
+import time
 
 import dom0_utils
 import XenAPIPlugin
@@ -354,6 +360,49 @@ def set_config(session, arg_dict):
     return None
 
 
+RESUME_TRIES, RESUME_PAUSE = 23, 10.0  # os-xenapi's: about four minutes for the joiner
+
+
+def _resume_compute(joiner, compute_ref, compute_uuid):
+    """Start the compute VM again. A joiner that did not join still answers its session;
+    one that did answers HOST_IS_SLAVE, and the VM is this pool's: start it from here."""
+    import XenAPI
+
+    try:
+        joiner.xenapi.VM.start(compute_ref, False, True)
+        return
+    except XenAPI.Failure:
+        pass
+    for attempt in range(RESUME_TRIES):
+        try:
+            dom0_utils.run_command(["xe", "vm-start", f"uuid={compute_uuid}"])
+            return
+        except dom0_utils.PluginError:
+            if attempt + 1 < RESUME_TRIES:
+                time.sleep(RESUME_PAUSE)
+    raise dom0_utils.PluginError(
+        f"the compute VM {compute_uuid} could not be started again after the join"
+    )
+
+
+@dom0_utils.jsonify
+def host_join(session, arg_dict):
+    import XenAPI
+
+    joiner = XenAPI.Session(arg_dict.get("url"))
+    joiner.login_with_password(arg_dict.get("user"), arg_dict.get("password"))
+    compute_uuid = arg_dict.get("compute_uuid")
+    compute = joiner.xenapi.VM.get_by_uuid(compute_uuid)
+    joiner.xenapi.VM.clean_shutdown(compute)
+    forced = arg_dict.get("force", "false") != "false"
+    join = joiner.xenapi.pool.join_force if forced else joiner.xenapi.pool.join
+    try:
+        join(arg_dict.get("master_addr"), arg_dict.get("master_user"), arg_dict.get("master_pass"))
+    finally:
+        _resume_compute(joiner, compute, compute_uuid)
+    return None
+
+
 SERIALIZED = (query_gc, get_pci_device_details, get_pci_type, network_config)
 
 if __name__ == "__main__":
@@ -375,5 +424,6 @@ if __name__ == "__main__":
                 "iptables_config": iptables_config,
                 "host_data": host_data,
                 "host_uptime": host_uptime,
+                "host_join": host_join,
             }
         )
