@@ -45,6 +45,7 @@ from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
 
+MIGRATION_TIMEOUT = 330.0  # a backend's own migration deadline (QEMU's: 300 s), and some
 REFRESH_TIMEOUT = 10.0  # a member's state at a (re)start; a cut one fails its connect sooner
 
 if TYPE_CHECKING:
@@ -316,7 +317,9 @@ class PoolBackend(DelegatingBackend):
     async def _do(self, host: str | None, name: str, *args: Any) -> Any:
         """Backend operation ``name`` on ``host``'s backend (None: this toolstack's own)."""
         if host is not None:
-            return await self._send(host, name, *args)
+            # a live migration's send lasts as long as the memory takes to move
+            timeout = MIGRATION_TIMEOUT if name.startswith("vm_migrate") else CALL_TIMEOUT
+            return await self._send(host, name, *args, timeout=timeout)
         result = getattr(self.local, name)(*args)
         return await result if inspect.isawaitable(result) else result
 
