@@ -38,6 +38,9 @@ from .qmp import Monitor
 from .suspend import MIGRATION_TIMEOUT, wait_migration
 
 TOKEN_BYTES = 32  # hex characters a sender writes before the stream
+# QEMU's defaults throttle the stream to 128 MiB/s and allow a 300 ms pause; the hosts of a
+# pool have a faster link than that, and the guest's pause is what its users see
+TUNING = {"max-bandwidth": 8 << 30, "downtime-limit": 20}
 
 
 class Backend(Protocol):
@@ -174,6 +177,7 @@ async def send(backend: Backend, vm_id: str, to: str) -> dict[str, object]:
         conn.close()
     dom.expected = True  # the STOP at the end is the migration's
     try:
+        await qmp.execute("migrate-set-parameters", TUNING)
         await qmp.execute("migrate", {"uri": "fd:xs-migration"})
         status = await wait_migration(backend, dom)
     except BaseException:
