@@ -35,12 +35,9 @@ from typing import Any, Protocol
 from ..interface import DomainInfo, DomainSpec, NoSuchDomain, OutOfMemory, XenopsError
 from .domain import Domain
 from .qmp import Monitor
-from .suspend import MIGRATION_TIMEOUT, wait_migration
+from .suspend import MIGRATION_TIMEOUT, TUNING, wait_migration
 
 TOKEN_BYTES = 32  # hex characters a sender writes before the stream
-# QEMU's defaults throttle the stream to 128 MiB/s and allow a 300 ms pause; the hosts of a
-# pool have a faster link than that, and the guest's pause is what its users see
-TUNING = {"max-bandwidth": 8 << 30, "downtime-limit": 20}
 
 
 class Backend(Protocol):
