@@ -3,7 +3,7 @@ store, no Keystone) and a xenstack SR, both ways, bytes compared: raw images and
 ``disk_format=vhd``, ``container_format=ovf`` gzip tars of a two-file VHD chain, through
 ``vdi_remote_stream`` and ``direct_vhd`` (xenstack's own ``glance.py`` dom0 plug-in, called
 with os-xenapi's argument encoding; the chain goes both ways as a chain, through the VDIs'
-``sm_config:vhd-parent``).
+``sm_config:vhd-parent``, a snapshot's through its base copy).
 
 ``vdi_local_dev`` has its own module, ``test_local_dev``: it attaches the VDI to the compute
 VM itself, here the control domain, whose VBDs are real dom0 block devices."""
@@ -196,16 +196,42 @@ class ImageHandlerTest(test.NoDBTestCase):
         self.assertEqual(["0.vhd", "1.vhd"], self.uploaded_members(snap_id))  # the chain
         self.assertEqual(expected, self.uploaded_disk(snap_id))
 
-        # a snapshot's parent is a hidden base, no VDI: a standalone copy goes instead
+        # a snapshot's parent is its base copy, a VDI too: the chain goes, leaf first
         snapshot = self.session.call("VDI.snapshot", vdi, {})
+        base = self.session.call("VDI.get_by_uuid", self.vhd_parent(snapshot))
+        self.assertFalse(self.session.call("VDI.get_managed", base))
+        self.assertEqual(parent, self.vhd_parent(base))
+        snap_chain_id = self.new_image(None, "vhd", "ovf")
+        before = set(self.session.call("SR.get_VDIs", self.sr))
+        handler.upload(self.ctx, self.instance, snap_chain_id, snapshot, {})
+        self.assertEqual(["0.vhd", "1.vhd", "2.vhd"], self.uploaded_members(snap_chain_id))
+        self.assertEqual(expected, self.uploaded_disk(snap_chain_id))
+        self.assertEqual(before, set(self.session.call("SR.get_VDIs", self.sr)))  # no copy
+        again = handler.download(self.ctx, self.instance, snap_chain_id, self.sr, 0)
+        self.assertEqual(expected, self.vdi_bytes(again))  # reassembled, three files deep
+        chain = [self.session.call("VDI.get_uuid", again)]
+        while self.vhd_parent(self.session.call("VDI.get_by_uuid", chain[-1])):
+            chain.append(self.vhd_parent(self.session.call("VDI.get_by_uuid", chain[-1])))
+        self.assertEqual(3, len(chain))
+
+        # a parent that is no VDI (its record forgotten): a standalone copy goes instead
+        self.session.call("VDI.forget", base)
         copy_id = self.new_image(None, "vhd", "ovf")
         before = set(self.session.call("SR.get_VDIs", self.sr))
         handler.upload(self.ctx, self.instance, copy_id, snapshot, {})
         self.assertEqual(["0.vhd"], self.uploaded_members(copy_id))
         self.assertEqual(expected, self.uploaded_disk(copy_id))
         self.assertEqual(before, set(self.session.call("SR.get_VDIs", self.sr)))
-        for ref in (snapshot, vdi, parent_vdi):
+        self.session.call("SR.scan", self.sr)  # the base copy's record is found again
+        self.assertEqual(self.vhd_parent(snapshot), self.vhd_parent(vdi))
+        self.session.call("VDI.get_by_uuid", self.vhd_parent(snapshot))
+        for ref in [snapshot, vdi, parent_vdi]:
             self.session.call("VDI.destroy", ref)
+        for vdi_uuid in chain:
+            self.session.call("VDI.destroy", self.session.call("VDI.get_by_uuid", vdi_uuid))
+
+    def vhd_parent(self, vdi: str) -> str:
+        return str(self.session.call("VDI.get_sm_config", vdi).get("vhd-parent", ""))
 
     def uploaded_members(self, image_id: str) -> list[str]:
         with tarfile.open(fileobj=io.BytesIO(self.glance_bytes(image_id)), mode="r:gz") as tar:

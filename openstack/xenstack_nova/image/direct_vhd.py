@@ -82,10 +82,12 @@ class DirectVhdHandler(ImageHandler):
     def upload(
         self, context: Any, instance: Any, image_id: str, vdi: str, meta: dict[str, Any]
     ) -> None:
-        """The VDI's chain, leaf first, as XAPI names it (``sm_config:vhd-parent``). A chain
-        the XenAPI cannot follow to its end (a parent that is no VDI, such as xenstack's
-        hidden snapshot bases) is uploaded as a standalone copy (``VDI.copy``) instead, so
-        that the plug-in never sends a differencing disk without its parents."""
+        """The VDI's chain, leaf first, as XAPI names it (``sm_config:vhd-parent``): a
+        snapshot's goes through its base copies, which are VDIs. A chain the XenAPI cannot
+        follow to its end (a parent that is no VDI: a base copy's record forgotten, or a
+        host made before xenstack recorded base copies, until its SR is scanned) is uploaded
+        as a standalone copy (``VDI.copy``) instead, so that the plug-in never sends a
+        differencing disk without its parents."""
         chain = self._chain(vdi)
         if chain is not None:
             self._upload_chain(context, instance, image_id, vdi, chain, meta)

@@ -35,10 +35,12 @@ def _vdis(x: Any, sr: str) -> list[dict[str, Any]]:
 
 
 def _consistent(x: Any, sr: str) -> dict[str, int]:
-    """The SR's figures, checked against its VDIs: the virtual sizes add up, and the
-    physical usage is at least what the VDIs take and fits the SR."""
+    """The SR's figures, checked against its VDIs: the virtual sizes of those clients made
+    add up (as SM counts, not a base copy's), and the physical usage is at least what the
+    VDIs take and fits the SR."""
     usage, vdis = _sr(x, sr), _vdis(x, sr)
-    assert usage["virtual_allocation"] == sum(int(v["virtual_size"]) for v in vdis)
+    managed = sum(int(v["virtual_size"]) for v in vdis if v["managed"])
+    assert usage["virtual_allocation"] == managed
     assert usage["physical_utilisation"] >= sum(int(v["physical_utilisation"]) for v in vdis)
     assert 0 <= usage["physical_utilisation"] <= usage["physical_size"]
     return usage

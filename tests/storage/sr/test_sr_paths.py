@@ -58,10 +58,12 @@ def test_introduce_refuses_locations_outside_the_sr(
     hidden = next(n[1:-7] for n in os.listdir(home) if n.endswith(".hidden"))
     up = os.path.relpath(elsewhere / "x", home)
     before = sorted(x.SR.get_VDIs(sr))
-    for location in (str(elsewhere / "x"), up, "../x", "a/b", "", ".", "..", "link", hidden):
+    for location in (str(elsewhere / "x"), up, "../x", "a/b", "", ".", "..", "link"):
         err = _details(_introduce, x, sr, location)
         assert err[0] == "SR_BACKEND_FAILURE_46", (location, err)
         assert err[1] == "" and err[3] == "" and "The VDI is not available" in err[2]
+    # the hidden base has its own record (a base copy): that location is taken
+    assert _details(_introduce, x, sr, hidden) == ["LOCATION_NOT_UNIQUE", sr, hidden]
     assert sorted(x.SR.get_VDIs(sr)) == before
     x.SR.scan(sr)  # a symlink out of the SR is no VDI of it either
     assert "link" not in [x.VDI.get_location(v) for v in x.SR.get_VDIs(sr)]

@@ -197,9 +197,10 @@ class StorageService:
             for sr, drv in self._local_file_srs():
                 done[sr] = await asyncio.to_thread(self._collect, db.get("SR", sr)["uuid"], drv)
                 if db.exists("SR", sr):
+                    merged = bool(done[sr].deleted or done[sr].coalesced)
                     with db.transaction():
+                        refresh_parents(drivers(self.toolstack), db, sr, merged=merged)
                         refresh_usage(drivers(self.toolstack), db, sr)
-                        refresh_parents(drivers(self.toolstack), db, sr)
         return done
 
     def gc_lock_dir(self) -> str | None:

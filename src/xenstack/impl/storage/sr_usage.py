@@ -17,8 +17,10 @@ def refresh_usage(registry: SrDrivers, db: Database, sr: str) -> None:
 
 
 def record_usage(db: Database, sr: str, drv: SrDriver) -> None:
-    """Record the usage ``drv``, the SR's driver, reports, and the VDIs' virtual sizes."""
-    virtual = sum(db.get("VDI", v)["virtual_size"] for v in db.get("SR", sr)["VDIs"])
+    """Record the usage ``drv``, the SR's driver, reports, and the virtual sizes of the VDIs
+    clients allocated (managed ones: a base copy's size is its children's already)."""
+    vdis = (db.get("VDI", v) for v in db.get("SR", sr)["VDIs"])
+    virtual = sum(row["virtual_size"] for row in vdis if row["managed"])
     try:
         used, total = drv.usage()
     except OSError:

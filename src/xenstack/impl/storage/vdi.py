@@ -28,6 +28,7 @@ from .sr_usage import assert_plugged, refresh_usage
 from .vdi_rows import (
     _derived_fields,
     _destroy_row,
+    assert_managed,
     assert_op,
     attached_vbds,
     initial_usage,
@@ -82,8 +83,7 @@ async def destroy(ctx: Context, self_: str) -> None:
     db = ctx.db
     row = db.get("VDI", self_)
     assert_plugged(db, row["SR"])
-    if not row["managed"]:
-        raise ApiError("VDI_NOT_MANAGED", [self_])
+    assert_managed(db, self_)
     if attached_vbds(db, self_):
         raise ApiError("VDI_IN_USE", [self_, "destroy"])
     assert_op(db, self_, "destroy")
@@ -125,6 +125,7 @@ async def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     db = ctx.db
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
+    assert_managed(db, vdi)
     assert_op(db, vdi, "clone")
     return await _new_leaf(ctx, vdi, {})
 
@@ -134,6 +135,7 @@ async def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str
     db = ctx.db
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
+    assert_managed(db, vdi)
     assert_op(db, vdi, "snapshot")
     extra = {"is_a_snapshot": True, "snapshot_of": vdi, "snapshot_time": now()}
     return await _new_leaf(ctx, vdi, extra)
@@ -143,6 +145,7 @@ async def _resize(ctx: Context, vdi: str, size: int, op: str) -> None:
     db = ctx.db
     row = db.get("VDI", vdi)
     assert_plugged(db, row["SR"])
+    assert_managed(db, vdi)
     if op == "resize" and attached_vbds(db, vdi):
         raise ApiError("VDI_IN_USE", [vdi, op])
     assert_op(db, vdi, "resize")
@@ -170,6 +173,7 @@ async def resize_online(ctx: Context, vdi: str, size: int) -> None:
 async def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) -> str:
     """Copy a VDI's contents to a new VDI on ``sr``, or into an existing one."""
     db = ctx.db
+    assert_managed(db, vdi)
     row = db.get("VDI", vdi)
     rw_attached = [v for v in attached_vbds(db, vdi) if db.get("VBD", v)["mode"] == "RW"]
     if rw_attached:

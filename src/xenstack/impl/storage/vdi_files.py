@@ -21,9 +21,10 @@ from ...errors import ApiError
 from ...storage.sr import FileSr, SrDriver, SrDrivers, VdiInfo
 from ...storage.vhd import VhdImage
 from ...storage.vhd.importer import copy_image
+from . import base_copies
 from .sr_backend import UUID_RE, backend_error, drivers, file_sr, sr_driver
 from .sr_usage import record_usage
-from .vdi_rows import VHD_PARENT, _derived_fields, _destroy_row, make_vdi, round_size
+from .vdi_rows import _derived_fields, _destroy_row, make_vdi, round_size, with_parent
 
 
 def _call(fn: Any, *args: Any) -> Any:
@@ -36,7 +37,8 @@ def _call(fn: Any, *args: Any) -> Any:
 
 
 def scan_files(registry: SrDrivers, db: Database, sr: str) -> None:
-    """Make the SR's rows match its files: add found VDIs, refresh sizes, drop vanished ones.
+    """Make the SR's rows match its files: add found VDIs (hidden nodes as base copies:
+    ``base_copies``), refresh sizes, drop vanished ones.
 
     A sizes-only SR has no files: its rows are all there is, and stay as they are."""
     drv = sr_driver(registry, db, sr)
@@ -58,14 +60,12 @@ def scan_files(registry: SrDrivers, db: Database, sr: str) -> None:
         )
         _set_parent(db, ref, info)
     for location, info in found.items():
-        if location not in rows:
+        if location in rows:
+            continue
+        if info.hidden and isinstance(drv, FileSr):
+            base_copies.add(registry, db, sr, drv, info)
+        else:
             _add_found(registry, db, sr, info, drv)
-
-
-def with_parent(sm_config: dict[str, str], info: VdiInfo) -> dict[str, str]:
-    """``sm_config`` naming the VHD the VDI's leaf differs from, as SM's ``vhd-parent``."""
-    rest = {k: v for k, v in sm_config.items() if k != VHD_PARENT}
-    return rest | ({VHD_PARENT: info.parent} if info.parent else {})
 
 
 def _set_parent(db: Database, vdi: str, info: VdiInfo) -> None:
@@ -75,11 +75,13 @@ def _set_parent(db: Database, vdi: str, info: VdiInfo) -> None:
         db.set("VDI", vdi, "sm_config", wanted)
 
 
-def refresh_parents(registry: SrDrivers, db: Database, sr: str) -> None:
-    """Re-read every VDI's parent (after the GC merged nodes of the SR's trees)."""
+def refresh_parents(registry: SrDrivers, db: Database, sr: str, *, merged: bool = True) -> None:
+    """After a GC pass: the rows of the base copies it removed go, and every VDI's parent
+    is read again (``merged``: the GC merged nodes of the SR's trees)."""
     drv = sr_driver(registry, db, sr)
-    if not drv.holds_data:
+    if not isinstance(drv, FileSr):
         return
+    base_copies.refresh(registry, db, sr, drv, merged=merged)
     for vdi in db.get("SR", sr)["VDIs"]:
         with contextlib.suppress(Exception):  # a VDI whose file went: the next scan drops it
             _set_parent(db, vdi, drv.info(db.get("VDI", vdi)["location"]))
@@ -144,6 +146,8 @@ def snapshot(registry: SrDrivers, db: Database, vdi: str, extra: dict[str, Any])
     fields = _derived_fields(row) | {"uuid": new, "virtual_size": row["virtual_size"]} | extra
     ref = _record(registry, db, row["SR"], drv, fields, info)
     _refresh_row(db, vdi, drv)
+    if isinstance(drv, FileSr):  # the new base both leaves differ from: a base copy
+        _call(base_copies.record, registry, db, row["SR"], drv, info.parent)
     return ref
 
 

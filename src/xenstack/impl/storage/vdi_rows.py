@@ -13,7 +13,7 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import Record
-from ...storage.sr import SrDrivers
+from ...storage.sr import SrDrivers, VdiInfo
 from ...storage.sr.sizes import VHD_BLOCK, vhd_overhead
 from . import sm
 from .sr_backend import SIZE_ROUNDED
@@ -46,6 +46,12 @@ _ALWAYS = ("copy", "forget")
 _LIVE = frozenset(
     {"snapshot", "clone", "mirror", "enable_cbt", "disable_cbt", "list_changed_blocks"}
 )
+
+
+def with_parent(sm_config: dict[str, str], info: VdiInfo) -> dict[str, str]:
+    """``sm_config`` naming the VHD the VDI's leaf differs from, as SM's ``vhd-parent``."""
+    rest = {k: v for k, v in sm_config.items() if k != VHD_PARENT}
+    return rest | ({VHD_PARENT: info.parent} if info.parent else {})
 
 
 def round_size(sr_type: str, size: int) -> int:
@@ -98,6 +104,12 @@ def assert_op(db: Database, vdi: str, op: str) -> None:
         raise ApiError("SR_OPERATION_NOT_SUPPORTED", [row["SR"]])
     if op not in allowed_operations(db, vdi) and attached_vbds(db, vdi):
         raise ApiError("VDI_IN_USE", [vdi, op])
+
+
+def assert_managed(db: Database, vdi: str) -> None:
+    """VDI_NOT_MANAGED for a VDI no client may change (a base copy), as XAPI answers."""
+    if not db.get("VDI", vdi)["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", [vdi])
 
 
 def _invalid_size() -> ApiError:

@@ -66,7 +66,9 @@ def inside(directory: str, name: str) -> str:
 @dataclass(frozen=True)
 class VdiInfo:
     """What a driver knows of one VDI: its uuid, file name and sizes; ``parent``, the uuid
-    of the VHD node its leaf differs from ("" for a whole disk), as SM's ``vhd-parent``."""
+    of the VHD node its leaf differs from ("" for a whole disk), as SM's ``vhd-parent``;
+    ``hidden``, a node no client uses (a snapshot's or clone's read-only base: XenServer's
+    "base copy")."""
 
     uuid: str
     location: str
@@ -74,6 +76,7 @@ class VdiInfo:
     physical_utilisation: int
     read_only: bool = False
     parent: str = ""
+    hidden: bool = False
 
 
 class SrDriver(Protocol):
@@ -96,7 +99,8 @@ class SrDriver(Protocol):
         then empty and the SR's own (named after ``sr_uuid``)."""
 
     def scan(self) -> list[VdiInfo]:
-        """The visible VDIs found in the SR (hidden nodes excluded)."""
+        """The VDIs found in the SR, hidden nodes (base copies) among them, marked so; not
+        the nodes a snapshot or a GC merge is making at that moment."""
 
     def usage(self) -> tuple[int, int]:
         """(bytes used by the SR's files, bytes the underlying filesystem offers)."""

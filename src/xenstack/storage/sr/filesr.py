@@ -25,6 +25,7 @@ from xenstack.storage.sr.driver import SrDriverError, VdiInfo, inside
 from xenstack.storage.vhd import (
     DiskType,
     VhdImage,
+    VhdLayer,
     coalesce,
     create_dynamic,
     export_raw_chunks,
@@ -126,15 +127,28 @@ class FileSr:
         return depth
 
     def scan(self) -> list[VdiInfo]:
+        """Every node, hidden ones (base copies) included, except a hidden node sharing its
+        file with another name: a snapshot's base before its swap, or a fold's alias."""
         found = []
         for node in self.nodes():
-            if self.is_hidden(node):
-                continue
             try:
-                found.append(self.info(node))
-            except (SrDriverError, VhdError):
-                continue  # not a VHD we can read: XenServer skips it too
+                info = self.info(node)
+                if info.hidden and os.stat(self.path(node)).st_nlink > 1:
+                    continue
+            except (SrDriverError, VhdError, FileNotFoundError):
+                continue  # not a VHD we can read (XenServer skips it too), or gone since
+            found.append(info)
         return found
+
+    def block_bitmap(self, node_uuid: str) -> bytes:
+        """The blocks the node's own file holds, one bit each, the first block in the top
+        bit of the first byte (VHD's bitmap order): what ``vhd-util read -B`` prints and SM
+        keeps, compressed, as a base copy's ``vhd-blocks``."""
+        with VhdLayer.open(self.path(node_uuid)) as layer:
+            bits = bytearray((layer.block_count + 7) // 8)
+            for block in layer.allocated_blocks():
+                bits[block // 8] |= 0x80 >> (block % 8)
+        return bytes(bits)
 
     def usage(self) -> tuple[int, int]:
         used = 0
@@ -158,7 +172,10 @@ class FileSr:
             name = os.path.basename(header.parent_name)
             if name.endswith(SUFFIX) and os.path.isfile(os.path.join(self.directory, name)):
                 parent = name[: -len(SUFFIX)]
-        return VdiInfo(vdi_uuid, vdi_uuid, footer.current_size, physical, parent=parent)
+        hidden = self.is_hidden(vdi_uuid)
+        return VdiInfo(
+            vdi_uuid, vdi_uuid, footer.current_size, physical, parent=parent, hidden=hidden
+        )
 
     def create(self, vdi_uuid: str, size: int) -> VdiInfo:
         if size <= 0:
