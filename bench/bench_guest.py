@@ -27,24 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import XenAPI
+from benchlib import wait
 from qemu.qmp import QMPClient
 
 from xenstack.testing.guests import guest_image_dir, install, qemu_host, stop_guests
 from xenstack.xenops.interface import NicSpec
 from xenstack.xenops.qemu.bridge import LinuxBridgeHooks
-
-
-def wait(check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError(str(check))
 
 
 def bare_argv(guest: Path, disk: Path, tmp: Path, tap: str, extra: list[str]) -> list[str]:

@@ -35,20 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import XenAPI
+from benchlib import wait
 from qemu.qmp import QMPClient
 
 from xenstack.testing.guests import Console, guest_image_dir, install, qemu_pool, run_dir
 from xenstack.xenops.qemu.handoff import TUNING
-
-
-def wait(check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError(str(check))
 
 
 def free_port() -> int:

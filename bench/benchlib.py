@@ -31,6 +31,17 @@ GIB = 1 << 30
 # ---- filling a database quickly ------------------------------------------------------------
 
 
+def wait(check: Any, timeout: float = 120.0) -> Any:
+    """``check()``'s first true value, polled every 20 ms (TimeoutError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(str(check))
+
+
 def fill_vms(ts: Toolstack, count: int, *, vbds: int = 3, vdis: int = 3, vifs: int = 2) -> None:
     """Create ``count`` VMs, each with its VDIs, VBDs and VIFs, on one SR and one network."""
     db = ts.db

@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,18 @@ import orjson
 import XenAPI
 from vmkit import disk_record, local_sr, vbd_record, vif_record
 
-from xenstack.testing import RunningPool, ServerProcess, halted_vm
+from xenstack.testing import RunningPool, ServerProcess, halted_vm, server_process
 
 MIB = 1 << 20
 DATA = b"written on the joiner before it joined\n" * 1000
+
+
+@contextmanager
+def two_servers(root: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two ``xenstack serve`` processes with HTTPS (pool calls go over TLS), not yet a pool."""
+    https = ["--https-port", "0"]
+    with server_process(root / "a", https) as a, server_process(root / "b", https) as b:
+        yield a, b
 
 
 def connect(server: ServerProcess | RunningPool) -> Any:

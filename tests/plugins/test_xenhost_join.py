@@ -15,21 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from poolkit import connect, guest_with_disk, member_domains
+from poolkit import connect, guest_with_disk, member_domains, two_servers
 
-from xenstack.testing import ServerProcess, failure, server_process
+from xenstack.testing import ServerProcess, failure
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    https = ["--https-port", "0"]
-    with (
-        server_process(tmp_path / "a", https) as a,
-        server_process(tmp_path / "b", https) as b,
-    ):
-        yield a, b
+    with two_servers(tmp_path) as both:
+        yield both
 
 
 def join_args(a: ServerProcess, b: ServerProcess, compute_uuid: str, **extra: str) -> Any:

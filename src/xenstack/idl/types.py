@@ -63,6 +63,23 @@ class Type:
         return f"({self.key} -> {self.of}) map"
 
 
+def remap_refs(ty: Type, value: Any, table: dict[str, str]) -> Any:
+    """``value`` of type ``ty`` with every reference in it renamed through ``table``: a ref
+    not in it becomes NULL; set members and map keys not in it are dropped."""
+    if ty.kind == "ref":
+        return table.get(value, NULL_REF)
+    if ty.kind == "set" and ty.of is not None and ty.of.kind == "ref":
+        return [table[v] for v in value if v in table]
+    key, of = ty.key, ty.of
+    if ty.kind == "map" and key is not None and of is not None and "ref" in (key.kind, of.kind):
+        return {
+            remap_refs(key, k, table): remap_refs(of, v, table)
+            for k, v in value.items()
+            if key.kind != "ref" or k in table
+        }
+    return value
+
+
 @cache
 def parse_type(text: str) -> Type:
     """Parse a declaration type string; raise ValueError on anything unknown."""

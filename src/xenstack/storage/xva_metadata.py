@@ -17,7 +17,7 @@ from ..core.validate import coerce
 from ..core.xmlrpc_values import encode_value
 from ..errors import ApiError
 from ..idl.model import CLASSES
-from ..idl.types import NULL_REF, DateTime, Type
+from ..idl.types import NULL_REF, DateTime, remap_refs
 
 EXPORT_VSN = 2
 EPOCH = "19700101T00:00:00Z"
@@ -64,27 +64,11 @@ def select_vm(db: Database, vm: str) -> Selection:
     return chosen
 
 
-def _remap(ty: Type, value: Any, ids: dict[str, str]) -> Any:
-    if ty.kind == "ref":
-        return ids.get(value, NULL_REF)
-    if ty.kind == "set" and ty.of is not None and ty.of.kind == "ref":
-        return [ids[v] for v in value if v in ids]
-    refs_inside = ty.key is not None and ty.of is not None and "ref" in (ty.key.kind, ty.of.kind)
-    if ty.kind == "map" and refs_inside:
-        assert ty.key is not None and ty.of is not None
-        return {
-            _remap(ty.key, k, ids): _remap(ty.of, v, ids)
-            for k, v in value.items()
-            if (ty.key.kind != "ref" or k in ids)
-        }
-    return value
-
-
 def _snapshot(db: Database, cls: str, ref: str, ids: dict[str, str]) -> dict[str, Any]:
     row = db.get(cls, ref)
     fields = CLASSES[cls].fields
     record = {
-        name: _remap(fdef.type, row[name], ids) for name, fdef in fields.items() if name in row
+        name: remap_refs(fdef.type, row[name], ids) for name, fdef in fields.items() if name in row
     }
     record.update({k: v for k, v in CLEARED.items() if k in record})
     if cls == "VM":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from poolkit import DATA, connect, guest_with_disk, member_domains, raw_vdi
+from poolkit import DATA, connect, guest_with_disk, member_domains, raw_vdi, two_servers
 
 from xenstack.errors import ApiError
 from xenstack.impl.pool import carry_import
@@ -25,7 +25,6 @@ from xenstack.testing import (
     ServerProcess,
     failure,
     halted_vm,
-    server_process,
     simulated_pool,
 )
 
@@ -34,12 +33,8 @@ NULL = "OpaqueRef:NULL"
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    https = ["--https-port", "0"]
-    with (
-        server_process(tmp_path / "a", https) as a,
-        server_process(tmp_path / "b", https) as b,
-    ):
-        yield a, b
+    with two_servers(tmp_path) as both:
+        yield both
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from ...core.validate import coerce
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.model import CLASSES
-from ...idl.types import NULL_REF, Type
+from ...idl.types import NULL_REF, remap_refs
 from ..registry import internal
 from ..storage.sr_backend import drivers
 from ..storage.sr_usage import refresh_usage
@@ -182,23 +182,8 @@ def _wanted(db: Database, plan: _Plan, cls: str, record: dict[str, Any]) -> bool
 # ---- making the rows ------------------------------------------------------------------
 
 
-def _remap(ty: Type, value: Any, table: dict[str, str]) -> Any:
-    if ty.kind == "ref":
-        return table.get(value, NULL_REF)
-    if ty.kind == "set" and ty.of is not None and ty.of.kind == "ref":
-        return [table[v] for v in value if v in table]
-    key, of = ty.key, ty.of
-    if ty.kind == "map" and key is not None and of is not None and "ref" in (key.kind, of.kind):
-        return {
-            _remap(key, k, table): _remap(of, v, table)
-            for k, v in value.items()
-            if key.kind != "ref" or k in table
-        }
-    return value
-
-
 def _remap_field(plan: _Plan, cls: str, name: str, value: Any) -> Any:
-    return _remap(CLASSES[cls].fields[name].type, value, plan.table)
+    return remap_refs(CLASSES[cls].fields[name].type, value, plan.table)
 
 
 _RUNTIME: dict[str, dict[str, Any]] = {
