@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import XenAPI
-from sr_helpers import MIB, new_vdi, put_file, run_gc, sr_dir
+from sr_helpers import MIB, get_file, new_vdi, put_file, run_gc, sr_dir
 
 from xenstack.testing import RunningPool, halted_vm, simulated_pool
 
@@ -197,3 +197,38 @@ def test_a_restart_keeps_them_and_a_scan_finds_them_again(tmp_path: Path) -> Non
             x.VDI.destroy(ref)
         run_gc(pool)
         assert found not in x.VDI.get_all()
+
+
+def test_destroying_a_parent_vdi_keeps_its_node_for_the_child(
+    session: Any, xenstack_pool: RunningPool, tmp_path: Path
+) -> None:
+    """A visible VDI that another reads through (a chain found by a scan) is not deleted by
+    VDI.destroy: its node becomes a base copy, the child keeps its bytes, and the GC folds
+    the two together once it may."""
+    from xenstack.storage.vhd import create_dynamic
+
+    x = session.xenapi
+    parent = _with_data(xenstack_pool, session, tmp_path, [1])
+    sr = x.VDI.get_SR(parent)
+    directory = sr_dir(xenstack_pool, session, sr)
+    parent_uuid = x.VDI.get_uuid(parent)
+    child_uuid = "0c1d0000-0000-4000-8000-000000000001"
+    create_dynamic(
+        str(directory / f"{child_uuid}.vhd"), parent=str(directory / f"{parent_uuid}.vhd")
+    )
+    x.SR.scan(sr)
+    child = x.VDI.get_by_uuid(child_uuid)
+    assert x.VDI.get_sm_config(child)["vhd-parent"] == parent_uuid
+    before, after = tmp_path / "before.raw", tmp_path / "after.raw"
+    assert get_file(xenstack_pool, session, child, before, "raw") == 200
+    x.VDI.destroy(parent)
+    assert (directory / f"{parent_uuid}.vhd").exists()
+    kept = x.VDI.get_by_uuid(parent_uuid)
+    _is_base_copy(x.VDI.get_record(kept))
+    assert get_file(xenstack_pool, session, child, after, "raw") == 200
+    assert after.read_bytes() == before.read_bytes()
+    run_gc(xenstack_pool)  # the child is the base's only one: folded back into one file
+    assert _failure(x.VDI.get_by_uuid, parent_uuid) == ["UUID_INVALID", "VDI", parent_uuid]
+    assert get_file(xenstack_pool, session, child, after, "raw") == 200
+    assert after.read_bytes() == before.read_bytes()
+    x.VDI.destroy(child)

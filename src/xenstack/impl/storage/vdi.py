@@ -100,6 +100,7 @@ async def destroy(ctx: Context, self_: str) -> None:
             raise
         with db.transaction():
             refresh_usage(registry, db, row["SR"])  # the file is gone only now
+            vdi_files.kept_as_base(registry, db, row["SR"], drv, row["location"])
     if drv.holds_data:
         ctx.toolstack.storage.kick_gc()  # its base may now be collected
 

@@ -18,7 +18,7 @@ from ...core.context import Context
 from ...core.ids import new_uuid, now
 from ...db.store import Database
 from ...errors import ApiError
-from ...storage.sr import FileSr, SrDriver, SrDrivers, VdiInfo
+from ...storage.sr import FileSr, SrDriver, SrDriverError, SrDrivers, VdiInfo
 from ...storage.vhd import VhdImage
 from ...storage.vhd.importer import copy_image
 from . import base_copies
@@ -173,6 +173,14 @@ def resize(registry: SrDrivers, db: Database, vdi: str, size: int) -> None:
 
 def delete_location(drv: SrDriver, location: str) -> None:
     _call(drv.delete, location)
+
+
+def kept_as_base(registry: SrDrivers, db: Database, sr: str, drv: SrDriver, location: str) -> None:
+    """A destroyed VDI that other nodes still read through stays as a hidden node (see
+    :meth:`FileSr.delete`): it gets its base copy row."""
+    if isinstance(drv, FileSr) and drv.is_hidden(location):
+        with contextlib.suppress(SrDriverError):
+            base_copies.record(registry, db, sr, drv, location)
 
 
 async def recorded(ctx: Context, vdi: str) -> str:

@@ -192,8 +192,24 @@ class FileSr:
         return self.info(vdi_uuid)
 
     def delete(self, vdi_uuid: str) -> None:
+        """Remove the VDI's file, unless other nodes still read through it (a VDI that is a
+        parent, as a scan or an imported chain may make): that one is only hidden, as SM's
+        VHD SRs do, and the GC coalesces it away once it is no longer needed."""
+        if self.children(vdi_uuid):
+            open(hidden_marker(self.directory, vdi_uuid), "wb").close()
+            fsync_dir(self.directory)
+            return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(vdi_uuid))
+
+    def children(self, node_uuid: str) -> list[str]:
+        """The nodes whose parent is ``node_uuid``."""
+        found = []
+        for node in self.nodes():
+            with contextlib.suppress(SrDriverError, VhdError, OSError):
+                if node != node_uuid and self.info(node).parent == node_uuid:
+                    found.append(node)
+        return found
 
     def snapshot(self, vdi_uuid: str, new_uuid: str) -> VdiInfo:
         """Crash-safe at every step (see :meth:`repair`): the VDI's file gains a second
