@@ -18,6 +18,23 @@ from xenstack.testing import RunningPool, logged_in
 pytest_plugins = ["xenstack.testing.fixtures"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How ``pytest -n 2 --dist loadgroup`` (what ``.ci/run`` runs) shares the tests out:
+    a module stays on one worker (its module-scoped pool is made once), every real-guest
+    test runs on one worker (TCG boots want a core each, one at a time) and every pool, HA
+    and etcd test on one worker (their timing is the point), so the two kinds of heavy test
+    overlap each other rather than themselves."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if item.get_closest_marker("guest") or path.startswith("tests/integration/"):
+            group = "guests"
+        elif item.get_closest_marker("etcd") or path.startswith(("tests/ha/", "tests/impl/pool/")):
+            group = "pools"
+        else:
+            group = path
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def session(xenstack_pool: RunningPool) -> Iterator[Any]:
     """A logged-in XenAPI SDK session (XML-RPC) on a fresh pool."""

@@ -27,6 +27,11 @@ key=$( (echo "$versions"; cat "$HERE"/build.sh "$HERE"/init "$HERE"/xsg-agent "$
        sha256sum | cut -c1-16)
 OUT=$CACHE/$key
 if [ -s "$OUT/versions" ]; then ln -sfn "$key" "$CACHE/current"; echo "$OUT"; exit 0; fi
+# one build at a time (test workers in parallel): the others wait, then find it made
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9
+if [ -s "$OUT/versions" ]; then ln -sfn "$key" "$CACHE/current"; echo "$OUT"; exit 0; fi
 DEBS=$CACHE/debs
 mkdir -p "$DEBS"
 W=$(mktemp -d "$CACHE/build.XXXXXX")
