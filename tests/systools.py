@@ -7,8 +7,11 @@ run in CI) it fails, so that a CI machine without the tool cannot pass silently.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +52,23 @@ def require_root() -> None:
         if os.environ.get("CI"):
             pytest.fail("CI is set but the tests do not run as root")
         pytest.skip("needs root")
+
+
+XO_CLIENT = Path(__file__).resolve().parent / "clients" / "xen-api"
+
+
+def xo_connector() -> str:
+    """node, with Xen Orchestra's connector installed in ``clients/xen-api`` (``npm ci``,
+    pinned by its lock file; once, under a lock: test workers share the directory)."""
+    node, npm = require_tool("node"), require_tool("npm")
+    lock = XO_CLIENT / "package-lock.json"
+    stamp = XO_CLIENT / "node_modules" / ".xenstack-installed"
+    with open(XO_CLIENT / ".install.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if not stamp.exists() or stamp.read_text() != lock.read_text():
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=XO_CLIENT, check=True, timeout=600,
+            )  # fmt: skip
+            stamp.write_text(lock.read_text())
+    return node

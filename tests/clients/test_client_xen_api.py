@@ -15,39 +15,20 @@ without them the test is skipped, except under CI where it fails.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from systools import XO_CLIENT, xo_connector
 
 from xenstack.testing import simulated_pool
 
-CLIENT = Path(__file__).resolve().parent / "xen-api"
-
-
-def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is required under CI (.ci/run installs it)")
-        pytest.skip(f"{tool} is not installed")
-    return path
+CLIENT = XO_CLIENT
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    node, npm = _require("node"), _require("npm")
-    lock = CLIENT / "package-lock.json"
-    stamp = CLIENT / "node_modules" / ".xenstack-installed"
-    if not stamp.exists() or stamp.read_text() != lock.read_text():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=CLIENT, check=True, timeout=600,
-        )  # fmt: skip
-        stamp.write_text(lock.read_text())
-    return node
+    return xo_connector()
 
 
 def test_xen_orchestra_connector_session(node: str, tmp_path: Path) -> None:

@@ -10,30 +10,20 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rrdkit import Driver, busy_vm
-from systools import require_tool
+from systools import XO_CLIENT, xo_connector
 
 from xenstack.testing import RunningPool
 
-CLIENT = Path(__file__).resolve().parents[1] / "clients" / "xen-api"
+CLIENT = XO_CLIENT
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    node, npm = require_tool("node"), require_tool("npm")
-    lock = CLIENT / "package-lock.json"
-    stamp = CLIENT / "node_modules" / ".xenstack-installed"
-    if not stamp.exists() or stamp.read_text() != lock.read_text():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=CLIENT, check=True, timeout=600,
-        )  # fmt: skip
-        stamp.write_text(lock.read_text())
-    return node
+    return xo_connector()
 
 
 def test_xen_orchestra_reads_the_stats(
