@@ -134,13 +134,16 @@ def run_by_member(toolstack: Any, host: str | None) -> bool:
     return bool(host and is_remote is not None and is_remote(host))
 
 
-async def attach_disks(toolstack: Any, spec: DomainSpec, host: str | None = None) -> DomainSpec:
+async def attach_disks(
+    toolstack: Any, spec: DomainSpec, host: str | None = None, source: str | None = None
+) -> DomainSpec:
     """``spec`` with every disk given its export or file (see :func:`attach_disk`) for the
     domain on ``host`` (by default: this toolstack's), for a backend that opens disks;
-    ``spec`` itself for one that does not."""
+    ``spec`` itself for one that does not. A domain migrating from a member's ``source``
+    has its disks named by file too (this host's exports take the chain over)."""
     if not opens_disks(toolstack):
         return spec
-    member = run_by_member(toolstack, host)
+    member = run_by_member(toolstack, host) or run_by_member(toolstack, source)
     disks = tuple([await attach_disk(toolstack, d, member) for d in spec.disks])
     return replace(spec, disks=disks)
 

@@ -16,6 +16,11 @@ An export lives while a domain of this host's backend uses it (or a migration pr
 one): after every batch of the master's operations :meth:`MemberDisks.release_unused` stops
 the others, their writes made durable (so a migration's source lets the chain go as soon
 as it has sent the domain).
+
+The master's own host does the same for a migration to or from a member
+(:class:`MasterDisks`, driven by :class:`.remote_backend.PoolBackend`): coming in, its
+exports open the chain deferred and take it over before the domain runs; going out, they
+are stopped as soon as the domain was sent (before the member takes the chain over).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import replace
 from typing import Any
 
 from ...errors import ApiError
-from ...xenops.interface import Backend, DomainSpec
+from ...xenops.interface import Backend, DiskSpec, DomainSpec
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # per toolstack: VM id -> the keys (VDI uuids) of the exports its domain opens here
@@ -88,3 +93,30 @@ class MemberDisks:
             in_use = set().union(*held.values()) if held else set()
             for key in keys - in_use:
                 await self.ts.storage.detach(key)
+
+
+def file_keys(disks: tuple[DiskSpec, ...]) -> list[str]:
+    """The VDI uuids of the disks named by file (the shared SR's VHDs)."""
+    return sorted({key_of(d.vhd) for d in disks if d.vhd and not d.empty})
+
+
+class MasterDisks(MemberDisks):
+    """The master's own host as a migration's destination or source with a member."""
+
+    async def around(self, op: str, args: list[Any], spec: DomainSpec | None) -> list[Any]:
+        """The arguments of the master's own migration step ``op``, its disks ready."""
+        if op == "vm_migrate_receive":
+            return [args[0], await self.localise(op, args[1]), *args[2:]]
+        await self.before(op, args)
+        return args
+
+    async def after(self, op: str, vm: str, spec: DomainSpec | None, ok: bool) -> None:
+        """Once step ``op`` ran (``ok``) or failed: a sent domain lets its chains go (the
+        source paused, its disks flushed), a received one keeps its exports as its own."""
+        if op == "vm_migrate_send" and ok and spec is not None:
+            for key in file_keys(spec.disks):
+                await self.ts.storage.detach(key)
+        elif op == "vm_migrate_finish" and ok:
+            self.held.pop(vm, None)  # the domain's now: detached as any of this host's
+        elif op in ("vm_migrate_abort", "vm_migrate_finish"):
+            await self.release_unused()

@@ -41,6 +41,7 @@ from ...xenops.interface import (
     XenopsError,
 )
 from . import membership, moves
+from .member_disks import MasterDisks
 from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
@@ -85,6 +86,9 @@ class PoolBackend(DelegatingBackend):
         self.peer_of = peer_of
         self.remotes: dict[str, _Remote] = {}
         self.calls = 0  # batches sent to members (for tests and benchmarks)
+        # this host's exports in a migration with a member (None: a backend opening no disks)
+        self.own_disks: MasterDisks | None = None
+        self._moving: dict[str, DomainSpec] = {}  # VM id -> the spec it moves with
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -300,11 +304,11 @@ class PoolBackend(DelegatingBackend):
             raise NoSuchDomain(vm_id)
         if spec is None:
             raise Unimplemented("vm_migrate between toolstacks without the domain's spec")
-        if self.local.capabilities.opens_disks and None in (holder, dest):
-            # the master's own domains open its exports, which cannot hand a chain over
-            # to another host's NBD server (member_disks does, between members)
-            raise Unimplemented("vm_migrate between the master's host and a member")
-        return await moves.migrate(self._do, holder, info.host_id, dest, host_id, info, spec)
+        self._moving[vm_id] = spec  # the master's own side hands its chains over by it
+        try:
+            return await moves.migrate(self._do, holder, info.host_id, dest, host_id, info, spec)
+        finally:
+            self._moving.pop(vm_id, None)
 
     def _backend_of(self, host_id: str | None) -> str | None:
         """The member host that stands for ``host_id``'s backend (None: this toolstack's):
@@ -320,8 +324,21 @@ class PoolBackend(DelegatingBackend):
             # a live migration's send lasts as long as the memory takes to move
             timeout = MIGRATION_TIMEOUT if name.startswith("vm_migrate") else CALL_TIMEOUT
             return await self._send(host, name, *args, timeout=timeout)
-        result = getattr(self.local, name)(*args)
-        return await result if inspect.isawaitable(result) else result
+        disks = self.own_disks if name.startswith("vm_migrate") else None
+        if disks is None:
+            result = getattr(self.local, name)(*args)
+            return await result if inspect.isawaitable(result) else result
+        vm = args[1].vm_id if name == "vm_migrate_receive" else str(args[0])
+        spec = self._moving.get(vm)
+        args = tuple(await disks.around(name, list(args), spec))
+        ok = False
+        try:
+            result = getattr(self.local, name)(*args)
+            result = await result if inspect.isawaitable(result) else result
+            ok = True
+            return result
+        finally:
+            await disks.after(name, vm, spec, ok)
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
         return await self._info_on_vm("vm_set_vcpus", vm_id, vcpus)
@@ -436,6 +453,8 @@ def attach_members(ts: Services) -> PoolBackend | None:
     if not membership.members(ts.persistence) or ts.master_address:
         return None
     pool = PoolBackend(hv.backend, peers_of(ts))
+    if hv.backend.capabilities.opens_disks:
+        pool.own_disks = MasterDisks(ts, hv.backend)
     for host in ts.db.refs("host"):
         if pool.remote(host) is None:
             continue
