@@ -210,3 +210,34 @@ def test_live_migration_from_the_masters_host_to_a_member_and_back(
         assert bytes(image.read(SECTOR * 512, 6)) == b"before"
         assert bytes(image.read((SECTOR + 8) * 512, 6)) == b"middle"
         assert bytes(image.read((SECTOR + 16) * 512, 5)) == b"after"
+
+
+def test_suspend_and_resume_of_a_members_guest_through_the_master(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """The member writes the memory into the suspend VDI on the shared SR (named by file)
+    and reads it back: the guest's uptime runs on; no export is left while suspended."""
+    _, member = pool
+    vm = install(x, "xp-sleeper")
+    uuid = x.VM.get_uuid(vm)
+    x.VM.start_on(vm, host_of(x, member), False, False)
+    con = Console(run_dir(member.state_dir, uuid))
+    con.wait_for("XSG-READY")
+    assert con.run_command("echo up") == "up\n"
+    con.run_command("(i=0; while :; do i=$((i+1)); read -r u _ < /proc/uptime;"
+                    " echo XQ-TICK $i $u > /dev/console; sleep 0.1; done) & true")  # fmt: skip
+    before = ticks(con.wait_for("XQ-TICK 3 "))[-1]
+    x.VM.suspend(vm)
+    assert x.VM.get_power_state(vm) == "Suspended"
+    image = x.VM.get_suspend_VDI(vm)
+    assert x.VDI.get_type(image) == "suspend" and int(x.VDI.get_physical_utilisation(image)) > 0
+    until(lambda: member_exports(member) == [], what="the member's exports gone")
+    x.VM.resume_on(vm, host_of(x, member), False, False)
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_resident_on(vm) == host_of(x, member)
+    after = Console(run_dir(member.state_dir, uuid))
+    first = ticks(after.wait_for("XQ-TICK"))[0]
+    assert first[0] > before[0] and first[1] >= before[1]  # the same guest, not a new boot
+    assert after.run_command("echo awake") == "awake\n"
+    x.VM.hard_shutdown(vm)
+    until(lambda: member_exports(member) == [], what="the member's exports gone")

@@ -168,9 +168,15 @@ async def detach_disks(toolstack: Any, vm_ref: str) -> None:
             await toolstack.storage.detach(db.get("VDI", vdi)["uuid"])
 
 
-async def image_disk(toolstack: Any, vdi: str, writable: bool) -> DiskSpec | None:
-    """A suspend VDI as the backend reads or writes it (None: the backend keeps images)."""
+async def image_disk(
+    toolstack: Any, vdi: str, writable: bool, host: str | None = None
+) -> DiskSpec | None:
+    """A suspend VDI as the backend reads or writes it (None: the backend keeps images);
+    for a domain a pool member runs on ``host``, its file (the member exports it)."""
     if not opens_disks(toolstack) or not toolstack.storage.can_attach(vdi):
         return None
+    if run_by_member(toolstack, host):
+        disk = DiskSpec("suspend", vdi, "Disk", "RW" if writable else "RO")
+        return await attach_disk(toolstack, disk, member=True)
     sock, export = await toolstack.storage.attach(vdi, writable)
     return DiskSpec("suspend", vdi, "Disk", "RW" if writable else "RO", False, sock, export)

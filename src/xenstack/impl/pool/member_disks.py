@@ -56,6 +56,17 @@ class MemberDisks:
     def __init__(self, ts: Any, backend: Backend) -> None:
         self.ts, self.backend = ts, backend
         self.held = _HELD.setdefault(ts, {})
+        self.images: set[str] = set()  # suspend images exported for this batch only
+
+    async def localise_image(self, disk: DiskSpec) -> DiskSpec:
+        """A suspend (or checkpoint) image the master named by file, exported here while
+        the batch writes or reads it (the image is whole once the operation returns)."""
+        if not disk.vhd:
+            return disk
+        key = key_of(disk.vhd)
+        sock, export = await self.ts.storage.attach_file(key, disk.vhd, disk.mode == "RW")
+        self.images.add(key)
+        return replace(disk, nbd_socket=sock, export=export)
 
     async def localise(self, op: str, spec: DomainSpec) -> DomainSpec:
         """``spec`` with each disk the master named by file exported here."""
@@ -81,10 +92,15 @@ class MemberDisks:
         """Stop the exports no domain (or saved image, or migration) here uses any more."""
         held, backend = self.held, self.backend
 
+        for key in sorted(self.images):
+            await self.ts.storage.detach(key)  # the image written (flushed) or read
+        self.images.clear()
+        keeps = not backend.capabilities.opens_disks  # a backend's own images need disks
+
         def unused(vm: str) -> bool:
             return (
                 backend.vm_info(vm) is None
-                and not backend.vm_has_image(vm)
+                and not (keeps and backend.vm_has_image(vm))
                 and not backend.vm_migrating_in(vm)
             )
 

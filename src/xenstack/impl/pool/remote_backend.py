@@ -77,8 +77,8 @@ class _Remote:
 class PoolBackend(DelegatingBackend):
     """Routes each call to the backend of the host that must do it: this toolstack's own
     (``local``, by delegation) or a member's, over the wire. A spec sent to a member names
-    its shared-SR disks by file, which the member exports itself (see :mod:`.member_disks`);
-    hot-plugged devices and suspend images name this host's exports, so they go to the
+    its shared-SR disks (and suspend images) by file, which the member exports itself (see
+    :mod:`.member_disks`); hot-plugged devices name this host's exports, so they go to the
     local backend only."""
 
     def __init__(self, local: Backend, peer_of: PeerOf) -> None:
@@ -247,7 +247,7 @@ class PoolBackend(DelegatingBackend):
     async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
         if self._holder(vm_id) is None:
             return await self.local.vm_suspend(vm_id, image)
-        return int(await self._on_vm("vm_suspend", vm_id))
+        return int(await self._on_vm("vm_suspend", vm_id, image))
 
     async def vm_resume(
         self,
@@ -268,12 +268,13 @@ class PoolBackend(DelegatingBackend):
             await moves.move_image(self._do, holder, dest, vm_id)
         if dest is None:
             return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
-        return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
+        resumed = await self._send(host_id, "vm_resume", host_id, vm_id, paused, spec, image)
+        return domain_info(resumed)
 
     async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
         if self._holder(vm_id) is None:
             return await self.local.vm_save_image(vm_id, image_id, image)
-        return int(await self._on_vm("vm_save_image", vm_id, image_id))
+        return int(await self._on_vm("vm_save_image", vm_id, image_id, image))
 
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:
         host = self._holder(image_id)
