@@ -54,6 +54,13 @@ def member_exports(qh: QemuHost) -> list[str]:
     return sorted(p.stem for p in nbd.glob("*.sock")) if nbd.is_dir() else []
 
 
+def _guest_ip(x: Any, vm: str) -> str:
+    gm = x.VM.get_guest_metrics(vm)
+    if gm == "OpaqueRef:NULL":
+        return ""
+    return str(x.VM_guest_metrics.get_networks(gm).get("0/ip", ""))
+
+
 def test_guest_started_through_the_master_boots_on_the_member(pool: list[QemuHost], x: Any) -> None:
     master, member = pool
     vm = install(x, "xp-member")
@@ -66,6 +73,11 @@ def test_guest_started_through_the_master_boots_on_the_member(pool: list[QemuHos
     con.wait_for("XSG-READY")
     assert con.run_command("echo up") == "up\n"  # its shell answers (typed at once, it may not)
     assert not run_dir(master.state_dir, x.VM.get_uuid(vm)).exists()  # not the master's QEMU
+    # what its agent wrote into the member's XenStore makes the master's guest metrics
+    ip = until(lambda: _guest_ip(x, vm), what="the member's guest's address on the master")
+    assert ip.count(".") == 3
+    gm = x.VM.get_guest_metrics(vm)
+    assert x.VM_guest_metrics.get_os_version(gm)["distro"] == "xsg"
     # its disk is the member's export of the shared SR's file (the master exports nothing)
     assert member_exports(member) == [vdi_uuid]
     assert vdi_uuid not in member_exports(master)

@@ -40,7 +40,7 @@ from ...xenops.interface import (
     UnknownHost,
     XenopsError,
 )
-from . import membership, moves
+from . import membership, moves, xenstore_mirror
 from .member_disks import MasterDisks
 from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
@@ -89,6 +89,8 @@ class PoolBackend(DelegatingBackend):
         # this host's exports in a migration with a member (None: a backend opening no disks)
         self.own_disks: MasterDisks | None = None
         self._moving: dict[str, DomainSpec] = {}  # VM id -> the spec it moves with
+        # host, {domid: [path, value]}: what a member's guest agents wrote (xenstore_mirror)
+        self.on_agent_nodes: Callable[[str, dict[str, Any]], None] | None = None
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -131,6 +133,11 @@ class PoolBackend(DelegatingBackend):
             self.calls += 1
         answer = orjson.loads(raw)
         self._learn(rem.peer, answer["snapshot"])
+        if self.on_agent_nodes is not None:
+            for host, found in answer.get("guest", {}).items():
+                mine = self.remotes.get(host)
+                if mine is not None and mine.peer.url == rem.peer.url:
+                    self.on_agent_nodes(host, found)
         if answer["failure"] is not None:
             raise_failure(answer["failure"])
         return answer["results"][-1]
@@ -456,6 +463,12 @@ def attach_members(ts: Services) -> PoolBackend | None:
     pool = PoolBackend(hv.backend, peers_of(ts))
     if hv.backend.capabilities.opens_disks:
         pool.own_disks = MasterDisks(ts, hv.backend)
+
+    def agent_nodes(host: str, found: dict[str, Any]) -> None:
+        if ts.db.exists("host", host):
+            xenstore_mirror.take_agent_nodes(ts.xenstore(host), found)
+
+    pool.on_agent_nodes = agent_nodes
     for host in ts.db.refs("host"):
         if pool.remote(host) is None:
             continue

@@ -290,4 +290,8 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
         answer = await run_batch(local, ops, mirror, disks)
     finally:
         await disks.release_unused()
+    answer["guest"] = {
+        host: xenstore_mirror.agent_nodes(store, [d.domid for d in local.host_domains(host)])
+        for host in local.host_ids()
+    }
     return orjson.dumps(answer).decode()
