@@ -53,9 +53,15 @@ class XenStores:
         """A key a guest wrote over its agent channel: written into its host's XenStore as
         that domain, with its rights (a key it may not write is dropped)."""
         row = self.db.table("VM").rows.get(vm_id)
-        if row is None or row["domid"] != domid or not self.db.exists("host", row["resident_on"]):
+        store = None
+        if row is None:  # a pool member's domain (no row here): where the master's nodes went
+            top = f"/local/domain/{domid}"
+            store = next((s for s in self.stores.values() if top in s.tree.nodes), None)
+        elif row["domid"] == domid and self.db.exists("host", row["resident_on"]):
+            store = self.of(row["resident_on"])
+        if store is None:
             return
-        guest = self.of(row["resident_on"]).as_domain(domid)
+        guest = store.as_domain(domid)
         try:
             guest.write(key, value.encode()) if value is not None else guest.rm(key)
         except XsError as exc:

@@ -134,13 +134,16 @@ def run_by_member(toolstack: Any, host: str | None) -> bool:
     return bool(host and is_remote is not None and is_remote(host))
 
 
-async def attach_disks(toolstack: Any, spec: DomainSpec, host: str | None = None) -> DomainSpec:
+async def attach_disks(
+    toolstack: Any, spec: DomainSpec, host: str | None = None, source: str | None = None
+) -> DomainSpec:
     """``spec`` with every disk given its export or file (see :func:`attach_disk`) for the
     domain on ``host`` (by default: this toolstack's), for a backend that opens disks;
-    ``spec`` itself for one that does not."""
+    ``spec`` itself for one that does not. A domain migrating from a member's ``source``
+    has its disks named by file too (this host's exports take the chain over)."""
     if not opens_disks(toolstack):
         return spec
-    member = run_by_member(toolstack, host)
+    member = run_by_member(toolstack, host) or run_by_member(toolstack, source)
     disks = tuple([await attach_disk(toolstack, d, member) for d in spec.disks])
     return replace(spec, disks=disks)
 
@@ -165,9 +168,15 @@ async def detach_disks(toolstack: Any, vm_ref: str) -> None:
             await toolstack.storage.detach(db.get("VDI", vdi)["uuid"])
 
 
-async def image_disk(toolstack: Any, vdi: str, writable: bool) -> DiskSpec | None:
-    """A suspend VDI as the backend reads or writes it (None: the backend keeps images)."""
+async def image_disk(
+    toolstack: Any, vdi: str, writable: bool, host: str | None = None
+) -> DiskSpec | None:
+    """A suspend VDI as the backend reads or writes it (None: the backend keeps images);
+    for a domain a pool member runs on ``host``, its file (the member exports it)."""
     if not opens_disks(toolstack) or not toolstack.storage.can_attach(vdi):
         return None
+    if run_by_member(toolstack, host):
+        disk = DiskSpec("suspend", vdi, "Disk", "RW" if writable else "RO")
+        return await attach_disk(toolstack, disk, member=True)
     sock, export = await toolstack.storage.attach(vdi, writable)
     return DiskSpec("suspend", vdi, "Disk", "RW" if writable else "RO", False, sock, export)

@@ -16,6 +16,11 @@ An export lives while a domain of this host's backend uses it (or a migration pr
 one): after every batch of the master's operations :meth:`MemberDisks.release_unused` stops
 the others, their writes made durable (so a migration's source lets the chain go as soon
 as it has sent the domain).
+
+The master's own host does the same for a migration to or from a member
+(:class:`MasterDisks`, driven by :class:`.remote_backend.PoolBackend`): coming in, its
+exports open the chain deferred and take it over before the domain runs; going out, they
+are stopped as soon as the domain was sent (before the member takes the chain over).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import replace
 from typing import Any
 
 from ...errors import ApiError
-from ...xenops.interface import Backend, DomainSpec
+from ...xenops.interface import Backend, DiskSpec, DomainSpec
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # per toolstack: VM id -> the keys (VDI uuids) of the exports its domain opens here
@@ -51,6 +56,17 @@ class MemberDisks:
     def __init__(self, ts: Any, backend: Backend) -> None:
         self.ts, self.backend = ts, backend
         self.held = _HELD.setdefault(ts, {})
+        self.images: set[str] = set()  # suspend images exported for this batch only
+
+    async def localise_image(self, disk: DiskSpec) -> DiskSpec:
+        """A suspend (or checkpoint) image the master named by file, exported here while
+        the batch writes or reads it (the image is whole once the operation returns)."""
+        if not disk.vhd:
+            return disk
+        key = key_of(disk.vhd)
+        sock, export = await self.ts.storage.attach_file(key, disk.vhd, disk.mode == "RW")
+        self.images.add(key)
+        return replace(disk, nbd_socket=sock, export=export)
 
     async def localise(self, op: str, spec: DomainSpec) -> DomainSpec:
         """``spec`` with each disk the master named by file exported here."""
@@ -76,10 +92,15 @@ class MemberDisks:
         """Stop the exports no domain (or saved image, or migration) here uses any more."""
         held, backend = self.held, self.backend
 
+        for key in sorted(self.images):
+            await self.ts.storage.detach(key)  # the image written (flushed) or read
+        self.images.clear()
+        keeps = not backend.capabilities.opens_disks  # a backend's own images need disks
+
         def unused(vm: str) -> bool:
             return (
                 backend.vm_info(vm) is None
-                and not backend.vm_has_image(vm)
+                and not (keeps and backend.vm_has_image(vm))
                 and not backend.vm_migrating_in(vm)
             )
 
@@ -88,3 +109,30 @@ class MemberDisks:
             in_use = set().union(*held.values()) if held else set()
             for key in keys - in_use:
                 await self.ts.storage.detach(key)
+
+
+def file_keys(disks: tuple[DiskSpec, ...]) -> list[str]:
+    """The VDI uuids of the disks named by file (the shared SR's VHDs)."""
+    return sorted({key_of(d.vhd) for d in disks if d.vhd and not d.empty})
+
+
+class MasterDisks(MemberDisks):
+    """The master's own host as a migration's destination or source with a member."""
+
+    async def around(self, op: str, args: list[Any], spec: DomainSpec | None) -> list[Any]:
+        """The arguments of the master's own migration step ``op``, its disks ready."""
+        if op == "vm_migrate_receive":
+            return [args[0], await self.localise(op, args[1]), *args[2:]]
+        await self.before(op, args)
+        return args
+
+    async def after(self, op: str, vm: str, spec: DomainSpec | None, ok: bool) -> None:
+        """Once step ``op`` ran (``ok``) or failed: a sent domain lets its chains go (the
+        source paused, its disks flushed), a received one keeps its exports as its own."""
+        if op == "vm_migrate_send" and ok and spec is not None:
+            for key in file_keys(spec.disks):
+                await self.ts.storage.detach(key)
+        elif op == "vm_migrate_finish" and ok:
+            self.held.pop(vm, None)  # the domain's now: detached as any of this host's
+        elif op in ("vm_migrate_abort", "vm_migrate_finish"):
+            await self.release_unused()

@@ -40,7 +40,8 @@ from ...xenops.interface import (
     UnknownHost,
     XenopsError,
 )
-from . import membership, moves
+from . import membership, moves, xenstore_mirror
+from .member_disks import MasterDisks
 from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
@@ -76,8 +77,8 @@ class _Remote:
 class PoolBackend(DelegatingBackend):
     """Routes each call to the backend of the host that must do it: this toolstack's own
     (``local``, by delegation) or a member's, over the wire. A spec sent to a member names
-    its shared-SR disks by file, which the member exports itself (see :mod:`.member_disks`);
-    hot-plugged devices and suspend images name this host's exports, so they go to the
+    its shared-SR disks (and suspend images) by file, which the member exports itself (see
+    :mod:`.member_disks`); hot-plugged devices name this host's exports, so they go to the
     local backend only."""
 
     def __init__(self, local: Backend, peer_of: PeerOf) -> None:
@@ -85,6 +86,11 @@ class PoolBackend(DelegatingBackend):
         self.peer_of = peer_of
         self.remotes: dict[str, _Remote] = {}
         self.calls = 0  # batches sent to members (for tests and benchmarks)
+        # this host's exports in a migration with a member (None: a backend opening no disks)
+        self.own_disks: MasterDisks | None = None
+        self._moving: dict[str, DomainSpec] = {}  # VM id -> the spec it moves with
+        # host, {domid: [path, value]}: what a member's guest agents wrote (xenstore_mirror)
+        self.on_agent_nodes: Callable[[str, dict[str, Any]], None] | None = None
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -127,6 +133,11 @@ class PoolBackend(DelegatingBackend):
             self.calls += 1
         answer = orjson.loads(raw)
         self._learn(rem.peer, answer["snapshot"])
+        if self.on_agent_nodes is not None:
+            for host, found in answer.get("guest", {}).items():
+                mine = self.remotes.get(host)
+                if mine is not None and mine.peer.url == rem.peer.url:
+                    self.on_agent_nodes(host, found)
         if answer["failure"] is not None:
             raise_failure(answer["failure"])
         return answer["results"][-1]
@@ -243,7 +254,7 @@ class PoolBackend(DelegatingBackend):
     async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
         if self._holder(vm_id) is None:
             return await self.local.vm_suspend(vm_id, image)
-        return int(await self._on_vm("vm_suspend", vm_id))
+        return int(await self._on_vm("vm_suspend", vm_id, image))
 
     async def vm_resume(
         self,
@@ -264,12 +275,13 @@ class PoolBackend(DelegatingBackend):
             await moves.move_image(self._do, holder, dest, vm_id)
         if dest is None:
             return await self.local.vm_resume(host_id, vm_id, paused, spec, image)
-        return domain_info(await self._send(host_id, "vm_resume", host_id, vm_id, paused))
+        resumed = await self._send(host_id, "vm_resume", host_id, vm_id, paused, spec, image)
+        return domain_info(resumed)
 
     async def vm_save_image(self, vm_id: str, image_id: str, image: DiskSpec | None = None) -> int:
         if self._holder(vm_id) is None:
             return await self.local.vm_save_image(vm_id, image_id, image)
-        return int(await self._on_vm("vm_save_image", vm_id, image_id))
+        return int(await self._on_vm("vm_save_image", vm_id, image_id, image))
 
     def vm_copy_image(self, image_id: str, vm_id: str) -> None:
         host = self._holder(image_id)
@@ -300,11 +312,11 @@ class PoolBackend(DelegatingBackend):
             raise NoSuchDomain(vm_id)
         if spec is None:
             raise Unimplemented("vm_migrate between toolstacks without the domain's spec")
-        if self.local.capabilities.opens_disks and None in (holder, dest):
-            # the master's own domains open its exports, which cannot hand a chain over
-            # to another host's NBD server (member_disks does, between members)
-            raise Unimplemented("vm_migrate between the master's host and a member")
-        return await moves.migrate(self._do, holder, info.host_id, dest, host_id, info, spec)
+        self._moving[vm_id] = spec  # the master's own side hands its chains over by it
+        try:
+            return await moves.migrate(self._do, holder, info.host_id, dest, host_id, info, spec)
+        finally:
+            self._moving.pop(vm_id, None)
 
     def _backend_of(self, host_id: str | None) -> str | None:
         """The member host that stands for ``host_id``'s backend (None: this toolstack's):
@@ -320,8 +332,21 @@ class PoolBackend(DelegatingBackend):
             # a live migration's send lasts as long as the memory takes to move
             timeout = MIGRATION_TIMEOUT if name.startswith("vm_migrate") else CALL_TIMEOUT
             return await self._send(host, name, *args, timeout=timeout)
-        result = getattr(self.local, name)(*args)
-        return await result if inspect.isawaitable(result) else result
+        disks = self.own_disks if name.startswith("vm_migrate") else None
+        if disks is None:
+            result = getattr(self.local, name)(*args)
+            return await result if inspect.isawaitable(result) else result
+        vm = args[1].vm_id if name == "vm_migrate_receive" else str(args[0])
+        spec = self._moving.get(vm)
+        args = tuple(await disks.around(name, list(args), spec))
+        ok = False
+        try:
+            result = getattr(self.local, name)(*args)
+            result = await result if inspect.isawaitable(result) else result
+            ok = True
+            return result
+        finally:
+            await disks.after(name, vm, spec, ok)
 
     async def vm_set_vcpus(self, vm_id: str, vcpus: int) -> DomainInfo:
         return await self._info_on_vm("vm_set_vcpus", vm_id, vcpus)
@@ -436,6 +461,14 @@ def attach_members(ts: Services) -> PoolBackend | None:
     if not membership.members(ts.persistence) or ts.master_address:
         return None
     pool = PoolBackend(hv.backend, peers_of(ts))
+    if hv.backend.capabilities.opens_disks:
+        pool.own_disks = MasterDisks(ts, hv.backend)
+
+    def agent_nodes(host: str, found: dict[str, Any]) -> None:
+        if ts.db.exists("host", host):
+            xenstore_mirror.take_agent_nodes(ts.xenstore(host), found)
+
+    pool.on_agent_nodes = agent_nodes
     for host in ts.db.refs("host"):
         if pool.remote(host) is None:
             continue

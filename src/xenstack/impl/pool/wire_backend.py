@@ -27,7 +27,8 @@ from . import member_disks, membership, xenstore_mirror
 BACKEND_CALL = "host.xenstack_backend"
 
 # backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec,
-# doc (a JSON object: a domain's state or image on its way between two backends)
+# doc (a JSON object: a domain's state or image on its way between two backends); a kind
+# ending in ? may be null (a suspend image's disk, named by file, is the QEMU backend's)
 OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "host_add": (False, ("hostspec",)),
     "vm_start": (True, ("s", "spec", "b")),
@@ -35,9 +36,9 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vm_reboot": (True, ("s", "b", "spec")),
     "vm_pause": (True, ("s",)),
     "vm_unpause": (True, ("s",)),
-    "vm_suspend": (True, ("s",)),
-    "vm_resume": (True, ("s", "s", "b")),
-    "vm_save_image": (True, ("s", "s")),
+    "vm_suspend": (True, ("s", "disk?")),
+    "vm_resume": (True, ("s", "s", "b", "spec?", "disk?")),
+    "vm_save_image": (True, ("s", "s", "disk?")),
     "vm_copy_image": (False, ("s", "s")),
     "vm_discard_image": (False, ("s",)),
     "vm_set_vcpus": (True, ("s", "i")),
@@ -116,6 +117,13 @@ def domain_spec(doc: dict[str, Any]) -> xi.DomainSpec:
 
 
 def _argument(kind: str, value: Any) -> Any:
+    if kind.endswith("?"):
+        return None if value is None else _argument(kind[:-1], value)
+    if kind == "disk":
+        try:
+            return xi.DiskSpec(**value)
+        except TypeError as exc:
+            raise ApiError("INVALID_VALUE", ["disk", str(exc)[:80]]) from exc
     if kind == "spec":
         try:
             return domain_spec(value)
@@ -182,7 +190,7 @@ def domain_stats(doc: dict[str, Any]) -> xi.DomainStats:
 
 def _images(backend: xi.Backend) -> list[str]:
     known = getattr(backend, "images", None)
-    return sorted(known) if isinstance(known, dict) else []
+    return sorted(known) if isinstance(known, dict | set) else []  # QEMU's: a set
 
 
 XenstoreNodes = Callable[[int, list[str], Any], None]  # domid, tops, nodes (None: removed)
@@ -194,7 +202,19 @@ class BatchHooks(Protocol):
 
     async def localise(self, op: str, spec: xi.DomainSpec) -> xi.DomainSpec: ...
 
+    async def localise_image(self, disk: xi.DiskSpec) -> xi.DiskSpec: ...
+
     async def before(self, op: str, values: list[Any]) -> None: ...
+
+
+async def _localised(hooks: BatchHooks, op: str, kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind.startswith("spec"):
+        return await hooks.localise(op, value)
+    if kind.startswith("disk"):
+        return await hooks.localise_image(value)
+    return value
 
 
 async def run_batch(
@@ -223,7 +243,7 @@ async def run_batch(
         if hooks is not None:
             try:
                 pairs = zip(kinds, values, strict=True)
-                values = [await hooks.localise(name, v) if k == "spec" else v for k, v in pairs]
+                values = [await _localised(hooks, name, k, v) for k, v in pairs]
                 await hooks.before(name, values)
             except ApiError as exc:  # this host could not open a disk: the operation failed
                 failure = {"kind": "XenopsError", "args": [exc.code, *map(str, exc.params)]}
@@ -270,4 +290,8 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
         answer = await run_batch(local, ops, mirror, disks)
     finally:
         await disks.release_unused()
+    answer["guest"] = {
+        host: xenstore_mirror.agent_nodes(store, [d.domid for d in local.host_domains(host)])
+        for host in local.host_ids()
+    }
     return orjson.dumps(answer).decode()

@@ -6,6 +6,11 @@ its own, the same nodes, values and permissions go to that member with its next 
 batch (the ``xenstore_nodes`` operation), and are removed there when the domain goes or
 moves away, so the member's XenStore (its ``run/xenstored/socket``, where its guests and
 dom0 tools look) matches where the domain runs. Later dom0 writes are not mirrored.
+
+The other way, what a member's guests' agents write (``data``, ``attr``, ``control`` of
+each domain) comes back with every answer of the member (:func:`agent_nodes`) and goes
+into the master's copy of that host's store (:func:`take_agent_nodes`), where the
+master's watch derives the VM's guest metrics as for its own domains.
 """
 
 from __future__ import annotations
@@ -54,3 +59,39 @@ def _domain_node(top: str, domid: int) -> bool:
     if top == f"/local/domain/{domid}":
         return domid > 0
     return top.startswith("/vm/") and top.count("/") == 2 and len(top) > 4
+
+
+AGENT_DIRS = ("data", "attr", "control")  # what a guest's agent writes (guest_metrics')
+
+
+def agent_nodes(store: XenStore, domids: list[int]) -> dict[str, list[list[str]]]:
+    """On the member: domid -> [path, value] of what its guest's agent wrote."""
+    found: dict[str, list[list[str]]] = {}
+    for domid in domids:
+        nodes = []
+        for top in (f"/local/domain/{domid}/{d}" for d in AGENT_DIRS):
+            for path in store.tree.walk(top):
+                with contextlib.suppress(XsError):
+                    nodes.append([path, store.dom0.read(path).decode("latin-1")])
+        if nodes:
+            found[str(domid)] = nodes
+    return found
+
+
+def take_agent_nodes(store: XenStore, found: dict[str, list[list[str]]]) -> None:
+    """On the master: write into its copy of the member host's store what changed."""
+    dom0 = store.dom0
+    for domid, nodes in found.items():
+        if not domid.isdigit() or int(domid) <= 0:
+            continue
+        tops = tuple(f"/local/domain/{domid}/{d}" for d in AGENT_DIRS)
+        for path, value in nodes:
+            if not any(path == t or path.startswith(t + "/") for t in tops):
+                continue
+            new = str(value).encode("latin-1")
+            try:
+                same = dom0.read(path) == new
+            except XsError:
+                same = False
+            if not same:
+                dom0.write(path, new)

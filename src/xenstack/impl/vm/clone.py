@@ -242,7 +242,8 @@ async def discard_vm(ctx: Context, ref: str) -> None:
 async def save_memory(ctx: Context, vm: str, snapshot: str, image: str) -> None:
     """Write the paused VM's memory into ``image``, the checkpoint's suspend VDI."""
     storage = ctx.toolstack.storage
-    target = await image_disk(ctx.toolstack, image, writable=True)
+    host = ctx.db.get("VM", vm)["resident_on"]
+    target = await image_disk(ctx.toolstack, image, writable=True, host=host)
     try:
         with backend_errors():
             await hypervisor(ctx).backend.vm_save_image(vm, snapshot, target)

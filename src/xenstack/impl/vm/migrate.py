@@ -21,7 +21,7 @@ async def move(ctx: Context, hv: Hypervisor, db: Database, vm: str, host: str) -
     source = db.get("VM", vm)["resident_on"]
     assert_can_boot_here(hv, db, vm, host)
     # the same exports, or for a member the files it exports itself
-    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm), host)
+    spec = await attach_disks(ctx.toolstack, domain_spec(db, vm), host, source)
     with backend_errors():
         info = await hv.backend.vm_migrate(vm, hv.host(db, host), spec)
     xenstore_nodes.destroy(ctx, vm)

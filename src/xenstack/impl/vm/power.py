@@ -142,7 +142,7 @@ async def suspend(ctx: Context, vm: str) -> None:
     image = await suspend_image.create(ctx, vm, host)
     storage = ctx.toolstack.storage
     try:
-        target = await image_disk(ctx.toolstack, image, writable=True)
+        target = await image_disk(ctx.toolstack, image, writable=True, host=host)
         with backend_errors():
             await hv.backend.vm_suspend(vm, target)
     except BaseException:
@@ -185,7 +185,7 @@ async def _resume_domain(
     db, toolstack = ctx.db, ctx.toolstack
     image_vdi = db.get("VM", vm)["suspend_VDI"]
     image = (
-        await image_disk(toolstack, image_vdi, writable=False)
+        await image_disk(toolstack, image_vdi, writable=False, host=host)
         if db.exists("VDI", image_vdi)
         else None
     )
