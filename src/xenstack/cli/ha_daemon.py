@@ -38,6 +38,7 @@ class Daemon:
         ha_config = HaConfig(float(config["timeout"]), [])
         self.ha = HaDaemon(ha_config, self.renew, self.ping, self.fence)
         self.session: aiohttp.ClientSession | None = None
+        self.urls = str(config["etcd"])
         self.reload(config)
 
     def reload(self, config: dict[str, Any]) -> None:
@@ -50,6 +51,9 @@ class Daemon:
         return await asyncio.to_thread(self._renew_sync)
 
     def _renew_sync(self) -> bool:
+        if self.urls != self.config["etcd"]:  # the cluster moved (SIGHUP): a new client
+            self.urls = str(self.config["etcd"])
+            self.etcd = self.lease.etcd = EtcdLoop(self.urls)
         if self.lease.lease_id and self.lease.renew() > 0:
             return True
         etcd = self.etcd

@@ -57,15 +57,27 @@ def journal(path: str, event: str, vm: str, host: str) -> None:
         os.close(fd)
 
 
+def identity(run_dir: str, vm: str, host: str) -> tuple[str, str]:
+    """(vm id, host id) as the backend named the domain (its ``domain.json``), so that the
+    journal's lines match those the toolstack wrote; else the directory's and ``host``."""
+    try:
+        with open(os.path.join(run_dir, "domain.json"), "rb") as f:
+            record = orjson.loads(f.read())
+        return str(record["spec"]["vm_id"]), str(record["host_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return vm, host
+
+
 def kill_domains(run_root: str, host: str, domain_log: str = "") -> list[str]:
     """SIGKILL every QEMU of this host (journaled as ``fence``); the vms stopped."""
     stopped = []
-    for vm, (pid, run_dir) in domains(run_root).items():
+    for name, (pid, run_dir) in domains(run_root).items():
+        vm, where = identity(run_dir, name, host)
         if not is_ours(pid, run_dir):
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        journal(domain_log, "fence", vm, host)
+        journal(domain_log, "fence", vm, where)
         stopped.append(vm)
     return stopped
 
