@@ -120,12 +120,14 @@ def test_killed_serve_leaves_the_guest_running_and_reattaches(pool: Pool, guest:
     uuid, home = x.VM.get_uuid(guest), x.host.get_by_uuid(member.host_uuid)
     daemon, qemu = process.running(member.state_dir), qemu_pid(member, uuid)
     assert daemon and qemu and daemon != member.server.proc.pid  # type: ignore[union-attr]
+    metrics = x.host.get_metrics(home)
     member.server.kill()  # kill -9
     deadline = time.monotonic() + 2.5 * TIMEOUT
     while time.monotonic() < deadline:  # the whole span: nothing may happen in it
         assert qemu_pid(member, uuid) == qemu, "the guest's QEMU died with serve"
         assert x.VM.get_resident_on(guest) == home, "the VM was moved off its host"
         assert x.VM.get_power_state(guest) == "Running"
+        assert x.host_metrics.get_live(metrics), "the master declared the host dead"
         time.sleep(0.5)
     assert process.running(member.state_dir) == daemon
     member.server.start(timeout=120)
