@@ -13,6 +13,7 @@ xenstack user-add --state-dir DIR NAME --role ROLE --password-file FILE
 xenstack doctor network --state-dir DIR --vm NAME [--vif UUID] [--json] [--interval S]
 xenstack pool handover --to HOST [--url URL] [--user root] --password-file FILE
 xenstack chaos run FILE                                    (a fault-injection scenario)
+xenstack ha-daemon --state-dir DIR                         (a QEMU host's HA daemon: by serve)
 xenstack top   [--server URL] [--state-dir DIR | --password-file FILE] [--interval S] [--once]
                (a live view of the host and its VMs from /rrd_updates, as xentop: cli/top.py)
 
@@ -50,7 +51,7 @@ from ..toolstack import (
     open_persistence,
     write_secret,
 )
-from . import handover, top
+from . import ha_daemon, handover, top
 from .dom0 import commands as dom0_commands
 
 STOP_WITHIN = 15.0  # seconds a stopping toolstack may take
@@ -379,6 +380,7 @@ def parser() -> argparse.ArgumentParser:
     chaos.add_argument("file")
     chaos.set_defaults(func=cmd_chaos)
     top.add_parser(sub)
+    ha_daemon.add_parser(sub)
     return ap
 
 

@@ -106,6 +106,8 @@ class Capabilities:
     domain_types: tuple[str, ...] = ()
     # the hypervisor opens each disk itself: the toolstack exports it (DiskSpec.nbd_socket)
     opens_disks: bool = False
+    # the domains are processes that outlive the toolstack (HA's daemon is then a process too)
+    domains_outlive_toolstack: bool = False
 
 
 @dataclass(frozen=True, slots=True)

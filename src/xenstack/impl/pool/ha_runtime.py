@@ -9,7 +9,10 @@ Every host armed for HA runs an :class:`~xenstack.ha.daemon.HaDaemon` with
   TLS with the pool secret);
 - its fence: every domain of this host hard-stopped (journaled), then the toolstack stops
   answering: the process exits (with the simulator, whose domains live in it, that is the
-  host being gone; a QEMU host's daemon would kill its QEMUs).
+  host being gone). On a host whose domains outlive the toolstack (QEMU) the daemon is a
+  process of its own (:mod:`.ha_external`): it renews the lease and fences by killing the
+  host's QEMUs and serve, so that a killed serve never lets the lease expire under guests
+  that still run; serve then only hears heartbeats and, on the master, watches.
 
 The master also watches the liveness keys. A host whose key has expired and whose heartbeat
 it no longer hears (a host that lost etcd but is still heard keeps its VMs: HA degraded) is
@@ -38,7 +41,7 @@ from ...errors import ApiError
 from ...ha.daemon import HaConfig, HaDaemon
 from ...idl.types import NULL_REF
 from ..registry import internal
-from . import ha_plan, membership
+from . import ha_external, ha_plan, membership
 from .peer import Peer
 from .pool import the_pool
 
@@ -79,6 +82,8 @@ class HaRuntime:
         self.no_restarts_until = 0.0
         self._watch: asyncio.Task[None] | None = None
         self.recovered: list[str] = []
+        self.external = ha_external.outlives(ts)  # the daemon is a process of its own
+        self.daemon_pid = 0
 
     # ---- the daemon's collaborators ------------------------------------------------------
 
@@ -112,7 +117,10 @@ class HaRuntime:
     # ---- life --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.daemon.start()
+        if self.external:
+            self.daemon_pid = ha_external.arm(self.ts, self)
+        else:
+            self.daemon.start()
         self._watch = asyncio.create_task(self._watch_loop())
 
     async def stop(self) -> None:
@@ -123,7 +131,10 @@ class HaRuntime:
                 await self._watch
         for peer in self.peers.values():
             await peer.close()
-        await asyncio.to_thread(self.lease.resign)
+        if self.external:  # the daemon resigns its own lease
+            await asyncio.to_thread(ha_external.disarm, self.ts)
+        else:
+            await asyncio.to_thread(self.lease.resign)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -294,7 +305,9 @@ def resume(ts: Services) -> asyncio.Task[None] | None:
 
     A member re-arms only after ``timeout``: what it ran died with its process, and the
     master must first declare it dead and restart its protected VMs elsewhere; it then
-    comes back as a live host with nothing to restart (no restart storm)."""
+    comes back as a live host with nothing to restart (no restart storm). Not so where
+    the HA daemon is a process that survived: its guests still run, and it kept the lease;
+    serve re-attaches to it at once."""
     raw = ts.persistence.get_meta(ARMED_KEY)
     if not raw or not isinstance(ts.persistence, EtcdPersistence):
         return None
@@ -302,7 +315,7 @@ def resume(ts: Services) -> asyncio.Task[None] | None:
     me = ts.db.table("host").rows.get(ts.this_host)
     if me is not None:
         armed["me"] = me["uuid"]
-    if not ts.master_address:
+    if not ts.master_address or (ha_external.outlives(ts) and ha_external.running(ts)):
         start_armed(ts, armed)
         return None
     return asyncio.create_task(_arm_later(ts, armed, float(armed["timeout"]) * 1.5))

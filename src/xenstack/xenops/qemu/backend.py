@@ -64,6 +64,7 @@ QEMU_CAPABILITIES = Capabilities(
     max_vcpus=16,
     domain_types=("hvm", "pv", "pvh", "pv_in_pvh"),
     opens_disks=True,
+    domains_outlive_toolstack=True,
 )
 CLEAN_SHUTDOWN_TIMEOUT = 120.0
 HARD_SHUTDOWN_TIMEOUT = 30.0
