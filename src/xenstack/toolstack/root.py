@@ -48,7 +48,9 @@ from .guests import XenStores
 from .metrics import make_metrics
 from .parts import make_backend, make_switch
 from .routes import add_http_surface
-from .state import open_persistence
+from .state import open_persistence, write_secret
+
+BACKEND_FILE = "backend"  # the backend `init` chose (see Toolstack._kept_backend)
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +115,20 @@ class Toolstack:
         """The backend chosen at init (kept in the state) unless the configuration names
         another; real guests' VIFs are plugged into this host's switch when it is Open
         vSwitch (else the qemu backend's own Linux bridges)."""
-        stored = self.persistence.get_meta("backend") or ""
+        stored = self._kept_backend() or self.persistence.get_meta("backend") or ""
         name = self.config.backend if self.config.backend != "simulator" else stored
         hooks = SwitchPorts(self) if isinstance(self.switch, OvsSwitch) else None
         return make_backend(self.config, self.state_dir, hooks, name=name or "simulator")
+
+    def _kept_backend(self) -> str:
+        """The backend ``init`` chose, kept in the state directory itself: a host's own
+        choice, whichever database (SQLite, or the pool's in etcd) serves it later."""
+        if self.state_dir is None:
+            return ""
+        try:
+            return (self.state_dir / BACKEND_FILE).read_text().strip()
+        except FileNotFoundError:
+            return ""
 
     def _make_hypervisor(self, backend: Backend, domain_log: Path | None) -> Hypervisor:
         """The Hypervisor around ``backend``, its guests' reports recorded in the database;
@@ -174,7 +186,9 @@ class Toolstack:
                 use_real_local_storage(self.db, str(self.state_dir), self.sr_drivers)
         self.persistence.set_meta("this_host", self.this_host)
         if self.state_dir is not None:  # `serve` brings the same backend and switch back
-            self.persistence.set_meta("backend", self.hypervisor.backend.capabilities.name)
+            name = self.hypervisor.backend.capabilities.name
+            self.persistence.set_meta("backend", name)
+            write_secret(self.state_dir / BACKEND_FILE, name + "\n")
             kept = to_remember(self.config, self.switch.kind, self.switch.netns)
             for key, value in kept.items():
                 self.persistence.set_meta(key, value)
