@@ -49,7 +49,7 @@ from .bridge import LinuxBridgeHooks
 from .cmdline import RunDir
 from .domain import Domain, load
 from .qmp import Monitor
-from .suspend import checkpoint, finish_image, migrate, pump, resume, suspend
+from .suspend import checkpoint, finish_image, migrate, resume, spawn, suspend
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +227,15 @@ class QemuBackend(Backend):
         marks["build"] = began
         if image is not None:
             incoming = "defer"  # the memory image comes through a pipe (see .suspend.pump)
+        # a resume's helper starts first: it reads the image while QEMU starts
+        helper = await spawn("load", image) if image is not None else None
         try:
             await self._make(dom, incoming)
-            if image is not None:
-                task = await pump(self, dom, "load", image)
+            if helper is not None:
+                await helper.hand(self, dom)
                 await self._qmp(dom).execute("migrate-incoming", {"uri": "fd:xs-image"})
                 await self._wait_incoming(dom)
-                await finish_image(task)
+                await finish_image(helper.task)
             elif incoming:
                 await self._wait_incoming(dom)
                 marks["incoming_done"] = time.time()
@@ -243,6 +245,8 @@ class QemuBackend(Backend):
                 dom.state = "running"
             marks["cont"] = time.time()
         except BaseException:
+            if helper is not None:
+                await helper.abort()
             await self._destroy(dom)
             raise
         _write_timings(dom)
@@ -294,11 +298,13 @@ class QemuBackend(Backend):
 
     async def _wait_incoming(self, dom: Domain) -> None:
         qmp = self._qmp(dom)
+        delay = 0.002
         while True:
             status = await qmp.execute("query-status")
             if status["status"] not in ("inmigrate",):
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
         mig = await qmp.execute("query-migrate")
         if mig.get("status") == "failed":
             raise XenopsError(f"restoring the memory image failed: {mig.get('error-desc', '')}")
