@@ -84,7 +84,7 @@ class Helper:
         self.proc, self.theirs = proc, theirs
         self.task = asyncio.ensure_future(_helper(proc))
 
-    async def hand(self, backend: QemuBackend, dom: Domain) -> None:
+    async def hand(self, backend: HasMonitor, dom: Domain) -> None:
         """Give QEMU its end of the pipe (as ``xs-image``)."""
         qmp = backend._qmp(dom)
         try:
