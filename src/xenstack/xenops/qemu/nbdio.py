@@ -3,8 +3,8 @@
 QEMU saves a domain with ``migrate exec:CMD`` (the stream on CMD's stdin) and restores it
 with ``-incoming exec:CMD`` (the stream on CMD's stdout); CMD is this module::
 
-    python -m xenstack.xenops.qemu.nbdio save SOCKET EXPORT   < stream
-    python -m xenstack.xenops.qemu.nbdio load SOCKET EXPORT   > stream
+    python -I -S .../nbdio.py save SOCKET EXPORT   < stream
+    python -I -S .../nbdio.py load SOCKET EXPORT   > stream
 
 The image begins with a 4 KiB header (magic and the stream's length), the stream follows.
 The client speaks the fixed-newstyle NBD handshake and the READ, WRITE, FLUSH and DISC

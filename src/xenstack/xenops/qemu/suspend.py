@@ -65,6 +65,9 @@ MIGRATION_TIMEOUT = 300.0
 # of a pool have a faster link than that, and the guest's pause is what its users see
 TUNING = {"max-bandwidth": 8 << 30, "downtime-limit": 20}
 log = logging.getLogger(__name__)
+# the helper runs as a script, isolated and without site (it imports only the standard
+# library): its interpreter starts in about two thirds of the time ``-m`` takes
+NBDIO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nbdio.py")
 
 
 async def pump(backend: QemuBackend, dom: Domain, verb: str, image: DiskSpec) -> Any:
@@ -120,7 +123,7 @@ async def spawn(verb: str, image: DiskSpec) -> Helper:
     # does not contend with the NBD server in this one), given the other end of the pipe
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "xenstack.xenops.qemu.nbdio", verb,
+            sys.executable, "-I", "-S", NBDIO, verb,
             image.nbd_socket, image.export,
             stdin=ours if verb == "save" else asyncio.subprocess.DEVNULL,
             stdout=ours if verb == "load" else asyncio.subprocess.DEVNULL,
