@@ -138,6 +138,10 @@ PHASES = (
     ("launch", "launched", "QEMU's own start (-S -daemonize)"),
     ("launched", "attached", "QMP and agent channel"),
     ("attached", "cont", "incoming/balloon/cont"),
+    ("attached", "handed", "  the image's pipe to QEMU, migrate-incoming"),
+    ("handed", "incoming_done", "  QEMU loads the image"),
+    ("incoming_done", "image_done", "  the helper's exit"),
+    ("image_done", "cont", "  balloon, cont"),
     ("cont", "done", "back to the API (database, XenStore, consoles)"),
 )
 

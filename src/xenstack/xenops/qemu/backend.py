@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..interface import (
     Backend,
     BadDomainState,
-    BootFailed,
     Capabilities,
-    DeviceError,
     DiskSpec,
     DomainExists,
     DomainInfo,
@@ -35,21 +31,19 @@ from ..interface import (
     MissingPvDrivers,
     NicSpec,
     NoSuchDomain,
-    OutOfMemory,
     PortHooks,
     Unimplemented,
     UnknownHost,
     XenopsError,
 )
-from . import cmdline, handoff, hostinfo, live, process
+from . import adoption, build, cmdline, devices, handoff, hostinfo, live, process
 from . import runas as deprivilege
 from . import stats as domain_stats
-from .agent import GuestChannel
 from .bridge import LinuxBridgeHooks
 from .cmdline import RunDir
-from .domain import Domain, load
+from .domain import Domain
 from .qmp import Monitor
-from .suspend import checkpoint, finish_image, migrate, pump, resume, suspend
+from .suspend import checkpoint, migrate, resume, suspend
 
 log = logging.getLogger(__name__)
 
@@ -212,105 +206,16 @@ class QemuBackend(Backend):
         incoming: str = "",
         image: DiskSpec | None = None,
     ) -> DomainInfo:
-        """Make the domain: taps, run directory, QEMU, monitor and agent; undo all on failure."""
-        began = time.time()
-        needed = spec.memory_static_max + spec.memory_overhead
-        free = self.host_memory_free(host_id)
-        if free < needed:
-            raise OutOfMemory(needed, free)
-        domid = self.new_domid()
-        run = self._run_dir(spec, domid)
-        dom = Domain(spec, host_id, domid, run, time.time(), state="paused")
-        dom.vbds = [d.device for d in spec.disks]
-        dom.vifs = [n.device for n in spec.nics]
-        self.domains[spec.vm_id] = dom
-        marks = dom.timings
-        marks["build"] = began
-        if image is not None:
-            incoming = "defer"  # the memory image comes through a pipe (see .suspend.pump)
-        try:
-            await self._make(dom, incoming)
-            if image is not None:
-                task = await pump(self, dom, "load", image)
-                await self._qmp(dom).execute("migrate-incoming", {"uri": "fd:xs-image"})
-                await self._wait_incoming(dom)
-                await finish_image(task)
-            elif incoming:
-                await self._wait_incoming(dom)
-                marks["incoming_done"] = time.time()
-            await self._balloon(dom, spec.memory_dynamic_max)
-            if not paused:
-                await self._qmp(dom).execute("cont")
-                dom.state = "running"
-            marks["cont"] = time.time()
-        except BaseException:
-            await self._destroy(dom)
-            raise
-        _write_timings(dom)
-        return dom.info()
+        return await build.build(self, host_id, spec, paused, incoming, image)
 
     async def _make(self, dom: Domain, incoming: str) -> None:
-        run, spec = dom.run, dom.spec
-        for path in (spec.boot.kernel, spec.boot.ramdisk):
-            if path and not os.path.isfile(path):
-                raise BootFailed(spec.vm_id, f"cannot read {path}")
-        shutil.rmtree(run.path, ignore_errors=True)
-        os.makedirs(run.path, mode=0o700)
-        if spec.boot.firmware == "uefi" and not spec.boot.kernel:
-            shutil.copyfile(cmdline.OVMF_VARS, run.nvram)
-        for nic in spec.nics:
-            await self.hooks.vif_plug(
-                spec.vm_id, dom.domid, nic, cmdline.tap_name(dom.domid, nic.device)
-            )
-        argv = cmdline.argv(
-            spec, run, dom.domid, accel=await self.accel(), binary=self.binary,
-            incoming=incoming, runas=self.runas,
-        )  # fmt: skip
-        argv.insert(1, "-S")
-        for disk in spec.disks:
-            self.grant(disk.nbd_socket)
-        dom.save()
-        dom.timings["launch"] = time.time()
-        await process.launch(argv, run.log, self.netns)
-        dom.timings["launched"] = time.time()
-        pid = process.read_pid(run.pidfile, run.path)
-        if pid is None:
-            raise process.QemuFailed("qemu exited as soon as it started")
-        dom.pid = pid
-        await self._attach(dom)
-        dom.timings["attached"] = time.time()
+        await build.make(self, dom, incoming)
 
     async def _attach(self, dom: Domain) -> None:
-        """Open the domain's QMP session and agent channel."""
-        dom.monitor = Monitor(dom.run.path, dom.run.qmp, lambda n, d: self._event(dom, n, d))
-        await dom.monitor.connect()
-        macs = {n.mac.lower(): n.device for n in dom.spec.nics}
-        dom.channel = GuestChannel(
-            dom.vm_id, dom.domid, dom.run.agent, macs,
-            lambda k, v: self.report_guest_key(dom.vm_id, dom.domid, k, v),
-        )  # fmt: skip
-        dom.channel.start()
-        for key, value in dom.spec.xenstore_data:
-            dom.channel.write(key, value)
+        await build.attach(self, dom)
 
     async def _wait_incoming(self, dom: Domain) -> None:
-        qmp = self._qmp(dom)
-        while True:
-            status = await qmp.execute("query-status")
-            if status["status"] not in ("inmigrate",):
-                break
-            await asyncio.sleep(0.02)
-        mig = await qmp.execute("query-migrate")
-        if mig.get("status") == "failed":
-            raise XenopsError(f"restoring the memory image failed: {mig.get('error-desc', '')}")
-
-    async def _balloon(self, dom: Domain, target: int) -> None:
-        """At start: ask for ``target`` (the guest inflates its balloon as it boots, and
-        BALLOON_CHANGE events then give the real figure)."""
-        static = max(dom.spec.memory_static_max, dom.spec.memory_dynamic_max)
-        dom.memory_actual = min(target, static)
-        if target < static:
-            await self._qmp(dom).execute("balloon", {"value": int(target)})
+        await build.wait_incoming(self, dom)
 
     def _qmp(self, dom: Domain) -> Monitor:
         if dom.monitor is None:
@@ -471,40 +376,7 @@ class QemuBackend(Backend):
                 await dom.monitor.close()
 
     async def adopt(self, host_id: str, spec: DomainSpec, info: DomainInfo) -> DomainInfo | None:
-        """Take back the domain of ``spec`` if its QEMU still runs; else clean up after it."""
-        if spec.vm_id in self.domains:
-            return self.domains[spec.vm_id].info()
-        found = self._find_run(spec)
-        if found is None:
-            return None
-        if found.pid == 0:
-            await self._destroy(found)
-            return None
-        self.domains[spec.vm_id] = found
-        self._next_domid = max(self._next_domid, found.domid + 1)
-        for disk in spec.disks:  # a restarted toolstack made its NBD sockets anew
-            self.grant(disk.nbd_socket)
-        try:
-            await self._attach(found)
-            status = await self._qmp(found).execute("query-status")
-        except XenopsError:
-            await self._destroy(found)
-            return None
-        found.state = "running" if status.get("running") else "paused"
-        with contextlib.suppress(XenopsError):
-            balloon = await self._qmp(found).execute("query-balloon")
-            found.memory_actual = int(balloon["actual"])
-        return found.info()
-
-    def _find_run(self, spec: DomainSpec) -> Domain | None:
-        if not os.path.isdir(self.root):
-            return None
-        for name in sorted(os.listdir(self.root)):
-            dom = load(RunDir(os.path.join(self.root, name)))
-            if dom is not None and dom.vm_id == spec.vm_id:
-                dom.pid = process.read_pid(dom.run.pidfile, dom.run.path) or 0
-                return dom
-        return None
+        return await adoption.adopt(self, host_id, spec, info)
 
     # ---- images and migration (see .suspend) ---------------------------------------------
 
@@ -594,100 +466,22 @@ class QemuBackend(Backend):
 
         await asyncio.gather(*(one(d) for d in list(self.domains.values())))
 
-    # ---- VBD / VIF hot-plug --------------------------------------------------------------
+    # ---- VBD / VIF hot-plug (.devices) --------------------------------------------------
 
     async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
-        dom = self._domain(vm_id)
-        if device in dom.vbds:
-            raise DeviceError(f"disk {device} is plugged already")
-        if disk is None:
-            raise DeviceError(f"disk {device}: nothing to open")
-        qmp = self._qmp(dom)
-        self.grant(disk.nbd_socket)
-        if not disk.empty:
-            for args in cmdline.blockdev(disk):
-                await qmp.execute("blockdev-add", args)
-        await qmp.execute("device_add", cmdline.disk_device(disk, None))
-        dom.vbds.append(device)
-        dom.spec = _with_disk(dom.spec, disk)
-        dom.save()
+        await devices.vbd_plug(self, vm_id, device, disk)
 
     async def vbd_unplug(self, vm_id: str, device: str) -> None:
-        dom = self._domain(vm_id)
-        if device not in dom.vbds:
-            raise DeviceError(f"disk {device} is not plugged")
-        await self._device_del(dom, cmdline.disk_id(device))
-        disk = dom.spec.disk(device)
-        if disk is not None and not disk.empty:
-            for args in reversed(cmdline.blockdev(disk)):
-                with contextlib.suppress(XenopsError):
-                    await self._qmp(dom).execute("blockdev-del", {"node-name": args["node-name"]})
-        dom.vbds.remove(device)
-        dom.save()
+        await devices.vbd_unplug(self, vm_id, device)
 
     async def vbd_media(self, vm_id: str, device: str, disk: DiskSpec) -> None:
-        dom = self._domain(vm_id)
-        qmp, dev_id = self._qmp(dom), cmdline.disk_id(device)
-        old = dom.spec.disk(device)
-        await qmp.execute("blockdev-open-tray", {"id": dev_id, "force": True})
-        await qmp.execute("blockdev-remove-medium", {"id": dev_id})
-        if old is not None and not old.empty:
-            for args in reversed(cmdline.blockdev(old)):
-                with contextlib.suppress(XenopsError):
-                    await qmp.execute("blockdev-del", {"node-name": args["node-name"]})
-        if not disk.empty:
-            for args in cmdline.blockdev(disk):
-                await qmp.execute("blockdev-add", args)
-            await qmp.execute(
-                "blockdev-insert-medium", {"id": dev_id, "node-name": cmdline.node(device)}
-            )
-            await qmp.execute("blockdev-close-tray", {"id": dev_id})
-        dom.spec = _with_disk(dom.spec, disk)
-        dom.save()
+        await devices.vbd_media(self, vm_id, device, disk)
 
     async def vif_plug(self, vm_id: str, device: str, nic: NicSpec | None = None) -> None:
-        dom = self._domain(vm_id)
-        if device in dom.vifs:
-            raise DeviceError(f"interface {device} is plugged already")
-        if nic is None:
-            raise DeviceError(f"interface {device}: no port")
-        await self.hooks.vif_plug(vm_id, dom.domid, nic, cmdline.tap_name(dom.domid, device))
-        qmp = self._qmp(dom)
-        await qmp.execute("netdev_add", cmdline.netdev(nic, dom.domid))
-        await qmp.execute("device_add", cmdline.nic_device(nic, None))
-        dom.vifs.append(device)
-        dom.spec = _with_nic(dom.spec, nic)
-        if dom.channel is not None:
-            dom.channel.macs[nic.mac.lower()] = device
-        dom.save()
+        await devices.vif_plug(self, vm_id, device, nic)
 
     async def vif_unplug(self, vm_id: str, device: str) -> None:
-        dom = self._domain(vm_id)
-        if device not in dom.vifs:
-            raise DeviceError(f"interface {device} is not plugged")
-        await self._device_del(dom, cmdline.nic_id(device))
-        with contextlib.suppress(XenopsError):
-            await self._qmp(dom).execute("netdev_del", {"id": f"net{device}"})
-        nic = dom.spec.nic(device)
-        if nic is not None:
-            tap = cmdline.tap_name(dom.domid, device)
-            await self.hooks.vif_unplug(vm_id, dom.domid, nic, tap)
-        dom.vifs.remove(device)
-        dom.save()
-
-    async def _device_del(self, dom: Domain, dev_id: str) -> None:
-        qmp = self._qmp(dom)
-        deleted = qmp.expect("DEVICE_DELETED")
-        await qmp.execute("device_del", {"id": dev_id})
-        try:
-            while True:
-                data = await asyncio.wait_for(asyncio.shield(deleted), HARD_SHUTDOWN_TIMEOUT)
-                if data.get("device") == dev_id:
-                    return
-                deleted = qmp.expect("DEVICE_DELETED")
-        except TimeoutError:
-            deleted.cancel()
-            raise DeviceError(f"the guest did not release {dev_id}") from None
+        await devices.vif_unplug(self, vm_id, device)
 
     async def vm_send_trigger(self, vm_id: str, trigger: str) -> None:
         """``nmi``: QMP ``inject-nmi`` (the guest's kernel logs it, or panics as it is set
@@ -700,22 +494,6 @@ class QemuBackend(Backend):
         if dom.state != "running":
             raise BadDomainState(f"{vm_id} is {dom.state}")
         await self._qmp(dom).execute(command)
-
-
-def _write_timings(dom: Domain) -> None:
-    """Where a build's time went (wall clock marks), for people and benchmarks."""
-    with contextlib.suppress(OSError), open(os.path.join(dom.run.path, "timings.json"), "w") as f:
-        json.dump(dom.timings, f)
-
-
-def _with_disk(spec: DomainSpec, disk: DiskSpec) -> DomainSpec:
-    disks = (*(d for d in spec.disks if d.device != disk.device), disk)
-    return replace(spec, disks=disks, vbds=tuple(d.device for d in disks))
-
-
-def _with_nic(spec: DomainSpec, nic: NicSpec) -> DomainSpec:
-    nics = (*(n for n in spec.nics if n.device != nic.device), nic)
-    return replace(spec, nics=nics, vifs=tuple(n.device for n in nics))
 
 
 #: the triggers (``xl trigger`` names) QEMU can send, and the QMP command for each

@@ -3,8 +3,8 @@
 QEMU saves a domain with ``migrate exec:CMD`` (the stream on CMD's stdin) and restores it
 with ``-incoming exec:CMD`` (the stream on CMD's stdout); CMD is this module::
 
-    python -m xenstack.xenops.qemu.nbdio save SOCKET EXPORT   < stream
-    python -m xenstack.xenops.qemu.nbdio load SOCKET EXPORT   > stream
+    python -I -S .../nbdio.py save SOCKET EXPORT   < stream
+    python -I -S .../nbdio.py load SOCKET EXPORT   > stream
 
 The image begins with a 4 KiB header (magic and the stream's length), the stream follows.
 The client speaks the fixed-newstyle NBD handshake and the READ, WRITE, FLUSH and DISC
@@ -16,10 +16,13 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+import threading
 
 MAGIC = b"XSSUSP01"
 HEADER = 4096
 CHUNK = 1 << 20
+READ_CHUNK = 4 << 20  # a load's requests: this large, DEPTH of them in flight
+DEPTH = 4
 NBDMAGIC = b"NBDMAGIC"
 IHAVEOPT = 0x49484156454F5054
 REQUEST, REPLY = 0x25609513, 0x67446698
@@ -98,17 +101,47 @@ def save(client: Client, stream: object) -> int:
 
 
 def load(client: Client, out: object) -> int:
+    """Pipelined: a thread sends the READs, DEPTH ahead; this one takes the replies (in
+    order: the server answers one request at a time) straight into the pipe to QEMU."""
     write = out.write  # type: ignore[attr-defined]
     head = client.read(0, HEADER)
     if head[:8] != MAGIC:
         raise NbdIoError("the VDI holds no memory image")
     length = int(struct.unpack(">Q", head[8:16])[0])
-    offset = 0
-    while offset < length:
-        n = min(CHUNK, length - offset)
-        write(client.read(HEADER + offset, n))
-        offset += n
+    spans = [(o, min(READ_CHUNK, length - o)) for o in range(0, length, READ_CHUNK)]
+    window = threading.Semaphore(DEPTH)
+    first = client.handle + 1
+    sender = threading.Thread(target=_send_reads, args=(client, spans, window), daemon=True)
+    sender.start()
+    buf = memoryview(bytearray(READ_CHUNK))
+    for i, (offset, n) in enumerate(spans):
+        magic, error, handle = struct.unpack(">IIQ", _exact(client.sock, 16))
+        if magic != REPLY or handle != first + i:
+            raise NbdIoError("bad NBD reply")
+        if error:
+            raise NbdIoError(f"NBD error {error} at {HEADER + offset}")
+        _exact_into(client.sock, buf[:n])
+        window.release()
+        write(buf[:n])
+    sender.join()
     return length
+
+
+def _send_reads(client: Client, spans: list[tuple[int, int]], window: threading.Semaphore) -> None:
+    for offset, n in spans:
+        window.acquire()
+        client.handle += 1
+        head = struct.pack(">IHHQQI", REQUEST, 0, CMD_READ, client.handle, HEADER + offset, n)
+        client.sock.sendall(head)
+
+
+def _exact_into(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        part = sock.recv_into(view[got:])
+        if not part:
+            raise NbdIoError("the NBD server closed the connection")
+        got += part
 
 
 def main(argv: list[str]) -> int:
