@@ -154,7 +154,7 @@ def ns_pool(root: Path, n: int = 3, timeout: float = 4) -> Iterator[NsPool]:
     nodes = [*(f"h{i}" for i in range(n)), "e0", "e1", "e2", "c"]
     log = root / "domains.log"
     with ExitStack() as stack:
-        net = stack.enter_context(Topology("xp", nodes))
+        net = stack.enter_context(Topology(f"xp{os.getpid():x}", nodes))  # one per test process
         places = [(net.ip(f"e{i}"), net.exec(f"e{i}")) for i in range(3)]
         cluster = stack.enter_context(etcd_cluster(root / "etcd", places=places))
         args = ["--etcd", cluster.urls, "--master-lease", "3", "--domain-log", str(log)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,10 +41,13 @@ def failed_start(backend: QemuBackend, domain: DomainSpec) -> ApiError:
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> QemuBackend:
-    b = QemuBackend(str(tmp_path / "state"), accel="tcg")
-    b.host_add(HostSpec("h", 4 << 30, 0, 2))
-    return b
+def backend() -> Iterator[QemuBackend]:
+    # A short root: a domain's Unix sockets must fit in 108 bytes, which pytest's own
+    # temporary directories (deeper under xdist) can exceed.
+    with tempfile.TemporaryDirectory(prefix="xs-err-") as root:
+        b = QemuBackend(str(Path(root) / "state"), accel="tcg")
+        b.host_add(HostSpec("h", 4 << 30, 0, 2))
+        yield b
 
 
 def test_a_missing_kernel_is_bootloader_failed(backend: QemuBackend, tmp_path: Path) -> None:
