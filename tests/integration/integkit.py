@@ -141,6 +141,7 @@ def ovs_qemu_host(vlans: tuple[int, ...] = ()) -> Iterator[OvsQemuHost]:
     segments: dict[int, Segment] = {}
     with tempfile.TemporaryDirectory(prefix="xi-") as tmp:
         state = Path(tmp) / "s"  # short: unix sockets live under it
+        os.chmod(tmp, 0o711)  # QEMU's own user passes (xenops/qemu/runas.py)
         server: ServerProcess | None = None
         try:
             sw = spaces.add("sw")

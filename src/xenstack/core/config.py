@@ -28,6 +28,7 @@ NETNS_ENV = "XENSTACK_NETNS"
 OVSDB_TCP_ENV = "XENSTACK_OVSDB_TCP"
 BACKEND_ENV = "XENSTACK_BACKEND"
 QEMU_USER_ENV = "XENSTACK_QEMU_USER"
+DEFAULT_QEMU_USER = "xenstack-qemu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,8 @@ class ToolstackConfig:
     plugin_env: tuple[tuple[str, str], ...] = ()
     rrd_step: float = 5.0  # seconds between metric samples; 0: none in the background
     # the system user the qemu backend runs QEMU as (``-runas``; made if missing), "" for
-    # the toolstack's own
-    qemu_user: str = ""
+    # the toolstack's own; None: DEFAULT_QEMU_USER when the toolstack runs as root
+    qemu_user: str | None = None
 
 
 def _paths(text: str) -> tuple[Path, ...]:
@@ -89,7 +90,7 @@ def from_environment(
             changes[name] = environ[env]
     if environ.get(BACKEND_ENV):
         changes["backend"] = environ[BACKEND_ENV]
-    if environ.get(QEMU_USER_ENV):
+    if QEMU_USER_ENV in environ:  # set and empty: QEMU as the toolstack's own user
         changes["qemu_user"] = environ[QEMU_USER_ENV]
     return replace(config, **changes)
 

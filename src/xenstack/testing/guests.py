@@ -76,6 +76,7 @@ def qemu_host(
     toolstack), ``serve_args`` to ``xenstack serve``."""
     guest_image_dir()
     with guest_network(prefix) as net, tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
+        os.chmod(tmp, 0o711)  # a root toolstack's QEMUs run as a user of their own (.runas)
         state = state_dir or Path(tmp) / "state"
         cli = [sys.executable, "-m", "xenstack.cli.main"]
         init = [*cli, "init", "--state-dir", str(state), "--backend", "qemu", *init_args]
@@ -180,6 +181,12 @@ class Console:
                 return text
             time.sleep(0.05)
         raise TimeoutError(f"{marker!r} not on the console of {self.run}:\n{self.text()[-2000:]}")
+
+    def type(self, command: str) -> None:
+        """Type ``command`` into the guest's shell, waiting for nothing."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.run / "serial.sock"))
+            s.sendall(f"{command}\n".encode())
 
     def run_command(self, command: str, timeout: float = 90.0) -> str:
         """Run ``command`` in the guest's shell; what it printed (before the end marker),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ..core.config import ToolstackConfig
+from ..core.config import DEFAULT_QEMU_USER, ToolstackConfig
 from ..net import Switch
 from ..net.ovs import OvsDaemons, OvsSwitch
 from ..net.simulated import SimulatedSwitch
@@ -32,7 +33,10 @@ def make_backend(
             raise ValueError("the qemu backend needs a state directory")
         from ..xenops.qemu.backend import QemuBackend
 
-        return QemuBackend(str(state_dir), netns=config.netns, hooks=hooks, runas=config.qemu_user)
+        runas = config.qemu_user
+        if runas is None:  # root's guests do not run as root
+            runas = DEFAULT_QEMU_USER if os.geteuid() == 0 else ""
+        return QemuBackend(str(state_dir), netns=config.netns, hooks=hooks, runas=runas)
     raise ValueError(f"no such hypervisor backend: {name!r}")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from xenstack.testing.guests import Console, QemuHost, install, qemu_host, run_d
 
 __all__ = ["install"]
 
+LABEL_OFFSET = 16 * 2048 + 40  # an ISO's volume identifier, in its primary descriptor
 WAIT = 120.0  # this machine's load swings from 1 to 13: wait on events, generously
 
 
@@ -68,3 +71,32 @@ def guest_ip(x: Any, vm: str) -> str:
 
 def console(host: QemuHost, x: Any, vm: str) -> Console:
     return Console(run_dir(host.state_dir, x.VM.get_uuid(vm)))
+
+
+def make_iso(directory: Path, name: str, label: str) -> None:
+    require_tool("genisoimage")
+    content = directory / f"{name}.d"
+    content.mkdir()
+    (content / "README").write_text(f"{label}\n")
+    iso = directory / f"{name}.iso"
+    subprocess.run(
+        ["genisoimage", "-quiet", "-V", label, "-o", str(iso), str(content)],
+        check=True,
+        timeout=60,
+    )
+
+
+# a CD's first 5 label bytes, or the start of dd's error (short: serial output is slow under
+# TCG); a first open only notices the medium change (Linux revalidates on the next)
+LABEL_COMMAND = (
+    "dd if=/dev/sr0 of=/dev/null count=0 2>/dev/null;"
+    " dd if=/dev/sr0 of=/tmp/pvd bs=2048 skip=16 count=1 2>/tmp/err;"
+    f" (dd if=/tmp/pvd bs=1 skip={LABEL_OFFSET % 2048} count=5; head -c 12 /tmp/err)"
+    " 2>/dev/null | tr -c A-Za-z0-9 _; echo"
+)
+
+
+def medium_label(con: Any) -> str:
+    """What :data:`LABEL_COMMAND` prints in the guest."""
+    out = con.run_command(LABEL_COMMAND)
+    return out.strip().splitlines()[-1] if out.strip() else ""

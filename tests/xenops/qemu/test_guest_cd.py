@@ -4,21 +4,18 @@ the guest reads each ISO's volume label off ``/dev/sr0``, and finds no medium on
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import XenAPI
-from conftest import console, install, until
+from conftest import console, install, make_iso, medium_label, until
 from systools import require_root, require_tool
 
 from xenstack.testing.guests import QemuHost, qemu_host
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.root, pytest.mark.slow]
-
-LABEL_OFFSET = 16 * 2048 + 40  # the primary volume descriptor's volume identifier
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +31,6 @@ def failure(call: Any, *args: Any) -> list[str]:
     with pytest.raises(XenAPI.Failure) as info:
         call(*args)
     return list(info.value.details)
-
-
-def make_iso(directory: Path, name: str, label: str) -> None:
-    require_tool("genisoimage")
-    content = directory / f"{name}.d"
-    content.mkdir()
-    (content / "README").write_text(f"{label}\n")
-    iso = directory / f"{name}.iso"
-    subprocess.run(
-        ["genisoimage", "-quiet", "-V", label, "-o", str(iso), str(content)],
-        check=True,
-        timeout=60,
-    )
-
-
-def medium_label(con: Any) -> str:
-    """The first 5 bytes of the guest's CD label, or the start of its error (kept short:
-    long output on the serial console is slow under TCG)."""
-    # a first open only notices the medium change (Linux revalidates the drive on the next)
-    out = con.run_command(
-        "dd if=/dev/sr0 of=/dev/null count=0 2>/dev/null;"
-        " dd if=/dev/sr0 of=/tmp/pvd bs=2048 skip=16 count=1 2>/tmp/err;"
-        f" (dd if=/tmp/pvd bs=1 skip={LABEL_OFFSET % 2048} count=5; head -c 12 /tmp/err)"
-        " 2>/dev/null | tr -c A-Za-z0-9 _; echo"
-    )
-    return out.strip().splitlines()[-1] if out.strip() else ""
 
 
 @pytest.mark.xfail(

@@ -1,8 +1,9 @@
-"""QEMU deprivileged (``XENSTACK_QEMU_USER``): each QEMU runs as the ``xenstack-qemu`` system
-user (made if missing), ``-sandbox on`` kept, and what it opens after dropping root works:
-the guest boots from its NBD disk (reached through a socket granted to QEMU's group) and
-writes to it, then suspends into a VDI and resumes (the image through a pipe the
-toolstack pumps)."""
+"""QEMU deprivileged, the default of a root toolstack: each QEMU runs as the ``xenstack-qemu``
+system user (made if missing), ``-sandbox on`` kept, and what it opens after dropping root
+works: the guest boots from its NBD disk (reached through a socket granted to QEMU's group)
+and writes to it, suspends into a VDI and resumes (the image through a pipe the toolstack
+pumps), and reads an ISO inserted live (a descriptor the toolstack opens, as QEMU's user may
+not open the SR's files)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import console, guest_ip, install
+from conftest import console, guest_ip, install, make_iso
 from systools import require_root, require_tool
 
 from xenstack.testing.guests import QemuHost, qemu_host
@@ -28,15 +29,9 @@ def host() -> Iterator[QemuHost]:
     require_tool("qemu-system-x86_64")
     require_tool("dnsmasq")
     require_root()
-    os.environ["XENSTACK_QEMU_USER"] = USER
-    try:
-        with qemu_host("q3") as h:
-            # the state's own directory is the toolstack's; its parent (a private temporary
-            # directory here) must let QEMU's user pass, as /var/lib does
-            os.chmod(h.state_dir.parent, 0o711)
-            yield h
-    finally:
-        del os.environ["XENSTACK_QEMU_USER"]
+    assert "XENSTACK_QEMU_USER" not in os.environ  # the default is what is tested
+    with qemu_host("q3") as h:
+        yield h
 
 
 def qemu_uid(run: Path) -> tuple[int, str]:
@@ -47,8 +42,11 @@ def qemu_uid(run: Path) -> tuple[int, str]:
     return uid, seccomp.split()[1]
 
 
-def test_qemu_runs_as_its_own_user(host: QemuHost, x: Any) -> None:
+def test_qemu_runs_as_its_own_user(host: QemuHost, x: Any, tmp_path: Path) -> None:
     vm = install(x, "q3-runas")
+    cd = x.VBD.create({"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "3", "bootable": False,
+                       "mode": "RO", "type": "CD", "empty": True, "other_config": {},
+                       "qos_algorithm_type": "", "qos_algorithm_params": {}})  # fmt: skip
     x.VM.start(vm, False, False)
     ip = guest_ip(x, vm)
     con = console(host, x, vm)
@@ -69,5 +67,26 @@ def test_qemu_runs_as_its_own_user(host: QemuHost, x: Any) -> None:
     assert float(con.run_command("cat /proc/uptime").split()[0]) > before
     assert qemu_uid(con.run)[0] == pwd.getpwnam(USER).pw_uid
     assert guest_ip(x, vm) == ip
+
+    iso = _iso_sr(x, tmp_path)
+    x.VBD.insert(cd, iso)
+    # QEMU's user may not open the ISO (root's, 0600, in a 0700 directory): the insert
+    # succeeds because the toolstack opened it and handed QEMU the descriptor
+    pid = (con.run / "qemu.pid").read_text().strip()
+    fds = Path(f"/proc/{pid}/fd")
+    assert str(tmp_path / "isos" / "q3-run.iso") in {os.readlink(fd) for fd in fds.iterdir()}
     x.VM.hard_shutdown(vm)
     assert x.VM.get_power_state(vm) == "Halted"
+
+
+def _iso_sr(x: Any, tmp_path: Path) -> str:
+    """An ISO SR QEMU's user cannot read (0700, root's), holding one ISO labelled Q3RUN."""
+    library = tmp_path / "isos"
+    library.mkdir(mode=0o700)
+    make_iso(library, "q3-run", "Q3RUN")
+    (library / "q3-run.iso").chmod(0o600)
+    [me] = x.host.get_all()
+    sr = x.SR.create(me, {"location": str(library)}, "0", "q3 ISOs", "", "iso", "iso", False, {})
+    x.SR.scan(sr)
+    [iso] = x.SR.get_VDIs(sr)
+    return str(iso)

@@ -1,11 +1,16 @@
 """Hot-plug of the QEMU backend's devices: VBDs (``blockdev-add`` and ``device_add``), CD
 media changes (tray, medium), VIFs (the switch's port hook, ``netdev_add``, ``device_add``);
-an unplug waits for the guest to release the device (``DEVICE_DELETED``)."""
+an unplug waits for the guest to release the device (``DEVICE_DELETED``).
+
+A file opened while the guest runs (an ISO inserted, a local disk plugged) is opened here and
+handed to QEMU over its monitor (``add-fd``, then ``/dev/fdset/N``): a deprivileged QEMU
+(:mod:`.runas`) cannot open the SR's files itself, and should not be able to."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import replace
 from typing import Protocol
 
@@ -40,8 +45,7 @@ async def vbd_plug(
     qmp = backend._qmp(dom)
     backend.grant(disk.nbd_socket)
     if not disk.empty:
-        for args in cmdline.blockdev(disk):
-            await qmp.execute("blockdev-add", args)
+        await _open(qmp, disk)
     await qmp.execute("device_add", cmdline.disk_device(disk, None))
     dom.vbds.append(device)
     dom.spec = _with_disk(dom.spec, disk)
@@ -73,8 +77,7 @@ async def vbd_media(backend: HasDevices, vm_id: str, device: str, disk: DiskSpec
             with contextlib.suppress(XenopsError):
                 await qmp.execute("blockdev-del", {"node-name": args["node-name"]})
     if not disk.empty:
-        for args in cmdline.blockdev(disk):
-            await qmp.execute("blockdev-add", args)
+        await _open(qmp, disk)
         await qmp.execute(
             "blockdev-insert-medium", {"id": dev_id, "node-name": cmdline.node(device)}
         )
@@ -115,6 +118,32 @@ async def vif_unplug(backend: HasDevices, vm_id: str, device: str) -> None:
         await backend.hooks.vif_unplug(vm_id, dom.domid, nic, tap)
     dom.vifs.remove(device)
     dom.save()
+
+
+async def _open(qmp: Monitor, disk: DiskSpec) -> None:
+    """``blockdev-add`` the nodes of ``disk``; a file through a descriptor opened here."""
+    nodes = cmdline.blockdev(disk)
+    if disk.nbd_socket or not disk.path:
+        for args in nodes:
+            await qmp.execute("blockdev-add", args)
+        return
+    ro = disk.mode == "RO" or disk.kind == "CD"
+    try:
+        fd = os.open(disk.path, os.O_RDONLY if ro else os.O_RDWR)
+    except OSError as exc:
+        raise DeviceError(f"disk {disk.device}: {disk.path}: {exc.strerror}") from None
+    try:
+        qmp.send_fd(fd)
+        fdset = (await qmp.execute("add-fd"))["fdset-id"]
+    finally:
+        os.close(fd)
+    try:
+        nodes[0] = {**nodes[0], "filename": f"/dev/fdset/{fdset}"}
+        for args in nodes:
+            await qmp.execute("blockdev-add", args)
+    finally:
+        # QEMU keeps its own duplicate while the node is open; the set goes with it
+        await qmp.execute("remove-fd", {"fdset-id": fdset})
 
 
 async def _device_del(backend: HasDevices, dom: Domain, dev_id: str) -> None:

@@ -58,6 +58,7 @@ def grant(user: QemuUser | None, socket_path: str, top: str) -> None:
     while d.startswith(top) and len(d) >= len(top):
         dirs.append(d)
         d = os.path.dirname(d)
+    _check_above(user, top)
     for d in dirs:
         st = os.stat(d)
         mode = st.st_mode & 0o7777
@@ -67,3 +68,20 @@ def grant(user: QemuUser | None, socket_path: str, top: str) -> None:
         os.chmod(d, mode | 0o010)
     os.chown(path, -1, user.gid)
     os.chmod(path, 0o660)
+
+
+def _check_above(user: QemuUser, top: str) -> None:
+    """The directories above ``top`` are not the toolstack's to change: say which one keeps
+    QEMU's user out (QEMU would otherwise hang on its next reconnection, much later)."""
+    d = os.path.dirname(top)
+    while True:
+        st = os.stat(d)
+        if not (
+            st.st_mode & 0o001
+            or (st.st_mode & 0o010 and st.st_gid == user.gid)
+            or (st.st_mode & 0o100 and st.st_uid == user.uid)
+        ):
+            raise XenopsError(f"QEMU's user {user.name} cannot pass {d}: make it searchable (o+x)")
+        if d == os.path.dirname(d):
+            return
+        d = os.path.dirname(d)
