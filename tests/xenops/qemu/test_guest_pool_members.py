@@ -367,3 +367,39 @@ def test_checkpoint_and_revert_of_a_members_guest_through_the_master(
     x.VM.hard_shutdown(vm)
     x.VM.destroy(snap)
     until(lambda: member_exports(member) == [], what="the member's exports gone")
+
+
+def test_a_move_to_a_member_keeps_the_masters_export_of_a_disk_another_guest_reads(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """Two guests on the master's host read one disk (VBDs RO); one moves live to the
+    member, which opens the disk itself: the master's export stays for the other."""
+    master, member = pool
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    shared = x.VDI.create({"name_label": "xp-shared", "SR": sr, "virtual_size": str(16 << 20),
+                           "type": "user", "sharable": False, "read_only": False,
+                           "other_config": {}})  # fmt: skip
+    key, consoles, vms = x.VDI.get_uuid(shared), [], []
+    for name in ("xp-stays", "xp-goes"):
+        vm = install(x, name)
+        x.VBD.create({"VM": vm, "VDI": shared, "userdevice": "1", "bootable": False,
+                      "mode": "RO", "type": "Disk", "empty": False, "other_config": {},
+                      "qos_algorithm_type": "", "qos_algorithm_params": {}})  # fmt: skip
+        x.VM.start_on(vm, host_of(x, master), False, False)
+        vms.append(vm)
+    for vm in vms:
+        con = Console(run_dir(master.state_dir, x.VM.get_uuid(vm)))
+        con.wait_for("XSG-READY")
+        assert con.run_command("echo up") == "up\n"
+        consoles.append(con)
+    read = "dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | wc -c"
+    x.VM.pool_migrate(vms[1], host_of(x, member), {"live": "true"})
+    assert x.VM.get_resident_on(vms[1]) == host_of(x, member)
+    assert key in member_exports(master) and key in member_exports(member)
+    assert consoles[0].run_command(read).split()[-1] == "512"  # the stayer reads on
+    moved = Console(run_dir(member.state_dir, x.VM.get_uuid(vms[1])))
+    assert moved.run_command(read).split()[-1] == "512"
+    for vm in vms:
+        x.VM.hard_shutdown(vm)
+    until(lambda: key not in member_exports(master), what="the master's export gone")
+    until(lambda: member_exports(member) == [], what="the member's exports gone")

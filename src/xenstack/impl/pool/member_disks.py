@@ -36,6 +36,7 @@ import orjson
 from ...db.persistence import Persistence
 from ...errors import ApiError
 from ...xenops.interface import Backend, DiskSpec, DomainSpec, HostSpec
+from ..host.specs import run_by_member
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # per toolstack: VM id -> {device: the key (VDI uuid) of the export it opens here}
@@ -124,6 +125,11 @@ class MemberDisks:
         if key is not None and not any(key in d.values() for d in self.held.values()):
             await self.ts.storage.detach(key)
 
+    def used_by_others(self, vm: str) -> set[str]:
+        """The keys of disks other domains here open outside :attr:`held` (on a member,
+        none: every disk of its domains is held)."""
+        return set()
+
     async def before(self, op: str, values: list[Any]) -> None:
         """A migrated domain is about to run here: its disks opened for writing."""
         if op == "vm_migrate_finish":
@@ -148,7 +154,7 @@ class MemberDisks:
 
         for vm in [v for v in held if unused(v)]:
             keys = set(held.pop(vm).values())
-            in_use = {k for d in held.values() for k in d.values()}
+            in_use = {k for d in held.values() for k in d.values()} | self.used_by_others(vm)
             for key in keys - in_use:
                 await self.ts.storage.detach(key)
 
@@ -200,9 +206,24 @@ class MasterDisks(MemberDisks):
         """Once step ``op`` ran (``ok``) or failed: a sent domain lets its chains go (the
         source paused, its disks flushed), a received one keeps its exports as its own."""
         if op == "vm_migrate_send" and ok and spec is not None:
-            for key in file_keys(spec.disks):
+            for key in sorted(set(file_keys(spec.disks)) - self.used_by_others(vm)):
                 await self.ts.storage.detach(key)
         elif op == "vm_migrate_finish" and ok:
             self.held.pop(vm, None)  # the domain's now: detached as any of this host's
         elif op in ("vm_migrate_abort", "vm_migrate_finish"):
             await self.release_unused()
+
+    def used_by_others(self, vm: str) -> set[str]:
+        """The VDI uuids the master's other live domains on its own hosts have (a disk
+        two of them read, say): their exports stay when ``vm``'s go."""
+        db = self.ts.db
+        vbds, vdis = db.table("VBD").rows, db.table("VDI").rows
+        found: set[str] = set()
+        for ref, row in db.table("VM").rows.items():
+            if ref == vm or row["power_state"] not in ("Running", "Paused"):
+                continue
+            if run_by_member(self.ts, row["resident_on"]):
+                continue
+            refs = (vbds[v]["VDI"] for v in row["VBDs"] if v in vbds)
+            found.update(vdis[r]["uuid"] for r in refs if r in vdis)
+        return found

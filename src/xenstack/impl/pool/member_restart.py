@@ -25,13 +25,15 @@ import asyncio
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ...errors import ApiError
 from ...xenops.interface import Backend, DomainInfo, DomainSpec
 from ..registry import internal
 from . import member_disks, membership
 from .join import member_record, record_member
-from .remote import Unreachable, call
+from .peer import Peer
+from .remote import Unreachable, url_of
 from .remote_backend import attach_members
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 RESTARTED = "pool.xenstack_member_restarted"
 START_TIME = "agent_start_time"  # the host's other_config key XAPI's start sets
 ANNOUNCE_TRIES = 12  # about ten minutes of a master that does not answer
+ANNOUNCE_TIMEOUT = 20.0  # the master asks this member what it runs before it answers
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +105,20 @@ async def announce(ts: Services, started: str) -> None:
     longer each time, while the master does not answer)."""
     record = {**member_record(ts), START_TIME: started}
     secret = membership.pool_secret(ts.persistence)
-    for attempt in range(ANNOUNCE_TRIES):
-        try:
-            await call(ts.master_address, RESTARTED, secret, record)
-            return
-        except Unreachable:
-            await asyncio.sleep(min(60.0, 2.0**attempt))
-        except ApiError as exc:
-            log.warning("the master did not take this member's address: %s", exc)
-            return
+    where = urlsplit(url_of(ts.master_address))
+    master = Peer(where.hostname or "127.0.0.1", where.port or 80)  # aiohttp: cancellable
+    try:
+        for attempt in range(ANNOUNCE_TRIES):
+            try:
+                await master.call(RESTARTED, secret, record, timeout=ANNOUNCE_TIMEOUT)
+                return
+            except Unreachable:
+                await asyncio.sleep(min(60.0, 2.0**attempt))
+            except ApiError as exc:
+                log.warning("the master did not take this member's address: %s", exc)
+                return
+    finally:
+        await master.close()
 
 
 @internal(RESTARTED, "string pool_secret, (string -> string) map member", roles="")
