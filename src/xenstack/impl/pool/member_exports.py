@@ -13,7 +13,7 @@ client waits and reconnects, as across a toolstack restart.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...errors import ApiError
 from ...xenops.interface import XenopsError
@@ -21,13 +21,20 @@ from ..host.specs import attach_disk, disk_spec
 
 if TYPE_CHECKING:
     from ...core.context import Services
-    from .remote_backend import PoolBackend
 
 User = tuple[str, str, bool]  # member host, the disk's VHD file, writable
 
 
+class Members(Protocol):
+    """What this needs of :class:`.remote_backend.PoolBackend`."""
+
+    def is_remote(self, host_id: str) -> bool: ...
+
+    async def on_member(self, host_id: str, name: str, *args: Any) -> Any: ...
+
+
 class MemberExports:
-    def __init__(self, ts: Services, pool: PoolBackend) -> None:
+    def __init__(self, ts: Services, pool: Members) -> None:
         self.ts, self.pool = ts, pool
 
     async def users(self, vdi: str) -> list[User]:
