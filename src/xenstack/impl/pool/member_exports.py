@@ -60,6 +60,7 @@ class MemberExports:
                 await self.pool.on_member(host, "export_stop", vhd)
             except XenopsError as exc:  # the chain must not change under its writer
                 await self.reopen(users[:n])
+                # xapi: ocaml/xapi/message_forwarding.ml passes 2
                 raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi]) from exc
         return users
 
