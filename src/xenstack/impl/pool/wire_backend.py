@@ -265,35 +265,50 @@ async def run_batch(
             except ApiError as exc:  # this host could not open a disk: the operation failed
                 failure = {"kind": "XenopsError", "args": [exc.code, *map(str, exc.params)]}
                 break
-        if name in ("export_stop", "export_start"):
-            if hooks is not None:
-                await hooks.export(name, values)
+        if name in HOST_OPERATIONS:
+            await _host_operation(name, values, xenstore, hooks)
             results.append(None)
             continue
-        if name == "xenstore_nodes":
-            if xenstore is not None:
-                try:
-                    xenstore(*values)
-                except ValueError as exc:
-                    raise ApiError("INVALID_VALUE", ["nodes", str(exc)[:80]]) from exc
-            results.append(None)
-            continue
-        try:
-            result = getattr(backend, name)(*values)
-            if is_async:
-                result = await result
-        except xi.OutOfMemory as exc:
-            failure = {"kind": "OutOfMemory", "args": [exc.needed, exc.available]}
-        except xi.Unimplemented as exc:
-            failure = {"kind": "Unimplemented", "args": [exc.operation]}
-        except xi.XenopsError as exc:
-            failure = {"kind": type(exc).__name__, "args": [str(a) for a in exc.args]}
+        result, failure = await _backend_operation(backend, name, is_async, values)
         if hooks is not None:
             await hooks.done(name, values, failure is None)
         if failure is not None:
             break
         results.append(dump(result))
     return {"results": results, "failure": failure, "snapshot": snapshot(backend)}
+
+
+HOST_OPERATIONS = ("xenstore_nodes", "export_stop", "export_start")  # not the backend's
+
+
+async def _host_operation(
+    name: str, values: list[Any], xenstore: XenstoreNodes | None, hooks: BatchHooks | None
+) -> None:
+    if name == "xenstore_nodes":
+        if xenstore is not None:
+            try:
+                xenstore(*values)
+            except ValueError as exc:
+                raise ApiError("INVALID_VALUE", ["nodes", str(exc)[:80]]) from exc
+    elif hooks is not None:
+        await hooks.export(name, values)
+
+
+async def _backend_operation(
+    backend: xi.Backend, name: str, is_async: bool, values: list[Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """The result of operation ``name`` on ``backend``, or its failure as data."""
+    try:
+        result = getattr(backend, name)(*values)
+        if is_async:
+            result = await result
+    except xi.OutOfMemory as exc:
+        return None, {"kind": "OutOfMemory", "args": [exc.needed, exc.available]}
+    except xi.Unimplemented as exc:
+        return None, {"kind": "Unimplemented", "args": [exc.operation]}
+    except xi.XenopsError as exc:
+        return None, {"kind": type(exc).__name__, "args": [str(a) for a in exc.args]}
+    return result, None
 
 
 @internal(BACKEND_CALL, "string pool_secret, string operations", "string", roles="")
