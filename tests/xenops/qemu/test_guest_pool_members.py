@@ -269,28 +269,42 @@ def _vhd(x: Any, vdi: str) -> VhdImage:
     return VhdImage.open(f"{directory}/{x.VDI.get_uuid(vdi)}.vhd", writable=False)
 
 
+def _restart(x: Any, member: QemuHost) -> None:
+    """``kill -9`` of the member's serve, serve again; until the master was told."""
+    host = host_of(x, member)
+    started = x.host.get_other_config(host)["agent_start_time"]
+    member.server.kill()
+    member.server.start(timeout=120)
+    until(lambda: x.host.get_other_config(host)["agent_start_time"] != started,
+          what="the master told of the member's restart")  # fmt: skip
+
+
 def test_a_restarted_member_takes_its_running_guest_and_disks_back(
     pool: list[QemuHost], x: Any
 ) -> None:
     """``kill -9`` of the member's serve under its guest, then serve again: QEMU runs on,
     the member exports the guest's disk again (same socket: QEMU reconnects), and the
-    master, told the member's new port, drives the guest there (a clean shutdown)."""
+    master, told the member's new port, drives the guest there (suspend, resume after
+    another restart, clean shutdown)."""
     master, member = pool
     vm, con = _start_on_member(x, pool, "xp-restart")
     vdi = x.VBD.get_VDI(next(v for v in x.VM.get_VBDs(vm) if x.VBD.get_type(v) == "Disk"))
     key, host = x.VDI.get_uuid(vdi), host_of(x, member)
     _disk_write(con, "before", SECTOR)
     qemu_pid = (con.run / "qemu.pid").read_text().strip()
-    started = x.host.get_other_config(host)["agent_start_time"]
-    member.server.kill()
-    member.server.start(timeout=120)
-    until(lambda: x.host.get_other_config(host)["agent_start_time"] != started,
-          what="the master told of the member's restart")  # fmt: skip
+    _restart(x, member)
     assert x.VM.get_power_state(vm) == "Running" and x.VM.get_resident_on(vm) == host
     assert (con.run / "qemu.pid").read_text().strip() == qemu_pid  # the same QEMU
     assert member_exports(member) == [key] and key not in member_exports(master)
     _disk_write(con, "after", SECTOR + 8)  # the guest's disk answers again
     assert _disk_read(con, SECTOR) == ["before"] and _disk_read(con, SECTOR + 8) == ["after"]
+    # suspended on the member, which restarts again: it still resumes there
+    con.run_command("echo kept > /run/xp-kept")
+    x.VM.suspend(vm)
+    _restart(x, member)
+    x.VM.resume_on(vm, host, False, False)
+    con = Console(run_dir(member.state_dir, x.VM.get_uuid(vm)))
+    assert con.run_command("cat /run/xp-kept").strip() == "kept"  # the same guest
     x.VM.clean_shutdown(vm)
     assert x.VM.get_power_state(vm) == "Halted"
     until(lambda: member_exports(member) == [], what="the member's export gone")

@@ -42,6 +42,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 # per toolstack: VM id -> {device: the key (VDI uuid) of the export it opens here}
 _HELD: weakref.WeakKeyDictionary[Any, dict[str, dict[str, str]]] = weakref.WeakKeyDictionary()
 HOSTS_KEY = "pool_member_hosts"  # meta: the HostSpecs the master gave this backend
+IMAGES_KEY = "pool_member_images"  # meta: the VMs whose suspend images this backend holds
 
 
 def key_of(vhd: str) -> str:
@@ -168,6 +169,19 @@ def remember_hosts(persistence: Persistence, ops: list[list[Any]]) -> None:
     known = _kept(persistence)
     known.update({str(doc["host_id"]): doc for doc in added if isinstance(doc, dict)})
     persistence.set_meta(HOSTS_KEY, orjson.dumps(known).decode())
+
+
+def remember_images(persistence: Persistence, images: list[str]) -> None:
+    """Keep which VMs this backend holds a suspend image of (the memory is in a VDI, the
+    master's): a restarted member holds them again."""
+    if sorted(images) != kept_images(persistence):
+        persistence.set_meta(IMAGES_KEY, orjson.dumps(sorted(images)).decode())
+
+
+def kept_images(persistence: Persistence) -> list[str]:
+    raw = persistence.get_meta(IMAGES_KEY)
+    found = orjson.loads(raw) if raw else []
+    return sorted(str(v) for v in found) if isinstance(found, list) else []
 
 
 def kept_hosts(persistence: Persistence) -> list[HostSpec]:

@@ -9,7 +9,9 @@ The member has no database rows for the pool's VMs, so the adoption the database
   as this host localised it, each disk named by its VHD file (``DiskSpec.vhd``). The disks
   still plugged are exported again under the same Unix socket and attach token (QEMU's NBD
   client reconnects there within its ``reconnect-delay``) and the domain is adopted, all
-  before anything is served (:func:`readopt`).
+  before anything is served (:func:`readopt`);
+- which VMs its backend holds a suspend image of (:func:`.member_disks.remember_images`):
+  the memory is in the suspend VDI, so a VM suspended here resumes here after the restart.
 
 Then the member tells its master where it listens now (:func:`announce`: the hidden
 ``pool.xenstack_member_restarted``, with the pool secret), since a member started with
@@ -64,6 +66,9 @@ async def readopt(ts: Services) -> None:
     own = _own(backend)
     if own is None:
         return
+    images = getattr(own, "images", None)  # QEMU's: the VMs it resumes from their VDIs
+    if isinstance(images, set):
+        images.update(member_disks.kept_images(ts.persistence))
     disks = member_disks.MemberDisks(ts, backend)
     for host_id, spec, plugged in own.recorded_domains():
         try:

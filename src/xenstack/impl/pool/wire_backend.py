@@ -328,6 +328,7 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
     try:
         answer = await run_batch(local, ops, mirror, disks)
         member_disks.remember_hosts(ts.persistence, ops)  # run, so well-formed
+        member_disks.remember_images(ts.persistence, answer["snapshot"]["images"])
     finally:
         await disks.release_unused()
     answer["guest"] = {
