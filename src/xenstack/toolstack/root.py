@@ -30,7 +30,7 @@ from ..impl.install.storage import use_real_local_storage
 from ..impl.network.pifs import adopt_pifs
 from ..impl.network.ports import PortHooks as SwitchPorts
 from ..impl.network.service import NetworkService
-from ..impl.pool import ha_runtime
+from ..impl.pool import ha_runtime, member_restart
 from ..impl.pool.remote_backend import attach_members
 from ..impl.pool.timeline import TimelineBackend
 from ..impl.storage.service import StorageService
@@ -211,6 +211,8 @@ class Toolstack:
             if self.this_host:
                 write_inventory(self.state_dir, inventory(self.db, self.this_host))
         await vm_domains.adopt(self)  # running guests (and their disks' exports) first
+        await member_restart.readopt(self)  # a member's: the guests its master started here
+        started = member_restart.start_time(self)
         try:
             await self.server.start()
             await self.network.serve_himn(self.server.ports.get("http", 0))
@@ -218,6 +220,8 @@ class Toolstack:
             await self.network.stop()
             raise
         await self._refresh_members()
+        if self.master_address:  # a member: the master learns where it listens now
+            self._agents.append(asyncio.create_task(member_restart.announce(self, started)))
         self._reaper = asyncio.create_task(self._reap_sessions())
         self.collector.start(self.config.rrd_step)
         self._start_election()

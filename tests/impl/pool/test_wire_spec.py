@@ -60,3 +60,13 @@ def test_a_member_exports_only_files_named_like_a_vdi(tmp_path: Path) -> None:
     with pytest.raises(ApiError) as err:
         member_disks.key_of(str(tmp_path / f"{VDI.replace('0b', '1b')}.vhd"))
     assert err.value.code == "VDI_MISSING"
+
+
+def test_a_hot_plugged_disk_and_nic_cross_the_wire_whole() -> None:
+    """``vbd_plug``'s disk (named by file) and ``vif_plug``'s NIC, as the member gets them."""
+    disk, nic = spec().disks[0], spec().nics[0]
+    assert _argument("plug?", orjson.loads(orjson.dumps(dump(disk)))) == disk
+    assert _argument("nic?", orjson.loads(orjson.dumps(dump(nic)))) == nic
+    assert _argument("nic?", None) is None
+    with pytest.raises(ApiError, match="INVALID_VALUE"):
+        _argument("nic", {"device": "1", "colour": "blue"})  # not a NicSpec field

@@ -253,3 +253,167 @@ def test_suspend_and_resume_of_a_members_guest_through_the_master(
     assert after.run_command("echo awake") == "awake\n"
     x.VM.hard_shutdown(vm)
     until(lambda: member_exports(member) == [], what="the member's exports gone")
+
+
+def _start_on_member(x: Any, pool: list[QemuHost], name: str) -> tuple[str, Console]:
+    vm = install(x, name)
+    x.VM.start_on(vm, host_of(x, pool[1]), False, False)
+    con = Console(run_dir(pool[1].state_dir, x.VM.get_uuid(vm)))
+    con.wait_for("XSG-READY")
+    assert con.run_command("echo up") == "up\n"
+    return vm, con
+
+
+def _vhd(x: Any, vdi: str) -> VhdImage:
+    directory = x.SR.get_sm_config(x.VDI.get_SR(vdi))["xenstack_path"]
+    return VhdImage.open(f"{directory}/{x.VDI.get_uuid(vdi)}.vhd", writable=False)
+
+
+def _restart(x: Any, member: QemuHost) -> None:
+    """``kill -9`` of the member's serve, serve again; until the master was told."""
+    host = host_of(x, member)
+    started = x.host.get_other_config(host)["agent_start_time"]
+    member.server.kill()
+    member.server.start(timeout=120)
+    until(lambda: x.host.get_other_config(host)["agent_start_time"] != started,
+          what="the master told of the member's restart")  # fmt: skip
+
+
+def test_a_restarted_member_takes_its_running_guest_and_disks_back(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """``kill -9`` of the member's serve under its guest, then serve again: QEMU runs on,
+    the member exports the guest's disk again (same socket: QEMU reconnects), and the
+    master, told the member's new port, drives the guest there (suspend, resume after
+    another restart, clean shutdown)."""
+    master, member = pool
+    vm, con = _start_on_member(x, pool, "xp-restart")
+    vdi = x.VBD.get_VDI(next(v for v in x.VM.get_VBDs(vm) if x.VBD.get_type(v) == "Disk"))
+    key, host = x.VDI.get_uuid(vdi), host_of(x, member)
+    _disk_write(con, "before", SECTOR)
+    qemu_pid = (con.run / "qemu.pid").read_text().strip()
+    _restart(x, member)
+    assert x.VM.get_power_state(vm) == "Running" and x.VM.get_resident_on(vm) == host
+    assert (con.run / "qemu.pid").read_text().strip() == qemu_pid  # the same QEMU
+    assert member_exports(member) == [key] and key not in member_exports(master)
+    _disk_write(con, "after", SECTOR + 8)  # the guest's disk answers again
+    assert _disk_read(con, SECTOR) == ["before"] and _disk_read(con, SECTOR + 8) == ["after"]
+    # suspended on the member, which restarts again: it still resumes there
+    con.run_command("echo kept > /run/xp-kept")
+    x.VM.suspend(vm)
+    _restart(x, member)
+    x.VM.resume_on(vm, host, False, False)
+    con = Console(run_dir(member.state_dir, x.VM.get_uuid(vm)))
+    assert con.run_command("cat /run/xp-kept").strip() == "kept"  # the same guest
+    x.VM.clean_shutdown(vm)
+    assert x.VM.get_power_state(vm) == "Halted"
+    until(lambda: member_exports(member) == [], what="the member's export gone")
+    with _vhd(x, vdi) as image:
+        assert bytes(image.read((SECTOR + 8) * 512, 5)) == b"after"
+
+
+def test_disk_and_nic_hot_plug_into_a_members_guest_through_the_master(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """``VBD.plug`` names the disk by file for the member, which exports it while it is
+    plugged; ``VIF.plug`` gives the member the port; both show in the guest and go."""
+    master, member = pool
+    vm, con = _start_on_member(x, pool, "xp-hotplug")
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"name_label": "xp-hot", "SR": sr, "virtual_size": str(16 << 20),
+                        "type": "user", "sharable": False, "read_only": False,
+                        "other_config": {}})  # fmt: skip
+    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "1", "bootable": False, "mode": "RW",
+                        "type": "Disk", "empty": False, "other_config": {},
+                        "qos_algorithm_type": "", "qos_algorithm_params": {}})  # fmt: skip
+    key = x.VDI.get_uuid(vdi)
+    x.VBD.plug(vbd)
+    assert x.VBD.get_currently_attached(vbd)
+    until(lambda: "vdb" in con.run_command("ls /sys/block"), what="vdb in the guest")
+    assert key in member_exports(member) and key not in member_exports(master)
+    con.run_command("printf '%-16s' hotplugged | dd of=/dev/vdb bs=512 conv=fsync 2>/dev/null")
+    x.VBD.unplug(vbd)
+    until(lambda: "vdb" not in con.run_command("ls /sys/block"), what="vdb gone from the guest")
+    until(lambda: key not in member_exports(member), what="the plugged disk's export gone")
+    assert len(member_exports(member)) == 1  # the guest's own disk stays exported
+    net = next(n for n in x.network.get_all() if x.network.get_bridge(n) == "xenbr0")
+    vif = x.VIF.create({"VM": vm, "network": net, "device": "1", "MAC": "", "MTU": "1500",
+                        "other_config": {}, "qos_algorithm_type": "",
+                        "qos_algorithm_params": {}})  # fmt: skip
+    x.VIF.plug(vif)
+    until(lambda: "eth1" in con.run_command("ls /sys/class/net"), what="eth1 in the guest")
+    x.VIF.unplug(vif)
+    until(lambda: "eth1" not in con.run_command("ls /sys/class/net"), what="eth1 gone")
+    x.VM.hard_shutdown(vm)
+    until(lambda: member_exports(member) == [], what="the member's exports gone")
+    with _vhd(x, vdi) as image:
+        assert bytes(image.read(0, 10)) == b"hotplugged"
+
+
+def test_checkpoint_and_revert_of_a_members_guest_through_the_master(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """The member saves the memory into the checkpoint's suspend VDI (named by file) while
+    the guest runs on; reverted and resumed there, the guest is as it was at the
+    checkpoint, in memory and on disk."""
+    _, member = pool
+    vm, con = _start_on_member(x, pool, "xp-ckpt")
+    _disk_write(con, "one", SECTOR)
+    con.run_command("echo one > /run/xp-mem-one")
+    snap = x.VM.checkpoint(vm, "xp-checkpoint")
+    assert x.VM.get_power_state(snap) == "Suspended"
+    image = x.VM.get_suspend_VDI(snap)
+    assert x.VDI.get_type(image) == "suspend" and int(x.VDI.get_physical_utilisation(image)) > 0
+    assert x.VM.get_power_state(vm) == "Running"  # the guest ran on
+    _disk_write(con, "two", SECTOR)
+    con.run_command("echo two > /run/xp-mem-two")
+    assert _disk_read(con, SECTOR) == ["two"]
+    x.VM.revert(snap)
+    assert x.VM.get_power_state(vm) == "Suspended"
+    until(lambda: len(member_exports(member)) == 0, what="the member's exports gone")
+    x.VM.resume_on(vm, host_of(x, member), False, False)
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_resident_on(vm) == host_of(x, member)
+    con = Console(run_dir(member.state_dir, x.VM.get_uuid(vm)))
+    assert con.run_command("cat /run/xp-mem-one").strip() == "one"
+    assert "No such file" in con.run_command("cat /run/xp-mem-two 2>&1")
+    assert _disk_read(con, SECTOR) == ["one"]
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(snap)
+    until(lambda: member_exports(member) == [], what="the member's exports gone")
+
+
+def test_a_move_to_a_member_keeps_the_masters_export_of_a_disk_another_guest_reads(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """Two guests on the master's host read one disk (VBDs RO); one moves live to the
+    member, which opens the disk itself: the master's export stays for the other."""
+    master, member = pool
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    shared = x.VDI.create({"name_label": "xp-shared", "SR": sr, "virtual_size": str(16 << 20),
+                           "type": "user", "sharable": False, "read_only": False,
+                           "other_config": {}})  # fmt: skip
+    key, consoles, vms = x.VDI.get_uuid(shared), [], []
+    for name in ("xp-stays", "xp-goes"):
+        vm = install(x, name)
+        x.VBD.create({"VM": vm, "VDI": shared, "userdevice": "1", "bootable": False,
+                      "mode": "RO", "type": "Disk", "empty": False, "other_config": {},
+                      "qos_algorithm_type": "", "qos_algorithm_params": {}})  # fmt: skip
+        x.VM.start_on(vm, host_of(x, master), False, False)
+        vms.append(vm)
+    for vm in vms:
+        con = Console(run_dir(master.state_dir, x.VM.get_uuid(vm)))
+        con.wait_for("XSG-READY")
+        assert con.run_command("echo up") == "up\n"
+        consoles.append(con)
+    read = "dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | wc -c"
+    x.VM.pool_migrate(vms[1], host_of(x, member), {"live": "true"})
+    assert x.VM.get_resident_on(vms[1]) == host_of(x, member)
+    assert key in member_exports(master) and key in member_exports(member)
+    assert consoles[0].run_command(read).split()[-1] == "512"  # the stayer reads on
+    moved = Console(run_dir(member.state_dir, x.VM.get_uuid(vms[1])))
+    assert moved.run_command(read).split()[-1] == "512"
+    for vm in vms:
+        x.VM.hard_shutdown(vm)
+    until(lambda: key not in member_exports(master), what="the master's export gone")
+    until(lambda: member_exports(member) == [], what="the member's exports gone")

@@ -10,7 +10,7 @@ from ...core.ids import new_ref, new_uuid, now
 from ...db.store import Database
 from ...xenops.interface import DomainInfo
 from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
-from ..host.specs import attach_disk, disk_spec, nic_spec, opens_disks
+from ..host.specs import attach_disk, disk_spec, nic_spec, opens_disks, run_by_member
 from . import lifecycle as device_lifecycle
 
 _NAMED = re.compile(r"^(xvd|hd|sd)([a-z]+)(\d*)$")
@@ -142,7 +142,8 @@ async def device_spec(ctx: Context, cls: str, ref: str) -> Any:
     row = ctx.db.get(cls, ref)
     if cls == "VIF":
         return nic_spec(ctx.db, ref, row)
-    return await attach_disk(ctx.toolstack, disk_spec(ctx.db, row))
+    member = run_by_member(ctx.toolstack, ctx.db.get("VM", row["VM"])["resident_on"])
+    return await attach_disk(ctx.toolstack, disk_spec(ctx.db, row), member)  # by file there
 
 
 async def sync_hotplug(hv: Hypervisor, db: Database, vm_ref: str, info: DomainInfo) -> None:

@@ -54,7 +54,7 @@ async def _join(ctx: Context, address: str, username: str, password: str, *, for
         remote = await RemoteSession.login(address, username, password)
         try:
             await _pre_join_checks(ctx, remote, force=force)
-            answer = await remote.call(ADD_MEMBER, _member_record(ctx))
+            answer = await remote.call(ADD_MEMBER, member_record(ctx.toolstack))
             await _carry(ctx, remote, str(answer["uuid"]))
         finally:
             await remote.logout()
@@ -79,9 +79,9 @@ async def _carry(ctx: Context, remote: RemoteSession, host_uuid: str) -> None:
         log.exception("importing this host's objects into the master failed; joining anyway")
 
 
-def _member_record(ctx: Context) -> dict[str, str]:
-    ts = ctx.toolstack
-    me = ctx.db.get("host", ctx.this_host)
+def member_record(ts: Services) -> dict[str, str]:
+    """Where this toolstack listens, as its master keeps it (:func:`record_member`)."""
+    me = ts.db.get("host", ts.this_host)
     server = ts.server
     port = server.ports.get("http", 0) if server is not None else 0
     record = {
@@ -204,11 +204,11 @@ def add_member(ctx: Context, member: dict[str, str]) -> dict[str, str]:
     db = ctx.db
     known = db.find("host", uuid=member["uuid"])
     host = known[0] if known else _create_member(ctx, member)
-    if _record_member(ts, member):
+    if record_member(ts, member):
         # the master is a toolstack of its own too, for the master elected after it
-        mine = _member_record(ctx)
+        mine = member_record(ts)
         if mine["uuid"] not in membership.members(ts.persistence):
-            _record_member(ts, mine)
+            record_member(ts, mine)
         attach_members(ts)
     secret = membership.pool_secret(ts.persistence)
     pool_db = str(getattr(ts.persistence, "namespace", ""))
@@ -216,7 +216,7 @@ def add_member(ctx: Context, member: dict[str, str]) -> dict[str, str]:
     return {"host": host, "uuid": uuid, "pool_secret": secret, "pool_db": pool_db}
 
 
-def _record_member(ts: Services, member: dict[str, str]) -> bool:
+def record_member(ts: Services, member: dict[str, str]) -> bool:
     """Keep where a member's toolstack listens (and its pinned certificate)."""
     port = int(member["port"]) if member["port"].isdigit() else 0
     if not port:

@@ -42,6 +42,7 @@ from ...xenops.interface import (
 )
 from . import membership, moves, xenstore_mirror
 from .member_disks import MasterDisks
+from .member_exports import MemberExports
 from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
@@ -78,8 +79,7 @@ class PoolBackend(DelegatingBackend):
     """Routes each call to the backend of the host that must do it: this toolstack's own
     (``local``, by delegation) or a member's, over the wire. A spec sent to a member names
     its shared-SR disks (and suspend images) by file, which the member exports itself (see
-    :mod:`.member_disks`); hot-plugged devices name this host's exports, so they go to the
-    local backend only."""
+    :mod:`.member_disks`), hot-plugged disks too."""
 
     def __init__(self, local: Backend, peer_of: PeerOf) -> None:
         super().__init__(local)
@@ -171,6 +171,29 @@ class PoolBackend(DelegatingBackend):
         wait on the host it replaces, which may be cut off."""
         hosts = list(self.remotes)
         await asyncio.gather(*(self._flush(host, REFRESH_TIMEOUT) for host in hosts))
+
+    async def repoint(self, host_id: str) -> bool:
+        """Member ``host_id``'s toolstack listens elsewhere now (it restarted): reach it
+        there from now on, with what was known of it, and ask it what it runs; whether it
+        answered."""
+        old = self.remotes.pop(host_id, None)
+        rem = self.remote(host_id)
+        if old is not None:
+            await old.peer.close()
+            if rem is not None:
+                rem.queued = old.queued + rem.queued
+                rem.memory_free, rem.domains, rem.images = old.memory_free, old.domains, old.images
+        if rem is None:
+            return False
+        try:
+            await self._send(host_id, "snapshot", timeout=REFRESH_TIMEOUT)
+        except XenopsError:
+            return False
+        return True
+
+    async def on_member(self, host_id: str, name: str, *args: Any) -> Any:
+        """Operation ``name`` (of :data:`.wire_backend.OPERATIONS`) on member ``host_id``."""
+        return await self._send(host_id, name, *args)
 
     async def forget(self, host_id: str) -> None:
         rem = self.remotes.pop(host_id, None)
@@ -411,10 +434,11 @@ class PoolBackend(DelegatingBackend):
     # ---- VBD / VIF ----------------------------------------------------------------------
 
     async def vbd_plug(self, vm_id: str, device: str, disk: DiskSpec | None = None) -> None:
+        """A member's domain gets the disk named by file (the member exports it)."""
         if self._holder(vm_id) is None:
             await self.local.vbd_plug(vm_id, device, disk)
         else:
-            await self._on_vm("vbd_plug", vm_id, device)
+            await self._on_vm("vbd_plug", vm_id, device, disk)
 
     async def vbd_unplug(self, vm_id: str, device: str) -> None:
         await self._on_vm("vbd_unplug", vm_id, device)
@@ -423,7 +447,7 @@ class PoolBackend(DelegatingBackend):
         if self._holder(vm_id) is None:
             await self.local.vif_plug(vm_id, device, nic)
         else:
-            await self._on_vm("vif_plug", vm_id, device)
+            await self._on_vm("vif_plug", vm_id, device, nic)
 
     async def vif_unplug(self, vm_id: str, device: str) -> None:
         await self._on_vm("vif_unplug", vm_id, device)
@@ -435,7 +459,7 @@ __all__ = ["MemberUnreachable", "NoSuchDomain", "PoolBackend", "UnknownHost"]
 def peers_of(ts: Services) -> PeerOf:
     """host id -> (the member toolstack that runs it, the pool secret), from what the master
     keeps of its members (:mod:`.membership`); None for a host this toolstack runs."""
-    cache: dict[str, Peer] = {}
+    cache: dict[str, tuple[dict[str, Any], Peer]] = {}
 
     def peer_of(host_id: str) -> tuple[Peer, str] | None:
         db = ts.db
@@ -444,10 +468,10 @@ def peers_of(ts: Services) -> PeerOf:
         where = membership.members(ts.persistence).get(db.get("host", host_id)["uuid"])
         if where is None:
             return None
-        peer = cache.get(host_id)
-        if peer is None:
-            peer = cache[host_id] = Peer.of(where)
-        return peer, membership.pool_secret(ts.persistence)
+        known = cache.get(host_id)
+        if known is None or known[0] != where:  # new, or it listens elsewhere now
+            known = cache[host_id] = (where, Peer.of(where))
+        return known[1], membership.pool_secret(ts.persistence)
 
     return peer_of
 
@@ -463,6 +487,8 @@ def attach_members(ts: Services) -> PoolBackend | None:
     pool = PoolBackend(hv.backend, peers_of(ts))
     if hv.backend.capabilities.opens_disks:
         pool.own_disks = MasterDisks(ts, hv.backend)
+        storage: Any = ts.storage  # the StorageService
+        storage.elsewhere = MemberExports(ts, pool)
 
     def agent_nodes(host: str, found: dict[str, Any]) -> None:
         if ts.db.exists("host", host):

@@ -27,8 +27,9 @@ from . import member_disks, membership, xenstore_mirror
 BACKEND_CALL = "host.xenstack_backend"
 
 # backend operation -> (async?, argument kinds); kinds: s str, b bool, i int, spec, hostspec,
-# doc (a JSON object: a domain's state or image on its way between two backends); a kind
-# ending in ? may be null (a suspend image's disk, named by file, is the QEMU backend's)
+# doc (a JSON object: a domain's state or image on its way between two backends), disk (a
+# suspend image's, named by file), plug (a hot-plugged disk, named by file), nic; a kind
+# ending in ? may be null (the simulator opens no disks)
 OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "host_add": (False, ("hostspec",)),
     "vm_start": (True, ("s", "spec", "b")),
@@ -44,9 +45,9 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vm_set_vcpus": (True, ("s", "i")),
     "vm_set_memory_dynamic_range": (True, ("s", "i", "i")),
     "vm_reset": (False, ("s",)),
-    "vbd_plug": (True, ("s", "s")),
+    "vbd_plug": (True, ("s", "s", "plug?")),
     "vbd_unplug": (True, ("s", "s")),
-    "vif_plug": (True, ("s", "s")),
+    "vif_plug": (True, ("s", "s", "nic?")),
     "vif_unplug": (True, ("s", "s")),
     "vm_migrate": (True, ("s", "s")),
     "vm_migrate_receive": (True, ("s", "spec", "i")),
@@ -57,6 +58,9 @@ OPERATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
     "vm_image_send": (False, ("s",)),
     "vm_image_receive": (False, ("s", "doc")),
     "xenstore_nodes": (False, ("i", "strs", "nodes")),
+    # the chain of a plugged disk (its VHD file) changes on the master: stop, then reopen
+    "export_stop": (False, ("s",)),
+    "export_start": (False, ("s", "b")),
     "snapshot": (False, ()),
     "vm_send_trigger": (True, ("s", "s")),
     "refresh_stats": (True, ()),  # answers every domain's counters (the metrics' feed)
@@ -119,11 +123,16 @@ def domain_spec(doc: dict[str, Any]) -> xi.DomainSpec:
 def _argument(kind: str, value: Any) -> Any:
     if kind.endswith("?"):
         return None if value is None else _argument(kind[:-1], value)
-    if kind == "disk":
+    if kind in ("disk", "plug"):
         try:
             return xi.DiskSpec(**value)
         except TypeError as exc:
             raise ApiError("INVALID_VALUE", ["disk", str(exc)[:80]]) from exc
+    if kind == "nic":
+        try:
+            return xi.NicSpec(**{**value, "other_config": _pairs(value.get("other_config", ()))})
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ApiError("INVALID_VALUE", ["nic", str(exc)[:80]]) from exc
     if kind == "spec":
         try:
             return domain_spec(value)
@@ -204,16 +213,24 @@ class BatchHooks(Protocol):
 
     async def localise_image(self, disk: xi.DiskSpec) -> xi.DiskSpec: ...
 
+    async def localise_plug(self, vm: str, disk: xi.DiskSpec) -> xi.DiskSpec: ...
+
     async def before(self, op: str, values: list[Any]) -> None: ...
 
+    async def done(self, op: str, values: list[Any], ok: bool) -> None: ...
 
-async def _localised(hooks: BatchHooks, op: str, kind: str, value: Any) -> Any:
+    async def export(self, op: str, values: list[Any]) -> None: ...
+
+
+async def _localised(hooks: BatchHooks, op: str, kind: str, value: Any, vm: Any) -> Any:
     if value is None:
         return None
     if kind.startswith("spec"):
         return await hooks.localise(op, value)
     if kind.startswith("disk"):
         return await hooks.localise_image(value)
+    if kind.startswith("plug"):
+        return await hooks.localise_plug(str(vm), value)
     return value
 
 
@@ -243,33 +260,55 @@ async def run_batch(
         if hooks is not None:
             try:
                 pairs = zip(kinds, values, strict=True)
-                values = [await _localised(hooks, name, k, v) for k, v in pairs]
+                values = [await _localised(hooks, name, k, v, values[0]) for k, v in pairs]
                 await hooks.before(name, values)
             except ApiError as exc:  # this host could not open a disk: the operation failed
                 failure = {"kind": "XenopsError", "args": [exc.code, *map(str, exc.params)]}
                 break
-        if name == "xenstore_nodes":
-            if xenstore is not None:
-                try:
-                    xenstore(*values)
-                except ValueError as exc:
-                    raise ApiError("INVALID_VALUE", ["nodes", str(exc)[:80]]) from exc
+        if name in HOST_OPERATIONS:
+            await _host_operation(name, values, xenstore, hooks)
             results.append(None)
             continue
-        try:
-            result = getattr(backend, name)(*values)
-            if is_async:
-                result = await result
-        except xi.OutOfMemory as exc:
-            failure = {"kind": "OutOfMemory", "args": [exc.needed, exc.available]}
-        except xi.Unimplemented as exc:
-            failure = {"kind": "Unimplemented", "args": [exc.operation]}
-        except xi.XenopsError as exc:
-            failure = {"kind": type(exc).__name__, "args": [str(a) for a in exc.args]}
+        result, failure = await _backend_operation(backend, name, is_async, values)
+        if hooks is not None:
+            await hooks.done(name, values, failure is None)
         if failure is not None:
             break
         results.append(dump(result))
     return {"results": results, "failure": failure, "snapshot": snapshot(backend)}
+
+
+HOST_OPERATIONS = ("xenstore_nodes", "export_stop", "export_start")  # not the backend's
+
+
+async def _host_operation(
+    name: str, values: list[Any], xenstore: XenstoreNodes | None, hooks: BatchHooks | None
+) -> None:
+    if name == "xenstore_nodes":
+        if xenstore is not None:
+            try:
+                xenstore(*values)
+            except ValueError as exc:
+                raise ApiError("INVALID_VALUE", ["nodes", str(exc)[:80]]) from exc
+    elif hooks is not None:
+        await hooks.export(name, values)
+
+
+async def _backend_operation(
+    backend: xi.Backend, name: str, is_async: bool, values: list[Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """The result of operation ``name`` on ``backend``, or its failure as data."""
+    try:
+        result = getattr(backend, name)(*values)
+        if is_async:
+            result = await result
+    except xi.OutOfMemory as exc:
+        return None, {"kind": "OutOfMemory", "args": [exc.needed, exc.available]}
+    except xi.Unimplemented as exc:
+        return None, {"kind": "Unimplemented", "args": [exc.operation]}
+    except xi.XenopsError as exc:
+        return None, {"kind": type(exc).__name__, "args": [str(a) for a in exc.args]}
+    return result, None
 
 
 @internal(BACKEND_CALL, "string pool_secret, string operations", "string", roles="")
@@ -288,6 +327,8 @@ async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
     disks = member_disks.MemberDisks(ts, local)
     try:
         answer = await run_batch(local, ops, mirror, disks)
+        member_disks.remember_hosts(ts.persistence, ops)  # run, so well-formed
+        member_disks.remember_images(ts.persistence, answer["snapshot"]["images"])
     finally:
         await disks.release_unused()
     answer["guest"] = {

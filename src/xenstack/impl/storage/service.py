@@ -136,6 +136,8 @@ class StorageService:
         self.attached: dict[str, bool] = {}  # VDI uuid -> writable, exported to domains
         self._pending: dict[str, str] = {}  # deferred exports (see attach_file): key -> path
         self._attach_key: bytes | None = None
+        # a master's: its members' exports of the pool's disks (impl.pool.member_exports)
+        self.elsewhere: Any = None
 
     async def start(self) -> None:
         """Repair what a crash left in the local SRs, then start the GC (before anything is
@@ -474,17 +476,24 @@ def parse_export_name(name: str) -> tuple[str, str | None]:
 async def exclusive(ctx: Context, vdi: str) -> AsyncIterator[None]:
     """Hold ``vdi``'s file alone while its chain changes; OTHER_OPERATION_IN_PROGRESS if used.
 
-    Its NBD export (of the old chain) is stopped: the next get_nbd_info restarts it.
+    Its NBD export (of the old chain) is stopped: the next get_nbd_info restarts it. So
+    are the exports of pool members whose domains write it (``elsewhere``), restarted after.
     """
     row = ctx.db.get("VDI", vdi)
     storage = ctx.toolstack.storage
-    await storage.stop_nbd(row["uuid"])  # a writable export holds a claim: end it first
-    if not await storage.busy.claim_waiting_for_gc(row["location"]):
-        # xapi: ocaml/xapi/message_forwarding.ml passes 2
-        raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi])
+    elsewhere = getattr(storage, "elsewhere", None)  # a master's, of its members
+    users = await elsewhere.close(vdi) if elsewhere is not None else []  # members' too
     try:
-        yield
+        await storage.stop_nbd(row["uuid"])  # a writable export holds a claim: end it first
+        if not await storage.busy.claim_waiting_for_gc(row["location"]):
+            # xapi: ocaml/xapi/message_forwarding.ml passes 2
+            raise ApiError("OTHER_OPERATION_IN_PROGRESS", ["VDI", vdi])
+        try:
+            yield
+        finally:
+            storage.busy.discard(row["location"])
+            if row["uuid"] in storage.attached:  # a running guest's disk: on the new chain
+                await storage.reattach(row["uuid"])
     finally:
-        storage.busy.discard(row["location"])
-        if row["uuid"] in storage.attached:  # a running guest's disk: on the new chain now
-            await storage.reattach(row["uuid"])
+        if users and elsewhere is not None:
+            await elsewhere.reopen(users)

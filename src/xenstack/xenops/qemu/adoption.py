@@ -68,3 +68,12 @@ def _find_run(backend: Adopter, spec: DomainSpec) -> Domain | None:
             dom.pid = process.read_pid(dom.run.pidfile, dom.run.path) or 0
             return dom
     return None
+
+
+def recorded(root: str) -> list[Domain]:
+    """Every domain recorded under ``root`` (its QEMU may be gone): what a toolstack with
+    no database rows for them (a pool member) adopts from."""
+    if not os.path.isdir(root):
+        return []
+    found = (load(RunDir(os.path.join(root, name))) for name in sorted(os.listdir(root)))
+    return [dom for dom in found if dom is not None]

@@ -378,6 +378,10 @@ class QemuBackend(Backend):
     async def adopt(self, host_id: str, spec: DomainSpec, info: DomainInfo) -> DomainInfo | None:
         return await adoption.adopt(self, host_id, spec, info)
 
+    def recorded_domains(self) -> list[tuple[str, DomainSpec, tuple[str, ...]]]:
+        """(host, spec, plugged disks' devices) of every domain recorded here."""
+        return [(d.host_id, d.spec, tuple(d.vbds)) for d in adoption.recorded(self.root)]
+
     # ---- images and migration (see .suspend) ---------------------------------------------
 
     async def vm_suspend(self, vm_id: str, image: DiskSpec | None = None) -> int:
