@@ -44,8 +44,8 @@ class DelegatingBackend(Backend):
     async def adopt(self, host_id: str, spec: DomainSpec, info: DomainInfo) -> DomainInfo | None:
         return await self.local.adopt(host_id, spec, info)
 
-    async def host_facts(self) -> dict[str, object] | None:
-        return await self.local.host_facts()
+    async def host_facts(self, probe: bool = True) -> dict[str, object] | None:
+        return await self.local.host_facts(probe)
 
     async def close(self) -> None:
         await self.local.close()

@@ -331,10 +331,11 @@ class Backend(abc.ABC):
         return what it is now, or None if it is gone (its exit is not reported)."""
         return info
 
-    async def host_facts(self) -> dict[str, object] | None:
+    async def host_facts(self, probe: bool = True) -> dict[str, object] | None:
         """What the machine under a real backend is: ``memory_total`` (bytes), ``cpu_info``
         (host.cpu_info's map) and ``capabilities`` (host.capabilities); None for a backend
-        whose hosts are made up (the simulator)."""
+        whose hosts are made up (the simulator). Without ``probe``, at once: what needs a
+        slow probe (e.g. whether KVM works) is its last known or safe value."""
         return None
 
     async def close(self) -> None:

@@ -59,7 +59,12 @@ def test_the_host_shows_the_machine(x: Any) -> None:
     info = x.host.get_cpu_info(me)
     assert info["accelerator"] in ("kvm", "tcg")
     with open("/proc/cpuinfo") as f:
-        assert int(info["cpu_count"]) == f.read().count("processor\t:")
+        cpuinfo = f.read()
+    assert int(info["cpu_count"]) == cpuinfo.count("processor\t:")
+    vendor = cpuinfo.split("vendor_id\t: ", 1)[1].split("\n", 1)[0]
+    # the pool's record too: what a joining host's CPUs are compared with
+    [pool] = x.pool.get_all()
+    assert info["vendor"] == x.pool.get_cpu_info(pool)["vendor"] == vendor
     with open("/proc/meminfo") as f:
         total = int(f.readline().split()[1]) * 1024
     assert int(x.host_metrics.get_memory_total(x.host.get_metrics(me))) == total

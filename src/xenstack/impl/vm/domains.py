@@ -79,8 +79,11 @@ async def adopt(toolstack: Any) -> None:
     if hv.simulator is not None:
         return  # the simulator's domains were restored from the database already
     db = toolstack.db
+    # the machine's CPUs and memory before anything is served (a pool join compares them);
+    # the accelerator once the KVM probe, which may take seconds, is done
+    await record_host_facts(toolstack, hv, probe=False)
     facts = asyncio.get_running_loop().create_task(record_host_facts(toolstack, hv))
-    toolstack.background.add(facts)  # the KVM probe may take seconds: not on the start path
+    toolstack.background.add(facts)
     facts.add_done_callback(toolstack.background.discard)
     for ref, vm in list(db.table("VM").rows.items()):
         if vm["is_control_domain"] or vm["power_state"] not in LIVE_STATES:
@@ -104,17 +107,24 @@ async def adopt(toolstack: Any) -> None:
         consoles.sync(toolstack, ref)
 
 
-async def record_host_facts(toolstack: Any, hv: Hypervisor) -> None:
-    """The machine's memory, CPUs and accelerator on the hosts this toolstack runs."""
-    facts = await hv.backend.host_facts()
+async def record_host_facts(toolstack: Any, hv: Hypervisor, probe: bool = True) -> None:
+    """The machine's memory, CPUs and accelerator on the hosts this toolstack runs, and the
+    CPUs on the pool's record while it is a pool of its own (what a joining host is
+    compared with)."""
+    facts = await hv.backend.host_facts(probe)
     if facts is None:
         return
     db = toolstack.db
+    cpu: dict[str, str] = dict(facts["cpu_info"])  # type: ignore[call-overload]
     with db.transaction():
         for ref, host in db.table("host").rows.items():
-            db.update("host", ref, cpu_info=facts["cpu_info"], capabilities=facts["capabilities"])
+            db.update("host", ref, cpu_info=cpu, capabilities=facts["capabilities"])
             if db.exists("host_metrics", host["metrics"]):
                 db.set("host_metrics", host["metrics"], "memory_total", facts["memory_total"])
+        for pool in db.refs("pool"):
+            if db.refs("host") == [db.get("pool", pool)["master"]]:
+                keep = ("cpu_count", "socket_count", "vendor", "features_pv", "features_hvm")
+                db.update("pool", pool, cpu_info={k: cpu[k] for k in keep if k in cpu})
     for ref in list(db.table("host").rows):
         hv.known_hosts.discard(ref)  # told again, with the real memory
         with db.transaction():

@@ -356,15 +356,14 @@ class QemuBackend(Backend):
 
     # ---- adoption ------------------------------------------------------------------------
 
-    async def host_facts(self) -> dict[str, object] | None:
-        accel = await self.accel()
+    async def host_facts(self, probe: bool = True) -> dict[str, object] | None:
         cpu = dict(self.facts.cpu)
-        cpu["accelerator"] = accel  # KVM only when its probe boot worked; TCG otherwise
-        return {
-            "memory_total": self.facts.memory_total,
-            "cpu_info": cpu,
-            "capabilities": [f"qemu-{accel}-x86_64", "hvm-3.0-x86_64", "hvm-3.0-x86_32"],
-        }
+        caps = ["hvm-3.0-x86_64", "hvm-3.0-x86_32"]
+        if probe or self._accel:
+            accel = await self.accel()
+            cpu["accelerator"] = accel  # KVM only when its probe boot worked; TCG otherwise
+            caps.insert(0, f"qemu-{accel}-x86_64")
+        return {"memory_total": self.facts.memory_total, "cpu_info": cpu, "capabilities": caps}
 
     async def close(self) -> None:
         """Leave every domain's sessions; the QEMU processes run on."""
