@@ -53,6 +53,18 @@ def uptime(con: Any) -> float:
     return float(con.run_command("cat /proc/uptime").split()[0])
 
 
+def new_disk(x: Any, vm: str, name: str, userdevice: str, attached: bool = False) -> str:
+    """A new 16 MiB disk on the pool's default SR, its VBD at ``userdevice``."""
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"name_label": name, "SR": sr, "virtual_size": str(16 << 20),
+                        "type": "user", "sharable": False, "read_only": False,
+                        "other_config": {}})  # fmt: skip
+    return str(x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": userdevice, "bootable": False,
+                             "mode": "RW", "type": "Disk", "empty": False, "other_config": {},
+                             "currently_attached": attached, "qos_algorithm_type": "",
+                             "qos_algorithm_params": {}}))  # fmt: skip
+
+
 def test_the_host_shows_the_machine(x: Any) -> None:
     [me] = x.host.get_all()
     until(lambda: "accelerator" in x.host.get_cpu_info(me), what="the KVM probe's verdict")
@@ -111,22 +123,18 @@ def test_a_real_guest_through_its_lifecycle(host: QemuHost, sdk: Any, x: Any) ->
     x.VM.suspend(vm)
     assert x.VM.get_power_state(vm) == "Suspended"
     assert x.VDI.get_type(x.VM.get_suspend_VDI(vm)) == "suspend"
+    # a disk given to the suspended VM (attached, as XAPI allows) is plugged at resume
+    new_disk(x, vm, "xq-woken", "1", attached=True)
     x.VM.resume(vm, False, False)
     assert x.VM.get_power_state(vm) == "Running"
     con = console(host, x, vm)
     assert uptime(con) > before
     assert guest_ip(x, vm) == ip  # the agent reports again, from the same guest
+    until(lambda: "vdb" in con.run_command("ls /sys/block"), what="vdb in the resumed guest")
 
     # a disk hot-plugged into the running guest appears in it
-    sr = x.pool.get_default_SR(x.pool.get_all()[0])
-    vdi = x.VDI.create({"name_label": "xq-hot", "SR": sr, "virtual_size": str(16 << 20),
-                        "type": "user", "sharable": False, "read_only": False,
-                        "other_config": {}})  # fmt: skip
-    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "1", "bootable": False, "mode": "RW",
-                        "type": "Disk", "empty": False, "other_config": {},
-                        "qos_algorithm_type": "", "qos_algorithm_params": {}})  # fmt: skip
-    x.VBD.plug(vbd)
-    until(lambda: "vdb" in con.run_command("ls /sys/block"), what="vdb in the guest")
+    x.VBD.plug(new_disk(x, vm, "xq-hot", "2"))
+    until(lambda: "vdc" in con.run_command("ls /sys/block"), what="vdc in the guest")
 
     # clean reboot: a new domain, the agent reports again
     domid = x.VM.get_domid(vm)

@@ -9,7 +9,7 @@ from ...core.context import Context
 from ...core.ids import new_ref, new_uuid, now
 from ...db.store import Database
 from ...xenops.interface import DomainInfo
-from ..host.hypervisor import Hypervisor, backend_errors, hypervisor
+from ..host.hypervisor import backend_errors, hypervisor
 from ..host.specs import attach_disk, disk_spec, nic_spec, opens_disks, run_by_member
 from . import lifecycle as device_lifecycle
 
@@ -146,23 +146,25 @@ async def device_spec(ctx: Context, cls: str, ref: str) -> Any:
     return await attach_disk(ctx.toolstack, disk_spec(ctx.db, row), member)  # by file there
 
 
-async def sync_hotplug(hv: Hypervisor, db: Database, vm_ref: str, info: DomainInfo) -> None:
+async def sync_hotplug(ctx: Context, vm_ref: str, info: DomainInfo) -> None:
     """Make a resumed domain's devices those the database says are attached.
 
-    A device created with ``currently_attached`` while the VM was suspended is plugged; one
-    unplugged or destroyed meanwhile is unplugged.
+    A device created with ``currently_attached`` while the VM was suspended is plugged (its
+    disk opened or its port described, as a hot-plug does); one unplugged or destroyed
+    meanwhile is unplugged.
     """
+    db, backend = ctx.db, hypervisor(ctx).backend
     vm = db.get("VM", vm_ref)
     for cls, refs, present in (("VBD", vm["VBDs"], info.vbds), ("VIF", vm["VIFs"], info.vifs)):
-        rows = [db.get(cls, r) for r in refs if db.exists(cls, r)]
-        wanted = {backend_device(cls, r) for r in rows if r["currently_attached"]}
-        backend = hv.backend
-        plug, unplug = (
-            getattr(backend, f"{cls.lower()}_plug"),
-            getattr(backend, f"{cls.lower()}_unplug"),
-        )
+        wanted = {
+            backend_device(cls, db.get(cls, r)): r
+            for r in refs
+            if db.exists(cls, r) and db.get(cls, r)["currently_attached"]
+        }
+        plug = getattr(backend, f"{cls.lower()}_plug")
+        unplug = getattr(backend, f"{cls.lower()}_unplug")
         with backend_errors():
-            for device in sorted(wanted - set(present)):
-                await plug(vm_ref, device)
-            for device in sorted(set(present) - wanted):
+            for device in sorted(set(wanted) - set(present)):
+                await plug(vm_ref, device, await device_spec(ctx, cls, wanted[device]))
+            for device in sorted(set(present) - set(wanted)):
                 await unplug(vm_ref, device)

@@ -28,6 +28,7 @@ import hmac
 import logging
 import os
 import ssl
+import stat
 import threading
 import time
 from collections import Counter
@@ -132,6 +133,7 @@ class StorageService:
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_lock: asyncio.Lock | None = None
         self._nbd: dict[str, tuple[list[NbdServer], VhdImage, int, str]] = {}
+        self._socket_access: dict[str, tuple[int, int]] = {}  # (gid, mode) of a stopped export
         self._tls: tuple[ssl.SSLContext, str, str] | None = None  # context, cert PEM, subject
         self.attached: dict[str, bool] = {}  # VDI uuid -> writable, exported to domains
         self._pending: dict[str, str] = {}  # deferred exports (see attach_file): key -> path
@@ -300,6 +302,10 @@ class StorageService:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock)
             servers.append(await serve_nbd(exports, unix_path=sock, authorise=authorise))
+            access = self._socket_access.pop(vdi_uuid, None)
+            if access is not None:  # a re-export (its chain changed) lets in whom the last did
+                os.chown(sock, -1, access[0])
+                os.chmod(sock, access[1])
         self._nbd[vdi_uuid] = (servers, image, tcp.port, location if writable else "")
 
     # ---- the disks of running domains --------------------------------------------------
@@ -442,6 +448,9 @@ class StorageService:
         entry = self._nbd.pop(vdi_uuid, None)
         if entry is None:
             return
+        with contextlib.suppress(OSError):  # a domain's device model may have been let in
+            st = os.stat(self.nbd_socket(vdi_uuid))
+            self._socket_access[vdi_uuid] = (st.st_gid, stat.S_IMODE(st.st_mode))
         for server in entry[0]:
             await server.close()
         if entry[3]:  # writable: make the writes durable, then release the claim

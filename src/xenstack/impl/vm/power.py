@@ -168,7 +168,7 @@ async def wake(ctx: Context, vm: str, host: str | None, paused: bool) -> None:
     assert_can_boot_here(hv, db, vm, target)
     async with making_room(hv, db, target, start_memory(db.get("VM", vm))):
         info = await _resume_domain(ctx, hv, vm, target, paused)
-    await sync_hotplug(hv, db, vm, info)
+    await sync_hotplug(ctx, vm, info)
     info = hv.backend.vm_info(vm) or info
     with db.transaction():
         record_domain(db, vm, info, started=True, clock=ctx.toolstack.clock)
@@ -189,7 +189,8 @@ async def _resume_domain(
         if db.exists("VDI", image_vdi)
         else None
     )
-    spec = await attach_disks(toolstack, domain_spec(db, vm), host)
+    spec = suspend_image.as_saved(db, image_vdi, domain_spec(db, vm))
+    spec = await attach_disks(toolstack, spec, host)
     try:
         with backend_errors():
             return await hv.backend.vm_resume(hv.host(db, host), vm, paused, spec, image)

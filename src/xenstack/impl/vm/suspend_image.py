@@ -10,6 +10,7 @@ chooses it: the VM's ``suspend_SR``, the pool's ``suspend_image_SR``, the host's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ...core.context import Context
@@ -17,6 +18,7 @@ from ...core.objects import new_record
 from ...db.store import Database
 from ...errors import ApiError
 from ...idl.types import NULL_REF
+from ...xenops.interface import DomainSpec
 from ..registry import HANDLERS
 from .placement import srs_on_host
 
@@ -58,8 +60,42 @@ async def create(ctx: Context, vm_ref: str, host_ref: str) -> str:
         virtual_size=image_size(db, vm_ref),
         type="suspend",
         sm_config={"vmhint": db.get("VM", vm_ref)["uuid"]},
+        other_config=devices_record(db, vm_ref),
     )
     return str(await ctx.invoke_and_wait("VDI.create", record))
+
+
+VBDS_KEY, VIFS_KEY = "xenstack-vbds", "xenstack-vifs"
+
+
+def devices_record(db: Database, vm_ref: str) -> dict[str, str]:
+    """The devices the domain has as its memory is saved (its image restores those: a
+    device model's saved state names its devices, so later ones are plugged after)."""
+    vm = db.get("VM", vm_ref)
+    out = {}
+    for key, cls, refs, name in (
+        (VBDS_KEY, "VBD", vm["VBDs"], "userdevice"),
+        (VIFS_KEY, "VIF", vm["VIFs"], "device"),
+    ):
+        rows = [db.get(cls, r) for r in refs if db.exists(cls, r)]
+        out[key] = ",".join(sorted(str(r[name]) for r in rows if r["currently_attached"]))
+    return out
+
+
+def as_saved(db: Database, image: str, spec: DomainSpec) -> DomainSpec:
+    """``spec`` with only the devices the image ``image`` was saved with (all of them for
+    an image that names none: one made before images kept their devices)."""
+    saved = db.get("VDI", image)["other_config"] if db.exists("VDI", image) else {}
+    if VBDS_KEY not in saved:
+        return spec
+    vbds = set(filter(None, saved[VBDS_KEY].split(",")))
+    vifs = set(filter(None, saved.get(VIFS_KEY, "").split(",")))
+    disks = tuple(d for d in spec.disks if d.device in vbds)
+    nics = tuple(n for n in spec.nics if n.device in vifs)
+    return replace(
+        spec, disks=disks, nics=nics,
+        vbds=tuple(d.device for d in disks), vifs=tuple(n.device for n in nics),
+    )  # fmt: skip
 
 
 async def destroy(ctx: Context, vdi: str) -> None:
