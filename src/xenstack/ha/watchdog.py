@@ -4,9 +4,9 @@ A QEMU host's guests outlive both ``xenstack serve`` and the HA daemon. Were the
 killed (``kill -9``, a crash, the OOM killer) its lease would expire while the guests run
 on, and the master would restart them elsewhere: two running copies. So the daemon forks
 this watchdog before it starts any thread: the watchdog holds the read end of a pipe the
-daemon kicks every round. On the pipe's end (the daemon is gone, however it went) or when
-no kick came for ``deadline`` seconds (the daemon hangs) it fences the host itself (its
-QEMUs, then serve), before the lease can expire. A daemon that stops cleanly (disarm)
+daemon kicks every round. Once kicked, on the pipe's end (the daemon is gone, however it
+went) or when no kick came for ``deadline`` seconds (the daemon hangs) it fences the host
+itself (its QEMUs, then serve), before the lease can expire. A daemon that stops cleanly (disarm)
 sends ``DISARM`` first, and the watchdog ends without fencing.
 """
 
@@ -22,15 +22,19 @@ KICK, DISARM = b"k", b"d"
 
 
 def watch(fd: int, deadline: float, fence: Callable[[], None]) -> bool:
-    """Read kicks from ``fd`` until ``DISARM`` (False) or a fence (True)."""
+    """Read kicks from ``fd`` until ``DISARM`` (False) or a fence (True). Armed by the first
+    kick (the daemon's first round, its lease taken): a daemon that fails before has no
+    lease that could expire under its guests, and is not fenced for it."""
+    armed = False
     while True:
-        ready, _, _ = select.select([fd], [], [], deadline)
+        ready, _, _ = select.select([fd], [], [], deadline if armed else None)
         data = os.read(fd, 4096) if ready else b""
-        if DISARM in data:
+        if DISARM in data or (not data and not armed):
             return False
         if not data:  # the daemon went (end of the pipe) or hangs (no kick in time)
             fence()
             return True
+        armed = True
 
 
 class Watchdog:
