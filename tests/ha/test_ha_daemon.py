@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,6 +146,73 @@ def _config_pid(qh: QemuHost) -> int:
     return int(process.read_config(qh.state_dir).get("serve_pid") or 0)
 
 
+def test_etcd_moved_closes_the_old_client(pool: Pool) -> None:
+    """SIGHUP with another etcd URL: the daemon takes a new client and closes the old one
+    (its thread and channels), so flipping it leaves the daemon's thread count flat."""
+    member = pool.member
+    daemon = process.running(member.state_dir)
+    config = process.read_config(member.state_dir)
+    urls = [config["etcd"], config["etcd"].removeprefix("http://")]  # one cluster, two names
+    moves = _moves(member)
+
+    def move(n: int) -> int:
+        process.write_config(member.state_dir, {**config, "etcd": urls[(n + 1) % 2]})
+        os.kill(daemon, signal.SIGHUP)
+        wait_until("the daemon moved", lambda: _moves(member) > moves + n, 4 * TIMEOUT)
+        return _threads(daemon)
+
+    settled = max(move(i) for i in range(2))  # its executor's threads made
+    assert max(move(i) for i in range(2, 5)) <= settled + 1, "old etcd clients left behind"
+    process.write_config(member.state_dir, config)
+    os.kill(daemon, signal.SIGHUP)
+    assert process.running(member.state_dir) == daemon
+
+
+def _moves(qh: QemuHost) -> int:
+    log = process.ha_dir(qh.state_dir) / "daemon.log"
+    return log.read_text().count("etcd moved") if log.exists() else 0
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("Threads:")).split()[1])
+
+
+def test_a_dead_daemon_fences_its_host_by_the_watchdog(pool: Pool, guest: str) -> None:
+    """serve and the daemon killed -9, the guest's QEMU left running: the daemon's watchdog
+    kills the QEMU (journaled) before the lease expires; the master declares the host dead
+    and restarts the VM on itself; the VM never ran twice."""
+    x, member = pool.api(), pool.member
+    uuid, home = x.VM.get_uuid(guest), x.host.get_by_uuid(member.host_uuid)
+    daemon, qemu = process.running(member.state_dir), qemu_pid(member, uuid)
+    assert daemon and qemu
+    member.server.kill()
+    os.kill(daemon, signal.SIGKILL)
+    cut = time.time()
+    wait_until("the watchdog killed the QEMU", lambda: not qemu_pid(member, uuid), TIMEOUT)
+    fenced = [e for e in timeline.read([pool.log]) if e["vm"] == guest and e["event"] == "fence"]
+    assert fenced and fenced[-1]["t"] - cut < TIMEOUT, fenced
+    wait_until(
+        "the VM restarted on the master",
+        lambda: x.VM.get_power_state(guest) == "Running" and x.VM.get_resident_on(guest) != home,
+        6 * TIMEOUT,
+    )
+    assert not x.host_metrics.get_live(x.host.get_metrics(home))
+    pool.assert_never_twice()
+    back_on_member(pool, guest)
+
+
+def back_on_member(pool: Pool, guest: str) -> None:
+    """The member's serve up again and re-armed, the VM moved back to it."""
+    x, member = pool.api(), pool.member
+    member.server.start(timeout=120)
+    wait_until("the member re-armed", lambda: process.running(member.state_dir), 6 * TIMEOUT)
+    home = x.host.get_by_uuid(member.host_uuid)
+    wait_until("live again", lambda: x.host_metrics.get_live(x.host.get_metrics(home)), 60)
+    x.VM.pool_migrate(guest, home, {"live": "true"})
+    assert x.VM.get_resident_on(guest) == home
+
+
 def test_cut_off_daemon_fences_before_its_lease_expires(pool: Pool, guest: str) -> None:
     x, member = pool.api(), pool.member
     uuid, home = x.VM.get_uuid(guest), x.host.get_by_uuid(member.host_uuid)
@@ -176,10 +244,55 @@ def test_cut_off_daemon_fences_before_its_lease_expires(pool: Pool, guest: str) 
     pool.assert_never_twice()
 
 
-def test_disarm_stops_the_daemon(pool: Pool) -> None:
+def slowest_answer_during(pool: Pool, work: Any) -> float:
+    """Run ``work()`` in a thread; the longest ``pool.get_all`` of the master meanwhile."""
+    x, errors = pool.api(), []
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:  # shown by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    slowest = 0.0
+    while thread.is_alive():
+        began = time.monotonic()
+        x.pool.get_all()
+        slowest = max(slowest, time.monotonic() - began)
+        time.sleep(0.05)
+    thread.join()
+    assert not errors, errors
+    return slowest
+
+
+def test_disarm_stops_the_daemon_and_serve_answers_meanwhile(pool: Pool) -> None:
+    """The master's daemon held (SIGSTOP) while pool.disable_ha waits for it to stop: the
+    API answers meanwhile; once it runs again, it resigns and goes."""
+    x, master = pool.api(), pool.master
+    daemon = process.running(master.state_dir)
+    assert daemon
+    os.kill(daemon, signal.SIGSTOP)
+    held = threading.Timer(TIMEOUT / 4, os.kill, (daemon, signal.SIGCONT))  # not long: its
+    held.start()  # watchdog would fence the host
+    try:
+        assert slowest_answer_during(pool, x.pool.disable_ha) < 0.5
+    finally:
+        held.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGCONT)
+    assert not process.running(master.state_dir)
+    assert not process.running(pool.member.state_dir)
+    assert not process.pid_path(master.state_dir).exists()
+    assert master.server.proc.poll() is None  # type: ignore[union-attr]  # not fenced
+
+
+def test_arming_does_not_hold_the_api(pool: Pool) -> None:
+    """pool.enable_ha starts the master's daemon (a process) off serve's event loop."""
     x = pool.api()
+    slowest = slowest_answer_during(pool, lambda: x.pool.enable_ha([], {"timeout": str(TIMEOUT)}))
     assert process.running(pool.master.state_dir)
+    assert slowest < 0.5
     x.pool.disable_ha()
     assert not process.running(pool.master.state_dir)
-    assert not process.running(pool.member.state_dir)
-    assert not process.pid_path(pool.master.state_dir).exists()

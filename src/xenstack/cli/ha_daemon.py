@@ -21,15 +21,27 @@ from typing import Any
 import aiohttp
 
 from ..db.etcd import EtcdLoop, Lease
-from ..ha import fence, process
+from ..ha import fence, process, watchdog
 from ..ha.daemon import HaConfig, HaDaemon
 
 log = logging.getLogger("xenstack.ha-daemon")
 FENCED = 75
 
 
+def fence_host(state_dir: Path) -> list[str]:
+    """Kill this host's QEMUs (journaled), then its serve; the vms stopped. The config is
+    read afresh: serve's pid changes when it restarts."""
+    cfg = process.read_config(state_dir)
+    run_root = str(state_dir / "run" / "qemu")
+    stopped = fence.kill_domains(run_root, str(cfg["host_id"]), str(cfg.get("domain_log", "")))
+    fence.kill_process(int(cfg.get("serve_pid") or 0), str(state_dir))
+    return stopped
+
+
 class Daemon:
-    def __init__(self, state_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, state_dir: Path, config: dict[str, Any], dog: watchdog.Watchdog | None = None
+    ) -> None:
         self.state_dir = state_dir
         self.config = config
         self.etcd = EtcdLoop(str(config["etcd"]))
@@ -37,6 +49,9 @@ class Daemon:
         self.links: dict[str, process.PeerLink] = {}
         ha_config = HaConfig(float(config["timeout"]), [])
         self.ha = HaDaemon(ha_config, self.renew, self.ping, self.fence)
+        self.watchdog = dog
+        if dog is not None:
+            self.ha.kick = dog.kick
         self.session: aiohttp.ClientSession | None = None
         self.urls = str(config["etcd"])
         self.reload(config)
@@ -53,7 +68,10 @@ class Daemon:
     def _renew_sync(self) -> bool:
         if self.urls != self.config["etcd"]:  # the cluster moved (SIGHUP): a new client
             self.urls = str(self.config["etcd"])
-            self.etcd = self.lease.etcd = EtcdLoop(self.urls)
+            old, self.etcd = self.etcd, EtcdLoop(self.urls)
+            self.lease.etcd = self.etcd
+            old.close()  # its thread and channels, not left behind
+            log.warning("HA: etcd moved to %s; the old client closed", self.urls)
         if self.lease.lease_id and self.lease.renew() > 0:
             return True
         etcd = self.etcd
@@ -70,10 +88,9 @@ class Daemon:
         return await process.heartbeat(self.session, link, cfg["secret"], cfg["me"], within)
 
     async def fence(self) -> None:
-        cfg = self.config
-        run_root = str(self.state_dir / "run" / "qemu")
-        stopped = fence.kill_domains(run_root, str(cfg["host_id"]), str(cfg.get("domain_log", "")))
-        fence.kill_process(int(cfg.get("serve_pid") or 0), str(self.state_dir))
+        stopped = fence_host(self.state_dir)
+        if self.watchdog is not None:
+            self.watchdog.disarm()  # done already
         log.error("HA: fenced; killed %s and the toolstack", stopped)
         logging.shutdown()
         os._exit(FENCED)  # nothing may wait for etcd here: it is unreachable
@@ -87,20 +104,32 @@ class Daemon:
         self.ha.start()
         await stop.wait()
         await self.ha.stop()
+        if self.watchdog is not None:
+            self.watchdog.disarm()
         if self.session is not None:
             await self.session.close()
         await asyncio.to_thread(self.lease.resign)
+        await asyncio.to_thread(self.etcd.close)
 
 
 def run(state_dir: Path) -> int:
     state_dir = state_dir.absolute()
     process.pid_path(state_dir).write_text(f"{os.getpid()}\n")
+    config = process.read_config(state_dir)
+    deadline = HaConfig(float(config["timeout"]), []).fence_after
+    dog = watchdog.start(deadline, lambda: _watchdog_fence(state_dir))  # before any thread
+    process.watchdog_path(state_dir).write_text(f"{dog.pid}\n")
     try:
-        asyncio.run(Daemon(state_dir, process.read_config(state_dir)).run())
+        asyncio.run(Daemon(state_dir, config, dog).run())
     finally:
         if process.pid_path(state_dir).read_text().strip() == str(os.getpid()):
             process.pid_path(state_dir).unlink()
     return 0
+
+
+def _watchdog_fence(state_dir: Path) -> None:
+    stopped = fence_host(state_dir)
+    log.error("HA: the daemon is gone or hangs: the watchdog fenced %s", stopped)
 
 
 def cmd(args: argparse.Namespace) -> int:

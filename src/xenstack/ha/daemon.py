@@ -13,7 +13,9 @@ Its three collaborators are protocols, handed in by the composition root:
 
 - ``lease``: ``renew() -> bool`` (False or an exception: not renewed);
 - ``ping(peer) -> bool``: one heartbeat to a peer (True if it answered);
-- ``fence()``: hard-stop every domain of this host, then stop serving.
+- ``fence()``: hard-stop every domain of this host, then stop serving;
+
+and ``kick()``, called after every round (a watchdog's: :mod:`xenstack.ha.watchdog`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class HaDaemon:
     ping: Callable[[str], Awaitable[bool]]
     fence: Callable[[], Awaitable[None]]
     clock: Callable[[], float] = time.monotonic
+    kick: Callable[[], None] = lambda: None
     last_renewed: float = 0.0  # when the last successful renewal was *sent*
     seen: dict[str, float] = field(default_factory=dict)  # peer -> last heard (either way)
     fenced: bool = False
@@ -84,6 +87,7 @@ class HaDaemon:
         while not self.fenced:
             began = self.clock()
             await self.tick()
+            self.kick()
             await asyncio.sleep(max(0.0, self.config.interval - (self.clock() - began)))
 
     async def tick(self) -> None:

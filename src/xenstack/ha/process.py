@@ -4,9 +4,10 @@ On a host whose domains outlive its toolstack (QEMU), the liveness lease must no
 ``xenstack serve`` alone: this process holds it, heartbeats the peers and fences the host
 (its QEMUs, then serve) when it can renew neither its lease nor see a majority. Its files,
 in ``<state>/ha/``: ``daemon.json`` (0600: etcd endpoints, lease key, timeout, peers'
-addresses and pinned certificates, the pool secret, this host's uuid, serve's pid) and
-``daemon.pid``. SIGHUP re-reads the configuration (peers joined or ejected); SIGTERM
-resigns the lease and ends the process (disarm).
+addresses and pinned certificates, the pool secret, this host's uuid, serve's pid),
+``daemon.pid`` and ``watchdog.pid`` (:mod:`.watchdog`). SIGHUP re-reads the configuration
+(peers joined or ejected, etcd moved); SIGTERM resigns the lease and ends the process
+(disarm).
 
 This module holds what both sides share (paths, the config file, liveness of the pid) and
 the heartbeat: a JSON-RPC call over TLS to a peer's pinned certificate. An answered
@@ -42,6 +43,10 @@ def config_path(state_dir: Path) -> Path:
 
 def pid_path(state_dir: Path) -> Path:
     return ha_dir(state_dir) / "daemon.pid"
+
+
+def watchdog_path(state_dir: Path) -> Path:
+    return ha_dir(state_dir) / "watchdog.pid"
 
 
 def write_config(state_dir: Path, config: dict[str, Any]) -> None:

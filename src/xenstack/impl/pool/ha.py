@@ -105,7 +105,7 @@ async def _arm_all(ctx: Context, timeout: float) -> None:
         await _disarm_all(ctx)
         everyone = ",".join(sorted([armed["me"], *peers]))
         raise ApiError("HA_HOST_CANNOT_SEE_PEERS", [armed["me"], everyone, ",".join(unreached)])
-    ha_runtime.start_armed(ts, armed)
+    await ha_runtime.start_armed(ts, armed)
 
 
 async def _arm_one(peer: Peer, armed: dict[str, Any]) -> bool:

@@ -6,7 +6,8 @@ master would restart them elsewhere (two running copies). There, arming starts
 ``xenstack ha-daemon`` (:mod:`xenstack.cli.ha_daemon`) in a session of its own; serve writes
 its configuration (``<state>/ha/daemon.json``, 0600) and signals it on a change of peers;
 a serve restarted re-attaches to the daemon still running; disarm stops it (it resigns its
-lease). The simulator's domains die with the toolstack: it keeps the in-process daemon.
+lease; one that hangs is killed, its watchdog first, so that it does not fence the host).
+The simulator's domains die with the toolstack: it keeps the in-process daemon.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...ha import process
+from ...ha import fence, process
 from .timeline import TimelineBackend
 
 if TYPE_CHECKING:
@@ -99,8 +100,18 @@ def disarm(ts: Services, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while pid and process.running(where) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if pid and process.running(where):
+    if pid and process.running(where):  # it hangs: its watchdog must not fence the host
+        _kill_watchdog(where)
         os.kill(pid, signal.SIGKILL)
     child = _children.pop(pid, None)
     if child is not None:
         child.wait(timeout)
+
+
+def _kill_watchdog(where: Path) -> None:
+    try:
+        pid = int(process.watchdog_path(where).read_text().strip() or "0")
+    except (OSError, ValueError):
+        return
+    if pid > 0 and fence.is_ours(pid, str(where)) and fence.is_ours(pid, process.MARKER):
+        os.kill(pid, signal.SIGKILL)

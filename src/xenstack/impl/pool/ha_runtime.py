@@ -116,14 +116,19 @@ class HaRuntime:
 
     # ---- life --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the daemon (a process of its own: waited for off the event loop, which
+        goes on answering) and, for the master, the watch."""
         if self.external:
-            self.daemon_pid = ha_external.arm(self.ts, self)
+            self.daemon_pid = await asyncio.to_thread(ha_external.arm, self.ts, self)
         else:
             self.daemon.start()
         self._watch = asyncio.create_task(self._watch_loop())
 
-    async def stop(self) -> None:
+    async def retire(self) -> None:
+        """Replaced by a runtime armed afresh: this one's loops end (an external daemon
+        goes on, re-configured by its successor)."""
+        self.daemon.fenced = True  # its loop ends at its next round
         await self.daemon.stop()
         if self._watch is not None:
             self._watch.cancel()
@@ -131,6 +136,9 @@ class HaRuntime:
                 await self._watch
         for peer in self.peers.values():
             await peer.close()
+
+    async def stop(self) -> None:
+        await self.retire()
         if self.external:  # the daemon resigns its own lease
             await asyncio.to_thread(ha_external.disarm, self.ts)
         else:
@@ -221,6 +229,8 @@ def mark_dead(ts: Services, host: str) -> list[str]:
                 continue
             db.update("VM", vm, power_state="Halted", resident_on=NULL_REF, domid=-1)
             lost.append(vm)
+    # a member's toolstack that comes back has forgotten the host: tell it again at first use
+    ts.hypervisor.known_hosts.discard(host)
     backend = ts.hypervisor.backend
     forget = getattr(backend, "forget_domains", None)
     if forget is not None:
@@ -278,17 +288,17 @@ def arm_config(ts: Services, timeout: float) -> dict[str, Any]:
     }
 
 
-def start_armed(ts: Services, armed: dict[str, Any]) -> HaRuntime:
+async def start_armed(ts: Services, armed: dict[str, Any]) -> HaRuntime:
     persistence = ts.persistence
     if not isinstance(persistence, EtcdPersistence):
         raise ApiError("HA_HEARTBEAT_DAEMON_STARTUP_FAILED", [])
     old = runtime(ts)
-    if old is not None:
-        old.daemon.fenced = True  # stops its loop
     rt = HaRuntime(ts, persistence, armed)
     ts.ha = rt  # type: ignore[attr-defined]
+    if old is not None:
+        await old.retire()
     persistence.set_meta(ARMED_KEY, orjson.dumps(armed).decode())
-    rt.start()
+    await rt.start()
     return rt
 
 
@@ -316,15 +326,14 @@ def resume(ts: Services) -> asyncio.Task[None] | None:
     if me is not None:
         armed["me"] = me["uuid"]
     if not ts.master_address or (ha_external.outlives(ts) and ha_external.running(ts)):
-        start_armed(ts, armed)
-        return None
+        return asyncio.create_task(_arm_later(ts, armed, 0))
     return asyncio.create_task(_arm_later(ts, armed, float(armed["timeout"]) * 1.5))
 
 
 async def _arm_later(ts: Services, armed: dict[str, Any], delay: float) -> None:
     await asyncio.sleep(delay)
     if ts.persistence.get_meta(ARMED_KEY):  # not disarmed meanwhile
-        start_armed(ts, armed)
+        await start_armed(ts, armed)
 
 
 def _check_secret(ts: Services, secret: str) -> None:
@@ -342,14 +351,14 @@ def heartbeat(ctx: Context, pool_secret: str, host: str) -> None:
 
 
 @internal(ARM, "string pool_secret, string configuration", roles="")
-def arm(ctx: Context, pool_secret: str, configuration: str) -> None:
+async def arm(ctx: Context, pool_secret: str, configuration: str) -> None:
     """On a member: arm for HA with the master's configuration (its own uuid filled in)."""
     ts = ctx.toolstack
     _check_secret(ts, pool_secret)
     armed = orjson.loads(configuration)
     armed["me"] = ts.db.get("host", ts.this_host)["uuid"]
     armed["pool_db"] = ts.persistence.get_meta("pool_db") or armed["pool_db"]
-    start_armed(ts, armed)
+    await start_armed(ts, armed)
 
 
 @internal(DISARM, "string pool_secret", roles="")

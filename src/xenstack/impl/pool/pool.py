@@ -13,7 +13,7 @@ from ...db.store import Database
 from ...errors import ApiError
 from ..registry import implements
 from ..vm.placement import host_is_live
-from . import membership, recovery
+from . import db_backup, membership, recovery
 from .designate import hand_over, separate
 
 
@@ -73,7 +73,9 @@ async def recover_slaves(ctx: Context) -> list[str]:
 
 @implements("pool.sync_database")
 async def sync_database(ctx: Context) -> None:
+    """Every acknowledged write durable; without etcd, a copy on every member too."""
     await ctx.db.durable()
+    await db_backup.push(ctx)
 
 
 @implements("pool.emergency_transition_to_master")
