@@ -14,6 +14,7 @@ serving, then serves until its stdin closes; everything it made goes with it, by
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ def main() -> None:
     segments: dict[int, integkit.Segment] = {}
     server: ServerProcess | None = None
     with tempfile.TemporaryDirectory(prefix="n3-") as tmp:
+        os.chmod(tmp, 0o711)  # QEMU runs as a user of its own under a root toolstack
         state = Path(tmp) / "s"
         try:
             sw = spaces.add("sw")

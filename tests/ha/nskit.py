@@ -120,7 +120,8 @@ class NsPool:
                 s.xenapi.login_with_password("root", self.password, "1.0", "ns-tests")
                 return fn(s.xenapi, *args)
             except (OSError, XenAPI.Failure) as exc:
-                last = exc
+                redirected = isinstance(exc, XenAPI.Failure) and exc.details[0] == "HOST_IS_SLAVE"
+                last = exc if last is None or not redirected else last  # the master's own words
         raise last or OSError("no host answers")
 
     def ref(self, i: int) -> str:

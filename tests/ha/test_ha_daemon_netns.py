@@ -40,7 +40,9 @@ TIMEOUT = 6.0
 
 def _qemu_host(stack: contextlib.ExitStack, net: Topology, i: int, args: list[str]) -> NsHost:
     guests = stack.enter_context(guest_network(f"hn{i}"))
-    state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"hdn{i}-"))) / "state"
+    top = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"hdn{i}-"))
+    os.chmod(top, 0o711)  # QEMU's own user passes (xenops/qemu/runas.py)
+    state = Path(top) / "state"
     init = [sys.executable, "-m", "xenstack.cli.main", "init", "--state-dir", str(state)]
     subprocess.run([*init, "--backend", "qemu"], check=True, timeout=120)
     host = NsHost(net, f"h{i}", state, [*args, "--backend", "qemu", "--netns", guests.netns])
