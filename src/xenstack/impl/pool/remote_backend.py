@@ -47,6 +47,10 @@ from .peer import CALL_TIMEOUT, Peer
 from .remote import Unreachable
 from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
 
+# what waits on a guest (its shutdown, its release of a device) takes the backend's own
+# deadline for it (a QEMU's clean shutdown: 120 s), and some
+GUEST_TIMEOUT = 150.0
+GUEST_WAITS = ("vm_shutdown", "vm_reboot", "vbd_unplug", "vif_unplug")
 MIGRATION_TIMEOUT = 330.0  # a backend's own migration deadline (QEMU's: 300 s), and some
 REFRESH_TIMEOUT = 10.0  # a member's state at a (re)start; a cut one fails its connect sooner
 
@@ -352,9 +356,7 @@ class PoolBackend(DelegatingBackend):
     async def _do(self, host: str | None, name: str, *args: Any) -> Any:
         """Backend operation ``name`` on ``host``'s backend (None: this toolstack's own)."""
         if host is not None:
-            # a live migration's send lasts as long as the memory takes to move
-            timeout = MIGRATION_TIMEOUT if name.startswith("vm_migrate") else CALL_TIMEOUT
-            return await self._send(host, name, *args, timeout=timeout)
+            return await self._send(host, name, *args, timeout=_deadline(name))
         disks = self.own_disks if name.startswith("vm_migrate") else None
         if disks is None:
             result = getattr(self.local, name)(*args)
@@ -506,3 +508,12 @@ def attach_members(ts: Services) -> PoolBackend | None:
         hv.known_hosts.discard(host)
     hv.backend = pool
     return pool
+
+
+def _deadline(name: str) -> float:
+    """How long the master waits for a member's backend operation ``name``: what moves a
+    domain's memory (a migration's send, a suspend, a resume, a checkpoint's image) lasts as
+    long as the memory takes; what waits on the guest, as long as the guest may take."""
+    if name.startswith(("vm_migrate", "vm_suspend", "vm_resume", "vm_save_image")):
+        return MIGRATION_TIMEOUT
+    return GUEST_TIMEOUT if name in GUEST_WAITS else CALL_TIMEOUT
