@@ -30,6 +30,17 @@ def two_servers(root: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         yield a, b
 
 
+@contextmanager
+def joined_pair(root: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
+    """:func:`two_servers`, the second joined to the first's pool; and the second's host
+    ref on the master."""
+    with two_servers(root) as (a, b):
+        xb = connect(b)
+        uuid = xb.host.get_uuid(xb.host.get_all()[0])
+        xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
+        yield a, b, str(connect(a).host.get_by_uuid(uuid))
+
+
 def connect(server: ServerProcess | RunningPool) -> Any:
     s = XenAPI.Session(server.url)
     s.xenapi.login_with_password("root", server.password, "1.0", "pool-tests")

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 import XenAPI
+from poolkit import joined_pair
 
-from xenstack.testing import ServerProcess, halted_vm, server_process
+from xenstack.testing import ServerProcess, halted_vm
 
 pytestmark = pytest.mark.slow
 WAIT = 120.0
@@ -68,20 +69,8 @@ def rows(server: ServerProcess, session: str, vm_uuid: str) -> dict[int, dict[st
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
-    https = ["--https-port", "0"]
-    with (
-        server_process(tmp_path / "a", https) as a,
-        server_process(tmp_path / "b", https) as b,
-    ):
-        sb = connect(b)
-        xb = sb.xenapi
-        (b_host,) = xb.host.get_all()
-        uuid = xb.host.get_uuid(b_host)
-        xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
-        sa = connect(a)
-        member = sa.xenapi.host.get_by_uuid(uuid)
-        sa.xenapi.session.logout()
-        yield a, b, member
+    with joined_pair(tmp_path) as pair:
+        yield pair
 
 
 def status(url: str) -> tuple[int, bytes]:

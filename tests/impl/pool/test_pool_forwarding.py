@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 import pytest
 import XenAPI
+from poolkit import joined_pair
 
-from xenstack.testing import ServerProcess, failure, halted_vm, server_process
+from xenstack.testing import ServerProcess, failure, halted_vm
 
 pytestmark = pytest.mark.slow
 
@@ -60,17 +61,8 @@ def member_domains(member: ServerProcess, master: ServerProcess, host: str) -> l
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
-    https = ["--https-port", "0"]
-    with (
-        server_process(tmp_path / "a", https) as a,
-        server_process(tmp_path / "b", https) as b,
-    ):
-        xb = connect(b)
-        (b_host,) = xb.host.get_all()
-        uuid = xb.host.get_uuid(b_host)
-        xb.pool.join(f"127.0.0.1:{a.port}", "root", a.password)
-        member = connect(a).host.get_by_uuid(uuid)
-        yield a, b, member
+    with joined_pair(tmp_path) as pair:
+        yield pair
 
 
 def test_start_on_the_member_runs_in_its_backend(pool: Any) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
+from poolkit import joined_pair
 from test_pool_forwarding import _uuid_of, connect, member_domains, meta
 from vmkit import wait_for
 
-from xenstack.testing import ServerProcess, halted_vm, raw_failure, server_process
+from xenstack.testing import ServerProcess, halted_vm, raw_failure
 
 pytestmark = pytest.mark.slow
 RESTARTED = "pool.xenstack_member_restarted"
@@ -26,14 +27,8 @@ RESTARTED = "pool.xenstack_member_restarted"
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
-    https = ["--https-port", "0"]
-    with (
-        server_process(tmp_path / "a", https) as a,
-        server_process(tmp_path / "b", https) as b,
-    ):
-        uuid = _uuid_of(b)
-        connect(b).pool.join(f"127.0.0.1:{a.port}", "root", a.password)
-        yield a, b, connect(a).host.get_by_uuid(uuid)
+    with joined_pair(tmp_path) as pair:
+        yield pair
 
 
 def _tls_port(master: ServerProcess, member: ServerProcess) -> int:
