@@ -81,11 +81,13 @@ async def build(
     marks["build"] = began
     if image is not None:
         incoming = "defer"  # the memory image comes through a pipe (see .suspend.pump)
-    # a resume's helper starts first: it reads the image while QEMU starts
-    helper = await spawn("load", image) if image is not None else None
+    # a resume's helper starts beside QEMU: it reads the image while QEMU starts
+    spawning = asyncio.ensure_future(spawn("load", image)) if image is not None else None
+    helper = None
     try:
         await make(backend, dom, incoming)
-        if helper is not None:
+        if spawning is not None:
+            helper = await spawning
             await helper.hand(backend, dom)
             await backend._qmp(dom).execute("migrate-incoming", {"uri": "fd:xs-image"})
             marks["handed"] = time.time()
@@ -102,6 +104,9 @@ async def build(
             dom.state = "running"
         marks["cont"] = time.time()
     except BaseException:
+        if spawning is not None and helper is None:
+            with contextlib.suppress(BaseException):  # not cancelled: the child would leak
+                helper = await spawning
         if helper is not None:
             await helper.abort()
         await backend._destroy(dom)
