@@ -79,9 +79,7 @@ def backup_path(state_dir: Path) -> Path:
 def take_backup(ctx: Context, pool_secret: str, database: str) -> None:
     """On a member: keep the master's copy of the pool's database (atomically, 0600)."""
     ts = ctx.toolstack
-    if not membership.secret_matches(ts.persistence, pool_secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, pool_secret)
     if not recovery.is_separate_member(ts) or ts.state_dir is None:
         raise ApiError("INTERNAL_ERROR", ["this host keeps no copy of another's database"])
     final = backup_path(Path(ts.state_dir))

@@ -78,9 +78,7 @@ def _later(agent: object, address: str) -> None:
 
 def _check(ctx: Context, secret: str) -> None:
     ts = ctx.toolstack
-    if not membership.secret_matches(ts.persistence, secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, secret)
     if not ts.master_address or not isinstance(ts.persistence, EtcdPersistence):
         raise ApiError("HA_ABORT_NEW_MASTER", ["this host is not a member on etcd"])
 

@@ -79,9 +79,7 @@ async def leave(ctx: Context, pool_secret: str) -> None:
     ts = ctx.toolstack
     if not ts.master_address:
         return  # in no pool: nothing to leave
-    if not membership.secret_matches(ts.persistence, pool_secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, pool_secret)
     persistence = ts.persistence
     if getattr(persistence, "namespace", None) == persistence.get_meta("pool_db"):
         # a former master on etcd serves the pool's own database: resetting it would wipe

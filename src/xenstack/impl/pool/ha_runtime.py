@@ -337,9 +337,7 @@ async def _arm_later(ts: Services, armed: dict[str, Any], delay: float) -> None:
 
 
 def _check_secret(ts: Services, secret: str) -> None:
-    if not membership.secret_matches(ts.persistence, secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, secret)
 
 
 @internal(HEARTBEAT, "string pool_secret, string host", roles="")

@@ -130,9 +130,7 @@ async def announce(ts: Services, started: str) -> None:
 async def member_restarted(ctx: Context, pool_secret: str, member: dict[str, str]) -> None:
     """On the master: member ``member`` (a record as at join) listens there now."""
     ts = ctx.toolstack
-    if not membership.secret_matches(ts.persistence, pool_secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, pool_secret)
     if ts.master_address:
         raise ApiError("HOST_IS_SLAVE", [ts.master_address])
     uuid = str(member.get("uuid", ""))

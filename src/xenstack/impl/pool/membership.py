@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from ...db.persistence import Persistence
+from ...errors import ApiError
 
 ROLE_KEY = "pool_role"
 MASTER_KEY = "master_address"
@@ -38,6 +39,13 @@ def pool_secret(persistence: Persistence) -> str:
 def secret_matches(persistence: Persistence, offered: str) -> bool:
     secret = persistence.get_meta(SECRET_KEY) or ""
     return bool(secret) and hmac.compare_digest(secret.encode(), offered.encode())
+
+
+def check_secret(persistence: Persistence, offered: str) -> None:
+    """Refuse a pool-internal call whose caller does not hold the pool's secret."""
+    if not secret_matches(persistence, offered):
+        # xapi: ocaml/xapi/xapi_session.ml passes 2
+        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
 
 
 def members(persistence: Persistence) -> dict[str, dict[str, Any]]:

@@ -72,9 +72,7 @@ async def recover_members(ctx: Context, hosts: list[str]) -> list[str]:
 def recover(ctx: Context, pool_secret: str, master_address: str) -> None:
     """On a member: follow the master at ``master_address``."""
     ts = ctx.toolstack
-    if not membership.secret_matches(ts.persistence, pool_secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, pool_secret)
     if not is_separate_member(ts):
         raise ApiError("INTERNAL_ERROR", ["this host is not a member of another host's pool"])
     follow(ts, master_address)

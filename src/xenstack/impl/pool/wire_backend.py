@@ -315,9 +315,7 @@ async def _backend_operation(
 async def backend_call(ctx: Context, pool_secret: str, operations: str) -> str:
     """On a member: run the master's backend operations on this host's own backend."""
     ts = ctx.toolstack
-    if not membership.secret_matches(ts.persistence, pool_secret):
-        # xapi: ocaml/xapi/xapi_session.ml passes 2
-        raise ApiError("SESSION_AUTHENTICATION_FAILED", ["pool secret", "Authentication failure"])
+    membership.check_secret(ts.persistence, pool_secret)
     backend = ts.hypervisor.backend
     # this host's own backend (its journal included), not a pool's view of its members
     local = backend.local if hasattr(backend, "is_remote") else backend
