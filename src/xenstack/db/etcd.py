@@ -510,7 +510,7 @@ class Lease:
         return True
 
     def renew_id(self, lease_id: int) -> int:
-        within = max(0.3, self.ttl / 6)
+        within = max(0.3, self.ttl / 5)
         return self.etcd.run(self.etcd.keepalive(lease_id, within), within + 2)
 
     def renew(self) -> int:
@@ -540,16 +540,27 @@ class LeaseCarrier:
         lease = Lease(etcd, "", ttl)
         lease.lease_id = lease_id
         try:
-            while not self._stopped.is_set():
-                with contextlib.suppress(Exception):
+            failed = False
+            while not self._stopped.wait(renew_pause(ttl, failed)):
+                try:
                     if lease.renew() == 0:
                         return
-                self._stopped.wait(ttl / 3)
+                    failed = False
+                except Exception:
+                    failed = True
         finally:
             etcd.close()
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+def renew_pause(ttl: float, failed: bool) -> float:
+    """The pause before a lease's next renewal: a quarter of its TTL after a renewal, so that
+    three more tries fit before it expires; a twentieth after one that failed (each try may
+    take a fifth of the TTL), so a keep-alive lost on a loaded machine costs a retry, not the
+    lease."""
+    return ttl / 20 if failed else ttl / 4
 
 
 async def _keepalive(client: Etcd3Client, lease_id: int) -> int:

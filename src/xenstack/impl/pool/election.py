@@ -1,15 +1,15 @@
 """Who is the pool's master, decided through etcd (hosts served with ``--etcd``).
 
 The master holds its database's ``master`` key under a lease (:class:`~xenstack.db.etcd.Lease`)
-and renews it every third of its TTL; its writes are conditional on holding it, so a master
-that lost it can write nothing more. A member watches the pool's key: while it is held, the
-member answers HOST_IS_SLAVE with the holder's address (clients follow the new master); when
-the lease has expired (the master died, or lost etcd), every member campaigns, and the one
-that takes the key becomes the master. It restarts its toolstack on the pool's database (its
-own backend's domains are re-adopted from it, as after any restart), names itself the pool's
-master in it, and carries on; the others follow it. The restart is in the same process
-(``xenstack serve`` builds a new toolstack; its modules are loaded already), so a takeover
-costs a database load, not an interpreter's start-up.
+and renews it every quarter of its TTL (sooner again after a failed renewal); its writes are
+conditional on holding it, so a master that lost it can write nothing more. A member watches
+the pool's key: while it is held, the member answers HOST_IS_SLAVE with the holder's address
+(clients follow the new master); when the lease has expired (the master died, or lost etcd),
+every member campaigns, and the one that takes the key becomes the master. It restarts its
+toolstack on the pool's database (its own backend's domains are re-adopted from it, as after
+any restart), names itself the pool's master in it, and carries on; the others follow it. The
+restart is in the same process (``xenstack serve`` builds a new toolstack; its modules are
+loaded already), so a takeover costs a database load, not an interpreter's start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ...db.etcd import ROOT, EtcdPersistence, Lease, LeaseCarrier
+from ...db.etcd import ROOT, EtcdPersistence, Lease, LeaseCarrier, renew_pause
 from .pool import the_pool
 
 if TYPE_CHECKING:
@@ -103,8 +103,20 @@ class MasterAgent:
         self.ts.hypervisor.adopt()  # this database is ours: its domains here are ours
         await self._take_over()
         self._rearm()  # HA only once this host is named master: its recovery acts as one
+        await self._hold(lease)
+
+    async def _hold(self, lease: Lease) -> None:
+        """Renew the master key until it is lost (campaign again) or this host joins a pool.
+
+        A renewal that fails (etcd unreachable or without quorum: writes fail meanwhile, as
+        they cannot reach a quorum either; reads go on) is tried again soon rather than a
+        whole period later: on a loaded machine two slow keep-alives in a row would otherwise
+        let the lease expire under a master that is well.
+        """
+        p = self.persistence
+        failed = False
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(renew_pause(self.ttl, failed))
             if self.ts.master_address:  # this host joined a pool: follow its master now
                 await asyncio.to_thread(lease.resign)
                 p.fence, self.leading = 0, False
@@ -113,10 +125,10 @@ class MasterAgent:
             try:
                 left = await asyncio.to_thread(lease.renew)
             except Exception as exc:
-                # etcd unreachable or without quorum: writes fail meanwhile (they cannot
-                # reach a quorum either); reads go on
                 log.warning("master lease not renewed: %s", exc)
+                failed = True
                 continue
+            failed = False
             if left == 0:
                 log.error("the master lease has expired: campaigning again")
                 self.leading = False
