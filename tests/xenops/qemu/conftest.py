@@ -87,9 +87,10 @@ def make_iso(directory: Path, name: str, label: str) -> None:
 
 
 # a CD's first 5 label bytes, or the start of dd's error (short: serial output is slow under
-# TCG); a first open only notices the medium change (Linux revalidates on the next)
+# TCG); a first open only notices the medium change (Linux revalidates on the next); the
+# last read's copy goes first (a dd that cannot open the drive leaves its output as it was)
 LABEL_COMMAND = (
-    "dd if=/dev/sr0 of=/dev/null count=0 2>/dev/null;"
+    "rm -f /tmp/pvd; dd if=/dev/sr0 of=/dev/null count=0 2>/dev/null;"
     " dd if=/dev/sr0 of=/tmp/pvd bs=2048 skip=16 count=1 2>/tmp/err;"
     f" (dd if=/tmp/pvd bs=1 skip={LABEL_OFFSET % 2048} count=5; head -c 12 /tmp/err)"
     " 2>/dev/null | tr -c A-Za-z0-9 _; echo"
