@@ -68,6 +68,14 @@ def meta(state_dir: Path, key: str) -> str:
     return str(value)
 
 
+def uuid_of(server: ServerProcess) -> str:
+    """A toolstack's own host uuid, from its database (a member's standalone one too)."""
+    with sqlite3.connect(server.state_dir / "xapi.db") as db:
+        (this,) = db.execute("SELECT value FROM meta WHERE key = 'this_host'").fetchone()
+        (blob,) = db.execute("SELECT record FROM objects WHERE ref = ?", (this,)).fetchone()
+    return str(orjson.loads(blob)["uuid"])
+
+
 def member_domains(master: ServerProcess, member_uuid: str, host: str) -> list[str]:
     """What the member's own backend runs on ``host`` (asked with the pool secret)."""
     from xenstack.impl.pool.peer import Peer

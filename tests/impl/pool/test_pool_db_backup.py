@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_pool_forwarding import connect
+from poolkit import connect
 
 from xenstack.testing import ServerProcess, halted_vm, server_process
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from poolkit import joined_pair
-from test_pool_forwarding import _uuid_of, connect, member_domains, meta
+from poolkit import connect, joined_pair, member_domains, meta, uuid_of
 from vmkit import wait_for
 
 from xenstack.testing import ServerProcess, halted_vm, raw_failure
@@ -32,7 +31,7 @@ def pool(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
 
 
 def _tls_port(master: ServerProcess, member: ServerProcess) -> int:
-    return int(orjson.loads(meta(master.state_dir, "pool_members"))[_uuid_of(member)]["tls_port"])
+    return int(orjson.loads(meta(master.state_dir, "pool_members"))[uuid_of(member)]["tls_port"])
 
 
 def test_a_restarted_member_is_reached_at_its_new_port(pool: Any) -> None:
@@ -45,14 +44,14 @@ def test_a_restarted_member_is_reached_at_its_new_port(pool: Any) -> None:
     assert _tls_port(a, b) != port
     vm = halted_vm(xa, "after")
     xa.VM.start_on(vm, member, False, False)  # reaches B at its new port
-    assert member_domains(b, a, member) == [vm]
+    assert member_domains(a, uuid_of(b), member) == [vm]
     xa.VM.hard_shutdown(vm)
-    assert member_domains(b, a, member) == []
+    assert member_domains(a, uuid_of(b), member) == []
 
 
 def test_the_restart_call_wants_the_pool_secret_and_a_known_member(pool: Any) -> None:
     a, b, _ = pool
-    record = {"uuid": _uuid_of(b), "address": "127.0.0.1", "port": "1", "hostname": "b"}
+    record = {"uuid": uuid_of(b), "address": "127.0.0.1", "port": "1", "hostname": "b"}
     code, *_ = raw_failure(a.url, RESTARTED, "wrong", record)
     assert code == "SESSION_AUTHENTICATION_FAILED"
     secret = meta(a.state_dir, "pool_secret")
@@ -62,4 +61,4 @@ def test_the_restart_call_wants_the_pool_secret_and_a_known_member(pool: Any) ->
     xa = connect(a)
     vm = halted_vm(xa, "still")
     xa.VM.start_on(vm, pool[2], False, False)
-    assert member_domains(b, a, pool[2]) == [vm]
+    assert member_domains(a, uuid_of(b), pool[2]) == [vm]

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_pool_forwarding import _uuid_of, connect, meta
+from poolkit import connect, meta, uuid_of
 
 from xenstack.testing import ServerProcess, failure, halted_vm, server_process
 
@@ -58,9 +58,9 @@ def pool(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str], dict[str, str]]]
         server_process(tmp_path / "b", [*https, "--sim-storage"]) as b,
         server_process(tmp_path / "c", [*https, "--sim-storage"]) as c,
     ):
-        uuids = {"a": _uuid_of(a)}
+        uuids = {"a": uuid_of(a)}
         for name, member in (("b", b), ("c", c)):
-            uuids[name] = _uuid_of(member)
+            uuids[name] = uuid_of(member)
             connect(member).pool.join(f"127.0.0.1:{a.port}", "root", a.password)
         xa = connect(a)
         hosts = {name: xa.host.get_by_uuid(uuid) for name, uuid in uuids.items()}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import XenAPI
-from test_pool_forwarding import _uuid_of, connect
+from poolkit import connect, uuid_of
 
 from xenstack.testing import ServerProcess, failure, raw_failure, server_process
 
@@ -30,7 +30,7 @@ def pool(tmp_path: Path) -> Iterator[tuple[list[ServerProcess], dict[str, str]]]
     ):
         uuids = {}
         for name, member in (("b", b), ("c", c)):
-            uuids[name] = _uuid_of(member)
+            uuids[name] = uuid_of(member)
             connect(member).pool.join(f"127.0.0.1:{a.port}", "root", a.password)
         yield [a, b, c], uuids
 
