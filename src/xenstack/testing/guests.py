@@ -157,6 +157,8 @@ def install(x: Any, name: str) -> str:
 
 
 STATUS = "XSG-"  # the test guest's status lines on its console (tools/test-guest)
+TICK = "XQ-TICK "  # the lines a test's background counter writes to the guest's console
+NOISE = (STATUS, TICK)  # lines that may land amid a command's output, and are not of it
 
 
 class Console:
@@ -197,10 +199,18 @@ class Console:
             s.connect(str(self.run / "serial.sock"))
             s.sendall(f"{command}; echo XQ-END-$((1+0)){tag}\n".encode())
             text = self.wait_for(f"XQ-END-1{tag}", timeout, start)
-        body = text.split(f"XQ-END-1{tag}")[0]
-        echoed = f")){tag}"  # the echoed command's end, however the guest's tty wrapped it
-        if echoed in body:
-            body = body.rsplit(echoed, 1)[1]
-        body = body.split("\n", 1)[1] if "\n" in body else body
-        # the guest's own status lines (a DHCP renewal...) may land amid the output: not its
-        return "".join(line for line in body.splitlines(True) if not line.startswith(STATUS))
+        return _output(text.split(f"XQ-END-1{tag}")[0], f")){tag}")
+
+
+def _output(body: str, echoed: str) -> str:
+    """A command's output from the console text before its end marker: after the tty's echo
+    of the command (``echoed`` is its end, however the tty wrapped it), without the lines
+    of :data:`NOISE`. A noise line written while the echo was printed lands glued to the
+    echo's line, and the echo's own line end then stands on a line of its own: that one
+    goes too."""
+    if echoed in body:
+        body = body.rsplit(echoed, 1)[1]
+    first, _, rest = body.partition("\n")
+    if first.strip() and rest.startswith(("\n", "\r\n")):
+        rest = rest.split("\n", 1)[1]  # the echo's line end, after the glued noise
+    return "".join(line for line in rest.splitlines(True) if not line.startswith(NOISE))

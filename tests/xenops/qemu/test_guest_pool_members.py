@@ -45,6 +45,21 @@ def x(pool: list[QemuHost]) -> Iterator[Any]:
     s.xenapi.session.logout()
 
 
+@pytest.fixture(autouse=True)
+def _stops_what_it_started(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The pool is the module's: a test that fails half-way must not leave a guest (and its
+    disk exports) to the next. What it started and left up is hard-shut down afterwards."""
+    if "x" not in request.fixturenames:
+        yield
+        return
+    x = request.getfixturevalue("x")
+    before = set(x.VM.get_all())
+    yield
+    for vm in set(x.VM.get_all()) - before:
+        if x.VM.get_power_state(vm) != "Halted" and not x.VM.get_is_a_snapshot(vm):
+            x.VM.hard_shutdown(vm)
+
+
 def host_of(x: Any, qh: QemuHost) -> str:
     return str(x.host.get_by_uuid(qh.host_uuid))
 
