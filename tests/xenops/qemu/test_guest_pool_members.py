@@ -432,3 +432,35 @@ def test_a_move_to_a_member_keeps_the_masters_export_of_a_disk_another_guest_rea
         x.VM.hard_shutdown(vm)
     until(lambda: key not in member_exports(master), what="the master's export gone")
     until(lambda: member_exports(member) == [], what="the member's exports gone")
+
+
+def test_a_guest_suspended_on_one_toolstack_resumes_on_the_other_and_back(
+    pool: list[QemuHost], x: Any
+) -> None:
+    """``VM.resume_on`` across toolstacks: the image the master's host wrote into the
+    suspend VDI on the shared SR is read by the member's QEMU, and the member's image by the
+    master's; the guest's memory and uptime run on through both moves. (An image on a
+    host's local SR would pin the VM there: ``VM_REQUIRES_SR``, as XAPI answers.)"""
+    master, member = pool
+    the_pool = x.pool.get_all()[0]
+    x.pool.set_suspend_image_SR(the_pool, x.pool.get_default_SR(the_pool))
+    vm = install(x, "xp-wanderer")
+    uuid = x.VM.get_uuid(vm)
+    x.VM.start_on(vm, host_of(x, master), False, False)
+    con = Console(run_dir(master.state_dir, uuid))
+    con.wait_for("XSG-READY")
+    con.run_command("echo carried > /run/xp-carried")
+    uptime = float(con.run_command("cat /proc/uptime").split()[0])
+    for there in (member, master):
+        x.VM.suspend(vm)
+        assert x.VM.get_power_state(vm) == "Suspended"
+        x.VM.resume_on(vm, host_of(x, there), False, False)
+        assert x.VM.get_resident_on(vm) == host_of(x, there)
+        con = Console(run_dir(there.state_dir, uuid))
+        assert con.run_command("cat /run/xp-carried").strip() == "carried"  # the same guest
+        now = float(con.run_command("cat /proc/uptime").split()[0])
+        assert now >= uptime
+        uptime = now
+    assert member_exports(member) == []  # the member let go of the guest's disk
+    x.VM.hard_shutdown(vm)
+    until(lambda: member_exports(master) == [], what="the master's exports gone")

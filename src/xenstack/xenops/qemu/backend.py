@@ -417,6 +417,17 @@ class QemuBackend(Backend):
     def vm_discard_image(self, vm_id: str) -> None:
         self.images.discard(vm_id)
 
+    def vm_image_send(self, vm_id: str) -> dict[str, object]:
+        """The memory image is in the suspend VDI (on the shared SR another host resumes
+        from): nothing travels but the VM itself, which this backend forgets."""
+        if vm_id not in self.images:
+            raise NoSuchDomain(vm_id)
+        self.images.discard(vm_id)
+        return {}
+
+    def vm_image_receive(self, vm_id: str, image: dict[str, object]) -> None:
+        self.images.add(vm_id)
+
     # ---- live migration between toolstacks (see .handoff) --------------------------------
 
     async def vm_migrate_receive(self, host_id: str, spec: DomainSpec, memory: int) -> str:
