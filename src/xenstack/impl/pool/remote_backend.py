@@ -1,7 +1,8 @@
 """The master's backend for a pool whose members are toolstacks of their own.
 
 :class:`PoolBackend` is a :class:`~xenstack.xenops.interface.Backend` over the master's own
-backend (``local``) and the members' backends, reached through :mod:`.wire_backend`. An
+backend (``local``) and the members' backends, reached over :mod:`.member_link` with the
+batches of :mod:`.wire_backend`. An
 operation on a host, or on a VM whose domain a host runs, goes to that host: here, or to the
 member's toolstack over TLS with the pool secret, which runs it on its own backend (its
 simulator, or QEMU on its machine). So ``VM.start_on(member)`` boots the domain on the member,
@@ -17,14 +18,8 @@ member's next batch, in order.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from ...xenops.delegate import DelegatingBackend
 from ...xenops.interface import (
@@ -43,74 +38,27 @@ from ...xenops.interface import (
 from . import membership, moves, xenstore_mirror
 from .member_disks import MasterDisks
 from .member_exports import MemberExports
-from .peer import CALL_TIMEOUT, Peer
-from .remote import Unreachable
-from .wire_backend import BACKEND_CALL, domain_info, domain_stats, dump, raise_failure
-
-# what waits on a guest (its shutdown, its release of a device) takes the backend's own
-# deadline for it (a QEMU's clean shutdown: 120 s), and some
-GUEST_TIMEOUT = 150.0
-GUEST_WAITS = ("vm_shutdown", "vm_reboot", "vbd_unplug", "vif_unplug")
-MIGRATION_TIMEOUT = 330.0  # a backend's own migration deadline (QEMU's: 300 s), and some
-REFRESH_TIMEOUT = 10.0  # a member's state at a (re)start; a cut one fails its connect sooner
+from .member_link import MemberLinks, MemberUnreachable, PeerOf, deadline, peers_of
+from .wire_backend import domain_info, domain_stats
 
 if TYPE_CHECKING:
     from ...core.context import Services
 
 
-class MemberUnreachable(XenopsError):
-    """The member that must do the work does not answer."""
-
-
-PeerOf = Callable[[str], "tuple[Peer, str] | None"]  # host id -> (peer, pool secret)
-
-
-@dataclass(slots=True)
-class _Remote:
-    """What the master knows of one member host's backend."""
-
-    peer: Peer
-    secret: str
-    memory_free: int = 0
-    domains: dict[str, DomainInfo] = field(default_factory=dict)
-    images: set[str] = field(default_factory=set)
-    stats: dict[str, DomainStats] = field(default_factory=dict)  # its domains' counters
-    queued: list[list[Any]] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class PoolBackend(DelegatingBackend):
+class PoolBackend(MemberLinks, DelegatingBackend):
     """Routes each call to the backend of the host that must do it: this toolstack's own
-    (``local``, by delegation) or a member's, over the wire. A spec sent to a member names
-    its shared-SR disks (and suspend images) by file, which the member exports itself (see
-    :mod:`.member_disks`), hot-plugged disks too."""
+    (``local``, by delegation) or a member's, over its link (:class:`.member_link.MemberLinks`).
+    A spec sent to a member names its shared-SR disks (and suspend images) by file, which the
+    member exports itself (see :mod:`.member_disks`), hot-plugged disks too."""
 
     def __init__(self, local: Backend, peer_of: PeerOf) -> None:
-        super().__init__(local)
-        self.peer_of = peer_of
-        self.remotes: dict[str, _Remote] = {}
-        self.calls = 0  # batches sent to members (for tests and benchmarks)
+        DelegatingBackend.__init__(self, local)
+        MemberLinks.__init__(self, peer_of)
         # this host's exports in a migration with a member (None: a backend opening no disks)
         self.own_disks: MasterDisks | None = None
         self._moving: dict[str, DomainSpec] = {}  # VM id -> the spec it moves with
-        # host, {domid: [path, value]}: what a member's guest agents wrote (xenstore_mirror)
-        self.on_agent_nodes: Callable[[str, dict[str, Any]], None] | None = None
 
     # ---- routing -------------------------------------------------------------------------
-
-    def remote(self, host_id: str) -> _Remote | None:
-        """The member host ``host_id`` is, or None for a host of this backend."""
-        found = self.remotes.get(host_id)
-        if found is not None:
-            return found
-        peer = self.peer_of(host_id)
-        if peer is None:
-            return None
-        found = self.remotes[host_id] = _Remote(peer[0], peer[1])
-        return found
-
-    def is_remote(self, host_id: str) -> bool:
-        return self.remote(host_id) is not None
 
     def _holder(self, vm_id: str) -> str | None:
         """The member host whose backend has ``vm_id``'s domain or image (None: here)."""
@@ -120,89 +68,6 @@ class PoolBackend(DelegatingBackend):
             if vm_id in rem.domains or vm_id in rem.images:
                 return host
         return None
-
-    async def _send(
-        self, host_id: str, name: str, *args: Any, timeout: float = CALL_TIMEOUT
-    ) -> Any:
-        rem = self.remote(host_id)
-        assert rem is not None
-        async with rem.lock:
-            ops, rem.queued = [*rem.queued, [name, [dump(a) for a in args]]], []
-            try:
-                batch = orjson.dumps(ops).decode()
-                raw = await rem.peer.call(BACKEND_CALL, rem.secret, batch, timeout=timeout)
-            except Unreachable as exc:
-                rem.queued = ops[:-1] + rem.queued  # the queued changes are sent next time
-                raise MemberUnreachable(f"host {host_id}: {exc}") from exc
-            self.calls += 1
-        answer = orjson.loads(raw)
-        self._learn(rem.peer, answer["snapshot"])
-        if self.on_agent_nodes is not None:
-            for host, found in answer.get("guest", {}).items():
-                mine = self.remotes.get(host)
-                if mine is not None and mine.peer.url == rem.peer.url:
-                    self.on_agent_nodes(host, found)
-        if answer["failure"] is not None:
-            raise_failure(answer["failure"])
-        return answer["results"][-1]
-
-    def _learn(self, peer: Peer, snapshot: dict[str, Any]) -> None:
-        """Cache what a member reported of the hosts it runs for this pool."""
-        images = set(snapshot["images"])
-        for host, rem in self.remotes.items():
-            if rem.peer.url != peer.url:
-                continue
-            rem.images = images
-            state = snapshot["hosts"].get(host)
-            if state is not None:
-                rem.memory_free = int(state["memory_free"])
-                rem.domains = {d["vm_id"]: domain_info(d) for d in state["domains"]}
-
-    def _queue(self, host_id: str, name: str, *args: Any) -> None:
-        rem = self.remote(host_id)
-        assert rem is not None
-        rem.queued.append([name, [dump(a) for a in args]])
-        with contextlib.suppress(RuntimeError):  # no loop: sent with the next batch
-            asyncio.get_running_loop().create_task(self._flush(host_id))
-
-    async def _flush(self, host_id: str, timeout: float = CALL_TIMEOUT) -> None:
-        with contextlib.suppress(XenopsError):
-            await self._send(host_id, "snapshot", timeout=timeout)
-
-    async def refresh(self) -> None:
-        """Ask every known member host for its backend's state, all at once and briefly
-        (members that do not answer keep what was known): a master taking over must not
-        wait on the host it replaces, which may be cut off."""
-        hosts = list(self.remotes)
-        await asyncio.gather(*(self._flush(host, REFRESH_TIMEOUT) for host in hosts))
-
-    async def repoint(self, host_id: str) -> bool:
-        """Member ``host_id``'s toolstack listens elsewhere now (it restarted): reach it
-        there from now on, with what was known of it, and ask it what it runs; whether it
-        answered."""
-        old = self.remotes.pop(host_id, None)
-        rem = self.remote(host_id)
-        if old is not None:
-            await old.peer.close()
-            if rem is not None:
-                rem.queued = old.queued + rem.queued
-                rem.memory_free, rem.domains, rem.images = old.memory_free, old.domains, old.images
-        if rem is None:
-            return False
-        try:
-            await self._send(host_id, "snapshot", timeout=REFRESH_TIMEOUT)
-        except XenopsError:
-            return False
-        return True
-
-    async def on_member(self, host_id: str, name: str, *args: Any) -> Any:
-        """Operation ``name`` (of :data:`.wire_backend.OPERATIONS`) on member ``host_id``."""
-        return await self._send(host_id, name, *args)
-
-    async def forget(self, host_id: str) -> None:
-        rem = self.remotes.pop(host_id, None)
-        if rem is not None:
-            await rem.peer.close()
 
     # ---- HOST ----------------------------------------------------------------------------
 
@@ -356,7 +221,7 @@ class PoolBackend(DelegatingBackend):
     async def _do(self, host: str | None, name: str, *args: Any) -> Any:
         """Backend operation ``name`` on ``host``'s backend (None: this toolstack's own)."""
         if host is not None:
-            return await self._send(host, name, *args, timeout=_deadline(name))
+            return await self._send(host, name, *args, timeout=deadline(name))
         disks = self.own_disks if name.startswith("vm_migrate") else None
         if disks is None:
             result = getattr(self.local, name)(*args)
@@ -458,26 +323,6 @@ class PoolBackend(DelegatingBackend):
 __all__ = ["MemberUnreachable", "NoSuchDomain", "PoolBackend", "UnknownHost"]
 
 
-def peers_of(ts: Services) -> PeerOf:
-    """host id -> (the member toolstack that runs it, the pool secret), from what the master
-    keeps of its members (:mod:`.membership`); None for a host this toolstack runs."""
-    cache: dict[str, tuple[dict[str, Any], Peer]] = {}
-
-    def peer_of(host_id: str) -> tuple[Peer, str] | None:
-        db = ts.db
-        if host_id == ts.this_host or not db.exists("host", host_id):
-            return None
-        where = membership.members(ts.persistence).get(db.get("host", host_id)["uuid"])
-        if where is None:
-            return None
-        known = cache.get(host_id)
-        if known is None or known[0] != where:  # new, or it listens elsewhere now
-            known = cache[host_id] = (where, Peer.of(where))
-        return known[1], membership.pool_secret(ts.persistence)
-
-    return peer_of
-
-
 def attach_members(ts: Services) -> PoolBackend | None:
     """Route the work of the pool's member toolstacks to them: wrap the toolstack's backend
     in a :class:`PoolBackend` once it has members (idempotent); the PoolBackend, if any."""
@@ -508,12 +353,3 @@ def attach_members(ts: Services) -> PoolBackend | None:
         hv.known_hosts.discard(host)
     hv.backend = pool
     return pool
-
-
-def _deadline(name: str) -> float:
-    """How long the master waits for a member's backend operation ``name``: what moves a
-    domain's memory (a migration's send, a suspend, a resume, a checkpoint's image) lasts as
-    long as the memory takes; what waits on the guest, as long as the guest may take."""
-    if name.startswith(("vm_migrate", "vm_suspend", "vm_resume", "vm_save_image")):
-        return MIGRATION_TIMEOUT
-    return GUEST_TIMEOUT if name in GUEST_WAITS else CALL_TIMEOUT
