@@ -443,7 +443,15 @@ def test_a_guest_suspended_on_one_toolstack_resumes_on_the_other_and_back(
     host's local SR would pin the VM there: ``VM_REQUIRES_SR``, as XAPI answers.)"""
     master, member = pool
     the_pool = x.pool.get_all()[0]
+    was = x.pool.get_suspend_image_SR(the_pool)
     x.pool.set_suspend_image_SR(the_pool, x.pool.get_default_SR(the_pool))
+    try:
+        _wander(x, master, member)
+    finally:  # the pool is the module's: the next test finds it as it was
+        x.pool.set_suspend_image_SR(the_pool, was)
+
+
+def _wander(x: Any, master: QemuHost, member: QemuHost) -> None:
     vm = install(x, "xp-wanderer")
     uuid = x.VM.get_uuid(vm)
     x.VM.start_on(vm, host_of(x, master), False, False)
